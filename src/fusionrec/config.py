@@ -1,0 +1,171 @@
+"""Settings: one typed object, loaded from a YAML file plus environment overrides.
+
+The only module that reads environment variables or settings files. Resolution order (later wins):
+
+1. the ``default`` section of the settings file (``configs/settings.yaml`` unless
+   ``FUSIONREC_CONFIG`` or an explicit path names another);
+2. the section of the chosen profile under ``profiles`` (``FUSIONREC_PROFILE``, default ``local``);
+3. environment variables ``FUSIONREC__<SECTION>__<KEY>=<value>`` (values parsed as YAML scalars),
+   e.g. ``FUSIONREC__VALIDATION__MAX_IMAGE_PIXELS=40000000``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fusionrec.errors import ConfigError
+
+ENV_PREFIX = "FUSIONREC__"
+DEFAULT_CONFIG = Path("configs/settings.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsSettings(_Strict):
+    """Where the platform keeps what it writes."""
+
+    artifacts: str = "artifacts"
+    cache: str = "artifacts/cache"
+
+
+class ValidationSettings(_Strict):
+    """Bounds and default error budgets for data validation (a dataset contract may tighten them)."""
+
+    default_budget: float = Field(0.0, ge=0.0, le=1.0)
+    min_text_chars: int = Field(1, ge=0)
+    max_text_chars: int = Field(10_000, ge=1)
+    min_image_side: int = Field(16, ge=1)
+    max_image_side: int = Field(8_192, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb guard, checked before decoding
+    max_image_bytes: int = Field(20_000_000, ge=1)
+    min_timestamp: int = 0  # unix seconds; 1970-01-01
+    future_tolerance_s: int = Field(86_400, ge=0)
+
+
+class PrivacySettings(_Strict):
+    """What the PII filter looks for and how it replaces it."""
+
+    entities: tuple[str, ...] = (
+        "EMAIL_ADDRESS",
+        "PHONE_NUMBER",
+        "CREDIT_CARD",
+        "IBAN_CODE",
+        "IP_ADDRESS",
+        "PERSON",
+    )
+    score_threshold: float = Field(0.35, ge=0.0, le=1.0)
+    phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "IN", "CA", "BR", "AU")
+
+
+class Settings(_Strict):
+    """Everything configurable about a run. Build once at the entry point, pass down."""
+
+    profile: Literal["local", "cluster"] = "local"
+    paths: PathsSettings = PathsSettings()
+    validation: ValidationSettings = ValidationSettings()
+    privacy: PrivacySettings = PrivacySettings()
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
+        if not keys:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"environment variable {name}: value {raw!r} is not valid YAML") from e
+        node = tree
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name} conflicts with another override")
+        node[keys[-1]] = value
+    return tree
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file, turning every failure into a one-line ConfigError that names the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: file not found") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from e
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from e
+
+
+def describe_pydantic_error(source: str, err: ValidationError) -> str:
+    """One line naming the first offending field and value of a pydantic error."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{loc}' (value {first.get('input')!r})"
+    return f"{source}: '{loc}': {first['msg']} (got {first.get('input')!r})"
+
+
+def load_settings(
+    path: str | Path | None = None,
+    profile: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings object.
+
+    Args:
+        path: settings YAML; default ``FUSIONREC_CONFIG`` or ``configs/settings.yaml`` when it exists.
+        profile: ``local`` or ``cluster``; default ``FUSIONREC_PROFILE`` or ``local``.
+        env: the environment to read overrides from (default ``os.environ``).
+
+    Raises:
+        ConfigError: the file is malformed, names an unknown key or profile, or a value is invalid.
+    """
+    env = os.environ if env is None else env
+    chosen = path or env.get("FUSIONREC_CONFIG")
+    data: dict[str, Any] = {}
+    source = "settings"
+    if chosen or DEFAULT_CONFIG.exists():
+        file = Path(chosen) if chosen else DEFAULT_CONFIG
+        source = str(file)
+        raw = read_yaml(file) or {}
+        if not isinstance(raw, dict) or not set(raw) <= {"default", "profiles"}:
+            raise ConfigError(f"{file}: expected top-level keys 'default' and 'profiles'")
+        profile = profile or env.get("FUSIONREC_PROFILE", "local")
+        profiles = raw.get("profiles") or {}
+        if profile not in profiles and profile not in ("local", "cluster"):
+            raise ConfigError(f"{file}: unknown profile {profile!r}; known: {sorted(profiles)}")
+        data = _deep_merge(raw.get("default") or {}, profiles.get(profile) or {})
+    else:
+        profile = profile or env.get("FUSIONREC_PROFILE", "local")
+    data = _deep_merge(data, _env_overrides(env))
+    data["profile"] = profile
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(describe_pydantic_error(source, e)) from e
