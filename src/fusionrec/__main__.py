@@ -1,0 +1,5 @@
+"""Usage: python -m fusionrec COMMAND ..."""
+
+from fusionrec.cli import main
+
+main()

@@ -1,0 +1,143 @@
+"""Usage: fusionrec [--config FILE] [--profile local|cluster] COMMAND ...
+
+The command line of the platform. Parses arguments, builds the settings once, calls the core.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fusionrec.errors import FusionRecError
+
+app = typer.Typer(
+    name="fusionrec",
+    help="Multimodal-fusion recommender: validate data, embed, train, evaluate and serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Datasets: validate a dataset against its contract, generate a synthetic one.",
+                       no_args_is_help=True)
+privacy_app = typer.Typer(help="The PII filter.", no_args_is_help=True)
+config_app = typer.Typer(help="Settings.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(privacy_app, name="privacy")
+app.add_typer(config_app, name="config")
+
+
+class _State:
+    config: Optional[Path] = None
+    profile: Optional[str] = None
+
+    def settings(self):
+        from fusionrec.config import load_settings
+
+        return load_settings(self.config, self.profile)
+
+
+state = _State()
+
+
+@app.callback()
+def _root(
+    config: Annotated[Optional[Path], typer.Option(help="Settings YAML (default: configs/settings.yaml).")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Settings profile: local (default) or cluster.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("great_expectations", "presidio-analyzer", "presidio-anonymizer", "tldextract"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    state.config, state.profile = config, profile
+
+
+@data_app.command("validate")
+def data_validate(
+    contract: Annotated[Path, typer.Argument(help="The dataset contract YAML, e.g. configs/datasets/movielens-100k-mm.yaml.")],
+    out: Annotated[Path, typer.Option(help="Folder for the clean dataset and its report (replaced atomically).")],
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Check a dataset with Great Expectations; write the clean tables, the quarantine and a report.
+
+    Exits 1 when a check exceeds its error budget (nothing is written to OUT; the report goes to
+    OUT.rejected/), 2 when the contract or a file cannot be read.
+    """
+    from fusionrec.validation import validate_dataset
+
+    outcome = validate_dataset(contract, out, state.settings().validation, progress=progress)
+    _print_checks(outcome)
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+def _print_checks(outcome) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{outcome.clean.contract.name}: {len(outcome.results)} checks, {outcome.seconds:.1f} s")
+    for col in ("check", "action", "failed", "share", "budget", "status"):
+        table.add_column(col, justify="right" if col in ("failed", "share", "budget") else "left")
+    for r in outcome.results:
+        table.add_row(escape(r.key), r.action, f"{r.failed:,}", f"{r.share:.2%}", f"{r.budget:.2%}",
+                      "[green]ok[/]" if r.passed else "[red]over budget[/]")
+    Console(stderr=False).print(table)
+    q = outcome.quarantine
+    typer.echo(f"quarantine: {int((q['action'] == 'dropped').sum())} records dropped, "
+               f"{int((q['action'] == 'masked').sum())} kept with a field masked")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Folder for the dataset and its contract (replaced atomically).")],
+    users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 1000,
+    items: Annotated[int, typer.Option(min=1, help="Number of items.")] = 500,
+    interactions: Annotated[Optional[int], typer.Option(min=1, help="Number of interactions (default 30 per user).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same dataset.")] = 0,
+    image_size: Annotated[int, typer.Option(min=16, max=512, help="Side of the rendered images in pixels.")] = 64,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Generate a synthetic multimodal dataset: items with text and rendered images, users with planted tastes."""
+    from fusionrec.data.synth import SynthConfig, generate
+
+    cfg = SynthConfig(users=users, items=items, interactions=interactions, seed=seed, image_size=image_size)
+    result = generate(cfg, out, progress=progress)
+    typer.echo(json.dumps(result.summary(), indent=2))
+    typer.echo(f"contract: {result.contract_path}")
+
+
+@privacy_app.command("redact")
+def privacy_redact(
+    text: Annotated[Optional[str], typer.Argument(help="Text to filter; omit to read lines from stdin.")] = None,
+) -> None:
+    """Print the text with personal data replaced by <ENTITY_TYPE> placeholders."""
+    from fusionrec.privacy import PiiFilter
+
+    pii = PiiFilter(state.settings().privacy)
+    lines = [text] if text is not None else (line.rstrip("\n") for line in sys.stdin)
+    for line in lines:
+        typer.echo(pii.redact(line))
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the resolved settings (file, profile and environment overrides applied)."""
+    typer.echo(json.dumps(state.settings().model_dump(mode="json"), indent=2))
+
+
+def main() -> None:
+    """Console-script entry point: one-line errors, exit codes by error kind."""
+    try:
+        app()
+    except FusionRecError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+import pytest
+
+from fusionrec.config import load_settings
+from fusionrec.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def write(tmp_path, text):
+    p = tmp_path / "settings.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_without_a_file_are_the_local_profile(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(env={})
+    assert s.profile == "local" and s.paths.artifacts == "artifacts"
+
+
+def test_profile_overrides_default_and_env_overrides_profile(tmp_path):
+    p = write(tmp_path, "default:\n  paths: {artifacts: a}\nprofiles:\n  cluster:\n    paths: {artifacts: /mnt/x}\n")
+    assert load_settings(p, env={}).paths.artifacts == "a"
+    assert load_settings(p, "cluster", env={}).paths.artifacts == "/mnt/x"
+    env = {"FUSIONREC_PROFILE": "cluster", "FUSIONREC__PATHS__ARTIFACTS": "/data", "FUSIONREC__VALIDATION__MAX_TEXT_CHARS": "42"}
+    s = load_settings(p, env=env)
+    assert (s.profile, s.paths.artifacts, s.validation.max_text_chars) == ("cluster", "/data", 42)
+
+
+def test_repository_settings_file_loads_both_profiles():
+    from tests.conftest import REPO
+
+    for profile in ("local", "cluster"):
+        assert load_settings(REPO / "configs" / "settings.yaml", profile, env={}).profile == profile
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = write(tmp_path, "default:\n  validation: {max_txt_chars: 5}\nprofiles: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'validation.max_txt_chars'"):
+        load_settings(p, env={})
+
+
+def test_bad_env_value_is_named(tmp_path):
+    p = write(tmp_path, "default: {}\nprofiles: {}\n")
+    with pytest.raises(ConfigError, match=r"validation.max_text_chars"):
+        load_settings(p, env={"FUSIONREC__VALIDATION__MAX_TEXT_CHARS": "many"})
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    p = write(tmp_path, "default:\n  paths: [unclosed\nprofiles: {}\n")
+    with pytest.raises(ConfigError, match=rf"{p}: malformed YAML at line \d+"):
+        load_settings(p, env={})
+
+
+def test_unknown_profile(tmp_path):
+    p = write(tmp_path, "default: {}\nprofiles: {local: {}}\n")
+    with pytest.raises(ConfigError, match="unknown profile 'staging'"):
+        load_settings(p, "staging", env={})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path / "nope.yaml", env={})
