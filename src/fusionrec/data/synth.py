@@ -275,7 +275,7 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
         pd.DataFrame({"user_id": user_ids, "genre": np.array(genres)[user_genre],
                       "colour": np.array(colours)[user_colour]}).to_parquet(tmp / "truth" / "users.parquet", index=False)
         counts = {"users": n_u, "items": n_i, "interactions": len(inter)}
-        (tmp / "truth" / "truth.json").write_text(json.dumps({"config": cfg.model_dump(), "counts": counts,
+        (tmp / "truth" / "truth.json").write_text(json.dumps({"config": cfg.model_dump(exclude={"workers"}), "counts": counts,
                                                               "defects": defects}, indent=2), encoding="utf-8")
         contract = _contract(cfg)
         if n_bad_items or n_bad_inter:  # the planted defects fit inside these budgets
