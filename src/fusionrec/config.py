@@ -62,6 +62,7 @@ class PrivacySettings(_Strict):
         "PERSON",
     )
     score_threshold: float = Field(0.35, ge=0.0, le=1.0)
+    person_dictionary: bool = True  # the first-name + surname rule; the cue rule always runs
     phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "IN", "CA", "BR", "AU")
 
 
