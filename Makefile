@@ -25,7 +25,7 @@ run: install
 	$(BIN)/fusionrec data validate configs/datasets/movielens-100k-mm.yaml --out $(OUT)/movielens-100k-mm/validated
 
 lock: | $(BIN)/python
-	$(BIN)/pip freeze --exclude-editable | sed -e 's/^torch==\(.*\)+cpu/torch==\1/' > constraints.txt.new
+	{ head -n 2 constraints.txt; $(BIN)/pip freeze --exclude-editable | sed -e 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:

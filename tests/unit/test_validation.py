@@ -129,12 +129,17 @@ def test_images_that_are_bombs_corrupt_or_tiny_are_masked_not_decoded(tmp_path):
 def test_text_over_the_length_limit_is_masked(tmp_path):
     contract = tiny_catalogue(tmp_path)
     items = pd.read_csv(tmp_path / "items.csv", dtype=str)
-    items.loc[0, "blurb"] = "x" * 50
+    items.loc[0, "blurb"] = "write to jane@example.com " * 2
     items.to_csv(tmp_path / "items.csv", index=False)
     contract["checks"] = {"items.text_length": {"budget": 1.0}}
     outcome = run(tmp_path, contract, ValidationSettings(max_text_chars=20))
     assert outcome.counts()["items.text_length[blurb]"] == 1
     assert outcome.clean.items["blurb"].isna().tolist() == [True, False]
+    # Free text never reaches the report: its length does.
+    assert "<52 characters>" in outcome.quarantine["reason"].iloc[0]
+    everything = json.dumps(outcome.gx_results) + outcome.quarantine.to_csv() + json.dumps(
+        [r.examples for r in outcome.results])
+    assert "jane@example.com" not in everything
 
 
 def test_unknown_check_in_contract_is_a_config_error(tmp_path):

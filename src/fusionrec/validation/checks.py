@@ -40,6 +40,7 @@ class Check:
     budget: float = 0.0
     column: str | None = None
     mask: tuple[str, ...] = ()
+    sensitive: bool = False  # the value is free text: reports show its length, never its content
 
     @property
     def key(self) -> str:
@@ -197,7 +198,7 @@ def items_checks(frame: pd.DataFrame, text_fields: tuple[str, ...], has_image: b
                             f"text field '{col}' has {cfg.min_text_chars}..{cfg.max_text_chars} characters",
                             ("ExpectColumnValueLengthsToBeBetween",
                              {"column": col, "min_value": cfg.min_text_chars, "max_value": cfg.max_text_chars}),
-                            action="mask", column=col, mask=(col,)))
+                            action="mask", column=col, mask=(col,), sensitive=True))
     if has_image:
         f["__image_status"] = image_status(f["image"], root, cfg, progress)
         checks += [
