@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -184,7 +185,7 @@ def _run_table(gx: _GX, prepared: Prepared, overrides: dict[str, Any], file: str
     for c in prepared.checks:
         budget, enabled = _budget_for(c, overrides)
         if enabled:
-            active.append(Check(**{**c.__dict__, "budget": budget}))
+            active.append(dataclasses.replace(c, budget=budget))
     if not active:
         return {}
     suite_json, result_json = gx.run(prepared, active)
@@ -204,7 +205,7 @@ def _run_table(gx: _GX, prepared: Prepared, overrides: dict[str, Any], file: str
             values = values.map(lambda v: None if v is None or v != v else f"<{len(str(v))} characters>")
         for line, value in zip(lines, values):
             failing.setdefault(int(line), []).append((check, value))
-        failed = len(lines)
+        failed = max(gx_count, len(lines))  # the verdict takes the stricter of the two counts
         results.append(CheckResult(
             key=check.key, table=check.table, column=check.column, description=check.description,
             action=check.action, budget=check.budget, records=n, failed=failed,
