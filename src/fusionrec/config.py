@@ -66,6 +66,31 @@ class PrivacySettings(_Strict):
     phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "IN", "CA", "BR", "AU")
 
 
+class TextEncoderSettings(_Strict):
+    """The text encoder: a local Hugging Face checkpoint folder or storage URI (default all-MiniLM-L6-v2)."""
+
+    checkpoint: str | None = None
+    max_length: int = Field(256, ge=8, le=8192)
+    batch_size: int = Field(64, ge=1)
+
+
+class ImageEncoderSettings(_Strict):
+    """The image encoder: EfficientNet-Lite0 (default weights shipped offline) or a HF vision checkpoint."""
+
+    kind: Literal["efficientnet_lite0", "hf"] = "efficientnet_lite0"
+    checkpoint: str | None = None
+    batch_size: int = Field(32, ge=1)
+
+
+class EncoderSettings(_Strict):
+    """Which modalities are embedded with pretrained encoders, on which device."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    modalities: tuple[Literal["text", "image"], ...] = ("text", "image")
+    text: TextEncoderSettings = TextEncoderSettings()
+    image: ImageEncoderSettings = ImageEncoderSettings()
+
+
 class Settings(_Strict):
     """Everything configurable about a run. Build once at the entry point, pass down."""
 
@@ -73,6 +98,7 @@ class Settings(_Strict):
     paths: PathsSettings = PathsSettings()
     validation: ValidationSettings = ValidationSettings()
     privacy: PrivacySettings = PrivacySettings()
+    encoders: EncoderSettings = EncoderSettings()
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,72 @@
+"""The encoder interface: a batch in, a float32 matrix and a mask out."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass
+class Encoded:
+    """Embeddings for a batch: ``values[i]`` is valid only where ``mask[i]``; ``reasons[i]`` says why not."""
+
+    values: np.ndarray  # [n, dim] float32; zero rows where masked
+    mask: np.ndarray  # [n] bool
+    reasons: list[str | None] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, n: int, dim: int) -> Encoded:
+        return cls(np.zeros((n, dim), dtype=np.float32), np.zeros(n, dtype=bool), [None] * n)
+
+
+class Encoder(Protocol):
+    """One modality's encoder.
+
+    ``identity`` names the model and everything that changes its output (weights, preprocessing,
+    pooling); the embedding cache is keyed by it, so a changed encoder never reuses stale vectors.
+    """
+
+    modality: str
+    identity: str
+    dim: int
+
+    def content_keys(self, batch: list[Any]) -> list[str | None]:
+        """A content hash per input (None where the input is missing: it will be masked)."""
+
+    def encode(self, batch: list[Any]) -> Encoded:
+        """Embed a batch; inputs that cannot be embedded come back masked with a reason."""
+
+
+def pick_device(requested: str = "auto") -> str:
+    """``cuda`` when asked for or available under ``auto``, else ``cpu``."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        from fusionrec.errors import ConfigError
+
+        raise ConfigError("encoders.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return requested
+
+
+def hash_files(paths: list[Path], chunk: int = 1 << 20) -> str:
+    """A sha256 over the names and bytes of files (the identity of a checkpoint)."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def l2_normalise(x):
+    """Row-wise unit length (torch tensor in, tensor out)."""
+    import torch
+
+    return torch.nn.functional.normalize(x, p=2, dim=-1)

@@ -1,0 +1,174 @@
+"""Embed a validated dataset: every modality, through the cache, with masks and reasons on disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusionrec.encoders.base import Encoded
+from fusionrec.encoders.cache import EmbeddingCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModalityEmbeddings:
+    """One modality's item embeddings aligned with ``item_idx``, and how they were made."""
+
+    name: str
+    values: np.ndarray  # [n_items, dim] float32, zero where masked
+    mask: np.ndarray  # [n_items] bool
+    reasons: list[str | None]
+    identity: str
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.values.shape[1])
+
+
+def run_encoder(encoder, inputs: list, cache: EmbeddingCache | None, *, chunk: int = 512,
+                progress: bool = True) -> tuple[Encoded, dict[str, Any]]:
+    """Prepare, look up the cache, embed only the misses (in chunks, with a progress bar), store them.
+
+    Returns:
+        (the encoded batch, stats: items, cached, computed, masked, seconds).
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    prepared, reasons = encoder.prepare(inputs)
+    enc = Encoded.empty(len(inputs), encoder.dim)
+    enc.reasons = list(reasons)
+    idx = np.array([i for i, p in enumerate(prepared) if p is not None], dtype=np.int64)
+    keys = [encoder.key(prepared[i]) for i in idx]
+    found = np.zeros(len(idx), dtype=bool)
+    if cache is not None and len(idx):
+        vals, found = cache.get_many(encoder.identity, keys, encoder.dim)
+        enc.values[idx[found]] = vals[found]
+        enc.mask[idx[found]] = True
+    misses = idx[~found]
+    miss_keys = [k for k, f in zip(keys, found) if not f]
+    with tqdm(total=len(misses), desc=f"embed {encoder.modality}", unit="item", disable=not progress,
+              mininterval=1.0) as bar:
+        for s in range(0, len(misses), chunk):
+            part = misses[s: s + chunk]
+            values, ok, why = encoder.embed([prepared[i] for i in part])
+            enc.values[part[ok]] = values[ok]
+            enc.mask[part] = ok
+            for j, i in enumerate(part):
+                if not ok[j]:
+                    enc.reasons[i] = why[j]
+            if cache is not None and ok.any():
+                cache.put_many(encoder.identity, [miss_keys[s + j] for j in np.flatnonzero(ok)], values[ok])
+            bar.update(len(part))
+    stats = {"items": len(inputs), "cached": int(found.sum()), "computed": int(len(misses)),
+             "masked": int((~enc.mask).sum()), "seconds": round(time.perf_counter() - t0, 3)}
+    return enc, stats
+
+
+def item_texts(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str | None]:
+    """Each item's text fields joined in contract order (". " between them); None when all are empty."""
+    out = []
+    for row in items[list(fields)].itertuples(index=False):
+        parts = [str(v).strip() for v in row if v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v).strip()]
+        out.append(". ".join(parts) if parts else None)
+    return out
+
+
+def build_encoders(settings, modalities: set[str]) -> dict[str, Any]:
+    """The text and image encoders the settings describe, for the modalities a dataset has."""
+    from fusionrec.encoders.storage import resolve_checkpoint
+    from fusionrec.privacy import PiiFilter
+
+    cfg = settings.encoders
+    out: dict[str, Any] = {}
+    if "text" in modalities and "text" in cfg.modalities:
+        from fusionrec.encoders.text import TextEncoder
+
+        ckpt = resolve_checkpoint(cfg.text.checkpoint, settings.paths.cache) if cfg.text.checkpoint else None
+        out["text"] = TextEncoder(ckpt, max_length=cfg.text.max_length, batch_size=cfg.text.batch_size,
+                                  device=cfg.device, pii=PiiFilter(settings.privacy))
+    if "image" in modalities and "image" in cfg.modalities:
+        from fusionrec.encoders.image import ImageEncoder
+
+        ckpt = resolve_checkpoint(cfg.image.checkpoint, settings.paths.cache) if cfg.image.checkpoint else None
+        out["image"] = ImageEncoder(ckpt, kind=cfg.image.kind, batch_size=cfg.image.batch_size, device=cfg.device,
+                                    max_pixels=settings.validation.max_image_pixels)
+    return out
+
+
+def encode_dataset(dataset, settings, *, encoders: dict[str, Any] | None = None, progress: bool = True
+                   ) -> dict[str, ModalityEmbeddings]:
+    """Embed every modality of a dataset: text and images with pretrained encoders, precomputed as given.
+
+    Args:
+        dataset: a :class:`fusionrec.data.dataset.Dataset` (validated).
+        settings: the run's settings (encoders, privacy, cache path).
+        encoders: ready encoders by modality (default: built from the settings).
+    """
+    have = set()
+    if dataset.text_fields:
+        have.add("text")
+    if "image" in dataset.items:
+        have.add("image")
+    encoders = encoders if encoders is not None else build_encoders(settings, have)
+    cache = EmbeddingCache(Path(settings.paths.cache) / "embeddings.sqlite")
+    out: dict[str, ModalityEmbeddings] = {}
+    try:
+        inputs = {"text": lambda: item_texts(dataset.items, dataset.text_fields),
+                  "image": lambda: dataset.items["image"].tolist()}
+        for name, encoder in encoders.items():
+            enc, stats = run_encoder(encoder, inputs[name](), cache, progress=progress)
+            out[name] = ModalityEmbeddings(name, enc.values, enc.mask, enc.reasons, encoder.identity, stats)
+            log.info("%s: %s", name, stats)
+    finally:
+        cache.close()
+    for name, m in dataset.modalities.items():
+        reasons = [None if ok else "no vector given" for ok in m.mask]
+        out[name] = ModalityEmbeddings(name, m.values, m.mask, reasons, f"precomputed/{name}/{m.dim}",
+                                       {"items": len(m.mask), "cached": 0, "computed": 0,
+                                        "masked": int((~m.mask).sum()), "seconds": 0.0})
+    return out
+
+
+def save_embeddings(embeddings: dict[str, ModalityEmbeddings], item_ids: np.ndarray, folder: Path) -> None:
+    """Write ``{name}.npy``, ``{name}.mask.npy``, ``masked.csv`` (item, modality, reason) and ``embeddings.json``."""
+    folder = Path(folder)
+    rows = []
+    meta = {}
+    for name, m in embeddings.items():
+        np.save(folder / f"{name}.npy", m.values)
+        np.save(folder / f"{name}.mask.npy", m.mask)
+        for i in np.flatnonzero(~m.mask):
+            rows.append({"item_id": item_ids[i], "modality": name, "reason": m.reasons[i]})
+        meta[name] = {"identity": m.identity, "dim": m.dim, "present": int(m.mask.sum()), **m.stats,
+                      "reasons": dict(Counter(r for r in m.reasons if r))}
+    pd.DataFrame(rows, columns=["item_id", "modality", "reason"]).to_csv(folder / "masked.csv", index=False)
+    (folder / "embeddings.json").write_text(json.dumps({"modalities": meta}, indent=2), encoding="utf-8")
+
+
+def load_embeddings(folder: str | Path) -> dict[str, ModalityEmbeddings]:
+    """Read what :func:`save_embeddings` wrote (reasons are kept in masked.csv, not reloaded)."""
+    from fusionrec.errors import DatasetError
+
+    folder = Path(folder)
+    meta_path = folder / "embeddings.json"
+    if not meta_path.exists():
+        raise DatasetError(f"{folder}: no embeddings.json; run 'fusionrec embed' first")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))["modalities"]
+    out = {}
+    for name, m in meta.items():
+        values = np.load(folder / f"{name}.npy")
+        mask = np.load(folder / f"{name}.mask.npy")
+        out[name] = ModalityEmbeddings(name, values, mask, [None] * len(mask), m["identity"],
+                                       {k: m[k] for k in ("items", "cached", "computed", "masked", "seconds") if k in m})
+    return out
