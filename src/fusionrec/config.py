@@ -91,6 +91,16 @@ class EncoderSettings(_Strict):
     image: ImageEncoderSettings = ImageEncoderSettings()
 
 
+class FeatureSettings(_Strict):
+    """The Feast feature store: which online store, where the repository and the tables are."""
+
+    repo: str = "feature_repo"
+    data_dir: str = "artifacts/movielens-100k-mm/features"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection: str = "localhost:6379"
+    history_length: int = Field(20, ge=1, le=1000)
+
+
 class Settings(_Strict):
     """Everything configurable about a run. Build once at the entry point, pass down."""
 
@@ -99,6 +109,7 @@ class Settings(_Strict):
     validation: ValidationSettings = ValidationSettings()
     privacy: PrivacySettings = PrivacySettings()
     encoders: EncoderSettings = EncoderSettings()
+    features: FeatureSettings = FeatureSettings()
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
