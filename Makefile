@@ -21,8 +21,15 @@ install: $(VENV)/.installed
 test: install
 	$(BIN)/python -m pytest
 
+ML := $(OUT)/movielens-100k-mm
+
+# The main job: validate, embed, build and serve the features of movielens-100k-mm.
 run: install
-	$(BIN)/fusionrec data validate configs/datasets/movielens-100k-mm.yaml --out $(OUT)/movielens-100k-mm/validated
+	$(BIN)/fusionrec data validate configs/datasets/movielens-100k-mm.yaml --out $(ML)/validated
+	$(BIN)/fusionrec embed $(ML)/validated --out $(ML)/embeddings
+	$(BIN)/fusionrec features build $(ML)/validated --embeddings $(ML)/embeddings --out $(ML)/features
+	$(BIN)/fusionrec features apply --data-dir $(ML)/features
+	$(BIN)/fusionrec features materialize --data-dir $(ML)/features
 
 lock: | $(BIN)/python
 	{ head -n 2 constraints.txt; $(BIN)/pip freeze --exclude-editable | sed -e 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.txt.new

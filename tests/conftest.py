@@ -40,3 +40,41 @@ def movielens() -> Path:
     if not (MOVIELENS / "ratings.csv").exists():
         pytest.skip(f"real data absent: {MOVIELENS} (the shared movielens-100k-mm folder) is not on this machine")
     return MOVIELENS
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    from fusionrec.encoders.text import TextEncoder
+    from fusionrec.privacy import PiiFilter
+
+    return TextEncoder(pii=PiiFilter(), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def image_encoder():
+    from fusionrec.encoders.image import ImageEncoder
+
+    return ImageEncoder(device="cpu", batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def synth_validated(synth_clean, tmp_path_factory, settings):
+    """The clean synthetic dataset, validated and loaded."""
+    from fusionrec.data.dataset import Dataset
+    from fusionrec.validation import validate_dataset
+
+    out = tmp_path_factory.mktemp("validated") / "synth"
+    validate_dataset(synth_clean / "dataset.yaml", out, settings.validation, progress=False)
+    return Dataset.load(out)
+
+
+@pytest.fixture(scope="session")
+def synth_embeddings(synth_validated, text_encoder, image_encoder, tmp_path_factory):
+    """Real embeddings of the synthetic dataset (text, image, audio), cached in a temporary folder."""
+    from fusionrec.config import PathsSettings, Settings
+    from fusionrec.encoders.pipeline import encode_dataset
+
+    cache = tmp_path_factory.mktemp("cache")
+    settings = Settings(paths=PathsSettings(artifacts=str(cache), cache=str(cache)))
+    return encode_dataset(synth_validated, settings, encoders={"text": text_encoder, "image": image_encoder},
+                          progress=False)

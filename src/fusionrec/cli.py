@@ -26,7 +26,10 @@ data_app = typer.Typer(help="Datasets: validate a dataset against its contract, 
                        no_args_is_help=True)
 privacy_app = typer.Typer(help="The PII filter.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
+features_app = typer.Typer(help="The Feast feature store: build the offline tables, apply, materialise.",
+                           no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(config_app, name="config")
 
@@ -52,7 +55,8 @@ def _root(
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("great_expectations", "presidio-analyzer", "presidio-anonymizer", "tldextract"):
+    for noisy in ("great_expectations", "presidio-analyzer", "presidio-anonymizer", "tldextract", "feast",
+                  "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
     state.config, state.profile = config, profile
 
@@ -109,6 +113,78 @@ def data_synth(
     result = generate(cfg, out, progress=progress)
     typer.echo(json.dumps(result.summary(), indent=2))
     typer.echo(f"contract: {result.contract_path}")
+
+
+@app.command("embed")
+def embed(
+    dataset: Annotated[Path, typer.Argument(help="A validated dataset folder (the --out of 'data validate').")],
+    out: Annotated[Path, typer.Option(help="Folder for the embeddings (replaced atomically).")],
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Embed every item modality: text and images with the pretrained encoders, precomputed vectors as given.
+
+    Unchanged items come from the embedding cache; items lacking a modality are masked with a reason
+    (masked.csv).
+    """
+    from fusionrec.data.dataset import Dataset
+    from fusionrec.encoders.pipeline import encode_dataset, save_embeddings
+    from fusionrec.io import atomic_dir
+
+    settings = state.settings()
+    ds = Dataset.load(dataset)
+    embeddings = encode_dataset(ds, settings, progress=progress)
+    with atomic_dir(out) as tmp:
+        save_embeddings(embeddings, ds.items["item_id"].to_numpy(), tmp)
+    for name, m in embeddings.items():
+        typer.echo(f"{name:>8}: {m.dim}-d, {int(m.mask.sum()):,}/{len(m.mask):,} items, "
+                   f"{m.stats.get('cached', 0):,} from cache, {m.stats.get('computed', 0):,} computed, "
+                   f"{m.stats.get('seconds', 0):.1f} s  [{m.identity}]")
+    typer.echo(f"embeddings: {out}")
+
+
+@features_app.command("build")
+def features_build(
+    dataset: Annotated[Path, typer.Argument(help="A validated dataset folder.")],
+    embeddings: Annotated[Path, typer.Option(help="The embeddings folder ('fusionrec embed --out').")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the offline tables (default: features.data_dir).")] = None,
+) -> None:
+    """Write the offline feature tables (Parquet) that the Feast repository reads."""
+    from fusionrec.data.dataset import Dataset
+    from fusionrec.encoders.pipeline import load_embeddings
+    from fusionrec.features.tables import build_feature_tables
+    from fusionrec.io import atomic_dir
+
+    cfg = state.settings().features
+    out = out or Path(cfg.data_dir)
+    with atomic_dir(out) as tmp:
+        manifest = build_feature_tables(Dataset.load(dataset), load_embeddings(embeddings), tmp, cfg.history_length)
+    typer.echo(f"feature tables for {manifest.dataset}: modalities {manifest.modalities}, "
+               f"{manifest.interactions:,} interactions -> {out}")
+
+
+@features_app.command("apply")
+def features_apply(
+    data_dir: Annotated[Optional[Path], typer.Option(help="The offline tables (default: features.data_dir).")] = None,
+) -> None:
+    """Register the entities, feature views and feature services in the Feast registry."""
+    from fusionrec.features.store import apply, feature_store
+
+    cfg = state.settings().features
+    data_dir = data_dir or Path(cfg.data_dir)
+    names = apply(feature_store(cfg, data_dir), data_dir)
+    typer.echo(f"applied to the {cfg.online_store} profile: {', '.join(names)}")
+
+
+@features_app.command("materialize")
+def features_materialize(
+    data_dir: Annotated[Optional[Path], typer.Option(help="The offline tables (default: features.data_dir).")] = None,
+) -> None:
+    """Load the latest value of every feature into the online store (SQLite locally, Redis in production)."""
+    from fusionrec.features.store import feature_store, materialize
+
+    cfg = state.settings().features
+    end = materialize(feature_store(cfg, data_dir or Path(cfg.data_dir)))
+    typer.echo(f"materialised up to {end.isoformat(timespec='seconds')} into the {cfg.online_store} online store")
 
 
 @privacy_app.command("redact")

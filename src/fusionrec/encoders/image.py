@@ -110,8 +110,9 @@ class ImageEncoder:
                 model = AutoModel.from_pretrained(self.checkpoint, local_files_only=True)
                 self.dim = int(getattr(model.config, "hidden_size", 0) or model.config.hidden_sizes[-1])
             self.model = model.to(self.device).eval()
-            size = processor.size
-            self.size = int(size.get("shortest_edge") or size.get("height")) if isinstance(size, dict) else int(size)
+            size = processor.size  # a dict, a transformers SizeDict, or an int
+            pick = (lambda k: size.get(k)) if isinstance(size, dict) else (lambda k: getattr(size, k, None))
+            self.size = int(size) if isinstance(size, int) else int(pick("shortest_edge") or pick("height"))
             self.mean, self.std = tuple(processor.image_mean), tuple(processor.image_std)
             files = [p for p in self.checkpoint.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json"]
         else:
