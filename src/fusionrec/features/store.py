@@ -97,24 +97,35 @@ class UserFeatures:
     profile: pd.DataFrame  # one row per user, columns u_*
 
 
+def _user_features(ids: list[str], resp: dict) -> UserFeatures:
+    history = [list(h) if h is not None else [] for h in resp.get("history", [None] * len(ids))]
+    profile = pd.DataFrame({k: v for k, v in resp.items() if k.startswith("u_")})
+    return UserFeatures(ids, history, profile)
+
+
 def online_user_features(store, user_ids: Sequence[object]) -> UserFeatures:
     """Look up the ``serving`` features for a batch of users in one call."""
     ids = [str(u) for u in user_ids]
     resp = store.get_online_features(features=store.get_feature_service("serving"),
                                      entity_rows=[{"user_id": u} for u in ids]).to_dict()
-    history = [list(h) if h is not None else [] for h in resp.get("history", [None] * len(ids))]
-    profile = pd.DataFrame({k: v for k, v in resp.items() if k.startswith("u_")})
-    return UserFeatures(ids, history, profile)
+    return _user_features(ids, resp)
 
 
 async def online_user_features_async(store, user_ids: Sequence[object]) -> UserFeatures:
-    """:func:`online_user_features` without blocking the event loop (for the KServe transformer)."""
+    """:func:`online_user_features` without blocking the event loop (for the KServe transformer).
+
+    Redis reads natively asynchronously; an online store without async reads (SQLite) is read on a
+    worker thread instead.
+    """
+    import asyncio
+
     ids = [str(u) for u in user_ids]
-    resp = (await store.get_online_features_async(features=store.get_feature_service("serving"),
-                                                  entity_rows=[{"user_id": u} for u in ids])).to_dict()
-    history = [list(h) if h is not None else [] for h in resp.get("history", [None] * len(ids))]
-    profile = pd.DataFrame({k: v for k, v in resp.items() if k.startswith("u_")})
-    return UserFeatures(ids, history, profile)
+    try:
+        resp = await store.get_online_features_async(features=store.get_feature_service("serving"),
+                                                     entity_rows=[{"user_id": u} for u in ids])
+    except NotImplementedError:
+        return await asyncio.to_thread(online_user_features, store, ids)
+    return _user_features(ids, resp.to_dict())
 
 
 def online_item_embeddings(store, item_ids: Sequence[object], modality: str) -> tuple[np.ndarray, np.ndarray]:
