@@ -1,8 +1,8 @@
 """Images: EfficientNet-Lite0 with ImageNet weights by default; a Hugging Face vision checkpoint by config.
 
-The one preprocessing path: decode with PIL, convert to RGB, resize the shorter side to the model's
-input size (bicubic), centre-crop a square, scale to [0, 1] and normalise with the ImageNet mean and
-standard deviation (for a Hugging Face checkpoint, its own image processor's size, mean and std).
+The one preprocessing path: decode with PIL, convert to RGB, take the centre square and resize it to
+the model's input size (bicubic; the same as resizing the shorter side, then centre-cropping), scale to
+[0, 1] and normalise with the ImageNet mean and standard deviation (for a Hugging Face checkpoint, its own image processor's size, mean and std).
 The pooled feature map (1280-d for EfficientNet-Lite0) is L2-normalised.
 """
 
@@ -40,18 +40,19 @@ def preprocess(data: bytes, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, max
         with Image.open(io.BytesIO(data)) as img:
             if img.size[0] * img.size[1] > max_pixels:
                 raise ValueError(f"image of {img.size[0]}x{img.size[1]} exceeds {max_pixels:,} pixels")
+            img.draft("RGB", (size, size))  # JPEG: decode at the smallest scale still >= size
             img = img.convert("RGB")
             w, h = img.size
-            scale = size / min(w, h)
-            img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-            w, h = img.size
-            left, top = (w - size) // 2, (h - size) // 2
-            img = img.crop((left, top, left + size, top + size))
-            arr = np.asarray(img, dtype=np.float32) / 255.0
+            side = min(w, h)  # centre square in source pixels, resized once to size x size
+            left, top = (w - side) / 2, (h - side) / 2
+            img = img.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
+            arr = np.asarray(img, dtype=np.float32)
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"image does not decode: {e}") from e
-    arr = (arr - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return arr.transpose(2, 0, 1).copy()
+    scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float32))
+    arr *= scale
+    arr -= np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 class ImageEncoder:

@@ -57,6 +57,9 @@ def run_encoder(encoder, inputs: list, cache: EmbeddingCache | None, *, chunk: i
         enc.mask[idx[found]] = True
     misses = idx[~found]
     miss_keys = [k for k, f in zip(keys, found) if not f]
+    if hasattr(encoder, "cost") and len(misses):  # e.g. text length: similar inputs share a batch
+        order = np.argsort([encoder.cost(prepared[i]) for i in misses], kind="stable")
+        misses, miss_keys = misses[order], [miss_keys[j] for j in order]
     with tqdm(total=len(misses), desc=f"embed {encoder.modality}", unit="item", disable=not progress,
               mininterval=1.0) as bar:
         for s in range(0, len(misses), chunk):

@@ -75,16 +75,26 @@ class TextEncoder:
         """The content hash of a prepared text."""
         return hashlib.sha256(prepared.encode("utf-8")).hexdigest()
 
+    @staticmethod
+    def cost(prepared: str) -> int:
+        """The relative cost of embedding a text (its length): the pipeline batches similar costs together."""
+        return len(prepared)
+
+    def batches(self, prepared: list[str]):
+        """Yield (positions, tokens) batches, texts of similar length together to waste little padding."""
+        order = np.argsort([self.cost(t) for t in prepared], kind="stable")
+        for s in range(0, len(order), self.batch_size):
+            pos = order[s: s + self.batch_size]
+            tok = self.tokenizer([prepared[i] for i in pos], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            yield pos, tok.to(self.device)
+
     def embed(self, prepared: list[str]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
         """Embed prepared texts, one batch at a time: (values, ok mask, reasons)."""
-        torch = self._torch
         out = np.zeros((len(prepared), self.dim), dtype=np.float32)
-        with torch.inference_mode():
-            for s in range(0, len(prepared), self.batch_size):
-                batch = prepared[s: s + self.batch_size]
-                tok = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
-                                     return_tensors="pt").to(self.device)
-                out[s: s + len(batch)] = self.forward(tok).float().cpu().numpy()
+        with self._torch.inference_mode():
+            for pos, tok in self.batches(prepared):
+                out[pos] = self.forward(tok).float().cpu().numpy()
         return out, np.ones(len(prepared), dtype=bool), [None] * len(prepared)
 
     def forward(self, tokens):
