@@ -31,3 +31,9 @@ class ValidationFailed(FusionRecError):
 
     http_status = 422
     exit_code = 1
+
+
+class TrainingDiverged(FusionRecError):
+    """The loss stopped being a finite number; no artifact is written."""
+
+    exit_code = 1

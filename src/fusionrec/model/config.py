@@ -1,0 +1,27 @@
+"""The fusion model's typed configuration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FusionConfig(BaseModel):
+    """Everything that shapes the fusion model. Built once, saved beside the weights."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_users: int = Field(ge=1)
+    n_items: int = Field(ge=1)
+    modalities: dict[str, int] = Field(default_factory=dict)  # name -> input dimension
+    dim: int = Field(64, ge=4)
+    fusion: Literal["gated", "concat"] = "gated"
+    use_item_id: bool = True
+    use_user_id: bool = True
+    history_length: int = Field(50, ge=0)
+    modality_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # per item and modality, in training
+    id_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # items trained content-only now and then: cold-ready
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    temperature: float = Field(0.1, gt=0.0)
+    ranking_head: bool = False

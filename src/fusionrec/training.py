@@ -1,0 +1,259 @@
+"""Training the fusion model: CPU or CUDA (bf16 autocast), DDP through torchrun, early stopping on
+validation NDCG@20, checkpoints and resume, a progress bar, curves as PNG."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from fusionrec.data.splits import Split
+from fusionrec.errors import TrainingDiverged
+from fusionrec.evaluation import Metrics, evaluate_ranking
+from fusionrec.model import FusionConfig, FusionRecModel
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """How to train."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(4, ge=1)  # epochs without a better validation NDCG@20 before stopping
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    rank_negatives: int = Field(1, ge=1)  # sampled negatives per positive for the ranking head
+
+
+@dataclass
+class TrainResult:
+    """A trained model and how training went."""
+
+    model: FusionRecModel
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_valid: dict[str, float]
+    samples_per_second: float
+    seconds: float
+    user_history: torch.Tensor = field(repr=False, default=None)
+    user_history_mask: torch.Tensor = field(repr=False, default=None)
+
+
+def user_histories(train, n_users: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n_users, length] item indices of each user's latest training items (oldest first) and a mask."""
+    hist = np.zeros((n_users, max(1, length)), dtype=np.int64)
+    mask = np.zeros((n_users, max(1, length)), dtype=bool)
+    if length == 0 or len(train) == 0:
+        return torch.from_numpy(hist), torch.from_numpy(mask)
+    t = train.sort_values(["user_idx", "timestamp"], kind="stable")
+    for u, g in t.groupby("user_idx")["item_idx"]:
+        items = g.to_numpy()[-length:]
+        hist[int(u), -len(items):] = items
+        mask[int(u), -len(items):] = True
+    return torch.from_numpy(hist), torch.from_numpy(mask)
+
+
+def item_features(embeddings: dict, modalities: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """modality -> (values, mask) tensors from the embedding pipeline's output."""
+    return {m: (torch.from_numpy(np.ascontiguousarray(embeddings[m].values, dtype=np.float32)),
+                torch.from_numpy(np.asarray(embeddings[m].mask, dtype=bool))) for m in modalities}
+
+
+def build_model(cfg: FusionConfig, split: Split, embeddings: dict) -> FusionRecModel:
+    """A model with its frozen item features and the seen-in-training mask installed."""
+    model = FusionRecModel(cfg)
+    seen = torch.zeros(cfg.n_items, dtype=torch.bool)
+    seen[torch.from_numpy(split.train["item_idx"].to_numpy())] = True
+    model.set_item_features(item_features(embeddings, sorted(cfg.modalities)), seen)
+    return model
+
+
+def score_function(model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor, device: str = "cpu"):
+    """user indices -> retrieval scores over the whole catalogue (eval mode, no gradients)."""
+    model.eval()
+    with torch.inference_mode():
+        items = model.items().vectors
+
+    def scores(users: np.ndarray) -> np.ndarray:
+        u = torch.from_numpy(np.asarray(users, dtype=np.int64)).to(device)
+        with torch.inference_mode():
+            uv = model.users(u, hist[u].to(device), mask[u].to(device), items)
+            return model.logits(uv, items).float().cpu().numpy()
+
+    return scores
+
+
+def _device(requested: str) -> str:
+    from fusionrec.encoders.base import pick_device
+
+    return pick_device(requested)
+
+
+def _diagnose(model: FusionRecModel, loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig) -> str:
+    bad_inputs = [m for m in model.modality_names if not torch.isfinite(getattr(model, f"feat_{m}")).all()]
+    bad_params = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    hint = (f"non-finite input features in {bad_inputs}" if bad_inputs else
+            f"non-finite weights in {bad_params[:3]}: lower the learning rate (now {cfg.lr})" if bad_params else
+            f"lower the learning rate (now {cfg.lr}) or raise the temperature")
+    return f"training diverged: loss {loss.item()} at epoch {epoch}, step {step}; {hint}; no artifact written"
+
+
+def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainConfig, *, progress: bool = True,
+          checkpoint_dir: Path | None = None, curves_png: Path | None = None) -> TrainResult:
+    """Train on ``split.train``, early-stop on ``split.valid`` NDCG@20, return the best model.
+
+    Under ``torchrun`` (more than one process) the model is wrapped in DistributedDataParallel (gloo on
+    CPU, NCCL on CUDA); each rank takes its share of every epoch's batches; rank 0 validates and decides
+    when to stop. With ``checkpoint_dir``, every epoch is checkpointed and an interrupted run resumes
+    from the last one.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    import torch.distributed as dist
+    from tqdm.auto import tqdm
+
+    distributed = dist.is_available() and dist.is_torchelastic_launched()
+    device = _device(cfg.device)
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    if device == "cuda" and distributed:
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = build_model(model_cfg, split, embeddings).to(device)
+    hist, hmask = user_histories(split.train, model_cfg.n_users, model_cfg.history_length)
+    hist_d, hmask_d = hist.to(device), hmask.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    net = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+
+    users = torch.from_numpy(split.train["user_idx"].to_numpy(np.int64))
+    items = torch.from_numpy(split.train["item_idx"].to_numpy(np.int64))
+    n = len(users)
+    start_epoch, best, best_epoch, best_state, history, bad = 0, -1.0, -1, None, [], 0
+    ckpt = checkpoint_dir / "last.pt" if checkpoint_dir else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, best, best_epoch, history, bad = (state["epoch"] + 1, state["best"], state["best_epoch"],
+                                                       state["history"], state["bad"])
+        best_state = state["best_state"]
+        torch.set_rng_state(state["rng"])
+        log.info("resumed from %s at epoch %d", ckpt, start_epoch)
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    t0 = time.perf_counter()
+    seen_samples = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        perm = torch.randperm(n, generator=g)
+        batches = [perm[s: s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
+        mine = batches[rank::world]
+        if distributed:  # every rank must take the same number of steps
+            steps = min(len(batches[r::world]) for r in range(world))
+            mine = mine[:steps]
+        total = 0.0
+        bar = tqdm(mine, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress or rank != 0,
+                   leave=False, mininterval=1.0)
+        for step, b in enumerate(bar):
+            u, i = users[b].to(device), items[b].to(device)
+            h, hm = hist_d[u], hmask_d[u] & (hist_d[u] != i.unsqueeze(1))  # never attend to the target
+            with autocast:
+                loss = _loss(net, model, u, i, h, hm, cfg)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(_diagnose(model, loss, epoch + 1, step, cfg))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(b)
+            seen_samples += len(b) * world
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        stop = torch.zeros(1)
+        if rank == 0:
+            metrics = evaluate_ranking(score_function(model, hist, hmask, device), split.valid, [split.train],
+                                       model_cfg.n_users, model_cfg.n_items, ks=(20,))
+            val = metrics.ndcg[20]
+            history.append({"epoch": epoch + 1, "loss": total / max(1, sum(len(b) for b in mine)),
+                            "valid_ndcg@20": val, "valid_recall@20": metrics.recall[20],
+                            "seconds": time.perf_counter() - t0})
+            log.info("epoch %d: loss %.4f valid NDCG@20 %.4f", epoch + 1, history[-1]["loss"], val)
+            if val > best:
+                best, best_epoch, bad = val, epoch + 1, 0
+                best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+            if bad >= cfg.patience:
+                stop[0] = 1
+            if ckpt is not None:
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
+                            "best_epoch": best_epoch, "history": history, "bad": bad, "best_state": best_state,
+                            "rng": torch.get_rng_state()}, ckpt.with_suffix(".tmp"))
+                ckpt.with_suffix(".tmp").replace(ckpt)
+        if distributed:
+            dist.broadcast(stop, src=0)
+        if stop.item():
+            break
+    seconds = time.perf_counter() - t0
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if distributed:  # rank 0's best weights everywhere
+        for t in model.state_dict().values():
+            dist.broadcast(t, src=0)
+    model.eval()
+    if rank == 0 and curves_png is not None and history:
+        save_curves(history, curves_png)
+    best_valid = next((h for h in history if h["epoch"] == best_epoch), {})
+    return TrainResult(model, history, best_epoch, best_valid, seen_samples / max(seconds, 1e-9), seconds, hist, hmask)
+
+
+def _loss(net, model: FusionRecModel, u, i, h, hm, cfg: TrainConfig) -> torch.Tensor:
+    return net(u, i, h, hm, cfg.rank_negatives) if isinstance(net, torch.nn.parallel.DistributedDataParallel) \
+        else model(u, i, h, hm, cfg.rank_negatives)
+
+
+def save_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Training loss and validation NDCG@20 per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(epochs, [h["loss"] for h in history], marker="o")
+    ax[0].set(title="training loss", xlabel="epoch")
+    ax[1].plot(epochs, [h["valid_ndcg@20"] for h in history], marker="o", color="tab:green")
+    ax[1].set(title="validation NDCG@20", xlabel="epoch")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_model(model: FusionRecModel, hist, hmask, split: Split, part: str = "test", device: str = "cpu") -> Metrics:
+    """The model's full-ranking metrics on ``split.test`` (train and valid excluded) or ``split.valid``."""
+    target = split.test if part == "test" else split.valid
+    exclude = [split.train, split.valid] if part == "test" else [split.train]
+    return evaluate_ranking(score_function(model, hist, hmask, device), target, exclude, split.n_users, split.n_items,
+                            candidates=split.cold_items if len(split.cold_items) else None)
