@@ -36,6 +36,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     rank_negatives: int = Field(1, ge=1)  # sampled negatives per positive for the ranking head
+    deterministic: bool = True  # bit-identical reruns under a seed (deterministic kernels; a little slower)
 
 
 @dataclass
@@ -137,6 +138,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     model = build_model(model_cfg, split, embeddings).to(device)
     hist, hmask = user_histories(split.train, model_cfg.n_users, model_cfg.history_length)
     hist_d, hmask_d = hist.to(device), hmask.to(device)

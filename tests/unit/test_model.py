@@ -1,0 +1,130 @@
+"""The fusion model's behaviour: a missing modality, a cold item, determinism, no leakage, the metrics."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fusionrec.data.splits import make_split
+from fusionrec.evaluation import auc_logloss, evaluate_ranking
+from fusionrec.model import FusionConfig, FusionRecModel
+from fusionrec.training import TrainConfig, build_model, evaluate_model, train
+
+pytestmark = pytest.mark.unit
+
+
+class Emb:
+    def __init__(self, values, mask):
+        self.values, self.mask = values, mask
+
+
+def fake_embeddings(n_items, seed=0):
+    rng = np.random.default_rng(seed)
+    text = rng.normal(size=(n_items, 12)).astype(np.float32)
+    image = rng.normal(size=(n_items, 8)).astype(np.float32)
+    tmask = np.ones(n_items, dtype=bool)
+    tmask[::5] = False
+    return {"text": Emb(text, tmask), "image": Emb(image, np.ones(n_items, dtype=bool))}
+
+
+def test_splits_are_disjoint_and_cover_every_positive(synth_validated):
+    for protocol in ("random", "temporal", "cold_item"):
+        s = make_split(synth_validated, protocol, seed=1)
+        parts = [set(zip(p["user_idx"], p["item_idx"])) for p in (s.train, s.valid, s.test)]
+        assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+        total = synth_validated.interactions.drop_duplicates(["user_idx", "item_idx"])
+        assert sum(map(len, parts)) == len(total)
+    cold = make_split(synth_validated, "cold_item", seed=1)
+    assert not set(cold.train["item_idx"]) & set(cold.cold_items)  # no leakage of cold items into training
+    assert set(cold.test["item_idx"]) <= set(cold.cold_items)
+    temporal = make_split(synth_validated, "temporal", seed=1)
+    last_train = temporal.train.groupby("user_idx")["timestamp"].max()
+    first_test = temporal.test.groupby("user_idx")["timestamp"].min()
+    assert (last_train.loc[first_test.index] <= first_test).all()
+
+
+def test_split_is_deterministic_per_seed(synth_validated):
+    a, b = make_split(synth_validated, "random", seed=3), make_split(synth_validated, "random", seed=3)
+    pd.testing.assert_frame_equal(a.test, b.test)
+    assert not make_split(synth_validated, "random", seed=4).test.equals(a.test)
+
+
+def test_missing_modality_is_masked_not_zero_filled():
+    cfg = FusionConfig(n_users=3, n_items=10, modalities={"text": 12, "image": 8}, dim=16)
+    model = FusionRecModel(cfg).eval()
+    emb = fake_embeddings(10)
+    feats = {m: (torch.from_numpy(e.values), torch.from_numpy(e.mask)) for m, e in emb.items()}
+    model.set_item_features(feats, torch.zeros(10, dtype=torch.bool))
+    out = model.items()
+    assert torch.allclose(out.modality_weights.sum(-1), torch.ones(10))
+    assert (out.modality_weights[::5, model.modality_names.index("text")] == 0).all()  # text absent -> no weight
+    # garbage in a masked slot changes nothing
+    feats["text"][0][0] = 1e6
+    model.set_item_features(feats, torch.zeros(10, dtype=torch.bool))
+    assert torch.allclose(model.items().vectors[0], out.vectors[0], atol=1e-6)
+
+
+def test_cold_item_gets_a_content_vector_without_an_id():
+    cfg = FusionConfig(n_users=3, n_items=6, modalities={"text": 12, "image": 8}, dim=16)
+    model = FusionRecModel(cfg).eval()
+    emb = fake_embeddings(6)
+    seen = torch.tensor([True, True, True, False, False, False])
+    model.set_item_features({m: (torch.from_numpy(e.values), torch.from_numpy(e.mask)) for m, e in emb.items()}, seen)
+    with torch.no_grad():
+        model.item_id.weight[3:] = 100.0  # untrained ID rows of cold items must not leak in
+    vec = model.items().vectors
+    new = model.items(content={m: (torch.from_numpy(e.values[3:]), torch.from_numpy(e.mask[3:])) for m, e in emb.items()})
+    assert torch.allclose(vec[3:], new.vectors, atol=1e-6)
+    assert torch.isfinite(vec).all() and torch.allclose(vec.norm(dim=-1), torch.ones(6), atol=1e-5)
+
+
+def _train(ds, split, emb, seed, **kw):
+    mods = {m: emb[m].values.shape[1] for m in ("text", "image")}
+    cfg = FusionConfig(n_users=ds.n_users, n_items=ds.n_items, modalities=mods, dim=16, **kw)
+    return train(split, emb, cfg, TrainConfig(epochs=2, batch_size=256, seed=seed, device="cpu"), progress=False)
+
+
+def test_training_is_deterministic_under_a_seed(synth_validated):
+    split = make_split(synth_validated, "random", seed=0)
+    emb = fake_embeddings(synth_validated.n_items)
+    a = _train(synth_validated, split, emb, 7)
+    b = _train(synth_validated, split, emb, 7)
+    for (k, v), (_, w) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(v, w), k
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+
+
+def test_fused_model_beats_popularity_on_planted_tastes(synth_validated, synth_embeddings):
+    split = make_split(synth_validated, "random", seed=0)
+    mods = {m: synth_embeddings[m].dim for m in ("text", "image")}
+    cfg = FusionConfig(n_users=synth_validated.n_users, n_items=synth_validated.n_items, modalities=mods, dim=32)
+    r = train(split, synth_embeddings, cfg, TrainConfig(epochs=8, batch_size=256, device="cpu"), progress=False)
+    ours = evaluate_model(r.model, r.user_history, r.user_history_mask, split)
+    pop = np.bincount(split.train["item_idx"], minlength=synth_validated.n_items).astype(float)
+    most_pop = evaluate_ranking(lambda u: np.tile(pop, (len(u), 1)), split.test, [split.train, split.valid],
+                                split.n_users, split.n_items)
+    assert ours.recall[20] > most_pop.recall[20]
+    assert r.samples_per_second > 0 and r.best_epoch >= 1
+
+
+def test_nan_loss_stops_training_with_a_diagnosis(synth_validated):
+    from fusionrec.errors import TrainingDiverged
+
+    split = make_split(synth_validated, "random", seed=0)
+    emb = fake_embeddings(synth_validated.n_items)
+    emb["image"].values[:] = np.nan  # poisoned inputs on present items
+    with pytest.raises(TrainingDiverged, match=r"non-finite input features in \['image'\]"):
+        _train(synth_validated, split, emb, 0)
+
+
+def test_metrics_by_hand():
+    # one user, targets {1, 3}; scores rank items 3, 0, 1, 2 (item 4 is a training item)
+    scores = np.array([[0.5, 0.2, 0.1, 0.9, 1.0]])
+    target = pd.DataFrame({"user_idx": [0, 0], "item_idx": [1, 3]})
+    train_part = pd.DataFrame({"user_idx": [0], "item_idx": [4]})
+    m = evaluate_ranking(lambda u: scores, target, [train_part], 1, 5, ks=(1, 3))
+    assert m.recall[1] == 0.5 and m.recall[3] == 1.0 and m.hit[1] == 1.0
+    ideal = 1 + 1 / np.log2(3)
+    assert m.ndcg[3] == pytest.approx((1 + 1 / np.log2(4)) / ideal)
+    auc, ll = auc_logloss(np.array([2.0, 1.0]), np.array([0.0, 3.0]))
+    assert auc == pytest.approx(0.5) and ll > 0
