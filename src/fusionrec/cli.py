@@ -187,6 +187,92 @@ def features_materialize(
     typer.echo(f"materialised up to {end.isoformat(timespec='seconds')} into the {cfg.online_store} online store")
 
 
+@app.command("train")
+def train_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A validated dataset folder.")],
+    embeddings: Annotated[Path, typer.Option(help="The embeddings folder ('fusionrec embed --out').")],
+    models: Annotated[Path, typer.Option(help="The model registry folder (versions/ and champion.json).")],
+    protocol: Annotated[str, typer.Option(help="Split: random (8:1:1 per user), temporal, cold_item, given.")] = "random",
+    seed: Annotated[int, typer.Option(help="Seed for the split, the initialisation and the batches.")] = 0,
+    modalities: Annotated[Optional[str], typer.Option(help="Comma-separated modalities (default: all embedded).")] = None,
+    fusion: Annotated[str, typer.Option(help="gated (default) or concat.")] = "gated",
+    dim: Annotated[int, typer.Option(min=4, help="Shared embedding size.")] = 64,
+    epochs: Annotated[int, typer.Option(min=1, help="Most epochs (early stopping on validation NDCG@20).")] = 40,
+    ranking_head: Annotated[bool, typer.Option(help="Also train the ranking head (log loss).")] = False,
+    margin: Annotated[float, typer.Option(help="Promote only when NDCG@20 beats the champion's by this share.")] = 0.01,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train the fusion model, measure it on the test split, write a versioned artifact, run the gate.
+
+    Interrupted runs resume from the last epoch's checkpoint (kept under MODELS/checkpoints/). A loss
+    that turns NaN stops training with a diagnosis and writes no artifact.
+    """
+    import json as _json
+
+    from fusionrec.data.dataset import Dataset
+    from fusionrec.data.splits import make_split
+    from fusionrec.encoders.pipeline import load_embeddings
+    from fusionrec.experiment import fit, fusion_config, model_card
+    from fusionrec.registry import gate, save_artifact
+    from fusionrec.training import TrainConfig
+
+    settings = state.settings()
+    ds = Dataset.load(dataset)
+    emb = load_embeddings(embeddings)
+    cfg = fusion_config(ds, emb, modalities.split(",") if modalities else None, fusion=fusion, dim=dim,
+                        ranking_head=ranking_head)
+    train_cfg = TrainConfig(epochs=epochs, seed=seed, device=settings.encoders.device)
+    split = make_split(ds, protocol, seed=seed)
+    run_id = f"{ds.name}-{protocol}-s{seed}-{fusion}-{'_'.join(sorted(cfg.modalities))}"
+    ckpt = models / "checkpoints" / run_id
+    curves = ckpt / "curves.png"
+    result, test = fit(ds, emb, split, cfg, train_cfg, progress=progress, checkpoint_dir=ckpt, curves=curves)
+    encoders = {m: {"identity": e.identity, "dim": e.dim} for m, e in emb.items() if m in cfg.modalities}
+    metrics = {"test": test, "valid": result.best_valid, "split": split.summary(), "best_epoch": result.best_epoch,
+               "samples_per_second": result.samples_per_second, "train_seconds": result.seconds}
+    path = save_artifact(models, result.model, dataset=ds, encoders=encoders,
+                         training={"train": train_cfg.model_dump(), "split": split.summary(), "history": result.history},
+                         history=result.user_history, history_mask=result.user_history_mask, metrics=metrics,
+                         card=model_card(ds.name, split, cfg, result, test, encoders), curves=curves)
+    decision = gate(models, path, margin=margin)
+    typer.echo(_json.dumps({"artifact": str(path), "test": {k: round(float(v), 4) for k, v in test.items()},
+                            "samples_per_second": round(result.samples_per_second),
+                            "promoted": decision.promoted, "gate": decision.reason}, indent=2))
+    import shutil as _shutil
+
+    _shutil.rmtree(ckpt, ignore_errors=True)  # the run finished: its checkpoints are no longer needed
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A validated dataset folder.")],
+    embeddings: Annotated[Path, typer.Option(help="The embeddings folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, comparison.md and comparison.png.")],
+    protocol: Annotated[str, typer.Option(help="Split: random, temporal, cold_item, given.")] = "random",
+    seed: Annotated[int, typer.Option(help="Seed for the split and every model.")] = 0,
+    models: Annotated[str, typer.Option(help="Comma-separated: fusion, concat, text_only, image_only, mostpop, "
+                                               "bpr_mf, cornac_bpr, cornac_vbpr, random.")] =
+    "fusion,concat,text_only,image_only,mostpop,bpr_mf,cornac_bpr,cornac_vbpr",
+    epochs: Annotated[int, typer.Option(min=1, help="Most epochs for the trained models.")] = 40,
+) -> None:
+    """Compare the fusion model with its variants and the baselines on one split, in one run."""
+    from fusionrec.data.dataset import Dataset
+    from fusionrec.data.splits import make_split
+    from fusionrec.encoders.pipeline import load_embeddings
+    from fusionrec.experiment import compare, comparison_table, write_comparison
+    from fusionrec.training import TrainConfig
+
+    settings = state.settings()
+    ds = Dataset.load(dataset)
+    emb = load_embeddings(embeddings)
+    split = make_split(ds, protocol, seed=seed)
+    results = compare(ds, emb, split, models=tuple(models.split(",")),
+                      train_cfg=TrainConfig(epochs=epochs, seed=seed, device=settings.encoders.device))
+    write_comparison(results, out, f"{ds.name}, {protocol} split, seed {seed}")
+    typer.echo(comparison_table(results))
+    typer.echo(f"comparison: {out / 'comparison.md'}, {out / 'comparison.png'}")
+
+
 @privacy_app.command("redact")
 def privacy_redact(
     text: Annotated[Optional[str], typer.Argument(help="Text to filter; omit to read lines from stdin.")] = None,

@@ -145,7 +145,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     net = model
     if distributed:
-        net = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+        net = torch.nn.parallel.DistributedDataParallel(model, forward_sync_buffers=False)  # buffers are frozen inputs
 
     users = torch.from_numpy(split.train["user_idx"].to_numpy(np.int64))
     items = torch.from_numpy(split.train["item_idx"].to_numpy(np.int64))

@@ -1,0 +1,154 @@
+"""Model artifacts: one versioned folder per trained model, the only format serving and evaluation read;
+and the champion/challenger gate that decides which version is in production.
+
+A version folder holds ``model.safetensors`` (weights and the frozen item features, so the item
+matrix can be rebuilt at load), ``config.json`` (the FusionConfig), ``training.json`` (TrainConfig,
+split, history), ``encoders.json`` (encoder identities and dimensions), ``items.parquet`` and
+``users.parquet`` (ids and indices), ``user_history.npz``, ``metrics.json``, ``model_card.md`` and
+``curves.png``. ``champion.json`` beside the versions names the one in production.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fusionrec.errors import DatasetError
+from fusionrec.io import atomic_dir, atomic_write_text
+from fusionrec.model import FusionConfig, FusionRecModel
+
+PRIMARY = "ndcg@20"
+
+
+@dataclass
+class Artifact:
+    """A loaded model version."""
+
+    path: Path
+    model: FusionRecModel
+    config: FusionConfig
+    items: pd.DataFrame
+    users: pd.DataFrame
+    history: torch.Tensor
+    history_mask: torch.Tensor
+    metrics: dict[str, Any]
+    encoders: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+
+def _next_version(root: Path) -> str:
+    versions = [int(m.group(1)) for p in (root / "versions").glob("v*") if (m := re.fullmatch(r"v(\d+)", p.name))]
+    return f"v{(max(versions) + 1) if versions else 1:04d}"
+
+
+def save_artifact(root: str | Path, model: FusionRecModel, *, dataset, encoders: dict[str, Any], training: dict[str, Any],
+                  history: torch.Tensor, history_mask: torch.Tensor, metrics: dict[str, Any], card: str,
+                  curves: Path | None = None) -> Path:
+    """Write a new version folder under ``root/versions`` (atomically) and return its path."""
+    from safetensors.torch import save_file
+
+    root = Path(root)
+    version = _next_version(root)
+    target = root / "versions" / version
+    with atomic_dir(target) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(model.config.model_dump_json(indent=2), encoding="utf-8")
+        (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str), encoding="utf-8")
+        (tmp / "encoders.json").write_text(json.dumps(encoders, indent=2), encoding="utf-8")
+        items = pd.DataFrame({"item_idx": dataset.items["item_idx"], "item_id": dataset.items["item_id"].astype(str)})
+        for col in ("title", "image"):
+            if col in dataset.items:
+                items[col] = dataset.items[col]
+        items.to_parquet(tmp / "items.parquet", index=False)
+        pd.DataFrame({"user_idx": dataset.users["user_idx"], "user_id": dataset.users["user_id"].astype(str)}).to_parquet(
+            tmp / "users.parquet", index=False)
+        np.savez_compressed(tmp / "user_history.npz", history=history.numpy(), mask=history_mask.numpy())
+        (tmp / "metrics.json").write_text(json.dumps({**metrics, "version": version,
+                                                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                                                     indent=2, default=float), encoding="utf-8")
+        (tmp / "model_card.md").write_text(card.replace("{version}", version), encoding="utf-8")
+        if curves is not None and curves.exists():
+            (tmp / "curves.png").write_bytes(curves.read_bytes())
+    return target
+
+
+def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
+    """Read a version folder (a local path, or the /mnt/models folder KServe's storage initializer fills).
+
+    Raises:
+        DatasetError: the folder is not a fusionrec model artifact.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / "model.safetensors").exists() or not (path / "config.json").exists():
+        raise DatasetError(f"{path}: not a fusionrec model artifact (model.safetensors and config.json expected)")
+    config = FusionConfig.model_validate_json((path / "config.json").read_text(encoding="utf-8"))
+    model = FusionRecModel(config)
+    model.load_state_dict(load_file(str(path / "model.safetensors"), device=device))
+    model.to(device).eval()
+    h = np.load(path / "user_history.npz")
+    return Artifact(path, model, config, pd.read_parquet(path / "items.parquet"), pd.read_parquet(path / "users.parquet"),
+                    torch.from_numpy(h["history"]), torch.from_numpy(h["mask"]),
+                    json.loads((path / "metrics.json").read_text(encoding="utf-8")),
+                    json.loads((path / "encoders.json").read_text(encoding="utf-8")))
+
+
+@dataclass
+class GateDecision:
+    """What the champion/challenger gate decided and why."""
+
+    promoted: bool
+    challenger: str
+    champion_before: str | None
+    metric: str
+    challenger_value: float
+    champion_value: float | None
+    margin: float
+    reason: str
+
+
+def champion(root: str | Path) -> Path | None:
+    """The version in production, if any."""
+    f = Path(root) / "champion.json"
+    if not f.exists():
+        return None
+    return Path(root) / "versions" / json.loads(f.read_text(encoding="utf-8"))["version"]
+
+
+def gate(root: str | Path, challenger: Path, margin: float = 0.01, metric: str = PRIMARY) -> GateDecision:
+    """Promote ``challenger`` only when it beats the champion's ``metric`` by ``margin`` (relative).
+
+    The comparison is only fair on the same split protocol; a champion measured on another protocol is
+    compared all the same but the reason says so. Otherwise the champion stays, untouched.
+    """
+    root = Path(root)
+    new = json.loads((challenger / "metrics.json").read_text(encoding="utf-8"))
+    current = champion(root)
+    value = float(new["test"][metric])
+    if current is None:
+        decision = GateDecision(True, challenger.name, None, metric, value, None, margin, "no champion yet")
+    else:
+        old = json.loads((current / "metrics.json").read_text(encoding="utf-8"))
+        old_value = float(old["test"][metric])
+        better = value >= old_value * (1 + margin)
+        note = "" if old.get("split", {}).get("protocol") == new.get("split", {}).get("protocol") else " (different split protocols)"
+        reason = (f"{metric} {value:.4f} vs champion {old_value:.4f}: "
+                  f"{'beats' if better else 'does not beat'} it by the {margin:.0%} margin{note}")
+        decision = GateDecision(better, challenger.name, current.name, metric, value, old_value, margin, reason)
+    if decision.promoted:
+        atomic_write_text(root / "champion.json", json.dumps({"version": challenger.name, "metric": metric, "value": value,
+                                                               "promoted": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                                                              indent=2))
+    return decision
