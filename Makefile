@@ -23,13 +23,16 @@ test: install
 
 ML := $(OUT)/movielens-100k-mm
 
-# The main job: validate, embed, build and serve the features of movielens-100k-mm.
+# The main job on movielens-100k-mm: validate, embed, build and serve the features, train, evaluate.
 run: install
 	$(BIN)/fusionrec data validate configs/datasets/movielens-100k-mm.yaml --out $(ML)/validated
 	$(BIN)/fusionrec embed $(ML)/validated --out $(ML)/embeddings
 	$(BIN)/fusionrec features build $(ML)/validated --embeddings $(ML)/embeddings --out $(ML)/features
 	$(BIN)/fusionrec features apply --data-dir $(ML)/features
 	$(BIN)/fusionrec features materialize --data-dir $(ML)/features
+	$(BIN)/fusionrec train $(ML)/validated --embeddings $(ML)/embeddings --models $(ML)/models
+	$(BIN)/fusionrec evaluate $(ML)/validated --embeddings $(ML)/embeddings --out $(ML)/evaluation \
+	    --models fusion,mostpop,bpr_mf,cornac_bpr,cornac_vbpr
 
 lock: | $(BIN)/python
 	{ head -n 2 constraints.txt; $(BIN)/pip freeze --exclude-editable | sed -e 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.txt.new

@@ -209,6 +209,12 @@ def train_cmd(
     """
     import json as _json
 
+    from fusionrec.errors import ConfigError
+
+    if fusion not in ("gated", "concat"):  # checked before anything is read or computed
+        raise ConfigError(f"--fusion {fusion!r} is unknown; use gated or concat")
+    if protocol not in ("random", "temporal", "cold_item", "given"):
+        raise ConfigError(f"--protocol {protocol!r} is unknown; use random, temporal, cold_item or given")
     from fusionrec.data.dataset import Dataset
     from fusionrec.data.splits import make_split
     from fusionrec.encoders.pipeline import load_embeddings

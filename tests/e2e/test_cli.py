@@ -71,3 +71,35 @@ def test_config_show_applies_env_overrides():
     r = subprocess.run([sys.executable, "-m", "fusionrec", "config", "show"], capture_output=True, text=True, env=env,
                        timeout=60)
     assert r.returncode == 0 and json.loads(r.stdout)["validation"]["max_text_chars"] == 123
+
+
+def test_synth_to_trained_model_and_comparison(tmp_path):
+    """The whole chain a user runs, on a small synthetic dataset: validate, embed, train twice, evaluate."""
+    ds, v, e, m = (tmp_path / n for n in ("ds", "v", "e", "models"))
+    steps = [
+        ("data", "synth", "--users", "60", "--items", "40", "--seed", "4", "--out", str(ds), "--no-progress"),
+        ("data", "validate", str(ds / "dataset.yaml"), "--out", str(v), "--no-progress"),
+        ("embed", str(v), "--out", str(e), "--no-progress"),
+        ("train", str(v), "--embeddings", str(e), "--models", str(m), "--epochs", "2", "--dim", "16", "--no-progress"),
+    ]
+    for args in steps:
+        r = cli(*args)
+        assert r.returncode == 0, (args, r.stderr[-2000:])
+    first = json.loads(r.stdout[r.stdout.index("{"):])
+    assert first["promoted"] and (m / "versions" / "v0001" / "model.safetensors").exists()
+    r = cli("train", str(v), "--embeddings", str(e), "--models", str(m), "--epochs", "2", "--dim", "16", "--margin", "0.5",
+            "--no-progress")
+    second = json.loads(r.stdout[r.stdout.index("{"):])
+    assert not second["promoted"] and "does not beat" in second["gate"]  # a 50% margin is out of reach
+    assert json.loads((m / "champion.json").read_text())["version"] == "v0001"
+    r = cli("evaluate", str(v), "--embeddings", str(e), "--out", str(tmp_path / "eval"), "--models", "fusion,mostpop,bpr_mf",
+            "--epochs", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(results) == {"fusion", "mostpop", "bpr_mf"} and (tmp_path / "eval" / "comparison.png").exists()
+
+
+def test_unknown_fusion_type_fails_before_any_computation(tmp_path):
+    r = cli("train", str(tmp_path / "nowhere"), "--embeddings", str(tmp_path), "--models", str(tmp_path / "m"),
+            "--fusion", "sum")
+    assert r.returncode == 2 and "--fusion 'sum' is unknown" in r.stderr

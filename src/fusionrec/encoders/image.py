@@ -196,16 +196,8 @@ class ImageEncoder:
                 reasons_all[s: s + len(arrays)] = reasons
         return values, ok_all, reasons_all
 
-    def encode(self, images: list) -> Encoded:
+    def encode(self, batch: list) -> Encoded:
         """Read, decode and embed; missing or undecodable images come back masked with a reason."""
-        prepared, reasons = self.prepare(images)
-        enc = Encoded.empty(len(images), self.dim)
-        idx = [i for i, p in enumerate(prepared) if p is not None]
-        if idx:
-            values, ok, why = self.embed([prepared[i] for i in idx])
-            enc.values[idx] = values
-            enc.mask[idx] = ok
-            for j, i in enumerate(idx):
-                reasons[i] = reasons[i] or why[j]
-        enc.reasons = reasons
-        return enc
+        from fusionrec.encoders.pipeline import run_encoder
+
+        return run_encoder(self, batch, None, progress=False)[0]

@@ -104,14 +104,8 @@ class TextEncoder:
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return l2_normalise(pooled)
 
-    def encode(self, texts: list[str | None]) -> Encoded:
+    def encode(self, batch: list[str | None]) -> Encoded:
         """Filter, then embed; empty texts come back masked with a reason."""
-        prepared, reasons = self.prepare(texts)
-        enc = Encoded.empty(len(texts), self.dim)
-        idx = [i for i, p in enumerate(prepared) if p is not None]
-        if idx:
-            values, ok, _ = self.embed([prepared[i] for i in idx])
-            enc.values[idx] = values
-            enc.mask[idx] = ok
-        enc.reasons = reasons
-        return enc
+        from fusionrec.encoders.pipeline import run_encoder
+
+        return run_encoder(self, batch, None, progress=False)[0]
