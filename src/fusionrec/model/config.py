@@ -23,5 +23,5 @@ class FusionConfig(BaseModel):
     modality_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # per item and modality, in training
     id_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # items trained content-only now and then: cold-ready
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    temperature: float = Field(0.1, gt=0.0)
+    temperature: float = Field(0.2, gt=0.0)  # 0.1: 0.372 Recall@20, 0.2: 0.389, 0.3: 0.374 (ML-100k, seed 0)
     ranking_head: bool = False
