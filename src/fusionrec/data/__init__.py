@@ -1,0 +1,1 @@
+"""Datasets: the contract, the readers, the normalised form, splits and the synthetic generator."""

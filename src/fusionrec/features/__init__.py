@@ -1,0 +1,1 @@
+"""The bridge to Feast: offline tables, definitions, the store, training frames and online lookups."""
