@@ -4,7 +4,6 @@ validation NDCG@20, checkpoints and resume, a progress bar, curves as PNG."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from fusionrec.data.splits import Split
