@@ -86,7 +86,7 @@ def evaluate_ranking(score_fn: ScoreFn, target: pd.DataFrame, exclude: list[pd.D
                 ndcg[k] += (discounts[:k] * h).sum() / ideal
                 hit[k] += float(h.any())
             valid = np.isfinite(top_scores[row])
-            shown[top[row][: max(ks)][valid[: max(ks)]]] = True
+            shown[top[row][valid]] = True
     n = max(1, len(users))
     pool = int(allowed.sum()) if allowed is not None else n_items
     return Metrics({k: v / n for k, v in recall.items()}, {k: v / n for k, v in ndcg.items()},

@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from fusionrec.data.splits import Split
+from fusionrec.encoders.base import pick_device
 from fusionrec.errors import TrainingDiverged
 from fusionrec.evaluation import Metrics, evaluate_ranking
 from fusionrec.model import FusionConfig, FusionRecModel
@@ -95,12 +96,6 @@ def score_function(model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor
     return scores
 
 
-def _device(requested: str) -> str:
-    from fusionrec.encoders.base import pick_device
-
-    return pick_device(requested)
-
-
 def _diagnose(model: FusionRecModel, loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig) -> str:
     bad_inputs = [m for m in model.modality_names if not torch.isfinite(getattr(model, f"feat_{m}")).all()]
     bad_params = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
@@ -126,7 +121,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
     from tqdm.auto import tqdm
 
     distributed = dist.is_available() and dist.is_torchelastic_launched()
-    device = _device(cfg.device)
+    device = pick_device(cfg.device)
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
     rank = dist.get_rank() if distributed else 0
@@ -179,7 +174,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
             u, i = users[b].to(device), items[b].to(device)
             h, hm = hist_d[u], hmask_d[u] & (hist_d[u] != i.unsqueeze(1))  # never attend to the target
             with autocast:
-                loss = _loss(net, model, u, i, h, hm, cfg)
+                loss = net(u, i, h, hm, cfg.rank_negatives)  # net is the model, or DDP around it
             if not torch.isfinite(loss):
                 raise TrainingDiverged(_diagnose(model, loss, epoch + 1, step, cfg))
             opt.zero_grad(set_to_none=True)
@@ -225,11 +220,6 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
         save_curves(history, curves_png)
     best_valid = next((h for h in history if h["epoch"] == best_epoch), {})
     return TrainResult(model, history, best_epoch, best_valid, seen_samples / max(seconds, 1e-9), seconds, hist, hmask)
-
-
-def _loss(net, model: FusionRecModel, u, i, h, hm, cfg: TrainConfig) -> torch.Tensor:
-    return net(u, i, h, hm, cfg.rank_negatives) if isinstance(net, torch.nn.parallel.DistributedDataParallel) \
-        else model(u, i, h, hm, cfg.rank_negatives)
 
 
 def save_curves(history: list[dict[str, float]], path: Path) -> None:
