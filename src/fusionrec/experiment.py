@@ -15,7 +15,7 @@ from fusionrec.data.splits import Split
 from fusionrec.errors import ConfigError
 from fusionrec.evaluation import evaluate_ranking
 from fusionrec.model import FusionConfig
-from fusionrec.training import TrainConfig, TrainResult, evaluate_model, train
+from fusionrec.training import TrainConfig, TrainResult, evaluate_model, ranking_head_metrics, train
 
 log = logging.getLogger(__name__)
 COMPARED = ("fusion", "concat", "text_only", "image_only", "mostpop", "bpr_mf", "cornac_bpr", "cornac_vbpr")
@@ -36,6 +36,9 @@ def fit(dataset, embeddings: dict, split: Split, cfg: FusionConfig, train_cfg: T
     """Train, then measure on the test part. Returns (result, test metrics)."""
     result = train(split, embeddings, cfg, train_cfg, progress=progress, checkpoint_dir=checkpoint_dir, curves_png=curves)
     metrics = evaluate_model(result.model, result.user_history, result.user_history_mask, split).flat()
+    if cfg.ranking_head:  # AUC and log loss of the ranking head against sampled unseen items
+        metrics.update(ranking_head_metrics(result.model, result.user_history, result.user_history_mask, split,
+                                            seed=train_cfg.seed))
     return result, metrics
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fusionrec.data.splits import Split
 from fusionrec.encoders.base import pick_device
 from fusionrec.errors import TrainingDiverged
-from fusionrec.evaluation import Metrics, evaluate_ranking
+from fusionrec.evaluation import Metrics, auc_logloss, evaluate_ranking
 from fusionrec.model import FusionConfig, FusionRecModel
 
 log = logging.getLogger(__name__)
@@ -247,3 +247,33 @@ def evaluate_model(model: FusionRecModel, hist, hmask, split: Split, part: str =
     exclude = [split.train, split.valid] if part == "test" else [split.train]
     return evaluate_ranking(score_function(model, hist, hmask, device), target, exclude, split.n_users, split.n_items,
                             candidates=split.cold_items if len(split.cold_items) else None)
+
+
+def ranking_head_metrics(model: FusionRecModel, hist, hmask, split: Split, negatives: int = 4, seed: int = 0,
+                         device: str = "cpu") -> dict[str, float]:
+    """AUC and log loss of the ranking head on the test positives against ``negatives`` sampled items per
+    positive that the user never interacted with (in any part of the split)."""
+    rng = np.random.default_rng(seed)
+    seen = {(int(u), int(i)) for part in (split.train, split.valid, split.test)
+            for u, i in zip(part["user_idx"], part["item_idx"])}
+    users = split.test["user_idx"].to_numpy(np.int64)
+    pos = split.test["item_idx"].to_numpy(np.int64)
+    neg_u = np.repeat(users, negatives)
+    neg = rng.integers(0, split.n_items, len(neg_u))
+    for k in range(len(neg)):  # resample the (rare) negatives the user did interact with
+        while (int(neg_u[k]), int(neg[k])) in seen:
+            neg[k] = rng.integers(0, split.n_items)
+    model.eval()
+    with torch.inference_mode():
+        items = model.items().vectors
+
+        def logits(u: np.ndarray, i: np.ndarray) -> np.ndarray:
+            out = []
+            for s in range(0, len(u), 4096):
+                ub = torch.from_numpy(u[s: s + 4096]).to(device)
+                uv = model.users(ub, hist[ub].to(device), hmask[ub].to(device), items)
+                out.append(model.rank(uv, items[torch.from_numpy(i[s: s + 4096]).to(device)]).float().cpu().numpy())
+            return np.concatenate(out) if out else np.zeros(0)
+
+        auc, logloss = auc_logloss(logits(users, pos), logits(neg_u, neg))
+    return {"auc": auc, "logloss": logloss}
