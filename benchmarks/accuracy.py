@@ -5,7 +5,8 @@ split, the mean over seeds of our Recall@20 and NDCG@20 beside the peers' (Corna
 fed our image embeddings, our ID-only BPR-MF, MostPop), every model on the same split in the same run;
 bar: ours >= 1.10 x the best peer. On the cold-item split (10% of items never trained on): our
 Recall@20 beside a random ranking of the cold items; bar: >= 2.5 x. With --variants also the concat
-fusion and the text-only and image-only models.
+fusion and the text-only and image-only models. EASE (a closed-form item-item model) is printed as a
+reference for how far a strong classical model gets on the same split; it is not one of the named peers.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main() -> None:
         raise SystemExit(f"{args.data}: run 'make run' first (it validates and embeds movielens-100k-mm)")
     ds = Dataset.load(args.data / "validated")
     emb = load_embeddings(args.data / "embeddings")
-    warm_models = ("fusion", *(("concat", "text_only", "image_only") if args.variants else ()), "mostpop", *PEERS)
+    warm_models = ("fusion", *(("concat", "text_only", "image_only") if args.variants else ()), "mostpop", *PEERS, "ease")
     warm: dict[str, list[dict]] = {}
     cold: dict[str, list[dict]] = {}
     t0 = time.perf_counter()

@@ -75,6 +75,17 @@ def bpr_mf(split: Split, dim: int = 64, epochs: int = 40, lr: float = 5e-3, reg:
     return scores
 
 
+def ease(split: Split, lam: float = 400.0):
+    """EASE (Steck 2019): a closed-form item-item linear model, B = -P / diag(P) with P = (X'X + lam I)^-1
+    and a zero diagonal. A strong classical reference for the ranking bar (not one of the named peers)."""
+    X = np.zeros((split.n_users, split.n_items), dtype=np.float64)
+    X[split.train["user_idx"].to_numpy(), split.train["item_idx"].to_numpy()] = 1.0
+    P = np.linalg.inv(X.T @ X + lam * np.eye(split.n_items))
+    B = -P / np.diag(P)
+    np.fill_diagonal(B, 0.0)
+    return lambda users: X[np.asarray(users)] @ B
+
+
 def _cornac_sets(split: Split, image: np.ndarray | None):
     import cornac
     from cornac.data import ImageModality

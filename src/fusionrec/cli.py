@@ -257,7 +257,7 @@ def evaluate_cmd(
     protocol: Annotated[str, typer.Option(help="Split: random, temporal, cold_item, given.")] = "random",
     seed: Annotated[int, typer.Option(help="Seed for the split and every model.")] = 0,
     models: Annotated[str, typer.Option(help="Comma-separated: fusion, concat, text_only, image_only, mostpop, "
-                                               "bpr_mf, cornac_bpr, cornac_vbpr, random.")] =
+                                               "bpr_mf, cornac_bpr, cornac_vbpr, random, ease.")] =
     "fusion,concat,text_only,image_only,mostpop,bpr_mf,cornac_bpr,cornac_vbpr",
     epochs: Annotated[int, typer.Option(min=1, help="Most epochs for the trained models.")] = 40,
 ) -> None:

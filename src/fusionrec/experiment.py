@@ -110,6 +110,8 @@ def compare(dataset, embeddings: dict, split: Split, *, models=COMPARED, train_c
             metrics = measure(B.random_scores(split, train_cfg.seed))
         elif name == "bpr_mf":
             metrics = measure(B.bpr_mf(split, dim=dim, seed=train_cfg.seed, valid_fn=valid_ndcg))
+        elif name == "ease":
+            metrics = measure(B.ease(split))
         elif name == "cornac_bpr":
             metrics = measure(B.cornac_bpr(split, k=dim, seed=train_cfg.seed))
         elif name == "cornac_vbpr":
@@ -117,7 +119,7 @@ def compare(dataset, embeddings: dict, split: Split, *, models=COMPARED, train_c
                 continue
             metrics = measure(B.cornac_vbpr(split, embeddings["image"].values, seed=train_cfg.seed))
         else:
-            raise ConfigError(f"unknown model {name!r}; choose from {COMPARED + ('random',)}")
+            raise ConfigError(f"unknown model {name!r}; choose from {COMPARED + ('random', 'ease')}")
         metrics["seconds"] = time.perf_counter() - t
         out[name] = metrics
         log.info("%s: recall@20 %.4f ndcg@20 %.4f (%.0f s)", name, metrics["recall@20"], metrics["ndcg@20"], metrics["seconds"])
