@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fusionrec.errors import FusionRecError
+from fusionrec.errors import ConfigError, FusionRecError
 
 app = typer.Typer(
     name="fusionrec",
@@ -209,12 +209,12 @@ def train_cmd(
     """
     import json as _json
 
-    from fusionrec.errors import ConfigError
-
     if fusion not in ("gated", "concat"):  # checked before anything is read or computed
         raise ConfigError(f"--fusion {fusion!r} is unknown; use gated or concat")
     if protocol not in ("random", "temporal", "cold_item", "given"):
         raise ConfigError(f"--protocol {protocol!r} is unknown; use random, temporal, cold_item or given")
+    import pandas as pd
+
     from fusionrec.data.dataset import Dataset
     from fusionrec.data.splits import make_split
     from fusionrec.encoders.pipeline import load_embeddings
@@ -239,7 +239,8 @@ def train_cmd(
     path = save_artifact(models, result.model, dataset=ds, encoders=encoders,
                          training={"train": train_cfg.model_dump(), "split": split.summary(), "history": result.history},
                          history=result.user_history, history_mask=result.user_history_mask, metrics=metrics,
-                         card=model_card(ds.name, split, cfg, result, test, encoders), curves=curves)
+                         card=model_card(ds.name, split, cfg, result, test, encoders), curves=curves,
+                         seen=pd.concat([split.train, split.valid, split.test]))  # what serving excludes as seen
     decision = gate(models, path, margin=margin)
     typer.echo(_json.dumps({"artifact": str(path), "test": {k: round(float(v), 4) for k, v in test.items()},
                             "samples_per_second": round(result.samples_per_second),
@@ -277,6 +278,93 @@ def evaluate_cmd(
     write_comparison(results, out, f"{ds.name}, {protocol} split, seed {seed}")
     typer.echo(comparison_table(results))
     typer.echo(f"comparison: {out / 'comparison.md'}, {out / 'comparison.png'}")
+
+
+@app.command("serve")
+def serve_cmd(
+    storage_uri: Annotated[Optional[str], typer.Option(help="Model registry (its champion), version folder or URI "
+                                                            "(default: serving.storage_uri).")] = None,
+    predictor_port: Annotated[Optional[int], typer.Option(help="Default: serving.predictor_port.")] = None,
+    transformer_port: Annotated[Optional[int], typer.Option(help="Default: serving.transformer_port.")] = None,
+    protocol: Annotated[str, typer.Option(help="Transformer -> predictor protocol: v2 (default) or v1.")] = "v2",
+    feast: Annotated[bool, typer.Option(help="Look up user histories in Feast's online store.")] = True,
+    detach: Annotated[bool, typer.Option(help="Return once both are ready and leave them running "
+                                              "('fusionrec serve --stop' stops them).")] = False,
+    stop: Annotated[bool, typer.Option(help="Stop servers started with --detach.")] = False,
+) -> None:
+    """Start the predictor and the transformer as two KServe model servers on loopback (real HTTP)."""
+    from fusionrec.serving.local import serve, stop_from_pids, write_pids
+
+    settings = state.settings()
+    run_dir = Path(settings.paths.artifacts) / "serving"
+    pids = run_dir / "servers.json"
+    if stop:
+        stopped = stop_from_pids(pids)
+        typer.echo(f"stopped {len(stopped)} server processes" if stopped else "no detached servers recorded")
+        return
+    if protocol not in ("v1", "v2"):
+        raise ConfigError(f"--protocol {protocol!r} is unknown; use v1 or v2")
+    stop_from_pids(pids)  # a previous detached pair would hold the ports
+    servers = serve(settings, storage_uri=storage_uri, predictor_port=predictor_port, transformer_port=transformer_port,
+                    protocol=protocol, feast=feast, log_dir=run_dir)
+    m = settings.serving.model_name
+    typer.echo(f"predictor   {servers.predictor_url}/v1/models/{m}:predict  (v2: /v2/models/{m}/infer)\n"
+               f"transformer {servers.transformer_url}/v1/models/{m}:predict  metrics: {servers.transformer_url}/metrics\n"
+               f"logs: {run_dir}/")
+    if detach:
+        write_pids(servers, pids)
+        return
+    typer.echo("serving; Ctrl-C stops both")
+    try:
+        servers.transformer.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        servers.stop()
+
+
+@app.command("recommend")
+def recommend_cmd(
+    user: Annotated[Optional[str], typer.Option(help="A user id.")] = None,
+    image: Annotated[Optional[Path], typer.Option(help="An image file: items that look like it.")] = None,
+    text: Annotated[Optional[str], typer.Option(help="A text: items that read like it.")] = None,
+    history: Annotated[Optional[str], typer.Option(help="Comma-separated item ids (a new user's history).")] = None,
+    k: Annotated[int, typer.Option(help="How many items.")] = 10,
+    url: Annotated[Optional[str], typer.Option(help="Transformer URL (default: the local one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
+) -> None:
+    """Ask the running transformer for recommendations (a user, a history, or an example image/text)."""
+    import base64
+
+    from fusionrec.serving.local import call
+
+    settings = state.settings()
+    instance: dict = {"k": k}
+    if image is not None or text is not None:
+        if image is not None:
+            if not image.is_file():
+                raise ConfigError(f"--image {image}: no such file")
+            instance["image"] = base64.b64encode(image.read_bytes()).decode("ascii")
+        if text is not None:
+            instance["text"] = text
+    else:
+        if user is not None:
+            instance["user_id"] = user
+        if history:
+            instance["history"] = [h.strip() for h in history.split(",") if h.strip()]
+    url = url or f"http://{settings.serving.host}:{settings.serving.transformer_port}"
+    answer = call(url, settings.serving.model_name, [instance])
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2))
+        return
+    pred = answer["predictions"][0]
+    who = (f"user {user}" if user else "an image" if image else "a text" if text else "a new user's history" if history
+           else "anyone (popular items)")
+    flags = ", ".join(f for f in ("fallback" if pred["fallback"] else "", "cold user" if pred["cold"] else "") if f)
+    typer.echo(f"top {len(pred['items'])} for {who} (model {pred['model_version']}{'; ' + flags if flags else ''}):")
+    for n, item in enumerate(pred["items"], 1):
+        share = " ".join(f"{m} {v:.0%}" for m, v in item["modality_share"].items())
+        typer.echo(f"{n:>3}. {item['title'] or item['item_id']:<55} {item['score']:8.3f}  [{share}]")
 
 
 @privacy_app.command("redact")

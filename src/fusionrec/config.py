@@ -101,6 +101,24 @@ class FeatureSettings(_Strict):
     history_length: int = Field(20, ge=1, le=1000)
 
 
+class ServingSettings(_Strict):
+    """The KServe predictor and transformer: where the model comes from, ports, limits on requests."""
+
+    model_name: str = "fusionrec"
+    # A model registry folder (its champion is served), one version folder, or KServe's /mnt/models mount.
+    storage_uri: str = "artifacts/movielens-100k-mm/models"
+    host: str = "127.0.0.1"
+    predictor_port: int = Field(8081, ge=1, le=65535)
+    transformer_port: int = Field(8080, ge=1, le=65535)
+    predictor_timeout_s: int = Field(5, ge=1)  # the transformer answers 503 after this when the predictor is down
+    max_k: int = Field(100, ge=1)
+    max_history: int = Field(500, ge=1)  # items a request may give as a cold user's history
+    max_candidates: int = Field(5_000, ge=1)
+    max_batch: int = Field(64, ge=1)  # rows (instances) per request
+    max_text_chars: int = Field(2_000, ge=1)
+    max_image_bytes: int = Field(5_000_000, ge=1)
+
+
 class Settings(_Strict):
     """Everything configurable about a run. Build once at the entry point, pass down."""
 
@@ -110,6 +128,7 @@ class Settings(_Strict):
     privacy: PrivacySettings = PrivacySettings()
     encoders: EncoderSettings = EncoderSettings()
     features: FeatureSettings = FeatureSettings()
+    serving: ServingSettings = ServingSettings()
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,3 +37,35 @@ class TrainingDiverged(FusionRecError):
     """The loss stopped being a finite number; no artifact is written."""
 
     exit_code = 1
+
+
+class BadRequest(FusionRecError):
+    """A request that does not fit its schema or its limits (malformed, wrong type, out of range)."""
+
+    http_status = 400
+
+
+class NotFound(FusionRecError):
+    """A request names a user or an item the model does not know."""
+
+    http_status = 404
+
+
+class PayloadTooLarge(FusionRecError):
+    """A request part (an image, a text, a list) is over its configured limit."""
+
+    http_status = 413
+
+
+class Unavailable(FusionRecError):
+    """A service this one depends on (the predictor) does not answer; retry later."""
+
+    http_status = 503
+
+
+class UpstreamError(FusionRecError):
+    """An error answered by the predictor, passed on with its status and message."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.http_status = status

@@ -4,7 +4,8 @@ and the champion/challenger gate that decides which version is in production.
 A version folder holds ``model.safetensors`` (weights and the frozen item features, so the item
 matrix can be rebuilt at load), ``config.json`` (the FusionConfig), ``training.json`` (TrainConfig,
 split, history), ``encoders.json`` (encoder identities and dimensions), ``items.parquet`` and
-``users.parquet`` (ids and indices), ``user_history.npz``, ``metrics.json``, ``model_card.md`` and
+``users.parquet`` (ids and indices), ``user_history.npz``, ``seen.npz`` (every item each user interacted
+with, CSR: what serving excludes as already seen, and item popularity), ``metrics.json``, ``model_card.md`` and
 ``curves.png``. ``champion.json`` beside the versions names the one in production.
 """
 
@@ -41,6 +42,17 @@ class Artifact:
     history_mask: torch.Tensor
     metrics: dict[str, Any]
     encoders: dict[str, Any]
+    seen_indptr: np.ndarray  # CSR over users: seen_indices[seen_indptr[u]:seen_indptr[u + 1]] are u's items
+    seen_indices: np.ndarray
+
+    def seen(self, user_idx: int) -> np.ndarray:
+        """The items user ``user_idx`` interacted with (the ``seen`` rows given at save time)."""
+        return self.seen_indices[self.seen_indptr[user_idx]: self.seen_indptr[user_idx + 1]]
+
+    @property
+    def popularity(self) -> np.ndarray:
+        """Interactions per item (from the ``seen`` rows)."""
+        return np.bincount(self.seen_indices, minlength=self.config.n_items)
 
     @property
     def version(self) -> str:
@@ -54,8 +66,11 @@ def _next_version(root: Path) -> str:
 
 def save_artifact(root: str | Path, model: FusionRecModel, *, dataset, encoders: dict[str, Any], training: dict[str, Any],
                   history: torch.Tensor, history_mask: torch.Tensor, metrics: dict[str, Any], card: str,
-                  curves: Path | None = None) -> Path:
-    """Write a new version folder under ``root/versions`` (atomically) and return its path."""
+                  curves: Path | None = None, seen: pd.DataFrame | None = None) -> Path:
+    """Write a new version folder under ``root/versions`` (atomically) and return its path.
+
+    ``seen``: the (user_idx, item_idx) rows serving excludes as already seen; default: the items of ``history``.
+    """
     from safetensors.torch import save_file
 
     root = Path(root)
@@ -74,6 +89,11 @@ def save_artifact(root: str | Path, model: FusionRecModel, *, dataset, encoders:
         pd.DataFrame({"user_idx": dataset.users["user_idx"], "user_id": dataset.users["user_id"].astype(str)}).to_parquet(
             tmp / "users.parquet", index=False)
         np.savez_compressed(tmp / "user_history.npz", history=history.numpy(), mask=history_mask.numpy())
+        if seen is None:
+            rows, cols = np.nonzero(history_mask.numpy())
+            seen = pd.DataFrame({"user_idx": rows, "item_idx": history.numpy()[rows, cols]})
+        indptr, indices = _csr(seen, dataset.n_users)
+        np.savez_compressed(tmp / "seen.npz", indptr=indptr, indices=indices)
         (tmp / "metrics.json").write_text(json.dumps({**metrics, "version": version,
                                                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
                                                      indent=2, default=float), encoding="utf-8")
@@ -81,6 +101,12 @@ def save_artifact(root: str | Path, model: FusionRecModel, *, dataset, encoders:
         if curves is not None and curves.exists():
             (tmp / "curves.png").write_bytes(curves.read_bytes())
     return target
+
+
+def _csr(rows: pd.DataFrame, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    pairs = rows[["user_idx", "item_idx"]].drop_duplicates().sort_values(["user_idx", "item_idx"])
+    counts = np.bincount(pairs["user_idx"].to_numpy(), minlength=n_users)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pairs["item_idx"].to_numpy(np.int64)
 
 
 def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
@@ -99,10 +125,16 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
     model.load_state_dict(load_file(str(path / "model.safetensors"), device=device))
     model.to(device).eval()
     h = np.load(path / "user_history.npz")
+    if (path / "seen.npz").exists():
+        seen = np.load(path / "seen.npz")
+        indptr, indices = seen["indptr"], seen["indices"]
+    else:  # versions written before seen.npz: the stored histories
+        rows, cols = np.nonzero(h["mask"])
+        indptr, indices = _csr(pd.DataFrame({"user_idx": rows, "item_idx": h["history"][rows, cols]}), config.n_users)
     return Artifact(path, model, config, pd.read_parquet(path / "items.parquet"), pd.read_parquet(path / "users.parquet"),
                     torch.from_numpy(h["history"]), torch.from_numpy(h["mask"]),
                     json.loads((path / "metrics.json").read_text(encoding="utf-8")),
-                    json.loads((path / "encoders.json").read_text(encoding="utf-8")))
+                    json.loads((path / "encoders.json").read_text(encoding="utf-8")), indptr, indices)
 
 
 @dataclass

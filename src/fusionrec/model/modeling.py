@@ -148,7 +148,7 @@ class FusionRecModel(nn.Module):
         """User vectors from the ID (None: cold users) and attention over their history.
 
         Args:
-            user_idx: [B] user indices, or None for users without an ID embedding.
+            user_idx: [B] user indices (-1 for a user without an ID embedding), or None when none has one.
             history: [B, H] item indices (any value where masked).
             history_mask: [B, H] bool, True where a history entry is real.
             item_vectors: [n_items, d] the catalogue's item vectors (from :meth:`items`).
@@ -156,7 +156,10 @@ class FusionRecModel(nn.Module):
         d = self.config.dim
         B = history.shape[0]
         hv = item_vectors[history.clamp(min=0)]  # [B, H, d]
-        uid = self.user_id(user_idx) if (self.user_id is not None and user_idx is not None) else torch.zeros(B, d, device=hv.device)
+        if self.user_id is not None and user_idx is not None:  # index -1: a user without an ID embedding (cold)
+            uid = self.user_id(user_idx.clamp(min=0)) * (user_idx >= 0).unsqueeze(-1)
+        else:
+            uid = torch.zeros(B, d, device=hv.device)
         query = uid + self.history_query
         att = (self.history_key(hv) * query.unsqueeze(1)).sum(-1) / d ** 0.5
         att = att.masked_fill(~history_mask, float("-inf"))

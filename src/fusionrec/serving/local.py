@@ -1,0 +1,144 @@
+"""The cluster's two containers as two local processes: the predictor and the transformer, each a KServe
+model server, talking real HTTP on loopback exactly as they do behind an InferenceService."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fusionrec.config import Settings
+from fusionrec.errors import ConfigError, FusionRecError, Unavailable
+
+
+@dataclass
+class Servers:
+    """Two running model servers."""
+
+    predictor: subprocess.Popen
+    transformer: subprocess.Popen
+    predictor_url: str
+    transformer_url: str
+    model_name: str
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for p in (self.transformer, self.predictor):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in (self.transformer, self.predictor):
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def predictor_command(settings: Settings, port: int, storage_uri: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "fusionrec.serving.predictor", "--model_name", settings.serving.model_name,
+           "--http_port", str(port), "--enable_grpc", "false"]
+    return cmd + (["--storage_uri", storage_uri] if storage_uri else [])
+
+
+def transformer_command(settings: Settings, port: int, predictor_port: int, protocol: str = "v2",
+                        feast: bool = True) -> list[str]:
+    cmd = [sys.executable, "-m", "fusionrec.serving.transformer", "--model_name", settings.serving.model_name,
+           "--http_port", str(port), "--enable_grpc", "false",
+           "--predictor_host", f"{settings.serving.host}:{predictor_port}", "--predictor_protocol", protocol,
+           "--predictor_request_timeout_seconds", str(settings.serving.predictor_timeout_s)]
+    return cmd + ([] if feast else ["--no_feast"])
+
+
+def wait_ready(url: str, model: str, proc: subprocess.Popen, timeout: float, log: Path | None = None) -> None:
+    """Poll ``GET /v1/models/<model>`` until it answers ready; fail early when the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise FusionRecError(f"{' '.join(proc.args[2:4])} exited with {proc.returncode} before it was ready"
+                                 + (f"; its log ends:\n{tail}" if tail else ""))
+        try:
+            r = httpx.get(f"{url}/v1/models/{model}", timeout=2.0)
+            if r.status_code == 200 and r.json().get("ready"):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise Unavailable(f"{url} was not ready within {timeout:.0f} s")
+
+
+def start_process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                start_new_session=True)
+
+
+def serve(settings: Settings, *, storage_uri: str | None = None, predictor_port: int | None = None,
+          transformer_port: int | None = None, protocol: str = "v2", feast: bool = True, log_dir: Path,
+          timeout: float = 180.0, env: dict[str, str] | None = None) -> Servers:
+    """Start the predictor, wait until it is ready, then the transformer; return both."""
+    s = settings.serving
+    pp, tp = predictor_port or s.predictor_port, transformer_port or s.transformer_port
+    if feast and not (Path(settings.features.data_dir) / "registry.db").exists():
+        raise ConfigError(f"no Feast registry under {settings.features.data_dir}: run 'fusionrec features build/apply/"
+                          "materialize' first (make run does), or serve without Feast (--no-feast)")
+    plog, tlog = log_dir / "predictor.log", log_dir / "transformer.log"
+    pred = start_process(predictor_command(settings, pp, storage_uri), plog, env)
+    purl, turl = f"http://{s.host}:{pp}", f"http://{s.host}:{tp}"
+    try:
+        wait_ready(purl, s.model_name, pred, timeout, plog)
+        trans = start_process(transformer_command(settings, tp, pp, protocol, feast), tlog, env)
+        try:
+            wait_ready(turl, s.model_name, trans, timeout, tlog)
+        except BaseException:
+            trans.kill()
+            raise
+    except BaseException:
+        pred.kill()
+        raise
+    return Servers(pred, trans, purl, turl, s.model_name)
+
+
+def write_pids(servers: Servers, path: Path) -> None:
+    path.write_text(json.dumps({"predictor": servers.predictor.pid, "transformer": servers.transformer.pid,
+                                "predictor_url": servers.predictor_url, "transformer_url": servers.transformer_url}))
+
+
+def stop_from_pids(path: Path) -> list[int]:
+    """Stop detached servers recorded in ``path``; returns the pids signalled."""
+    if not path.exists():
+        return []
+    pids = json.loads(path.read_text())
+    stopped = []
+    for key in ("transformer", "predictor"):
+        try:
+            os.killpg(pids[key], signal.SIGTERM)
+            stopped.append(pids[key])
+        except (ProcessLookupError, PermissionError):
+            pass
+    path.unlink()
+    return stopped
+
+
+def call(url: str, model: str, instances: list[dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:
+    """POST v1 instances to a model server; a 4xx/5xx comes back as an error with the server's message."""
+    try:
+        r = httpx.post(f"{url}/v1/models/{model}:predict", json={"instances": instances}, timeout=timeout)
+    except httpx.TransportError as e:
+        raise Unavailable(f"{url} does not answer ({type(e).__name__}); start it with 'fusionrec serve'") from None
+    if r.status_code != 200:
+        try:
+            message = r.json().get("error", r.text)
+        except ValueError:
+            message = r.text
+        err = FusionRecError(f"{r.status_code}: {message}")
+        err.http_status = r.status_code
+        raise err
+    return r.json()

@@ -1,0 +1,312 @@
+"""The serving API's request and response shapes, and their wire forms on KServe's two protocols.
+
+A request is a list of instances. An instance asks either for recommendations for a user
+(``user_id``, ``history``, ``k``, ``exclude_seen``, ``candidates``) or for items like an example
+(``text`` and/or a base64 ``image``, ``k``). The same instance schema is taken by the transformer and
+the predictor, over v1 (``{"instances": [...]}``) and, on the predictor, over v2 (the open inference
+protocol: one tensor per field, a row per instance, lists padded with empty strings).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fusionrec.config import ServingSettings
+from fusionrec.errors import BadRequest, PayloadTooLarge
+
+LIST_FIELDS = ("history", "exclude", "candidates")
+
+
+class Instance(BaseModel):
+    """One request row, as a client writes it (strict types: ``"k": "5"`` is refused, not coerced)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user_id: str | int | None = None
+    history: list[str | int] | None = None  # item ids, oldest first: a cold user's history, or recent items
+    k: int = 20
+    exclude_seen: bool = True
+    exclude: list[str | int] | None = None  # item ids never to return
+    candidates: list[str | int] | None = None  # score only these items
+    text: str | None = None  # query by example
+    image: str | None = None  # query by example: base64 of the image file's bytes
+
+
+@dataclass
+class Row:
+    """A validated instance, ids as strings, the image decoded."""
+
+    kind: str  # "recommend" or "query"
+    k: int
+    user_id: str | None = None
+    history: list[str] = field(default_factory=list)
+    exclude_seen: bool = True
+    exclude: list[str] = field(default_factory=list)
+    candidates: list[str] | None = None
+    text: str | None = None
+    image: bytes | None = None
+
+    def to_instance(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"k": self.k}
+        if self.kind == "query":
+            if self.text is not None:
+                out["text"] = self.text
+            if self.image is not None:
+                out["image"] = base64.b64encode(self.image).decode("ascii")
+        else:
+            if self.user_id is not None:
+                out["user_id"] = self.user_id
+            out["history"] = self.history
+            out["exclude_seen"] = self.exclude_seen
+            if self.candidates is not None:
+                out["candidates"] = self.candidates
+        if self.exclude:
+            out["exclude"] = self.exclude
+        return out
+
+
+def _message(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "instance"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -> Row:
+    """Validate one instance against the schema and the limits.
+
+    Raises:
+        BadRequest: wrong shape or type, k out of range, a query mixed with user fields, bad base64.
+        PayloadTooLarge: a text, an image or a list over its limit.
+    """
+    if not isinstance(obj, dict):
+        raise BadRequest(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    try:
+        inst = Instance.model_validate(obj)
+    except ValidationError as e:
+        raise BadRequest(f"{where}: {_message(e)}") from None
+    if not 1 <= inst.k <= limits.max_k:
+        raise BadRequest(f"{where}: k must be between 1 and {limits.max_k}, got {inst.k}")
+    for name, limit in (("history", limits.max_history), ("exclude", limits.max_history),
+                        ("candidates", limits.max_candidates)):
+        values = getattr(inst, name)
+        if values is not None and len(values) > limit:
+            raise PayloadTooLarge(f"{where}: {name} has {len(values)} items; at most {limit}")
+    exclude = [str(i) for i in inst.exclude or []]
+    if inst.text is not None or inst.image is not None:
+        mixed = [n for n in ("user_id", "history", "candidates") if getattr(inst, n) is not None]
+        if mixed:
+            raise BadRequest(f"{where}: a query by example (text/image) takes no {', '.join(mixed)}")
+        if inst.text is not None and not inst.text.strip() and inst.image is None:
+            raise BadRequest(f"{where}: text is empty")
+        if inst.text is not None and len(inst.text) > limits.max_text_chars:
+            raise PayloadTooLarge(f"{where}: text has {len(inst.text):,} characters; at most {limits.max_text_chars:,}")
+        image = None
+        if inst.image is not None:
+            if len(inst.image) > limits.max_image_bytes * 4 // 3 + 4:
+                raise PayloadTooLarge(f"{where}: image is over {limits.max_image_bytes:,} bytes")
+            try:
+                image = base64.b64decode(inst.image, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest(f"{where}: image is not valid base64") from None
+            if not image:
+                raise BadRequest(f"{where}: image is empty")
+        text = inst.text if inst.text is not None and inst.text.strip() else None
+        return Row("query", inst.k, text=text, image=image, exclude=exclude)
+    return Row("recommend", inst.k, user_id=None if inst.user_id is None else str(inst.user_id),
+               history=[str(i) for i in inst.history or []], exclude_seen=inst.exclude_seen, exclude=exclude,
+               candidates=None if inst.candidates is None else [str(i) for i in inst.candidates])
+
+
+def parse_v1(payload: Any, limits: ServingSettings) -> list[Row]:
+    """``{"instances": [...]}`` -> validated rows."""
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise BadRequest('expected a JSON object {"instances": [...]}')
+    extra = sorted(set(payload) - {"instances", "parameters"})
+    if extra:
+        raise BadRequest(f"unknown top-level fields {extra}; expected 'instances'")
+    instances = payload["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise BadRequest("instances must be a non-empty list")
+    if len(instances) > limits.max_batch:
+        raise PayloadTooLarge(f"{len(instances)} instances; at most {limits.max_batch} per request")
+    return [parse_instance(obj, limits, f"instances[{n}]") for n, obj in enumerate(instances)]
+
+
+def to_v1(rows: list[Row]) -> dict[str, Any]:
+    return {"instances": [r.to_instance() for r in rows]}
+
+
+# -- v2 (open inference protocol) --------------------------------------------------------------------
+
+_V2_SCALARS = {"user_id": "BYTES", "k": "INT32", "exclude_seen": "BOOL", "has_candidates": "BOOL", "text": "BYTES",
+               "image": "BYTES"}
+
+
+def _padded(lists: list[list[str]]) -> np.ndarray:
+    width = max((len(x) for x in lists), default=0)
+    out = np.full((len(lists), width), "", dtype=object)
+    for i, x in enumerate(lists):
+        out[i, : len(x)] = x
+    return out
+
+
+def to_v2(rows: list[Row], model_name: str):
+    """Rows -> a KServe ``InferRequest`` (one tensor per field; lists padded with "")."""
+    from kserve import InferInput, InferRequest
+
+    tensors: dict[str, tuple[str, np.ndarray]] = {
+        "user_id": ("BYTES", np.array([r.user_id or "" for r in rows], dtype=object)),
+        "k": ("INT32", np.array([r.k for r in rows], dtype=np.int32)),
+        "exclude_seen": ("BOOL", np.array([r.exclude_seen for r in rows], dtype=bool)),
+    }
+    for name in LIST_FIELDS:
+        lists = [(getattr(r, name) or []) for r in rows]
+        if any(lists):
+            tensors[name] = ("BYTES", _padded(lists))
+    if any(r.candidates is not None for r in rows):
+        tensors["has_candidates"] = ("BOOL", np.array([r.candidates is not None for r in rows], dtype=bool))
+    if any(r.text is not None for r in rows):
+        tensors["text"] = ("BYTES", np.array([r.text or "" for r in rows], dtype=object))
+    if any(r.image is not None for r in rows):
+        tensors["image"] = ("BYTES", np.array([base64.b64encode(r.image).decode("ascii") if r.image else ""
+                                               for r in rows], dtype=object))
+    inputs = []
+    for name, (dtype, arr) in tensors.items():
+        data = arr.flatten().tolist()
+        inputs.append(InferInput(name, list(arr.shape), dtype, data))
+    return InferRequest(model_name=model_name, infer_inputs=inputs)
+
+
+def _as_text(v: Any) -> str:
+    return v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)
+
+
+def parse_v2(request, limits: ServingSettings) -> list[Row]:
+    """A KServe ``InferRequest`` -> validated rows (the same checks as v1).
+
+    Raises:
+        BadRequest: unknown tensors, tensors whose shape or type does not fit, rows that fail the schema.
+    """
+    known = set(_V2_SCALARS) | set(LIST_FIELDS)
+    arrays: dict[str, np.ndarray] = {}
+    for inp in request.inputs:
+        if inp.name not in known:
+            raise BadRequest(f"unknown input tensor {inp.name!r}; expected some of {sorted(known)}")
+        try:
+            arr = inp.as_numpy()
+        except Exception as e:  # reshape/dtype errors inside KServe's decoder
+            raise BadRequest(f"input {inp.name!r}: data does not fit shape {inp.shape} and datatype {inp.datatype}: {e}") from None
+        want_ndim = 2 if inp.name in LIST_FIELDS else 1
+        if arr.ndim != want_ndim:
+            raise BadRequest(f"input {inp.name!r}: expected {want_ndim} dimensions, got shape {list(arr.shape)}")
+        arrays[inp.name] = arr
+    if "k" not in arrays:
+        raise BadRequest("input 'k' (INT32 [batch]) is required")
+    n = len(arrays["k"])
+    if n == 0:
+        raise BadRequest("empty batch")
+    if n > limits.max_batch:
+        raise PayloadTooLarge(f"{n} rows; at most {limits.max_batch} per request")
+    bad = [name for name, a in arrays.items() if len(a) != n]
+    if bad:
+        raise BadRequest(f"inputs {bad} do not have the batch size {n} of 'k'")
+    if arrays["k"].dtype.kind not in "iu":
+        raise BadRequest("input 'k' must be an integer tensor")
+    rows = []
+    for i in range(n):
+        obj: dict[str, Any] = {"k": int(arrays["k"][i])}
+        if "exclude_seen" in arrays:
+            obj["exclude_seen"] = bool(arrays["exclude_seen"][i])
+        for name in ("user_id", "text", "image"):
+            if name in arrays and _as_text(arrays[name][i]):
+                obj[name] = _as_text(arrays[name][i])
+        for name in LIST_FIELDS:
+            if name in arrays:
+                values = [_as_text(v) for v in arrays[name][i] if _as_text(v)]
+                if values or (name == "candidates" and bool(arrays.get("has_candidates", [True] * n)[i])):
+                    obj[name] = values
+        rows.append(parse_instance(obj, limits, f"row {i}"))
+    return rows
+
+
+# -- results -------------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    """Top-K for one row: items by score, each with the share each modality contributed."""
+
+    item_ids: list[str]
+    titles: list[str]
+    images: list[str]
+    scores: np.ndarray  # [k]
+    shares: np.ndarray  # [k, n_modalities]
+    fallback: bool = False  # popularity, not the model (no user and no history)
+    cold: bool = False  # a user without an ID embedding, served from the given history
+    embedding: np.ndarray | None = None  # the query's vector (query by example)
+
+
+def result_to_dict(r: Result, modalities: list[str], version: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "items": [{"item_id": r.item_ids[j], "title": r.titles[j], "image": r.images[j], "score": float(r.scores[j]),
+                   "modality_share": {m: round(float(r.shares[j, n]), 4) for n, m in enumerate(modalities)}}
+                  for j in range(len(r.item_ids))],
+        "fallback": r.fallback, "cold": r.cold, "model_version": version,
+    }
+    if r.embedding is not None:
+        out["embedding"] = [float(x) for x in r.embedding]
+    return out
+
+
+def results_to_v2(results: list[Result], modalities: list[str], version: str, model_name: str):
+    """Results -> a KServe ``InferResponse``; rows padded to the largest k ('count' says how many are real)."""
+    from kserve import InferOutput, InferResponse
+
+    n, k, m = len(results), max(len(r.item_ids) for r in results), len(modalities)
+    ids = np.full((n, k), "", dtype=object)
+    titles = np.full((n, k), "", dtype=object)
+    images = np.full((n, k), "", dtype=object)
+    scores = np.zeros((n, k), dtype=np.float32)
+    shares = np.zeros((n, k, m), dtype=np.float32)
+    for i, r in enumerate(results):
+        c = len(r.item_ids)
+        ids[i, :c], titles[i, :c], images[i, :c] = r.item_ids, r.titles, r.images
+        scores[i, :c] = r.scores
+        shares[i, :c] = r.shares
+    tensors = [("item_id", "BYTES", ids), ("title", "BYTES", titles), ("image", "BYTES", images),
+               ("score", "FP32", scores), ("modality_share", "FP32", shares),
+               ("count", "INT32", np.array([len(r.item_ids) for r in results], dtype=np.int32)),
+               ("fallback", "BOOL", np.array([r.fallback for r in results])),
+               ("cold", "BOOL", np.array([r.cold for r in results]))]
+    if all(r.embedding is not None for r in results):
+        tensors.append(("embedding", "FP32", np.stack([r.embedding for r in results]).astype(np.float32)))
+    outputs = [InferOutput(name, list(arr.shape), dtype, arr.flatten().tolist()) for name, dtype, arr in tensors]
+    return InferResponse(response_id="", model_name=model_name, infer_outputs=outputs, model_version=version,
+                         parameters={"modalities": ",".join(modalities), "model_version": version})
+
+
+def results_from_v2(response) -> list[dict[str, Any]]:
+    """A KServe ``InferResponse`` from the predictor -> the v1 result dicts."""
+    out = {o.name: o.as_numpy() for o in response.outputs}
+    params = response.parameters or {}
+    get = (lambda key: params[key].string_param if hasattr(params[key], "string_param") else params[key])
+    modalities = [m for m in _as_text(get("modalities")).split(",") if m]
+    version = _as_text(get("model_version"))
+    rows = []
+    for i, count in enumerate(out["count"].reshape(-1)):
+        items = [{"item_id": _as_text(out["item_id"][i, j]), "title": _as_text(out["title"][i, j]),
+                  "image": _as_text(out["image"][i, j]), "score": float(out["score"][i, j]),
+                  "modality_share": {m: round(float(out["modality_share"][i, j, n]), 4) for n, m in enumerate(modalities)}}
+                 for j in range(int(count))]
+        row = {"items": items, "fallback": bool(out["fallback"][i]), "cold": bool(out["cold"][i]), "model_version": version}
+        if "embedding" in out:
+            row["embedding"] = [float(x) for x in out["embedding"][i]]
+        rows.append(row)
+    return rows

@@ -1,0 +1,117 @@
+"""The KServe transformer in front of the predictor.
+
+Preprocess: validate each instance against the typed schema and the limits (4xx with a message, never
+5xx), pass query text through the privacy filter, and look up the users' latest history in Feast's
+online store (batched, asynchronous) so that interactions pushed since training count. Predict: the
+predictor over real HTTP (v2 by default, or v1). A predictor that is down or times out becomes a 503
+with a message; its 4xx answers are passed on with their message. Postprocess: top-K items with id,
+title, image reference, score, the share each modality contributed and the model version.
+
+Run: ``python -m fusionrec.serving.transformer --model_name fusionrec --http_port 8080
+--predictor_host 127.0.0.1:8081 --predictor_protocol v2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from fusionrec.config import Settings
+from fusionrec.errors import BadRequest, Unavailable, UpstreamError
+from fusionrec.serving.schemas import Row, parse_v1, results_from_v2, to_v1, to_v2
+
+log = logging.getLogger(__name__)
+
+
+async def user_histories(store, rows: list[Row]) -> None:
+    """Prepend each user's online history (Feast ``serving`` features) to the history the request gave."""
+    from fusionrec.features.store import online_user_features_async
+
+    ids = sorted({r.user_id for r in rows if r.kind == "recommend" and r.user_id is not None})
+    if store is None or not ids:
+        return
+    feats = await online_user_features_async(store, ids)
+    history = dict(zip(feats.user_ids, feats.history))
+    for r in rows:
+        if r.kind == "recommend" and r.user_id is not None:
+            online = [str(i) for i in history.get(r.user_id, [])]
+            given = set(r.history)
+            r.history = [i for i in online if i not in given] + r.history
+
+
+def _transformer_class():
+    import httpx
+    import kserve
+    from kserve import InferRequest, InferResponse
+
+    class FusionTransformer(kserve.Model):
+        """``kserve.Model`` with ``--predictor_host``: preprocess, call the predictor, postprocess."""
+
+        def __init__(self, name: str, settings: Settings, store=None, pii=None) -> None:
+            super().__init__(name)
+            self.settings = settings
+            self.store = store
+            self.pii = pii
+            self.ready = True
+
+        async def preprocess(self, payload: Any, headers: dict[str, str] | None = None):
+            if isinstance(payload, InferRequest):
+                raise BadRequest('the transformer takes v1 JSON: POST /v1/models/<name>:predict with {"instances": [...]}')
+            rows = parse_v1(payload, self.settings.serving)
+            for r in rows:
+                if r.text is not None and self.pii is not None:
+                    r.text = self.pii.redact(r.text)
+            await user_histories(self.store, rows)
+            if self.predictor_config is not None and self.predictor_config.protocol == "v2":
+                return to_v2(rows, self.name)
+            return to_v1(rows)
+
+        async def predict(self, payload, headers: dict[str, str] | None = None,
+                          response_headers: dict[str, str] | None = None):
+            host = self.predictor_config.predictor_host if self.predictor_config else None
+            try:
+                return await super().predict(payload, headers, response_headers)
+            except httpx.HTTPStatusError as e:
+                try:
+                    message = e.response.json().get("error", e.response.text)
+                except ValueError:
+                    message = e.response.text
+                if 400 <= e.response.status_code < 500:
+                    raise UpstreamError(message, e.response.status_code) from None
+                raise Unavailable(f"the predictor at {host} failed ({e.response.status_code}: {message[:200]}); "
+                                  "retry shortly") from None
+            except httpx.TransportError as e:  # refused, reset, timed out
+                raise Unavailable(f"the predictor at {host} is unavailable ({type(e).__name__}); retry shortly") from None
+
+        async def postprocess(self, result, headers: dict[str, str] | None = None,
+                              response_headers: dict[str, str] | None = None):
+            if isinstance(result, InferResponse):
+                return {"predictions": results_from_v2(result)}
+            return result
+
+    return FusionTransformer
+
+
+def main(argv: list[str] | None = None) -> None:
+    import kserve
+    from kserve import model_server
+
+    from fusionrec.config import load_settings
+    from fusionrec.features.store import feature_store
+    from fusionrec.privacy import PiiFilter
+    from fusionrec.serving.predictor import install_error_handlers
+
+    parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__.splitlines()[0])
+    parser.add_argument("--no_feast", action="store_true", help="Serve without online user features.")
+    args, _ = parser.parse_known_args(argv)
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO)
+    store = None if args.no_feast else feature_store(settings.features, settings.features.data_dir)
+    model = _transformer_class()(args.model_name, settings, store=store, pii=PiiFilter(settings.privacy))
+    install_error_handlers()
+    kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1).start([model])
+
+
+if __name__ == "__main__":
+    main()
