@@ -15,6 +15,19 @@ MOVIELENS_CONTRACT = REPO / "configs" / "datasets" / "movielens-100k-mm.yaml"
 
 
 @pytest.fixture(scope="session")
+def free_port():
+    """A function returning a free loopback TCP port."""
+    import socket
+
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return pick
+
+
+@pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings()
 

@@ -1,0 +1,229 @@
+"""KServe serving over real HTTP: the predictor and the transformer as two model server processes, a
+real Feast store (SQLite) behind the transformer, a model trained on the synthetic dataset."""
+
+import base64
+import json
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from fusionrec.config import load_settings
+from fusionrec.data.splits import make_split
+from fusionrec.experiment import fit, fusion_config, model_card
+from fusionrec.features import store as fs
+from fusionrec.features.tables import build_feature_tables
+from fusionrec.registry import gate, save_artifact
+from fusionrec.serving import local
+from fusionrec.training import TrainConfig
+
+pytestmark = pytest.mark.integration
+MODEL = "fusionrec"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, synth_validated, synth_embeddings, free_port):
+    """A trained champion, a materialised Feast store, and both servers running on free ports."""
+    root = tmp_path_factory.mktemp("serving")
+    ds, emb = synth_validated, synth_embeddings
+    split = make_split(ds, "random", seed=0)
+    cfg = fusion_config(ds, emb, ["text", "image"], dim=16)
+    result, test = fit(ds, emb, split, cfg, TrainConfig(epochs=2, batch_size=256, device="cpu"), progress=False)
+    models = root / "models"
+    path = save_artifact(models, result.model, dataset=ds, encoders={m: {"identity": emb[m].identity, "dim": emb[m].dim}
+                                                                      for m in cfg.modalities},
+                         training={}, history=result.user_history, history_mask=result.user_history_mask,
+                         metrics={"test": test}, card=model_card(ds.name, split, cfg, result, test, {}),
+                         seen=pd.concat([split.train, split.valid, split.test]))
+    gate(models, path)
+    features = root / "features"
+    features.mkdir()
+    build_feature_tables(ds, emb, features, 20)
+    env = {"FUSIONREC__SERVING__STORAGE_URI": str(models), "FUSIONREC__FEATURES__DATA_DIR": str(features),
+           "FUSIONREC__PATHS__CACHE": str(root / "cache"), "FUSIONREC__ENCODERS__DEVICE": "cpu",
+           "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
+           "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
+           "FUSIONREC__SERVING__PREDICTOR_TIMEOUT_S": "3", "FUSIONREC__SERVING__MAX_IMAGE_BYTES": "200000"}
+    settings = load_settings(env={**env})
+    store = fs.feature_store(settings.features, features)
+    fs.apply(store, features)
+    fs.materialize(store)
+    servers = local.serve(settings, log_dir=root / "logs", env=env)
+    yield {"servers": servers, "settings": settings, "env": env, "ds": ds, "split": split, "store": store,
+           "logs": root / "logs", "model_dir": path, "emb": emb}
+    servers.stop()
+
+
+def _post(url, body, **kw):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(url, content=data, headers={"content-type": "application/json"}, timeout=30, **kw)
+
+
+def _recommend(stack, *instances):
+    r = _post(f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict", {"instances": list(instances)})
+    assert r.status_code == 200, r.text
+    return r.json()["predictions"]
+
+
+def _seen(stack, user_idx):
+    s = stack["split"]
+    parts = pd.concat([s.train, s.valid, s.test])
+    items = stack["ds"].items.set_index("item_idx")["item_id"].astype(str)
+    return set(items[parts.loc[parts["user_idx"] == user_idx, "item_idx"]])
+
+
+def test_known_user_gets_k_unseen_items_with_shares_and_version(stack):
+    user = stack["ds"].users.iloc[3]
+    pred = _recommend(stack, {"user_id": str(user["user_id"]), "k": 7})[0]
+    ids = [i["item_id"] for i in pred["items"]]
+    assert len(ids) == 7 and len(set(ids)) == 7
+    assert not set(ids) & _seen(stack, int(user["user_idx"]))  # exclude_seen defaults to true
+    assert pred["model_version"] == "v0001" and not pred["fallback"] and not pred["cold"]
+    scores = [i["score"] for i in pred["items"]]
+    assert scores == sorted(scores, reverse=True)
+    for item in pred["items"]:
+        assert set(item["modality_share"]) == {"image", "text"}
+        assert sum(item["modality_share"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert item["title"] and item["image"]
+
+
+def test_exclude_seen_false_may_return_seen_items_and_candidates_restrict(stack):
+    user = stack["ds"].users.iloc[3]
+    cands = stack["ds"].items["item_id"].astype(str).iloc[:6].tolist()
+    pred = _recommend(stack, {"user_id": str(user["user_id"]), "k": 10, "candidates": cands, "exclude_seen": False})[0]
+    assert sorted(i["item_id"] for i in pred["items"]) == sorted(cands)  # k > candidates: all of them, ranked
+
+
+def test_cold_user_from_history_and_anonymous_fallback(stack):
+    items = stack["ds"].items["item_id"].astype(str).tolist()
+    cold, anon = _recommend(stack, {"user_id": "new-user-1", "history": items[:3], "k": 5}, {"k": 5})
+    assert cold["cold"] and not cold["fallback"] and len(cold["items"]) == 5
+    assert not {i["item_id"] for i in cold["items"]} & set(items[:3])
+    assert anon["fallback"] and not anon["cold"]
+    pop = pd.concat([stack["split"].train, stack["split"].valid, stack["split"].test])["item_idx"].value_counts()
+    assert [i["score"] for i in anon["items"]] == pop.to_numpy()[:5].astype(float).tolist()  # the most popular
+
+
+def test_query_by_image_and_text_returns_similar_items(stack):
+    import torch
+
+    from fusionrec.registry import load_artifact
+
+    row = stack["ds"].items.dropna(subset=["image"]).iloc[0]
+    with open(row["image"], "rb") as f:
+        img = base64.b64encode(f.read()).decode()
+    by_image, by_text = _recommend(stack, {"image": img, "k": 5}, {"text": "a quiet story about a lighthouse keeper",
+                                                                   "k": 3})
+    # The served query path (base64 -> the predictor's image encoder -> the item tower's content path) lands
+    # where the offline embedding of the same poster does.
+    model = load_artifact(stack["model_dir"]).model
+    feat = torch.from_numpy(np.asarray(stack["emb"]["image"].values[int(row["item_idx"])][None], dtype=np.float32))
+    with torch.inference_mode():
+        q = model.items(content={"image": (feat, torch.ones(1, dtype=torch.bool))}).vectors[0]
+        expected = torch.topk(model.items().vectors @ q, 5).indices.numpy()
+    ids = stack["ds"].items.set_index("item_idx")["item_id"].astype(str)
+    assert [i["item_id"] for i in by_image["items"]] == ids[expected].tolist()
+    np.testing.assert_allclose(by_image["embedding"], q.numpy(), atol=1e-4)
+    assert len(by_text["items"]) == 3 and len(by_text["embedding"]) == 16
+
+
+def test_feast_push_is_seen_by_the_next_request(stack):
+    user = stack["ds"].users.iloc[5]
+    first = _recommend(stack, {"user_id": str(user["user_id"]), "k": 3})[0]["items"][0]["item_id"]
+    fs.push_interactions(stack["store"], pd.DataFrame({"user_id": [str(user["user_id"])], "item_id": [first],
+                                                       "timestamp": [int(time.time())]}), 20)
+    again = _recommend(stack, {"user_id": str(user["user_id"]), "k": 3})[0]
+    assert first not in {i["item_id"] for i in again["items"]}  # the pushed interaction is now excluded as seen
+
+
+def test_predictor_speaks_v1_and_v2(stack):
+    url = stack["servers"].predictor_url
+    user = str(stack["ds"].users.iloc[3]["user_id"])
+    v1 = _post(f"{url}/v1/models/{MODEL}:predict", {"instances": [{"user_id": user, "k": 4}]})
+    assert v1.status_code == 200, v1.text
+    body = {"inputs": [{"name": "user_id", "shape": [2], "datatype": "BYTES", "data": [user, ""]},
+                       {"name": "k", "shape": [2], "datatype": "INT32", "data": [4, 2]}]}
+    v2 = _post(f"{url}/v2/models/{MODEL}/infer", body)
+    assert v2.status_code == 200, v2.text
+    out = {o["name"]: o for o in v2.json()["outputs"]}
+    assert out["item_id"]["shape"] == [2, 4] and out["count"]["data"] == [4, 2] and out["fallback"]["data"] == [False, True]
+    assert out["item_id"]["data"][:4] == [i["item_id"] for i in v1.json()["predictions"][0]["items"]]
+    assert out["modality_share"]["shape"] == [2, 4, 2]
+
+
+def test_health_and_metrics(stack):
+    t = stack["servers"].transformer_url
+    assert httpx.get(f"{t}/").json()["status"] == "alive"
+    assert httpx.get(f"{t}/v2/health/ready").status_code == 200
+    _recommend(stack, {"k": 1})
+    metrics = httpx.get(f"{t}/metrics").text
+    assert "request_predict_seconds" in metrics or "request_preprocess_seconds" in metrics
+
+
+BAD = [
+    ("malformed JSON", b'{"instances": [', 400, "request format"),
+    ("not instances", {"user": 1}, 400, "instances"),
+    ("empty instances", {"instances": []}, 400, "non-empty"),
+    ("instance not an object", {"instances": [5]}, 400, "JSON object"),
+    ("unknown field", {"instances": [{"user_id": "1", "colour": "red"}]}, 400, "colour"),
+    ("k wrong type", {"instances": [{"k": "5"}]}, 400, "k"),
+    ("k zero", {"instances": [{"k": 0}]}, 400, "between 1 and"),
+    ("k too large", {"instances": [{"k": 100000}]}, 400, "between 1 and"),
+    ("history wrong type", {"instances": [{"history": "1,2"}]}, 400, "history"),
+    ("unknown user", {"instances": [{"user_id": "no-such-user"}]}, 404, "unknown user"),
+    ("unknown history item", {"instances": [{"history": ["no-such-item"]}]}, 404, "unknown item"),
+    ("unknown candidate", {"instances": [{"candidates": ["nope"]}]}, 404, "unknown item"),
+    ("bad base64", {"instances": [{"image": "***not base64***"}]}, 400, "base64"),
+    ("corrupt image", {"instances": [{"image": base64.b64encode(b"GIF89a not really").decode()}]}, 400, "decode"),
+    ("oversize image", {"instances": [{"image": base64.b64encode(b"\xff" * 300_000).decode()}]}, 413, "bytes"),
+    ("text over limit", {"instances": [{"text": "word " * 1000}]}, 413, "characters"),
+    ("query mixed with a user", {"instances": [{"text": "x", "user_id": "1"}]}, 400, "takes no"),
+    ("too many instances", {"instances": [{"k": 1}] * 100}, 413, "at most"),
+]
+
+
+@pytest.mark.parametrize("body,status,words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_is_a_4xx_with_a_message(stack, body, status, words):
+    r = _post(f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict", body)
+    assert r.status_code == status, r.text
+    assert words.lower() in r.json()["error"].lower()
+
+
+def test_v2_request_to_the_predictor_with_a_bad_tensor_is_a_400(stack):
+    url = f"{stack['servers'].predictor_url}/v2/models/{MODEL}/infer"
+    wrong_shape = {"inputs": [{"name": "k", "shape": [3], "datatype": "INT32", "data": [1, 2]}]}
+    unknown = {"inputs": [{"name": "k", "shape": [1], "datatype": "INT32", "data": [1]},
+                          {"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]}
+    for body, words in ((wrong_shape, "shape"), (unknown, "colour")):
+        r = _post(url, body)
+        assert r.status_code == 400 and words in r.json()["error"], r.text
+
+
+def test_predictor_down_is_a_503_within_the_timeout_and_recovers(stack):
+    servers, settings, env = stack["servers"], stack["settings"], stack["env"]
+    servers.predictor.terminate()
+    servers.predictor.wait(30)
+    t = time.monotonic()
+    r = _post(f"{servers.transformer_url}/v1/models/{MODEL}:predict", {"instances": [{"k": 2}]})
+    elapsed = time.monotonic() - t
+    assert r.status_code == 503 and "unavailable" in r.json()["error"], r.text
+    assert elapsed < settings.serving.predictor_timeout_s + 2
+    port = settings.serving.predictor_port
+    servers.predictor = local.start_process(local.predictor_command(settings, port), stack["logs"] / "predictor.log", env)
+    local.wait_ready(servers.predictor_url, MODEL, servers.predictor, 180)
+    assert _recommend(stack, {"k": 2})[0]["fallback"]  # the transformer recovered by itself
+
+
+def test_recommend_cli_prints_the_top_items(stack):
+    from typer.testing import CliRunner
+
+    from fusionrec.cli import app
+
+    user = str(stack["ds"].users.iloc[3]["user_id"])
+    res = CliRunner().invoke(app, ["recommend", "--user", user, "--k", "3", "--url", stack["servers"].transformer_url,
+                                   "--json"], env=stack["env"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.output)["predictions"][0]["items"]) == 3
+    assert np.isfinite([i["score"] for i in json.loads(res.output)["predictions"][0]["items"]]).all()
