@@ -32,6 +32,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(config_app, name="config")
+deploy_app = typer.Typer(help="The cluster: render, validate and deploy the InferenceService (canary, rollback).",
+                         no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
 
 
 class _State:
@@ -365,6 +368,73 @@ def recommend_cmd(
     for n, item in enumerate(pred["items"], 1):
         share = " ".join(f"{m} {v:.0%}" for m, v in item["modality_share"].items())
         typer.echo(f"{n:>3}. {item['title'] or item['item_id']:<55} {item['score']:8.3f}  [{share}]")
+
+
+@deploy_app.command("render")
+def deploy_render(
+    out: Annotated[Optional[Path], typer.Option(help="Write the YAML here (default: print it).")] = None,
+    storage_uri: Annotated[Optional[str], typer.Option(help="The model version's URI (gs://, s3://, pvc://).")] = None,
+    image: Annotated[Optional[str], typer.Option(help="The fusionrec container image.")] = None,
+    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace.")] = None,
+    gpu: Annotated[int, typer.Option(min=0, help="GPUs per predictor replica.")] = 0,
+    canary: Annotated[Optional[int], typer.Option(min=0, max=100, help="canaryTrafficPercent.")] = None,
+) -> None:
+    """Render manifests/inferenceservice.yaml with this deploy's values, validated against the KServe schema."""
+    import yaml
+
+    from fusionrec.io import atomic_write_text
+    from fusionrec.serving.deploy import load_manifest, render
+
+    isvc = render(load_manifest(), storage_uri=storage_uri, image=image, namespace=namespace, gpu=gpu,
+                  canary_percent=canary)
+    text = yaml.safe_dump(isvc, sort_keys=False)
+    if out is None:
+        typer.echo(text)
+    else:
+        atomic_write_text(out, text)
+        typer.echo(f"wrote {out}")
+
+
+@deploy_app.command("validate")
+def deploy_validate(
+    files: Annotated[list[Path], typer.Argument(help="KServe manifests (InferenceService, ServingRuntime).")],
+) -> None:
+    """Validate manifests offline against the KServe API schema; exit 1 listing every problem."""
+    from fusionrec.config import read_yaml
+    from fusionrec.serving.deploy import schema_errors
+
+    bad = 0
+    for f in files:
+        errors = schema_errors(read_yaml(f))
+        bad += bool(errors)
+        typer.echo(f"{f}: " + ("ok" if not errors else f"{len(errors)} problem(s)"))
+        for e in errors:
+            typer.echo(f"  - {e}")
+    if bad:
+        raise typer.Exit(1)
+
+
+@deploy_app.command("apply")
+def deploy_apply(
+    storage_uri: Annotated[str, typer.Option(help="The model version's URI.")],
+    image: Annotated[Optional[str], typer.Option(help="The fusionrec container image.")] = None,
+    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace.")] = None,
+    gpu: Annotated[int, typer.Option(min=0, help="GPUs per predictor replica.")] = 0,
+    canary: Annotated[int, typer.Option(min=1, max=100, help="Traffic share for the new revision.")] = 10,
+    smoke_url: Annotated[Optional[str], typer.Option(help="The service URL to send a smoke request to.")] = None,
+    timeout: Annotated[int, typer.Option(help="Seconds to wait for readiness.")] = 600,
+) -> None:
+    """Create the InferenceService, or roll the new model out as a canary: promote or roll back."""
+    from kserve import KServeClient
+
+    from fusionrec.serving.deploy import deploy, load_manifest, render, smoke_check
+
+    isvc = render(load_manifest(), storage_uri=storage_uri, image=image, namespace=namespace, gpu=gpu)
+    smoke = smoke_check(smoke_url, isvc["metadata"]["name"]) if smoke_url else None
+    result = deploy(KServeClient(), isvc, canary_percent=canary, timeout_s=timeout, smoke=smoke)
+    typer.echo(f"{result.action}: {result.namespace}/{result.name}: {result.reason} ({' -> '.join(result.steps)})")
+    if result.action == "rolled_back":
+        raise typer.Exit(1)
 
 
 @privacy_app.command("redact")

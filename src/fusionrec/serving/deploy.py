@@ -1,0 +1,233 @@
+"""The cluster path: render the InferenceService in ``manifests/``, validate it offline against the
+KServe API schema, and create or patch it through the KServe Python client with a canary that is
+promoted when it is ready and answers, and rolled back when it does not.
+
+Validation walks the manifest against the KServe SDK's generated models (``kserve.models`` and the
+Kubernetes models they embed): the OpenAPI types the InferenceService CRD is generated from. Unknown
+fields, wrong types, missing required fields and values outside an enum are reported with their path.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from fusionrec.config import read_yaml
+from fusionrec.errors import ConfigError
+
+log = logging.getLogger(__name__)
+MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
+KINDS = {"InferenceService": "V1beta1InferenceService", "ServingRuntime": "V1alpha1ServingRuntime"}
+
+
+# -- validation ---------------------------------------------------------------------------------------
+
+def _model_class(name: str):
+    import kserve.models
+    import kubernetes.client.models
+
+    for module in (kserve.models, kubernetes.client.models):
+        if hasattr(module, name):
+            return getattr(module, name)
+    return None
+
+
+def _check(value: Any, type_name: str, path: str, errors: list[str]) -> None:
+    if value is None:
+        return
+    if type_name.startswith("list["):
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a list, got {type(value).__name__}")
+            return
+        for n, v in enumerate(value):
+            _check(v, type_name[5:-1], f"{path}[{n}]", errors)
+        return
+    if type_name.startswith("dict("):
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a mapping, got {type(value).__name__}")
+            return
+        inner = type_name[type_name.index(",") + 1: -1].strip()
+        for k, v in value.items():
+            _check(v, inner, f"{path}.{k}", errors)
+        return
+    primitive = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "datetime": (str,),
+                 "date": (str,)}
+    if type_name in primitive:
+        ok = isinstance(value, primitive[type_name]) and not (type_name in ("int", "float") and isinstance(value, bool))
+        if not ok:
+            errors.append(f"{path}: expected {type_name}, got {type(value).__name__} ({value!r})")
+        return
+    if type_name == "object":
+        return
+    cls = _model_class(type_name)
+    if cls is None:
+        return  # a type the SDK leaves open (e.g. quantities); the API server decides
+    if not isinstance(value, dict):
+        errors.append(f"{path}: expected an object ({type_name}), got {type(value).__name__}")
+        return
+    by_json = {json_key: attr for attr, json_key in cls.attribute_map.items()}
+    unknown = sorted(set(value) - set(by_json))
+    for key in unknown:
+        errors.append(f"{path}.{key}: unknown field for {type_name}")
+    for key, v in value.items():
+        if key in by_json:
+            _check(v, cls.openapi_types[by_json[key]], f"{path}.{key}", errors)
+    try:  # the generated setters enforce required fields and enums
+        cls(**{by_json[k]: v for k, v in value.items() if k in by_json})
+    except ValueError as e:
+        errors.append(f"{path}: {e}")
+    except TypeError:
+        pass
+
+
+def schema_errors(obj: dict[str, Any]) -> list[str]:
+    """Everything in a KServe manifest (InferenceService or ServingRuntime) that the API would refuse."""
+    if not isinstance(obj, dict):
+        return ["manifest: expected a mapping"]
+    kind = obj.get("kind")
+    if kind not in KINDS:
+        return [f"kind: expected one of {sorted(KINDS)}, got {kind!r}"]
+    errors: list[str] = []
+    want = "serving.kserve.io/v1beta1" if kind == "InferenceService" else "serving.kserve.io/v1alpha1"
+    if obj.get("apiVersion") != want:
+        errors.append(f"apiVersion: expected {want}, got {obj.get('apiVersion')!r}")
+    if not (obj.get("metadata") or {}).get("name"):
+        errors.append("metadata.name: required")
+    if "spec" not in obj:
+        errors.append("spec: required")
+    _check(obj, KINDS[kind], kind, errors)
+    if kind == "InferenceService":
+        pred = (obj.get("spec") or {}).get("predictor") or {}
+        pct = pred.get("canaryTrafficPercent")
+        if pct is not None and isinstance(pct, int) and not 0 <= pct <= 100:
+            errors.append(f"spec.predictor.canaryTrafficPercent: must be within 0..100, got {pct}")
+        for part in ("predictor", "transformer"):
+            spec = (obj.get("spec") or {}).get(part) or {}
+            lo, hi = spec.get("minReplicas"), spec.get("maxReplicas")
+            if isinstance(lo, int) and isinstance(hi, int) and hi < lo:
+                errors.append(f"spec.{part}: maxReplicas {hi} < minReplicas {lo}")
+    return errors
+
+
+def validate(obj: dict[str, Any], source: str = "manifest") -> None:
+    """Raises ConfigError listing every problem :func:`schema_errors` finds."""
+    errors = schema_errors(obj)
+    if errors:
+        raise ConfigError(f"{source}: {len(errors)} problem(s): " + "; ".join(errors[:10]))
+
+
+# -- rendering -----------------------------------------------------------------------------------------
+
+def load_manifest(name: str = "inferenceservice.yaml", folder: Path = MANIFESTS) -> dict[str, Any]:
+    return read_yaml(folder / name)
+
+
+def render(base: dict[str, Any], *, storage_uri: str | None = None, image: str | None = None,
+           namespace: str | None = None, gpu: int = 0, canary_percent: int | None = None) -> dict[str, Any]:
+    """A copy of the InferenceService with the deploy's values filled in, validated.
+
+    ``gpu``: GPUs per predictor replica (``nvidia.com/gpu`` limits; the encoders then run on CUDA).
+    """
+    isvc = copy.deepcopy(base)
+    pred, trans = isvc["spec"]["predictor"], isvc["spec"]["transformer"]
+    if storage_uri:
+        pred["model"]["storageUri"] = storage_uri
+    if image:
+        for c in trans["containers"]:
+            c["image"] = image
+    if namespace:
+        isvc["metadata"]["namespace"] = namespace
+    if gpu:
+        res = pred["model"].setdefault("resources", {})
+        res.setdefault("limits", {})["nvidia.com/gpu"] = str(gpu)
+        res.setdefault("requests", {})["nvidia.com/gpu"] = str(gpu)
+        pred.setdefault("tolerations", []).append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+        pred["model"].setdefault("env", []).append({"name": "FUSIONREC__ENCODERS__DEVICE", "value": "cuda"})
+    if canary_percent is not None:
+        pred["canaryTrafficPercent"] = int(canary_percent)
+    validate(isvc, "rendered InferenceService")
+    return isvc
+
+
+# -- deploy with a canary ------------------------------------------------------------------------------
+
+@dataclass
+class DeployResult:
+    """What a deploy did."""
+
+    action: str  # created | promoted | rolled_back
+    name: str
+    namespace: str
+    reason: str
+    steps: list[str] = field(default_factory=list)
+
+
+def deploy(client, isvc: dict[str, Any], *, canary_percent: int = 10, timeout_s: int = 600,
+           smoke: Callable[[], bool] | None = None) -> DeployResult:
+    """Create the InferenceService, or roll a new revision out as a canary.
+
+    A new service is created and waited for. An existing one is patched with the new spec and
+    ``canaryTrafficPercent``; when the canary becomes ready and ``smoke()`` (a real request, by default
+    none) passes, it is promoted to 100%; otherwise traffic is pinned back to the previous revision
+    (``canaryTrafficPercent: 0``) and the result says why.
+
+    Args:
+        client: a ``kserve.KServeClient`` (or anything with its get/create/patch/wait_isvc_ready).
+    """
+    validate(isvc, "InferenceService")
+    name, ns = isvc["metadata"]["name"], isvc["metadata"].get("namespace", "default")
+    steps: list[str] = []
+    try:
+        client.get(name, namespace=ns)
+        exists = True
+    except RuntimeError as e:  # the client wraps the API's errors; only "not found" means "create it"
+        if "404" not in str(e) and "not found" not in str(e).lower():
+            raise
+        exists = False
+    if not exists:
+        client.create(isvc, namespace=ns)
+        steps.append("create")
+        client.wait_isvc_ready(name, namespace=ns, timeout_seconds=timeout_s)
+        return DeployResult("created", name, ns, "first revision: 100% of traffic", steps)
+    canary = copy.deepcopy(isvc)
+    canary["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
+    client.patch(name, canary, namespace=ns)
+    steps.append(f"patch canary {canary_percent}%")
+    reason = ""
+    try:
+        client.wait_isvc_ready(name, namespace=ns, timeout_seconds=timeout_s)
+        if smoke is not None and not smoke():
+            reason = "the canary is ready but failed the smoke request"
+    except RuntimeError as e:
+        reason = f"the canary did not become ready: {e}"
+    rollback = {"apiVersion": isvc["apiVersion"], "kind": isvc["kind"], "metadata": {"name": name, "namespace": ns},
+                "spec": {"predictor": {"canaryTrafficPercent": 0 if reason else 100}}}
+    client.patch(name, rollback, namespace=ns)
+    if reason:
+        steps.append("patch canary 0% (rollback)")
+        log.warning("rolled back %s/%s: %s", ns, name, reason)
+        return DeployResult("rolled_back", name, ns, reason, steps)
+    steps.append("patch canary 100% (promote)")
+    return DeployResult("promoted", name, ns, f"canary at {canary_percent}% was ready and answered; promoted", steps)
+
+
+def smoke_check(url: str, model: str, timeout_s: float = 10.0, attempts: int = 3) -> Callable[[], bool]:
+    """A smoke request against a deployed transformer: the popular items must come back."""
+    import httpx
+
+    def check() -> bool:
+        for _ in range(attempts):
+            try:
+                r = httpx.post(f"{url}/v1/models/{model}:predict", json={"instances": [{"k": 5}]}, timeout=timeout_s)
+                if r.status_code == 200 and r.json()["predictions"][0]["items"]:
+                    return True
+            except (httpx.HTTPError, KeyError, IndexError, ValueError):
+                pass
+            time.sleep(2)
+        return False
+
+    return check

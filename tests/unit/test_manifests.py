@@ -1,0 +1,115 @@
+"""The cluster path offline: the manifests against the KServe API schema, rendering, and the canary
+deploy's decisions (against an in-memory stand-in for the Kubernetes API, which cannot run here)."""
+
+import copy
+
+import pytest
+
+from fusionrec.errors import ConfigError
+from fusionrec.serving.deploy import deploy, load_manifest, render, schema_errors
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("name", ["inferenceservice.yaml", "servingruntime.yaml"])
+def test_shipped_manifests_are_valid(name):
+    assert schema_errors(load_manifest(name)) == []
+
+
+def test_inferenceservice_has_what_the_cluster_needs():
+    isvc = load_manifest()
+    pred, trans = isvc["spec"]["predictor"], isvc["spec"]["transformer"]
+    assert pred["model"]["storageUri"] and pred["model"]["modelFormat"]["name"] == "fusionrec"
+    assert pred["minReplicas"] <= pred["maxReplicas"] and pred["scaleTarget"] > 0
+    assert trans["logger"]["mode"] == "all" and trans["logger"]["url"].startswith("http")
+    assert trans["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+@pytest.mark.parametrize("mutate,words", [
+    (lambda m: m["spec"]["predictor"]["model"].__setitem__("storageURI", "gs://x"), "storageURI: unknown field"),
+    (lambda m: m["spec"]["predictor"].__setitem__("minReplicas", "one"), "minReplicas: expected int"),
+    (lambda m: m["spec"]["transformer"]["containers"][0].pop("name"), "`name`, must not be `None`"),
+    (lambda m: m["spec"]["transformer"].__setitem__("containers", {"name": "x"}), "expected a list"),
+    (lambda m: m["spec"]["predictor"].__setitem__("canaryTrafficPercent", 150), "within 0..100"),
+    (lambda m: m["spec"]["predictor"].__setitem__("maxReplicas", 0), "maxReplicas 0 < minReplicas"),
+    (lambda m: m.__setitem__("apiVersion", "serving.kserve.io/v1"), "apiVersion"),
+])
+def test_schema_errors_name_the_bad_field(mutate, words):
+    isvc = copy.deepcopy(load_manifest())
+    mutate(isvc)
+    errors = schema_errors(isvc)
+    assert any(words in e for e in errors), errors
+
+
+def test_render_fills_in_the_deploy_and_stays_valid():
+    isvc = render(load_manifest(), storage_uri="gs://bucket/v0007", image="registry/fusionrec:1.2", gpu=1,
+                  canary_percent=10, namespace="prod")
+    pred = isvc["spec"]["predictor"]
+    assert pred["model"]["storageUri"] == "gs://bucket/v0007" and pred["canaryTrafficPercent"] == 10
+    assert pred["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert isvc["spec"]["transformer"]["containers"][0]["image"] == "registry/fusionrec:1.2"
+    assert isvc["metadata"]["namespace"] == "prod" and schema_errors(isvc) == []
+    assert "canaryTrafficPercent" not in load_manifest()["spec"]["predictor"]  # the source is untouched
+
+
+def test_render_refuses_an_invalid_result():
+    base = copy.deepcopy(load_manifest())
+    base["spec"]["predictor"]["replicas"] = 3
+    with pytest.raises(ConfigError, match="replicas: unknown field"):
+        render(base)
+
+
+class FakeKServe:
+    """The KServeClient calls deploy() makes, over a dict instead of a cluster."""
+
+    def __init__(self, ready=True):
+        self.objects, self.calls, self.ready = {}, [], ready
+
+    def get(self, name, namespace=None):
+        if (namespace, name) not in self.objects:
+            raise RuntimeError("Exception when calling CustomObjectsApi->get_namespaced_custom_object: (404) Not Found")
+        return self.objects[(namespace, name)]
+
+    def create(self, obj, namespace=None):
+        self.calls.append("create")
+        self.objects[(namespace, obj["metadata"]["name"])] = copy.deepcopy(obj)
+
+    def patch(self, name, obj, namespace=None):
+        pct = obj["spec"]["predictor"].get("canaryTrafficPercent")
+        self.calls.append(f"patch {pct}")
+        current = self.objects[(namespace, name)]
+        if "model" in obj["spec"]["predictor"]:
+            current["spec"] = copy.deepcopy(obj["spec"])
+        current["spec"]["predictor"]["canaryTrafficPercent"] = pct
+
+    def wait_isvc_ready(self, name, namespace=None, timeout_seconds=600):
+        if not self.ready:
+            raise RuntimeError(f"Timeout to start the InferenceService {name}.")
+
+
+def test_first_deploy_creates_then_a_good_canary_is_promoted():
+    kube = FakeKServe()
+    first = deploy(kube, render(load_manifest(), storage_uri="gs://m/v1"))
+    assert first.action == "created" and kube.calls == ["create"]
+    second = deploy(kube, render(load_manifest(), storage_uri="gs://m/v2"), canary_percent=20, smoke=lambda: True)
+    assert second.action == "promoted" and kube.calls[1:] == ["patch 20", "patch 100"]
+    assert kube.objects[("fusionrec", "fusionrec")]["spec"]["predictor"]["model"]["storageUri"] == "gs://m/v2"
+
+
+@pytest.mark.parametrize("ready,smoke,why", [(False, None, "did not become ready"), (True, lambda: False, "smoke")])
+def test_a_failing_canary_is_rolled_back(ready, smoke, why):
+    kube = FakeKServe()
+    deploy(kube, render(load_manifest(), storage_uri="gs://m/v1"))
+    kube.ready = ready
+    result = deploy(kube, render(load_manifest(), storage_uri="gs://m/bad"), canary_percent=10, smoke=smoke)
+    assert result.action == "rolled_back" and why in result.reason
+    assert kube.calls[1:] == ["patch 10", "patch 0"]  # traffic pinned back to the previous revision
+
+
+def test_an_api_error_other_than_not_found_is_not_taken_for_a_new_service():
+    class Forbidden(FakeKServe):
+        def get(self, name, namespace=None):
+            raise RuntimeError("(403) Forbidden")
+
+    with pytest.raises(RuntimeError, match="403"):
+        deploy(Forbidden(), render(load_manifest()))
