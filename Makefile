@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/movielens-100k-mm
 OUT    ?= artifacts
 
-.PHONY: install test run lock clean
+.PHONY: install test run stop lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,8 @@ test: install
 
 ML := $(OUT)/movielens-100k-mm
 
-# The main job on movielens-100k-mm: validate, embed, build and serve the features, train, evaluate.
+# The main job on movielens-100k-mm: validate, embed, build and serve the features, train, evaluate,
+# then serve the champion (predictor + transformer, left running; `make stop` stops them) and ask it.
 run: install
 	$(BIN)/fusionrec data validate configs/datasets/movielens-100k-mm.yaml --out $(ML)/validated
 	$(BIN)/fusionrec embed $(ML)/validated --out $(ML)/embeddings
@@ -33,6 +34,12 @@ run: install
 	$(BIN)/fusionrec train $(ML)/validated --embeddings $(ML)/embeddings --models $(ML)/models
 	$(BIN)/fusionrec evaluate $(ML)/validated --embeddings $(ML)/embeddings --out $(ML)/evaluation \
 	    --models fusion,mostpop,bpr_mf,cornac_bpr,cornac_vbpr
+	FUSIONREC__FEATURES__DATA_DIR=$(ML)/features $(BIN)/fusionrec serve --detach --storage-uri $(ML)/models
+	$(BIN)/fusionrec recommend --user 42 --k 10
+	@echo "both servers are still up (transformer: http://127.0.0.1:8080); 'make stop' stops them"
+
+stop:
+	$(BIN)/fusionrec serve --stop
 
 lock: | $(BIN)/python
 	{ head -n 2 constraints.txt; $(BIN)/pip freeze --exclude-editable | sed -e 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.txt.new
