@@ -227,3 +227,35 @@ def test_recommend_cli_prints_the_top_items(stack):
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.output)["predictions"][0]["items"]) == 3
     assert np.isfinite([i["score"] for i in json.loads(res.output)["predictions"][0]["items"]]).all()
+
+
+def test_serve_detach_recommend_and_stop_from_the_command_line(stack, tmp_path, free_port):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **stack["env"], "FUSIONREC__PATHS__ARTIFACTS": str(tmp_path),
+           "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()), "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port())}
+    cli = [sys.executable, "-m", "fusionrec.cli"]
+    up = subprocess.run([*cli, "serve", "--detach"], env=env, capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr
+    try:
+        assert (tmp_path / "serving" / "servers.json").exists()
+        user = str(stack["ds"].users.iloc[3]["user_id"])
+        rec = subprocess.run([*cli, "recommend", "--user", user, "--k", "4"], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert rec.returncode == 0, rec.stderr
+        assert f"top 4 for user {user}" in rec.stdout and rec.stdout.count("[image") == 4
+    finally:
+        down = subprocess.run([*cli, "serve", "--stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert "stopped 2" in down.stdout
+    port = env["FUSIONREC__SERVING__TRANSFORMER_PORT"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            time.sleep(0.5)
+        except httpx.TransportError:
+            break
+    else:
+        pytest.fail("the transformer still answers after 'fusionrec serve --stop'")
