@@ -1,4 +1,4 @@
-"""Usage: python benchmarks/serving.py [--concurrency 32] [--seconds 20] [--k 20]
+"""Usage: python benchmarks/serving.py [--concurrency 32] [--seconds 20] [--k 20] [--protocol v2|v1]
 
 Closed-loop load on loopback through the transformer and the predictor (two KServe model server
 processes, real HTTP, Feast on SQLite behind the transformer), top-K over the whole catalogue for
@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--protocol", default="v2", choices=["v1", "v2"], help="transformer -> predictor protocol")
     ap.add_argument("--data", type=Path, default=ROOT / "artifacts" / "movielens-100k-mm")
     args = ap.parse_args()
 
@@ -112,7 +113,7 @@ def main() -> None:
     env = {"FUSIONREC__FEATURES__DATA_DIR": str(args.data / "features")}
     settings = load_settings(env={**os.environ, **env})
     servers = local.serve(settings, storage_uri=str(args.data / "models"), predictor_port=_port(),
-                          transformer_port=_port(), log_dir=logs, env=env)
+                          transformer_port=_port(), protocol=args.protocol, log_dir=logs, env=env)
     try:
         url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
         results["fusionrec (transformer + predictor)"] = asyncio.run(closed_loop(url, bodies, args.concurrency,

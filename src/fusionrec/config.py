@@ -117,6 +117,9 @@ class ServingSettings(_Strict):
     max_batch: int = Field(64, ge=1)  # rows (instances) per request
     max_text_chars: int = Field(2_000, ge=1)
     max_image_bytes: int = Field(5_000_000, ge=1)
+    # Torch threads in the predictor. Scoring one request is a small matrix product; spare threads would
+    # spin against the transformer and the HTTP stack for the same cores.
+    torch_threads: int = Field(1, ge=1)
 
 
 class Settings(_Strict):

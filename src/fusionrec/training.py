@@ -85,13 +85,13 @@ def score_function(model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor
     """user indices -> retrieval scores over the whole catalogue (eval mode, no gradients)."""
     model.eval()
     with torch.inference_mode():
-        items = model.items().vectors
+        items = model.items()
 
     def scores(users: np.ndarray) -> np.ndarray:
         u = torch.from_numpy(np.asarray(users, dtype=np.int64)).to(device)
         with torch.inference_mode():
-            uv = model.users(u, hist[u].to(device), mask[u].to(device), items)
-            return model.logits(uv, items).float().cpu().numpy()
+            uv = model.users(u, hist[u].to(device), mask[u].to(device), items.vectors)
+            return model.logits(uv, items.vectors, items.bias).float().cpu().numpy()
 
     return scores
 

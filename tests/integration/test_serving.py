@@ -136,6 +136,10 @@ def test_feast_push_is_seen_by_the_next_request(stack):
                                                        "timestamp": [int(time.time())]}), 20)
     again = _recommend(stack, {"user_id": str(user["user_id"]), "k": 3})[0]
     assert first not in {i["item_id"] for i in again["items"]}  # the pushed interaction is now excluded as seen
+    # an item added to the catalogue after the model was trained shows up in the online history: skipped
+    fs.push_interactions(stack["store"], pd.DataFrame({"user_id": [str(user["user_id"])], "item_id": ["brand-new-item"],
+                                                       "timestamp": [int(time.time()) + 1]}), 20)
+    assert len(_recommend(stack, {"user_id": str(user["user_id"]), "k": 3})[0]["items"]) == 3
 
 
 def test_predictor_speaks_v1_and_v2(stack):

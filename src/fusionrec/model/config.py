@@ -25,3 +25,6 @@ class FusionConfig(BaseModel):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     temperature: float = Field(0.2, gt=0.0)  # 0.1: 0.372 Recall@20, 0.2: 0.389, 0.3: 0.374 (ML-100k, seed 0)
     ranking_head: bool = False
+    # A per-item score bias added to the retrieval logits: a learned function of the item's content
+    # (so cold items get one) plus an ID term for items seen in training. It carries popularity.
+    item_bias: bool = False

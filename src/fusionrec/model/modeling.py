@@ -29,6 +29,7 @@ class ItemOutput:
 
     vectors: torch.Tensor  # [n, dim], unit length
     modality_weights: torch.Tensor  # [n, n_modalities]: the share each modality contributed
+    bias: torch.Tensor | None = None  # [n] score bias (config.item_bias), else None
 
 
 class GatedFusion(nn.Module):
@@ -86,6 +87,12 @@ class FusionRecModel(nn.Module):
             nn.init.normal_(self.item_id.weight, std=0.05)
         if self.user_id is not None:
             nn.init.normal_(self.user_id.weight, std=0.05)
+        if config.item_bias:
+            self.content_bias = nn.Linear(d, 1)
+            self.id_bias = nn.Embedding(config.n_items, 1)
+            nn.init.zeros_(self.content_bias.weight)
+            nn.init.zeros_(self.content_bias.bias)
+            nn.init.zeros_(self.id_bias.weight)
         self.rank_head = (nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, 1)) if config.ranking_head else None)
         # Set from the data: which items have an ID embedding worth using (seen in training) and the
         # frozen modality features. Buffers, so that they travel with the weights.
@@ -136,12 +143,17 @@ class FusionRecModel(nn.Module):
             if self.training and cfg.modality_dropout > 0:
                 mask = mask & (torch.rand(mask.shape, device=mask.device) >= cfg.modality_dropout)
             vec, weights = self.fusion(h, mask)
-        if self.item_id is not None and ids is not None:
-            use_id = seen
-            if self.training and cfg.id_dropout > 0 and self.modality_names:
-                use_id = use_id & (torch.rand(n, device=seen.device) >= cfg.id_dropout)
+        use_id = seen if ids is not None and (self.item_id is not None or cfg.item_bias) else None
+        if use_id is not None and self.training and cfg.id_dropout > 0 and self.modality_names:
+            use_id = use_id & (torch.rand(n, device=seen.device) >= cfg.id_dropout)
+        bias = None
+        if cfg.item_bias:
+            bias = self.content_bias(vec).squeeze(-1)
+            if use_id is not None:
+                bias = bias + self.id_bias(ids).squeeze(-1) * use_id
+        if self.item_id is not None and use_id is not None:
             vec = vec + self.item_id(ids) * use_id.unsqueeze(-1)
-        return ItemOutput(F.normalize(vec, dim=-1), weights)
+        return ItemOutput(F.normalize(vec, dim=-1), weights, bias)
 
     def users(self, user_idx: torch.Tensor | None, history: torch.Tensor, history_mask: torch.Tensor,
               item_vectors: torch.Tensor) -> torch.Tensor:
@@ -167,9 +179,10 @@ class FusionRecModel(nn.Module):
         pooled = (w.unsqueeze(-1) * hv).sum(1)
         return F.normalize(self.user_mix(torch.cat([uid, pooled], dim=-1)), dim=-1)
 
-    def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Retrieval scores [B, n] of unit vectors, scaled by the temperature."""
-        return users @ items.T / self.config.temperature
+    def logits(self, users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Retrieval scores [B, n]: dot products of unit vectors scaled by the temperature, plus the item bias."""
+        scores = users @ items.T / self.config.temperature
+        return scores if bias is None else scores + bias
 
     def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor, history: torch.Tensor,
                 history_mask: torch.Tensor, rank_negatives: int = 1) -> torch.Tensor:
@@ -180,7 +193,7 @@ class FusionRecModel(nn.Module):
         """
         items = self.items()
         users = self.users(user_idx, history, history_mask, items.vectors)
-        loss = F.cross_entropy(self.logits(users, items.vectors), item_idx)
+        loss = F.cross_entropy(self.logits(users, items.vectors, items.bias), item_idx)
         if self.rank_head is not None:
             neg = torch.randint(0, self.config.n_items, (len(item_idx), rank_negatives), device=item_idx.device)
             pos_logit = self.rank(users, items.vectors[item_idx])

@@ -65,6 +65,7 @@ class Recommender:
         with torch.inference_mode():
             out = self.model.items()
         self.item_vectors = out.vectors  # [n, d] unit vectors, built once
+        self.item_bias = out.bias
         self.item_shares = out.modality_weights.numpy()
         items = artifact.items.sort_values("item_idx")
         self.item_ids = items["item_id"].astype(str).to_numpy()
@@ -129,7 +130,10 @@ class Recommender:
         mask = torch.zeros((len(rows), H), dtype=torch.bool)
         excluded: list[list[int]] = []
         for n, row in enumerate(rows):
-            given = self._items(row.history, "history")
+            asked = self._items(row.history, "history")
+            # the feature store's history, minus items the model does not know (added since it was trained)
+            recent = [self.item_index[i] for i in row.recent if i in self.item_index and self.item_index[i] not in asked]
+            given = recent + asked
             u = self.user_index.get(row.user_id) if row.user_id is not None else None
             if row.user_id is not None and u is None and not given:
                 raise NotFound(f"unknown user {row.user_id!r}: the model has no such user; send the user's history "
@@ -149,7 +153,7 @@ class Recommender:
             excluded.append(ex)
         with torch.inference_mode():
             uv = self.model.users(users, hist, mask, self.item_vectors)
-            scores = self.model.logits(uv, self.item_vectors)
+            scores = self.model.logits(uv, self.item_vectors, self.item_bias)
         results = []
         for n, row in enumerate(rows):
             fallback = bool(users[n] < 0 and not mask[n].any())
@@ -255,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     args, _ = parser.parse_known_args(argv)
     settings = load_settings()
     logging.basicConfig(level=logging.INFO)
+    torch.set_num_threads(settings.serving.torch_threads)
     model = _predictor_class()(args.model_name, settings, args.storage_uri)
     model.load()
     install_error_handlers()

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from fusionrec.config import ServingSettings
 from fusionrec.errors import BadRequest, PayloadTooLarge
 
-LIST_FIELDS = ("history", "exclude", "candidates")
+LIST_FIELDS = ("history", "recent", "exclude", "candidates")
 
 
 class Instance(BaseModel):
@@ -30,6 +30,9 @@ class Instance(BaseModel):
 
     user_id: str | int | None = None
     history: list[str | int] | None = None  # item ids, oldest first: a cold user's history, or recent items
+    # Item ids from the feature store's online history (the transformer fills it in): oldest first, ids
+    # the model does not know (items added since it was trained) are skipped rather than refused.
+    recent: list[str | int] | None = None
     k: int = 20
     exclude_seen: bool = True
     exclude: list[str | int] | None = None  # item ids never to return
@@ -46,6 +49,7 @@ class Row:
     k: int
     user_id: str | None = None
     history: list[str] = field(default_factory=list)
+    recent: list[str] = field(default_factory=list)
     exclude_seen: bool = True
     exclude: list[str] = field(default_factory=list)
     candidates: list[str] | None = None
@@ -63,6 +67,8 @@ class Row:
             if self.user_id is not None:
                 out["user_id"] = self.user_id
             out["history"] = self.history
+            if self.recent:
+                out["recent"] = self.recent
             out["exclude_seen"] = self.exclude_seen
             if self.candidates is not None:
                 out["candidates"] = self.candidates
@@ -94,14 +100,14 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
         raise BadRequest(f"{where}: {_message(e)}") from None
     if not 1 <= inst.k <= limits.max_k:
         raise BadRequest(f"{where}: k must be between 1 and {limits.max_k}, got {inst.k}")
-    for name, limit in (("history", limits.max_history), ("exclude", limits.max_history),
+    for name, limit in (("history", limits.max_history), ("recent", limits.max_history), ("exclude", limits.max_history),
                         ("candidates", limits.max_candidates)):
         values = getattr(inst, name)
         if values is not None and len(values) > limit:
             raise PayloadTooLarge(f"{where}: {name} has {len(values)} items; at most {limit}")
     exclude = [str(i) for i in inst.exclude or []]
     if inst.text is not None or inst.image is not None:
-        mixed = [n for n in ("user_id", "history", "candidates") if getattr(inst, n) is not None]
+        mixed = [n for n in ("user_id", "history", "recent", "candidates") if getattr(inst, n) is not None]
         if mixed:
             raise BadRequest(f"{where}: a query by example (text/image) takes no {', '.join(mixed)}")
         if inst.text is not None and not inst.text.strip() and inst.image is None:
@@ -121,7 +127,8 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
         text = inst.text if inst.text is not None and inst.text.strip() else None
         return Row("query", inst.k, text=text, image=image, exclude=exclude)
     return Row("recommend", inst.k, user_id=None if inst.user_id is None else str(inst.user_id),
-               history=[str(i) for i in inst.history or []], exclude_seen=inst.exclude_seen, exclude=exclude,
+               history=[str(i) for i in inst.history or []], recent=[str(i) for i in inst.recent or []],
+               exclude_seen=inst.exclude_seen, exclude=exclude,
                candidates=None if inst.candidates is None else [str(i) for i in inst.candidates])
 
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 async def user_histories(store, rows: list[Row]) -> None:
-    """Prepend each user's online history (Feast ``serving`` features) to the history the request gave."""
+    """Fill in each user's online history (Feast ``serving`` features) as the rows' ``recent`` items."""
     from fusionrec.features.store import online_user_features_async
 
     ids = sorted({r.user_id for r in rows if r.kind == "recommend" and r.user_id is not None})
@@ -35,9 +35,7 @@ async def user_histories(store, rows: list[Row]) -> None:
     history = dict(zip(feats.user_ids, feats.history))
     for r in rows:
         if r.kind == "recommend" and r.user_id is not None:
-            online = [str(i) for i in history.get(r.user_id, [])]
-            given = set(r.history)
-            r.history = [i for i in online if i not in given] + r.history
+            r.recent = [str(i) for i in history.get(r.user_id, [])] + r.recent
 
 
 def _transformer_class():
