@@ -120,7 +120,9 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
     path = Path(path)
     if not (path / "model.safetensors").exists() or not (path / "config.json").exists():
         raise DatasetError(f"{path}: not a fusionrec model artifact (model.safetensors and config.json expected)")
-    config = FusionConfig.model_validate_json((path / "config.json").read_text(encoding="utf-8"))
+    raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    raw.setdefault("item_bias", False)  # versions written before the item bias existed
+    config = FusionConfig.model_validate(raw)
     model = FusionRecModel(config)
     model.load_state_dict(load_file(str(path / "model.safetensors"), device=device))
     model.to(device).eval()

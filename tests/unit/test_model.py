@@ -78,6 +78,26 @@ def test_cold_item_gets_a_content_vector_without_an_id():
     assert torch.isfinite(vec).all() and torch.allclose(vec.norm(dim=-1), torch.ones(6), atol=1e-5)
 
 
+def test_item_bias_of_a_cold_item_comes_from_its_content_only():
+    cfg = FusionConfig(n_users=3, n_items=6, modalities={"text": 12, "image": 8}, dim=16, item_bias=True)
+    model = FusionRecModel(cfg).eval()
+    emb = fake_embeddings(6)
+    seen = torch.tensor([True, True, True, False, False, False])
+    model.set_item_features({m: (torch.from_numpy(e.values), torch.from_numpy(e.mask)) for m, e in emb.items()}, seen)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.content_bias.weight)
+        model.id_bias.weight[:] = 50.0  # only seen items may carry their ID bias
+    out = model.items()
+    new = model.items(content={m: (torch.from_numpy(e.values[3:]), torch.from_numpy(e.mask[3:])) for m, e in emb.items()})
+    assert torch.allclose(out.bias[3:], new.bias, atol=1e-5)  # cold: content bias, the same as for new content
+    assert (out.bias[:3] > 40).all() and (out.bias[3:].abs() < 40).all()
+    users = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
+    plain = users @ out.vectors.T / cfg.temperature
+    assert torch.allclose(model.logits(users, out.vectors, out.bias), plain + out.bias)
+    no_bias = FusionRecModel(cfg.model_copy(update={"item_bias": False}))
+    assert no_bias.items().bias is None
+
+
 def _train(ds, split, emb, seed, **kw):
     mods = {m: emb[m].values.shape[1] for m in ("text", "image")}
     cfg = FusionConfig(n_users=ds.n_users, n_items=ds.n_items, modalities=mods, dim=16, **kw)

@@ -27,4 +27,5 @@ class FusionConfig(BaseModel):
     ranking_head: bool = False
     # A per-item score bias added to the retrieval logits: a learned function of the item's content
     # (so cold items get one) plus an ID term for items seen in training. It carries popularity.
-    item_bias: bool = False
+    # ML-100k, seed 0: cold-item Recall@20 0.150 -> 0.194; random split 0.389 -> 0.394.
+    item_bias: bool = True
