@@ -236,10 +236,11 @@ def parse_v2(request, limits: ServingSettings) -> list[Row]:
             if name in arrays and _as_text(arrays[name][i]):
                 obj[name] = _as_text(arrays[name][i])
         for name in LIST_FIELDS:
-            if name in arrays:
-                values = [_as_text(v) for v in arrays[name][i] if _as_text(v)]
-                if values or (name == "candidates" and bool(arrays.get("has_candidates", [True] * n)[i])):
-                    obj[name] = values
+            values = [_as_text(v) for v in arrays[name][i] if _as_text(v)] if name in arrays else []
+            if values:
+                obj[name] = values
+        if "has_candidates" in arrays and bool(arrays["has_candidates"][i]):
+            obj.setdefault("candidates", [])  # an empty candidate list, not none
         rows.append(parse_instance(obj, limits, f"row {i}"))
     return rows
 

@@ -1,0 +1,69 @@
+"""The serving API's schema and its v1/v2 wire forms, and the transformer's preprocessing."""
+
+import asyncio
+import base64
+
+import numpy as np
+import pytest
+
+from fusionrec.config import ServingSettings
+from fusionrec.errors import BadRequest, PayloadTooLarge
+from fusionrec.serving.schemas import (Result, parse_v1, parse_v2, result_to_dict, results_from_v2, results_to_v2,
+                                       to_v1, to_v2)
+
+pytestmark = pytest.mark.unit
+LIMITS = ServingSettings()
+
+
+def test_v2_round_trip_keeps_ragged_lists_and_tells_empty_candidates_from_none():
+    rows = parse_v1({"instances": [{"user_id": 7, "history": ["a", "b", "c"], "k": 3, "candidates": []},
+                                   {"history": ["d"], "exclude": ["x"], "exclude_seen": False},
+                                   {"text": "red dress", "image": base64.b64encode(b"\x89PNG").decode(), "k": 2}]},
+                    LIMITS)
+    from kserve import InferRequest
+    from kserve.protocol.rest.v2_datamodels import InferenceRequest
+
+    wire = to_v2(rows, "m")  # through JSON, the way the predictor's v2 endpoint decodes it
+    decoded = InferRequest.from_inference_request(InferenceRequest.model_validate(wire.to_rest()[0]), "m")
+    back = parse_v2(decoded, LIMITS)
+    assert back == rows
+    assert rows[0].user_id == "7" and rows[0].candidates == [] and rows[1].candidates is None
+    assert rows[2].kind == "query" and rows[2].image == b"\x89PNG"
+    assert parse_v1(to_v1(rows), LIMITS) == rows
+
+
+def test_v2_results_round_trip_to_the_v1_answer():
+    from kserve import InferResponse
+
+    results = [Result(["i1", "i2"], ["One", "Two"], ["1.jpg", "2.jpg"], np.array([2.0, 1.0], dtype=np.float32),
+                      np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32)),
+               Result(["i3"], ["Three"], [""], np.array([0.5], dtype=np.float32), np.array([[1.0, 0.0]], dtype=np.float32),
+                      fallback=True)]
+    wire = results_to_v2(results, ["image", "text"], "v0009", "m")
+    back = results_from_v2(InferResponse.from_rest(wire.to_rest()[0]))
+    assert back == [result_to_dict(r, ["image", "text"], "v0009") for r in results]
+    assert back[1]["fallback"] and len(back[1]["items"]) == 1  # padding to the largest k is removed
+
+
+@pytest.mark.parametrize("payload,err,words", [
+    ({"instances": [{"k": True}]}, BadRequest, "k"),
+    ({"instances": [{"user_id": 1.5}]}, BadRequest, "user_id"),
+    ({"instances": [{"candidates": ["a"] * 6000}]}, PayloadTooLarge, "candidates"),
+    ({"instances": [{"text": "   "}]}, BadRequest, "empty"),
+    ({"instances": [{"image": ""}]}, BadRequest, "empty"),
+    ({"instances": [], "extra": 1}, BadRequest, "extra"),
+])
+def test_schema_refuses_with_a_message(payload, err, words):
+    with pytest.raises(err, match=words):
+        parse_v1(payload, LIMITS)
+
+
+def test_transformer_redacts_query_text_before_the_predictor_sees_it():
+    from fusionrec.privacy import PiiFilter
+    from fusionrec.config import Settings
+    from fusionrec.serving.transformer import _transformer_class
+
+    model = _transformer_class()("fusionrec", Settings(), store=None, pii=PiiFilter())
+    out = asyncio.run(model.preprocess({"instances": [{"text": "like the one jane.doe@example.com sent me", "k": 3}]}))
+    text = out["instances"][0]["text"]
+    assert "jane.doe@example.com" not in text and "<EMAIL_ADDRESS>" in text
