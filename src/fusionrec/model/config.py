@@ -27,5 +27,5 @@ class FusionConfig(BaseModel):
     ranking_head: bool = False
     # A per-item score bias added to the retrieval logits: a learned function of the item's content
     # (so cold items get one) plus an ID term for items seen in training. It carries popularity.
-    # ML-100k, seed 0: cold-item Recall@20 0.150 -> 0.194; random split 0.389 -> 0.394.
+    # ML-100k cold-item Recall@20: 0.150 -> 0.194 on seed 0, 0.1718 -> 0.1759 on the mean of 3 seeds.
     item_bias: bool = True
