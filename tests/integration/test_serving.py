@@ -155,6 +155,9 @@ def test_predictor_speaks_v1_and_v2(stack):
     assert out["item_id"]["shape"] == [2, 4] and out["count"]["data"] == [4, 2] and out["fallback"]["data"] == [False, True]
     assert out["item_id"]["data"][:4] == [i["item_id"] for i in v1.json()["predictions"][0]["items"]]
     assert out["modality_share"]["shape"] == [2, 4, 2]
+    meta = httpx.get(f"{url}/v2/models/{MODEL}").json()  # v2 model metadata names every tensor it takes
+    assert {"k", "user_id", "history", "candidates", "text", "image"} <= {i["name"] for i in meta["inputs"]}
+    assert set(out) <= {o["name"] for o in meta["outputs"]}
 
 
 def test_health_and_metrics(stack):

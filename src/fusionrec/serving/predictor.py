@@ -25,7 +25,8 @@ import torch
 from fusionrec.config import Settings
 from fusionrec.errors import BadRequest, ConfigError, FusionRecError, NotFound
 from fusionrec.registry import Artifact, champion, load_artifact
-from fusionrec.serving.schemas import Result, Row, parse_v1, parse_v2, result_to_dict, results_to_v2
+from fusionrec.serving.schemas import (Result, Row, parse_v1, parse_v2, result_to_dict, results_to_v2,
+                                       v2_metadata)
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,14 @@ def _predictor_class():
                      self.recommender.n_items, len(self.recommender.user_index), self.recommender.modalities)
             self.ready = True
             return self.ready
+
+        def get_input_types(self) -> list[dict]:
+            rec = self.recommender
+            return v2_metadata(rec.modalities, rec.model.config.dim)[0] if rec else []
+
+        def get_output_types(self) -> list[dict]:
+            rec = self.recommender
+            return v2_metadata(rec.modalities, rec.model.config.dim)[1] if rec else []
 
         async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None):

@@ -192,6 +192,27 @@ def to_v2(rows: list[Row], model_name: str):
     return InferRequest(model_name=model_name, infer_inputs=inputs)
 
 
+def v2_metadata(modalities: list[str], dim: int) -> tuple[list[dict], list[dict]]:
+    """The predictor's v2 input and output tensors, for ``GET /v2/models/<name>`` (-1: any size)."""
+    inputs = [{"name": "k", "datatype": "INT32", "shape": [-1]},
+              {"name": "user_id", "datatype": "BYTES", "shape": [-1]},
+              {"name": "exclude_seen", "datatype": "BOOL", "shape": [-1]},
+              *({"name": n, "datatype": "BYTES", "shape": [-1, -1]} for n in LIST_FIELDS),
+              {"name": "has_candidates", "datatype": "BOOL", "shape": [-1]},
+              {"name": "text", "datatype": "BYTES", "shape": [-1]},
+              {"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    outputs = [{"name": "item_id", "datatype": "BYTES", "shape": [-1, -1]},
+               {"name": "title", "datatype": "BYTES", "shape": [-1, -1]},
+               {"name": "image", "datatype": "BYTES", "shape": [-1, -1]},
+               {"name": "score", "datatype": "FP32", "shape": [-1, -1]},
+               {"name": "modality_share", "datatype": "FP32", "shape": [-1, -1, len(modalities)]},
+               {"name": "count", "datatype": "INT32", "shape": [-1]},
+               {"name": "fallback", "datatype": "BOOL", "shape": [-1]},
+               {"name": "cold", "datatype": "BOOL", "shape": [-1]},
+               {"name": "embedding", "datatype": "FP32", "shape": [-1, dim]}]
+    return inputs, outputs
+
+
 def _as_text(v: Any) -> str:
     return v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)
 
