@@ -85,9 +85,9 @@ def main() -> None:
         raise SystemExit(f"{args.data}/models: no champion; run 'make run' first")
     import pandas as pd
 
-    from fusionrec.serving.predictor import resolve_model_dir
+    from fusionrec.registry import resolve_version
 
-    users = pd.read_parquet(resolve_model_dir(str(args.data / "models"), ROOT / "artifacts" / "cache") / "users.parquet")
+    users = pd.read_parquet(resolve_version(str(args.data / "models"), ROOT / "artifacts" / "cache") / "users.parquet")
     bodies = [{"instances": [{"user_id": u, "k": args.k}]} for u in users["user_id"].astype(str).tolist()]
     logs = ROOT / "artifacts" / "benchmarks" / "serving"
     results = {}

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fusionrec.errors import DatasetError
+from fusionrec.errors import ConfigError, DatasetError
 from fusionrec.io import atomic_dir, atomic_write_text
 from fusionrec.model import FusionConfig, FusionRecModel
 
@@ -159,6 +159,24 @@ def champion(root: str | Path) -> Path | None:
     if not f.exists():
         return None
     return Path(root) / "versions" / json.loads(f.read_text(encoding="utf-8"))["version"]
+
+
+def resolve_version(uri: str, cache_dir: str | Path) -> Path:
+    """The version folder a storage URI names: a version folder itself, or a registry's champion.
+
+    Raises:
+        ConfigError: nothing servable there (no artifact, no champion).
+    """
+    from fusionrec.encoders.storage import resolve_checkpoint
+
+    path = resolve_checkpoint(uri, cache_dir)
+    if (path / "model.safetensors").exists():
+        return path
+    best = champion(path)
+    if best is not None and best.exists():
+        return best
+    raise ConfigError(f"{uri}: neither a model version folder (model.safetensors) nor a registry with a champion "
+                      "(champion.json); train one with 'fusionrec train'")
 
 
 def gate(root: str | Path, challenger: Path, margin: float = 0.01, metric: str = PRIMARY) -> GateDecision:

@@ -17,6 +17,7 @@ import httpx
 
 from fusionrec.config import Settings
 from fusionrec.errors import ConfigError, FusionRecError, Unavailable
+from fusionrec.serving.http import error_message
 
 
 @dataclass
@@ -134,11 +135,7 @@ def call(url: str, model: str, instances: list[dict[str, Any]], timeout: float =
     except httpx.TransportError as e:
         raise Unavailable(f"{url} does not answer ({type(e).__name__}); start it with 'fusionrec serve'") from None
     if r.status_code != 200:
-        try:
-            message = r.json().get("error", r.text)
-        except ValueError:
-            message = r.text
-        err = FusionRecError(f"{r.status_code}: {message}")
+        err = FusionRecError(f"{r.status_code}: {error_message(r)}")
         err.http_status = r.status_code
         raise err
     return r.json()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fusionrec.config import ServingSettings
 from fusionrec.errors import BadRequest, PayloadTooLarge
+from fusionrec.recommender import Result, Row
 
 LIST_FIELDS = ("history", "recent", "exclude", "candidates")
 
@@ -39,42 +39,6 @@ class Instance(BaseModel):
     candidates: list[str | int] | None = None  # score only these items
     text: str | None = None  # query by example
     image: str | None = None  # query by example: base64 of the image file's bytes
-
-
-@dataclass
-class Row:
-    """A validated instance, ids as strings, the image decoded."""
-
-    kind: str  # "recommend" or "query"
-    k: int
-    user_id: str | None = None
-    history: list[str] = field(default_factory=list)
-    recent: list[str] = field(default_factory=list)
-    exclude_seen: bool = True
-    exclude: list[str] = field(default_factory=list)
-    candidates: list[str] | None = None
-    text: str | None = None
-    image: bytes | None = None
-
-    def to_instance(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"k": self.k}
-        if self.kind == "query":
-            if self.text is not None:
-                out["text"] = self.text
-            if self.image is not None:
-                out["image"] = base64.b64encode(self.image).decode("ascii")
-        else:
-            if self.user_id is not None:
-                out["user_id"] = self.user_id
-            out["history"] = self.history
-            if self.recent:
-                out["recent"] = self.recent
-            out["exclude_seen"] = self.exclude_seen
-            if self.candidates is not None:
-                out["candidates"] = self.candidates
-        if self.exclude:
-            out["exclude"] = self.exclude
-        return out
 
 
 def _message(e: ValidationError) -> str:
@@ -147,8 +111,30 @@ def parse_v1(payload: Any, limits: ServingSettings) -> list[Row]:
     return [parse_instance(obj, limits, f"instances[{n}]") for n, obj in enumerate(instances)]
 
 
+def row_to_instance(row: Row) -> dict[str, Any]:
+    """A row as the v1 instance that parses back into it."""
+    out: dict[str, Any] = {"k": row.k}
+    if row.kind == "query":
+        if row.text is not None:
+            out["text"] = row.text
+        if row.image is not None:
+            out["image"] = base64.b64encode(row.image).decode("ascii")
+    else:
+        if row.user_id is not None:
+            out["user_id"] = row.user_id
+        out["history"] = row.history
+        if row.recent:
+            out["recent"] = row.recent
+        out["exclude_seen"] = row.exclude_seen
+        if row.candidates is not None:
+            out["candidates"] = row.candidates
+    if row.exclude:
+        out["exclude"] = row.exclude
+    return out
+
+
 def to_v1(rows: list[Row]) -> dict[str, Any]:
-    return {"instances": [r.to_instance() for r in rows]}
+    return {"instances": [row_to_instance(r) for r in rows]}
 
 
 # -- v2 (open inference protocol) --------------------------------------------------------------------
@@ -267,21 +253,6 @@ def parse_v2(request, limits: ServingSettings) -> list[Row]:
 
 
 # -- results -------------------------------------------------------------------------------------------
-
-@dataclass
-class Result:
-    """Top-K for one row: items by score, each with the share each modality contributed."""
-
-    item_ids: list[str]
-    titles: list[str]
-    images: list[str]
-    scores: np.ndarray  # [k]
-    shares: np.ndarray  # [k, n_modalities]
-    fallback: bool = False  # popularity, not the model (no user and no history)
-    cold: bool = False  # a user without an ID embedding, served from the given history
-    embedding: np.ndarray | None = None  # the query's vector (query by example)
-
-
 def result_to_dict(r: Result, modalities: list[str], version: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "items": [{"item_id": r.item_ids[j], "title": r.titles[j], "image": r.images[j], "score": float(r.scores[j]),

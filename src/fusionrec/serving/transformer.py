@@ -19,6 +19,7 @@ from typing import Any
 
 from fusionrec.config import Settings
 from fusionrec.errors import BadRequest, Unavailable, UpstreamError
+from fusionrec.serving.http import error_message
 from fusionrec.serving.schemas import Row, parse_v1, results_from_v2, to_v1, to_v2
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,7 @@ def _transformer_class():
             try:
                 return await super().predict(payload, headers, response_headers)
             except httpx.HTTPStatusError as e:
-                try:
-                    message = e.response.json().get("error", e.response.text)
-                except ValueError:
-                    message = e.response.text
+                message = error_message(e.response)
                 if 400 <= e.response.status_code < 500:
                     raise UpstreamError(message, e.response.status_code) from None
                 raise Unavailable(f"the predictor at {host} failed ({e.response.status_code}: {message[:200]}); "
@@ -98,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     from fusionrec.config import load_settings
     from fusionrec.features.store import feature_store
     from fusionrec.privacy import PiiFilter
-    from fusionrec.serving.predictor import install_error_handlers
+    from fusionrec.serving.http import install_error_handlers
 
     parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__.splitlines()[0])
     parser.add_argument("--no_feast", action="store_true", help="Serve without online user features.")
