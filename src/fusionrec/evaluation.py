@@ -94,12 +94,13 @@ def evaluate_ranking(score_fn: ScoreFn, target: pd.DataFrame, exclude: list[pd.D
 
 
 def auc_logloss(pos_logits: np.ndarray, neg_logits: np.ndarray) -> tuple[float, float]:
-    """AUC (Mann-Whitney) and log loss L = -mean(y log p + (1 - y) log(1 - p)) for the ranking head."""
-    scores = np.concatenate([pos_logits, neg_logits])
+    """AUC (Mann-Whitney, a tie counts one half) and log loss L = -mean(y log p + (1 - y) log(1 - p)) for the
+    ranking head."""
+    from scipy.stats import rankdata
+
+    scores = np.concatenate([pos_logits, neg_logits]).astype(np.float64)
     y = np.concatenate([np.ones(len(pos_logits)), np.zeros(len(neg_logits))])
-    order = scores.argsort(kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
+    ranks = rankdata(scores, method="average")  # tied scores share their mean rank
     auc = (ranks[y == 1].sum() - len(pos_logits) * (len(pos_logits) + 1) / 2) / max(1, len(pos_logits) * len(neg_logits))
     p = torch.sigmoid(torch.as_tensor(scores)).clamp(1e-7, 1 - 1e-7).numpy()
     logloss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())

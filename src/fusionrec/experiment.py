@@ -22,13 +22,23 @@ COMPARED = ("fusion", "concat", "text_only", "image_only", "mostpop", "bpr_mf", 
 
 
 def fusion_config(dataset, embeddings: dict, modalities: list[str] | None, **overrides) -> FusionConfig:
-    """A FusionConfig for a dataset; fails before any computation when a named modality is missing."""
+    """A FusionConfig for a dataset; fails before any computation when a named modality is missing.
+
+    Raises:
+        ConfigError: a modality not in the embeddings, or a setting out of its range (named, with its value).
+    """
     modalities = list(modalities) if modalities else sorted(embeddings)
     missing = [m for m in modalities if m not in embeddings]
     if missing:
         raise ConfigError(f"modalities {missing} are not in the embeddings (have {sorted(embeddings)})")
-    return FusionConfig(n_users=dataset.n_users, n_items=dataset.n_items,
-                        modalities={m: embeddings[m].dim for m in modalities}, **overrides)
+    from pydantic import ValidationError
+
+    try:
+        return FusionConfig(n_users=dataset.n_users, n_items=dataset.n_items,
+                            modalities={m: embeddings[m].dim for m in modalities}, **overrides)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']!r})" for err in e.errors())
+        raise ConfigError(f"model config: {problems}") from None
 
 
 def fit(dataset, embeddings: dict, split: Split, cfg: FusionConfig, train_cfg: TrainConfig, *, progress: bool = True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -50,6 +51,7 @@ class TrainResult:
     seconds: float
     user_history: torch.Tensor = field(repr=False, default=None)
     user_history_mask: torch.Tensor = field(repr=False, default=None)
+    steps: int = 0  # optimizer steps this process took in this call (under DDP: this rank's share)
 
 
 def user_histories(train, n_users: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,13 +108,15 @@ def _diagnose(model: FusionRecModel, loss: torch.Tensor, epoch: int, step: int, 
 
 
 def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainConfig, *, progress: bool = True,
-          checkpoint_dir: Path | None = None, curves_png: Path | None = None) -> TrainResult:
+          checkpoint_dir: Path | None = None, curves_png: Path | None = None,
+          on_epoch_end: Callable[[int, FusionRecModel], None] | None = None) -> TrainResult:
     """Train on ``split.train``, early-stop on ``split.valid`` NDCG@20, return the best model.
 
     Under ``torchrun`` (more than one process) the model is wrapped in DistributedDataParallel (gloo on
     CPU, NCCL on CUDA); each rank takes its share of every epoch's batches; rank 0 validates and decides
     when to stop. With ``checkpoint_dir``, every epoch is checkpointed and an interrupted run resumes
-    from the last one.
+    from the last one. ``on_epoch_end(epoch, model)`` is called on every rank after each epoch's last
+    step (1-based epoch), before validation and before any weights are exchanged between ranks.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
@@ -157,7 +161,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     t0 = time.perf_counter()
-    seen_samples = 0
+    seen_samples, steps_taken = 0, 0
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -182,7 +186,10 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
             opt.step()
             total += loss.item() * len(b)
             seen_samples += len(b) * world
+            steps_taken += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, model)
         stop = torch.zeros(1)
         if rank == 0:
             metrics = evaluate_ranking(score_function(model, hist, hmask, device), split.valid, [split.train],
@@ -219,7 +226,8 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
     if rank == 0 and curves_png is not None and history:
         save_curves(history, curves_png)
     best_valid = next((h for h in history if h["epoch"] == best_epoch), {})
-    return TrainResult(model, history, best_epoch, best_valid, seen_samples / max(seconds, 1e-9), seconds, hist, hmask)
+    return TrainResult(model, history, best_epoch, best_valid, seen_samples / max(seconds, 1e-9), seconds, hist, hmask,
+                       steps_taken)
 
 
 def save_curves(history: list[dict[str, float]], path: Path) -> None:

@@ -1,5 +1,6 @@
 """Training end to end: the artifact, the champion/challenger gate, resume, and DDP on two CPU processes."""
 
+import functools
 import json
 import os
 import subprocess
@@ -26,8 +27,8 @@ def trained(synth_validated, synth_embeddings):
     return split, cfg, result, test
 
 
-def _save(root, ds, emb, split, cfg, result, test, bump=0.0):
-    metrics = {"test": {**test, "ndcg@20": test["ndcg@20"] + bump}, "split": split.summary()}
+def _save(root, ds, emb, split, cfg, result, test, ndcg=None):
+    metrics = {"test": {**test, "ndcg@20": test["ndcg@20"] if ndcg is None else ndcg}, "split": split.summary()}
     return save_artifact(root, result.model, dataset=ds, encoders={m: {"identity": emb[m].identity} for m in cfg.modalities},
                          training={}, history=result.user_history, history_mask=result.user_history_mask,
                          metrics=metrics, card=model_card(ds.name, split, cfg, result, test, {}))
@@ -45,15 +46,21 @@ def test_artifact_round_trip_scores_identically(tmp_path, trained, synth_validat
     assert list(art.items["item_id"]) == list(synth_validated.items["item_id"].astype(str))
 
 
-def test_gate_promotes_only_a_better_challenger(tmp_path, trained, synth_validated, synth_embeddings):
+def test_gate_promotes_only_by_the_margin(tmp_path, trained, synth_validated, synth_embeddings):
     split, cfg, result, test = trained
-    first = _save(tmp_path, synth_validated, synth_embeddings, split, cfg, result, test)
+    save = functools.partial(_save, tmp_path, synth_validated, synth_embeddings, split, cfg, result, test)
+    first = save(ndcg=0.2)
     assert gate(tmp_path, first).promoted and champion(tmp_path) == first
-    worse = _save(tmp_path, synth_validated, synth_embeddings, split, cfg, result, test, bump=-0.01)
-    decision = gate(tmp_path, worse, margin=0.01)
-    assert not decision.promoted and champion(tmp_path) == first and "does not beat" in decision.reason
-    better = _save(tmp_path, synth_validated, synth_embeddings, split, cfg, result, test, bump=0.5)
-    assert gate(tmp_path, better, margin=0.01).promoted and champion(tmp_path) == better
+    # the bar is 0.2 * 1.05 = 0.21: a challenger a hair under it stays out, one a hair over it goes in
+    under = save(ndcg=0.2 * 1.05 - 1e-6)
+    decision = gate(tmp_path, under, margin=0.05)
+    assert not decision.promoted and champion(tmp_path) == first
+    assert decision.reason == "ndcg@20 0.2100 vs champion 0.2000: does not beat it by the 5% margin"
+    assert (decision.challenger_value, decision.champion_value) == (pytest.approx(0.21 - 1e-6), 0.2)
+    over = save(ndcg=0.2 * 1.05 + 1e-6)
+    assert gate(tmp_path, over, margin=0.05).promoted and champion(tmp_path) == over
+    # the default margin is 1%: 0.5% better is not enough
+    assert not gate(tmp_path, save(ndcg=(0.21 + 1e-6) * 1.005)).promoted and champion(tmp_path) == over
     assert (first / "model.safetensors").exists()  # the old champion stays, untouched
 
 
@@ -62,27 +69,43 @@ def test_unknown_modality_is_reported_before_any_computation(synth_validated, sy
 
     with pytest.raises(ConfigError, match=r"modalities \['video'\] are not in the embeddings"):
         fusion_config(synth_validated, synth_embeddings, ["text", "video"])
-    with pytest.raises(Exception, match="fusion"):
+    with pytest.raises(ConfigError) as err:
         fusion_config(synth_validated, synth_embeddings, ["text"], fusion="sum")
+    assert str(err.value) == "model config: fusion: Input should be 'gated' or 'concat' (got 'sum')"
 
 
-def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, synth_validated, synth_embeddings):
+def test_interrupted_run_resumes_bit_for_bit(tmp_path, synth_validated, synth_embeddings):
+    """Two epochs, stop, resume to three: the weights, optimiser state and losses equal an uninterrupted
+    three-epoch run's, bit for bit."""
     from fusionrec.training import train
 
     split = make_split(synth_validated, "random", seed=0)
-    cfg = fusion_config(synth_validated, synth_embeddings, ["text"], dim=16)
-    ckpt = tmp_path / "ckpt"
-    train(split, synth_embeddings, cfg, TrainConfig(epochs=2, batch_size=256, device="cpu", patience=10),
-          progress=False, checkpoint_dir=ckpt)
-    state = torch.load(ckpt / "last.pt", weights_only=False)
-    assert state["epoch"] == 1  # two epochs done (0-based)
-    resumed = train(split, synth_embeddings, cfg, TrainConfig(epochs=3, batch_size=256, device="cpu", patience=10),
-                    progress=False, checkpoint_dir=ckpt)
-    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]  # epochs 1-2 came from the checkpoint
+    cfg = fusion_config(synth_validated, synth_embeddings, ["text", "image"], dim=16)
+
+    def run(epochs, folder):
+        return train(split, synth_embeddings, cfg, TrainConfig(epochs=epochs, batch_size=256, device="cpu", patience=10),
+                     progress=False, checkpoint_dir=tmp_path / folder)
+
+    whole = run(3, "whole")
+    run(2, "interrupted")
+    assert torch.load(tmp_path / "interrupted" / "last.pt", weights_only=False)["epoch"] == 1  # two epochs done
+    resumed = run(3, "interrupted")
+    steps_per_epoch = -(-len(split.train) // 256)
+    assert resumed.steps == steps_per_epoch and whole.steps == 3 * steps_per_epoch  # only epoch 3 was trained again
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "interrupted" / "last.pt", weights_only=False)
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    for k, v in resumed.model.state_dict().items():  # the best weights, which the run returns
+        assert torch.equal(v, whole.model.state_dict()[k]), k
+    moments = [(s["exp_avg"], t["exp_avg"]) for s, t in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values())]
+    assert moments and all(torch.equal(x, y) for x, y in moments)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    assert [h["valid_ndcg@20"] for h in resumed.history] == [h["valid_ndcg@20"] for h in whole.history]
 
 
 DDP_SCRIPT = """
-import sys, json, torch, torch.distributed as dist
+import sys, json, hashlib, torch, torch.distributed as dist
 from fusionrec.data.dataset import Dataset
 from fusionrec.data.splits import make_split
 from fusionrec.encoders.pipeline import load_embeddings
@@ -91,11 +114,19 @@ from fusionrec.training import TrainConfig, train
 ds = Dataset.load(sys.argv[1]); emb = load_embeddings(sys.argv[2])
 split = make_split(ds, "random", seed=0)
 cfg = fusion_config(ds, emb, ["text", "image"], dim=16)
-r = train(split, emb, cfg, TrainConfig(epochs=2, batch_size=256, device="cpu"), progress=False)
-w = torch.cat([p.detach().flatten() for p in r.model.parameters()])
-out = [None] * dist.get_world_size(); dist.all_gather_object(out, w.tolist())
+digests = []  # each rank's weights after every epoch's last step, before validation and the final broadcast
+
+def watch(epoch, model):
+    w = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy().tobytes()
+    digests.append(hashlib.sha256(w).hexdigest())
+
+r = train(split, emb, cfg, TrainConfig(epochs=2, batch_size=256, device="cpu", patience=10), progress=False,
+          on_epoch_end=watch)
+final = hashlib.sha256(torch.cat([p.detach().flatten() for p in r.model.parameters()]).numpy().tobytes()).hexdigest()
+out = [None] * dist.get_world_size()
+dist.all_gather_object(out, {"digests": digests, "steps": r.steps, "final": final})
 if dist.get_rank() == 0:
-    print(json.dumps({"world": dist.get_world_size(), "same": all(o == out[0] for o in out), "epochs": len(r.history)}))
+    print(json.dumps({"world": dist.get_world_size(), "ranks": out, "train_rows": len(split.train)}))
 dist.destroy_process_group()
 """
 
@@ -116,7 +147,15 @@ def test_ddp_on_two_cpu_processes(tmp_path, synth_validated, synth_embeddings):
                         str(script), str(data), str(emb_dir)], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads([line for line in r.stdout.splitlines() if line.startswith("{")][-1])
-    assert result == {"world": 2, "same": True, "epochs": 2}
+    assert result["world"] == 2
+    first, second = result["ranks"]
+    # each rank takes half of every epoch's batches (sharded, not the whole epoch each) ...
+    batches = -(-result["train_rows"] // 256)
+    assert first["steps"] == second["steps"] == 2 * (batches // 2)
+    # ... and DDP's gradient all-reduce keeps the ranks' weights equal after every epoch, before rank 0's
+    # best weights are broadcast at the end; the weights do move between epochs
+    assert first["digests"] == second["digests"] and len(set(first["digests"])) == 2
+    assert first["final"] == second["final"]
 
 
 def test_ranking_head_reports_auc_and_log_loss(synth_validated, synth_embeddings):

@@ -9,6 +9,7 @@ from fusionrec.data.splits import make_split
 from fusionrec.evaluation import auc_logloss, evaluate_ranking
 from fusionrec.model import FusionConfig, FusionRecModel
 from fusionrec.training import TrainConfig, build_model, evaluate_model, train
+from tests.reference import gate_weights, state_dict_numpy
 
 pytestmark = pytest.mark.unit
 
@@ -55,9 +56,15 @@ def test_missing_modality_is_masked_not_zero_filled():
     emb = fake_embeddings(10)
     feats = {m: (torch.from_numpy(e.values), torch.from_numpy(e.mask)) for m, e in emb.items()}
     model.set_item_features(feats, torch.zeros(10, dtype=torch.bool))
+    with torch.no_grad():  # away from the zero-initialised defaults, so that the gate's weights differ per item
+        for p in model.fusion.parameters():
+            torch.nn.init.normal_(p, std=1.0)
     out = model.items()
-    assert torch.allclose(out.modality_weights.sum(-1), torch.ones(10))
+    # each modality's weight, item by item, against the gate computed by hand from the same parameters
+    expected = gate_weights(state_dict_numpy(model), model.modality_names)
+    np.testing.assert_allclose(out.modality_weights.detach().numpy(), expected, atol=1e-5)
     assert (out.modality_weights[::5, model.modality_names.index("text")] == 0).all()  # text absent -> no weight
+    assert out.modality_weights[1:5, 0].std() > 0.01  # the weights are per item, not one constant split
     # garbage in a masked slot changes nothing
     feats["text"][0][0] = 1e6
     model.set_item_features(feats, torch.zeros(10, dtype=torch.bool))
@@ -146,5 +153,16 @@ def test_metrics_by_hand():
     assert m.recall[1] == 0.5 and m.recall[3] == 1.0 and m.hit[1] == 1.0
     ideal = 1 + 1 / np.log2(3)
     assert m.ndcg[3] == pytest.approx((1 + 1 / np.log2(4)) / ideal)
-    auc, ll = auc_logloss(np.array([2.0, 1.0]), np.array([0.0, 3.0]))
-    assert auc == pytest.approx(0.5) and ll > 0
+
+
+
+def test_auc_and_log_loss_by_hand():
+    pos, neg = np.array([3.0, 2.0]), np.array([0.0, 1.0])
+    auc, ll = auc_logloss(pos, neg)
+    assert auc == 1.0  # every positive above every negative
+    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    by_hand = -(np.log(sigmoid(3.0)) + np.log(sigmoid(2.0)) + np.log(1 - sigmoid(0.0)) + np.log(1 - sigmoid(1.0))) / 4
+    assert ll == pytest.approx(by_hand, rel=1e-9)  # 0.8169...
+    assert auc_logloss(neg, pos)[0] == 0.0  # the wrong way round
+    assert auc_logloss(np.array([3.0, 0.5]), neg)[0] == 0.75  # 3 of 4 pairs in order
+    assert auc_logloss(np.array([1.0, 2.0]), np.array([1.0]))[0] == 0.75  # a tie counts one half

@@ -1,0 +1,54 @@
+"""Reference computations in plain NumPy, written from the model's equations rather than from its code.
+
+Tests compare what fusionrec computes (in torch, or served over HTTP) against these, so that a change in
+the model code that alters a value is caught instead of being reproduced by the test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import erf
+
+
+def _linear(x: np.ndarray, sd: dict[str, np.ndarray], name: str) -> np.ndarray:
+    out = x @ sd[f"{name}.weight"].T
+    return out + sd[f"{name}.bias"] if f"{name}.bias" in sd else out
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * weight + bias
+
+
+def projection(sd: dict[str, np.ndarray], modality: str, x: np.ndarray) -> np.ndarray:
+    """Linear -> GELU -> (dropout, off at inference) -> Linear -> LayerNorm, as the model card describes."""
+    p = f"projections.{modality}"
+    h = _linear(_gelu(_linear(x, sd, f"{p}.0")), sd, f"{p}.3")
+    return _layer_norm(h, sd[f"{p}.4.weight"], sd[f"{p}.4.bias"])
+
+
+def gate_weights(sd: dict[str, np.ndarray], modalities: list[str], n_items: int | None = None) -> np.ndarray:
+    """Gated fusion's weight per item and modality: softmax over the present modalities of
+    w . tanh(W h_m + b); an item with no modality has all zeros. Inputs are the ``feat_<m>`` and
+    ``mask_<m>`` buffers of a state dict (numpy arrays)."""
+    sd = {k: np.asarray(v, dtype=np.float64) if v.dtype != bool else v for k, v in sd.items()}
+    logits, masks = [], []
+    for m in modalities:
+        h = projection(sd, m, sd[f"feat_{m}"][:n_items])
+        logits.append((np.tanh(_linear(h, sd, "fusion.proj")) @ sd["fusion.score.weight"].T)[:, 0])
+        masks.append(sd[f"mask_{m}"][:n_items].astype(bool))
+    logits, masks = np.stack(logits, 1), np.stack(masks, 1)
+    logits = np.where(masks, logits, -np.inf)
+    top = np.where(masks.any(1, keepdims=True), logits.max(1, keepdims=True), 0.0)
+    e = np.where(masks, np.exp(logits - top), 0.0)
+    return e / np.maximum(e.sum(1, keepdims=True), 1e-300)
+
+
+def state_dict_numpy(model) -> dict[str, np.ndarray]:
+    """A torch module's state dict as numpy arrays."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
