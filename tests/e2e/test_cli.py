@@ -73,30 +73,100 @@ def test_config_show_applies_env_overrides():
     assert r.returncode == 0 and json.loads(r.stdout)["validation"]["max_text_chars"] == 123
 
 
-def test_synth_to_trained_model_and_comparison(tmp_path):
-    """The whole chain a user runs, on a small synthetic dataset: validate, embed, train twice, evaluate."""
-    ds, v, e, m = (tmp_path / n for n in ("ds", "v", "e", "models"))
+def _positives(validated):
+    import pandas as pd
+
+    inter = pd.read_parquet(validated / "interactions.parquet")
+    return inter[inter["label"] > 0]
+
+
+def test_synth_to_trained_model_features_and_comparison(tmp_path):
+    """The whole chain a user runs, on a small synthetic dataset: validate, embed, features, train twice,
+    evaluate against every baseline."""
+    import numpy as np
+    import pandas as pd
+
+    ds, v, e, f, m = (tmp_path / n for n in ("ds", "v", "e", "features", "models"))
     steps = [
         ("data", "synth", "--users", "60", "--items", "40", "--seed", "4", "--out", str(ds), "--no-progress"),
         ("data", "validate", str(ds / "dataset.yaml"), "--out", str(v), "--no-progress"),
         ("embed", str(v), "--out", str(e), "--no-progress"),
-        ("train", str(v), "--embeddings", str(e), "--models", str(m), "--epochs", "2", "--dim", "16", "--no-progress"),
     ]
     for args in steps:
         r = cli(*args)
         assert r.returncode == 0, (args, r.stderr[-2000:])
+
+    # embed: one matrix per modality, its mask, and what was masked and why
+    meta = json.loads((e / "embeddings.json").read_text())["modalities"]
+    assert {n: meta[n]["dim"] for n in meta} == {"text": 384, "image": 1280, "audio": 16}
+    for name, info in meta.items():
+        values, mask = np.load(e / f"{name}.npy"), np.load(e / f"{name}.mask.npy")
+        assert values.shape == (40, info["dim"]) and info["present"] == int(mask.sum()) and np.isfinite(values[mask]).all()
+    masked = pd.read_csv(e / "masked.csv")
+    assert list(masked.columns) == ["item_id", "modality", "reason"] and masked.empty  # a clean synthetic set
+    items = pd.read_parquet(v / "items.parquet")
+    gone = items["item_id"].astype(str).iloc[0]
+    items.loc[0, "description"] = None  # an item without text: masked with its reason
+    items.to_parquet(v / "items.parquet")
+    r = cli("embed", str(v), "--out", str(e), "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    masked = pd.read_csv(e / "masked.csv", dtype=str)
+    assert masked[["item_id", "modality"]].values.tolist() == [[gone, "text"]] and masked["reason"].iloc[0]
+    assert not np.load(e / "text.mask.npy")[0] and json.loads((e / "embeddings.json").read_text())["modalities"]["text"]["present"] == 39
+
+    # features: offline tables, the registry, the online store; the latest history of a user comes back online
+    for args in (("features", "build", str(v), "--embeddings", str(e), "--out", str(f)),
+                 ("features", "apply", "--data-dir", str(f)), ("features", "materialize", "--data-dir", str(f))):
+        r = cli(*args)
+        assert r.returncode == 0, (args, r.stderr[-2000:])
+    assert "applied to the sqlite profile" in r.stdout or "materialised up to" in r.stdout
+    from fusionrec.config import FeatureSettings
+    from fusionrec.features.store import feature_store, online_user_features
+
+    pos = _positives(v)
+    users = pd.read_parquet(v / "users.parquet").set_index("user_idx")["user_id"].astype(str)
+    item_ids = items.set_index("item_idx")["item_id"].astype(str)
+    mine = pos[pos["user_idx"] == 0].sort_values("timestamp", kind="stable")
+    got = online_user_features(feature_store(FeatureSettings(), f), [users[0]]).history[0]
+    assert got == item_ids[mine["item_idx"]].tolist()[-FeatureSettings().history_length:]
+
+    # train: a versioned artifact with its curves, the seen items of every user and the encoders it needs
+    r = cli("train", str(v), "--embeddings", str(e), "--models", str(m), "--epochs", "2", "--dim", "16", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
     first = json.loads(r.stdout[r.stdout.index("{"):])
-    assert first["promoted"] and (m / "versions" / "v0001" / "model.safetensors").exists()
+    art = m / "versions" / "v0001"
+    assert first["promoted"] and (art / "model.safetensors").exists()
+    assert (art / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    seen = np.load(art / "seen.npz")
+    for u in (0, 7, 31):
+        expected = sorted(set(pos.loc[pos["user_idx"] == u, "item_idx"]))
+        assert seen["indices"][seen["indptr"][u]: seen["indptr"][u + 1]].tolist() == expected
+    encoders = json.loads((art / "encoders.json").read_text())
+    assert {n: encoders[n]["identity"] for n in encoders} == {n: meta[n]["identity"] for n in meta}
+    assert not (m / "checkpoints").exists() or not any((m / "checkpoints").iterdir())  # cleaned up after the run
+
     r = cli("train", str(v), "--embeddings", str(e), "--models", str(m), "--epochs", "2", "--dim", "16", "--margin", "0.5",
             "--no-progress")
     second = json.loads(r.stdout[r.stdout.index("{"):])
     assert not second["promoted"] and "does not beat" in second["gate"]  # a 50% margin is out of reach
     assert json.loads((m / "champion.json").read_text())["version"] == "v0001"
-    r = cli("evaluate", str(v), "--embeddings", str(e), "--out", str(tmp_path / "eval"), "--models", "fusion,mostpop,bpr_mf",
-            "--epochs", "2")
+
+    # evaluate: every model on one split, each metric a probability, the fused model above popularity
+    names = ["fusion", "mostpop", "bpr_mf", "cornac_bpr", "cornac_vbpr", "ease"]
+    r = cli("evaluate", str(v), "--embeddings", str(e), "--out", str(tmp_path / "eval"), "--models", ",".join(names),
+            "--epochs", "8")
     assert r.returncode == 0, r.stderr[-2000:]
     results = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert set(results) == {"fusion", "mostpop", "bpr_mf"} and (tmp_path / "eval" / "comparison.png").exists()
+    assert list(results) == names
+    for name, metrics in results.items():
+        for key in ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "hit@20", "coverage"):
+            assert 0.0 <= metrics[key] <= 1.0, (name, key, metrics[key])
+        assert metrics["recall@10"] <= metrics["recall@20"] <= metrics["hit@20"]
+    assert results["fusion"]["ndcg@20"] > results["mostpop"]["ndcg@20"]
+    assert results["mostpop"]["coverage"] < results["fusion"]["coverage"]  # popularity shows a few items to all
+    table = (tmp_path / "eval" / "comparison.md").read_text()
+    assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:] == names
+    assert (tmp_path / "eval" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_unknown_fusion_type_fails_before_any_computation(tmp_path):

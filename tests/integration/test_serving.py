@@ -74,6 +74,14 @@ def _seen(stack, user_idx):
     return set(items[parts.loc[parts["user_idx"] == user_idx, "item_idx"]])
 
 
+def _reference_shares(stack) -> np.ndarray:
+    from safetensors.numpy import load_file
+
+    from tests.reference import gate_weights
+
+    return gate_weights(load_file(str(stack["model_dir"] / "model.safetensors")), ["image", "text"])
+
+
 def test_known_user_gets_k_unseen_items_with_shares_and_version(stack):
     user = stack["ds"].users.iloc[3]
     pred = _recommend(stack, {"user_id": str(user["user_id"]), "k": 7})[0]
@@ -83,9 +91,12 @@ def test_known_user_gets_k_unseen_items_with_shares_and_version(stack):
     assert pred["model_version"] == "v0001" and not pred["fallback"] and not pred["cold"]
     scores = [i["score"] for i in pred["items"]]
     assert scores == sorted(scores, reverse=True)
+    # each item's share per named modality, against the gate computed by hand from the served artifact
+    expected = _reference_shares(stack)
+    index = stack["ds"].items.set_index(stack["ds"].items["item_id"].astype(str))["item_idx"]
     for item in pred["items"]:
-        assert set(item["modality_share"]) == {"image", "text"}
-        assert sum(item["modality_share"].values()) == pytest.approx(1.0, abs=1e-3)
+        row = expected[int(index[item["item_id"]])]
+        assert item["modality_share"] == {"image": pytest.approx(row[0], abs=1e-4), "text": pytest.approx(row[1], abs=1e-4)}
         assert item["title"] and item["image"]
 
 
@@ -94,6 +105,16 @@ def test_exclude_seen_false_may_return_seen_items_and_candidates_restrict(stack)
     cands = stack["ds"].items["item_id"].astype(str).iloc[:6].tolist()
     pred = _recommend(stack, {"user_id": str(user["user_id"]), "k": 10, "candidates": cands, "exclude_seen": False})[0]
     assert sorted(i["item_id"] for i in pred["items"]) == sorted(cands)  # k > candidates: all of them, ranked
+
+
+def test_exclude_removes_the_named_items_and_k_is_still_filled(stack):
+    user = str(stack["ds"].users.iloc[3]["user_id"])
+    first = [i["item_id"] for i in _recommend(stack, {"user_id": user, "k": 6})[0]["items"]]
+    again = [i["item_id"] for i in _recommend(stack, {"user_id": user, "k": 6, "exclude": first[:3]})[0]["items"]]
+    assert len(again) == 6 and not set(again) & set(first[:3])
+    assert again[:3] == first[3:]  # the rest keep their order
+    query = _recommend(stack, {"text": "a story", "k": 4}, {"text": "a story", "k": 4, "exclude": ["item-000000"]})
+    assert "item-000000" not in [i["item_id"] for i in query[1]["items"]] and len(query[1]["items"]) == 4
 
 
 def test_cold_user_from_history_and_anonymous_fallback(stack):
@@ -164,9 +185,29 @@ def test_health_and_metrics(stack):
     t = stack["servers"].transformer_url
     assert httpx.get(f"{t}/").json()["status"] == "alive"
     assert httpx.get(f"{t}/v2/health/ready").status_code == 200
+    before = {url: _request_counts(url) for url in (t, stack["servers"].predictor_url)}
     _recommend(stack, {"k": 1})
-    metrics = httpx.get(f"{t}/metrics").text
-    assert "request_predict_seconds" in metrics or "request_preprocess_seconds" in metrics
+    after = {url: _request_counts(url) for url in before}
+    # one request: one more observation in the transformer's preprocess and predict histograms, and in the
+    # predictor's predict histogram
+    assert after[t]["request_preprocess_seconds"] - before[t]["request_preprocess_seconds"] == 1
+    assert after[t]["request_predict_seconds"] - before[t]["request_predict_seconds"] == 1
+    p = stack["servers"].predictor_url
+    assert after[p]["request_predict_seconds"] - before[p]["request_predict_seconds"] == 1
+
+
+def _request_counts(url: str) -> dict[str, float]:
+    """Observations per KServe latency histogram (its ``_count`` sample, summed over labels)."""
+    from collections import defaultdict
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name.endswith("_seconds_count"):
+                counts[sample.name.removesuffix("_count")] += sample.value
+    return counts
 
 
 BAD = [
@@ -182,6 +223,8 @@ BAD = [
     ("unknown user", {"instances": [{"user_id": "no-such-user"}]}, 404, "unknown user"),
     ("unknown history item", {"instances": [{"history": ["no-such-item"]}]}, 404, "unknown item"),
     ("unknown candidate", {"instances": [{"candidates": ["nope"]}]}, 404, "unknown item"),
+    ("unknown excluded item", {"instances": [{"k": 2, "exclude": ["nope"]}]}, 404, "unknown item ids in exclude"),
+    ("exclude wrong type", {"instances": [{"exclude": "item-000001"}]}, 400, "exclude"),
     ("bad base64", {"instances": [{"image": "***not base64***"}]}, 400, "base64"),
     ("corrupt image", {"instances": [{"image": base64.b64encode(b"GIF89a not really").decode()}]}, 400, "decode"),
     ("oversize image", {"instances": [{"image": base64.b64encode(b"\xff" * 300_000).decode()}]}, 413, "bytes"),
@@ -198,6 +241,13 @@ def test_bad_input_is_a_4xx_with_a_message(stack, body, status, words):
     assert words.lower() in r.json()["error"].lower()
 
 
+def test_v2_request_to_the_transformer_is_a_400_naming_v1(stack):
+    body = {"inputs": [{"name": "k", "shape": [1], "datatype": "INT32", "data": [3]}]}
+    r = _post(f"{stack['servers'].transformer_url}/v2/models/{MODEL}/infer", body)
+    assert r.status_code == 400, r.text
+    assert "the transformer takes v1 JSON" in r.json()["error"]
+
+
 def test_v2_request_to_the_predictor_with_a_bad_tensor_is_a_400(stack):
     url = f"{stack['servers'].predictor_url}/v2/models/{MODEL}/infer"
     wrong_shape = {"inputs": [{"name": "k", "shape": [3], "datatype": "INT32", "data": [1, 2]}]}
@@ -209,18 +259,44 @@ def test_v2_request_to_the_predictor_with_a_bad_tensor_is_a_400(stack):
 
 
 def test_predictor_down_is_a_503_within_the_timeout_and_recovers(stack):
+    import socket
+
     servers, settings, env = stack["servers"], stack["settings"], stack["env"]
+    url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
+    timeout = settings.serving.predictor_timeout_s
     servers.predictor.terminate()
     servers.predictor.wait(30)
+    # refused at once: nothing listens on the predictor's port
     t = time.monotonic()
-    r = _post(f"{servers.transformer_url}/v1/models/{MODEL}:predict", {"instances": [{"k": 2}]})
-    elapsed = time.monotonic() - t
+    r = _post(url, {"instances": [{"k": 2}]})
     assert r.status_code == 503 and "unavailable" in r.json()["error"], r.text
-    assert elapsed < settings.serving.predictor_timeout_s + 2
+    assert time.monotonic() - t < timeout + 2
+    # a predictor that accepts the connection and never answers: the transformer gives up at its timeout
     port = settings.serving.predictor_port
+    hung = socket.socket()
+    hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hung.bind((settings.serving.host, port))
+    hung.listen(64)  # the kernel completes the handshake; nobody reads or writes
+    try:
+        t = time.monotonic()
+        r = _post(url, {"instances": [{"k": 2}]})
+        elapsed = time.monotonic() - t
+    finally:
+        hung.close()
+    assert r.status_code == 503 and "unavailable" in r.json()["error"] and "Timeout" in r.json()["error"], r.text
+    assert timeout - 0.5 <= elapsed < timeout + 2, elapsed
     servers.predictor = local.start_process(local.predictor_command(settings, port), stack["logs"] / "predictor.log", env)
     local.wait_ready(servers.predictor_url, MODEL, servers.predictor, 180)
     assert _recommend(stack, {"k": 2})[0]["fallback"]  # the transformer recovered by itself
+
+
+def test_smoke_check_passes_on_the_running_service_and_fails_otherwise(stack, free_port):
+    from fusionrec.serving.deploy import smoke_check
+
+    url = stack["servers"].transformer_url
+    assert smoke_check(url, MODEL, attempts=1)()
+    assert not smoke_check(url, "no-such-model", attempts=1)()  # a 404
+    assert not smoke_check(f"http://127.0.0.1:{free_port()}", MODEL, timeout_s=2, attempts=1)()  # nobody there
 
 
 def test_recommend_cli_prints_the_top_items(stack):
