@@ -2,9 +2,6 @@
 
 import asyncio
 import shutil
-import socket
-import subprocess
-import time
 
 import numpy as np
 import pandas as pd
@@ -16,27 +13,6 @@ from fusionrec.features.tables import build_feature_tables
 
 pytestmark = pytest.mark.integration
 HISTORY = 5
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory, free_port):
-    """A real redis-server on a free loopback port, for the session (CI installs the Debian package)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does this)")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path_factory.mktemp("redis"))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -150,6 +150,39 @@ def test_query_by_image_and_text_returns_similar_items(stack):
     assert len(by_text["items"]) == 3 and len(by_text["embedding"]) == 16
 
 
+def test_text_query_goes_through_the_pii_filter_and_the_text_encoder(stack):
+    """The served text query is the text encoder's vector of the *redacted* text, through the item tower."""
+    import torch
+
+    from fusionrec.encoders.text import TextEncoder
+    from fusionrec.registry import load_artifact
+
+    text_encoder = TextEncoder(device="cpu")  # no filter of its own: what it is given is what it embeds
+
+    raw = "a quiet story about a lighthouse keeper, write to jane.doe@example.com"
+    served = _recommend(stack, {"text": raw, "k": 3})[0]["embedding"]
+    model = load_artifact(stack["model_dir"]).model
+
+    def tower(text):
+        vec = torch.from_numpy(np.asarray(text_encoder.encode([text]).values, dtype=np.float32))
+        with torch.inference_mode():
+            return model.items(content={"text": (vec, torch.ones(1, dtype=torch.bool))}).vectors[0].numpy()
+
+    np.testing.assert_allclose(served, tower("a quiet story about a lighthouse keeper, write to <EMAIL_ADDRESS>"),
+                               atol=1e-4)
+    assert np.abs(tower(raw) - np.asarray(served)).max() > 1e-3  # the address itself never reached the encoder
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: a query vector is the content-only fusion, compared with catalogue "
+                                       "vectors that also carry the ID embedding; nothing keeps an item near its own text. "
+                                       "Remove this mark when the search in each encoder's own space lands.")
+def test_a_known_item_is_found_by_its_own_description(stack):
+    items = stack["ds"].items.iloc[:10]
+    answers = _recommend(stack, *({"text": d, "k": 10} for d in items["description"]))
+    found = sum(str(i) in [x["item_id"] for x in a["items"]] for i, a in zip(items["item_id"], answers))
+    assert found >= 8, f"{found} of 10 items found in the top 10 by their own description"
+
+
 def test_feast_push_is_seen_by_the_next_request(stack):
     user = stack["ds"].users.iloc[5]
     first = _recommend(stack, {"user_id": str(user["user_id"]), "k": 3})[0]["items"][0]["item_id"]
@@ -312,26 +345,61 @@ def test_recommend_cli_prints_the_top_items(stack):
     assert np.isfinite([i["score"] for i in json.loads(res.output)["predictions"][0]["items"]]).all()
 
 
-def test_serve_detach_recommend_and_stop_from_the_command_line(stack, tmp_path, free_port):
+def test_serve_detach_on_redis_with_a_v1_hop_and_every_recommend_kind(stack, tmp_path, free_port, redis_server):
+    """The production profile as a user starts it from the command line: Feast on a real Redis, the
+    transformer speaking v1 to the predictor; then `recommend` for a user, a history, a text and an image."""
     import os
+    import shutil
     import subprocess
     import sys
 
+    from fusionrec.config import FeatureSettings
+
+    features = tmp_path / "features"
+    shutil.copytree(stack["env"]["FUSIONREC__FEATURES__DATA_DIR"], features)
+    redis = FeatureSettings(online_store="redis", redis_connection=redis_server, data_dir=str(features))
+    store = fs.feature_store(redis, features)
+    fs.apply(store, features)
+    fs.materialize(store)
     env = {**os.environ, **stack["env"], "FUSIONREC__PATHS__ARTIFACTS": str(tmp_path),
+           "FUSIONREC__FEATURES__DATA_DIR": str(features), "FUSIONREC__FEATURES__ONLINE_STORE": "redis",
+           "FUSIONREC__FEATURES__REDIS_CONNECTION": redis_server,
            "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()), "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port())}
     cli = [sys.executable, "-m", "fusionrec.cli"]
-    up = subprocess.run([*cli, "serve", "--detach"], env=env, capture_output=True, text=True, timeout=300)
-    assert up.returncode == 0, up.stderr
+
+    def run(*args):
+        r = subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, (args, r.stderr[-2000:])
+        return r.stdout
+
+    run("serve", "--detach", "--protocol", "v1")
     try:
         assert (tmp_path / "serving" / "servers.json").exists()
         user = str(stack["ds"].users.iloc[3]["user_id"])
-        rec = subprocess.run([*cli, "recommend", "--user", user, "--k", "4"], env=env, capture_output=True, text=True,
-                             timeout=60)
-        assert rec.returncode == 0, rec.stderr
-        assert f"top 4 for user {user}" in rec.stdout and rec.stdout.count("[image") == 4
+        out = run("recommend", "--user", user, "--k", "4")
+        assert f"top 4 for user {user}" in out and out.count("[image") == 4
+        top = json.loads(run("recommend", "--user", user, "--k", "4", "--json"))["predictions"][0]["items"][0]["item_id"]
+        # an interaction pushed to Redis only: the transformer reads Redis, so the item is now seen
+        fs.push_interactions(store, pd.DataFrame({"user_id": [user], "item_id": [top], "timestamp": [int(time.time())]}), 20)
+        again = json.loads(run("recommend", "--user", user, "--k", "4", "--json"))["predictions"][0]
+        assert top not in [i["item_id"] for i in again["items"]] and len(again["items"]) == 4
+        items = stack["ds"].items
+        hist = run("recommend", "--history", ",".join(items["item_id"].astype(str).iloc[:3]), "--k", "3")
+        assert "top 3 for a new user's history" in hist and "cold user" in hist and hist.count("[image") == 3
+        assert not {str(i) for i in items["item_id"].iloc[:3]} & {line.split()[1] for line in hist.splitlines()[1:]}
+        text = run("recommend", "--text", items["description"].iloc[0], "--k", "3")
+        assert "top 3 for a text" in text and text.count("[image") == 3
+        image = run("recommend", "--image", items.dropna(subset=["image"])["image"].iloc[0], "--k", "2")
+        assert "top 2 for an image" in image and image.count("[image") == 2
+        bad = subprocess.run([*cli, "recommend", "--image", str(tmp_path / "none.jpg")], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert bad.returncode == 2 and "no such file" in bad.stderr
     finally:
         down = subprocess.run([*cli, "serve", "--stop"], env=env, capture_output=True, text=True, timeout=60)
     assert "stopped 2" in down.stdout
+    # the transformer spoke v1 to the predictor
+    hops = [line for line in (tmp_path / "serving" / "predictor.log").read_text().splitlines() if '"POST ' in line]
+    assert hops and all(f"POST /v1/models/{MODEL}" in line and "predict" in line for line in hops), hops[:3]
     port = env["FUSIONREC__SERVING__TRANSFORMER_PORT"]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
