@@ -106,7 +106,7 @@ def test_synth_to_trained_model_features_and_comparison(tmp_path):
     assert list(masked.columns) == ["item_id", "modality", "reason"] and masked.empty  # a clean synthetic set
     items = pd.read_parquet(v / "items.parquet")
     gone = items["item_id"].astype(str).iloc[0]
-    items.loc[0, "description"] = None  # an item without text: masked with its reason
+    items.loc[0, ["title", "description"]] = None  # an item without any text: masked with its reason
     items.to_parquet(v / "items.parquet")
     r = cli("embed", str(v), "--out", str(e), "--no-progress")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -173,3 +173,56 @@ def test_unknown_fusion_type_fails_before_any_computation(tmp_path):
     r = cli("train", str(tmp_path / "nowhere"), "--embeddings", str(tmp_path), "--models", str(tmp_path / "m"),
             "--fusion", "sum")
     assert r.returncode == 2 and "--fusion 'sum' is unknown" in r.stderr
+
+
+def test_a_diverged_run_exits_1_with_its_diagnosis_and_leaves_the_champion(tmp_path, synth_validated, synth_embeddings):
+    import numpy as np
+
+    from fusionrec.encoders.pipeline import save_embeddings
+
+    data, emb, models = tmp_path / "data", tmp_path / "emb", tmp_path / "models"
+    data.mkdir()
+    emb.mkdir()
+    synth_validated.save(data)
+    save_embeddings(synth_embeddings, synth_validated.items["item_id"].to_numpy(), emb)
+    train = ("train", str(data), "--embeddings", str(emb), "--models", str(models), "--epochs", "1", "--dim", "16",
+             "--modalities", "text,image", "--no-progress")
+    r = cli(*train)
+    assert r.returncode == 0, r.stderr[-2000:]
+    champion = (models / "champion.json").read_text()
+    image = np.load(emb / "image.npy")
+    image[synth_embeddings["image"].mask] = np.nan  # poisoned vectors on items that have an image
+    np.save(emb / "image.npy", image)
+    r = cli(*train)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("error: training diverged: loss nan at epoch 1, step 0; "
+                                                        "non-finite input features in ['image']; no artifact written")
+    assert sorted(p.name for p in (models / "versions").iterdir()) == ["v0001"]  # no artifact, no half-written one
+    assert (models / "champion.json").read_text() == champion  # production untouched
+
+
+def test_deploy_render_then_validate_from_the_command_line(tmp_path):
+    import yaml
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[2]
+    out = tmp_path / "isvc.yaml"
+    image = "registry.example.com/fusionrec@sha256:" + "a" * 64
+    r = cli("deploy", "render", "--storage-uri", "gs://bucket/models/v0007", "--image", image, "--namespace", "recs",
+            "--canary", "10", "--gpu", "1", "--out", str(out))
+    assert r.returncode == 0 and f"wrote {out}" in r.stdout, r.stderr[-2000:]
+    isvc = yaml.safe_load(out.read_text())
+    pred = isvc["spec"]["predictor"]
+    assert (pred["model"]["storageUri"], pred["canaryTrafficPercent"], isvc["metadata"]["namespace"]) == \
+        ("gs://bucket/models/v0007", 10, "recs")
+    assert pred["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {c["image"] for c in isvc["spec"]["transformer"]["containers"]} == {image}
+    r = cli("deploy", "validate", str(out), str(repo / "manifests" / "servingruntime.yaml"))
+    assert r.returncode == 0 and r.stdout.count(": ok") == 2, r.stdout
+    pred["minReplicas"] = "two"
+    pred["model"]["storageURI"] = pred["model"].pop("storageUri")
+    out.write_text(yaml.safe_dump(isvc))
+    r = cli("deploy", "validate", str(out))
+    assert r.returncode == 1 and f"{out}: 2 problem(s)" in r.stdout
+    assert "minReplicas: expected int" in r.stdout and "storageURI: unknown field" in r.stdout
+    r = cli("deploy", "render", "--canary", "150")
+    assert r.returncode == 2 and "less than or equal to 100" in r.stderr  # refused before anything is rendered

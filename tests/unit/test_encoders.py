@@ -93,6 +93,41 @@ def test_any_local_bert_checkpoint_loads(tmp_path, text_encoder):
     assert tiny.encode(["hello world"]).values.shape == (1, 32)
 
 
+def _tiny_bert(folder, seed):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from fusionrec.encoders.text import default_text_checkpoint
+
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=37)).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        src = default_text_checkpoint() / name
+        if src.exists():
+            shutil.copy(src, folder / name)
+    return folder
+
+
+def test_changed_weights_miss_the_cache_and_a_copy_of_the_same_weights_hits_it(tmp_path):
+    from fusionrec.encoders.text import TextEncoder
+
+    original = TextEncoder(_tiny_bert(tmp_path / "a", seed=0), device="cpu")
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")
+    copy = TextEncoder(tmp_path / "copy", device="cpu")
+    retrained = TextEncoder(_tiny_bert(tmp_path / "b", seed=1), device="cpu")  # same architecture, other weights
+    assert original.identity == copy.identity != retrained.identity
+    cache = EmbeddingCache(tmp_path / "cache.sqlite")
+    texts = ["a detective story", "a love story", "a war story"]
+    first, stats = run_encoder(original, texts, cache, progress=False)
+    assert stats["computed"] == 3 and stats["cached"] == 0
+    _, stats = run_encoder(copy, texts, cache, progress=False)
+    assert stats["cached"] == 3 and stats["computed"] == 0  # the same weights elsewhere: the cache answers
+    other, stats = run_encoder(retrained, texts, cache, progress=False)
+    assert stats["cached"] == 0 and stats["computed"] == 3  # other weights: nothing stale is reused
+    assert not np.allclose(other.values, first.values)
+
+
 def _png(colour, shape="square"):
     img = Image.new("RGB", (96, 96), (235, 235, 235))
     from PIL import ImageDraw

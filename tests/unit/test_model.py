@@ -44,6 +44,29 @@ def test_splits_are_disjoint_and_cover_every_positive(synth_validated):
     assert (last_train.loc[first_test.index] <= first_test).all()
 
 
+def test_given_split_is_exactly_the_datasets_own(tmp_path):
+    from fusionrec.config import ValidationSettings
+    from fusionrec.data.contract import load_contract
+    from fusionrec.data.dataset import normalise
+    from fusionrec.data.raw import read_raw
+    from fusionrec.errors import ConfigError
+    from fusionrec.validation import validate
+    from tests.unit.test_contract_and_readers import write_contract, write_mmrec
+
+    contract, inter = write_mmrec(tmp_path, n_users=6, n_items=7)
+    ds = normalise(validate(read_raw(load_contract(write_contract(tmp_path, contract))), ValidationSettings(),
+                            progress=False).clean)
+    s = make_split(ds, "given")
+    users = ds.users.set_index("user_idx")["user_id"].astype(str)
+    items = ds.items.set_index("item_idx")["item_id"].astype(str)
+    for k, part in enumerate((s.train, s.valid, s.test)):  # x_label 0, 1, 2 in the .inter file, row for row
+        got = sorted(zip(users[part["user_idx"]], items[part["item_idx"]]))
+        want = sorted(zip(inter.loc[inter["x_label"] == k, "userID"].astype(str), inter.loc[inter["x_label"] == k, "itemID"].astype(str)))
+        assert got == want and want, k
+    with pytest.raises(ConfigError, match="carries no split"):
+        make_split(ds.__class__(**{**ds.__dict__, "interactions": ds.interactions.drop(columns="split")}), "given")
+
+
 def test_split_is_deterministic_per_seed(synth_validated):
     a, b = make_split(synth_validated, "random", seed=3), make_split(synth_validated, "random", seed=3)
     pd.testing.assert_frame_equal(a.test, b.test)
@@ -69,6 +92,23 @@ def test_missing_modality_is_masked_not_zero_filled():
     feats["text"][0][0] = 1e6
     model.set_item_features(feats, torch.zeros(10, dtype=torch.bool))
     assert torch.allclose(model.items().vectors[0], out.vectors[0], atol=1e-6)
+
+
+def test_concat_fusion_weighs_the_present_modalities_equally_and_trains():
+    cfg = FusionConfig(n_users=3, n_items=10, modalities={"text": 12, "image": 8}, dim=16, fusion="concat")
+    model = FusionRecModel(cfg).eval()
+    emb = fake_embeddings(10)
+    feats = {m: (torch.from_numpy(e.values), torch.from_numpy(e.mask)) for m, e in emb.items()}
+    model.set_item_features(feats, torch.zeros(10, dtype=torch.bool))
+    out = model.items()
+    text = model.modality_names.index("text")
+    expected = np.where(emb["text"].mask, 0.5, 0.0)  # both present: half each; text missing: all image
+    np.testing.assert_allclose(out.modality_weights[:, text].numpy(), expected)
+    feats["text"][0][0] = 1e6  # item 0 has no text: its slot is zeroed before the mix
+    feats["text"][0][1] += 1.0  # item 1 has: its vector moves
+    model.set_item_features(feats, torch.zeros(10, dtype=torch.bool))
+    assert torch.allclose(model.items().vectors[0], out.vectors[0], atol=1e-6)
+    assert not torch.allclose(model.items().vectors[1], out.vectors[1])  # a change in a present slot moves it
 
 
 def test_cold_item_gets_a_content_vector_without_an_id():
@@ -142,6 +182,28 @@ def test_nan_loss_stops_training_with_a_diagnosis(synth_validated):
     emb["image"].values[:] = np.nan  # poisoned inputs on present items
     with pytest.raises(TrainingDiverged, match=r"non-finite input features in \['image'\]"):
         _train(synth_validated, split, emb, 0)
+
+
+def test_an_exploding_learning_rate_stops_with_a_diagnosis(synth_validated):
+    from fusionrec.errors import TrainingDiverged
+
+    split = make_split(synth_validated, "random", seed=0)
+    emb = fake_embeddings(synth_validated.n_items)
+    mods = {m: emb[m].values.shape[1] for m in ("text", "image")}
+    cfg = FusionConfig(n_users=synth_validated.n_users, n_items=synth_validated.n_items, modalities=mods, dim=16)
+    with pytest.raises(TrainingDiverged, match=r"training diverged: loss .* at epoch 1, step \d+; .*lower the learning "
+                                               r"rate \(now 1e\+30\).*; no artifact written"):
+        train(split, emb, cfg, TrainConfig(epochs=1, batch_size=256, lr=1e30, device="cpu"), progress=False)
+
+
+def test_coverage_by_hand():
+    # two users over six items; top-2 each: user 0 gets items {5, 4}, user 1 (item 5 is a training item) gets {4, 3}
+    scores = np.array([[0.0, 0.1, 0.2, 0.3, 0.8, 0.9], [0.0, 0.1, 0.2, 0.3, 0.8, 0.9]])
+    target = pd.DataFrame({"user_idx": [0, 1], "item_idx": [0, 0]})
+    m = evaluate_ranking(lambda u: scores[u], target, [pd.DataFrame({"user_idx": [1], "item_idx": [5]})], 2, 6, ks=(2,))
+    assert m.coverage == pytest.approx(3 / 6) and m.recall[2] == 0.0 and m.users == 2
+    cold = evaluate_ranking(lambda u: scores[u], target, [], 2, 6, ks=(2,), candidates=np.array([0, 1, 2, 3]))
+    assert cold.coverage == pytest.approx(2 / 4)  # items 3 and 2, of the 4 candidates
 
 
 def test_metrics_by_hand():

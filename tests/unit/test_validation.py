@@ -170,3 +170,57 @@ def test_non_finite_precomputed_vectors_are_masked(tmp_path):
     from fusionrec.data.dataset import normalise
 
     assert normalise(outcome.clean).modalities["text"].mask.tolist() == [True, True, False, True, True]
+
+
+def test_every_record_check_counts_exactly_the_records_planted_for_it(tmp_path):
+    """One planted defect per check, each in its own record; every other check finds nothing."""
+    T = 1_700_000_000
+    pd.DataFrame({"uid": ["a", "b", "a", None, "b", "zz", "b", "a"],
+                  "iid": ["10", "20", "20", "10", None, "10", "10", "20"],
+                  "stars": [5.0, 3.0, 4.0, 4.0, 4.0, 4.0, 9.0, 2.0],
+                  "ts": [T, T + 1, T + 2, T + 3, T + 4, T + 5, T + 6, 1_500_000_000]}).to_parquet(tmp_path / "inter.parquet")
+    pd.DataFrame({"iid": ["10", "20", None], "name": ["Ten", "Twenty", "Nobody"], "img": ["ok.png", "wide.png", "ok.png"]}
+                 ).to_parquet(tmp_path / "items.parquet")
+    pd.DataFrame({"uid": ["a", "b", "a", None], "age": [30.0, 40.0, 50.0, 60.0]}).to_parquet(tmp_path / "users.parquet")
+    Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
+    Image.new("RGB", (300, 20)).save(tmp_path / "wide.png")  # wider than max_image_side below
+    contract = {
+        "name": "planted", "format": "raw_catalogue", "root": ".",
+        "interactions": {"path": "inter.parquet", "rating_range": [1, 5],
+                         "roles": {"user_id": "uid", "item_id": "iid", "rating": "stars", "timestamp": "ts"}},
+        "items": {"path": "items.parquet", "roles": {"item_id": "iid", "title": "name", "text": ["name"], "image": "img"}},
+        "users": {"path": "users.parquet", "roles": {"user_id": "uid", "side_features": ["age"]}},
+    }
+    planted = {"interactions.user_id_present": 1, "interactions.item_id_present": 1, "interactions.user_known": 1,
+               "interactions.rating_in_range": 1, "interactions.timestamp_in_range": 1, "users.user_id_present": 1,
+               "users.user_id_unique": 1, "items.item_id_present": 1, "items.image_size": 1}
+    contract["checks"] = {k: {"budget": 1.0} for k in planted}
+    cfg = ValidationSettings(max_image_side=256, min_timestamp=1_600_000_000)
+    outcome = run(tmp_path, contract, cfg)
+    found = {k: v for k, v in outcome.counts().items() if v}
+    assert found == planted
+    assert outcome.passed  # within the budgets given
+    # the interactions with a missing id, an unknown user, a rating out of range or a timestamp too old are gone
+    assert len(outcome.clean.interactions) == 8 - 5
+    assert outcome.clean.users["user_id"].tolist() == ["a", "b"] and outcome.clean.items["item_id"].tolist() == ["10", "20"]
+    # the same data under the default budgets fails, naming each check over its budget
+    contract.pop("checks")
+    failed = {r.key for r in run(tmp_path, contract, cfg).failures()}
+    assert {"interactions.rating_in_range", "interactions.user_known", "users.user_id_unique"} <= failed
+
+
+def test_labels_other_than_0_or_1_are_rejected(tmp_path):
+    pd.DataFrame({"uid": ["a", "b", "a", "b"], "iid": ["10", "20", "20", "10"], "clicked": [1, 0, 2, 1],
+                  "ts": [1_700_000_000 + k for k in range(4)]}).to_parquet(tmp_path / "inter.parquet")
+    pd.DataFrame({"iid": ["10", "20"], "name": ["Ten", "Twenty"]}).to_parquet(tmp_path / "items.parquet")
+    contract = {"name": "labels", "format": "raw_catalogue", "root": ".",
+                "interactions": {"path": "inter.parquet",
+                                 "roles": {"user_id": "uid", "item_id": "iid", "label": "clicked", "timestamp": "ts"}},
+                "items": {"path": "items.parquet", "roles": {"item_id": "iid", "text": ["name"]}},
+                "checks": {"interactions.label_is_binary": {"budget": 0.5}}}
+    outcome = run(tmp_path, contract)
+    assert {k: v for k, v in outcome.counts().items() if v} == {"interactions.label_is_binary": 1}
+    assert sorted(outcome.clean.interactions["label"].astype(int).tolist()) == [0, 1, 1]
+    contract.pop("checks")
+    failure = {r.key: r for r in run(tmp_path, contract).failures()}["interactions.label_is_binary"]
+    assert "column 'label'" in failure.summary() or "column 'clicked'" in failure.summary()
