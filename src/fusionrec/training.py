@@ -109,14 +109,17 @@ def _diagnose(model: FusionRecModel, loss: torch.Tensor, epoch: int, step: int, 
 
 def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainConfig, *, progress: bool = True,
           checkpoint_dir: Path | None = None, curves_png: Path | None = None,
-          on_epoch_end: Callable[[int, FusionRecModel], None] | None = None) -> TrainResult:
+          on_epoch_end: Callable[[int, FusionRecModel], None] | None = None,
+          on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> TrainResult:
     """Train on ``split.train``, early-stop on ``split.valid`` NDCG@20, return the best model.
 
     Under ``torchrun`` (more than one process) the model is wrapped in DistributedDataParallel (gloo on
     CPU, NCCL on CUDA); each rank takes its share of every epoch's batches; rank 0 validates and decides
     when to stop. With ``checkpoint_dir``, every epoch is checkpointed and an interrupted run resumes
     from the last one. ``on_epoch_end(epoch, model)`` is called on every rank after each epoch's last
-    step (1-based epoch), before validation and before any weights are exchanged between ranks.
+    step (1-based epoch), before validation and before any weights are exchanged between ranks;
+    ``on_step(epoch, step, rows)`` after every optimiser step, with the positions in ``split.train`` of
+    the rows this rank's batch held. Both watch training without changing it.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
@@ -187,6 +190,8 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
             total += loss.item() * len(b)
             seen_samples += len(b) * world
             steps_taken += 1
+            if on_step is not None:
+                on_step(epoch + 1, step, b)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, model)

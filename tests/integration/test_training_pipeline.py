@@ -115,16 +115,17 @@ ds = Dataset.load(sys.argv[1]); emb = load_embeddings(sys.argv[2])
 split = make_split(ds, "random", seed=0)
 cfg = fusion_config(ds, emb, ["text", "image"], dim=16)
 digests = []  # each rank's weights after every epoch's last step, before validation and the final broadcast
+rows = {1: [], 2: []}  # the training rows each rank's batches held, per epoch
 
 def watch(epoch, model):
     w = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy().tobytes()
     digests.append(hashlib.sha256(w).hexdigest())
 
 r = train(split, emb, cfg, TrainConfig(epochs=2, batch_size=256, device="cpu", patience=10), progress=False,
-          on_epoch_end=watch)
+          on_epoch_end=watch, on_step=lambda epoch, step, b: rows[epoch].extend(b.tolist()))
 final = hashlib.sha256(torch.cat([p.detach().flatten() for p in r.model.parameters()]).numpy().tobytes()).hexdigest()
 out = [None] * dist.get_world_size()
-dist.all_gather_object(out, {"digests": digests, "steps": r.steps, "final": final})
+dist.all_gather_object(out, {"digests": digests, "steps": r.steps, "final": final, "rows": rows})
 if dist.get_rank() == 0:
     print(json.dumps({"world": dist.get_world_size(), "ranks": out, "train_rows": len(split.train)}))
 dist.destroy_process_group()
@@ -150,8 +151,14 @@ def test_ddp_on_two_cpu_processes(tmp_path, synth_validated, synth_embeddings):
     assert result["world"] == 2
     first, second = result["ranks"]
     # each rank takes half of every epoch's batches (sharded, not the whole epoch each) ...
-    batches = -(-result["train_rows"] // 256)
+    n = result["train_rows"]
+    batches = -(-n // 256)
     assert first["steps"] == second["steps"] == 2 * (batches // 2)
+    for epoch in ("1", "2"):
+        mine, theirs = set(first["rows"][epoch]), set(second["rows"][epoch])
+        assert not mine & theirs  # no row trained twice in an epoch
+        # together the ranks cover the epoch, less at most the one odd batch that has no partner
+        assert len(mine) + len(theirs) >= n - 256 and (mine | theirs) <= set(range(n))
     # ... and DDP's gradient all-reduce keeps the ranks' weights equal after every epoch, before rank 0's
     # best weights are broadcast at the end; the weights do move between epochs
     assert first["digests"] == second["digests"] and len(set(first["digests"])) == 2

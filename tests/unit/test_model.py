@@ -196,6 +196,17 @@ def test_an_exploding_learning_rate_stops_with_a_diagnosis(synth_validated):
         train(split, emb, cfg, TrainConfig(epochs=1, batch_size=256, lr=1e30, device="cpu"), progress=False)
 
 
+def test_non_finite_weights_are_named_in_the_diagnosis():
+    from fusionrec.training import _diagnose
+
+    model = FusionRecModel(FusionConfig(n_users=3, n_items=6, modalities={"text": 12}, dim=16))
+    with torch.no_grad():
+        model.user_mix.weight[0, 0] = float("inf")
+    message = _diagnose(model, torch.tensor(float("nan")), 3, 7, TrainConfig(lr=0.5))
+    assert message == ("training diverged: loss nan at epoch 3, step 7; non-finite weights in ['user_mix.weight']: "
+                       "lower the learning rate (now 0.5); no artifact written")
+
+
 def test_coverage_by_hand():
     # two users over six items; top-2 each: user 0 gets items {5, 4}, user 1 (item 5 is a training item) gets {4, 3}
     scores = np.array([[0.0, 0.1, 0.2, 0.3, 0.8, 0.9], [0.0, 0.1, 0.2, 0.3, 0.8, 0.9]])

@@ -1,0 +1,138 @@
+"""Usage: python tests/mutants.py [--only NAME ...] [--list] [--keep]
+
+Shows that the suite can fail: breaks the code on purpose, one way at a time, on a scratch copy of the
+repository, and runs the tests that name the broken behaviour. Each must fail. Prints one line per
+mutant (caught or MISSED, with the time taken) and exits 1 when any mutant survives.
+
+The working tree is never touched: the copy lives in a temporary folder and shadows the installed
+package through PYTHONPATH, which the model servers the serving tests start inherit. Not collected by
+pytest (the name does not start with ``test_``); about 10 minutes on 2 cores for the whole list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL, PIPELINE = "tests/unit/test_model.py", "tests/integration/test_training_pipeline.py"
+FEATURES, SERVING = "tests/integration/test_features.py", "tests/integration/test_serving.py"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One deliberate breakage: replace ``old`` by ``new`` in ``file``; ``tests`` must then fail."""
+
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = [
+    Mutant("AUC computed the wrong way round", "src/fusionrec/evaluation.py",
+           "ranks[y == 1].sum()", "ranks[y == 0].sum()", (MODEL, "-k", "auc")),
+    Mutant("AUC breaks ties by input order", "src/fusionrec/evaluation.py",
+           'method="average"', 'method="ordinal"', (MODEL, "-k", "auc")),
+    Mutant("resume does not restore the weights", "src/fusionrec/training.py",
+           '        model.load_state_dict(state["model"])\n', "", (PIPELINE, "-k", "resumes")),
+    Mutant("resume does not restore the optimiser", "src/fusionrec/training.py",
+           '        opt.load_state_dict(state["optimizer"])\n', "", (PIPELINE, "-k", "resumes")),
+    Mutant("the gate ignores its margin", "src/fusionrec/registry.py",
+           "better = value >= old_value * (1 + margin)", "better = value >= old_value", (PIPELINE, "-k", "gate")),
+    Mutant("DDP ranks each train on every batch", "src/fusionrec/training.py",
+           "mine = batches[rank::world]", "mine = batches", (PIPELINE, "-k", "ddp")),
+    Mutant("DDP never wraps the model (no gradient all-reduce)", "src/fusionrec/training.py",
+           "        net = torch.nn.parallel.DistributedDataParallel(model, forward_sync_buffers=False)", "        pass",
+           (PIPELINE, "-k", "ddp")),
+    Mutant("a training row's history includes its own item", "src/fusionrec/features/tables.py",
+           '"event_timestamp": pa.array(_stamp(ts, extra_us=1)),', '"event_timestamp": pa.array(_stamp(ts, extra_us=0)),',
+           (FEATURES, "-k", "never_sees")),
+    Mutant("the fusion gate loses its tanh", "src/fusionrec/model/modeling.py",
+           "logits = self.score(torch.tanh(self.proj(h))).squeeze(-1)", "logits = self.score(self.proj(h)).squeeze(-1)",
+           (MODEL, "-k", "missing_modality")),
+    Mutant("concat fusion mixes in a missing modality", "src/fusionrec/model/modeling.py",
+           "        h = h * mask.unsqueeze(-1)\n", "", (MODEL, "-k", "concat")),
+    Mutant("an encoder's identity ignores its weights", "src/fusionrec/encoders/text.py",
+           'self.identity = (f"text/{self.model.config.model_type}/{hash_files(weights)}',
+           'self.identity = (f"text/{self.model.config.model_type}/{0}', ("tests/unit/test_encoders.py", "-k", "changed_weights")),
+    Mutant("served modality shares swapped", "src/fusionrec/recommender.py",
+           "self.item_shares = out.modality_weights.numpy()",
+           "self.item_shares = out.modality_weights.numpy()[:, ::-1].copy()", (SERVING, "-k", "known_user_gets")),
+    Mutant("the exclude field is ignored", "src/fusionrec/recommender.py",
+           '            ex = self._items(row.exclude, "exclude")', '            ex = []; self._items(row.exclude, "exclude")',
+           (SERVING, "-k", "exclude_removes")),
+    Mutant("the transformer skips the PII filter", "src/fusionrec/serving/transformer.py",
+           "                    r.text = self.pii.redact(r.text)", "                    pass",
+           ("tests/unit/test_serving_schemas.py", "-k", "redacts")),
+    Mutant("the transformer waits 30 s for a hung predictor", "src/fusionrec/serving/local.py",
+           '"--predictor_request_timeout_seconds", str(settings.serving.predictor_timeout_s)]',
+           '"--predictor_request_timeout_seconds", "30"]', (SERVING, "-k", "predictor_down")),
+    Mutant("the transformer speaks v2 whatever it is told", "src/fusionrec/serving/local.py",
+           '"--predictor_protocol", protocol,', '"--predictor_protocol", "v2",', (SERVING, "-k", "detach")),
+]
+
+
+def scratch_copy() -> Path:
+    """The repository's tracked and untracked sources, without the virtual environment or artifacts."""
+    target = Path(tempfile.mkdtemp(prefix="fusionrec-mutants-")) / REPO.name
+    shutil.copytree(REPO, target, ignore=shutil.ignore_patterns(".git", ".venv", "artifacts", "__pycache__",
+                                                                ".pytest_cache", "*.egg-info"))
+    return target
+
+
+def run(mutant: Mutant, copy: Path) -> tuple[str, float, str]:
+    """Apply one mutant in ``copy``, run its tests, restore the file. Returns (verdict, seconds, last line)."""
+    path = copy / mutant.file
+    original = path.read_text(encoding="utf-8")
+    if original.count(mutant.old) != 1:
+        return "STALE (its anchor is not in the code once)", 0.0, ""
+    path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": f"{copy / 'src'}{os.pathsep}{copy}"}
+    t = time.perf_counter()
+    try:
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant.tests],
+                           cwd=copy, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        path.write_text(original, encoding="utf-8")
+    last = (r.stdout.strip().splitlines() or [""])[-1]
+    verdict = "caught" if r.returncode == 1 and "failed" in last else "MISSED" if r.returncode == 0 else f"error (exit {r.returncode})"
+    return verdict, time.perf_counter() - t, last
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None, help="Run the mutants whose name contains one of these words.")
+    parser.add_argument("--list", action="store_true", help="List the mutants and exit.")
+    parser.add_argument("--keep", action="store_true", help="Keep the scratch copy (its path is printed).")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or any(w.lower() in m.name.lower() for w in args.only)]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name}: {m.file} -> {' '.join(m.tests)}")
+        return 0
+    copy = scratch_copy()
+    print(f"scratch copy: {copy}")
+    missed = 0
+    try:
+        for m in chosen:
+            verdict, seconds, last = run(m, copy)
+            missed += verdict != "caught"
+            print(f"{verdict:>8}  {m.name}  ({seconds:.0f} s; {last})", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(copy.parent, ignore_errors=True)
+    print(f"{len(chosen) - missed} of {len(chosen)} mutants caught")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
