@@ -74,14 +74,15 @@ def test_split_is_deterministic_per_seed(synth_validated):
 
 
 def test_missing_modality_is_masked_not_zero_filled():
+    torch.manual_seed(0)  # the same weights whatever ran before
     cfg = FusionConfig(n_users=3, n_items=10, modalities={"text": 12, "image": 8}, dim=16)
     model = FusionRecModel(cfg).eval()
     emb = fake_embeddings(10)
     feats = {m: (torch.from_numpy(e.values), torch.from_numpy(e.mask)) for m, e in emb.items()}
     model.set_item_features(feats, torch.zeros(10, dtype=torch.bool))
-    with torch.no_grad():  # away from the zero-initialised defaults, so that the gate's weights differ per item
+    with torch.no_grad():  # away from the default initialisation, so that the gate's weights differ per item
         for p in model.fusion.parameters():
-            torch.nn.init.normal_(p, std=1.0)
+            torch.nn.init.normal_(p, std=0.5)
     out = model.items()
     # each modality's weight, item by item, against the gate computed by hand from the same parameters
     expected = gate_weights(state_dict_numpy(model), model.modality_names)
