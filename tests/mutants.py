@@ -1,4 +1,4 @@
-"""Usage: python tests/mutants.py [--only NAME ...] [--list] [--keep]
+"""Usage: python tests/mutants.py [--only NAME ...] [--list] [--keep] [--tests-from GIT_REV]
 
 Shows that the suite can fail: breaks the code on purpose, one way at a time, on a scratch copy of the
 repository, and runs the tests that name the broken behaviour. Each must fail. Prints one line per
@@ -7,6 +7,8 @@ mutant (caught or MISSED, with the time taken) and exits 1 when any mutant survi
 The working tree is never touched: the copy lives in a temporary folder and shadows the installed
 package through PYTHONPATH, which the model servers the serving tests start inherit. Not collected by
 pytest (the name does not start with ``test_``); about 10 minutes on 2 cores for the whole list.
+``--tests-from REV`` runs the same breakages against the ``tests/`` folder of an older commit, every test
+in the named files (the ``-k`` selections name today's tests), to compare two suites.
 """
 
 from __future__ import annotations
@@ -56,6 +58,17 @@ MUTANTS = [
     Mutant("a training row's history includes its own item", "src/fusionrec/features/tables.py",
            '"event_timestamp": pa.array(_stamp(ts, extra_us=1)),', '"event_timestamp": pa.array(_stamp(ts, extra_us=0)),',
            (FEATURES, "-k", "never_sees")),
+    Mutant("training frames fold duplicated entity rows", "src/fusionrec/features/store.py",
+           '    rows["event_timestamp"] = pd.to_datetime(rows["event_timestamp"], utc=True)\n',
+           '    rows["event_timestamp"] = pd.to_datetime(rows["event_timestamp"], utc=True)\n    rows = rows.drop_duplicates()\n',
+           (FEATURES, "-k", "never_sees")),
+    Mutant("the given split swaps valid and test", "src/fusionrec/data/splits.py",
+           'for k in (0, 1, 2)]', 'for k in (0, 2, 1)]', (MODEL, "-k", "given")),
+    Mutant("coverage of a cold split counts the whole catalogue", "src/fusionrec/evaluation.py",
+           "pool = int(allowed.sum()) if allowed is not None else n_items", "pool = n_items", (MODEL, "-k", "coverage")),
+    Mutant("ratings out of range pass validation", "src/fusionrec/validation/checks.py",
+           '{"column": "__rating", "min_value": lo, "max_value": hi}', '{"column": "__rating", "min_value": lo, "max_value": 1e9}',
+           ("tests/unit/test_validation.py", "-k", "planted_for_it")),
     Mutant("the fusion gate loses its tanh", "src/fusionrec/model/modeling.py",
            "logits = self.score(torch.tanh(self.proj(h))).squeeze(-1)", "logits = self.score(self.proj(h)).squeeze(-1)",
            (MODEL, "-k", "missing_modality")),
@@ -81,30 +94,39 @@ MUTANTS = [
 ]
 
 
-def scratch_copy() -> Path:
-    """The repository's tracked and untracked sources, without the virtual environment or artifacts."""
+def scratch_copy(tests_from: str | None = None) -> Path:
+    """The repository's tracked and untracked sources, without the virtual environment or artifacts;
+    with ``tests_from``, its ``tests/`` folder as it was at that git revision."""
     target = Path(tempfile.mkdtemp(prefix="fusionrec-mutants-")) / REPO.name
     shutil.copytree(REPO, target, ignore=shutil.ignore_patterns(".git", ".venv", "artifacts", "__pycache__",
                                                                 ".pytest_cache", "*.egg-info"))
+    if tests_from:
+        shutil.rmtree(target / "tests")
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", tests_from, "tests"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target
 
 
-def run(mutant: Mutant, copy: Path) -> tuple[str, float, str]:
-    """Apply one mutant in ``copy``, run its tests, restore the file. Returns (verdict, seconds, last line)."""
+def run(mutant: Mutant, copy: Path, whole_files: bool = False) -> tuple[str, float, str]:
+    """Apply one mutant in ``copy``, run its tests (``whole_files``: every test in the named files, not only the
+    ``-k`` selection), restore the file. Returns (verdict, seconds, last line)."""
     path = copy / mutant.file
     original = path.read_text(encoding="utf-8")
     if original.count(mutant.old) != 1:
         return "STALE (its anchor is not in the code once)", 0.0, ""
     path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": f"{copy / 'src'}{os.pathsep}{copy}"}
+    tests = [a for n, a in enumerate(mutant.tests) if "-k" not in mutant.tests[max(0, n - 1): n + 1]] if whole_files \
+        else list(mutant.tests)
     t = time.perf_counter()
     try:
-        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant.tests],
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
                            cwd=copy, env=env, capture_output=True, text=True, timeout=900)
     finally:
         path.write_text(original, encoding="utf-8")
     last = (r.stdout.strip().splitlines() or [""])[-1]
-    verdict = "caught" if r.returncode == 1 and "failed" in last else "MISSED" if r.returncode == 0 else f"error (exit {r.returncode})"
+    verdict = ("caught" if r.returncode == 1 and "failed" in last else "MISSED" if r.returncode == 0
+               else "MISSED (no test selected)" if r.returncode == 5 else f"error (exit {r.returncode})")
     return verdict, time.perf_counter() - t, last
 
 
@@ -113,18 +135,19 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, help="Run the mutants whose name contains one of these words.")
     parser.add_argument("--list", action="store_true", help="List the mutants and exit.")
     parser.add_argument("--keep", action="store_true", help="Keep the scratch copy (its path is printed).")
+    parser.add_argument("--tests-from", default=None, help="Run an older commit's tests/ against the same breakages.")
     args = parser.parse_args()
     chosen = [m for m in MUTANTS if not args.only or any(w.lower() in m.name.lower() for w in args.only)]
     if args.list:
         for m in chosen:
             print(f"{m.name}: {m.file} -> {' '.join(m.tests)}")
         return 0
-    copy = scratch_copy()
+    copy = scratch_copy(args.tests_from)
     print(f"scratch copy: {copy}")
     missed = 0
     try:
         for m in chosen:
-            verdict, seconds, last = run(m, copy)
+            verdict, seconds, last = run(m, copy, whole_files=bool(args.tests_from))
             missed += verdict != "caught"
             print(f"{verdict:>8}  {m.name}  ({seconds:.0f} s; {last})", flush=True)
     finally:
