@@ -6,7 +6,7 @@ mutant (caught or MISSED, with the time taken) and exits 1 when any mutant survi
 
 The working tree is never touched: the copy lives in a temporary folder and shadows the installed
 package through PYTHONPATH, which the model servers the serving tests start inherit. Not collected by
-pytest (the name does not start with ``test_``); about 10 minutes on 2 cores for the whole list.
+pytest (the name does not start with ``test_``); about 9 minutes on 2 cores for the whole list.
 ``--tests-from REV`` runs the same breakages against the ``tests/`` folder of an older commit, every test
 in the named files (the ``-k`` selections name today's tests), to compare two suites.
 """
