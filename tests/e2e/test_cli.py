@@ -88,7 +88,7 @@ def test_synth_to_trained_model_features_and_comparison(tmp_path):
 
     ds, v, e, f, m = (tmp_path / n for n in ("ds", "v", "e", "features", "models"))
     steps = [
-        ("data", "synth", "--users", "60", "--items", "40", "--seed", "4", "--out", str(ds), "--no-progress"),
+        ("data", "synth", "--users", "150", "--items", "100", "--seed", "4", "--out", str(ds), "--no-progress"),
         ("data", "validate", str(ds / "dataset.yaml"), "--out", str(v), "--no-progress"),
         ("embed", str(v), "--out", str(e), "--no-progress"),
     ]
@@ -101,7 +101,7 @@ def test_synth_to_trained_model_features_and_comparison(tmp_path):
     assert {n: meta[n]["dim"] for n in meta} == {"text": 384, "image": 1280, "audio": 16}
     for name, info in meta.items():
         values, mask = np.load(e / f"{name}.npy"), np.load(e / f"{name}.mask.npy")
-        assert values.shape == (40, info["dim"]) and info["present"] == int(mask.sum()) and np.isfinite(values[mask]).all()
+        assert values.shape == (100, info["dim"]) and info["present"] == int(mask.sum()) and np.isfinite(values[mask]).all()
     masked = pd.read_csv(e / "masked.csv")
     assert list(masked.columns) == ["item_id", "modality", "reason"] and masked.empty  # a clean synthetic set
     items = pd.read_parquet(v / "items.parquet")
@@ -112,7 +112,7 @@ def test_synth_to_trained_model_features_and_comparison(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     masked = pd.read_csv(e / "masked.csv", dtype=str)
     assert masked[["item_id", "modality"]].values.tolist() == [[gone, "text"]] and masked["reason"].iloc[0]
-    assert not np.load(e / "text.mask.npy")[0] and json.loads((e / "embeddings.json").read_text())["modalities"]["text"]["present"] == 39
+    assert not np.load(e / "text.mask.npy")[0] and json.loads((e / "embeddings.json").read_text())["modalities"]["text"]["present"] == 99
 
     # features: offline tables, the registry, the online store; the latest history of a user comes back online
     for args in (("features", "build", str(v), "--embeddings", str(e), "--out", str(f)),
