@@ -32,16 +32,16 @@ def projection(sd: dict[str, np.ndarray], modality: str, x: np.ndarray) -> np.nd
     return _layer_norm(h, sd[f"{p}.4.weight"], sd[f"{p}.4.bias"])
 
 
-def gate_weights(sd: dict[str, np.ndarray], modalities: list[str], n_items: int | None = None) -> np.ndarray:
+def gate_weights(sd: dict[str, np.ndarray], modalities: list[str]) -> np.ndarray:
     """Gated fusion's weight per item and modality: softmax over the present modalities of
     w . tanh(W h_m + b); an item with no modality has all zeros. Inputs are the ``feat_<m>`` and
     ``mask_<m>`` buffers of a state dict (numpy arrays)."""
     sd = {k: np.asarray(v, dtype=np.float64) if v.dtype != bool else v for k, v in sd.items()}
     logits, masks = [], []
     for m in modalities:
-        h = projection(sd, m, sd[f"feat_{m}"][:n_items])
+        h = projection(sd, m, sd[f"feat_{m}"])
         logits.append((np.tanh(_linear(h, sd, "fusion.proj")) @ sd["fusion.score.weight"].T)[:, 0])
-        masks.append(sd[f"mask_{m}"][:n_items].astype(bool))
+        masks.append(sd[f"mask_{m}"].astype(bool))
     logits, masks = np.stack(logits, 1), np.stack(masks, 1)
     logits = np.where(masks, logits, -np.inf)
     top = np.where(masks.any(1, keepdims=True), logits.max(1, keepdims=True), 0.0)

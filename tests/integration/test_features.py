@@ -85,12 +85,6 @@ def _seconds(stamps: pd.Series) -> pd.Series:
     return (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
 
 
-def _expected_history(inter: pd.DataFrame, users, items, user_idx: int, ts: int) -> list[str]:
-    """By hand: the user's latest HISTORY positive items strictly before ``ts``, oldest first."""
-    mine = inter[(inter["user_idx"] == user_idx) & (inter["label"] > 0) & (inter["timestamp"] < ts)]
-    return list(items[mine.sort_values("timestamp", kind="stable")["item_idx"]])[-HISTORY:]
-
-
 def test_training_frame_never_sees_the_future(feature_tables, synth_validated):
     """Each training row sees exactly the history and item statistics written strictly before it."""
     store = fs.feature_store(FeatureSettings(), feature_tables)
@@ -111,12 +105,16 @@ def test_training_frame_never_sees_the_future(feature_tables, synth_validated):
     frame = frame.drop_duplicates(["user_id", "item_id", "event_timestamp"])
     frame["ts"] = _seconds(frame["event_timestamp"])
     user_idx = {u: n for n, u in enumerate(users)}
-    item_times = {i: np.sort(g["timestamp"].to_numpy()) for i, g in inter[inter["label"] > 0].groupby("item_idx")}
+    positives = inter[inter["label"] > 0]
+    by_user = {u: g.sort_values("timestamp", kind="stable") for u, g in positives.groupby("user_idx")}
+    item_times = {i: np.sort(g["timestamp"].to_numpy()) for i, g in positives.groupby("item_idx")}
     item_idx = {i: n for n, i in enumerate(items)}
     non_empty = 0
     for r in frame.itertuples():
         history = list(r.history) if r.history is not None else []
-        assert history == _expected_history(inter, users, items, user_idx[r.user_id], r.ts), (r.user_id, r.ts)
+        # by hand: the user's latest HISTORY positive items strictly before this row, oldest first
+        mine = by_user[user_idx[r.user_id]]
+        assert history == list(items[mine.loc[mine["timestamp"] < r.ts, "item_idx"]])[-HISTORY:], (r.user_id, r.ts)
         non_empty += bool(history)
         # item statistics come from whole days before this one
         day_start = (r.ts // 86_400) * 86_400

@@ -117,13 +117,13 @@ cfg = fusion_config(ds, emb, ["text", "image"], dim=16)
 digests = []  # each rank's weights after every epoch's last step, before validation and the final broadcast
 rows = {1: [], 2: []}  # the training rows each rank's batches held, per epoch
 
-def watch(epoch, model):
-    w = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy().tobytes()
-    digests.append(hashlib.sha256(w).hexdigest())
+def digest(model):
+    return hashlib.sha256(torch.cat([p.detach().flatten() for p in model.parameters()]).numpy().tobytes()).hexdigest()
 
 r = train(split, emb, cfg, TrainConfig(epochs=2, batch_size=256, device="cpu", patience=10), progress=False,
-          on_epoch_end=watch, on_step=lambda epoch, step, b: rows[epoch].extend(b.tolist()))
-final = hashlib.sha256(torch.cat([p.detach().flatten() for p in r.model.parameters()]).numpy().tobytes()).hexdigest()
+          on_epoch_end=lambda epoch, model: digests.append(digest(model)),
+          on_step=lambda epoch, step, b: rows[epoch].extend(b.tolist()))
+final = digest(r.model)
 out = [None] * dist.get_world_size()
 dist.all_gather_object(out, {"digests": digests, "steps": r.steps, "final": final, "rows": rows})
 if dist.get_rank() == 0:

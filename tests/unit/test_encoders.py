@@ -76,24 +76,8 @@ def test_text_embeddings_carry_meaning(text_encoder):
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
 
 
-def test_any_local_bert_checkpoint_loads(tmp_path, text_encoder):
-    from transformers import BertConfig, BertModel
-
-    from fusionrec.encoders.text import TextEncoder, default_text_checkpoint
-
-    folder = tmp_path / "tiny-bert"
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=37)).save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        src = default_text_checkpoint() / name
-        if src.exists():
-            shutil.copy(src, folder / name)
-    tiny = TextEncoder(folder, device="cpu")
-    assert tiny.dim == 32 and tiny.identity != text_encoder.identity
-    assert tiny.encode(["hello world"]).values.shape == (1, 32)
-
-
 def _tiny_bert(folder, seed):
+    """A one-layer BERT with random weights (seeded) and the MiniLM tokenizer files, saved to ``folder``."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -107,6 +91,14 @@ def _tiny_bert(folder, seed):
         if src.exists():
             shutil.copy(src, folder / name)
     return folder
+
+
+def test_any_local_bert_checkpoint_loads(tmp_path, text_encoder):
+    from fusionrec.encoders.text import TextEncoder
+
+    tiny = TextEncoder(_tiny_bert(tmp_path / "tiny-bert", seed=0), device="cpu")
+    assert tiny.dim == 32 and tiny.identity != text_encoder.identity
+    assert tiny.encode(["hello world"]).values.shape == (1, 32)
 
 
 def test_changed_weights_miss_the_cache_and_a_copy_of_the_same_weights_hits_it(tmp_path):

@@ -101,10 +101,11 @@ print(PiiFilter().redact("x@newdomain.example.com, call +44 20 7946 0958"))
 def test_no_network_is_needed():
     """In a fresh process, so that nothing loaded by earlier tests (a public-suffix list, a recognizer) hides a
     download: the filter is imported, built and used with every socket refused."""
+    import os
     import subprocess
     import sys
 
     r = subprocess.run([sys.executable, "-c", NO_NETWORK], capture_output=True, text=True, timeout=120,
-                       env={**__import__("os").environ, "HF_HUB_OFFLINE": "0", "TLDEXTRACT_CACHE": "/nonexistent"})
+                       env={**os.environ, "HF_HUB_OFFLINE": "0", "TLDEXTRACT_CACHE": "/nonexistent"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "<EMAIL_ADDRESS>, call <PHONE_NUMBER>"
