@@ -97,14 +97,21 @@ def image_encoder():
 
 
 @pytest.fixture(scope="session")
-def synth_validated(synth_clean, tmp_path_factory, settings):
-    """The clean synthetic dataset, validated and loaded."""
-    from fusionrec.data.dataset import Dataset
+def synth_validated_dir(synth_clean, tmp_path_factory, settings) -> Path:
+    """The clean synthetic dataset, validated: its folder."""
     from fusionrec.validation import validate_dataset
 
     out = tmp_path_factory.mktemp("validated") / "synth"
     validate_dataset(synth_clean / "dataset.yaml", out, settings.validation, progress=False)
-    return Dataset.load(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_validated(synth_validated_dir):
+    """The clean synthetic dataset, validated and loaded."""
+    from fusionrec.data.dataset import Dataset
+
+    return Dataset.load(synth_validated_dir)
 
 
 @pytest.fixture(scope="session")
@@ -117,3 +124,13 @@ def synth_embeddings(synth_validated, text_encoder, image_encoder, tmp_path_fact
     settings = Settings(paths=PathsSettings(artifacts=str(cache), cache=str(cache)))
     return encode_dataset(synth_validated, settings, encoders={"text": text_encoder, "image": image_encoder},
                           progress=False)
+
+
+@pytest.fixture(scope="session")
+def synth_embeddings_dir(synth_validated, synth_embeddings, tmp_path_factory) -> Path:
+    """The synthetic dataset's embeddings, written as 'fusionrec embed' writes them."""
+    from fusionrec.encoders.pipeline import save_embeddings
+
+    out = tmp_path_factory.mktemp("embeddings")
+    save_embeddings(synth_embeddings, synth_validated.items["item_id"].to_numpy(), out)
+    return out

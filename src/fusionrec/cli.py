@@ -203,54 +203,25 @@ def train_cmd(
     epochs: Annotated[int, typer.Option(min=1, help="Most epochs (early stopping on validation NDCG@20).")] = 40,
     ranking_head: Annotated[bool, typer.Option(help="Also train the ranking head (log loss).")] = False,
     margin: Annotated[float, typer.Option(help="Promote only when NDCG@20 beats the champion's by this share.")] = 0.01,
+    features: Annotated[Optional[Path], typer.Option(help="Read the training set from these Feast tables "
+                                                          "('fusionrec features build --out').")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train the fusion model, measure it on the test split, write a versioned artifact, run the gate.
 
     Interrupted runs resume from the last epoch's checkpoint (kept under MODELS/checkpoints/). A loss
-    that turns NaN stops training with a diagnosis and writes no artifact.
+    that turns NaN stops training with a diagnosis and writes no artifact. With --features the
+    training rows and item embeddings come from Feast's training feature service.
     """
-    import json as _json
+    from fusionrec.workflow import TrainSpec, train_and_register
 
-    if fusion not in ("gated", "concat"):  # checked before anything is read or computed
-        raise ConfigError(f"--fusion {fusion!r} is unknown; use gated or concat")
-    if protocol not in ("random", "temporal", "cold_item", "given"):
-        raise ConfigError(f"--protocol {protocol!r} is unknown; use random, temporal, cold_item or given")
-    import pandas as pd
-
-    from fusionrec.data.dataset import Dataset
-    from fusionrec.data.splits import make_split
-    from fusionrec.encoders.pipeline import load_embeddings
-    from fusionrec.experiment import fit, fusion_config, model_card
-    from fusionrec.registry import gate, save_artifact
-    from fusionrec.training import TrainConfig
-
+    # checked before anything is read or computed
+    spec = TrainSpec.parse(protocol=protocol, seed=seed, modalities=modalities, fusion=fusion, dim=dim, epochs=epochs,
+                           ranking_head=ranking_head)
     settings = state.settings()
-    ds = Dataset.load(dataset)
-    emb = load_embeddings(embeddings)
-    cfg = fusion_config(ds, emb, modalities.split(",") if modalities else None, fusion=fusion, dim=dim,
-                        ranking_head=ranking_head)
-    train_cfg = TrainConfig(epochs=epochs, seed=seed, device=settings.encoders.device)
-    split = make_split(ds, protocol, seed=seed)
-    run_id = f"{ds.name}-{protocol}-s{seed}-{fusion}-{'_'.join(sorted(cfg.modalities))}"
-    ckpt = models / "checkpoints" / run_id
-    curves = ckpt / "curves.png"
-    result, test = fit(ds, emb, split, cfg, train_cfg, progress=progress, checkpoint_dir=ckpt, curves=curves)
-    encoders = {m: {"identity": e.identity, "dim": e.dim} for m, e in emb.items() if m in cfg.modalities}
-    metrics = {"test": test, "valid": result.best_valid, "split": split.summary(), "best_epoch": result.best_epoch,
-               "samples_per_second": result.samples_per_second, "train_seconds": result.seconds}
-    path = save_artifact(models, result.model, dataset=ds, encoders=encoders,
-                         training={"train": train_cfg.model_dump(), "split": split.summary(), "history": result.history},
-                         history=result.user_history, history_mask=result.user_history_mask, metrics=metrics,
-                         card=model_card(ds.name, split, cfg, result, test, encoders), curves=curves,
-                         seen=pd.concat([split.train, split.valid, split.test]))  # what serving excludes as seen
-    decision = gate(models, path, margin=margin)
-    typer.echo(_json.dumps({"artifact": str(path), "test": {k: round(float(v), 4) for k, v in test.items()},
-                            "samples_per_second": round(result.samples_per_second),
-                            "promoted": decision.promoted, "gate": decision.reason}, indent=2))
-    import shutil as _shutil
-
-    _shutil.rmtree(ckpt, ignore_errors=True)  # the run finished: its checkpoints are no longer needed
+    outcome = train_and_register(dataset, embeddings, spec, models, margin=margin, device=settings.encoders.device,
+                                 features_dir=features, feature_settings=settings.features, progress=progress)
+    typer.echo(json.dumps(outcome.summary(), indent=2))
 
 
 @app.command("evaluate")

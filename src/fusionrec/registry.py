@@ -64,18 +64,28 @@ def _next_version(root: Path) -> str:
     return f"v{(max(versions) + 1) if versions else 1:04d}"
 
 
-def save_artifact(root: str | Path, model: FusionRecModel, *, dataset, encoders: dict[str, Any], training: dict[str, Any],
-                  history: torch.Tensor, history_mask: torch.Tensor, metrics: dict[str, Any], card: str,
-                  curves: Path | None = None, seen: pd.DataFrame | None = None) -> Path:
+def save_artifact(root: str | Path, model: FusionRecModel, **parts: Any) -> Path:
     """Write a new version folder under ``root/versions`` (atomically) and return its path.
 
+    Takes the keyword arguments of :func:`write_artifact`.
+    """
+    root = Path(root)
+    version = _next_version(root)
+    return write_artifact(root / "versions" / version, model, version=version, **parts)
+
+
+def write_artifact(target: str | Path, model: FusionRecModel, *, version: str, dataset, encoders: dict[str, Any],
+                   training: dict[str, Any], history: torch.Tensor, history_mask: torch.Tensor, metrics: dict[str, Any],
+                   card: str, curves: Path | None = None, seen: pd.DataFrame | None = None) -> Path:
+    """Write a model artifact into the folder ``target`` (replaced atomically), labelled ``version``.
+
+    A candidate that is not yet in a registry is written with its own label (e.g. ``candidate``) and
+    numbered when :func:`register` copies it in.
     ``seen``: the (user_idx, item_idx) rows serving excludes as already seen; default: the items of ``history``.
     """
     from safetensors.torch import save_file
 
-    root = Path(root)
-    version = _next_version(root)
-    target = root / "versions" / version
+    target = Path(target)
     with atomic_dir(target) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(model.config.model_dump_json(indent=2), encoding="utf-8")
@@ -179,28 +189,76 @@ def resolve_version(uri: str, cache_dir: str | Path) -> Path:
                       "(champion.json); train one with 'fusionrec train'")
 
 
-def gate(root: str | Path, challenger: Path, margin: float = 0.01, metric: str = PRIMARY) -> GateDecision:
-    """Promote ``challenger`` only when it beats the champion's ``metric`` by ``margin`` (relative).
+def judge(root: str | Path, challenger_metrics: dict[str, Any], margin: float = 0.01, metric: str = PRIMARY,
+          challenger: str = "candidate") -> GateDecision:
+    """Decide, without writing anything, whether a challenger beats the champion of ``root`` by ``margin``.
 
-    The comparison is only fair on the same split protocol; a champion measured on another protocol is
-    compared all the same but the reason says so. Otherwise the champion stays, untouched.
+    ``challenger_metrics`` is a version's ``metrics.json`` (``test`` holds ``metric``). The comparison is
+    only fair on the same split protocol; a champion measured on another protocol is compared all the
+    same but the reason says so.
     """
     root = Path(root)
-    new = json.loads((challenger / "metrics.json").read_text(encoding="utf-8"))
     current = champion(root)
-    value = float(new["test"][metric])
-    if current is None:
-        decision = GateDecision(True, challenger.name, None, metric, value, None, margin, "no champion yet")
-    else:
-        old = json.loads((current / "metrics.json").read_text(encoding="utf-8"))
-        old_value = float(old["test"][metric])
-        better = value >= old_value * (1 + margin)
-        note = "" if old.get("split", {}).get("protocol") == new.get("split", {}).get("protocol") else " (different split protocols)"
-        reason = (f"{metric} {value:.4f} vs champion {old_value:.4f}: "
-                  f"{'beats' if better else 'does not beat'} it by the {margin:.0%} margin{note}")
-        decision = GateDecision(better, challenger.name, current.name, metric, value, old_value, margin, reason)
+    value = float(challenger_metrics["test"][metric])
+    if current is None or not current.exists():
+        return GateDecision(True, challenger, None, metric, value, None, margin, "no champion yet")
+    old = json.loads((current / "metrics.json").read_text(encoding="utf-8"))
+    old_value = float(old["test"][metric])
+    better = value >= old_value * (1 + margin)
+    note = ("" if old.get("split", {}).get("protocol") == challenger_metrics.get("split", {}).get("protocol")
+            else " (different split protocols)")
+    reason = (f"{metric} {value:.4f} vs champion {old_value:.4f}: "
+              f"{'beats' if better else 'does not beat'} it by the {margin:.0%} margin{note}")
+    return GateDecision(better, challenger, current.name, metric, value, old_value, margin, reason)
+
+
+def promote(root: str | Path, version: Path, decision: GateDecision) -> None:
+    """Make ``version`` the champion of ``root`` (one atomic write of champion.json)."""
+    atomic_write_text(Path(root) / "champion.json",
+                      json.dumps({"version": version.name, "metric": decision.metric, "value": decision.challenger_value,
+                                  "promoted": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
+
+
+def gate(root: str | Path, challenger: Path, margin: float = 0.01, metric: str = PRIMARY) -> GateDecision:
+    """Promote ``challenger`` (a version of ``root``) only when :func:`judge` says it beats the champion.
+
+    Otherwise the champion stays, untouched.
+    """
+    new = json.loads((challenger / "metrics.json").read_text(encoding="utf-8"))
+    decision = judge(root, new, margin, metric, challenger=challenger.name)
     if decision.promoted:
-        atomic_write_text(root / "champion.json", json.dumps({"version": challenger.name, "metric": metric, "value": value,
-                                                               "promoted": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-                                                              indent=2))
+        promote(root, challenger, decision)
     return decision
+
+
+def register(root: str | Path, candidate: str | Path, *, champion_too: bool = False,
+             decision: GateDecision | None = None) -> Path:
+    """Copy a candidate artifact folder into ``root/versions`` under the next version number (atomically).
+
+    With ``champion_too`` (and the gate's ``decision``) the new version also becomes the champion; the
+    version folder is complete before champion.json names it, so serving never sees half a model.
+
+    Raises:
+        DatasetError: ``candidate`` is not a model artifact.
+    """
+    import shutil
+
+    root, candidate = Path(root), Path(candidate)
+    if not (candidate / "model.safetensors").exists() or not (candidate / "metrics.json").exists():
+        raise DatasetError(f"{candidate}: not a model artifact (no model.safetensors / metrics.json)")
+    version = _next_version(root)
+    target = root / "versions" / version
+    with atomic_dir(target) as tmp:
+        shutil.copytree(candidate, tmp, dirs_exist_ok=True)
+        metrics = json.loads((tmp / "metrics.json").read_text(encoding="utf-8"))
+        label, metrics["version"] = metrics.get("version", ""), version
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+        card = tmp / "model_card.md"
+        if card.exists() and label:
+            card.write_text(card.read_text(encoding="utf-8").replace(f"model {label} on", f"model {version} on", 1),
+                            encoding="utf-8")
+    if champion_too:
+        if decision is None:
+            raise ConfigError("register(champion_too=True) needs the gate's decision")
+        promote(root, target, decision)
+    return target

@@ -172,7 +172,7 @@ def test_synth_to_trained_model_features_and_comparison(tmp_path):
 def test_unknown_fusion_type_fails_before_any_computation(tmp_path):
     r = cli("train", str(tmp_path / "nowhere"), "--embeddings", str(tmp_path), "--models", str(tmp_path / "m"),
             "--fusion", "sum")
-    assert r.returncode == 2 and "--fusion 'sum' is unknown" in r.stderr
+    assert r.returncode == 2 and "training spec: fusion: Input should be 'gated' or 'concat' (got 'sum')" in r.stderr
 
 
 def test_a_diverged_run_exits_1_with_its_diagnosis_and_leaves_the_champion(tmp_path, synth_validated, synth_embeddings):

@@ -32,12 +32,13 @@ def project_name(dataset: str) -> str:
     return "fusionrec_" + re.sub(r"[^A-Za-z0-9_]", "_", dataset).lower()
 
 
-def feature_store(cfg: FeatureSettings, data_dir: str | Path, repo: str | Path | None = None):
+def feature_store(cfg: FeatureSettings, data_dir: str | Path, repo: str | Path | None = None,
+                  registry: str | Path | None = None):
     """A Feast ``FeatureStore`` for the feature tables in ``data_dir``, configured by the profile's settings.
 
     The repository's YAML (``feature_store.yaml`` for SQLite, ``feature_store.production.yaml`` for
-    Redis) gives the shape; the registry and the SQLite file go next to the tables, and the Redis
-    address comes from ``cfg.redis_connection``.
+    Redis) gives the shape; the registry (unless ``registry`` names another file) and the SQLite file
+    go next to the tables, and the Redis address comes from ``cfg.redis_connection``.
     """
     from feast import FeatureStore, RepoConfig
 
@@ -47,7 +48,7 @@ def feature_store(cfg: FeatureSettings, data_dir: str | Path, repo: str | Path |
     raw = read_yaml(repo / yaml_name)
     manifest = FeatureManifest.load(data_dir)
     raw["project"] = project_name(manifest.dataset)
-    raw["registry"] = str(data_dir / "registry.db")
+    raw["registry"] = str(Path(registry).resolve() if registry else data_dir / "registry.db")
     if cfg.online_store == "sqlite":
         raw["online_store"] = {**raw["online_store"], "path": str(data_dir / "online_store.db")}
     else:
@@ -87,6 +88,89 @@ def training_frame(store, entity_df: pd.DataFrame, service: str = "training") ->
     rows["event_timestamp"] = pd.to_datetime(rows["event_timestamp"], utc=True)
     job = store.get_historical_features(entity_df=rows, features=store.get_feature_service(service))
     return job.to_df()
+
+
+@dataclass
+class FeastTrainingSet:
+    """What training reads from Feast: the training rows and every item's embeddings, by modality."""
+
+    train: pd.DataFrame  # user_idx, item_idx, timestamp: the rows the training frame returned
+    embeddings: dict  # modality -> ModalityEmbeddings aligned with item_idx (mask: Feast holds a vector)
+    frame_rows: int
+    catalogue_rows: int  # items with no training row, fetched as catalogue rows
+    seconds: float
+
+
+def training_set(store, dataset, train: pd.DataFrame, embeddings: dict, *, chunk: int = 50_000) -> FeastTrainingSet:
+    """The training interactions and item embeddings, read from Feast through the ``training`` service.
+
+    Every training interaction becomes an entity row at its own time (point-in-time join, in chunks to
+    bound memory); each item's embedding comes from the first row that holds the item. Items without a
+    training row (cold items, items seen only in validation or test) are asked for as catalogue rows
+    (no user, at the latest training time): content is stamped at the epoch, so every row sees it.
+    ``embeddings`` gives each modality's encoder identity and dimension (the embed step's record).
+
+    Raises:
+        DatasetError: the frame lost or added rows, or names items the dataset does not have.
+    """
+    import time
+
+    from fusionrec.encoders.pipeline import ModalityEmbeddings
+    from fusionrec.errors import DatasetError
+
+    start = time.perf_counter()
+    if (train["timestamp"] < 0).any():
+        raise DatasetError("training rows without timestamps cannot be joined point-in-time; "
+                           "train from the embeddings folder instead")
+    user_ids = dataset.users.sort_values("user_idx")["user_id"].astype(str).to_numpy()
+    item_ids = dataset.items.sort_values("item_idx")["item_id"].astype(str).to_numpy()
+    item_index = {i: n for n, i in enumerate(item_ids)}
+    user_index = {u: n for n, u in enumerate(user_ids)}
+    n = len(item_ids)
+    values = {m: np.zeros((n, e.dim), dtype=np.float32) for m, e in embeddings.items()}
+    masks = {m: np.zeros(n, dtype=bool) for m in embeddings}
+    filled = np.zeros(n, dtype=bool)
+
+    def take(frame: pd.DataFrame) -> np.ndarray:
+        idx = frame["item_id"].map(item_index)
+        if idx.isna().any():
+            raise DatasetError(f"the training frame names unknown items: {frame.loc[idx.isna(), 'item_id'].unique()[:5]}")
+        idx = idx.to_numpy(np.int64)
+        first = ~pd.Series(idx).duplicated().to_numpy() & ~filled[idx]
+        for m in embeddings:
+            for row, i in zip(frame[f"{m}_embedding"].to_numpy()[first], idx[first]):
+                if row is not None and len(row):
+                    values[m][i] = np.asarray(row, dtype=np.float32)
+                    masks[m][i] = True
+        filled[idx[first]] = True
+        return idx
+
+    rows = []
+    for lo in range(0, len(train), chunk):
+        part = train.iloc[lo:lo + chunk]
+        entity = pd.DataFrame({"user_id": user_ids[part["user_idx"].to_numpy()],
+                               "item_id": item_ids[part["item_idx"].to_numpy()],
+                               "event_timestamp": pd.to_datetime(part["timestamp"].to_numpy(), unit="s", utc=True)})
+        frame = training_frame(store, entity)
+        idx = take(frame)
+        users = frame["user_id"].map(user_index).to_numpy(np.int64)
+        rows.append(pd.DataFrame({"user_idx": users, "item_idx": idx,
+                                  "timestamp": (frame["event_timestamp"] - pd.Timestamp(0, tz="UTC"))
+                                  // pd.Timedelta(seconds=1)}))
+    got = pd.concat(rows, ignore_index=True) if rows else train.iloc[:0][["user_idx", "item_idx", "timestamp"]]
+    if len(got) != len(train):
+        raise DatasetError(f"the Feast training frame has {len(got):,} rows for {len(train):,} training interactions")
+    rest = np.flatnonzero(~filled)
+    if len(rest):
+        when = pd.to_datetime(int(train["timestamp"].max()) if len(train) else 0, unit="s", utc=True)
+        take(training_frame(store, pd.DataFrame({"user_id": "", "item_id": item_ids[rest], "event_timestamp": when})))
+    out = {m: ModalityEmbeddings(m, values[m], masks[m], [None if ok else "no vector in Feast" for ok in masks[m]],
+                                 e.identity, {"items": n, "from_feast": int(masks[m].sum())})
+           for m, e in embeddings.items()}
+    # the training rows in the split's own order, so that a seed gives the same batches either way
+    keys = ["user_idx", "item_idx"]
+    got = train[keys].astype(np.int64).merge(got.drop_duplicates(keys), on=keys, how="left", validate="many_to_one")
+    return FeastTrainingSet(got, out, len(got), len(rest), time.perf_counter() - start)
 
 
 @dataclass

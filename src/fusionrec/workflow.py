@@ -1,0 +1,215 @@
+"""The training workflow, once: what the CLI, the KFP components and the tests all call.
+
+A training run has the same steps wherever it runs: read the dataset and its embeddings (or the
+training set from Feast), split, fit, measure on the test part, write a *candidate* artifact; then
+judge it against the champion and, when it wins, register it and make it the champion. The CLI's
+``fusionrec train`` runs :func:`train_and_register`; the pipeline runs :func:`train_candidate`,
+:func:`evaluate_candidate`, the gate (:func:`fusionrec.registry.judge`) and
+:func:`fusionrec.registry.register` as separate steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fusionrec.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("random", "temporal", "cold_item", "given")
+BASELINES = ("mostpop", "bpr_mf", "cornac_bpr", "cornac_vbpr", "ease", "random")
+
+
+class TrainSpec(BaseModel):
+    """What to train: the split and the model's shape. Checked where it enters (CLI, pipeline compile)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: Literal["random", "temporal", "cold_item", "given"] = "random"
+    seed: int = 0
+    modalities: tuple[str, ...] | None = None  # default: every embedded modality
+    fusion: Literal["gated", "concat"] = "gated"
+    dim: int = Field(64, ge=4)
+    epochs: int = Field(40, ge=1)
+    ranking_head: bool = False
+
+    @classmethod
+    def parse(cls, **values: Any) -> TrainSpec:
+        """Build a spec; a bad value raises ConfigError naming the field, the value and what is allowed."""
+        if isinstance(values.get("modalities"), str):
+            values["modalities"] = tuple(m.strip() for m in values["modalities"].split(",") if m.strip()) or None
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']!r})"
+                                 for err in e.errors())
+            raise ConfigError(f"training spec: {problems}") from None
+
+    def run_id(self, dataset: str, modalities: list[str]) -> str:
+        """A name that says what was trained (also the checkpoint folder)."""
+        return f"{dataset}-{self.protocol}-s{self.seed}-{self.fusion}-{'_'.join(sorted(modalities))}"
+
+
+@dataclass
+class Candidate:
+    """A trained model written as an artifact folder that is not (yet) in a registry."""
+
+    path: Path
+    run_id: str
+    test: dict[str, float]
+    metrics: dict[str, Any]
+    source: str  # where the training rows and item embeddings came from: "feast" or "embeddings"
+    feast: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainOutcome:
+    """``fusionrec train``'s result: the registered version and the gate's decision."""
+
+    candidate: Candidate
+    version: Path
+    decision: Any  # registry.GateDecision
+
+    def summary(self) -> dict[str, Any]:
+        m = self.candidate.metrics
+        return {"artifact": str(self.version), "run": self.candidate.run_id, "source": self.candidate.source,
+                "test": {k: round(float(v), 4) for k, v in self.candidate.test.items()},
+                "samples_per_second": round(m["samples_per_second"]), "promoted": self.decision.promoted,
+                "gate": self.decision.reason}
+
+
+def train_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, spec: TrainSpec, out: str | Path, *,
+                    device: str = "auto", checkpoints: str | Path | None = None, features_dir: str | Path | None = None,
+                    feature_settings=None, progress: bool = True) -> Candidate:
+    """Train the fusion model on a split of a validated dataset and write the candidate artifact to ``out``.
+
+    With ``features_dir`` (the Feast tables of ``fusionrec features build``) the training rows and every
+    item's embeddings come from Feast's ``training`` feature service (point-in-time joins); otherwise from
+    the embeddings folder. Checkpoints go under ``checkpoints/<run id>`` and an interrupted run resumes
+    from them; they are removed once the candidate is written.
+
+    Raises:
+        ConfigError: a named modality is missing, or a model setting is out of range.
+        TrainingDiverged: the loss turned NaN (no artifact is written).
+    """
+    import tempfile
+
+    import pandas as pd
+
+    from fusionrec.data.dataset import Dataset
+    from fusionrec.data.splits import make_split
+    from fusionrec.encoders.pipeline import load_embeddings
+    from fusionrec.experiment import fit, fusion_config, model_card
+    from fusionrec.registry import write_artifact
+    from fusionrec.training import TrainConfig
+
+    ds = Dataset.load(dataset_dir)
+    emb = load_embeddings(embeddings_dir)
+    cfg = fusion_config(ds, emb, list(spec.modalities) if spec.modalities else None, fusion=spec.fusion, dim=spec.dim,
+                        ranking_head=spec.ranking_head)
+    emb = {m: e for m, e in emb.items() if m in cfg.modalities}
+    train_cfg = TrainConfig(epochs=spec.epochs, seed=spec.seed, device=device)
+    split = make_split(ds, spec.protocol, seed=spec.seed)
+    run_id = spec.run_id(ds.name, list(cfg.modalities))
+    source, feast_info = "embeddings", {}
+    if features_dir is not None:
+        from fusionrec.config import FeatureSettings
+        from fusionrec.features.store import apply, feature_store, training_set
+
+        with tempfile.TemporaryDirectory(prefix="fusionrec-feast-") as tmp:
+            # a private registry: the features folder may be read-only (a pipeline's input artifact) and
+            # the paths recorded in its own registry may be another machine's
+            store = feature_store(feature_settings or FeatureSettings(), features_dir, registry=Path(tmp) / "registry.db")
+            apply(store, features_dir)
+            fts = training_set(store, ds, split.train, emb)
+        split, emb, source = replace(split, train=fts.train), fts.embeddings, "feast"
+        feast_info = {"frame_rows": fts.frame_rows, "catalogue_rows": fts.catalogue_rows, "seconds": round(fts.seconds, 1)}
+        log.info("training set from Feast: %s", feast_info)
+    ckpt = Path(checkpoints) / run_id if checkpoints is not None else None
+    with tempfile.TemporaryDirectory(prefix="fusionrec-curves-") as tmp:
+        curves = Path(tmp) / "curves.png"
+        result, test = fit(ds, emb, split, cfg, train_cfg, progress=progress, checkpoint_dir=ckpt, curves=curves)
+        encoders = {m: {"identity": e.identity, "dim": e.dim} for m, e in emb.items()}
+        metrics = {"test": test, "valid": result.best_valid, "split": split.summary(), "best_epoch": result.best_epoch,
+                   "samples_per_second": result.samples_per_second, "train_seconds": result.seconds,
+                   "run": run_id, "source": source, **({"feast": feast_info} if feast_info else {})}
+        path = write_artifact(out, result.model, version="candidate", dataset=ds, encoders=encoders,
+                              training={"train": train_cfg.model_dump(), "spec": spec.model_dump(mode="json"),
+                                        "split": split.summary(), "history": result.history},
+                              history=result.user_history, history_mask=result.user_history_mask, metrics=metrics,
+                              card=model_card(ds.name, split, cfg, result, test, encoders), curves=curves,
+                              seen=pd.concat([split.train, split.valid, split.test]))  # what serving excludes as seen
+    if ckpt is not None:
+        shutil.rmtree(ckpt, ignore_errors=True)  # the run finished: its checkpoints are no longer needed
+    return Candidate(path, run_id, test, json.loads((path / "metrics.json").read_text(encoding="utf-8")), source,
+                     feast_info)
+
+
+def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec: TrainSpec, registry: str | Path, *,
+                       margin: float = 0.01, device: str = "auto", features_dir: str | Path | None = None,
+                       feature_settings=None, progress: bool = True) -> TrainOutcome:
+    """Train a candidate, register it as the next version, and promote it when the gate says so.
+
+    Every trained model is kept as a version; only the gate moves the champion.
+    """
+    from fusionrec.registry import judge, register
+
+    registry = Path(registry)
+    staging = registry / "staging"
+    candidate = train_candidate(dataset_dir, embeddings_dir, spec, staging / "candidate", device=device,
+                                checkpoints=registry / "checkpoints", features_dir=features_dir,
+                                feature_settings=feature_settings, progress=progress)
+    try:
+        decision = judge(registry, candidate.metrics, margin)
+        version = register(registry, candidate.path, champion_too=decision.promoted, decision=decision)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    decision.challenger = version.name
+    return TrainOutcome(candidate, version, decision)
+
+
+@dataclass
+class Evaluation:
+    """The candidate beside the baselines, on the candidate's own split."""
+
+    results: dict[str, dict[str, float]]
+    title: str
+
+
+def evaluate_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, candidate: str | Path, out: str | Path, *,
+                       baselines: tuple[str, ...] = ("mostpop", "bpr_mf", "cornac_bpr"), device: str = "auto",
+                       progress: bool = False) -> Evaluation:
+    """Measure the baselines on the split the candidate was trained on and write the comparison to ``out``.
+
+    The candidate's own test metrics come from its artifact (not retrained); each baseline is fitted on
+    the same training rows and measured the same way (full ranking, seen items excluded).
+    """
+    from fusionrec.data.dataset import Dataset
+    from fusionrec.data.splits import make_split
+    from fusionrec.encoders.pipeline import load_embeddings
+    from fusionrec.experiment import compare, write_comparison
+    from fusionrec.training import TrainConfig
+
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ConfigError(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
+    candidate = Path(candidate)
+    metrics = json.loads((candidate / "metrics.json").read_text(encoding="utf-8"))
+    training = json.loads((candidate / "training.json").read_text(encoding="utf-8"))
+    split_info, train = metrics["split"], training["train"]
+    ds = Dataset.load(dataset_dir)
+    split = make_split(ds, split_info["protocol"], seed=int(split_info["seed"]))
+    results = {"fusion (candidate)": {k: float(v) for k, v in metrics["test"].items()}}
+    results.update(compare(ds, load_embeddings(embeddings_dir), split, models=tuple(baselines),
+                           train_cfg=TrainConfig(epochs=int(train["epochs"]), seed=int(train["seed"]), device=device),
+                           progress=progress))
+    title = f"{ds.name}, {split.protocol} split, seed {split.seed}"
+    write_comparison(results, Path(out), title)
+    return Evaluation(results, title)

@@ -1,0 +1,83 @@
+"""The training workflow that the CLI and the pipeline components share: Feast as the source of the
+training set, candidates, the side-effect-free gate and registration."""
+
+import json
+
+import pytest
+from safetensors.numpy import load_file
+
+from fusionrec.features.tables import build_feature_tables
+from fusionrec.registry import champion, judge, register
+from fusionrec.workflow import TrainSpec, train_candidate
+
+pytestmark = pytest.mark.integration
+
+SPEC = TrainSpec(epochs=2, dim=16, seed=3)
+
+
+@pytest.fixture(scope="module")
+def candidates(synth_validated_dir, synth_validated, synth_embeddings, synth_embeddings_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("candidates")
+    features = root / "features"
+    features.mkdir()
+    build_feature_tables(synth_validated, synth_embeddings, features, 20)
+    direct = train_candidate(synth_validated_dir, synth_embeddings_dir, SPEC, root / "direct", device="cpu",
+                             progress=False)
+    feast = train_candidate(synth_validated_dir, synth_embeddings_dir, SPEC, root / "feast", device="cpu",
+                            features_dir=features, checkpoints=root / "ckpt", progress=False)
+    return direct, feast, root
+
+
+def test_training_from_feast_equals_training_from_the_embeddings_bit_for_bit(candidates, synth_validated):
+    """The training service's point-in-time frame carries every training row and every item's vectors:
+    a model trained on it is the model trained on the embeddings folder, weight for weight."""
+    direct, feast, root = candidates
+    assert (direct.source, feast.source) == ("embeddings", "feast")
+    assert feast.feast["frame_rows"] == feast.metrics["split"]["train"] == direct.metrics["split"]["train"]
+    a, b = load_file(str(direct.path / "model.safetensors")), load_file(str(feast.path / "model.safetensors"))
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert a[name].tobytes() == b[name].tobytes(), name
+    assert feast.test == direct.test
+    assert not (root / "ckpt" / feast.run_id).exists()  # checkpoints go once the candidate is written
+
+
+def test_the_feature_folder_is_read_not_written(candidates):
+    """Training builds its own Feast registry: the features folder (an input artifact) gains no file."""
+    _, _, root = candidates
+    assert not (root / "features" / "registry.db").exists()
+
+
+def test_judge_writes_nothing_and_register_numbers_the_candidate(candidates, tmp_path):
+    direct, feast, _ = candidates
+    first = judge(tmp_path, direct.metrics, margin=0.01)
+    assert first.promoted and first.reason == "no champion yet" and not (tmp_path / "champion.json").exists()
+    v1 = register(tmp_path, direct.path, champion_too=True, decision=first)
+    assert v1.name == "v0001" and champion(tmp_path) == v1
+    assert json.loads((v1 / "metrics.json").read_text())["version"] == "v0001"
+    assert (v1 / "model_card.md").read_text().startswith("# fusionrec model v0001 on `")
+    # the same model again is not 1% better: the gate refuses and only an explicit register adds a version
+    again = judge(tmp_path, feast.metrics, margin=0.01)
+    assert not again.promoted and again.champion_before == "v0001"
+    assert again.reason.endswith("does not beat it by the 1% margin")
+    v2 = register(tmp_path, feast.path)
+    assert v2.name == "v0002" and champion(tmp_path) == v1
+
+
+def test_register_refuses_a_folder_that_is_not_an_artifact(tmp_path):
+    from fusionrec.errors import DatasetError
+
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(DatasetError, match="not a model artifact"):
+        register(tmp_path / "reg", tmp_path / "junk")
+    assert not (tmp_path / "reg" / "versions").exists() or not any((tmp_path / "reg" / "versions").iterdir())
+
+
+def test_a_bad_spec_names_the_field_and_the_value():
+    from fusionrec.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        TrainSpec.parse(protocol="weekly")
+    assert str(err.value).startswith("training spec: protocol: Input should be 'random', 'temporal', 'cold_item' or "
+                                     "'given' (got 'weekly')")
+    assert TrainSpec.parse(modalities="text, image").modalities == ("text", "image")
