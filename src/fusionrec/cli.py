@@ -122,6 +122,8 @@ def data_synth(
 def embed(
     dataset: Annotated[Path, typer.Argument(help="A validated dataset folder (the --out of 'data validate').")],
     out: Annotated[Path, typer.Option(help="Folder for the embeddings (replaced atomically).")],
+    modalities: Annotated[Optional[str], typer.Option(help="Comma-separated modalities (default: every one the "
+                                                           "dataset has).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Embed every item modality: text and images with the pretrained encoders, precomputed vectors as given.
@@ -129,15 +131,10 @@ def embed(
     Unchanged items come from the embedding cache; items lacking a modality are masked with a reason
     (masked.csv).
     """
-    from fusionrec.data.dataset import Dataset
-    from fusionrec.encoders.pipeline import encode_dataset, save_embeddings
-    from fusionrec.io import atomic_dir
+    from fusionrec.encoders.pipeline import embed_to_folder
 
-    settings = state.settings()
-    ds = Dataset.load(dataset)
-    embeddings = encode_dataset(ds, settings, progress=progress)
-    with atomic_dir(out) as tmp:
-        save_embeddings(embeddings, ds.items["item_id"].to_numpy(), tmp)
+    wanted = {m.strip() for m in modalities.split(",") if m.strip()} if modalities else None
+    embeddings = embed_to_folder(dataset, out, state.settings(), modalities=wanted, progress=progress)
     for name, m in embeddings.items():
         typer.echo(f"{name:>8}: {m.dim}-d, {int(m.mask.sum()):,}/{len(m.mask):,} items, "
                    f"{m.stats.get('cached', 0):,} from cache, {m.stats.get('computed', 0):,} computed, "
@@ -267,7 +264,7 @@ def serve_cmd(
     stop: Annotated[bool, typer.Option(help="Stop servers started with --detach.")] = False,
 ) -> None:
     """Start the predictor and the transformer as two KServe model servers on loopback (real HTTP)."""
-    from fusionrec.serving.local import serve, stop_from_pids, write_pids
+    from fusionrec.serving.local import serve, serve_detached, stop_from_pids
 
     settings = state.settings()
     run_dir = Path(settings.paths.artifacts) / "serving"
@@ -278,15 +275,18 @@ def serve_cmd(
         return
     if protocol not in ("v1", "v2"):
         raise ConfigError(f"--protocol {protocol!r} is unknown; use v1 or v2")
-    stop_from_pids(pids)  # a previous detached pair would hold the ports
-    servers = serve(settings, storage_uri=storage_uri, predictor_port=predictor_port, transformer_port=transformer_port,
-                    protocol=protocol, feast=feast, log_dir=run_dir)
+    if detach:
+        servers = serve_detached(settings, storage_uri=storage_uri, predictor_port=predictor_port,
+                                 transformer_port=transformer_port, protocol=protocol, feast=feast)
+    else:
+        stop_from_pids(pids)  # a detached pair would hold the ports
+        servers = serve(settings, storage_uri=storage_uri, predictor_port=predictor_port,
+                        transformer_port=transformer_port, protocol=protocol, feast=feast, log_dir=run_dir)
     m = settings.serving.model_name
     typer.echo(f"predictor   {servers.predictor_url}/v1/models/{m}:predict  (v2: /v2/models/{m}/infer)\n"
                f"transformer {servers.transformer_url}/v1/models/{m}:predict  metrics: {servers.transformer_url}/metrics\n"
                f"logs: {run_dir}/")
     if detach:
-        write_pids(servers, pids)
         return
     typer.echo("serving; Ctrl-C stops both")
     try:
@@ -427,9 +427,19 @@ def config_show() -> None:
     typer.echo(json.dumps(state.settings().model_dump(mode="json"), indent=2))
 
 
+def _plug_in_commands() -> None:
+    """Add the command groups that live outside the core (``fusionrec.commands`` entry points, e.g. the
+    pipelines' ``pipeline`` group): the core never imports its adapters."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="fusionrec.commands"):
+        app.add_typer(ep.load(), name=ep.name)
+
+
 def main() -> None:
     """Console-script entry point: one-line errors, exit codes by error kind."""
     try:
+        _plug_in_commands()
         app()
     except FusionRecError as e:
         typer.echo(f"error: {e}", err=True)

@@ -195,6 +195,7 @@ def load_settings(
     path: str | Path | None = None,
     profile: str | None = None,
     env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Build the settings object.
 
@@ -202,6 +203,8 @@ def load_settings(
         path: settings YAML; default ``FUSIONREC_CONFIG`` or ``configs/settings.yaml`` when it exists.
         profile: ``local`` or ``cluster``; default ``FUSIONREC_PROFILE`` or ``local``.
         env: the environment to read overrides from (default ``os.environ``).
+        overrides: a nested mapping applied last (a pipeline's ``settings`` parameter), e.g.
+            ``{"encoders": {"text": {"checkpoint": "s3://..."}}}``.
 
     Raises:
         ConfigError: the file is malformed, names an unknown key or profile, or a value is invalid.
@@ -224,8 +227,19 @@ def load_settings(
     else:
         profile = profile or env.get("FUSIONREC_PROFILE", "local")
     data = _deep_merge(data, _env_overrides(env))
+    if overrides:
+        data = _deep_merge(data, overrides)
+        source += " + overrides"
     data["profile"] = profile
     try:
         return Settings.model_validate(data)
     except ValidationError as e:
         raise ConfigError(describe_pydantic_error(source, e)) from e
+
+
+def settings_from(values: Mapping[str, Any] | None) -> Settings:
+    """Settings for a pipeline step: the settings file, the profile named in ``values["profile"]`` (default
+    local), the environment (where a cluster's secrets arrive), then the rest of ``values`` as overrides."""
+    values = dict(values or {})
+    profile = values.pop("profile", None)
+    return load_settings(profile=profile, overrides=values)

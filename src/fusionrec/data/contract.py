@@ -138,6 +138,15 @@ class DatasetContract(_Strict):
                 raise ValueError(f"precomputed modality {sorted(clash)} clashes with the items' own columns")
         return self
 
+    @property
+    def modality_names(self) -> list[str]:
+        """The modalities this dataset can be embedded in: text, image (own columns), then precomputed ones."""
+        own = []
+        if self.items is not None:
+            own += ["text"] if self.items.roles.text else []
+            own += ["image"] if (self.items.roles.image or self.items.image_template) else []
+        return own + sorted(m.name for m in self.modalities)
+
     def resolve(self, relative: str) -> Path:
         """An absolute path for a file named in the contract (URIs are returned unchanged)."""
         if "://" in relative:

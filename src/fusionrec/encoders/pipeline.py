@@ -109,21 +109,36 @@ def build_encoders(settings, modalities: set[str]) -> dict[str, Any]:
     return out
 
 
-def encode_dataset(dataset, settings, *, encoders: dict[str, Any] | None = None, progress: bool = True
-                   ) -> dict[str, ModalityEmbeddings]:
-    """Embed every modality of a dataset: text and images with pretrained encoders, precomputed as given.
+def dataset_modalities(dataset) -> list[str]:
+    """The modalities a dataset can be embedded in: text, image (pretrained encoders), its precomputed ones."""
+    have = (["text"] if dataset.text_fields else []) + (["image"] if "image" in dataset.items else [])
+    return have + sorted(dataset.modalities)
+
+
+def encode_dataset(dataset, settings, *, encoders: dict[str, Any] | None = None, progress: bool = True,
+                   modalities: set[str] | None = None) -> dict[str, ModalityEmbeddings]:
+    """Embed every modality of a dataset (or those in ``modalities``): text and images with pretrained
+    encoders, precomputed vectors as given.
 
     Args:
         dataset: a :class:`fusionrec.data.dataset.Dataset` (validated).
         settings: the run's settings (encoders, privacy, cache path).
         encoders: ready encoders by modality (default: built from the settings).
+        modalities: embed only these (one pipeline task per modality).
+
+    Raises:
+        ConfigError: a modality the dataset does not have.
     """
-    have = set()
-    if dataset.text_fields:
-        have.add("text")
-    if "image" in dataset.items:
-        have.add("image")
+    from fusionrec.errors import ConfigError
+
+    available = dataset_modalities(dataset)
+    wanted = set(available) if modalities is None else set(modalities)
+    if wanted - set(available):
+        raise ConfigError(f"dataset {dataset.name!r} has no modality {sorted(wanted - set(available))}; "
+                          f"it has {available}")
+    have = wanted & {"text", "image"}
     encoders = encoders if encoders is not None else build_encoders(settings, have)
+    encoders = {m: e for m, e in encoders.items() if m in wanted}
     cache = EmbeddingCache(Path(settings.paths.cache) / "embeddings.sqlite")
     out: dict[str, ModalityEmbeddings] = {}
     try:
@@ -136,6 +151,8 @@ def encode_dataset(dataset, settings, *, encoders: dict[str, Any] | None = None,
     finally:
         cache.close()
     for name, m in dataset.modalities.items():
+        if name not in wanted:
+            continue
         reasons = [None if ok else "no vector given" for ok in m.mask]
         out[name] = ModalityEmbeddings(name, m.values, m.mask, reasons, f"precomputed/{name}/{m.dim}",
                                        {"items": len(m.mask), "cached": 0, "computed": 0,
@@ -175,3 +192,49 @@ def load_embeddings(folder: str | Path) -> dict[str, ModalityEmbeddings]:
         out[name] = ModalityEmbeddings(name, values, mask, [None] * len(mask), m["identity"],
                                        {k: m[k] for k in ("items", "cached", "computed", "masked", "seconds") if k in m})
     return out
+
+
+def embed_to_folder(dataset_dir: str | Path, out: str | Path, settings, *, modalities: set[str] | None = None,
+                    progress: bool = True) -> dict[str, ModalityEmbeddings]:
+    """Embed a validated dataset folder and write the embeddings folder ``out`` (replaced atomically)."""
+    from fusionrec.data.dataset import Dataset
+    from fusionrec.io import atomic_dir
+
+    ds = Dataset.load(dataset_dir)
+    embeddings = encode_dataset(ds, settings, progress=progress, modalities=modalities)
+    with atomic_dir(Path(out)) as tmp:
+        save_embeddings(embeddings, ds.items["item_id"].to_numpy(), tmp)
+    return embeddings
+
+
+def merge_embeddings(folders: list[str | Path], out: str | Path) -> list[str]:
+    """Combine embeddings folders that each hold some modalities (one per pipeline task) into one folder.
+
+    Raises:
+        DatasetError: two folders hold the same modality, or they cover different items.
+    """
+    import shutil
+
+    from fusionrec.errors import DatasetError
+    from fusionrec.io import atomic_dir
+
+    meta: dict[str, Any] = {}
+    masked, n_items = [], None
+    with atomic_dir(Path(out)) as tmp:
+        for folder in map(Path, folders):
+            part = json.loads((folder / "embeddings.json").read_text(encoding="utf-8"))["modalities"]
+            for name, m in part.items():
+                if name in meta:
+                    raise DatasetError(f"modality {name!r} is in more than one embeddings folder ({folder})")
+                rows = len(np.load(folder / f"{name}.mask.npy"))
+                if n_items is not None and rows != n_items:
+                    raise DatasetError(f"{folder}: {name} covers {rows} items, another modality {n_items}")
+                n_items = rows
+                meta[name] = m
+                for suffix in (".npy", ".mask.npy"):
+                    shutil.copyfile(folder / f"{name}{suffix}", tmp / f"{name}{suffix}")
+            masked.append(pd.read_csv(folder / "masked.csv", dtype=str))
+        frame = pd.concat(masked, ignore_index=True) if masked else pd.DataFrame(columns=["item_id", "modality", "reason"])
+        frame.to_csv(tmp / "masked.csv", index=False)
+        (tmp / "embeddings.json").write_text(json.dumps({"modalities": meta}, indent=2), encoding="utf-8")
+    return sorted(meta)

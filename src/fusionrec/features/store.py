@@ -274,3 +274,33 @@ def push_interactions(store, new: pd.DataFrame, history_length: int) -> int:
                      "history": merged, "history_len": len(merged)})
     store.push(HISTORY_PUSH_SOURCE, pd.DataFrame(rows), to=PushMode.ONLINE)
     return len(rows)
+
+
+@dataclass
+class FeatureBuild:
+    """What :func:`build_store` did."""
+
+    dataset: str
+    modalities: list[str]
+    interactions: int
+    applied: list[str]
+    materialized_to: datetime | None
+
+
+def build_store(dataset_dir: str | Path, embeddings_dir: str | Path, out: str | Path, cfg: FeatureSettings, *,
+                materialize_online: bool = True) -> FeatureBuild:
+    """The feature step in one call: write the offline tables to ``out`` (atomically), register the
+    definitions, and load the latest values into the profile's online store (SQLite or Redis)."""
+    from fusionrec.data.dataset import Dataset
+    from fusionrec.encoders.pipeline import load_embeddings
+    from fusionrec.features.tables import build_feature_tables
+    from fusionrec.io import atomic_dir
+
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        manifest = build_feature_tables(Dataset.load(dataset_dir), load_embeddings(embeddings_dir), tmp,
+                                        cfg.history_length)
+    store = feature_store(cfg, out)
+    names = apply(store, out)
+    end = materialize(store) if materialize_online else None
+    return FeatureBuild(manifest.dataset, list(manifest.modalities), manifest.interactions, names, end)

@@ -231,3 +231,51 @@ def smoke_check(url: str, model: str, timeout_s: float = 10.0, attempts: int = 3
         return False
 
     return check
+
+
+def deploy_version(settings, *, registry: str, version: str, target: str, registry_uri: str | None = None,
+                   features_dir: str | None = None, image: str | None = None, canary_percent: int = 10,
+                   timeout_s: int = 600) -> str:
+    """Put a registered model version into service; returns where it answers.
+
+    ``local``: the predictor and transformer as detached local processes on loopback (replacing a
+    running pair; ``fusionrec serve --stop`` stops them), their Feast lookups on ``features_dir``,
+    checked with a real request. ``kserve``: the InferenceService rendered for
+    ``<registry_uri>/versions/<version>`` (the URI KServe's storage initializer reads the registry by,
+    e.g. ``pvc://fusionrec-models``) and rolled out as a canary that is promoted or rolled back.
+
+    Raises:
+        ConfigError: an unknown target, or a version that is not in the registry (local).
+        Unavailable: the local servers did not answer the smoke request.
+    """
+    from fusionrec.errors import Unavailable
+
+    uri = f"{str(registry_uri or registry).rstrip('/')}/versions/{version}"
+    if target == "none":  # registered only (a local run in containers serves from the host afterwards)
+        return "not deployed"
+    if target == "local":
+        from fusionrec.serving.local import call, serve_detached
+
+        if not (Path(uri) / "model.safetensors").exists():
+            raise ConfigError(f"{uri}: no such model version")
+        env = {}
+        if features_dir:
+            env["FUSIONREC__FEATURES__DATA_DIR"] = str(Path(features_dir).resolve())
+            settings = settings.model_copy(update={"features": settings.features.model_copy(
+                update={"data_dir": env["FUSIONREC__FEATURES__DATA_DIR"]})})
+        servers = serve_detached(settings, storage_uri=str(Path(uri).resolve()), env=env, feast=bool(features_dir))
+        answer = call(servers.transformer_url, settings.serving.model_name, [{"k": 3}])
+        served = answer["predictions"][0]["model_version"]
+        if served != version:
+            raise Unavailable(f"the local servers answer with model {served!r}, not {version!r}")
+        log.info("serving %s at %s", version, servers.transformer_url)
+        return servers.transformer_url
+    if target == "kserve":
+        from kserve import KServeClient
+
+        isvc = render(load_manifest(), storage_uri=uri, image=image)
+        result = deploy(KServeClient(), isvc, canary_percent=canary_percent, timeout_s=timeout_s)
+        if result.action == "rolled_back":
+            raise Unavailable(f"{result.namespace}/{result.name}: rolled back: {result.reason}")
+        return f"{result.action}: {result.namespace}/{result.name}"
+    raise ConfigError(f"deploy target {target!r} is unknown; use local, kserve or none")

@@ -107,6 +107,20 @@ def serve(settings: Settings, *, storage_uri: str | None = None, predictor_port:
     return Servers(pred, trans, purl, turl, s.model_name)
 
 
+def serve_detached(settings: Settings, *, storage_uri: str | None = None, env: dict[str, str] | None = None,
+                   **options: Any) -> Servers:
+    """Replace the detached pair (if any) with a new one that outlives this process; record its pids.
+
+    The pids go to ``<paths.artifacts>/serving/servers.json``, where ``fusionrec serve --stop`` finds
+    them; the logs beside them. Takes :func:`serve`'s options.
+    """
+    run_dir = Path(settings.paths.artifacts) / "serving"
+    stop_from_pids(run_dir / "servers.json")  # the previous pair holds the ports
+    servers = serve(settings, storage_uri=storage_uri, log_dir=run_dir, env=env, **options)
+    write_pids(servers, run_dir / "servers.json")
+    return servers
+
+
 def write_pids(servers: Servers, path: Path) -> None:
     path.write_text(json.dumps({"predictor": servers.predictor.pid, "transformer": servers.transformer.pid,
                                 "predictor_url": servers.predictor_url, "transformer_url": servers.transformer_url}))

@@ -1,0 +1,1 @@
+"""KFP pipeline definitions: the training pipeline (and, later, the monitoring pipeline)."""

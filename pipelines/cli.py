@@ -1,0 +1,145 @@
+"""Usage: fusionrec pipeline compile --out FILE | run --local | submit --host URL
+
+The ``pipeline`` command group (plugged into the ``fusionrec`` CLI through the ``fusionrec.commands``
+entry point). Parses arguments and calls :mod:`pipelines.training`.
+"""
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="The Kubeflow training pipeline: compile it for the UI, run it here, submit it to a cluster.",
+                  no_args_is_help=True)
+
+Contract = Annotated[Path, typer.Option(help="The dataset contract YAML.")]
+Modalities = Annotated[Optional[str], typer.Option(help="Comma-separated modalities to embed, one task each "
+                                                        "(default: every one the contract has).")]
+Protocol = Annotated[str, typer.Option(help="Split: random, temporal, cold_item, given.")]
+Fusion = Annotated[str, typer.Option(help="gated or concat.")]
+Sets = Annotated[Optional[list[str]], typer.Option("--set", help="A settings override KEY=VALUE, e.g. "
+                                                                 "encoders.text.checkpoint=s3://m/minilm (repeatable).")]
+
+
+def _overrides(sets: list[str] | None, profile: str | None) -> dict:
+    import yaml
+
+    from fusionrec.errors import ConfigError
+
+    tree: dict = {"profile": profile} if profile else {}
+    for item in sets or []:
+        key, eq, raw = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = tree
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = yaml.safe_load(raw)
+    return tree
+
+
+def _modalities(contract: Path, given: str | None) -> list[str]:
+    if given:
+        return [m.strip() for m in given.split(",") if m.strip()]
+    from fusionrec.data.contract import load_contract
+
+    return load_contract(contract).modality_names
+
+
+def _spec(protocol: str, seed: int, fusion: str, dim: int, epochs: int, model_modalities: str | None) -> dict:
+    spec = {"protocol": protocol, "seed": seed, "fusion": fusion, "dim": dim, "epochs": epochs}
+    if model_modalities:
+        spec["modalities"] = model_modalities
+    return spec
+
+
+@app.command("compile")
+def compile_cmd(
+    out: Annotated[Path, typer.Option(help="Where to write the pipeline's IR YAML.")],
+    image: Annotated[Optional[str], typer.Option(help="The component image (default: the CPU image's tag).")] = None,
+    gpus: Annotated[int, typer.Option(min=0, help="GPUs on the train step.")] = 1,
+    accelerator: Annotated[str, typer.Option(help="The GPU resource name.")] = "nvidia.com/gpu",
+) -> None:
+    """Compile the training pipeline for a Kubeflow cluster (upload the YAML in the Kubeflow UI)."""
+    from pipelines.training import DEFAULT_IMAGE, Target, compile_pipeline
+
+    path = compile_pipeline(out, Target(image=image or DEFAULT_IMAGE, cluster=True, gpus=gpus, accelerator=accelerator))
+    typer.echo(f"wrote {path}")
+
+
+@app.command("run")
+def run_cmd(
+    local_: Annotated[bool, typer.Option("--local", help="Run with the KFP local runner (required: the cluster "
+                                                         "path is 'submit').")] = False,
+    contract: Contract = Path("configs/datasets/movielens-100k-mm.yaml"),
+    registry: Annotated[Optional[Path], typer.Option(help="The model registry (default: artifacts/<dataset>/models).")] = None,
+    root: Annotated[Path, typer.Option(help="The pipeline root: every step's artifacts, and the step cache.")] =
+    Path("artifacts/pipeline"),
+    modalities: Modalities = None,
+    protocol: Protocol = "random",
+    seed: Annotated[int, typer.Option(help="Seed of the split and the model.")] = 0,
+    fusion: Fusion = "gated",
+    dim: Annotated[int, typer.Option(help="Shared embedding size.")] = 64,
+    epochs: Annotated[int, typer.Option(help="Most epochs.")] = 40,
+    model_modalities: Annotated[Optional[str], typer.Option(help="Modalities the model uses (default: all).")] = None,
+    margin: Annotated[float, typer.Option(help="Promote only when NDCG@20 beats the champion's by this share.")] = 0.01,
+    baselines: Annotated[str, typer.Option(help="Comma-separated baselines for the comparison.")] =
+    "mostpop,bpr_mf,cornac_bpr",
+    runner: Annotated[str, typer.Option(help="subprocess (steps as local processes) or docker (steps in their "
+                                              "containers; DOCKER_HOST may point at podman's socket).")] = "subprocess",
+    image: Annotated[Optional[str], typer.Option(help="The component image for --runner docker.")] = None,
+    cache: Annotated[bool, typer.Option(help="Reuse the outputs of steps whose inputs did not change.")] = True,
+    deploy: Annotated[bool, typer.Option(help="End with the local model servers up on the champion.")] = True,
+    sets: Sets = None,
+    profile: Annotated[Optional[str], typer.Option(help="Settings profile for the steps.")] = None,
+) -> None:
+    """Run the whole training pipeline on this machine; a promoted model ends up served on loopback."""
+    from fusionrec.errors import ConfigError
+    from pipelines.training import DEFAULT_IMAGE, run_local
+
+    if not local_:
+        raise ConfigError("'pipeline run' runs here with --local; to run on a cluster use 'pipeline submit --host URL'")
+    from fusionrec.data.contract import load_contract
+
+    name = load_contract(contract).name
+    result = run_local(contract=str(contract), registry=registry or Path("artifacts") / name / "models",
+                       pipeline_root=root, modalities=_modalities(contract, modalities),
+                       spec=_spec(protocol, seed, fusion, dim, epochs, model_modalities),
+                       settings=_overrides(sets, profile), margin=margin,
+                       baselines=[b.strip() for b in baselines.split(",") if b.strip()], runner=runner,
+                       image=image or DEFAULT_IMAGE, cache=cache, deploy=deploy)
+    typer.echo(json.dumps({"promoted": result.promoted, "gate": result.reason, "champion": result.champion,
+                           "serving": result.serving_url, "artifacts": str(result.pipeline_root),
+                           "seconds": round(result.seconds, 1)}, indent=2))
+
+
+@app.command("submit")
+def submit_cmd(
+    host: Annotated[str, typer.Option(help="The Kubeflow Pipelines API endpoint, e.g. http://ml-pipeline-ui.kubeflow")],
+    contract: Annotated[str, typer.Option(help="The dataset contract as the steps will see it (a path in the image "
+                                               "or on a mounted volume).")],
+    registry: Annotated[str, typer.Option(help="The registry folder as the steps see it.")] = "/mnt/registry",
+    modalities: Annotated[str, typer.Option(help="Comma-separated modalities to embed.")] = "text,image",
+    protocol: Protocol = "random",
+    seed: Annotated[int, typer.Option(help="Seed of the split and the model.")] = 0,
+    fusion: Fusion = "gated",
+    dim: Annotated[int, typer.Option(help="Shared embedding size.")] = 64,
+    epochs: Annotated[int, typer.Option(help="Most epochs.")] = 40,
+    margin: Annotated[float, typer.Option(help="Promotion margin on NDCG@20.")] = 0.01,
+    baselines: Annotated[str, typer.Option(help="Comma-separated baselines.")] = "mostpop,bpr_mf,cornac_bpr",
+    experiment: Annotated[str, typer.Option(help="The Kubeflow experiment.")] = "fusionrec",
+    image: Annotated[Optional[str], typer.Option(help="The component image.")] = None,
+    gpus: Annotated[int, typer.Option(min=0, help="GPUs on the train step.")] = 1,
+    sets: Sets = None,
+) -> None:
+    """Compile for the cluster and start a run through kfp.Client (credentials come from Kubernetes Secrets)."""
+    from pipelines.training import DEFAULT_IMAGE, Target, submit
+
+    run_id = submit(host, contract=contract, registry=registry, modalities=_modalities(Path(contract), modalities),
+                    spec=_spec(protocol, seed, fusion, dim, epochs, None),
+                    settings=_overrides(sets, "cluster"), margin=margin,
+                    baselines=[b.strip() for b in baselines.split(",") if b.strip()], experiment=experiment,
+                    target=Target(image=image or DEFAULT_IMAGE, cluster=True, gpus=gpus))
+    typer.echo(f"submitted run {run_id} to {host} (experiment {experiment})")

@@ -1,0 +1,291 @@
+"""The training pipeline (KFP v2): validate -> embed, one task per modality in parallel -> collect ->
+features (Feast) -> train -> evaluate (baselines) -> gate -> only when the gate says so: register ->
+deploy.
+
+:func:`build_pipeline` returns the pipeline for an image and a target (a laptop or a cluster);
+:func:`compile_pipeline` writes the IR YAML to upload in the Kubeflow UI; :func:`run_local` runs it
+with the KFP local runner; :func:`submit` sends it to a Kubeflow Pipelines endpoint.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fusionrec.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PIPELINE_NAME = "fusionrec-training"
+DEFAULT_IMAGE = "localhost/fusionrec:0.1.0-cpu"
+DEFAULT_BASELINES = ("mostpop", "bpr_mf", "cornac_bpr")
+# Secrets on a cluster: Kubernetes Secret -> environment variables the settings read (never parameters).
+SECRETS = {
+    "fusionrec-redis": {"connection": "FUSIONREC__FEATURES__REDIS_CONNECTION"},
+    "fusionrec-object-storage": {"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY",
+                                 "endpoint": "AWS_ENDPOINT_URL"},
+}
+REGISTRY_PVC = "fusionrec-models"  # the model registry on a cluster: a volume KServe reads as pvc://
+REGISTRY_MOUNT = "/mnt/registry"
+# Steps that read or write state outside their inputs (the registry, the serving cluster) are never cached.
+UNCACHED = ("gate", "register", "deploy")
+# Steps that reach the network (object storage, Redis, the Kubernetes API) retry with backoff.
+RETRIED = ("validate", "embed", "features", "register", "deploy")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the pipeline runs: a laptop (local runner) or a Kubeflow cluster."""
+
+    image: str = DEFAULT_IMAGE
+    cluster: bool = False
+    gpus: int = 1  # on the train step (cluster only; the local runner has no scheduler)
+    accelerator: str = "nvidia.com/gpu"
+    resources: dict[str, tuple[str, str]] = field(default_factory=lambda: {
+        # step: (cpu request, memory request)
+        "validate": ("1", "2G"), "embed": ("2", "4G"), "collect": ("500m", "1G"), "features": ("1", "4G"),
+        "train": ("4", "16G"), "evaluate": ("2", "8G"), "gate": ("1", "4G"), "register": ("500m", "1G"),
+        "deploy": ("500m", "1G")})
+
+
+def build_pipeline(target: Target = Target()):
+    """The training pipeline as a KFP pipeline function for ``target``."""
+    from typing import List, NamedTuple
+
+    from kfp import dsl
+
+    from components.training import build
+
+    c = build(target.image)
+
+    def configure(task, name: str):
+        task.set_display_name(name)
+        task.set_caching_options(name not in UNCACHED)
+        if name in RETRIED:
+            task.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)
+        if target.cluster:
+            from kfp import kubernetes
+
+            cpu, memory = target.resources[name]
+            task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
+            for secret, keys in SECRETS.items():
+                kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
+            if name in ("evaluate", "gate", "register", "deploy"):
+                kubernetes.mount_pvc(task, pvc_name=REGISTRY_PVC, mount_path=REGISTRY_MOUNT)
+            if name == "train" and target.gpus:
+                task.set_accelerator_type(target.accelerator).set_accelerator_limit(target.gpus)
+        return task
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description="Validate, embed per modality, build Feast features, train the fusion model, compare it "
+                              "with the baselines, and register and deploy it only when it beats the champion.")
+    def fusionrec_training(
+        contract: str,
+        registry: str,
+        modalities: List[str] = ["text", "image"],
+        spec: dict = {},
+        settings: dict = {},
+        margin: float = 0.01,
+        baselines: List[str] = list(DEFAULT_BASELINES),
+        deploy_target: str = "kserve" if target.cluster else "local",
+        serving_registry_uri: str = f"pvc://{REGISTRY_PVC}" if target.cluster else "",
+        serving_image: str = "",
+        checkpoints: str = "",
+    ) -> NamedTuple("Outputs", [("promoted", bool), ("decision", dsl.Markdown), ("features", dsl.Dataset)]):
+        validate = configure(c["validate"](contract=contract, settings=settings), "validate")
+        clean = validate.outputs["clean"]
+        with dsl.ParallelFor(modalities, name="per-modality") as modality:
+            embed = configure(c["embed"](dataset=clean, modality=modality, settings=settings), "embed")
+        collect = configure(c["collect"](parts=dsl.Collected(embed.outputs["embeddings"])), "collect")
+        embeddings = collect.outputs["embeddings"]
+        features = configure(c["features"](dataset=clean, embeddings=embeddings, settings=settings), "features")
+        tables = features.outputs["tables"]
+        train = configure(c["train"](dataset=clean, embeddings=embeddings, tables=tables, spec=spec, settings=settings,
+                                     checkpoints=checkpoints), "train")
+        model = train.outputs["model"]
+        evaluate = configure(c["evaluate"](dataset=clean, embeddings=embeddings, model=model, baselines=baselines,
+                                           settings=settings), "evaluate")
+        gate = configure(c["gate"](dataset=clean, model=model, registry=registry, margin=margin), "gate")
+        gate.after(evaluate)  # the comparison is in the run before the decision
+        with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712 (a KFP condition, not Python)
+            register = configure(c["register"](model=model, registry=registry, margin=margin), "register")
+            configure(c["deploy"](version=register.output, registry=registry, registry_uri=serving_registry_uri,
+                                  tables=tables, target=deploy_target, settings=settings, image=serving_image),
+                      "deploy")
+        outputs = NamedTuple("Outputs", [("promoted", bool), ("decision", dsl.Markdown), ("features", dsl.Dataset)])
+        return outputs(gate.outputs["Output"], gate.outputs["decision"], tables)
+
+    return fusionrec_training
+
+
+# -- parameters: checked before anything runs ------------------------------------------------------
+
+def check_parameters(*, spec: dict[str, Any], settings: dict[str, Any], modalities: list[str], baselines: list[str],
+                     margin: float, contract: str | None = None) -> None:
+    """Refuse, with a message, parameters that would fail an hour into the run: an unknown encoder,
+    fusion type or protocol, a modality the dataset lacks, an unknown baseline.
+
+    Raises:
+        ConfigError: naming the parameter and the value.
+    """
+    from fusionrec.config import settings_from
+    from fusionrec.workflow import BASELINES, TrainSpec
+
+    TrainSpec.parse(**spec)
+    settings_from(settings)
+    if not modalities:
+        raise ConfigError("modalities: at least one modality to embed")
+    if len(set(modalities)) != len(modalities):
+        raise ConfigError(f"modalities: {modalities} names one twice")
+    bad = [b for b in baselines if b not in BASELINES]
+    if bad:
+        raise ConfigError(f"baselines: {bad} unknown; choose from {list(BASELINES)}")
+    if not 0 <= margin < 1:
+        raise ConfigError(f"margin: {margin} is not a share in [0, 1)")
+    model_modalities = spec.get("modalities")
+    if isinstance(model_modalities, str):
+        model_modalities = [m.strip() for m in model_modalities.split(",") if m.strip()]
+    if model_modalities and not set(model_modalities) <= set(modalities):
+        raise ConfigError(f"spec.modalities {sorted(model_modalities)} are not all embedded (modalities: {modalities})")
+    if contract and "://" not in contract and Path(contract).exists():
+        from fusionrec.data.contract import load_contract
+
+        have = load_contract(contract).modality_names
+        missing = [m for m in modalities if m not in have]
+        if missing:
+            raise ConfigError(f"modalities: {contract} has no {missing}; it has {have}")
+
+
+def compile_pipeline(out: str | Path, target: Target = Target()) -> Path:
+    """Write the pipeline's IR YAML (what the Kubeflow UI uploads)."""
+    from kfp import compiler
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(target), str(out))
+    return out
+
+
+# -- running it ------------------------------------------------------------------------------------
+
+@dataclass
+class LocalRun:
+    """How a local run ended."""
+
+    promoted: bool
+    reason: str
+    champion: str | None  # the registry's champion after the run
+    pipeline_root: Path
+    seconds: float
+    serving_url: str | None = None
+
+
+def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path, modalities: list[str],
+              spec: dict[str, Any] | None = None, settings: dict[str, Any] | None = None, margin: float = 0.01,
+              baselines: list[str] = list(DEFAULT_BASELINES), runner: str = "subprocess", image: str = DEFAULT_IMAGE,
+              cache: bool = True, deploy: bool = True) -> LocalRun:
+    """Run the whole pipeline on this machine with the KFP local runner.
+
+    ``runner``: ``subprocess`` (each step a process of this Python) or ``docker`` (each step in its
+    container, through the Docker API; podman's socket works). Cached steps are reused across runs
+    (``cache``). With ``deploy`` a promoted model ends up served by local model servers on loopback.
+
+    Raises:
+        ConfigError: a parameter is refused (before anything runs).
+        RuntimeError: a step failed (KFP's message names it; nothing downstream ran).
+    """
+    import time
+
+    from kfp import local
+
+    from fusionrec.registry import champion
+
+    spec, settings = dict(spec or {}), dict(settings or {})
+    check_parameters(spec=spec, settings=settings, modalities=modalities, baselines=baselines, margin=margin,
+                     contract=contract)
+    root = Path(pipeline_root).resolve()
+    registry = Path(registry).resolve()
+    registry.mkdir(parents=True, exist_ok=True)
+    if runner == "subprocess":
+        kfp_runner = local.SubprocessRunner(use_venv=False)
+    elif runner == "docker":
+        # every path a step reads or writes is mounted at the same place in its container
+        mounts = sorted({str(root), str(registry), str(Path(contract).resolve().parent),
+                         *(str(Path(p).resolve()) for p in _data_roots(contract))})
+        kfp_runner = local.DockerRunner(volumes={m: {"bind": m, "mode": "rw"} for m in mounts})
+    else:
+        raise ConfigError(f"runner {runner!r} is unknown; use subprocess or docker")
+    local.init(runner=kfp_runner, pipeline_root=str(root), enable_caching=cache, cache_root=str(root / ".kfp_cache"))
+    pipeline = build_pipeline(Target(image=image, cluster=False))
+    start = time.perf_counter()
+    task = pipeline(contract=str(Path(contract).resolve()) if "://" not in contract else contract,
+                    registry=str(registry), modalities=modalities, spec=spec, settings=settings, margin=margin,
+                    baselines=baselines, deploy_target="local" if deploy and runner == "subprocess" else "none")
+    best = champion(registry)
+    decision = Path(task.outputs["decision"].path).read_text(encoding="utf-8").strip().splitlines()
+    result = LocalRun(bool(task.outputs["promoted"]), decision[-1], best.name if best else None, root,
+                      time.perf_counter() - start)
+    if deploy and best is not None:
+        from fusionrec.config import settings_from
+        from fusionrec.serving.deploy import deploy_version
+
+        # the subprocess runner's deploy step left the servers up; a container's servers die with it, so
+        # under docker (or when this run kept the champion) they are started here, on the host
+        s = settings_from(settings)
+        url = f"http://{s.serving.host}:{s.serving.transformer_port}"
+        if not (result.promoted and runner == "subprocess"):
+            url = deploy_version(s, registry=str(registry), version=best.name, target="local",
+                                 features_dir=task.outputs["features"].path)
+        result.serving_url = url
+    return result
+
+
+def _data_roots(contract: str) -> list[Path]:
+    """The folders a dataset contract reads (for the containers' mounts)."""
+    if "://" in contract:
+        return []
+    from fusionrec.data.contract import load_contract
+
+    return [load_contract(contract).root_dir]
+
+
+def run_name(spec: dict[str, Any], contract: str, modalities: list[str]) -> str:
+    """A run name that says what was trained: dataset, split, fusion, modalities and when."""
+    from fusionrec.workflow import TrainSpec
+
+    s = TrainSpec.parse(**spec)
+    dataset = Path(contract).stem
+    if "://" not in contract and Path(contract).exists():
+        from fusionrec.data.contract import load_contract
+
+        dataset = load_contract(contract).name
+    used = s.modalities or modalities
+    return (f"{dataset} {s.protocol} s{s.seed} {s.fusion} {'+'.join(used)} "
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}Z")
+
+
+def submit(host: str, *, contract: str, registry: str, modalities: list[str], spec: dict[str, Any] | None = None,
+           settings: dict[str, Any] | None = None, margin: float = 0.01, baselines: list[str] = list(DEFAULT_BASELINES),
+           experiment: str = "fusionrec", target: Target = Target(cluster=True), client=None) -> str:
+    """Compile for the cluster and start a run through ``kfp.Client``; returns the run id.
+
+    Credentials are not parameters: the steps read them from Kubernetes Secrets (:data:`SECRETS`).
+    """
+    import tempfile
+
+    spec, settings = dict(spec or {}), dict(settings or {"profile": "cluster"})
+    check_parameters(spec=spec, settings=settings, modalities=modalities, baselines=baselines, margin=margin,
+                     contract=contract)
+    if client is None:
+        import kfp
+
+        client = kfp.Client(host=host)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", target)
+        run = client.create_run_from_pipeline_package(
+            str(package), arguments={"contract": contract, "registry": registry, "modalities": modalities, "spec": spec,
+                                     "settings": settings, "margin": margin, "baselines": baselines},
+            run_name=run_name(spec, contract, modalities), experiment_name=experiment)
+    return run.run_id
