@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fusionrec.errors import ConfigError
+from fusionrec.errors import ConfigError, FusionRecError
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,10 @@ REGISTRY_PVC = "fusionrec-models"  # the model registry on a cluster: a volume K
 REGISTRY_MOUNT = "/mnt/registry"
 # Steps that read or write state outside their inputs (the registry, the serving cluster) are never cached.
 UNCACHED = ("gate", "register", "deploy")
-# Steps that reach the network (object storage, Redis, the Kubernetes API) retry with backoff.
-RETRIED = ("validate", "embed", "features", "register", "deploy")
+# Steps that reach the network (a checkpoint's storage, Redis, the registry's volume, the Kubernetes API)
+# retry with backoff. Not validate: a check over its budget fails the same way every time, and its
+# report should not wait for three retries.
+RETRIED = ("embed", "features", "register", "deploy")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def build_pipeline(target: Target = Target()):
         registry: str,
         modalities: List[str] = ["text", "image"],
         spec: dict = {},
-        settings: dict = {},
+        settings: dict = {"profile": "cluster"} if target.cluster else {},
         margin: float = 0.01,
         baselines: List[str] = list(DEFAULT_BASELINES),
         deploy_target: str = "kserve" if target.cluster else "local",
@@ -220,9 +222,12 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
     local.init(runner=kfp_runner, pipeline_root=str(root), enable_caching=cache, cache_root=str(root / ".kfp_cache"))
     pipeline = build_pipeline(Target(image=image, cluster=False))
     start = time.perf_counter()
-    task = pipeline(contract=str(Path(contract).resolve()) if "://" not in contract else contract,
-                    registry=str(registry), modalities=modalities, spec=spec, settings=settings, margin=margin,
-                    baselines=baselines, deploy_target="local" if deploy and runner == "subprocess" else "none")
+    try:
+        task = pipeline(contract=str(Path(contract).resolve()) if "://" not in contract else contract,
+                        registry=str(registry), modalities=modalities, spec=spec, settings=settings, margin=margin,
+                        baselines=baselines, deploy_target="local" if deploy and runner == "subprocess" else "none")
+    except RuntimeError as e:
+        raise PipelineFailed(_failure(str(e), root)) from e
     best = champion(registry)
     decision = Path(task.outputs["decision"].path).read_text(encoding="utf-8").strip().splitlines()
     result = LocalRun(bool(task.outputs["promoted"]), decision[-1], best.name if best else None, root,
@@ -240,6 +245,31 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
                                  features_dir=task.outputs["features"].path)
         result.serving_url = url
     return result
+
+
+class PipelineFailed(FusionRecError):
+    """A pipeline step failed; nothing downstream of it ran."""
+
+    exit_code = 1
+
+
+def _failure(message: str, root: Path) -> str:
+    """One message for a failed local run: the step, where its outputs are, the validation report."""
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", message)
+    step = re.search(r"Inner task failed: '([^']+)'", plain)
+    runs = sorted(root.glob(f"{PIPELINE_NAME}-*"), key=lambda p: p.stat().st_mtime)
+    where = runs[-1] if runs else root
+    text = f"step '{step.group(1)}' failed; nothing downstream of it ran (its log is above; outputs in {where})" \
+        if step else plain
+    rejected = sorted(where.glob("validate/*.rejected/report.json"))
+    if rejected:
+        report = json.loads(rejected[0].read_text(encoding="utf-8"))
+        over = [f"{c['key']} ({c['failed']:,} of {c['records']:,} records, budget {c['budget']:.2%})"
+                for c in report["checks"] if not c["passed"]]
+        text += f"\nchecks over budget: {'; '.join(over)}\nvalidation report: {rejected[0].with_suffix('.html')}"
+    return text
 
 
 def _data_roots(contract: str) -> list[Path]:

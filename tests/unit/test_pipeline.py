@@ -1,0 +1,159 @@
+"""The training pipeline's compiled IR (what the Kubeflow UI uploads) and the checks on its parameters."""
+
+import pytest
+import yaml
+
+from fusionrec.errors import ConfigError
+from pipelines.training import Target, check_parameters, compile_pipeline, submit
+
+pytestmark = pytest.mark.unit
+
+IMAGE = "registry.example/fusionrec@sha256:" + "a" * 64
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory):
+    path = compile_pipeline(tmp_path_factory.mktemp("ir") / "pipeline.yaml", Target(image=IMAGE, cluster=True, gpus=2))
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _tasks(spec):
+    root = spec["root"]["dag"]["tasks"]
+    cond = next(n for n in root if n.startswith("condition"))
+    loop = next(n for n in root if n.startswith("for-loop"))
+    inner = spec["components"][f"comp-{cond}"]["dag"]["tasks"]
+    looped = spec["components"][f"comp-{loop}"]["dag"]["tasks"]
+    return root, cond, loop, inner, looped
+
+
+def test_the_dag_runs_validate_embed_per_modality_features_train_evaluate_gate(ir):
+    spec, _ = ir
+    root, cond, loop, inner, looped = _tasks(spec)
+    assert set(root) == {"validate", loop, "collect", "features", "train", "evaluate", "gate", cond}
+    assert set(looped) == {"embed"} and set(inner) == {"register", "deploy"}
+    assert root[loop]["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--modalities"}
+    assert root[loop]["dependentTasks"] == ["validate"]
+    assert root["collect"]["dependentTasks"] == [loop]  # every modality's embeddings, collected
+    assert set(root["train"]["dependentTasks"]) == {"validate", "collect", "features"}  # features come from Feast
+    assert {"train", "evaluate"} <= set(root["gate"]["dependentTasks"])
+    assert inner["deploy"]["dependentTasks"] == ["register"]
+
+
+def test_register_and_deploy_run_only_under_the_gate(ir):
+    spec, _ = ir
+    root, cond, *_ = _tasks(spec)
+    assert root[cond]["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
+    assert "gate" in root[cond]["dependentTasks"]
+
+
+def test_parameters_name_the_contract_encoders_model_and_margin_and_no_secret(ir):
+    spec, _ = ir
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"contract", "registry", "modalities", "spec", "settings", "margin", "baselines"} <= set(params)
+    assert params["margin"] == {"defaultValue": 0.01, "isOptional": True, "parameterType": "NUMBER_DOUBLE"}
+    assert params["settings"]["defaultValue"] == {"profile": "cluster"}
+    assert not [p for p in params if any(w in p for w in ("password", "secret", "key", "token", "redis"))]
+
+
+def test_caching_is_on_except_where_a_step_reads_the_registry(ir):
+    spec, _ = ir
+    root, _, _, inner, looped = _tasks(spec)
+    for name in ("validate", "collect", "features", "train", "evaluate"):
+        assert root[name]["cachingOptions"] == {"enableCache": True}, name
+    assert looped["embed"]["cachingOptions"] == {"enableCache": True}
+    assert root["gate"]["cachingOptions"] == {} and inner["register"]["cachingOptions"] == {}
+    assert inner["deploy"]["cachingOptions"] == {}
+
+
+def test_retries_on_the_steps_that_touch_the_network_only(ir):
+    spec, _ = ir
+    root, _, _, inner, looped = _tasks(spec)
+    retried = {n for n, t in {**root, **inner, **looped}.items() if "retryPolicy" in t}
+    assert retried == {"embed", "features", "register", "deploy"}
+    assert root["features"]["retryPolicy"]["maxRetryCount"] == 3
+
+
+def test_train_requests_gpus_and_every_step_runs_the_given_image_with_requests(ir):
+    spec, _ = ir
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 9
+    for name, ex in executors.items():
+        assert ex["container"]["image"] == IMAGE, name
+        assert ex["container"]["resources"]["resourceCpuRequest"], name
+        assert ex["container"]["resources"]["resourceMemoryLimit"], name
+    gpu = executors["exec-train"]["container"]["resources"]["accelerator"]
+    assert (gpu["resourceType"], gpu["resourceCount"]) == ("nvidia.com/gpu", "2")
+    assert not [n for n, ex in executors.items() if n != "exec-train" and "accelerator" in ex["container"]["resources"]]
+
+
+def test_no_gpu_when_asked_for_none(tmp_path):
+    spec, _ = yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", Target(cluster=True, gpus=0)).read_text())
+    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+
+
+def test_credentials_reach_every_step_as_kubernetes_secrets(ir):
+    _, platform = ir
+    assert len(platform) == 9
+    for name, ex in platform.items():
+        secrets = {s["secretName"]: {k["envVar"] for k in s["keyToEnv"]} for s in ex["secretAsEnv"]}
+        assert "FUSIONREC__FEATURES__REDIS_CONNECTION" in secrets["fusionrec-redis"], name
+        assert "AWS_SECRET_ACCESS_KEY" in secrets["fusionrec-object-storage"], name
+    assert platform["exec-register"]["pvcMount"][0]["mountPath"] == "/mnt/registry"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"spec": {"fusion": "sum"}}, "training spec: fusion: Input should be 'gated' or 'concat' (got 'sum')"),
+    ({"settings": {"encoders": {"image": {"kind": "resnet50"}}}},
+     "'encoders.image.kind': Input should be 'efficientnet_lite0' or 'hf' (got 'resnet50')"),
+    ({"settings": {"encoders": {"vision": {}}}}, "unknown key 'encoders.vision'"),
+    ({"baselines": ["mostpop", "lightgcn"]}, "baselines: ['lightgcn'] unknown"),
+    ({"modalities": ["text", "text"]}, "names one twice"),
+    ({"spec": {"modalities": "audio"}}, "spec.modalities ['audio'] are not all embedded"),
+    ({"margin": 1.5}, "margin: 1.5 is not a share"),
+])
+def test_a_bad_parameter_is_refused_before_the_run_with_its_name(kwargs, message):
+    args = {"spec": {}, "settings": {}, "modalities": ["text", "image"], "baselines": ["mostpop"], "margin": 0.01}
+    with pytest.raises(ConfigError) as err:
+        check_parameters(**{**args, **kwargs})
+    assert message in str(err.value)
+
+
+def test_a_modality_the_dataset_lacks_is_refused_at_submit(tmp_path):
+    contract = tmp_path / "c.yaml"
+    contract.write_text("name: tiny\nformat: raw_catalogue\ninteractions: {path: i.csv, roles: {user_id: u, item_id: i}}\n"
+                        "items: {path: items.csv, roles: {item_id: i, text: [title]}}\n")
+    with pytest.raises(ConfigError, match=r"has no \['image'\]; it has \['text'\]"):
+        check_parameters(spec={}, settings={}, modalities=["text", "image"], baselines=[], margin=0.0,
+                         contract=str(contract))
+
+
+class _Client:
+    """Records what kfp.Client would be asked (no Kubeflow API server can run here)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_run_from_pipeline_package(self, package, arguments, run_name, experiment_name):
+        self.calls.append((yaml.safe_load_all(open(package).read()).__next__(), arguments, run_name, experiment_name))
+        return type("Run", (), {"run_id": "run-1"})()
+
+
+def test_submit_names_the_run_after_what_it_trains_and_passes_no_credentials():
+    client = _Client()
+    run = submit("http://kfp.example", contract="/data/movielens.yaml", registry="/mnt/registry",
+                 modalities=["text", "image"], spec={"protocol": "temporal", "fusion": "concat", "seed": 2},
+                 experiment="nightly", client=client)
+    (spec, arguments, run_name, experiment), = client.calls
+    assert run == "run-1" and experiment == "nightly"
+    assert run_name.startswith("movielens temporal s2 concat text+image ")
+    assert spec["pipelineInfo"]["name"] == "fusionrec-training"
+    assert arguments["settings"] == {"profile": "cluster"} and arguments["modalities"] == ["text", "image"]
+
+
+def test_submit_refuses_an_unknown_encoder_without_calling_the_server():
+    client = _Client()
+    with pytest.raises(ConfigError, match="encoders.text.max_lenght"):
+        submit("http://kfp.example", contract="/data/x.yaml", registry="/r", modalities=["text"],
+               settings={"encoders": {"text": {"max_lenght": 64}}}, client=client)
+    assert client.calls == []
