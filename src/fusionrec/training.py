@@ -125,7 +125,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
         TrainingDiverged: the loss became NaN or infinite.
     """
     import torch.distributed as dist
-    from tqdm.auto import tqdm
+    from fusionrec.progress import progress as progress_bar
 
     distributed = dist.is_available() and dist.is_torchelastic_launched()
     device = pick_device(cfg.device)
@@ -175,8 +175,8 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
             steps = min(len(batches[r::world]) for r in range(world))
             mine = mine[:steps]
         total = 0.0
-        bar = tqdm(mine, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress or rank != 0,
-                   leave=False, mininterval=1.0)
+        bar = progress_bar(mine, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                           enabled=progress and rank == 0, leave=False)
         for step, b in enumerate(bar):
             u, i = users[b].to(device), items[b].to(device)
             h, hm = hist_d[u], hmask_d[u] & (hist_d[u] != i.unsqueeze(1))  # never attend to the target

@@ -156,7 +156,7 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
     import time
 
     import yaml
-    from tqdm.auto import tqdm
+    from fusionrec.progress import progress as progress_bar
 
     from fusionrec.io import atomic_dir
 
@@ -192,7 +192,7 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
     # Sample each user's items without replacement by Gumbel-top-k, one taste profile at a time.
     rows_u, rows_i, rows_s = [], [], []
     profiles = user_genre * len(colours) + user_colour
-    for prof in tqdm(np.unique(profiles), desc="interactions", unit="profile", disable=not progress, mininterval=1.0):
+    for prof in progress_bar(np.unique(profiles), desc="interactions", unit="profile", enabled=progress):
         users = np.flatnonzero(profiles == prof)
         g, c = divmod(int(prof), len(colours))
         score = (cfg.popularity_weight * popularity + cfg.genre_weight * (item_genre == g)
@@ -237,10 +237,10 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
         workers = cfg.workers or os.cpu_count() or 1
         if workers > 1 and n_i >= 200:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                list(tqdm(pool.map(_render, jobs, chunksize=256), total=n_i, desc="images", unit="img",
-                          disable=not progress, mininterval=1.0))
+                list(progress_bar(pool.map(_render, jobs, chunksize=256), total=n_i, desc="images", unit="img",
+                                  enabled=progress))
         else:
-            for job in tqdm(jobs, desc="images", unit="img", disable=not progress, mininterval=1.0):
+            for job in progress_bar(jobs, desc="images", unit="img", enabled=progress):
                 _render(job)
 
         if n_bad_items:

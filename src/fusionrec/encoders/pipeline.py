@@ -42,7 +42,7 @@ def run_encoder(encoder, inputs: list, cache: EmbeddingCache | None, *, chunk: i
     Returns:
         (the encoded batch, stats: items, cached, computed, masked, seconds).
     """
-    from tqdm.auto import tqdm
+    from fusionrec.progress import progress as progress_bar
 
     t0 = time.perf_counter()
     prepared, reasons = encoder.prepare(inputs)
@@ -60,8 +60,7 @@ def run_encoder(encoder, inputs: list, cache: EmbeddingCache | None, *, chunk: i
     if hasattr(encoder, "cost") and len(misses):  # e.g. text length: similar inputs share a batch
         order = np.argsort([encoder.cost(prepared[i]) for i in misses], kind="stable")
         misses, miss_keys = misses[order], [miss_keys[j] for j in order]
-    with tqdm(total=len(misses), desc=f"embed {encoder.modality}", unit="item", disable=not progress,
-              mininterval=1.0) as bar:
+    with progress_bar(total=len(misses), desc=f"embed {encoder.modality}", unit="item", enabled=progress) as bar:
         for s in range(0, len(misses), chunk):
             part = misses[s: s + chunk]
             values, ok, why = encoder.embed([prepared[i] for i in part])

@@ -160,12 +160,11 @@ def image_status(paths: pd.Series, root: Path, cfg: ValidationSettings, progress
         return "ok"
 
     values = list(paths)
-    from tqdm.auto import tqdm
+    from fusionrec.progress import progress as progress_bar
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         it = pool.map(probe, values, chunksize=64)
-        statuses = list(tqdm(it, total=len(values), desc="images", unit="img", disable=not progress,
-                             mininterval=1.0))
+        statuses = list(progress_bar(it, total=len(values), desc="images", unit="img", enabled=progress))
     return pd.Series(statuses, index=paths.index, dtype="object")
 
 
