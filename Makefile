@@ -1,11 +1,11 @@
-# Usage: make test | make run | make install | make lock | make clean
+# Usage: make test | make run | make stop | make install | make images | make lock | make clean
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/movielens-100k-mm
 OUT    ?= artifacts
 
-.PHONY: install test run stop lock clean
+.PHONY: install test run stop images lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,22 +21,30 @@ install: $(VENV)/.installed
 test: install
 	$(BIN)/python -m pytest
 
-ML := $(OUT)/movielens-100k-mm
+# The main job: the training pipeline on the KFP local runner, end to end (validate, embed per modality,
+# Feast features, train, evaluate against the baselines, gate, register, deploy), on movielens-100k-mm
+# or, where the shared data is absent, on a synthetic set; the model servers stay up on the champion
+# ('make stop' stops them) and are asked for a recommendation.
+ifneq ($(wildcard $(DATA)/ratings.csv),)
+CONTRACT := configs/datasets/movielens-100k-mm.yaml
+NAME     := movielens-100k-mm
+ASK      := 42
+else
+CONTRACT := $(OUT)/synthetic/dataset.yaml
+NAME     := synthetic-1000u-500i-s0
+ASK      := user-0000042
+endif
 
-# The main job on movielens-100k-mm: validate, embed, build and serve the features, train, evaluate,
-# then serve the champion (predictor + transformer, left running; `make stop` stops them) and ask it.
-run: install
-	$(BIN)/fusionrec data validate configs/datasets/movielens-100k-mm.yaml --out $(ML)/validated
-	$(BIN)/fusionrec embed $(ML)/validated --out $(ML)/embeddings
-	$(BIN)/fusionrec features build $(ML)/validated --embeddings $(ML)/embeddings --out $(ML)/features
-	$(BIN)/fusionrec features apply --data-dir $(ML)/features
-	$(BIN)/fusionrec features materialize --data-dir $(ML)/features
-	$(BIN)/fusionrec train $(ML)/validated --embeddings $(ML)/embeddings --models $(ML)/models
-	$(BIN)/fusionrec evaluate $(ML)/validated --embeddings $(ML)/embeddings --out $(ML)/evaluation \
-	    --models fusion,mostpop,bpr_mf,cornac_bpr,cornac_vbpr
-	FUSIONREC__FEATURES__DATA_DIR=$(ML)/features $(BIN)/fusionrec serve --detach --storage-uri $(ML)/models
-	$(BIN)/fusionrec recommend --user 42 --k 10
+$(OUT)/synthetic/dataset.yaml: | install
+	$(BIN)/fusionrec data synth --out $(OUT)/synthetic --users 1000 --items 500
+
+run: install $(CONTRACT)
+	$(BIN)/fusionrec pipeline run --local --contract $(CONTRACT) --registry $(OUT)/$(NAME)/models --root $(OUT)/pipeline
+	$(BIN)/fusionrec recommend --user $(ASK) --k 10
 	@echo "both servers are still up (transformer: http://127.0.0.1:8080); 'make stop' stops them"
+
+images:
+	scripts/images.sh all cpu
 
 stop:
 	$(BIN)/fusionrec serve --stop
