@@ -216,7 +216,13 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
         # every path a step reads or writes is mounted at the same place in its container
         mounts = sorted({str(root), str(registry), str(Path(contract).resolve().parent),
                          *(str(Path(p).resolve()) for p in _data_roots(contract))})
-        kfp_runner = local.DockerRunner(volumes={m: {"bind": m, "mode": "rw"} for m in mounts})
+        from docker.types import Mount
+
+        # the image's user (uid 1000) writes the steps' outputs into the pipeline root
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o777)
+        kfp_runner = local.DockerRunner(mounts=[Mount(m, m, type="bind") for m in mounts], network_mode="host",
+                                        environment=_forwarded_env())
     else:
         raise ConfigError(f"runner {runner!r} is unknown; use subprocess or docker")
     local.init(runner=kfp_runner, pipeline_root=str(root), enable_caching=cache, cache_root=str(root / ".kfp_cache"))
@@ -245,6 +251,14 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
                                  features_dir=task.outputs["features"].path)
         result.serving_url = url
     return result
+
+
+def _forwarded_env() -> dict[str, str]:
+    """The settings' environment overrides and the storage credentials, passed on to the containers."""
+    import os
+
+    keep = ("FUSIONREC__", "FUSIONREC_PROFILE", "AWS_", "HF_HUB_OFFLINE")
+    return {k: v for k, v in os.environ.items() if k.startswith(keep)}
 
 
 class PipelineFailed(FusionRecError):

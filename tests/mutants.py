@@ -83,7 +83,7 @@ MUTANTS = [
     Mutant("the exclude field is ignored", "src/fusionrec/recommender.py",
            '            ex = self._items(row.exclude, "exclude")', '            ex = []; self._items(row.exclude, "exclude")',
            (SERVING, "-k", "exclude_removes")),
-    Mutant("the transformer skips the PII filter", "src/fusionrec/serving/transformer.py",
+    Mutant("the transformer skips the PII filter", "serving/transformer.py",
            "                    r.text = self.pii.redact(r.text)", "                    pass",
            ("tests/unit/test_serving_schemas.py", "-k", "redacts")),
     Mutant("the transformer waits 30 s for a hung predictor", "src/fusionrec/serving/local.py",

@@ -27,7 +27,7 @@ class LogProgress:
         self.n, self.start, self.next_quarter, self.postfix = 0, time.perf_counter(), 1, ""
 
     def __iter__(self) -> Iterator:
-        for item in self.iterable or ():
+        for item in self.iterable if self.iterable is not None else ():
             yield item
             self.update(1)
         self.close()

@@ -61,7 +61,7 @@ def test_schema_refuses_with_a_message(payload, err, words):
 def test_transformer_redacts_query_text_before_the_predictor_sees_it():
     from fusionrec.privacy import PiiFilter
     from fusionrec.config import Settings
-    from fusionrec.serving.transformer import _transformer_class
+    from serving.transformer import _transformer_class
 
     model = _transformer_class()("fusionrec", Settings(), store=None, pii=PiiFilter())
     out = asyncio.run(model.preprocess({"instances": [{"text": "like the one jane.doe@example.com sent me", "k": 3}]}))

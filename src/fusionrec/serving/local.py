@@ -42,14 +42,14 @@ class Servers:
 
 
 def predictor_command(settings: Settings, port: int, storage_uri: str | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "fusionrec.serving.predictor", "--model_name", settings.serving.model_name,
+    cmd = [sys.executable, "-m", "serving.predictor", "--model_name", settings.serving.model_name,
            "--http_port", str(port), "--enable_grpc", "false"]
     return cmd + (["--storage_uri", storage_uri] if storage_uri else [])
 
 
 def transformer_command(settings: Settings, port: int, predictor_port: int, protocol: str = "v2",
                         feast: bool = True) -> list[str]:
-    cmd = [sys.executable, "-m", "fusionrec.serving.transformer", "--model_name", settings.serving.model_name,
+    cmd = [sys.executable, "-m", "serving.transformer", "--model_name", settings.serving.model_name,
            "--http_port", str(port), "--enable_grpc", "false",
            "--predictor_host", f"{settings.serving.host}:{predictor_port}", "--predictor_protocol", protocol,
            "--predictor_request_timeout_seconds", str(settings.serving.predictor_timeout_s)]

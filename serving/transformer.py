@@ -7,7 +7,7 @@ predictor over real HTTP (v2 by default, or v1). A predictor that is down or tim
 with a message; its 4xx answers are passed on with their message. Postprocess: top-K items with id,
 title, image reference, score, the share each modality contributed and the model version.
 
-Run: ``python -m fusionrec.serving.transformer --model_name fusionrec --http_port 8080
+Run: ``python -m serving.transformer --model_name fusionrec --http_port 8080
 --predictor_host 127.0.0.1:8081 --predictor_protocol v2``.
 """
 

@@ -6,7 +6,7 @@ one version folder; or ``/mnt/models``, which KServe's storage initializer fills
 text and image encoders the artifact was trained with (for query by example). Each request is parsed,
 scored as one batch by the recommender, and encoded back on the protocol it came in.
 
-Run: ``python -m fusionrec.serving.predictor --model_name fusionrec --http_port 8081 [--storage_uri URI]``.
+Run: ``python -m serving.predictor --model_name fusionrec --http_port 8081 [--storage_uri URI]``.
 """
 
 from __future__ import annotations
