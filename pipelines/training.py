@@ -213,14 +213,19 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
     if runner == "subprocess":
         kfp_runner = local.SubprocessRunner(use_venv=False)
     elif runner == "docker":
-        # every path a step reads or writes is mounted at the same place in its container
-        mounts = sorted({str(root), str(registry), str(Path(contract).resolve().parent),
-                         *(str(Path(p).resolve()) for p in _data_roots(contract))})
         from docker.types import Mount
 
-        # the image's user (uid 1000) writes the steps' outputs into the pipeline root
-        root.mkdir(parents=True, exist_ok=True)
-        root.chmod(0o777)
+        from fusionrec.config import settings_from
+
+        # every path a step reads or writes is mounted at the same place in its container, the embedding
+        # cache too (so that a second run finds it warm); the image's user (uid 1000) writes them
+        cache_dir = Path(settings_from(settings).paths.cache).resolve()
+        settings = {**settings, "paths": {**settings.get("paths", {}), "cache": str(cache_dir)}}
+        for writable in (root, cache_dir, registry, registry / "versions"):
+            writable.mkdir(parents=True, exist_ok=True)
+            writable.chmod(0o777)
+        mounts = sorted({str(registry), str(cache_dir), str(Path(contract).resolve().parent),
+                         *(str(Path(p).resolve()) for p in _data_roots(contract))} - {str(root)})  # KFP mounts the root
         kfp_runner = local.DockerRunner(mounts=[Mount(m, m, type="bind") for m in mounts], network_mode="host",
                                         environment=_forwarded_env())
     else:

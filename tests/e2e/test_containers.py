@@ -1,0 +1,103 @@
+"""The images, really built and run: the component image built with podman (no registry: a debootstrap
+base), one pipeline step run in it through KFP's DockerRunner on podman's Docker-compatible socket, and
+the whole pipeline with every step in its container. Skipped with a message where podman is absent
+(.ci/run installs it with scripts/podman-setup.sh)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.container]
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = "localhost/fusionrec:0.1.0-cpu"
+
+if shutil.which("podman") is None:
+    pytest.skip("podman is not installed here (scripts/podman-setup.sh installs it; .ci/run does)",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def image():
+    r = subprocess.run([str(REPO / "scripts" / "images.sh"), "component", "cpu"], capture_output=True, text=True,
+                       timeout=3600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def docker_host(tmp_path_factory):
+    """podman's Docker-compatible API on a socket of our own."""
+    sock = tmp_path_factory.mktemp("podman") / "podman.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time", "0", f"unix://{sock}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if sock.exists():
+            break
+        time.sleep(0.1)
+    yield f"unix://{sock}"
+    service.terminate()
+    service.wait(timeout=30)
+
+
+def test_the_image_runs_as_a_non_root_user_with_fusionrec_and_kfp(image):
+    r = subprocess.run(["podman", "run", "--rm", image, "sh", "-c",
+                        "id -u && python -c 'import fusionrec, kfp, torch, components.training, serving.predictor; "
+                        "print(kfp.__version__, torch.__version__)'"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    uid, versions = r.stdout.split()[0], r.stdout.split()[1:]
+    assert uid == "1000" and versions == ["2.17.3", "2.13.0+cpu"]
+
+
+def test_a_pipeline_step_runs_in_its_container_through_the_docker_api(image, docker_host, synth_clean, tmp_path,
+                                                                       monkeypatch):
+    """The validate component, as KFP's DockerRunner runs it on a laptop: its outputs land in the pipeline
+    root, written by the image's user (uid 1000), not by root."""
+    from docker.types import Mount
+    from kfp import local
+
+    from components.training import build
+
+    monkeypatch.setenv("DOCKER_HOST", docker_host)
+    root = tmp_path / "root"
+    root.mkdir()
+    root.chmod(0o777)
+    local.init(runner=local.DockerRunner(mounts=[Mount(str(synth_clean), str(synth_clean), type="bind")]),
+               pipeline_root=str(root))  # the runner mounts the pipeline root itself
+    task = build(image)["validate"](contract=str(synth_clean / "dataset.yaml"), settings={})
+    clean = Path(task.outputs["clean"].path)
+    assert (clean / "items.parquet").exists() and (clean / "report.json").exists()
+    report = Path(task.outputs["report"].path)
+    assert "<html" in report.read_text().lower()
+    assert report.stat().st_uid == 1000
+    assert json.loads(Path(task.outputs["checks"].path).read_text())["failed/interactions.rating_in_range"] == 0
+
+
+def test_the_whole_pipeline_runs_with_every_step_in_its_container(image, docker_host, synth_clean, tmp_path,
+                                                                   free_port):
+    env = {**os.environ, "DOCKER_HOST": docker_host, "FUSIONREC_PROFILE": "local"}
+    options = ["--set", f"serving.predictor_port={free_port()}", "--set", f"serving.transformer_port={free_port()}",
+               "--set", f"paths.artifacts={tmp_path / 'artifacts'}", "--set", f"paths.cache={tmp_path / 'cache'}"]
+    r = subprocess.run([sys.executable, "-m", "fusionrec", "pipeline", "run", "--local", "--runner", "docker",
+                        "--image", image, "--contract", str(synth_clean / "dataset.yaml"),
+                        "--registry", str(tmp_path / "models"), "--root", str(tmp_path / "root"), "--epochs", "2",
+                        "--dim", "16", *options], capture_output=True, text=True, env=env, timeout=1800)
+    try:
+        assert r.returncode == 0, r.stderr[-4000:]
+        summary = json.loads(r.stdout[r.stdout.rindex('{\n  "promoted"'):])
+        assert summary["promoted"] is True and summary["champion"] == "v0001"
+        assert summary["serving"]  # served on the host after the run: a container's servers die with it
+        (run,) = (tmp_path / "root").glob("fusionrec-training-*")
+        # every step ran in the image: what its executor wrote is owned by the image's user, not by root
+        for step in ("validate", "collect", "features", "train", "evaluate", "gate", "register", "deploy"):
+            assert (run / step / "executor_output.json").stat().st_uid == 1000, step
+        assert (run / "train" / "model" / "model.safetensors").stat().st_uid == 1000
+        assert json.loads((tmp_path / "models" / "champion.json").read_text())["version"] == "v0001"
+    finally:
+        subprocess.run([sys.executable, "-m", "fusionrec", "serve", "--stop"], capture_output=True, timeout=60,
+                       env={**env, "FUSIONREC__PATHS__ARTIFACTS": str(tmp_path / "artifacts")})
