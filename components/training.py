@@ -82,6 +82,23 @@ def train(dataset: Input[Dataset], embeddings: Input[Dataset], tables: Input[Dat
     model.metadata.update({"run": c.run_id, "source": c.source, "framework": "pytorch", **c.feast})
 
 
+def train_distributed(dataset: Input[Dataset], embeddings: Input[Dataset], tables: Input[Dataset], spec: dict,
+                      image: str, nodes: int, gpus_per_node: int, model: Output[Model], card: Output[Markdown],
+                      metrics: Output[Metrics]):
+    """Train across nodes and GPUs as a Kubeflow Trainer TrainJob (torchrun); its candidate becomes this step's Model."""
+    import shutil
+    from pathlib import Path
+
+    from fusionrec.io import log_metrics
+    from fusionrec.trainjob import train_on_cluster
+
+    done = train_on_cluster(dataset.path, embeddings.path, tables.path, spec, model.path, image=image, nodes=nodes,
+                            gpus_per_node=gpus_per_node)
+    shutil.copyfile(Path(model.path) / "model_card.md", card.path)
+    log_metrics(metrics, {f"test/{k}": v for k, v in done["test"].items()})
+    model.metadata.update({"run": done.get("run", ""), "source": done.get("source", ""), "trainjob_nodes": nodes})
+
+
 def evaluate(dataset: Input[Dataset], embeddings: Input[Dataset], model: Input[Model], baselines: List[str],
              settings: dict, comparison: Output[Markdown], metrics: Output[Metrics]):
     """The candidate beside the baselines, each fitted and measured on the candidate's own split."""
@@ -149,8 +166,8 @@ def deploy(version: str, registry: str, registry_uri: str, tables: Input[Dataset
                           version=version, target=target, features_dir=tables.path, image=image or None)
 
 
-STEPS: dict[str, Callable] = {f.__name__: f for f in (validate, embed, collect, features, train, evaluate, gate,
-                                                      register, deploy)}
+STEPS: dict[str, Callable] = {f.__name__: f for f in (validate, embed, collect, features, train, train_distributed,
+                                                      evaluate, gate, register, deploy)}
 
 
 def build(image: str) -> dict[str, Callable]:

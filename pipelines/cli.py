@@ -61,11 +61,15 @@ def compile_cmd(
     image: Annotated[Optional[str], typer.Option(help="The component image (default: the CPU image's tag).")] = None,
     gpus: Annotated[int, typer.Option(min=0, help="GPUs on the train step.")] = 1,
     accelerator: Annotated[str, typer.Option(help="The GPU resource name.")] = "nvidia.com/gpu",
+    trainer: Annotated[str, typer.Option(help="component (train in the step) or trainjob (a Kubeflow Trainer TrainJob: "
+                                              "torchrun across --nodes nodes of --gpus GPUs).")] = "component",
+    nodes: Annotated[int, typer.Option(min=1, help="TrainJob nodes.")] = 2,
 ) -> None:
     """Compile the training pipeline for a Kubeflow cluster (upload the YAML in the Kubeflow UI)."""
     from pipelines.training import DEFAULT_IMAGE, Target, compile_pipeline
 
-    path = compile_pipeline(out, Target(image=image or DEFAULT_IMAGE, cluster=True, gpus=gpus, accelerator=accelerator))
+    path = compile_pipeline(out, Target(image=image or DEFAULT_IMAGE, cluster=True, gpus=gpus, accelerator=accelerator,
+                                        trainer=trainer, nodes=nodes))
     typer.echo(f"wrote {path}")
 
 

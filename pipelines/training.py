@@ -35,6 +35,9 @@ UNCACHED = ("gate", "register", "deploy")
 # retry with backoff. Not validate: a check over its budget fails the same way every time, and its
 # report should not wait for three retries.
 RETRIED = ("embed", "features", "register", "deploy")
+# The trainer: "component" (the train step itself, on one node's GPUs) or "trainjob" (a Kubeflow Trainer
+# TrainJob the step launches: torchrun across nodes; manifests/trainjob.yaml).
+TRAINERS = ("component", "trainjob")
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,15 @@ class Target:
 
     image: str = DEFAULT_IMAGE
     cluster: bool = False
-    gpus: int = 1  # on the train step (cluster only; the local runner has no scheduler)
+    gpus: int = 1  # on the train step (cluster only; the local runner has no scheduler), per node with a TrainJob
     accelerator: str = "nvidia.com/gpu"
+    trainer: str = "component"  # or "trainjob": train as a Kubeflow Trainer TrainJob (torchrun across nodes)
+    nodes: int = 2  # TrainJob nodes
     resources: dict[str, tuple[str, str]] = field(default_factory=lambda: {
         # step: (cpu request, memory request)
         "validate": ("1", "2G"), "embed": ("2", "4G"), "collect": ("500m", "1G"), "features": ("1", "4G"),
         "train": ("4", "16G"), "evaluate": ("2", "8G"), "gate": ("1", "4G"), "register": ("500m", "1G"),
-        "deploy": ("500m", "1G")})
+        "deploy": ("500m", "1G"), "train_distributed": ("500m", "2G")})
 
 
 def build_pipeline(target: Target = Target()):
@@ -60,6 +65,10 @@ def build_pipeline(target: Target = Target()):
 
     from components.training import build
 
+    if target.trainer not in TRAINERS:
+        raise ConfigError(f"trainer {target.trainer!r} is unknown; use {' or '.join(TRAINERS)}")
+    if target.trainer == "trainjob" and not target.cluster:
+        raise ConfigError("a TrainJob needs a cluster (Kubeflow Trainer); train in the step locally")
     c = build(target.image)
 
     def configure(task, name: str):
@@ -74,7 +83,7 @@ def build_pipeline(target: Target = Target()):
             task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
             for secret, keys in SECRETS.items():
                 kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
-            if name in ("evaluate", "gate", "register", "deploy"):
+            if name in ("evaluate", "gate", "register", "deploy", "train_distributed"):
                 kubernetes.mount_pvc(task, pvc_name=REGISTRY_PVC, mount_path=REGISTRY_MOUNT)
             if name == "train" and target.gpus:
                 task.set_accelerator_type(target.accelerator).set_accelerator_limit(target.gpus)
@@ -104,8 +113,13 @@ def build_pipeline(target: Target = Target()):
         embeddings = collect.outputs["embeddings"]
         features = configure(c["features"](dataset=clean, embeddings=embeddings, settings=settings), "features")
         tables = features.outputs["tables"]
-        train = configure(c["train"](dataset=clean, embeddings=embeddings, tables=tables, spec=spec, settings=settings,
-                                     checkpoints=checkpoints), "train")
+        if target.trainer == "trainjob":  # the step launches the TrainJob and waits; the GPUs are the job's
+            train = configure(c["train_distributed"](dataset=clean, embeddings=embeddings, tables=tables, spec=spec,
+                                                     image=target.image, nodes=target.nodes,
+                                                     gpus_per_node=target.gpus), "train_distributed")
+        else:
+            train = configure(c["train"](dataset=clean, embeddings=embeddings, tables=tables, spec=spec,
+                                         settings=settings, checkpoints=checkpoints), "train")
         model = train.outputs["model"]
         evaluate = configure(c["evaluate"](dataset=clean, embeddings=embeddings, model=model, baselines=baselines,
                                            settings=settings), "evaluate")

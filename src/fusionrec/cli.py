@@ -191,7 +191,9 @@ def features_materialize(
 def train_cmd(
     dataset: Annotated[Path, typer.Argument(help="A validated dataset folder.")],
     embeddings: Annotated[Path, typer.Option(help="The embeddings folder ('fusionrec embed --out').")],
-    models: Annotated[Path, typer.Option(help="The model registry folder (versions/ and champion.json).")],
+    models: Annotated[Optional[Path], typer.Option(help="The model registry folder (versions/ and champion.json).")] = None,
+    candidate: Annotated[Optional[Path], typer.Option(help="Write the candidate artifact here instead (no registry, no "
+                                                           "gate: what a pipeline's TrainJob does).")] = None,
     protocol: Annotated[str, typer.Option(help="Split: random (8:1:1 per user), temporal, cold_item, given.")] = "random",
     seed: Annotated[int, typer.Option(help="Seed for the split, the initialisation and the batches.")] = 0,
     modalities: Annotated[Optional[str], typer.Option(help="Comma-separated modalities (default: all embedded).")] = None,
@@ -210,15 +212,26 @@ def train_cmd(
     that turns NaN stops training with a diagnosis and writes no artifact. With --features the
     training rows and item embeddings come from Feast's training feature service.
     """
-    from fusionrec.workflow import TrainSpec, train_and_register
+    from fusionrec.workflow import TrainSpec, train_and_register, train_candidate
 
     # checked before anything is read or computed
     spec = TrainSpec.parse(protocol=protocol, seed=seed, modalities=modalities, fusion=fusion, dim=dim, epochs=epochs,
                            ranking_head=ranking_head)
+    if (models is None) == (candidate is None):
+        raise ConfigError("give one of --models (train, register, gate) or --candidate (train only)")
     settings = state.settings()
+    if candidate is not None:
+        made = train_candidate(dataset, embeddings, spec, candidate, device=settings.encoders.device,
+                               checkpoints=candidate.parent / "checkpoints", features_dir=features,
+                               feature_settings=settings.features, progress=progress)
+        if made is not None:  # rank 0 (or a single process)
+            typer.echo(json.dumps({"candidate": str(made.path), "run": made.run_id, "source": made.source,
+                                   "test": {k: round(float(v), 4) for k, v in made.test.items()}}, indent=2))
+        return
     outcome = train_and_register(dataset, embeddings, spec, models, margin=margin, device=settings.encoders.device,
                                  features_dir=features, feature_settings=settings.features, progress=progress)
-    typer.echo(json.dumps(outcome.summary(), indent=2))
+    if outcome is not None:
+        typer.echo(json.dumps(outcome.summary(), indent=2))
 
 
 @app.command("evaluate")

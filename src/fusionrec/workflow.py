@@ -87,13 +87,14 @@ class TrainOutcome:
 
 def train_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, spec: TrainSpec, out: str | Path, *,
                     device: str = "auto", checkpoints: str | Path | None = None, features_dir: str | Path | None = None,
-                    feature_settings=None, progress: bool = True) -> Candidate:
+                    feature_settings=None, progress: bool = True) -> Candidate | None:
     """Train the fusion model on a split of a validated dataset and write the candidate artifact to ``out``.
 
     With ``features_dir`` (the Feast tables of ``fusionrec features build``) the training rows and every
     item's embeddings come from Feast's ``training`` feature service (point-in-time joins); otherwise from
     the embeddings folder. Checkpoints go under ``checkpoints/<run id>`` and an interrupted run resumes
-    from them; they are removed once the candidate is written.
+    from them; they are removed once the candidate is written. Under ``torchrun`` (DDP) every rank
+    trains its share and only rank 0 writes: the others return None.
 
     Raises:
         ConfigError: a named modality is missing, or a model setting is out of range.
@@ -136,6 +137,8 @@ def train_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, spec: T
     with tempfile.TemporaryDirectory(prefix="fusionrec-curves-") as tmp:
         curves = Path(tmp) / "curves.png"
         result, test = fit(ds, emb, split, cfg, train_cfg, progress=progress, checkpoint_dir=ckpt, curves=curves)
+        if _rank() != 0:  # under torchrun every rank trains; rank 0 alone writes the artifact
+            return None
         encoders = {m: {"identity": e.identity, "dim": e.dim} for m, e in emb.items()}
         metrics = {"test": test, "valid": result.best_valid, "split": split.summary(), "best_epoch": result.best_epoch,
                    "samples_per_second": result.samples_per_second, "train_seconds": result.seconds,
@@ -152,9 +155,15 @@ def train_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, spec: T
                      feast_info)
 
 
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec: TrainSpec, registry: str | Path, *,
                        margin: float = 0.01, device: str = "auto", features_dir: str | Path | None = None,
-                       feature_settings=None, progress: bool = True) -> TrainOutcome:
+                       feature_settings=None, progress: bool = True) -> TrainOutcome | None:
     """Train a candidate, register it as the next version, and promote it when the gate says so.
 
     Every trained model is kept as a version; only the gate moves the champion.
@@ -166,6 +175,8 @@ def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec
     candidate = train_candidate(dataset_dir, embeddings_dir, spec, staging / "candidate", device=device,
                                 checkpoints=registry / "checkpoints", features_dir=features_dir,
                                 feature_settings=feature_settings, progress=progress)
+    if candidate is None:  # a rank other than 0 under torchrun
+        return None
     try:
         decision = judge(registry, candidate.metrics, margin)
         version = register(registry, candidate.path, champion_too=decision.promoted, decision=decision)

@@ -81,3 +81,25 @@ def test_a_bad_spec_names_the_field_and_the_value():
     assert str(err.value).startswith("training spec: protocol: Input should be 'random', 'temporal', 'cold_item' or "
                                      "'given' (got 'weekly')")
     assert TrainSpec.parse(modalities="text, image").modalities == ("text", "image")
+
+
+def test_the_trainjob_command_under_torchrun_writes_one_candidate_from_rank_0(candidates, synth_validated_dir,
+                                                                             synth_embeddings_dir, tmp_path):
+    """What a Kubeflow Trainer TrainJob runs on each node, here on two CPU processes (gloo)."""
+    import os
+    import subprocess
+    import sys
+
+    _, _, root = candidates
+    out = tmp_path / "candidate"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "fusionrec", "train", str(synth_validated_dir), "--embeddings", str(synth_embeddings_dir),
+                        "--features", str(root / "features"), "--candidate", str(out), "--epochs", "2", "--dim", "16",
+                        "--seed", "3", "--no-progress"],
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "FUSIONREC_PROFILE": "local"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('"candidate":') == 1  # rank 1 trained its share and wrote nothing
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["version"] == "candidate" and metrics["source"] == "feast"
+    assert not any((tmp_path / "checkpoints").glob("*"))  # the run's checkpoints go once the candidate is written
