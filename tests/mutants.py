@@ -91,6 +91,11 @@ MUTANTS = [
            '"--predictor_request_timeout_seconds", "30"]', (SERVING, "-k", "predictor_down")),
     Mutant("the transformer speaks v2 whatever it is told", "src/fusionrec/serving/local.py",
            '"--predictor_protocol", protocol,', '"--predictor_protocol", "v2",', (SERVING, "-k", "detach")),
+    Mutant("the pipeline's gate promotes every candidate", "components/training.py",
+           "    return d.promoted\n", "    return True\n", ("tests/e2e/test_pipeline.py",)),
+    Mutant("the trainer ignores Feast and reads the embeddings folder", "src/fusionrec/workflow.py",
+           "    if features_dir is not None:\n", "    if False:\n",
+           ("tests/integration/test_workflow.py", "-k", "bit_for_bit")),
 ]
 
 
