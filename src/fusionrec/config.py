@@ -243,3 +243,10 @@ def settings_from(values: Mapping[str, Any] | None) -> Settings:
     values = dict(values or {})
     profile = values.pop("profile", None)
     return load_settings(profile=profile, overrides=values)
+
+
+def manifests_dir() -> Path:
+    """The folder of the Kubernetes manifest templates: ``manifests/`` of the source tree (a checkout, an
+    editable install) or, in the images, of the working directory (``/app/manifests``)."""
+    source = Path(__file__).resolve().parents[2] / "manifests"
+    return source if source.is_dir() else Path.cwd() / "manifests"

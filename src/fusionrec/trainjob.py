@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fusionrec.config import read_yaml
+from fusionrec.config import manifests_dir, read_yaml
 from fusionrec.errors import ConfigError, FusionRecError
 
 log = logging.getLogger(__name__)
-MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "trainjob.yaml"
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 
 
@@ -29,7 +28,7 @@ class TrainJobFailed(FusionRecError):
 
 def render_trainjob(*, name: str, image: str, job_dir: str, spec: dict[str, Any], nodes: int = 2,
                     gpus_per_node: int = 1, namespace: str | None = None, registry_pvc: str = "fusionrec-models",
-                    mount: str = "/mnt/registry", template: Path = MANIFEST) -> dict[str, Any]:
+                    mount: str = "/mnt/registry", template: Path | None = None) -> dict[str, Any]:
     """The TrainJob for one training run.
 
     ``job_dir`` (on the registry volume, under ``mount``) holds ``clean/``, ``embeddings/`` and
@@ -41,7 +40,7 @@ def render_trainjob(*, name: str, image: str, job_dir: str, spec: dict[str, Any]
     s = TrainSpec.parse(**spec)
     if nodes < 1 or gpus_per_node < 0:
         raise ConfigError(f"a TrainJob needs at least one node and no negative GPU count (got {nodes}, {gpus_per_node})")
-    job = copy.deepcopy(read_yaml(template))
+    job = copy.deepcopy(read_yaml(template or manifests_dir() / "trainjob.yaml"))
     job["metadata"]["name"] = name
     if namespace:
         job["metadata"]["namespace"] = namespace

@@ -45,9 +45,12 @@ def docker_host(tmp_path_factory):
     service.wait(timeout=30)
 
 
-def test_the_image_runs_as_a_non_root_user_with_fusionrec_and_kfp(image):
+def test_the_image_runs_as_a_non_root_user_with_fusionrec_kfp_and_the_manifest_templates(image):
+    """The deploy and TrainJob steps render manifests: the installed package finds them in the image."""
     r = subprocess.run(["podman", "run", "--rm", image, "sh", "-c",
                         "id -u && python -c 'import fusionrec, kfp, torch, components.training, serving.predictor; "
+                        "from fusionrec.serving.deploy import load_manifest; from fusionrec.trainjob import render_trainjob; "
+                        "load_manifest(); render_trainjob(name=\"x\", image=\"i\", job_dir=\"/j\", spec={}); "
                         "print(kfp.__version__, torch.__version__)'"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     uid, versions = r.stdout.split()[0], r.stdout.split()[1:]

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fusionrec.config import read_yaml
-from fusionrec.trainjob import MANIFEST, TrainJobFailed, render_trainjob, run_trainjob
+from fusionrec.config import manifests_dir, read_yaml
+from fusionrec.trainjob import TrainJobFailed, render_trainjob, run_trainjob
 
 pytestmark = pytest.mark.unit
 CRD = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "crds" / "trainer.kubeflow.org_trainjobs.yaml"
@@ -42,7 +42,7 @@ def _errors(validator, obj):
 
 
 def test_the_manifest_and_a_rendered_job_pass_the_trainjob_crd(validator):
-    assert _errors(validator, read_yaml(MANIFEST)) == []
+    assert _errors(validator, read_yaml(manifests_dir() / "trainjob.yaml")) == []
     job = render_trainjob(name="fusionrec-train-ab12", image="registry.example/fusionrec@sha256:" + "b" * 64,
                           job_dir="/mnt/registry/jobs/fusionrec-train-ab12", spec={"epochs": 30, "fusion": "concat"},
                           nodes=4, gpus_per_node=8, namespace="ml")

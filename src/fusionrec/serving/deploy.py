@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from fusionrec.config import read_yaml
+from fusionrec.config import manifests_dir, read_yaml
 from fusionrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
-MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
 KINDS = {"InferenceService": "V1beta1InferenceService", "ServingRuntime": "V1alpha1ServingRuntime"}
 
 
@@ -122,8 +121,9 @@ def validate(obj: dict[str, Any], source: str = "manifest") -> None:
 
 # -- rendering -----------------------------------------------------------------------------------------
 
-def load_manifest(name: str = "inferenceservice.yaml", folder: Path = MANIFESTS) -> dict[str, Any]:
-    return read_yaml(folder / name)
+def load_manifest(name: str = "inferenceservice.yaml", folder: Path | None = None) -> dict[str, Any]:
+    """A manifest template from ``folder`` (default: :func:`fusionrec.config.manifests_dir`)."""
+    return read_yaml((folder or manifests_dir()) / name)
 
 
 def render(base: dict[str, Any], *, storage_uri: str | None = None, image: str | None = None,
