@@ -147,24 +147,19 @@ def check_parameters(*, spec: dict[str, Any], settings: dict[str, Any], modaliti
         ConfigError: naming the parameter and the value.
     """
     from fusionrec.config import settings_from
-    from fusionrec.workflow import BASELINES, TrainSpec
+    from fusionrec.workflow import TrainSpec, check_baselines
 
-    TrainSpec.parse(**spec)
+    parsed = TrainSpec.parse(**spec)
     settings_from(settings)
     if not modalities:
         raise ConfigError("modalities: at least one modality to embed")
     if len(set(modalities)) != len(modalities):
         raise ConfigError(f"modalities: {modalities} names one twice")
-    bad = [b for b in baselines if b not in BASELINES]
-    if bad:
-        raise ConfigError(f"baselines: {bad} unknown; choose from {list(BASELINES)}")
+    check_baselines(baselines)
     if not 0 <= margin < 1:
         raise ConfigError(f"margin: {margin} is not a share in [0, 1)")
-    model_modalities = spec.get("modalities")
-    if isinstance(model_modalities, str):
-        model_modalities = [m.strip() for m in model_modalities.split(",") if m.strip()]
-    if model_modalities and not set(model_modalities) <= set(modalities):
-        raise ConfigError(f"spec.modalities {sorted(model_modalities)} are not all embedded (modalities: {modalities})")
+    if parsed.modalities and not set(parsed.modalities) <= set(modalities):
+        raise ConfigError(f"spec.modalities {sorted(parsed.modalities)} are not all embedded (modalities: {modalities})")
     if contract and "://" not in contract and Path(contract).exists():
         from fusionrec.data.contract import load_contract
 

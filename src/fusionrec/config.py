@@ -182,6 +182,11 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from e
 
 
+def describe_pydantic_errors(err: ValidationError) -> str:
+    """Every problem of a pydantic error on one line: ``field: message (got value)``, joined by '; '."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in err.errors())
+
+
 def describe_pydantic_error(source: str, err: ValidationError) -> str:
     """One line naming the first offending field and value of a pydantic error."""
     first = err.errors()[0]

@@ -33,12 +33,13 @@ def fusion_config(dataset, embeddings: dict, modalities: list[str] | None, **ove
         raise ConfigError(f"modalities {missing} are not in the embeddings (have {sorted(embeddings)})")
     from pydantic import ValidationError
 
+    from fusionrec.config import describe_pydantic_errors
+
     try:
         return FusionConfig(n_users=dataset.n_users, n_items=dataset.n_items,
                             modalities={m: embeddings[m].dim for m in modalities}, **overrides)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']!r})" for err in e.errors())
-        raise ConfigError(f"model config: {problems}") from None
+        raise ConfigError(f"model config: {describe_pydantic_errors(e)}") from None
 
 
 def fit(dataset, embeddings: dict, split: Split, cfg: FusionConfig, train_cfg: TrainConfig, *, progress: bool = True,

@@ -62,11 +62,11 @@ def sample_rows(dataset, challenger: Path, champion: Path | None, *, users: int 
     with_test = np.unique(split.test["user_idx"].to_numpy())
     chosen = np.sort(rng.choice(with_test, size=min(users, len(with_test)), replace=False))
     user_ids = dataset.users.set_index("user_idx")["user_id"].astype(str)
-    item_index = {str(i): n for n, i in zip(dataset.items["item_idx"], dataset.items["item_id"].astype(str))}
+    item_ids = dataset.items.set_index("item_idx")["item_id"].astype(str)
+    item_index = {i: n for n, i in item_ids.items()}
     models = {"challenger": Recommender(load_artifact(challenger))}
     if champion is not None:
         models["champion"] = Recommender(load_artifact(champion))
-    item_ids = dataset.items.set_index("item_idx")["item_id"].astype(str)
     rows = []
     for u in chosen:
         uid = user_ids.loc[u]

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fusionrec.config import describe_pydantic_errors
 from fusionrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,7 @@ class TrainSpec(BaseModel):
         try:
             return cls(**values)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']!r})"
-                                 for err in e.errors())
-            raise ConfigError(f"training spec: {problems}") from None
+            raise ConfigError(f"training spec: {describe_pydantic_errors(e)}") from None
 
     def run_id(self, dataset: str, modalities: list[str]) -> str:
         """A name that says what was trained (also the checkpoint folder)."""
@@ -186,6 +185,13 @@ def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec
     return TrainOutcome(candidate, version, decision)
 
 
+def check_baselines(names) -> None:
+    """Raises ConfigError naming the baselines that are not among :data:`BASELINES`."""
+    bad = [b for b in names if b not in BASELINES]
+    if bad:
+        raise ConfigError(f"baselines: {bad} unknown; choose from {list(BASELINES)}")
+
+
 @dataclass
 class Evaluation:
     """The candidate beside the baselines, on the candidate's own split."""
@@ -208,9 +214,7 @@ def evaluate_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, cand
     from fusionrec.experiment import compare, write_comparison
     from fusionrec.training import TrainConfig
 
-    unknown = [b for b in baselines if b not in BASELINES]
-    if unknown:
-        raise ConfigError(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
+    check_baselines(baselines)
     candidate = Path(candidate)
     metrics = json.loads((candidate / "metrics.json").read_text(encoding="utf-8"))
     training = json.loads((candidate / "training.json").read_text(encoding="utf-8"))
