@@ -38,13 +38,14 @@ def _predictor_class():
 
         def load(self) -> bool:
             from fusionrec.encoders.pipeline import build_encoders
-            from fusionrec.recommender import Recommender
+            from fusionrec.recommender import Recommender, encoder_modalities
             from fusionrec.registry import load_artifact, resolve_version
 
             path = resolve_version(self.storage_uri, self.settings.paths.cache)
             art = load_artifact(path)
-            encoders = build_encoders(self.settings, set(art.encoders) & {"text", "image"})
-            self.recommender = Recommender(art, encoders)
+            encoders = build_encoders(self.settings, encoder_modalities(art))
+            self.recommender = Recommender(art, encoders, search_pool=self.settings.serving.search_pool,
+                                           blend=self.settings.serving.blend)
             log.info("serving %s (%s): %d items, %d users, modalities %s", path, art.version,
                      self.recommender.n_items, len(self.recommender.user_index), self.recommender.modalities)
             self.ready = True
@@ -52,11 +53,11 @@ def _predictor_class():
 
         def get_input_types(self) -> list[dict]:
             rec = self.recommender
-            return v2_metadata(rec.modalities, rec.model.config.dim)[0] if rec else []
+            return v2_metadata(rec.terms, rec.model.config.dim)[0] if rec else []
 
         def get_output_types(self) -> list[dict]:
             rec = self.recommender
-            return v2_metadata(rec.modalities, rec.model.config.dim)[1] if rec else []
+            return v2_metadata(rec.terms, rec.model.config.dim)[1] if rec else []
 
         async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None):
@@ -66,8 +67,8 @@ def _predictor_class():
             rows = parse_v2(payload, limits) if v2 else parse_v1(payload, limits)
             results = await asyncio.get_running_loop().run_in_executor(self._pool, rec.run, rows)
             if v2:
-                return results_to_v2(results, rec.modalities, rec.version, self.name)
-            return {"predictions": [result_to_dict(r, rec.modalities, rec.version) for r in results]}
+                return results_to_v2(results, rec.terms, rec.version, self.name)
+            return {"predictions": [result_to_dict(r, rec.terms, rec.version) for r in results]}
 
     return FusionPredictor
 

@@ -2,10 +2,13 @@
 
 Preprocess: validate each instance against the typed schema and the limits (4xx with a message, never
 5xx), pass query text through the privacy filter, and look up the users' latest history in Feast's
-online store (batched, asynchronous) so that interactions pushed since training count. Predict: the
-predictor over real HTTP (v2 by default, or v1). A predictor that is down or times out becomes a 503
-with a message; its 4xx answers are passed on with their message. Postprocess: top-K items with id,
-title, image reference, score, the share each modality contributed and the model version.
+online store (batched, asynchronous) so that interactions pushed since training count. The lookup has
+a short timeout and a circuit breaker (:mod:`fusionrec.serving.resilience`): with the store down or
+slow, requests are served from the model's own histories, flagged ``"online_features": "unavailable"``
+and counted on ``/metrics`` (``fusionrec_feature_store_fallbacks_total``), never a 5xx nor the store's
+error text. Predict: the predictor over real HTTP (v2 by default, or v1). A predictor that is down or
+times out becomes a 503 with a message; its 4xx answers are passed on with their message. Postprocess:
+top-K items with id, title, image reference, score and its explanation, and the model version.
 
 Run: ``python -m serving.transformer --model_name fusionrec --http_port 8080
 --predictor_host 127.0.0.1:8081 --predictor_protocol v2``.
@@ -25,18 +28,49 @@ from fusionrec.serving.schemas import Row, parse_v1, results_from_v2, to_v1, to_
 log = logging.getLogger(__name__)
 
 
-async def user_histories(store, rows: list[Row]) -> None:
-    """Fill in each user's online history (Feast ``serving`` features) as the rows' ``recent`` items."""
-    from fusionrec.features.store import online_user_features_async
+_FALLBACKS = None
 
-    ids = sorted({r.user_id for r in rows if r.kind == "recommend" and r.user_id is not None})
-    if store is None or not ids:
-        return
-    feats = await online_user_features_async(store, ids)
+
+def _fallback_counter():
+    """``fusionrec_feature_store_fallbacks_total{reason}``: requests served without the online store."""
+    global _FALLBACKS
+    if _FALLBACKS is None:
+        from prometheus_client import Counter
+
+        _FALLBACKS = Counter("fusionrec_feature_store_fallbacks", "Requests served from the model's own histories "
+                             "because the online feature store failed, was slow, or its circuit was open", ["reason"])
+    return _FALLBACKS
+
+
+async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float = 0.3) -> str:
+    """Fill in each user's online history (Feast ``serving`` features) as the rows' ``recent`` items.
+
+    Returns what happened: ``used``, ``not needed`` (no row names a user), ``off`` (no store) or
+    ``unavailable`` (the store failed, timed out or its breaker is open; the rows are left as they were).
+    """
+    from fusionrec.features.store import online_user_features_async
+    from fusionrec.serving.resilience import CircuitBreaker, CircuitOpen
+
+    ids = sorted({r.user_id for r in rows if r.user_id is not None})
+    if not ids:
+        return "not needed"
+    if store is None:
+        return "off"
+    breaker = breaker or CircuitBreaker()
+    try:
+        feats = await breaker.call(lambda: online_user_features_async(store, ids), timeout_s)
+    except Exception as e:  # never the store's error text in a response: it names internal addresses
+        reason = ("circuit_open" if isinstance(e, CircuitOpen) else "timeout" if isinstance(e, TimeoutError)
+                  else "error")
+        _fallback_counter().labels(reason=reason).inc()
+        log.warning("online feature store %s (%s: %s); serving from the model's histories", reason,
+                    type(e).__name__, str(e)[:200])
+        return "unavailable"
     history = dict(zip(feats.user_ids, feats.history))
     for r in rows:
-        if r.kind == "recommend" and r.user_id is not None:
+        if r.user_id is not None:
             r.recent = [str(i) for i in history.get(r.user_id, [])] + r.recent
+    return "used"
 
 
 def _transformer_class():
@@ -48,10 +82,14 @@ def _transformer_class():
         """``kserve.Model`` with ``--predictor_host``: preprocess, call the predictor, postprocess."""
 
         def __init__(self, name: str, settings: Settings, store=None, pii=None) -> None:
+            from fusionrec.serving.resilience import CircuitBreaker
+
             super().__init__(name)
             self.settings = settings
             self.store = store
             self.pii = pii
+            self.breaker = CircuitBreaker(settings.serving.breaker_failures, settings.serving.breaker_reset_s)
+            _fallback_counter()  # declared at start, so that /metrics shows it before the first failure
             self.ready = True
 
         async def preprocess(self, payload: Any, headers: dict[str, str] | None = None):
@@ -61,7 +99,11 @@ def _transformer_class():
             for r in rows:
                 if r.text is not None and self.pii is not None:
                     r.text = self.pii.redact(r.text)
-            await user_histories(self.store, rows)
+            online = await user_histories(self.store, rows, self.breaker, self.settings.serving.feature_timeout_s)
+            # the outcome of the lookup travels in the request's headers to postprocess (one model object
+            # serves concurrent requests, so it cannot be kept on self)
+            if headers is not None:
+                headers["x-fusionrec-online-features"] = online
             if self.predictor_config is not None and self.predictor_config.protocol == "v2":
                 return to_v2(rows, self.name)
             return to_v1(rows)
@@ -82,9 +124,11 @@ def _transformer_class():
 
         async def postprocess(self, result, headers: dict[str, str] | None = None,
                               response_headers: dict[str, str] | None = None):
-            if isinstance(result, InferResponse):
-                return {"predictions": results_from_v2(result)}
-            return result
+            predictions = results_from_v2(result) if isinstance(result, InferResponse) else result["predictions"]
+            online = (headers or {}).get("x-fusionrec-online-features", "off")
+            for p in predictions:
+                p["online_features"] = online
+            return {"predictions": predictions}
 
     return FusionTransformer
 

@@ -52,3 +52,22 @@ def gate_weights(sd: dict[str, np.ndarray], modalities: list[str]) -> np.ndarray
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
     """A torch module's state dict as numpy arrays."""
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def score_terms(sd: dict[str, np.ndarray], modalities: list[str], temperature: float, user: np.ndarray) -> np.ndarray:
+    """Gated fusion's retrieval score of every item for one user vector, split into one term per modality,
+    the ID term and the constant bias ([n_items, M + 2]), from the equations:
+
+    v = sum_m w_m h_m + seen * e_id;  score = u . v / (T |v|) + c . (sum_m w_m h_m) + c0 + seen * b_id
+    """
+    sd64 = {k: np.asarray(v, dtype=np.float64) if v.dtype != bool else v for k, v in sd.items()}
+    w = gate_weights(sd, modalities)
+    parts = [w[:, [n]] * projection(sd64, m, sd64[f"feat_{m}"]) for n, m in enumerate(modalities)]
+    seen = sd["item_seen"].astype(np.float64)[:, None]
+    id_part = sd64["item_id.weight"] * seen
+    norm = np.maximum(np.linalg.norm(sum(parts) + id_part, axis=1), 1e-12)
+    c, c0 = sd64["content_bias.weight"][0], float(sd64["content_bias.bias"][0])
+    terms = [p @ user / (temperature * norm) + p @ c for p in parts]
+    terms.append(id_part @ user / (temperature * norm) + sd64["id_bias.weight"][:, 0] * seen[:, 0])
+    terms.append(np.full(len(norm), c0))
+    return np.stack(terms, 1)

@@ -312,46 +312,53 @@ def serve_cmd(
 
 @app.command("recommend")
 def recommend_cmd(
-    user: Annotated[Optional[str], typer.Option(help="A user id.")] = None,
+    user: Annotated[Optional[str], typer.Option(help="A user id (with a query: re-rank the similar items by taste).")] = None,
     image: Annotated[Optional[Path], typer.Option(help="An image file: items that look like it.")] = None,
     text: Annotated[Optional[str], typer.Option(help="A text: items that read like it.")] = None,
+    like: Annotated[Optional[str], typer.Option(help="An item id: more items like this one.")] = None,
     history: Annotated[Optional[str], typer.Option(help="Comma-separated item ids (a new user's history).")] = None,
+    blend: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="With a query and a user or history: "
+                                                   "the weight of taste against similarity (default: the server's).")] = None,
     k: Annotated[int, typer.Option(help="How many items.")] = 10,
     url: Annotated[Optional[str], typer.Option(help="Transformer URL (default: the local one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
 ) -> None:
-    """Ask the running transformer for recommendations (a user, a history, or an example image/text)."""
+    """Ask the running transformer for recommendations (a user, a history), for items like an example
+    (an image, a text, an item), or both; each item with the terms of its score."""
     import base64
 
     from fusionrec.serving.local import call
 
     settings = state.settings()
     instance: dict = {"k": k}
-    if image is not None or text is not None:
-        if image is not None:
-            if not image.is_file():
-                raise ConfigError(f"--image {image}: no such file")
-            instance["image"] = base64.b64encode(image.read_bytes()).decode("ascii")
-        if text is not None:
-            instance["text"] = text
-    else:
-        if user is not None:
-            instance["user_id"] = user
-        if history:
-            instance["history"] = [h.strip() for h in history.split(",") if h.strip()]
+    if image is not None:
+        if not image.is_file():
+            raise ConfigError(f"--image {image}: no such file")
+        instance["image"] = base64.b64encode(image.read_bytes()).decode("ascii")
+    for name, value in (("text", text), ("like", like), ("user_id", user), ("blend", blend)):
+        if value is not None:
+            instance[name] = value
+    if history:
+        instance["history"] = [h.strip() for h in history.split(",") if h.strip()]
     url = url or f"http://{settings.serving.host}:{settings.serving.transformer_port}"
     answer = call(url, settings.serving.model_name, [instance])
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
         return
     pred = answer["predictions"][0]
-    who = (f"user {user}" if user else "an image" if image else "a text" if text else "a new user's history" if history
-           else "anyone (popular items)")
-    flags = ", ".join(f for f in ("fallback" if pred["fallback"] else "", "cold user" if pred["cold"] else "") if f)
-    typer.echo(f"top {len(pred['items'])} for {who} (model {pred['model_version']}{'; ' + flags if flags else ''}):")
+    query = " and ".join(w for w in ("an image" if image else "", "a text" if text else "",
+                                     f"item {like}" if like else "") if w)
+    who = (f"user {user}" if user else "a new user's history" if history else "")
+    what = (f"items like {query}" + (f", re-ranked for {who}" if who else "") if query
+            else who or "anyone (popular items)")
+    flags = ", ".join(f for f in ("fallback" if pred["fallback"] else "", "cold user" if pred["cold"] else "",
+                                  "feature store unavailable" if pred.get("online_features") == "unavailable" else "")
+                      if f)
+    typer.echo(f"top {len(pred['items'])} for {what} (model {pred['model_version']}{'; ' + flags if flags else ''}):")
     for n, item in enumerate(pred["items"], 1):
-        share = " ".join(f"{m} {v:.0%}" for m, v in item["modality_share"].items())
-        typer.echo(f"{n:>3}. {item['title'] or item['item_id']:<55} {item['score']:8.3f}  [{share}]")
+        terms = " ".join(f"{t} {v:+.2f}" for t, v in item["explanation"].items())
+        typer.echo(f"{n:>3}. {item['item_id']:<10} {item['title'] or '':<45.45} {item['score']:8.3f}  "
+                   f"[{item['driver']}; {terms}]")
 
 
 @deploy_app.command("render")

@@ -99,6 +99,9 @@ class FeatureSettings(_Strict):
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection: str = "localhost:6379"
     history_length: int = Field(20, ge=1, le=1000)
+    # Interactions without timestamps (e.g. an MMRec .inter file) are stamped from this instant, one
+    # second per row in file order, so that the file order is the history order (with a warning).
+    default_event_time: str = "2000-01-01T00:00:00Z"
 
 
 class ServingSettings(_Strict):
@@ -120,6 +123,17 @@ class ServingSettings(_Strict):
     # Torch threads in the predictor. Scoring one request is a small matrix product; spare threads would
     # spin against the transformer and the HTTP stack for the same cores.
     torch_threads: int = Field(1, ge=1)
+    # Query by example: how many nearest items each modality's index proposes before the exact rescoring
+    # and the user re-rank, and the default weight of the user's taste in that re-rank (0: similarity
+    # only, 1: taste only among the similar items).
+    search_pool: int = Field(100, ge=1)
+    blend: float = Field(0.3, ge=0.0, le=1.0)
+    # The feature store lookup in the transformer: a lookup slower than this is abandoned and the request
+    # is served from the model's own histories; after `breaker_failures` failures in a row the store is
+    # not asked for `breaker_reset_s` seconds, then tried again.
+    feature_timeout_s: float = Field(0.3, gt=0.0)
+    breaker_failures: int = Field(3, ge=1)
+    breaker_reset_s: float = Field(10.0, gt=0.0)
 
 
 class Settings(_Strict):

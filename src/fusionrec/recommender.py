@@ -1,5 +1,12 @@
 """Recommendations from one trained model: top-K for users (known, new with a history, or anonymous)
-and items like an example (text and/or image), batched, with exclusions and candidates.
+and items like an example (a photo, a text, or a catalogue item), batched, with exclusions and
+candidates, each item with its score split into terms that explain it.
+
+Query by example searches each modality's own encoder space (:mod:`fusionrec.search`); a query that
+also names a user or a history re-ranks the similar items by that user's taste:
+``score = (1 - blend) * similarity + blend * T * model_score``, where ``T * model_score`` is the model's
+score in cosine units (``u . v + T * bias``). Every score is explained by one term per modality, the
+ID term and the bias, which add up to it (see :func:`fusionrec.model.modeling.explain`).
 
 The serving adapters (the KServe predictor) parse requests into :class:`Row` and answer with
 :class:`Result`; everything about scoring lives here.
@@ -15,15 +22,25 @@ import numpy as np
 import torch
 
 from fusionrec.errors import BadRequest, ConfigError, NotFound
-from fusionrec.model.modeling import ItemOutput
+from fusionrec.model.modeling import ItemOutput, explain
 from fusionrec.registry import Artifact
+from fusionrec.search import INDEX_DIR, ItemSearch
+
+PRECOMPUTED = "precomputed/"
+
+
+def encoder_modalities(artifact: Artifact) -> set[str]:
+    """The modalities a query by example can be encoded in here: text and image, unless the model was
+    trained on precomputed vectors for them (no encoder here makes those)."""
+    return {m for m, e in artifact.encoders.items()
+            if m in ("text", "image") and not str(e.get("identity", "")).startswith(PRECOMPUTED)}
 
 
 @dataclass
 class Row:
     """A validated instance, ids as strings, the image decoded."""
 
-    kind: str  # "recommend" or "query"
+    kind: str  # "recommend", or "query" (text, image and/or like)
     k: int
     user_id: str | None = None
     history: list[str] = field(default_factory=list)
@@ -33,41 +50,54 @@ class Row:
     candidates: list[str] | None = None
     text: str | None = None
     image: bytes | None = None
+    like: str | None = None  # more like this catalogue item
+    blend: float | None = None  # the weight of the user's taste in a query's re-rank (None: the default)
+
+    @property
+    def personal(self) -> bool:
+        return self.user_id is not None or bool(self.history) or bool(self.recent)
 
 
 @dataclass
 class Result:
-    """Top-K for one row: items by score, each with the share each modality contributed."""
+    """Top-K for one row: items by score, each score split into terms (one per modality, id, bias)."""
 
     item_ids: list[str]
     titles: list[str]
     images: list[str]
     scores: np.ndarray  # [k]
-    shares: np.ndarray  # [k, n_modalities]
+    terms: np.ndarray  # [k, n_modalities + 2]: Recommender.terms order; each row adds up to the score
     fallback: bool = False  # popularity, not the model (no user and no history)
     cold: bool = False  # a user without an ID embedding, served from the given history
-    embedding: np.ndarray | None = None  # the query's vector (query by example)
+    embedding: np.ndarray | None = None  # the query's vector in the item tower (query by example)
 
 
 class Recommender:
     """The serving logic over one loaded artifact, independent of KServe (batched, thread-safe for reads)."""
 
-    def __init__(self, artifact: Artifact, encoders: dict[str, Any] | None = None) -> None:
+    def __init__(self, artifact: Artifact, encoders: dict[str, Any] | None = None, *, search_pool: int = 100,
+                 blend: float = 0.3) -> None:
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.version = artifact.version
         self.modalities = list(self.model.modality_names)
-        self.encoders = encoders or {}
-        for m, enc in self.encoders.items():
+        self.terms = [*self.modalities, "id", "bias"]
+        self.search_pool, self.blend = search_pool, blend
+        self.encoders = {}
+        for m, enc in (encoders or {}).items():
             want = artifact.encoders.get(m, {}).get("identity")
+            if want is None or str(want).startswith(PRECOMPUTED):
+                continue  # the model has no such modality, or its vectors came precomputed: no query in it
             if want != enc.identity:
                 raise ConfigError(f"the {m} encoder here is {enc.identity!r} but the model was trained on {want!r}; "
                                   f"configure the same checkpoint (encoders.{m}.checkpoint)")
+            self.encoders[m] = enc
         with torch.inference_mode():
-            out = self.model.items()
-        self.item_vectors = out.vectors  # [n, d] unit vectors, built once
-        self.item_bias = out.bias
-        self.item_shares = out.modality_weights.numpy()
+            parts = self.model.item_parts()
+        self.item_parts, self.item_part_bias = parts.parts, parts.bias  # [n, M + 2, d], [n, M + 2]
+        self.item_vectors = torch.nn.functional.normalize(parts.parts.sum(1), dim=-1)  # [n, d] unit vectors, built once
+        self.item_bias = parts.bias.sum(1) if self.model.config.item_bias else None
+        self.search = ItemSearch.load(Path(artifact.path) / INDEX_DIR, self.model)
         items = artifact.items.sort_values("item_idx")
         self.item_ids = items["item_id"].astype(str).to_numpy()
         self.item_index = {i: n for n, i in enumerate(self.item_ids)}
@@ -88,14 +118,16 @@ class Recommender:
             raise NotFound(f"unknown item ids in {what}: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
         return [self.item_index[i] for i in ids]
 
-    def _top(self, scores: torch.Tensor, allowed: torch.Tensor, k: int) -> Result:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        k = min(k, int(allowed.sum()))
-        top = torch.topk(scores, k) if k else None
-        idx = top.indices.numpy() if top is not None else np.zeros(0, dtype=np.int64)
+    def _result(self, idx: np.ndarray, scores: np.ndarray, terms: np.ndarray) -> Result:
         return Result(self.item_ids[idx].tolist(), self.titles[idx].tolist(), self.images[idx].tolist(),
-                      top.values.numpy() if top is not None else np.zeros(0, dtype=np.float32),
-                      self.item_shares[idx])
+                      np.asarray(scores, dtype=np.float32), np.asarray(terms, dtype=np.float32))
+
+    def _explain(self, user: torch.Tensor, idx: np.ndarray) -> np.ndarray:
+        """The model's score terms [len(idx), M + 2] of catalogue items ``idx`` for one user vector."""
+        t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        with torch.inference_mode():
+            return explain(user[None], self.item_parts[t][None], self.item_part_bias[t][None],
+                           self.model.config.temperature)[0].numpy()
 
     def _allowed(self, row: Row, excluded: list[int]) -> torch.Tensor:
         if row.candidates is not None:
@@ -107,24 +139,12 @@ class Recommender:
             allowed[excluded] = False
         return allowed
 
-    # -- the two requests ------------------------------------------------------------------------
+    def _user_vectors(self, rows: list[Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[int]], list[bool]]:
+        """User vectors [B, d] from IDs and histories; per row the excluded items, and whether it is cold.
 
-    def run(self, rows: list[Row]) -> list[Result]:
-        """Answer a batch of rows (recommendations and queries may be mixed), in order."""
-        out: list[Result | None] = [None] * len(rows)
-        rec = [i for i, r in enumerate(rows) if r.kind == "recommend"]
-        qry = [i for i, r in enumerate(rows) if r.kind == "query"]
-        if rec:
-            for i, res in zip(rec, self.recommend([rows[i] for i in rec])):
-                out[i] = res
-        if qry:
-            for i, res in zip(qry, self.query([rows[i] for i in qry])):
-                out[i] = res
-        return out  # type: ignore[return-value]
-
-    def recommend(self, rows: list[Row]) -> list[Result]:
-        """Top-K for users: known users by ID and history, cold users by the given history, anonymous
-        requests (no user, no history) by popularity with ``fallback`` set."""
+        Raises:
+            NotFound: an unknown user without a history, or unknown item ids in a history or exclude list.
+        """
         H = self.history_length
         users = torch.full((len(rows),), -1, dtype=torch.long)
         hist = torch.zeros((len(rows), H), dtype=torch.long)
@@ -155,44 +175,125 @@ class Recommender:
             excluded.append(ex)
         with torch.inference_mode():
             uv = self.model.users(users, hist, mask, self.item_vectors)
+        cold = [bool(users[n] < 0 and mask[n].any()) for n in range(len(rows))]
+        return uv, users, mask, excluded, cold
+
+    # -- the two requests ------------------------------------------------------------------------
+
+    def run(self, rows: list[Row]) -> list[Result]:
+        """Answer a batch of rows (recommendations and queries may be mixed), in order."""
+        out: list[Result | None] = [None] * len(rows)
+        rec = [i for i, r in enumerate(rows) if r.kind == "recommend"]
+        qry = [i for i, r in enumerate(rows) if r.kind == "query"]
+        if rec:
+            for i, res in zip(rec, self.recommend([rows[i] for i in rec])):
+                out[i] = res
+        if qry:
+            for i, res in zip(qry, self.query([rows[i] for i in qry])):
+                out[i] = res
+        return out  # type: ignore[return-value]
+
+    def recommend(self, rows: list[Row]) -> list[Result]:
+        """Top-K for users: known users by ID and history, cold users by the given history, anonymous
+        requests (no user, no history) by popularity with ``fallback`` set (its score is the item's
+        interaction count, credited to the bias term)."""
+        uv, users, mask, excluded, cold = self._user_vectors(rows)
+        with torch.inference_mode():
             scores = self.model.logits(uv, self.item_vectors, self.item_bias)
         results = []
         for n, row in enumerate(rows):
             fallback = bool(users[n] < 0 and not mask[n].any())
-            res = self._top(self.popularity if fallback else scores[n], self._allowed(row, excluded[n]), row.k)
-            res.fallback, res.cold = fallback, bool(users[n] < 0 and mask[n].any())
+            s = self.popularity if fallback else scores[n]
+            allowed = self._allowed(row, excluded[n])
+            k = min(row.k, int(allowed.sum()))
+            idx = torch.topk(s.masked_fill(~allowed, float("-inf")), k).indices.numpy()
+            if fallback:
+                terms = np.zeros((k, len(self.terms)), dtype=np.float32)
+                terms[:, -1] = s[idx].numpy()
+            else:
+                terms = self._explain(uv[n], idx)
+            res = self._result(idx, s[idx].numpy(), terms)
+            res.fallback, res.cold = fallback, cold[n]
             results.append(res)
         return results
 
-    def embed(self, rows: list[Row]) -> ItemOutput:
-        """The item tower's output (vectors [B, d], modality shares) for query rows' text and/or image."""
-        content: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    def encode(self, rows: list[Row]) -> list[dict[str, np.ndarray]]:
+        """Each query row's vectors in its modalities' encoder spaces: the encoders' for text and image,
+        the catalogue item's own for ``like`` (merged: a like plus a text queries both)."""
+        queries: list[dict[str, np.ndarray]] = [{} for _ in rows]
         for m in ("text", "image"):
             asked = [i for i, r in enumerate(rows) if getattr(r, m) is not None]
             if not asked:
                 continue
-            if m not in self.modalities or m not in self.encoders:
-                raise BadRequest(f"this model has no {m} encoder; query with {sorted(set(self.encoders) & set(self.modalities))}")
+            if m not in self.encoders:
+                raise BadRequest(self._no_encoder(m))
             enc = self.encoders[m].encode([getattr(rows[i], m) for i in asked])
             bad = [(i, enc.reasons[j]) for j, i in enumerate(asked) if not enc.mask[j]]
             if bad:
                 raise BadRequest(f"row {bad[0][0]}: the {m} cannot be used: {bad[0][1]}")
-            values = torch.zeros(len(rows), enc.values.shape[1])
-            present = torch.zeros(len(rows), dtype=torch.bool)
-            values[asked] = torch.from_numpy(np.asarray(enc.values, dtype=np.float32))
-            present[asked] = True
-            content[m] = (values, present)
-        with torch.inference_mode():
-            return self.model.items(content=content)
+            for j, i in enumerate(asked):
+                queries[i][m] = np.asarray(enc.values[j], dtype=np.float32)
+        liked = [i for i, r in enumerate(rows) if r.like is not None]
+        if liked:
+            own = self.search.item_queries(self._items([rows[i].like for i in liked], "like"))
+            for i, q in zip(liked, own):
+                if not q:
+                    raise BadRequest(f"row {i}: item {rows[i].like!r} has no content in any modality to compare by")
+                queries[i] = {**q, **queries[i]}
+        return queries
+
+    def _no_encoder(self, m: str) -> str:
+        identity = str(self.artifact.encoders.get(m, {}).get("identity", ""))
+        can = sorted(self.encoders)
+        alternatives = f"query by {' or '.join(can)}, or" if can else "query"
+        if m in self.modalities and identity.startswith(PRECOMPUTED):
+            return (f"this model's {m} vectors came precomputed ({identity}) and no encoder here makes them, so it "
+                    f"cannot be queried by {m}; {alternatives} by 'like': an item id")
+        return f"this model has no {m} modality; {alternatives} by 'like': an item id"
 
     def query(self, rows: list[Row]) -> list[Result]:
-        """Items most like each query (cosine in the item space), with the query's embedding."""
-        vectors = self.embed(rows).vectors
+        """Items most like each query in the encoders' own spaces (see the module docstring), re-ranked by
+        the user's taste when the row names a user or a history; with the query's item-tower vector."""
+        queries = self.encode(rows)
+        personal = [i for i, r in enumerate(rows) if r.personal]
+        taste: dict[int, tuple[torch.Tensor, list[int], bool]] = {}
+        if personal:
+            uv, _, _, excluded, cold = self._user_vectors([rows[i] for i in personal])
+            taste = {i: (uv[j], excluded[j], cold[j]) for j, i in enumerate(personal)}
         with torch.inference_mode():
-            scores = vectors @ self.item_vectors.T
+            vectors = self.tower(queries).vectors
+        hits = self.search.search(queries, max(self.search_pool, max(r.k for r in rows)))
+        T = self.model.config.temperature
         results = []
         for n, row in enumerate(rows):
-            res = self._top(scores[n], self._allowed(row, self._items(row.exclude, "exclude")), row.k)
+            h = hits[n]
+            excluded = set(taste[n][1] if n in taste else self._items(row.exclude, "exclude"))
+            if row.like is not None:
+                excluded.add(self.item_index[row.like])
+            keep = np.array([i not in excluded for i in h.items], dtype=bool)
+            items = h.items[keep]
+            terms = np.zeros((len(items), len(self.terms)), dtype=np.float32)
+            terms[:, : len(self.modalities)] = h.terms[keep]
+            if n in taste:
+                blend = self.blend if row.blend is None else row.blend
+                terms = (1 - blend) * terms + blend * T * self._explain(taste[n][0], items)
+            scores = terms.sum(1)
+            top = np.argsort(-scores, kind="stable")[: row.k]
+            res = self._result(items[top], scores[top], terms[top])
+            res.cold = n in taste and taste[n][2]
             res.embedding = vectors[n].numpy()
             results.append(res)
         return results
+
+    def tower(self, queries: list[dict[str, np.ndarray]]) -> ItemOutput:
+        """The item tower's output for queries given as encoder vectors (see :meth:`encode`)."""
+        content = {}
+        for m in self.modalities:
+            asked = [i for i, q in enumerate(queries) if m in q]
+            if asked:
+                values = torch.zeros(len(queries), self.model.config.modalities[m])
+                present = torch.zeros(len(queries), dtype=torch.bool)
+                values[asked] = torch.from_numpy(np.stack([queries[i][m] for i in asked]))
+                present[asked] = True
+                content[m] = (values, present)
+        return self.model.items(content=content)

@@ -6,7 +6,8 @@ matrix can be rebuilt at load), ``config.json`` (the FusionConfig), ``training.j
 split, history), ``encoders.json`` (encoder identities and dimensions), ``items.parquet`` and
 ``users.parquet`` (ids and indices), ``user_history.npz``, ``seen.npz`` (every item each user interacted
 with, CSR: what serving excludes as already seen, and item popularity), ``metrics.json``, ``model_card.md`` and
-``curves.png``. ``champion.json`` beside the versions names the one in production.
+``curves.png``, and ``index/`` (one FAISS index per modality over the items' encoder embeddings, for
+query by example: :mod:`fusionrec.search`). ``champion.json`` beside the versions names the one in production.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from fusionrec.errors import ConfigError, DatasetError
 from fusionrec.io import atomic_dir, atomic_write_text
 from fusionrec.model import FusionConfig, FusionRecModel
+from fusionrec.search import INDEX_DIR, ItemSearch
 
 PRIMARY = "ndcg@20"
 
@@ -110,6 +112,7 @@ def write_artifact(target: str | Path, model: FusionRecModel, *, version: str, d
         (tmp / "model_card.md").write_text(card.replace("{version}", version), encoding="utf-8")
         if curves is not None and curves.exists():
             (tmp / "curves.png").write_bytes(curves.read_bytes())
+        ItemSearch.from_model(model).save(tmp / INDEX_DIR)
     return target
 
 

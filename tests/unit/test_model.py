@@ -9,7 +9,7 @@ from fusionrec.data.splits import make_split
 from fusionrec.evaluation import auc_logloss, evaluate_ranking
 from fusionrec.model import FusionConfig, FusionRecModel
 from fusionrec.training import TrainConfig, build_model, evaluate_model, train
-from tests.reference import gate_weights, state_dict_numpy
+from tests.reference import gate_weights, score_terms, state_dict_numpy
 
 pytestmark = pytest.mark.unit
 
@@ -240,3 +240,37 @@ def test_auc_and_log_loss_by_hand():
     assert auc_logloss(neg, pos)[0] == 0.0  # the wrong way round
     assert auc_logloss(np.array([3.0, 0.5]), neg)[0] == 0.75  # 3 of 4 pairs in order
     assert auc_logloss(np.array([1.0, 2.0]), np.array([1.0]))[0] == 0.75  # a tie counts one half
+
+
+def test_score_terms_add_up_to_the_score_and_match_the_equations():
+    """Each item's score for a user splits into one term per modality, the ID term and the bias; the terms
+    are the equations' (tests/reference.py), they add up to the score, and a missing modality credits nothing."""
+    from fusionrec.model.modeling import explain
+
+    torch.manual_seed(1)
+    cfg = FusionConfig(n_users=3, n_items=10, modalities={"text": 12, "image": 8}, dim=16)
+    model = FusionRecModel(cfg).eval()
+    emb = fake_embeddings(10)
+    emb["image"].mask[[2, 7]] = False  # two items without an image
+    seen = torch.tensor([True] * 6 + [False] * 4)
+    model.set_item_features({m: (torch.from_numpy(e.values), torch.from_numpy(e.mask)) for m, e in emb.items()}, seen)
+    with torch.no_grad():  # away from the zero initialisation of the biases
+        for p in (*model.fusion.parameters(), *model.content_bias.parameters(), *model.id_bias.parameters()):
+            torch.nn.init.normal_(p, std=0.5)
+    users = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
+    with torch.inference_mode():
+        out, parts = model.items(), model.item_parts()
+        scores = model.logits(users, out.vectors, out.bias)
+        idx = torch.arange(10).expand(2, 10)
+        terms = explain(users, parts.parts[idx], parts.bias[idx], cfg.temperature)
+    np.testing.assert_allclose(terms.sum(-1).numpy(), scores.numpy(), atol=1e-4)
+    sd = state_dict_numpy(model)
+    for b in range(2):
+        np.testing.assert_allclose(terms[b].numpy(), score_terms(sd, model.modality_names, cfg.temperature,
+                                                                 users[b].numpy().astype(np.float64)), atol=1e-4)
+    text = model.modality_names.index("text")
+    assert (terms[:, ::5, text] == 0).all()  # items 0 and 5 have no text: text credits nothing
+    image = model.modality_names.index("image")
+    assert (terms[:, [2, 7], image] == 0).all() and (terms[:, [2, 7], text] != 0).all()  # no image: nothing to it
+    assert (terms[:, 6:, len(model.modality_names)] == 0).all()  # items unseen in training: no ID term
+    assert not torch.allclose(terms[0], terms[1])  # the terms depend on the user, not only on the item

@@ -18,7 +18,9 @@ LIMITS = ServingSettings()
 def test_v2_round_trip_keeps_ragged_lists_and_tells_empty_candidates_from_none():
     rows = parse_v1({"instances": [{"user_id": 7, "history": ["a", "b", "c"], "k": 3, "candidates": []},
                                    {"history": ["d"], "exclude": ["x"], "exclude_seen": False},
-                                   {"text": "red dress", "image": base64.b64encode(b"\x89PNG").decode(), "k": 2}]},
+                                   {"text": "red dress", "image": base64.b64encode(b"\x89PNG").decode(), "k": 2},
+                                   {"like": "i9", "user_id": "u1", "blend": 0.5, "k": 4},
+                                   {"text": "a red coat", "history": ["a"], "exclude_seen": True}]},
                     LIMITS)
     from kserve import InferRequest
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
@@ -29,6 +31,9 @@ def test_v2_round_trip_keeps_ragged_lists_and_tells_empty_candidates_from_none()
     assert back == rows
     assert rows[0].user_id == "7" and rows[0].candidates == [] and rows[1].candidates is None
     assert rows[2].kind == "query" and rows[2].image == b"\x89PNG"
+    assert rows[3].kind == "query" and rows[3].like == "i9" and rows[3].blend == 0.5 and rows[3].user_id == "u1"
+    assert rows[4].history == ["a"] and rows[4].blend is None and rows[4].exclude_seen  # NaN on v2: the default
+    assert not rows[2].exclude_seen and rows[1].exclude_seen is False and rows[0].exclude_seen  # the defaults per kind
     assert parse_v1(to_v1(rows), LIMITS) == rows
 
 
@@ -52,6 +57,10 @@ def test_v2_results_round_trip_to_the_v1_answer():
     ({"instances": [{"text": "   "}]}, BadRequest, "empty"),
     ({"instances": [{"image": ""}]}, BadRequest, "empty"),
     ({"instances": [], "extra": 1}, BadRequest, "extra"),
+    ({"instances": [{"like": "a", "blend": 1.5}]}, BadRequest, "between 0 and 1"),
+    ({"instances": [{"user_id": "u", "blend": 0.5}]}, BadRequest, "no query"),
+    ({"instances": [{"text": "red", "candidates": ["a"]}]}, BadRequest, "takes no candidates"),
+    ({"instances": [{"like": ["a"]}]}, BadRequest, "like"),
 ])
 def test_schema_refuses_with_a_message(payload, err, words):
     with pytest.raises(err, match=words):

@@ -32,6 +32,31 @@ class ItemOutput:
     bias: torch.Tensor | None = None  # [n] score bias (config.item_bias), else None
 
 
+@dataclass
+class ItemParts:
+    """Each item's vector before normalisation and its score bias, split by source, so that a score can be
+    explained term by term. Sources: one per modality (the model's order), then the ID, then a constant.
+
+    ``parts.sum(1)`` is the item's vector before normalisation and ``bias.sum(1)`` its score bias, so
+    ``explain`` splits a retrieval score into terms that add up to it exactly.
+    """
+
+    parts: torch.Tensor  # [n, M + 2, d]
+    bias: torch.Tensor  # [n, M + 2] (zeros without item_bias)
+    weights: torch.Tensor  # [n, max(1, M)]: the fusion's weight of each modality
+
+
+def explain(users: torch.Tensor, parts: torch.Tensor, bias: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Score terms [B, k, M + 2] of users [B, d] for their items' ``parts`` [B, k, M + 2, d] and ``bias`` [B, k, M + 2].
+
+    The score ``u . v / (T |v|) + b`` with ``v = sum_s parts_s`` and ``b = sum_s bias_s`` is linear in the
+    parts once the norm is fixed, so term ``s`` is ``u . parts_s / (T |v|) + bias_s`` and the terms add up
+    to the score.
+    """
+    norm = parts.sum(2).norm(dim=-1).clamp(min=1e-12)  # F.normalize's epsilon
+    return torch.einsum("bd,bksd->bks", users, parts) / (temperature * norm.unsqueeze(-1)) + bias
+
+
 class GatedFusion(nn.Module):
     """Attention over modalities: weight_m = softmax_m(w . tanh(W h_m)) over the modalities present."""
 
@@ -40,13 +65,13 @@ class GatedFusion(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.score = nn.Linear(dim, 1, bias=False)
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # h [n, M, d], mask [n, M] bool
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Per-modality parts [n, M, d] (their sum is the fused vector), no constant, and the weights [n, M]."""
         logits = self.score(torch.tanh(self.proj(h))).squeeze(-1)
         logits = logits.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(logits, dim=-1)
         weights = torch.nan_to_num(weights, nan=0.0)  # an item with no modality at all: all zero
-        return (weights.unsqueeze(-1) * h).sum(1), weights
+        return weights.unsqueeze(-1) * h, None, weights
 
 
 class ConcatFusion(nn.Module):
@@ -56,11 +81,14 @@ class ConcatFusion(nn.Module):
         super().__init__()
         self.mix = nn.Linear(dim * n_modalities, dim)
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Per-modality parts W_m h_m [n, M, d], the mixing layer's bias [d], and equal weights over those present."""
         h = h * mask.unsqueeze(-1)
         present = mask.float()
         weights = present / present.sum(-1, keepdim=True).clamp(min=1.0)
-        return self.mix(h.flatten(1)), weights
+        n_mod, d = h.shape[1], h.shape[2]
+        parts = torch.einsum("nmd,emd->nme", h, self.mix.weight.view(-1, n_mod, d))
+        return parts, self.mix.bias, weights
 
 
 class FusionRecModel(nn.Module):
@@ -113,20 +141,17 @@ class FusionRecModel(nn.Module):
 
     # -- towers --------------------------------------------------------------------------------
 
-    def items(self, idx: torch.Tensor | None = None, *, content: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-              ) -> ItemOutput:
-        """Item vectors for catalogue items ``idx`` (default all), or for new content given as tensors.
-
-        ``content``: modality -> (values [n, d_m], mask [n]) for items outside the catalogue (query by
-        example); such items have no ID embedding.
-        """
+    def item_parts(self, idx: torch.Tensor | None = None, *,
+                   content: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> ItemParts:
+        """The items' vectors and biases split by source (see :class:`ItemParts`); arguments as :meth:`items`."""
         cfg = self.config
+        device = self.history_query.device
         if content is not None:
             n = next(iter(content.values()))[0].shape[0]
-            feats = {m: content[m] if m in content else (torch.zeros(n, cfg.modalities[m], device=self.history_query.device),
-                                                          torch.zeros(n, dtype=torch.bool, device=self.history_query.device))
+            feats = {m: content[m] if m in content else (torch.zeros(n, cfg.modalities[m], device=device),
+                                                          torch.zeros(n, dtype=torch.bool, device=device))
                      for m in self.modality_names}
-            seen = torch.zeros(n, dtype=torch.bool, device=self.history_query.device)
+            seen = torch.zeros(n, dtype=torch.bool, device=device)
             ids = None
         else:
             if idx is None:
@@ -134,26 +159,41 @@ class FusionRecModel(nn.Module):
             feats = {m: (getattr(self, f"feat_{m}")[idx], getattr(self, f"mask_{m}")[idx]) for m in self.modality_names}
             seen = self.item_seen[idx]
             ids = idx
-        n = seen.shape[0]
-        vec = torch.zeros(n, cfg.dim, device=seen.device)
-        weights = torch.zeros(n, max(1, len(self.modality_names)), device=seen.device)
+        n, d, n_mod = seen.shape[0], cfg.dim, len(self.modality_names)
+        zero = torch.zeros(n, d, device=seen.device)
+        weights = torch.zeros(n, max(1, n_mod), device=seen.device)
+        modal, const = [], zero
         if self.modality_names:
             h = torch.stack([self.projections[m](feats[m][0]) for m in self.modality_names], dim=1)
             mask = torch.stack([feats[m][1] for m in self.modality_names], dim=1)
             if self.training and cfg.modality_dropout > 0:
                 mask = mask & (torch.rand(mask.shape, device=mask.device) >= cfg.modality_dropout)
-            vec, weights = self.fusion(h, mask)
+            fused, constant, weights = self.fusion(h, mask)
+            modal = list(fused.unbind(1))
+            if constant is not None:
+                const = constant.expand(n, d)
         use_id = seen if ids is not None and (self.item_id is not None or cfg.item_bias) else None
         if use_id is not None and self.training and cfg.id_dropout > 0 and self.modality_names:
             use_id = use_id & (torch.rand(n, device=seen.device) >= cfg.id_dropout)
-        bias = None
-        if cfg.item_bias:
-            bias = self.content_bias(vec).squeeze(-1)
-            if use_id is not None:
-                bias = bias + self.id_bias(ids).squeeze(-1) * use_id
-        if self.item_id is not None and use_id is not None:
-            vec = vec + self.item_id(ids) * use_id.unsqueeze(-1)
-        return ItemOutput(F.normalize(vec, dim=-1), weights, bias)
+        id_part = self.item_id(ids) * use_id.unsqueeze(-1) if self.item_id is not None and use_id is not None else zero
+        if cfg.item_bias:  # a linear function of the content vector splits over its parts; the ID bias is the ID's
+            content_bias = [self.content_bias.weight.squeeze(0) @ p.T for p in modal]
+            id_bias = self.id_bias(ids).squeeze(-1) * use_id if use_id is not None else zero[:, 0]
+            const_bias = const @ self.content_bias.weight.squeeze(0) + self.content_bias.bias
+            bias = torch.stack([*content_bias, id_bias, const_bias], dim=1)
+        else:
+            bias = torch.zeros(n, n_mod + 2, device=seen.device)
+        return ItemParts(torch.stack([*modal, id_part, const], dim=1), bias, weights)
+
+    def items(self, idx: torch.Tensor | None = None, *, content: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+              ) -> ItemOutput:
+        """Item vectors for catalogue items ``idx`` (default all), or for new content given as tensors.
+
+        ``content``: modality -> (values [n, d_m], mask [n]) for items outside the catalogue (query by
+        example); such items have no ID embedding.
+        """
+        p = self.item_parts(idx, content=content)
+        return ItemOutput(F.normalize(p.parts.sum(1), dim=-1), p.weights, p.bias.sum(1) if self.config.item_bias else None)
 
     def users(self, user_idx: torch.Tensor | None, history: torch.Tensor, history_mask: torch.Tensor,
               item_vectors: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,10 @@
 
 A request is a list of instances. An instance asks either for recommendations for a user
 (``user_id``, ``history``, ``k``, ``exclude_seen``, ``candidates``) or for items like an example
-(``text`` and/or a base64 ``image``, ``k``). The same instance schema is taken by the transformer and
+(``text``, a base64 ``image`` and/or ``like``: a catalogue item id, ``k``), which a ``user_id`` or a
+``history`` re-ranks by taste with weight ``blend``. Each answered item carries its score's terms
+(``explanation``: one per modality, ``id``, ``bias``; they add up to ``score``) and the term that
+drove it (``driver``). The same instance schema is taken by the transformer and
 the predictor, over v1 (``{"instances": [...]}``) and, on the predictor, over v2 (the open inference
 protocol: one tensor per field, a row per instance, lists padded with empty strings).
 """
@@ -34,11 +37,13 @@ class Instance(BaseModel):
     # the model does not know (items added since it was trained) are skipped rather than refused.
     recent: list[str | int] | None = None
     k: int = 20
-    exclude_seen: bool = True
+    exclude_seen: bool | None = None  # default: true for recommendations, false for a query by example
     exclude: list[str | int] | None = None  # item ids never to return
     candidates: list[str | int] | None = None  # score only these items
     text: str | None = None  # query by example
     image: str | None = None  # query by example: base64 of the image file's bytes
+    like: str | int | None = None  # query by example: more like this catalogue item
+    blend: float | int | None = None  # a query's re-rank: the weight of the user's taste, 0 to 1
 
 
 def _message(e: ValidationError) -> str:
@@ -70,11 +75,12 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
         if values is not None and len(values) > limit:
             raise PayloadTooLarge(f"{where}: {name} has {len(values)} items; at most {limit}")
     exclude = [str(i) for i in inst.exclude or []]
-    if inst.text is not None or inst.image is not None:
-        mixed = [n for n in ("user_id", "history", "recent", "candidates") if getattr(inst, n) is not None]
-        if mixed:
-            raise BadRequest(f"{where}: a query by example (text/image) takes no {', '.join(mixed)}")
-        if inst.text is not None and not inst.text.strip() and inst.image is None:
+    if inst.blend is not None and not 0.0 <= inst.blend <= 1.0:
+        raise BadRequest(f"{where}: blend must be between 0 and 1, got {inst.blend}")
+    if inst.text is not None or inst.image is not None or inst.like is not None:
+        if inst.candidates is not None:
+            raise BadRequest(f"{where}: a query by example (text/image/like) takes no candidates")
+        if inst.text is not None and not inst.text.strip() and inst.image is None and inst.like is None:
             raise BadRequest(f"{where}: text is empty")
         if inst.text is not None and len(inst.text) > limits.max_text_chars:
             raise PayloadTooLarge(f"{where}: text has {len(inst.text):,} characters; at most {limits.max_text_chars:,}")
@@ -89,10 +95,17 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
             if not image:
                 raise BadRequest(f"{where}: image is empty")
         text = inst.text if inst.text is not None and inst.text.strip() else None
-        return Row("query", inst.k, text=text, image=image, exclude=exclude)
+        return Row("query", inst.k, user_id=None if inst.user_id is None else str(inst.user_id),
+                   history=[str(i) for i in inst.history or []], recent=[str(i) for i in inst.recent or []],
+                   exclude_seen=bool(inst.exclude_seen), exclude=exclude, text=text, image=image,
+                   like=None if inst.like is None else str(inst.like),
+                   blend=None if inst.blend is None else float(inst.blend))
+    if inst.blend is not None:
+        raise BadRequest(f"{where}: blend weighs a query by example (text/image/like) against the user's taste; "
+                         "this instance has no query")
     return Row("recommend", inst.k, user_id=None if inst.user_id is None else str(inst.user_id),
                history=[str(i) for i in inst.history or []], recent=[str(i) for i in inst.recent or []],
-               exclude_seen=inst.exclude_seen, exclude=exclude,
+               exclude_seen=inst.exclude_seen is not False, exclude=exclude,
                candidates=None if inst.candidates is None else [str(i) for i in inst.candidates])
 
 
@@ -113,21 +126,20 @@ def parse_v1(payload: Any, limits: ServingSettings) -> list[Row]:
 
 def row_to_instance(row: Row) -> dict[str, Any]:
     """A row as the v1 instance that parses back into it."""
-    out: dict[str, Any] = {"k": row.k}
-    if row.kind == "query":
-        if row.text is not None:
-            out["text"] = row.text
-        if row.image is not None:
-            out["image"] = base64.b64encode(row.image).decode("ascii")
-    else:
-        if row.user_id is not None:
-            out["user_id"] = row.user_id
+    out: dict[str, Any] = {"k": row.k, "exclude_seen": row.exclude_seen}
+    if row.user_id is not None:
+        out["user_id"] = row.user_id
+    if row.history or row.kind == "recommend":
         out["history"] = row.history
-        if row.recent:
-            out["recent"] = row.recent
-        out["exclude_seen"] = row.exclude_seen
-        if row.candidates is not None:
-            out["candidates"] = row.candidates
+    if row.recent:
+        out["recent"] = row.recent
+    if row.candidates is not None:
+        out["candidates"] = row.candidates
+    for name in ("text", "like", "blend"):
+        if getattr(row, name) is not None:
+            out[name] = getattr(row, name)
+    if row.image is not None:
+        out["image"] = base64.b64encode(row.image).decode("ascii")
     if row.exclude:
         out["exclude"] = row.exclude
     return out
@@ -140,7 +152,7 @@ def to_v1(rows: list[Row]) -> dict[str, Any]:
 # -- v2 (open inference protocol) --------------------------------------------------------------------
 
 _V2_SCALARS = {"user_id": "BYTES", "k": "INT32", "exclude_seen": "BOOL", "has_candidates": "BOOL", "text": "BYTES",
-               "image": "BYTES"}
+               "image": "BYTES", "like": "BYTES", "blend": "FP32"}
 
 
 def _padded(lists: list[list[str]]) -> np.ndarray:
@@ -171,6 +183,10 @@ def to_v2(rows: list[Row], model_name: str):
     if any(r.image is not None for r in rows):
         tensors["image"] = ("BYTES", np.array([base64.b64encode(r.image).decode("ascii") if r.image else ""
                                                for r in rows], dtype=object))
+    if any(r.like is not None for r in rows):
+        tensors["like"] = ("BYTES", np.array([r.like or "" for r in rows], dtype=object))
+    if any(r.blend is not None for r in rows):  # NaN: the default blend
+        tensors["blend"] = ("FP32", np.array([np.nan if r.blend is None else r.blend for r in rows], dtype=np.float32))
     inputs = []
     for name, (dtype, arr) in tensors.items():
         data = arr.flatten().tolist()
@@ -178,7 +194,7 @@ def to_v2(rows: list[Row], model_name: str):
     return InferRequest(model_name=model_name, infer_inputs=inputs)
 
 
-def v2_metadata(modalities: list[str], dim: int) -> tuple[list[dict], list[dict]]:
+def v2_metadata(terms: list[str], dim: int) -> tuple[list[dict], list[dict]]:
     """The predictor's v2 input and output tensors, for ``GET /v2/models/<name>`` (-1: any size)."""
     inputs = [{"name": "k", "datatype": "INT32", "shape": [-1]},
               {"name": "user_id", "datatype": "BYTES", "shape": [-1]},
@@ -186,12 +202,14 @@ def v2_metadata(modalities: list[str], dim: int) -> tuple[list[dict], list[dict]
               *({"name": n, "datatype": "BYTES", "shape": [-1, -1]} for n in LIST_FIELDS),
               {"name": "has_candidates", "datatype": "BOOL", "shape": [-1]},
               {"name": "text", "datatype": "BYTES", "shape": [-1]},
-              {"name": "image", "datatype": "BYTES", "shape": [-1]}]
+              {"name": "image", "datatype": "BYTES", "shape": [-1]},
+              {"name": "like", "datatype": "BYTES", "shape": [-1]},
+              {"name": "blend", "datatype": "FP32", "shape": [-1]}]
     outputs = [{"name": "item_id", "datatype": "BYTES", "shape": [-1, -1]},
                {"name": "title", "datatype": "BYTES", "shape": [-1, -1]},
                {"name": "image", "datatype": "BYTES", "shape": [-1, -1]},
                {"name": "score", "datatype": "FP32", "shape": [-1, -1]},
-               {"name": "modality_share", "datatype": "FP32", "shape": [-1, -1, len(modalities)]},
+               {"name": "score_terms", "datatype": "FP32", "shape": [-1, -1, len(terms)]},
                {"name": "count", "datatype": "INT32", "shape": [-1]},
                {"name": "fallback", "datatype": "BOOL", "shape": [-1]},
                {"name": "cold", "datatype": "BOOL", "shape": [-1]},
@@ -239,9 +257,11 @@ def parse_v2(request, limits: ServingSettings) -> list[Row]:
         obj: dict[str, Any] = {"k": int(arrays["k"][i])}
         if "exclude_seen" in arrays:
             obj["exclude_seen"] = bool(arrays["exclude_seen"][i])
-        for name in ("user_id", "text", "image"):
+        for name in ("user_id", "text", "image", "like"):
             if name in arrays and _as_text(arrays[name][i]):
                 obj[name] = _as_text(arrays[name][i])
+        if "blend" in arrays and not np.isnan(arrays["blend"][i]):
+            obj["blend"] = float(arrays["blend"][i])
         for name in LIST_FIELDS:
             values = [_as_text(v) for v in arrays[name][i] if _as_text(v)] if name in arrays else []
             if values:
@@ -253,11 +273,15 @@ def parse_v2(request, limits: ServingSettings) -> list[Row]:
 
 
 # -- results -------------------------------------------------------------------------------------------
-def result_to_dict(r: Result, modalities: list[str], version: str) -> dict[str, Any]:
+def _explanation(terms: list[str], values) -> dict[str, Any]:
+    named = {t: round(float(v), 4) for t, v in zip(terms, values)}
+    return {"explanation": named, "driver": max(named, key=named.get) if named else None}
+
+
+def result_to_dict(r: Result, terms: list[str], version: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "items": [{"item_id": r.item_ids[j], "title": r.titles[j], "image": r.images[j], "score": float(r.scores[j]),
-                   "modality_share": {m: round(float(r.shares[j, n]), 4) for n, m in enumerate(modalities)}}
-                  for j in range(len(r.item_ids))],
+                   **_explanation(terms, r.terms[j])} for j in range(len(r.item_ids))],
         "fallback": r.fallback, "cold": r.cold, "model_version": version,
     }
     if r.embedding is not None:
@@ -265,23 +289,24 @@ def result_to_dict(r: Result, modalities: list[str], version: str) -> dict[str, 
     return out
 
 
-def results_to_v2(results: list[Result], modalities: list[str], version: str, model_name: str):
-    """Results -> a KServe ``InferResponse``; rows padded to the largest k ('count' says how many are real)."""
+def results_to_v2(results: list[Result], terms: list[str], version: str, model_name: str):
+    """Results -> a KServe ``InferResponse``; rows padded to the largest k ('count' says how many are real).
+    ``score_terms`` [B, K, T] names its last axis in the ``terms`` parameter."""
     from kserve import InferOutput, InferResponse
 
-    n, k, m = len(results), max(len(r.item_ids) for r in results), len(modalities)
+    n, k, m = len(results), max(len(r.item_ids) for r in results), len(terms)
     ids = np.full((n, k), "", dtype=object)
     titles = np.full((n, k), "", dtype=object)
     images = np.full((n, k), "", dtype=object)
     scores = np.zeros((n, k), dtype=np.float32)
-    shares = np.zeros((n, k, m), dtype=np.float32)
+    parts = np.zeros((n, k, m), dtype=np.float32)
     for i, r in enumerate(results):
         c = len(r.item_ids)
         ids[i, :c], titles[i, :c], images[i, :c] = r.item_ids, r.titles, r.images
         scores[i, :c] = r.scores
-        shares[i, :c] = r.shares
+        parts[i, :c] = r.terms
     tensors = [("item_id", "BYTES", ids), ("title", "BYTES", titles), ("image", "BYTES", images),
-               ("score", "FP32", scores), ("modality_share", "FP32", shares),
+               ("score", "FP32", scores), ("score_terms", "FP32", parts),
                ("count", "INT32", np.array([len(r.item_ids) for r in results], dtype=np.int32)),
                ("fallback", "BOOL", np.array([r.fallback for r in results])),
                ("cold", "BOOL", np.array([r.cold for r in results]))]
@@ -289,7 +314,7 @@ def results_to_v2(results: list[Result], modalities: list[str], version: str, mo
         tensors.append(("embedding", "FP32", np.stack([r.embedding for r in results]).astype(np.float32)))
     outputs = [InferOutput(name, list(arr.shape), dtype, arr.flatten().tolist()) for name, dtype, arr in tensors]
     return InferResponse(response_id="", model_name=model_name, infer_outputs=outputs, model_version=version,
-                         parameters={"modalities": ",".join(modalities), "model_version": version})
+                         parameters={"terms": ",".join(terms), "model_version": version})
 
 
 def results_from_v2(response) -> list[dict[str, Any]]:
@@ -297,13 +322,13 @@ def results_from_v2(response) -> list[dict[str, Any]]:
     out = {o.name: o.as_numpy() for o in response.outputs}
     params = response.parameters or {}
     get = (lambda key: params[key].string_param if hasattr(params[key], "string_param") else params[key])
-    modalities = [m for m in _as_text(get("modalities")).split(",") if m]
+    terms = [m for m in _as_text(get("terms")).split(",") if m]
     version = _as_text(get("model_version"))
     rows = []
     for i, count in enumerate(out["count"].reshape(-1)):
         items = [{"item_id": _as_text(out["item_id"][i, j]), "title": _as_text(out["title"][i, j]),
                   "image": _as_text(out["image"][i, j]), "score": float(out["score"][i, j]),
-                  "modality_share": {m: round(float(out["modality_share"][i, j, n]), 4) for n, m in enumerate(modalities)}}
+                  **_explanation(terms, out["score_terms"][i, j])}
                  for j in range(int(count))]
         row = {"items": items, "fallback": bool(out["fallback"][i]), "cold": bool(out["cold"][i]), "model_version": version}
         if "embedding" in out:

@@ -1,0 +1,140 @@
+"""Similar-item search in each modality's own encoder space, with FAISS.
+
+The fusion model's item vectors are trained for user preference and carry an ID embedding, so a photo
+of an item does not land near that item there. Query by example therefore searches where the encoder
+put the catalogue: one FAISS index per modality over the items' frozen embeddings (L2-normalised, inner
+product = cosine), built once per model version when the artifact is written (``index/`` in the version
+folder) and loaded with it.
+
+A query names one or more modalities (a photo, a text, or an item's own embeddings for "more like this
+item"). Each modality's index proposes its ``pool`` nearest items; the union is rescored exactly, the
+score being the mean over the query's modalities of the cosine in that modality (an item without the
+modality scores 0 there), so each modality's term is its cosine divided by the number of modalities.
+
+Index kind: exact (``IndexFlatIP``) up to :data:`HNSW_ABOVE` items, HNSW (``IndexHNSWFlat``, M=32,
+efSearch 128) above, where an exact scan per query would cost more than the model's own scoring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+HNSW_ABOVE = 200_000
+INDEX_DIR = "index"
+
+
+def _normalised(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float32)
+    norm = np.linalg.norm(values, axis=1, keepdims=True)
+    return values / np.maximum(norm, 1e-12)
+
+
+def _new_index(dim: int, n: int):
+    import faiss
+
+    if n > HNSW_ABOVE:
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = 128
+        return index
+    return faiss.IndexFlatIP(dim)
+
+
+@dataclass
+class SearchHits:
+    """One query's candidates: catalogue indices and their score terms per queried modality."""
+
+    items: np.ndarray  # [P] item indices
+    terms: np.ndarray  # [P, n_modalities] (columns in ItemSearch.modalities order; 0 for modalities not queried)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.terms.sum(1)
+
+
+class ItemSearch:
+    """Per-modality FAISS indexes over a catalogue's encoder embeddings (see the module docstring)."""
+
+    def __init__(self, vectors: dict[str, np.ndarray], masks: dict[str, np.ndarray], indexes: dict | None = None) -> None:
+        self.modalities = sorted(vectors)
+        self.vectors = {m: _normalised(v) * masks[m][:, None] for m, v in vectors.items()}  # zeros where absent
+        self.masks = {m: np.asarray(masks[m], dtype=bool) for m in self.modalities}
+        self.rows = {m: np.flatnonzero(self.masks[m]) for m in self.modalities}  # index row -> item index
+        self.indexes = indexes if indexes is not None else {m: self._build(m) for m in self.modalities}
+
+    def _build(self, m: str):
+        rows = self.rows[m]
+        index = _new_index(self.vectors[m].shape[1], len(rows))
+        if len(rows):
+            index.add(np.ascontiguousarray(self.vectors[m][rows]))
+        return index
+
+    @classmethod
+    def from_model(cls, model) -> ItemSearch:
+        """The indexes over a fusion model's frozen item features (its ``feat_<m>`` / ``mask_<m>`` buffers)."""
+        return cls({m: getattr(model, f"feat_{m}").detach().cpu().numpy() for m in model.modality_names},
+                   {m: getattr(model, f"mask_{m}").detach().cpu().numpy() for m in model.modality_names})
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``<m>.faiss`` per modality and ``index.json`` (kind, size, dimension) into ``folder``."""
+        import faiss
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {}
+        for m in self.modalities:
+            faiss.write_index(self.indexes[m], str(folder / f"{m}.faiss"))
+            meta[m] = {"kind": type(self.indexes[m]).__name__, "items": int(len(self.rows[m])),
+                       "dim": int(self.vectors[m].shape[1])}
+        (folder / "index.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, model) -> ItemSearch:
+        """The indexes shipped in an artifact's ``index/`` folder; built here (with a warning) for versions
+        written before they were shipped, or when they do not match the model's features."""
+        import faiss
+
+        folder = Path(folder)
+        vectors = {m: getattr(model, f"feat_{m}").detach().cpu().numpy() for m in model.modality_names}
+        masks = {m: getattr(model, f"mask_{m}").detach().cpu().numpy() for m in model.modality_names}
+        meta = json.loads((folder / "index.json").read_text(encoding="utf-8")) if (folder / "index.json").exists() else {}
+        fits = set(meta) == set(vectors) and all(meta[m]["items"] == int(masks[m].sum()) and
+                                                 meta[m]["dim"] == vectors[m].shape[1] for m in vectors)
+        if not fits:
+            log.warning("%s: no search index for this model's modalities; building it now", folder)
+            return cls(vectors, masks)
+        return cls(vectors, masks, {m: faiss.read_index(str(folder / f"{m}.faiss")) for m in vectors})
+
+    def item_queries(self, items: list[int]) -> list[dict[str, np.ndarray]]:
+        """"More like this item": each item's own normalised embedding in every modality it has."""
+        return [{m: self.vectors[m][i] for m in self.modalities if self.masks[m][i]} for i in items]
+
+    def search(self, queries: list[dict[str, np.ndarray]], pool: int) -> list[SearchHits]:
+        """For each query (modality -> vector in that encoder's space), the union of each modality's
+        ``pool`` nearest items, rescored exactly (see the module docstring)."""
+        proposals: list[list[np.ndarray]] = [[] for _ in queries]
+        normed: list[dict[str, np.ndarray]] = [{} for _ in queries]
+        for m in self.modalities:
+            asked = [n for n, q in enumerate(queries) if m in q]
+            if not asked or not len(self.rows[m]):
+                continue
+            block = _normalised(np.stack([queries[n][m] for n in asked]))
+            _, found = self.indexes[m].search(np.ascontiguousarray(block), min(pool, len(self.rows[m])))
+            for j, n in enumerate(asked):
+                normed[n][m] = block[j]
+                proposals[n].append(self.rows[m][found[j][found[j] >= 0]])
+        hits = []
+        for n, q in enumerate(normed):
+            items = np.unique(np.concatenate(proposals[n])) if proposals[n] else np.zeros(0, dtype=np.int64)
+            terms = np.zeros((len(items), len(self.modalities)), dtype=np.float32)
+            for col, m in enumerate(self.modalities):
+                if m in q:
+                    terms[:, col] = self.vectors[m][items] @ q[m] / len(q)
+            hits.append(SearchHits(items, terms))
+        return hits
