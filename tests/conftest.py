@@ -30,27 +30,45 @@ def free_port():
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory, free_port):
     """A real redis-server on a free loopback port, for the session (CI installs the Debian package)."""
-    import shutil
-    import socket
-    import subprocess
-    import time
+    server = RedisProcess(tmp_path_factory.mktemp("redis"), free_port())
+    server.start()
+    yield server.address
+    server.stop()
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does this)")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path_factory.mktemp("redis"))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+
+class RedisProcess:
+    """A real redis-server that a test can stop and start again on the same port (in memory only)."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        import shutil
+
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does this)")
+        self.folder, self.port, self.proc = folder, port, None
+        self.address = f"127.0.0.1:{port}"
+
+    def start(self) -> None:
+        import socket
+        import subprocess
+        import time
+
+        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.folder)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not listen on {self.address}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
 
 
 @pytest.fixture(scope="session")

@@ -479,3 +479,88 @@ def test_serve_detach_on_redis_with_a_v1_hop_and_every_recommend_kind(stack, tmp
             break
     else:
         pytest.fail("the transformer still answers after 'fusionrec serve --stop'")
+
+
+def _fallbacks(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {s.labels["reason"]: s.value for f in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+            for s in f.samples if s.name == "fusionrec_feature_store_fallbacks_total"}
+
+
+def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
+    """A transformer on a real Redis that is stopped and started again: requests for known users are
+    answered from the model's own histories within the usual latency, flagged and counted, with no 5xx
+    and no internal error text; when Redis is back, fresh histories are used again without a restart."""
+    import shutil
+
+    from fusionrec.config import FeatureSettings
+    from tests.conftest import RedisProcess
+
+    redis = RedisProcess(tmp_path / "redis", free_port())
+    (tmp_path / "redis").mkdir()
+    redis.start()
+    features = tmp_path / "features"
+    shutil.copytree(stack["env"]["FUSIONREC__FEATURES__DATA_DIR"], features)
+    store = fs.feature_store(FeatureSettings(online_store="redis", redis_connection=redis.address,
+                                             data_dir=str(features)), features)
+    fs.apply(store, features)
+    fs.materialize(store)
+    port = free_port()
+    env = {**stack["env"], "FUSIONREC__FEATURES__DATA_DIR": str(features), "FUSIONREC__FEATURES__ONLINE_STORE": "redis",
+           "FUSIONREC__FEATURES__REDIS_CONNECTION": redis.address, "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "0.3",
+           "FUSIONREC__SERVING__BREAKER_FAILURES": "2", "FUSIONREC__SERVING__BREAKER_RESET_S": "2"}
+    settings = load_settings(env=env)
+    log = tmp_path / "transformer.log"
+    proc = local.start_process(local.transformer_command(settings, port, settings.serving.predictor_port), log, env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        local.wait_ready(url, MODEL, proc, 120, log)
+        user = str(stack["ds"].users.iloc[3]["user_id"])
+        body = {"instances": [{"user_id": user, "k": 4}]}
+        up = _post(f"{url}/v1/models/{MODEL}:predict", body)
+        assert up.status_code == 200 and up.json()["predictions"][0]["online_features"] == "used", up.text
+        import signal
+
+        before = _fallbacks(url)
+        redis.proc.send_signal(signal.SIGSTOP)  # hung: connections are accepted, nothing answers
+        try:
+            t = time.monotonic()
+            slow = _post(f"{url}/v1/models/{MODEL}:predict", body)
+            elapsed = time.monotonic() - t
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        assert slow.status_code == 200 and slow.json()["predictions"][0]["online_features"] == "unavailable", slow.text
+        assert elapsed < 1.5 and _fallbacks(url).get("timeout", 0) - before.get("timeout", 0) == 1, elapsed
+        assert _post(f"{url}/v1/models/{MODEL}:predict", body).json()["predictions"][0]["online_features"] == "used"
+        before = _fallbacks(url)
+        redis.stop()
+        own = _post(f"{stack['servers'].predictor_url}/v1/models/{MODEL}:predict", body).json()["predictions"][0]
+        for _ in range(5):
+            t = time.monotonic()
+            r = _post(f"{url}/v1/models/{MODEL}:predict", body)
+            elapsed = time.monotonic() - t
+            assert r.status_code == 200, r.text
+            pred = r.json()["predictions"][0]
+            assert pred["online_features"] == "unavailable" and elapsed < 1.5, (pred["online_features"], elapsed)
+            assert [i["item_id"] for i in pred["items"]] == [i["item_id"] for i in own["items"]]  # the model's histories
+            assert "127.0.0.1" not in r.text and "Error" not in r.text
+        after = _fallbacks(url)
+        assert sum(after.values()) - sum(before.values()) == 5
+        assert after.get("circuit_open", 0) - before.get("circuit_open", 0) >= 2  # the breaker stopped asking
+        redis.start()  # back, empty: the online store is filled again and a new interaction pushed
+        fs.materialize(store)
+        top = up.json()["predictions"][0]["items"][0]["item_id"]
+        fs.push_interactions(store, pd.DataFrame({"user_id": [user], "item_id": [top], "timestamp": [int(time.time())]}), 20)
+        deadline = time.monotonic() + 15
+        while True:
+            pred = _post(f"{url}/v1/models/{MODEL}:predict", body).json()["predictions"][0]
+            if pred["online_features"] == "used" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert pred["online_features"] == "used"
+        assert top not in [i["item_id"] for i in pred["items"]]  # the pushed interaction counts again
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        redis.stop()
