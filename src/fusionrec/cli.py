@@ -157,7 +157,8 @@ def features_build(
     cfg = state.settings().features
     out = out or Path(cfg.data_dir)
     with atomic_dir(out) as tmp:
-        manifest = build_feature_tables(Dataset.load(dataset), load_embeddings(embeddings), tmp, cfg.history_length)
+        manifest = build_feature_tables(Dataset.load(dataset), load_embeddings(embeddings), tmp, cfg.history_length,
+                                        cfg.default_event_time)
     typer.echo(f"feature tables for {manifest.dataset}: modalities {manifest.modalities}, "
                f"{manifest.interactions:,} interactions -> {out}")
 

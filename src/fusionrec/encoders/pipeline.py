@@ -135,7 +135,9 @@ def encode_dataset(dataset, settings, *, encoders: dict[str, Any] | None = None,
     if wanted - set(available):
         raise ConfigError(f"dataset {dataset.name!r} has no modality {sorted(wanted - set(available))}; "
                           f"it has {available}")
-    have = wanted & {"text", "image"}
+    # pretrained encoders for the items' own text and image columns; a precomputed modality named text or
+    # image (MMRec's text_feat.npy) is taken as given
+    have = (wanted & {"text", "image"}) - set(dataset.modalities)
     encoders = encoders if encoders is not None else build_encoders(settings, have)
     encoders = {m: e for m, e in encoders.items() if m in wanted}
     cache = EmbeddingCache(Path(settings.paths.cache) / "embeddings.sqlite")

@@ -299,7 +299,7 @@ def build_store(dataset_dir: str | Path, embeddings_dir: str | Path, out: str | 
     out = Path(out)
     with atomic_dir(out) as tmp:
         manifest = build_feature_tables(Dataset.load(dataset_dir), load_embeddings(embeddings_dir), tmp,
-                                        cfg.history_length)
+                                        cfg.history_length, cfg.default_event_time)
     store = feature_store(cfg, out)
     names = apply(store, out)
     end = materialize(store) if materialize_online else None

@@ -6,6 +6,7 @@ See :mod:`fusionrec.features.definitions` for the time semantics that make them 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+log = logging.getLogger(__name__)
 EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 DAY = 86_400
 
@@ -29,6 +31,8 @@ class FeatureManifest:
     users: int
     items: int
     interactions: int
+    # "given", or how missing timestamps were filled (see build_feature_tables)
+    event_time: str = "given"
 
     def save(self, folder: Path) -> None:
         (Path(folder) / "features.json").write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
@@ -99,7 +103,32 @@ def user_history_table(inter: pd.DataFrame, user_ids: np.ndarray, item_ids: np.n
     })
 
 
-def build_feature_tables(dataset, embeddings: dict, out: Path, history_length: int = 20) -> FeatureManifest:
+def default_timestamps(inter: pd.DataFrame, default_event_time: str) -> tuple[pd.DataFrame, str]:
+    """Interactions without timestamps (all of them: an MMRec .inter file has none) stamped from
+    ``default_event_time``, one second per row in file order, so that the file order is the history order.
+
+    Returns the rows and what was done (``given`` when every row has a timestamp).
+
+    Raises:
+        DatasetError: only some rows lack a timestamp (a defect to fix, not a format to accept).
+    """
+    from fusionrec.errors import DatasetError
+
+    missing = inter["timestamp"] < 0
+    if not missing.any():
+        return inter, "given"
+    if not missing.all():
+        raise DatasetError(f"{int(missing.sum()):,} of {len(inter):,} interactions have no timestamp; "
+                           "either every interaction has one or none does")
+    start = int(pd.Timestamp(default_event_time).timestamp())
+    log.warning("the interactions have no timestamps: feature rows are stamped from %s, one second per interaction "
+                "in file order (features.default_event_time); point-in-time features follow the file order",
+                default_event_time)
+    return inter.assign(timestamp=start + np.arange(len(inter), dtype=np.int64)), f"default from {default_event_time}"
+
+
+def build_feature_tables(dataset, embeddings: dict, out: Path, history_length: int = 20,
+                         default_event_time: str = "2000-01-01T00:00:00Z") -> FeatureManifest:
     """Write every offline table for a dataset and its embeddings into ``out`` (which must exist).
 
     Args:
@@ -107,15 +136,13 @@ def build_feature_tables(dataset, embeddings: dict, out: Path, history_length: i
         embeddings: modality -> :class:`fusionrec.encoders.pipeline.ModalityEmbeddings`.
         out: the folder for the Parquet tables and ``features.json``.
         history_length: how many of a user's latest items the history keeps.
+        default_event_time: where the stamps of interactions without timestamps start (see
+            :func:`default_timestamps`).
     """
     out = Path(out)
     item_ids = _ids(dataset.items["item_id"])
     user_ids = _ids(dataset.users["user_id"])
-    inter = dataset.interactions[dataset.interactions["label"] > 0]
-    if (inter["timestamp"] < 0).any():
-        from fusionrec.errors import DatasetError
-
-        raise DatasetError(f"dataset {dataset.name!r}: interactions without timestamps cannot feed time-aware features")
+    inter, event_time = default_timestamps(dataset.interactions[dataset.interactions["label"] > 0], default_event_time)
 
     for name, emb in embeddings.items():
         present = np.flatnonzero(emb.mask)
@@ -140,6 +167,6 @@ def build_feature_tables(dataset, embeddings: dict, out: Path, history_length: i
     pq.write_table(user_history_table(inter, user_ids, item_ids, history_length), out / "user_history.parquet")
 
     manifest = FeatureManifest(dataset.name, sorted(embeddings), kinds, history_length, dataset.n_users,
-                               dataset.n_items, len(inter))
+                               dataset.n_items, len(inter), event_time)
     manifest.save(out)
     return manifest
