@@ -73,6 +73,23 @@ async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float 
     return "used"
 
 
+def warm_up(store) -> None:
+    """One lookup before serving: the first one loads Feast's registry and opens the store, which would
+    take longer than the per-request timeout and send the first requests to the fallback."""
+    import time
+
+    from fusionrec.features.store import online_user_features
+
+    start = time.perf_counter()
+    try:
+        online_user_features(store, ["__warm_up__"])
+    except Exception as e:  # a store that is down at start: requests fall back until it is up
+        log.warning("the online feature store did not answer at start (%s); requests use the model's own histories "
+                    "until it does", type(e).__name__)
+        return
+    log.info("online feature store ready in %.2f s", time.perf_counter() - start)
+
+
 def _transformer_class():
     import httpx
     import kserve
@@ -148,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     logging.basicConfig(level=logging.INFO)
     store = None if args.no_feast else feature_store(settings.features, settings.features.data_dir)
+    if store is not None:
+        warm_up(store)
     model = _transformer_class()(args.model_name, settings, store=store, pii=PiiFilter(settings.privacy))
     install_error_handlers()
     kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1).start([model])

@@ -76,7 +76,7 @@ class Recommender:
     """The serving logic over one loaded artifact, independent of KServe (batched, thread-safe for reads)."""
 
     def __init__(self, artifact: Artifact, encoders: dict[str, Any] | None = None, *, search_pool: int = 100,
-                 blend: float = 0.3) -> None:
+                 blend: float = 0.1) -> None:
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.version = artifact.version

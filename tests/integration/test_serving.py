@@ -45,7 +45,9 @@ def stack(tmp_path_factory, synth_validated, synth_embeddings, free_port):
            "FUSIONREC__PATHS__CACHE": str(root / "cache"), "FUSIONREC__ENCODERS__DEVICE": "cpu",
            "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
            "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
-           "FUSIONREC__SERVING__PREDICTOR_TIMEOUT_S": "3", "FUSIONREC__SERVING__MAX_IMAGE_BYTES": "200000"}
+           "FUSIONREC__SERVING__PREDICTOR_TIMEOUT_S": "3", "FUSIONREC__SERVING__MAX_IMAGE_BYTES": "200000",
+           # generous: a loaded CI machine must not send a request to the fallback (tested on its own below)
+           "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "3"}
     settings = load_settings(env={**env})
     store = fs.feature_store(settings.features, features)
     fs.apply(store, features)
@@ -219,11 +221,13 @@ def test_a_query_with_a_user_is_reranked_by_taste_with_the_blend(stack):
     assert pool == [x["item_id"] for x in model["items"]]  # the taste order is the model's order
     np.testing.assert_allclose([x["score"] for x in taste["items"]], [T * x["score"] for x in model["items"]], atol=1e-3)
     sims = {x["item_id"]: x["score"] for x in _recommend(stack, {"text": text, "k": 100})[0]["items"]}
-    by_model = {x["item_id"]: x["score"] for x in model["items"]}
-    for x in half["items"]:
-        if x["item_id"] in by_model:
-            assert x["score"] == pytest.approx(0.5 * sims[x["item_id"]] + 0.5 * T * by_model[x["item_id"]], abs=1e-3)
-    assert [x["item_id"] for x in default["items"]] != [x["item_id"] for x in plain["items"]]  # 0.3 re-ranks
+    shown = sorted({x["item_id"] for a in (half, default) for x in a["items"]})
+    every = _recommend(stack, {"user_id": user, "candidates": shown, "k": len(shown), "exclude_seen": False})[0]
+    by_model = {x["item_id"]: x["score"] for x in every["items"]}
+    blend = stack["settings"].serving.blend  # the documented default
+    for answer, w in ((half, 0.5), (default, blend)):
+        for x in answer["items"]:
+            assert x["score"] == pytest.approx((1 - w) * sims[x["item_id"]] + w * T * by_model[x["item_id"]], abs=1e-3)
 
 
 def test_explanations_differ_per_user_and_a_text_query_credits_text(stack):
@@ -508,7 +512,7 @@ def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
     fs.materialize(store)
     port = free_port()
     env = {**stack["env"], "FUSIONREC__FEATURES__DATA_DIR": str(features), "FUSIONREC__FEATURES__ONLINE_STORE": "redis",
-           "FUSIONREC__FEATURES__REDIS_CONNECTION": redis.address, "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "0.3",
+           "FUSIONREC__FEATURES__REDIS_CONNECTION": redis.address, "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "0.5",
            "FUSIONREC__SERVING__BREAKER_FAILURES": "2", "FUSIONREC__SERVING__BREAKER_RESET_S": "2"}
     settings = load_settings(env=env)
     log = tmp_path / "transformer.log"
@@ -531,7 +535,7 @@ def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
         finally:
             redis.proc.send_signal(signal.SIGCONT)
         assert slow.status_code == 200 and slow.json()["predictions"][0]["online_features"] == "unavailable", slow.text
-        assert elapsed < 1.5 and _fallbacks(url).get("timeout", 0) - before.get("timeout", 0) == 1, elapsed
+        assert elapsed < 2 and _fallbacks(url).get("timeout", 0) - before.get("timeout", 0) == 1, elapsed
         assert _post(f"{url}/v1/models/{MODEL}:predict", body).json()["predictions"][0]["online_features"] == "used"
         before = _fallbacks(url)
         redis.stop()
@@ -542,7 +546,7 @@ def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
             elapsed = time.monotonic() - t
             assert r.status_code == 200, r.text
             pred = r.json()["predictions"][0]
-            assert pred["online_features"] == "unavailable" and elapsed < 1.5, (pred["online_features"], elapsed)
+            assert pred["online_features"] == "unavailable" and elapsed < 2, (pred["online_features"], elapsed)
             assert [i["item_id"] for i in pred["items"]] == [i["item_id"] for i in own["items"]]  # the model's histories
             assert "127.0.0.1" not in r.text and "Error" not in r.text
         after = _fallbacks(url)
