@@ -46,6 +46,12 @@ def _new_index(dim: int, n: int):
     return faiss.IndexFlatIP(dim)
 
 
+def _features(model) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A fusion model's frozen item embeddings and their masks, per modality."""
+    return ({m: getattr(model, f"feat_{m}").detach().cpu().numpy() for m in model.modality_names},
+            {m: getattr(model, f"mask_{m}").detach().cpu().numpy() for m in model.modality_names})
+
+
 @dataclass
 class SearchHits:
     """One query's candidates: catalogue indices and their score terms per queried modality."""
@@ -78,8 +84,7 @@ class ItemSearch:
     @classmethod
     def from_model(cls, model) -> ItemSearch:
         """The indexes over a fusion model's frozen item features (its ``feat_<m>`` / ``mask_<m>`` buffers)."""
-        return cls({m: getattr(model, f"feat_{m}").detach().cpu().numpy() for m in model.modality_names},
-                   {m: getattr(model, f"mask_{m}").detach().cpu().numpy() for m in model.modality_names})
+        return cls(*_features(model))
 
     def save(self, folder: str | Path) -> None:
         """Write ``<m>.faiss`` per modality and ``index.json`` (kind, size, dimension) into ``folder``."""
@@ -101,8 +106,7 @@ class ItemSearch:
         import faiss
 
         folder = Path(folder)
-        vectors = {m: getattr(model, f"feat_{m}").detach().cpu().numpy() for m in model.modality_names}
-        masks = {m: getattr(model, f"mask_{m}").detach().cpu().numpy() for m in model.modality_names}
+        vectors, masks = _features(model)
         meta = json.loads((folder / "index.json").read_text(encoding="utf-8")) if (folder / "index.json").exists() else {}
         fits = set(meta) == set(vectors) and all(meta[m]["items"] == int(masks[m].sum()) and
                                                  meta[m]["dim"] == vectors[m].shape[1] for m in vectors)
