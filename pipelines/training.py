@@ -235,8 +235,8 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
             writable.chmod(0o777)
         mounts = sorted({str(registry), str(cache_dir), str(Path(contract).resolve().parent),
                          *(str(Path(p).resolve()) for p in _data_roots(contract))} - {str(root)})  # KFP mounts the root
-        kfp_runner = local.DockerRunner(mounts=[Mount(m, m, type="bind") for m in mounts], network_mode="host",
-                                        environment=_forwarded_env())
+        kfp_runner = docker_runner([Mount(m, m, type="bind") for m in mounts], network_mode="host",
+                                   environment=_forwarded_env())
     else:
         raise ConfigError(f"runner {runner!r} is unknown; use subprocess or docker")
     local.init(runner=kfp_runner, pipeline_root=str(root), enable_caching=cache, cache_root=str(root / ".kfp_cache"))
@@ -265,6 +265,35 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
                                  features_dir=task.outputs["features"].path)
         result.serving_url = url
     return result
+
+
+def docker_runner(mounts: list, **run_args):
+    """KFP's DockerRunner, its steps run by :func:`run_container`."""
+    from kfp import local
+    from kfp.local import docker_task_handler
+
+    docker_task_handler.run_docker_container = run_container
+    return local.DockerRunner(mounts=mounts, **run_args)
+
+
+def run_container(client, image: str, command: list[str], volumes: dict[str, Any], **run_args) -> int:
+    """One step in its container, its log streamed, its exit status read before the container is removed.
+
+    Stands in for kfp.local's own, which starts the container with ``auto_remove=True`` and reads its log
+    and exit status afterwards: on podman a short step can be gone by then (an HTTP 500, which kfp does
+    not expect, failed a CI run), and kfp takes a container that vanished for a step that succeeded.
+    """
+    from kfp.local import docker_task_handler
+
+    container = client.containers.run(image=docker_task_handler.add_latest_tag_if_not_present(image),
+                                      command=command, detach=True, stdout=True, stderr=True, volumes=volumes,
+                                      **{**run_args, "auto_remove": False})
+    try:
+        for line in container.logs(stream=True, follow=True):
+            print(line.decode(errors="replace"), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        container.remove(force=True)
 
 
 def _forwarded_env() -> dict[str, str]:

@@ -65,12 +65,13 @@ def test_a_pipeline_step_runs_in_its_container_through_the_docker_api(image, doc
     from kfp import local
 
     from components.training import build
+    from pipelines.training import docker_runner
 
     monkeypatch.setenv("DOCKER_HOST", docker_host)
     root = tmp_path / "root"
     root.mkdir()
     root.chmod(0o777)
-    local.init(runner=local.DockerRunner(mounts=[Mount(str(synth_clean), str(synth_clean), type="bind")]),
+    local.init(runner=docker_runner([Mount(str(synth_clean), str(synth_clean), type="bind")]),
                pipeline_root=str(root))  # the runner mounts the pipeline root itself
     task = build(image)["validate"](contract=str(synth_clean / "dataset.yaml"), settings={})
     clean = Path(task.outputs["clean"].path)
@@ -79,6 +80,24 @@ def test_a_pipeline_step_runs_in_its_container_through_the_docker_api(image, doc
     assert "<html" in report.read_text().lower()
     assert report.stat().st_uid == 1000
     assert json.loads(Path(task.outputs["checks"].path).read_text())["failed/interactions.rating_in_range"] == 0
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_step_reports_its_containers_own_exit_status_even_when_it_exits_at_once(image, docker_host, monkeypatch,
+                                                                                    capsys, code):
+    """kfp's own runner reads the status after an auto-removed container is gone: podman answers 500 (a CI
+    run failed on it) and kfp takes a vanished container for success. Ours reads it first, then removes."""
+    import docker
+
+    from pipelines.training import run_container
+
+    monkeypatch.setenv("DOCKER_HOST", docker_host)
+    client = docker.from_env()
+    before = {c.id for c in client.containers.list(all=True)}
+    command = ["python", "-c", f"import sys; print('step {code}'); sys.exit({code})"]
+    assert run_container(client, image, command, volumes={}) == code
+    assert f"step {code}" in capsys.readouterr().out
+    assert {c.id for c in client.containers.list(all=True)} == before
 
 
 def test_the_whole_pipeline_runs_with_every_step_in_its_container(image, docker_host, synth_clean, tmp_path,
