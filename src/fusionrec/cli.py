@@ -202,6 +202,8 @@ def train_cmd(
     dim: Annotated[int, typer.Option(min=4, help="Shared embedding size.")] = 64,
     epochs: Annotated[int, typer.Option(min=1, help="Most epochs (early stopping on validation NDCG@20).")] = 40,
     ranking_head: Annotated[bool, typer.Option(help="Also train the ranking head (log loss).")] = False,
+    softmax: Annotated[str, typer.Option(help="Retrieval loss: full, sampled (logQ-corrected; for large catalogues) "
+                                              "or auto (sampled above 5,000 items).")] = "auto",
     margin: Annotated[float, typer.Option(help="Promote only when NDCG@20 beats the champion's by this share.")] = 0.01,
     features: Annotated[Optional[Path], typer.Option(help="Read the training set from these Feast tables "
                                                           "('fusionrec features build --out').")] = None,
@@ -217,7 +219,7 @@ def train_cmd(
 
     # checked before anything is read or computed
     spec = TrainSpec.parse(protocol=protocol, seed=seed, modalities=modalities, fusion=fusion, dim=dim, epochs=epochs,
-                           ranking_head=ranking_head)
+                           ranking_head=ranking_head, softmax=softmax)
     if (models is None) == (candidate is None):
         raise ConfigError("give one of --models (train, register, gate) or --candidate (train only)")
     settings = state.settings()

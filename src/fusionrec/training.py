@@ -37,6 +37,12 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     rank_negatives: int = Field(1, ge=1)  # sampled negatives per positive for the ranking head
     deterministic: bool = True  # bit-identical reruns under a seed (deterministic kernels; a little slower)
+    # The retrieval loss: a full softmax over the catalogue, or a sampled one (the batch's positives and
+    # `negatives` uniform draws, logQ-corrected); "auto" samples above `sampled_above` items, where the
+    # full softmax's cost, which grows with the catalogue, dominates a step.
+    softmax: Literal["auto", "full", "sampled"] = "auto"
+    negatives: int = Field(1024, ge=1)
+    sampled_above: int = Field(5000, ge=1)
 
 
 @dataclass
@@ -107,6 +113,30 @@ def _diagnose(model: FusionRecModel, loss: torch.Tensor, epoch: int, step: int, 
     return f"training diverged: loss {loss.item()} at epoch {epoch}, step {step}; {hint}; no artifact written"
 
 
+def uses_sampled_softmax(cfg: TrainConfig, n_items: int) -> bool:
+    """Whether training takes the sampled softmax (see TrainConfig.softmax)."""
+    return cfg.softmax == "sampled" or (cfg.softmax == "auto" and n_items > cfg.sampled_above)
+
+
+class NegativeSampler:
+    """Candidates for the sampled softmax: a batch's positives (in-batch negatives for every other row,
+    drawn in proportion to popularity) and ``cfg.negatives`` items drawn uniformly from those seen in
+    training, with the log of each candidate's expected count in such a draw (the logQ correction):
+    ``batch * p(i) + negatives / n_seen``, ``p(i)`` the item's share of the training positives."""
+
+    def __init__(self, train_items: torch.Tensor, n_items: int, cfg: TrainConfig) -> None:
+        counts = torch.bincount(train_items, minlength=n_items).double()
+        self.share = counts / counts.sum()
+        self.seen = torch.nonzero(counts > 0).flatten()
+        self.negatives = cfg.negatives
+
+    def draw(self, positives: torch.Tensor, generator: torch.Generator, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        uniform = self.seen[torch.randint(len(self.seen), (self.negatives,), generator=generator)]
+        candidates = torch.unique(torch.cat([positives.cpu(), uniform]))
+        expected = len(positives) * self.share[candidates] + self.negatives / len(self.seen)
+        return candidates.to(device), torch.log(expected).float().to(device)
+
+
 def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainConfig, *, progress: bool = True,
           checkpoint_dir: Path | None = None, curves_png: Path | None = None,
           on_epoch_end: Callable[[int, FusionRecModel], None] | None = None,
@@ -150,6 +180,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
     users = torch.from_numpy(split.train["user_idx"].to_numpy(np.int64))
     items = torch.from_numpy(split.train["item_idx"].to_numpy(np.int64))
     n = len(users)
+    sampler = NegativeSampler(items, model_cfg.n_items, cfg) if uses_sampled_softmax(cfg, model_cfg.n_items) else None
     start_epoch, best, best_epoch, best_state, history, bad = 0, -1.0, -1, None, [], 0
     ckpt = checkpoint_dir / "last.pt" if checkpoint_dir else None
     if ckpt is not None and ckpt.exists():
@@ -180,8 +211,9 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
         for step, b in enumerate(bar):
             u, i = users[b].to(device), items[b].to(device)
             h, hm = hist_d[u], hmask_d[u] & (hist_d[u] != i.unsqueeze(1))  # never attend to the target
+            sampled = sampler.draw(i, g, device) if sampler is not None else None
             with autocast:
-                loss = net(u, i, h, hm, cfg.rank_negatives)  # net is the model, or DDP around it
+                loss = net(u, i, h, hm, cfg.rank_negatives, sampled)  # net is the model, or DDP around it
             if not torch.isfinite(loss):
                 raise TrainingDiverged(_diagnose(model, loss, epoch + 1, step, cfg))
             opt.zero_grad(set_to_none=True)

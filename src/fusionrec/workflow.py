@@ -40,6 +40,7 @@ class TrainSpec(BaseModel):
     dim: int = Field(64, ge=4)
     epochs: int = Field(40, ge=1)
     ranking_head: bool = False
+    softmax: Literal["auto", "full", "sampled"] = "auto"  # see fusionrec.training.TrainConfig.softmax
 
     @classmethod
     def parse(cls, **values: Any) -> TrainSpec:
@@ -115,7 +116,7 @@ def train_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, spec: T
     cfg = fusion_config(ds, emb, list(spec.modalities) if spec.modalities else None, fusion=spec.fusion, dim=spec.dim,
                         ranking_head=spec.ranking_head)
     emb = {m: e for m, e in emb.items() if m in cfg.modalities}
-    train_cfg = TrainConfig(epochs=spec.epochs, seed=spec.seed, device=device)
+    train_cfg = TrainConfig(epochs=spec.epochs, seed=spec.seed, device=device, softmax=spec.softmax)
     split = make_split(ds, spec.protocol, seed=spec.seed)
     run_id = spec.run_id(ds.name, list(cfg.modalities))
     source, feast_info = "embeddings", {}

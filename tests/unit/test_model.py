@@ -274,3 +274,84 @@ def test_score_terms_add_up_to_the_score_and_match_the_equations():
     assert (terms[:, [2, 7], image] == 0).all() and (terms[:, [2, 7], text] != 0).all()  # no image: nothing to it
     assert (terms[:, 6:, len(model.modality_names)] == 0).all()  # items unseen in training: no ID term
     assert not torch.allclose(terms[0], terms[1])  # the terms depend on the user, not only on the item
+
+
+def _tiny_model(n_items=9, seen=None, seed=0):
+    torch.manual_seed(seed)
+    cfg = FusionConfig(n_users=4, n_items=n_items, modalities={"text": 12, "image": 8}, dim=8, dropout=0.0,
+                       modality_dropout=0.0, id_dropout=0.0)
+    model = FusionRecModel(cfg)
+    emb = fake_embeddings(n_items, seed)
+    seen_mask = torch.ones(n_items, dtype=torch.bool) if seen is None else torch.as_tensor(seen)
+    model.set_item_features({m: (torch.from_numpy(e.values), torch.from_numpy(e.mask)) for m, e in emb.items()},
+                            seen_mask)
+    users = torch.tensor([0, 1, 2, 3])
+    history = torch.tensor([[1, 2, 0], [3, 4, 5], [6, 0, 0], [2, 7, 8]])
+    mask = torch.tensor([[True, True, False], [True, True, True], [True, False, False], [True, True, True]])
+    return model, users, history, mask
+
+
+def _cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean -log softmax(logits)[target], by hand (log-sum-exp)."""
+    top = logits.max(1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(logits - top).sum(1))
+    return float(np.mean(lse - logits[np.arange(len(targets)), targets]))
+
+
+def test_items_never_seen_in_training_are_no_ones_negatives():
+    """A cold-item split's test items would otherwise be every batch's negatives, and the model would learn
+    to bury the content that looks like them."""
+    seen = np.ones(9, dtype=bool)
+    seen[[4, 7]] = False
+    model, users, history, mask = _tiny_model(seen=seen)
+    targets = torch.tensor([0, 2, 5, 8])
+    loss = model(users, targets, history, mask).item()
+    with torch.inference_mode():
+        items = model.items()
+        logits = model.logits(model.users(users, history, mask, items.vectors), items.vectors, items.bias).numpy()
+    assert loss == pytest.approx(_cross_entropy(logits[:, seen], np.searchsorted(np.flatnonzero(seen), targets.numpy())),
+                                 rel=1e-5)
+    assert loss != pytest.approx(_cross_entropy(logits, targets.numpy()), rel=1e-3)  # the unseen items would count
+
+
+def test_sampled_softmax_is_the_logq_corrected_softmax_over_the_candidates():
+    """Only the items the batch needs go through the item tower, and the result is the same as taking the
+    candidates' columns of the full scores and subtracting log Q."""
+    model, users, history, mask = _tiny_model()
+    model.eval()  # no dropout: both paths see the same tower
+    targets = torch.tensor([0, 2, 5, 2])
+    candidates = torch.tensor([0, 2, 3, 5, 8])
+    log_q = torch.tensor([0.1, -0.4, 0.3, 0.0, 1.2])
+    loss = model(users, targets, history, mask, sampled=(candidates, log_q)).item()
+    with torch.inference_mode():
+        items = model.items()
+        logits = model.logits(model.users(users, history, mask, items.vectors), items.vectors, items.bias).numpy()
+    expected = _cross_entropy(logits[:, candidates.numpy()] - log_q.numpy(), np.array([0, 1, 3, 1]))
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_negative_sampler_counts_each_candidate_as_often_as_it_is_expected_to_be_drawn():
+    from fusionrec.training import NegativeSampler
+
+    train_items = torch.tensor([0, 0, 0, 1, 2, 2, 5, 5])  # shares 3/8, 1/8, 2/8, 0, 0, 2/8; seen: 0, 1, 2, 5
+    sampler = NegativeSampler(train_items, 6, TrainConfig(negatives=3))
+    positives = torch.tensor([0, 5, 0, 2])
+    candidates, log_q = sampler.draw(positives, torch.Generator().manual_seed(0), "cpu")
+    assert candidates.tolist() == sorted(set(candidates.tolist())) and {0, 2, 5} <= set(candidates.tolist())
+    assert set(candidates.tolist()) <= {0, 1, 2, 5}  # never an item without a training positive
+    share = {0: 3 / 8, 1: 1 / 8, 2: 2 / 8, 5: 2 / 8}
+    assert np.exp(log_q.numpy()) == pytest.approx([4 * share[c] + 3 / 4 for c in candidates.tolist()], rel=1e-6)
+
+
+def test_a_sampled_softmax_run_learns_the_planted_tastes(synth_validated, synth_embeddings):
+    split = make_split(synth_validated, "random", seed=0)
+    cfg = FusionConfig(n_users=split.n_users, n_items=split.n_items,
+                       modalities={m: synth_embeddings[m].dim for m in ("text", "image")}, dim=32)
+    sampled = train(split, synth_embeddings, cfg, TrainConfig(epochs=8, batch_size=256, softmax="sampled",
+                                                              negatives=128, device="cpu"), progress=False)
+    got = evaluate_model(sampled.model, sampled.user_history, sampled.user_history_mask, split).recall[20]
+    from fusionrec.baselines import most_popular
+
+    pop = evaluate_ranking(most_popular(split), split.test, [split.train, split.valid], split.n_users,
+                           split.n_items).recall[20]
+    assert got > pop  # the bar the full softmax meets in test_fused_model_beats_popularity_on_planted_tastes

@@ -140,11 +140,13 @@ class DatasetContract(_Strict):
 
     @property
     def modality_names(self) -> list[str]:
-        """The modalities this dataset can be embedded in: text, image (own columns), then precomputed ones."""
+        """The modalities this dataset can be embedded in: text, image, tabular (own columns; tabular: the
+        items' side features), then precomputed ones."""
         own = []
         if self.items is not None:
             own += ["text"] if self.items.roles.text else []
             own += ["image"] if (self.items.roles.image or self.items.image_template) else []
+            own += ["tabular"] if self.items.roles.side_features and "tabular" not in {m.name for m in self.modalities} else []
         return own + sorted(m.name for m in self.modalities)
 
     def resolve(self, relative: str) -> Path:

@@ -17,6 +17,7 @@ from fusionrec.encoders.base import Encoded
 from fusionrec.encoders.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
+TABULAR = "tabular"  # the items' side features, encoded by fusionrec.encoders.tabular
 
 
 @dataclass
@@ -109,8 +110,10 @@ def build_encoders(settings, modalities: set[str]) -> dict[str, Any]:
 
 
 def dataset_modalities(dataset) -> list[str]:
-    """The modalities a dataset can be embedded in: text, image (pretrained encoders), its precomputed ones."""
+    """The modalities a dataset can be embedded in: text, image (pretrained encoders), tabular (its item
+    side features), its precomputed ones."""
     have = (["text"] if dataset.text_fields else []) + (["image"] if "image" in dataset.items else [])
+    have += ["tabular"] if dataset.item_features and TABULAR not in dataset.modalities else []
     return have + sorted(dataset.modalities)
 
 
@@ -151,6 +154,8 @@ def encode_dataset(dataset, settings, *, encoders: dict[str, Any] | None = None,
             log.info("%s: %s", name, stats)
     finally:
         cache.close()
+    if TABULAR in wanted and TABULAR not in dataset.modalities:
+        out[TABULAR] = _tabular(dataset)
     for name, m in dataset.modalities.items():
         if name not in wanted:
             continue
@@ -159,6 +164,20 @@ def encode_dataset(dataset, settings, *, encoders: dict[str, Any] | None = None,
                                        {"items": len(m.mask), "cached": 0, "computed": 0,
                                         "masked": int((~m.mask).sum()), "seconds": 0.0})
     return out
+
+
+def _tabular(dataset) -> ModalityEmbeddings:
+    from fusionrec.encoders import tabular
+
+    t0 = time.perf_counter()
+    spec = tabular.fit_columns(dataset.items, dataset.item_features)
+    values, mask = tabular.encode(dataset.items, spec)
+    reasons = [None if ok else "no side feature present" for ok in mask]
+    stats = {"items": len(mask), "cached": 0, "computed": int(mask.sum()), "masked": int((~mask).sum()),
+             "seconds": time.perf_counter() - t0,
+             "columns": {c.name: c.kind + (" (log1p)" if c.log else "") for c in spec}}
+    log.info("tabular: %d columns -> %d numbers", len(spec), values.shape[1])
+    return ModalityEmbeddings(TABULAR, values, mask, reasons, tabular.identity(spec), stats)
 
 
 def save_embeddings(embeddings: dict[str, ModalityEmbeddings], item_ids: np.ndarray, folder: Path) -> None:

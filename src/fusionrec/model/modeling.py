@@ -9,7 +9,8 @@ modality is missing and for cold items that have no ID embedding.
 Users: an ID embedding plus attention over the items of the user's history.
 
 Retrieval: dot products of unit vectors over the whole catalogue (scaled by a temperature), trained
-with a full softmax. An optional ranking head scores (user, item) pairs and is trained with log loss.
+with a full softmax over the items seen in training, or, on a large catalogue, a sampled softmax with
+the logQ correction (in-batch positives and uniformly drawn items as negatives). An optional ranking head scores (user, item) pairs and is trained with log loss.
 """
 
 from __future__ import annotations
@@ -225,19 +226,51 @@ class FusionRecModel(nn.Module):
         return scores if bias is None else scores + bias
 
     def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor, history: torch.Tensor,
-                history_mask: torch.Tensor, rank_negatives: int = 1) -> torch.Tensor:
+                history_mask: torch.Tensor, rank_negatives: int = 1,
+                sampled: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The training loss for a batch of (user, positive item) pairs.
 
-        Full softmax over the catalogue for retrieval; plus, with a ranking head, the log loss
-        L = -sum(y log p + (1 - y) log(1 - p)) over the positives and sampled negatives.
+        Retrieval: a full softmax over the items seen in training, or, with ``sampled = (candidates,
+        log_q)``, a sampled softmax over ``candidates`` (sorted, unique, holding every positive of the
+        batch) whose logits are corrected by ``log_q``, the log of each candidate's expected count in the
+        sample (the logQ correction: without it popular items, drawn more often as negatives, are pushed
+        down too far). Only the items the batch needs (candidates and histories) go through the item
+        tower then. Plus, with a ranking head, the log loss L = -sum(y log p + (1 - y) log(1 - p)) over
+        the positives and sampled negatives.
         """
-        items = self.items()
-        users = self.users(user_idx, history, history_mask, items.vectors)
-        loss = F.cross_entropy(self.logits(users, items.vectors, items.bias), item_idx)
+        if sampled is None:
+            p = self.item_parts()
+            vectors = F.normalize(p.parts.sum(1), dim=-1)
+            bias = p.bias.sum(1) if self.config.item_bias else None
+            users = self.users(user_idx, history, history_mask, vectors)
+            logits = self.logits(users, vectors, bias)
+            # items never seen in training (a cold-item split's test items) are no one's negatives: as eternal
+            # negatives the model would learn to bury the content that looks like them (popular cold items most)
+            if self.item_seen.any():
+                logits = logits.masked_fill(~self.item_seen, float("-inf"))
+            loss = F.cross_entropy(logits, item_idx)
+            pos, rank_pool = item_idx, None
+        else:
+            candidates, log_q = sampled
+            rank_pool = torch.randint(0, self.config.n_items, (len(item_idx) * rank_negatives if self.rank_head else 0,),
+                                      device=item_idx.device)
+            need, where = torch.unique(torch.cat([candidates, history.clamp(min=0).flatten(), rank_pool]),
+                                       return_inverse=True)
+            p = self.item_parts(need)
+            vectors = F.normalize(p.parts.sum(1), dim=-1)
+            bias = p.bias.sum(1) if self.config.item_bias else None
+            n_c, n_h = len(candidates), history.numel()
+            users = self.users(user_idx, where[n_c:n_c + n_h].view_as(history), history_mask, vectors)
+            cand = where[:n_c]
+            logits = self.logits(users, vectors[cand], None if bias is None else bias[cand]) - log_q
+            loss = F.cross_entropy(logits, torch.searchsorted(candidates, item_idx))
+            pos = cand[torch.searchsorted(candidates, item_idx)]
+            rank_pool = where[n_c + n_h:]
         if self.rank_head is not None:
-            neg = torch.randint(0, self.config.n_items, (len(item_idx), rank_negatives), device=item_idx.device)
-            pos_logit = self.rank(users, items.vectors[item_idx])
-            neg_logit = self.rank(users.repeat_interleave(rank_negatives, 0), items.vectors[neg.flatten()])
+            neg = (torch.randint(0, self.config.n_items, (len(item_idx) * rank_negatives,), device=item_idx.device)
+                   if rank_pool is None else rank_pool)
+            pos_logit = self.rank(users, vectors[pos])
+            neg_logit = self.rank(users.repeat_interleave(rank_negatives, 0), vectors[neg])
             logits = torch.cat([pos_logit, neg_logit])
             labels = torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)])
             loss = loss + F.binary_cross_entropy_with_logits(logits, labels)
