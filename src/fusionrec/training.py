@@ -96,9 +96,9 @@ def score_function(model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor
         items = model.items()
 
     def scores(users: np.ndarray) -> np.ndarray:
-        u = torch.from_numpy(np.asarray(users, dtype=np.int64)).to(device)
+        u = torch.from_numpy(np.asarray(users, dtype=np.int64))  # indexes the histories where they are (CPU)
         with torch.inference_mode():
-            uv = model.users(u, hist[u].to(device), mask[u].to(device), items.vectors)
+            uv = model.users(u.to(device), hist[u].to(device), mask[u].to(device), items.vectors)
             return model.logits(uv, items.vectors, items.bias).float().cpu().numpy()
 
     return scores
@@ -315,8 +315,8 @@ def ranking_head_metrics(model: FusionRecModel, hist, hmask, split: Split, negat
         def logits(u: np.ndarray, i: np.ndarray) -> np.ndarray:
             out = []
             for s in range(0, len(u), 4096):
-                ub = torch.from_numpy(u[s: s + 4096]).to(device)
-                uv = model.users(ub, hist[ub].to(device), hmask[ub].to(device), items)
+                ub = torch.from_numpy(u[s: s + 4096])
+                uv = model.users(ub.to(device), hist[ub].to(device), hmask[ub].to(device), items)
                 out.append(model.rank(uv, items[torch.from_numpy(i[s: s + 4096]).to(device)]).float().cpu().numpy())
             return np.concatenate(out) if out else np.zeros(0)
 
