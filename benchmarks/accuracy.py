@@ -1,12 +1,19 @@
 """Usage: python benchmarks/accuracy.py [--seeds 0 1 2] [--variants] [--epochs 40]
 
-The accuracy bar on movielens-100k-mm (validated and embedded by `make run`): on the random 8:1:1
-split, the mean over seeds of our Recall@20 and NDCG@20 beside the peers' (Cornac BPR, Cornac VBPR
-fed our image embeddings, our ID-only BPR-MF, MostPop), every model on the same split in the same run;
-bar: ours >= 1.10 x the best peer. On the cold-item split (10% of items never trained on): our
-Recall@20 beside a random ranking of the cold items; bar: >= 2.5 x. With --variants also the concat
-fusion and the text-only and image-only models. EASE (a closed-form item-item model) is printed as a
-reference for how far a strong classical model gets on the same split; it is not one of the named peers.
+The accuracy bars on movielens-100k-mm (validated and embedded by `make run`, or by `fusionrec data
+validate` and `fusionrec embed` into artifacts/movielens-100k-mm/), every model on the same splits in
+the same run, the mean over seeds:
+
+- warm (random 8:1:1 split): our Recall@20 and NDCG@20 beside the peers' (Cornac BPR, Cornac VBPR fed
+  our image embeddings, our ID-only BPR-MF, EASE with its ridge chosen on validation, as ours is) and
+  MostPop; bar: ours >= 1.03 x the best peer on both;
+- cold (10% of items never trained on, ranked among themselves): our Recall@20 beside a random ranking
+  of the cold items and MostPop; bar: >= 2.5 x random and above MostPop;
+- the sampled softmax (what training takes above 5,000 items) on the same warm splits; bar: within 1%
+  of the full softmax on both metrics.
+
+With --variants also what each part brings, measured by leaving it out: the concat fusion, text only,
+image only, no tabular side features, no item-item term (warm), no tabular (cold).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PEERS = ("cornac_bpr", "cornac_vbpr", "bpr_mf")
+PEERS = ("cornac_bpr", "cornac_vbpr", "bpr_mf", "ease")
 
 
 def main() -> None:
@@ -41,7 +48,9 @@ def main() -> None:
         raise SystemExit(f"{args.data}: run 'make run' first (it validates and embeds movielens-100k-mm)")
     ds = Dataset.load(args.data / "validated")
     emb = load_embeddings(args.data / "embeddings")
-    warm_models = ("fusion", *(("concat", "text_only", "image_only") if args.variants else ()), "mostpop", *PEERS, "ease")
+    variants = ("concat", "text_only", "image_only", "no_tabular", "no_item_item") if args.variants else ()
+    warm_models = ("fusion", "fusion_sampled", *variants, "mostpop", *PEERS)
+    cold_models = ("fusion", *(("no_tabular",) if args.variants else ()), "random", "mostpop")
     warm: dict[str, list[dict]] = {}
     cold: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
@@ -50,7 +59,7 @@ def main() -> None:
         res = compare(ds, emb, make_split(ds, "random", seed=seed), models=warm_models, train_cfg=cfg)
         for k, v in res.items():
             warm.setdefault(k, []).append(v)
-        res = compare(ds, emb, make_split(ds, "cold_item", seed=seed), models=("fusion", "random", "mostpop"), train_cfg=cfg)
+        res = compare(ds, emb, make_split(ds, "cold_item", seed=seed), models=cold_models, train_cfg=cfg)
         for k, v in res.items():
             cold.setdefault(k, []).append(v)
         print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -71,17 +80,25 @@ def main() -> None:
     for name, runs in warm.items():
         print(f"{name:<14}{mean(runs, 'recall@20'):>11.4f} ({std(runs, 'recall@20'):.3f}){mean(runs, 'ndcg@20'):>11.4f} "
               f"({std(runs, 'ndcg@20'):.3f}){mean(runs, 'hit@20'):>12.4f}{mean(runs, 'coverage'):>10.3f}{mean(runs, 'seconds'):>9.0f}")
-    best = {k: max(mean(warm[p], k) for p in PEERS if p in warm) for k in ("recall@20", "ndcg@20")}
-    ours = {k: mean(warm["fusion"], k) for k in best}
-    for k in best:
-        ratio = ours[k] / best[k]
-        print(f"ours / best peer, {k}: {ratio:.3f} (bar 1.10: {'met' if ratio >= 1.10 else 'NOT met'})")
-    print(f"fusion training throughput: {mean(warm['fusion'], 'samples_per_second'):,.0f} samples/s; "
-          f"{mean(warm['fusion'], 'seconds'):.0f} s per model (bar: converged within 600 s)")
-    r_ours, r_rand = mean(cold["fusion"], "recall@20"), mean(cold["random"], "recall@20")
-    print(f"\ncold-item split: ours Recall@20 {r_ours:.4f}, random ranking of the cold items {r_rand:.4f}, "
-          f"MostPop {mean(cold['mostpop'], 'recall@20'):.4f}; ratio {r_ours / max(r_rand, 1e-12):.2f} "
-          f"(bar 2.5: {'met' if r_ours >= 2.5 * r_rand else 'NOT met'})")
+    best = {k: max((mean(warm[p], k), p) for p in PEERS if p in warm) for k in ("recall@20", "ndcg@20")}
+    for k, (value, peer) in best.items():
+        ratio = mean(warm["fusion"], k) / value
+        print(f"ours / best peer ({peer}), {k}: {ratio:.3f} (bar 1.03: {'met' if ratio >= 1.03 else 'NOT met'})")
+    for k in ("recall@20", "ndcg@20"):
+        ratio = mean(warm["fusion_sampled"], k) / mean(warm["fusion"], k)
+        print(f"sampled / full softmax, {k}: {ratio:.4f} (bar: within 1%: {'met' if ratio >= 0.99 else 'NOT met'})")
+    print(f"fusion training throughput: {mean(warm['fusion'], 'samples_per_second'):,.0f} samples/s full softmax, "
+          f"{mean(warm['fusion_sampled'], 'samples_per_second'):,.0f} sampled; {mean(warm['fusion'], 'seconds'):.0f} s "
+          "per model")
+    print(f"\ncold-item split, mean over seeds {args.seeds}")
+    print(f"{'model':<14}{'Recall@20':>18}{'NDCG@20':>18}")
+    for name, runs in cold.items():
+        print(f"{name:<14}{mean(runs, 'recall@20'):>11.4f} ({std(runs, 'recall@20'):.3f}){mean(runs, 'ndcg@20'):>11.4f} "
+              f"({std(runs, 'ndcg@20'):.3f})")
+    r_ours, r_rand, r_pop = (mean(cold[m], "recall@20") for m in ("fusion", "random", "mostpop"))
+    print(f"ours / random ranking of the cold items: {r_ours / max(r_rand, 1e-12):.2f} (bar 2.5: "
+          f"{'met' if r_ours >= 2.5 * r_rand else 'NOT met'}); above MostPop ({r_pop:.4f}): "
+          f"{'met' if r_ours > r_pop else 'NOT met'}")
     (args.out / "summary.json").write_text(json.dumps({"random": means, "cold_item": cold_means, "seeds": args.seeds},
                                                       indent=2, default=float))
 

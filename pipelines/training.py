@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 PIPELINE_NAME = "fusionrec-training"
 DEFAULT_IMAGE = "localhost/fusionrec:0.1.0-cpu"
-DEFAULT_BASELINES = ("mostpop", "bpr_mf", "cornac_bpr")
+DEFAULT_BASELINES = ("mostpop", "bpr_mf", "cornac_bpr", "ease")
 # Secrets on a cluster: Kubernetes Secret -> environment variables the settings read (never parameters).
 SECRETS = {
     "fusionrec-redis": {"connection": "FUSIONREC__FEATURES__REDIS_CONNECTION"},

@@ -71,3 +71,13 @@ def score_terms(sd: dict[str, np.ndarray], modalities: list[str], temperature: f
     terms.append(id_part @ user / (temperature * norm) + sd64["id_bias.weight"][:, 0] * seen[:, 0])
     terms.append(np.full(len(norm), c0))
     return np.stack(terms, 1)
+
+
+def item_item_term(sd: dict[str, np.ndarray], history: np.ndarray) -> np.ndarray:
+    """The item-item term of every item for one user [n_items]: weight * sum over the history items h of
+    B[h, :], with B the dense matrix the stored neighbours (``ii_index``, ``ii_value``) describe."""
+    index, value = sd["ii_index"], np.asarray(sd["ii_value"], dtype=np.float64)
+    dense = np.zeros((len(index), len(index)))
+    for h in range(len(index)):
+        dense[h, index[h]] = value[h]
+    return float(sd["ii_weight"]) * dense[np.asarray(history, dtype=np.int64)].sum(0)

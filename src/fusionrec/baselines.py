@@ -75,15 +75,25 @@ def bpr_mf(split: Split, dim: int = 64, epochs: int = 40, lr: float = 5e-3, reg:
     return scores
 
 
-def ease(split: Split, lam: float = 400.0):
+def ease(split: Split, lam: float | None = None, valid_fn=None):
     """EASE (Steck 2019): a closed-form item-item linear model, B = -P / diag(P) with P = (X'X + lam I)^-1
-    and a zero diagonal. A strong classical reference for the ranking bar (not one of the named peers)."""
-    X = np.zeros((split.n_users, split.n_items), dtype=np.float64)
+    and a zero diagonal. ``lam`` chosen by ``valid_fn`` (validation NDCG@20) among
+    :data:`fusionrec.itemitem.LAMBDAS` when not given, as our own item-item term's is (up to the same
+    catalogue size; the default above it)."""
+    from fusionrec.itemitem import DEFAULT_LAMBDA, LAMBDA_SEARCH_UP_TO, LAMBDAS
+    from fusionrec.itemitem import ease as ease_weights
+
+    X = np.zeros((split.n_users, split.n_items), dtype=np.float32)
     X[split.train["user_idx"].to_numpy(), split.train["item_idx"].to_numpy()] = 1.0
-    P = np.linalg.inv(X.T @ X + lam * np.eye(split.n_items))
-    B = -P / np.diag(P)
-    np.fill_diagonal(B, 0.0)
-    return lambda users: X[np.asarray(users)] @ B
+    users, items = split.train["user_idx"].to_numpy(), split.train["item_idx"].to_numpy()
+
+    def fitted(lam: float):
+        B = ease_weights(users, items, split.n_users, split.n_items, lam)
+        return lambda us: X[np.asarray(us)] @ B
+
+    if lam is not None or valid_fn is None or split.n_items > LAMBDA_SEARCH_UP_TO:
+        return fitted(DEFAULT_LAMBDA if lam is None else lam)
+    return max((fitted(v) for v in LAMBDAS), key=valid_fn)
 
 
 def _cornac_sets(split: Split, image: np.ndarray | None):

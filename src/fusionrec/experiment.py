@@ -19,6 +19,7 @@ from fusionrec.training import TrainConfig, TrainResult, evaluate_model, ranking
 
 log = logging.getLogger(__name__)
 COMPARED = ("fusion", "concat", "text_only", "image_only", "mostpop", "bpr_mf", "cornac_bpr", "cornac_vbpr")
+VARIANTS = ("no_tabular", "no_item_item", "fusion_sampled")  # what each change brings, measured by leaving it out
 
 
 def fusion_config(dataset, embeddings: dict, modalities: list[str] | None, **overrides) -> FusionConfig:
@@ -103,17 +104,22 @@ def compare(dataset, embeddings: dict, split: Split, *, models=COMPARED, train_c
     def valid_ndcg(score_fn):
         return evaluate_ranking(score_fn, split.valid, [split.train], split.n_users, split.n_items, ks=(20,)).ndcg[20]
 
-    have = sorted(m for m in embeddings if m in ("text", "image")) or sorted(embeddings)
-    variants = {"fusion": (have, "gated"), "concat": (have, "concat"), "text_only": (["text"], "gated"),
-                "image_only": (["image"], "gated")}
+    have = sorted(embeddings)
+    content = sorted(m for m in embeddings if m in ("text", "image")) or have
+    # name -> (modalities, model overrides, training overrides)
+    variants = {"fusion": (have, {}, {}), "concat": (have, {"fusion": "concat"}, {}),
+                "text_only": (["text"], {}, {}), "image_only": (["image"], {}, {}),
+                "no_tabular": (content, {}, {}), "no_item_item": (have, {"item_item": 0}, {}),
+                "fusion_sampled": (have, {}, {"softmax": "sampled"})}
     for name in models:
         t = time.perf_counter()
         if name in variants:
-            mods, fusion = variants[name]
-            if not set(mods) <= set(embeddings):
+            mods, overrides, training = variants[name]
+            if not set(mods) <= set(embeddings) or (name == "no_tabular" and mods == have):
                 continue
-            cfg = fusion_config(dataset, embeddings, mods, fusion=fusion, dim=dim)
-            result, metrics = fit(dataset, embeddings, split, cfg, train_cfg, progress=progress)
+            cfg = fusion_config(dataset, embeddings, mods, dim=dim, **overrides)
+            result, metrics = fit(dataset, embeddings, split, cfg, train_cfg.model_copy(update=training),
+                                  progress=progress)
             metrics["samples_per_second"] = result.samples_per_second
         elif name == "mostpop":
             metrics = measure(B.most_popular(split))
@@ -122,7 +128,7 @@ def compare(dataset, embeddings: dict, split: Split, *, models=COMPARED, train_c
         elif name == "bpr_mf":
             metrics = measure(B.bpr_mf(split, dim=dim, seed=train_cfg.seed, valid_fn=valid_ndcg))
         elif name == "ease":
-            metrics = measure(B.ease(split))
+            metrics = measure(B.ease(split, valid_fn=valid_ndcg))
         elif name == "cornac_bpr":
             metrics = measure(B.cornac_bpr(split, k=dim, seed=train_cfg.seed))
         elif name == "cornac_vbpr":
@@ -130,7 +136,7 @@ def compare(dataset, embeddings: dict, split: Split, *, models=COMPARED, train_c
                 continue
             metrics = measure(B.cornac_vbpr(split, embeddings["image"].values, seed=train_cfg.seed))
         else:
-            raise ConfigError(f"unknown model {name!r}; choose from {COMPARED + ('random', 'ease')}")
+            raise ConfigError(f"unknown model {name!r}; choose from {COMPARED + VARIANTS + ('random', 'ease')}")
         metrics["seconds"] = time.perf_counter() - t
         out[name] = metrics
         log.info("%s: recall@20 %.4f ndcg@20 %.4f (%.0f s)", name, metrics["recall@20"], metrics["ndcg@20"], metrics["seconds"])

@@ -66,7 +66,7 @@ class Result:
     titles: list[str]
     images: list[str]
     scores: np.ndarray  # [k]
-    terms: np.ndarray  # [k, n_modalities + 2]: Recommender.terms order; each row adds up to the score
+    terms: np.ndarray  # [k, len(Recommender.terms)]: in that order; each row adds up to the score
     fallback: bool = False  # popularity, not the model (no user and no history)
     cold: bool = False  # a user without an ID embedding, served from the given history
     embedding: np.ndarray | None = None  # the query's vector in the item tower (query by example)
@@ -81,7 +81,9 @@ class Recommender:
         self.model = artifact.model.eval()
         self.version = artifact.version
         self.modalities = list(self.model.modality_names)
-        self.terms = [*self.modalities, "id", "bias"]
+        # the score's terms: one per modality, the item ID, the item-item term over the user's history (when
+        # the model has one), the bias; the bias stays last
+        self.terms = [*self.modalities, "id", *(["history"] if self.model.has_item_item else []), "bias"]
         self.search_pool, self.blend = search_pool, blend
         self.encoders = {}
         for m, enc in (encoders or {}).items():
@@ -122,12 +124,16 @@ class Recommender:
         return Result(self.item_ids[idx].tolist(), self.titles[idx].tolist(), self.images[idx].tolist(),
                       np.asarray(scores, dtype=np.float32), np.asarray(terms, dtype=np.float32))
 
-    def _explain(self, user: torch.Tensor, idx: np.ndarray) -> np.ndarray:
-        """The model's score terms [len(idx), M + 2] of catalogue items ``idx`` for one user vector."""
+    def _explain(self, user: torch.Tensor, idx: np.ndarray, item_item: torch.Tensor) -> np.ndarray:
+        """The model's score terms [len(idx), len(self.terms)] of catalogue items ``idx`` for one user vector
+        and that user's item-item term over the catalogue (``item_item``, [n])."""
         t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         with torch.inference_mode():
-            return explain(user[None], self.item_parts[t][None], self.item_part_bias[t][None],
-                           self.model.config.temperature)[0].numpy()
+            terms = explain(user[None], self.item_parts[t][None], self.item_part_bias[t][None],
+                            self.model.config.temperature)[0].numpy()
+        if self.model.has_item_item:
+            terms = np.insert(terms, terms.shape[1] - 1, item_item[t].numpy(), axis=1)
+        return terms
 
     def _allowed(self, row: Row, excluded: list[int]) -> torch.Tensor:
         if row.candidates is not None:
@@ -139,8 +145,10 @@ class Recommender:
             allowed[excluded] = False
         return allowed
 
-    def _user_vectors(self, rows: list[Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[int]], list[bool]]:
-        """User vectors [B, d] from IDs and histories; per row the excluded items, and whether it is cold.
+    def _user_vectors(self, rows: list[Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                      list[list[int]], list[bool]]:
+        """User vectors [B, d] from IDs and histories, the user indices (-1: none), the history masks, the
+        item-item term [B, n]; per row the excluded items, and whether it is cold.
 
         Raises:
             NotFound: an unknown user without a history, or unknown item ids in a history or exclude list.
@@ -175,8 +183,9 @@ class Recommender:
             excluded.append(ex)
         with torch.inference_mode():
             uv = self.model.users(users, hist, mask, self.item_vectors)
+            item_item = self.model.item_item(hist, mask)
         cold = [bool(users[n] < 0 and mask[n].any()) for n in range(len(rows))]
-        return uv, users, mask, excluded, cold
+        return uv, users, mask, item_item, excluded, cold
 
     # -- the two requests ------------------------------------------------------------------------
 
@@ -197,9 +206,9 @@ class Recommender:
         """Top-K for users: known users by ID and history, cold users by the given history, anonymous
         requests (no user, no history) by popularity with ``fallback`` set (its score is the item's
         interaction count, credited to the bias term)."""
-        uv, users, mask, excluded, cold = self._user_vectors(rows)
+        uv, users, mask, item_item, excluded, cold = self._user_vectors(rows)
         with torch.inference_mode():
-            scores = self.model.logits(uv, self.item_vectors, self.item_bias)
+            scores = self.model.logits(uv, self.item_vectors, self.item_bias) + item_item
         results = []
         for n, row in enumerate(rows):
             fallback = bool(users[n] < 0 and not mask[n].any())
@@ -211,7 +220,7 @@ class Recommender:
                 terms = np.zeros((k, len(self.terms)), dtype=np.float32)
                 terms[:, -1] = s[idx].numpy()
             else:
-                terms = self._explain(uv[n], idx)
+                terms = self._explain(uv[n], idx, item_item[n])
             res = self._result(idx, s[idx].numpy(), terms)
             res.fallback, res.cold = fallback, cold[n]
             results.append(res)
@@ -256,10 +265,10 @@ class Recommender:
         the user's taste when the row names a user or a history; with the query's item-tower vector."""
         queries = self.encode(rows)
         personal = [i for i, r in enumerate(rows) if r.personal]
-        taste: dict[int, tuple[torch.Tensor, list[int], bool]] = {}
+        taste: dict[int, tuple[torch.Tensor, list[int], bool, torch.Tensor]] = {}
         if personal:
-            uv, _, _, excluded, cold = self._user_vectors([rows[i] for i in personal])
-            taste = {i: (uv[j], excluded[j], cold[j]) for j, i in enumerate(personal)}
+            uv, _, _, item_item, excluded, cold = self._user_vectors([rows[i] for i in personal])
+            taste = {i: (uv[j], excluded[j], cold[j], item_item[j]) for j, i in enumerate(personal)}
         with torch.inference_mode():
             vectors = self.tower(queries).vectors
         hits = self.search.search(queries, max(self.search_pool, max(r.k for r in rows)))
@@ -276,7 +285,7 @@ class Recommender:
             terms[:, : len(self.modalities)] = h.terms[keep]
             if n in taste:
                 blend = self.blend if row.blend is None else row.blend
-                terms = (1 - blend) * terms + blend * T * self._explain(taste[n][0], items)
+                terms = (1 - blend) * terms + blend * T * self._explain(taste[n][0], items, taste[n][3])
             scores = terms.sum(1)
             top = np.argsort(-scores, kind="stable")[: row.k]
             res = self._result(items[top], scores[top], terms[top])

@@ -135,6 +135,7 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
         raise DatasetError(f"{path}: not a fusionrec model artifact (model.safetensors and config.json expected)")
     raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
     raw.setdefault("item_bias", False)  # versions written before the item bias existed
+    raw.setdefault("item_item", 0)  # and before the item-item term
     config = FusionConfig.model_validate(raw)
     model = FusionRecModel(config)
     model.load_state_dict(load_file(str(path / "model.safetensors"), device=device))

@@ -58,6 +58,7 @@ class TrainResult:
     user_history: torch.Tensor = field(repr=False, default=None)
     user_history_mask: torch.Tensor = field(repr=False, default=None)
     steps: int = 0  # optimizer steps this process took in this call (under DDP: this rank's share)
+    item_item: dict[str, float] = field(default_factory=dict)  # what fit_item_item chose (empty: no term)
 
 
 def user_histories(train, n_users: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,13 +85,15 @@ def build_model(cfg: FusionConfig, split: Split, embeddings: dict) -> FusionRecM
     """A model with its frozen item features and the seen-in-training mask installed."""
     model = FusionRecModel(cfg)
     seen = torch.zeros(cfg.n_items, dtype=torch.bool)
-    seen[torch.from_numpy(split.train["item_idx"].to_numpy())] = True
+    seen[torch.from_numpy(split.train["item_idx"].to_numpy(np.int64, copy=True))] = True
     model.set_item_features(item_features(embeddings, sorted(cfg.modalities)), seen)
     return model
 
 
-def score_function(model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor, device: str = "cpu"):
-    """user indices -> retrieval scores over the whole catalogue (eval mode, no gradients)."""
+def score_function(model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor, device: str = "cpu", *,
+                   item_item: bool = True):
+    """user indices -> retrieval scores over the whole catalogue (eval mode, no gradients); with
+    ``item_item=False`` the two towers' scores alone."""
     model.eval()
     with torch.inference_mode():
         items = model.items()
@@ -98,8 +101,11 @@ def score_function(model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor
     def scores(users: np.ndarray) -> np.ndarray:
         u = torch.from_numpy(np.asarray(users, dtype=np.int64))  # indexes the histories where they are (CPU)
         with torch.inference_mode():
-            uv = model.users(u.to(device), hist[u].to(device), mask[u].to(device), items.vectors)
-            return model.logits(uv, items.vectors, items.bias).float().cpu().numpy()
+            h, m = hist[u].to(device), mask[u].to(device)
+            s = model.logits(model.users(u.to(device), h, m, items.vectors), items.vectors, items.bias)
+            if item_item and model.has_item_item:
+                s = s + model.item_item(h, m)
+            return s.float().cpu().numpy()
 
     return scores
 
@@ -256,6 +262,12 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
     seconds = time.perf_counter() - t0
     if best_state is not None:
         model.load_state_dict(best_state)
+    item_item = {}
+    if rank == 0 and model.has_item_item:  # fitted once the network is final (fusionrec.itemitem)
+        from fusionrec.itemitem import fit_item_item
+
+        item_item = fit_item_item(model, split, hist, hmask, score_function(model, hist, hmask, device, item_item=False),
+                                  seed=cfg.seed, device=device)
     if distributed:  # rank 0's best weights everywhere
         for t in model.state_dict().values():
             dist.broadcast(t, src=0)
@@ -264,7 +276,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
         save_curves(history, curves_png)
     best_valid = next((h for h in history if h["epoch"] == best_epoch), {})
     return TrainResult(model, history, best_epoch, best_valid, seen_samples / max(seconds, 1e-9), seconds, hist, hmask,
-                       steps_taken)
+                       steps_taken, item_item)
 
 
 def save_curves(history: list[dict[str, float]], path: Path) -> None:

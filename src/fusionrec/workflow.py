@@ -202,7 +202,7 @@ class Evaluation:
 
 
 def evaluate_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, candidate: str | Path, out: str | Path, *,
-                       baselines: tuple[str, ...] = ("mostpop", "bpr_mf", "cornac_bpr"), device: str = "auto",
+                       baselines: tuple[str, ...] = ("mostpop", "bpr_mf", "cornac_bpr", "ease"), device: str = "auto",
                        progress: bool = False) -> Evaluation:
     """Measure the baselines on the split the candidate was trained on and write the comparison to ``out``.
 

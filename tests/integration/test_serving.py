@@ -76,21 +76,26 @@ def _seen(stack, user_idx):
     return set(items[parts.loc[parts["user_idx"] == user_idx, "item_idx"]])
 
 
+TERMS = ("image", "text", "id", "history", "bias")  # the history term: the item-item term over the user's history
+
+
 def _reference_terms(stack, user_idx: int) -> np.ndarray:
-    """Every item's score terms for a known user [n_items, image, text, id, bias], from the equations
+    """Every item's score terms for a known user [n_items, image, text, id, history, bias], from the equations
     (tests/reference.py) over the served artifact's weights; the user vector from its user tower."""
     import torch
     from safetensors.numpy import load_file
 
     from fusionrec.registry import load_artifact
-    from tests.reference import score_terms
+    from tests.reference import item_item_term, score_terms
 
     art = load_artifact(stack["model_dir"])
     with torch.inference_mode():
         uv = art.model.users(torch.tensor([user_idx]), art.history[[user_idx]], art.history_mask[[user_idx]],
                              art.model.items().vectors)[0].numpy().astype(np.float64)
-    return score_terms(load_file(str(stack["model_dir"] / "model.safetensors")), ["image", "text"],
-                       art.config.temperature, uv)
+    sd = load_file(str(stack["model_dir"] / "model.safetensors"))
+    terms = score_terms(sd, ["image", "text"], art.config.temperature, uv)
+    history = art.history[user_idx][art.history_mask[user_idx]].numpy()
+    return np.insert(terms, 3, item_item_term(sd, history), axis=1)
 
 
 def _index(stack) -> pd.Series:
@@ -113,9 +118,9 @@ def test_known_user_gets_k_unseen_items_explained_and_versioned(stack):
                    {"instances": [{"user_id": str(user["user_id"]), "k": 7}]})
     for item in direct.json()["predictions"][0]["items"]:
         row = expected[int(_index(stack)[item["item_id"]])]
-        assert item["explanation"] == {t: pytest.approx(v, abs=2e-4) for t, v in zip(("image", "text", "id", "bias"), row)}
+        assert item["explanation"] == {t: pytest.approx(v, abs=2e-4) for t, v in zip(TERMS, row)}
         assert sum(item["explanation"].values()) == pytest.approx(item["score"], abs=5e-4)
-        assert item["driver"] == ("image", "text", "id", "bias")[int(np.argmax(row))]
+        assert item["driver"] == TERMS[int(np.argmax(row))]
         assert item["title"] and item["image"]
     splits = {tuple(np.round(list(i["explanation"].values()), 3)) for i in pred["items"]}
     assert len(splits) == len(pred["items"])  # the terms are the item's own, not one split for all
@@ -276,7 +281,7 @@ def test_predictor_speaks_v1_and_v2(stack):
     out = {o["name"]: o for o in v2.json()["outputs"]}
     assert out["item_id"]["shape"] == [2, 4] and out["count"]["data"] == [4, 2] and out["fallback"]["data"] == [False, True]
     assert out["item_id"]["data"][:4] == [i["item_id"] for i in v1.json()["predictions"][0]["items"]]
-    assert out["score_terms"]["shape"] == [2, 4, 4] and v2.json()["parameters"]["terms"] == "image,text,id,bias"
+    assert out["score_terms"]["shape"] == [2, 4, 5] and v2.json()["parameters"]["terms"] == ",".join(TERMS)
     meta = httpx.get(f"{url}/v2/models/{MODEL}").json()  # v2 model metadata names every tensor it takes
     assert {"k", "user_id", "history", "candidates", "text", "image"} <= {i["name"] for i in meta["inputs"]}
     assert set(out) <= {o["name"] for o in meta["outputs"]}

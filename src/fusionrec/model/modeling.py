@@ -126,6 +126,10 @@ class FusionRecModel(nn.Module):
         # Set from the data: which items have an ID embedding worth using (seen in training) and the
         # frozen modality features. Buffers, so that they travel with the weights.
         self.register_buffer("item_seen", torch.zeros(config.n_items, dtype=torch.bool))
+        k = config.item_item_neighbours  # the item-item term, fitted after training (fusionrec.itemitem)
+        self.register_buffer("ii_index", torch.zeros(config.n_items, k, dtype=torch.long))
+        self.register_buffer("ii_value", torch.zeros(config.n_items, k))
+        self.register_buffer("ii_weight", torch.zeros(()))
         for m in self.modality_names:
             self.register_buffer(f"feat_{m}", torch.zeros(config.n_items, config.modalities[m]))
             self.register_buffer(f"mask_{m}", torch.zeros(config.n_items, dtype=torch.bool))
@@ -219,6 +223,21 @@ class FusionRecModel(nn.Module):
         w = torch.nan_to_num(torch.softmax(att, dim=-1), nan=0.0)
         pooled = (w.unsqueeze(-1) * hv).sum(1)
         return F.normalize(self.user_mix(torch.cat([uid, pooled], dim=-1)), dim=-1)
+
+    @property
+    def has_item_item(self) -> bool:
+        return self.ii_index.shape[1] > 0
+
+    def item_item(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """The item-item term [B, n_items]: ``ii_weight * sum_h B[h, :]`` over each user's history (zeros
+        without the term). ``B`` is kept sparse: each history item's strongest neighbours."""
+        B = history.shape[0]
+        out = torch.zeros(B, self.config.n_items, device=history.device)
+        if not self.has_item_item:
+            return out
+        h = history.clamp(min=0)
+        values = self.ii_value[h] * history_mask.unsqueeze(-1)  # [B, H, k]
+        return out.scatter_add_(1, self.ii_index[h].flatten(1), values.flatten(1)) * self.ii_weight
 
     def logits(self, users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """Retrieval scores [B, n]: dot products of unit vectors scaled by the temperature, plus the item bias."""
