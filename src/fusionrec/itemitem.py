@@ -21,7 +21,7 @@ import torch
 log = logging.getLogger(__name__)
 
 LAMBDAS = (100.0, 250.0, 500.0, 1000.0, 2000.0)
-WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 DEFAULT_LAMBDA = 500.0
 LAMBDA_SEARCH_UP_TO = 4000  # items; above, one closed form costs tens of seconds: the default ridge only
 VALID_USERS = 4000  # validation users the choices are made on (a random sample beyond that)

@@ -43,6 +43,9 @@ class TrainConfig(BaseModel):
     softmax: Literal["auto", "full", "sampled"] = "auto"
     negatives: int = Field(1024, ge=1)
     sampled_above: int = Field(5000, ge=1)
+    # With the sampled softmax a step costs little beyond the item tower (one pass over the items the
+    # batch needs), so larger batches amortise it; the full softmax keeps `batch_size`.
+    sampled_batch_size: int = Field(4096, ge=1)
 
 
 @dataclass
@@ -176,7 +179,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
     np.random.seed(cfg.seed)
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     model = build_model(model_cfg, split, embeddings).to(device)
-    hist, hmask = user_histories(split.train, model_cfg.n_users, model_cfg.history_length)
+    hist, hmask = user_histories(split.train, model_cfg.n_users, model_cfg.history_window)
     hist_d, hmask_d = hist.to(device), hmask.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     net = model
@@ -206,7 +209,8 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
         net.train()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         perm = torch.randperm(n, generator=g)
-        batches = [perm[s: s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
+        size = cfg.sampled_batch_size if sampler is not None else cfg.batch_size
+        batches = [perm[s: s + size] for s in range(0, n, size)]
         mine = batches[rank::world]
         if distributed:  # every rank must take the same number of steps
             steps = min(len(batches[r::world]) for r in range(world))

@@ -212,16 +212,21 @@ class FusionRecModel(nn.Module):
         """
         d = self.config.dim
         B = history.shape[0]
-        hv = item_vectors[history.clamp(min=0)]  # [B, H, d]
+        L = self.config.history_length  # a longer window (kept for the item-item term) ends with the tower's
+        start = max(0, history.shape[1] - L)
+        h, history_mask = history[:, start:].clamp(min=0), history_mask[:, start:]
         if self.user_id is not None and user_idx is not None:  # index -1: a user without an ID embedding (cold)
             uid = self.user_id(user_idx.clamp(min=0)) * (user_idx >= 0).unsqueeze(-1)
         else:
-            uid = torch.zeros(B, d, device=hv.device)
+            uid = torch.zeros(B, d, device=item_vectors.device)
         query = uid + self.history_query
-        att = (self.history_key(hv) * query.unsqueeze(1)).sum(-1) / d ** 0.5
+        # attention = softmax over the history of key(item) . query; nothing of size [B, H, d] is built (a long
+        # history made those tensors and their backward the cost of a step): the query meets every item's key
+        # in one product, the history picks its columns, and the pooling is a weighted bag of item vectors
+        att = torch.bmm(self.history_key(item_vectors)[h], query.unsqueeze(-1)).squeeze(-1) / d ** 0.5
         att = att.masked_fill(~history_mask, float("-inf"))
         w = torch.nan_to_num(torch.softmax(att, dim=-1), nan=0.0)
-        pooled = (w.unsqueeze(-1) * hv).sum(1)
+        pooled = F.embedding_bag(h, item_vectors, per_sample_weights=w.to(item_vectors.dtype), mode="sum")
         return F.normalize(self.user_mix(torch.cat([uid, pooled], dim=-1)), dim=-1)
 
     @property
@@ -235,7 +240,8 @@ class FusionRecModel(nn.Module):
         out = torch.zeros(B, self.config.n_items, device=history.device)
         if not self.has_item_item:
             return out
-        h = history.clamp(min=0)
+        H = self.config.item_item_history
+        h, history_mask = history[:, max(0, history.shape[1] - H):].clamp(min=0), history_mask[:, max(0, history.shape[1] - H):]
         values = self.ii_value[h] * history_mask.unsqueeze(-1)  # [B, H, k]
         return out.scatter_add_(1, self.ii_index[h].flatten(1), values.flatten(1)) * self.ii_weight
 
