@@ -46,6 +46,7 @@ class TrainConfig(BaseModel):
     # With the sampled softmax a step costs little beyond the item tower (one pass over the items the
     # batch needs), so larger batches amortise it; the full softmax keeps `batch_size`.
     sampled_batch_size: int = Field(4096, ge=1)
+    valid_users: int = Field(5000, ge=1)  # early stopping's validation users at most (a fixed random sample)
 
 
 @dataclass
@@ -106,7 +107,7 @@ def score_function(model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor
         with torch.inference_mode():
             h, m = hist[u].to(device), mask[u].to(device)
             s = model.logits(model.users(u.to(device), h, m, items.vectors), items.vectors, items.bias)
-            if item_item and model.has_item_item:
+            if item_item and model.has_item_item and float(model.ii_weight) != 0.0:
                 s = s + model.item_item(h, m)
             return s.float().cpu().numpy()
 
@@ -180,7 +181,9 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     model = build_model(model_cfg, split, embeddings).to(device)
     hist, hmask = user_histories(split.train, model_cfg.n_users, model_cfg.history_window)
-    hist_d, hmask_d = hist.to(device), hmask.to(device)
+    # training attends to the tower's window only (the longer one is the item-item term's, fitted after)
+    window = slice(hist.shape[1] - model_cfg.history_length, None) if model_cfg.history_length else slice(None)
+    hist_d, hmask_d = hist[:, window].to(device), hmask[:, window].to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     net = model
     if distributed:
@@ -189,6 +192,11 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
     users = torch.from_numpy(split.train["user_idx"].to_numpy(np.int64))
     items = torch.from_numpy(split.train["item_idx"].to_numpy(np.int64))
     n = len(users)
+    valid = split.valid  # early stopping watches at most cfg.valid_users of them (a fixed sample)
+    valid_users = np.unique(valid["user_idx"].to_numpy())
+    if len(valid_users) > cfg.valid_users:
+        keep = np.random.default_rng(cfg.seed).choice(valid_users, cfg.valid_users, replace=False)
+        valid = valid[valid["user_idx"].isin(keep)]
     sampler = NegativeSampler(items, model_cfg.n_items, cfg) if uses_sampled_softmax(cfg, model_cfg.n_items) else None
     start_epoch, best, best_epoch, best_state, history, bad = 0, -1.0, -1, None, [], 0
     ckpt = checkpoint_dir / "last.pt" if checkpoint_dir else None
@@ -239,7 +247,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
             on_epoch_end(epoch + 1, model)
         stop = torch.zeros(1)
         if rank == 0:
-            metrics = evaluate_ranking(score_function(model, hist, hmask, device), split.valid, [split.train],
+            metrics = evaluate_ranking(score_function(model, hist, hmask, device), valid, [split.train],
                                        model_cfg.n_users, model_cfg.n_items, ks=(20,))
             val = metrics.ndcg[20]
             history.append({"epoch": epoch + 1, "loss": total / max(1, sum(len(b) for b in mine)),
