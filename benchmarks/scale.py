@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "artifacts" / "benchmarks" / "scale")
     ap.add_argument("--softmax", choices=("auto", "full", "sampled"), default="auto")
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--reuse", type=Path, help="take the validated dataset and embeddings from this folder (its "
+                    "validated/ and embeddings/) and time only train and evaluate (one size)")
     args = ap.parse_args()
 
     rows = []
@@ -60,6 +62,7 @@ def main() -> None:
         work = args.work / f"{size:.0e}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
+        data = args.reuse if args.reuse else work
         env = {"FUSIONREC__PATHS__CACHE": str(work / "cache")}  # a cold embedding cache: embed really embeds
         os.environ.update(env)
         stages = {
@@ -68,14 +71,17 @@ def main() -> None:
             "validate": FUSIONREC + ["data", "validate", str(work / "synth" / "dataset.yaml"), "--out",
                                      str(work / "validated")],
             "embed": FUSIONREC + ["embed", str(work / "validated"), "--out", str(work / "embeddings"), "--no-progress"],
-            "train": FUSIONREC + ["train", str(work / "validated"), "--embeddings", str(work / "embeddings"),
+            "train": FUSIONREC + ["train", str(data / "validated"), "--embeddings", str(data / "embeddings"),
                                   "--candidate", str(work / "candidate"), "--epochs", str(args.epochs),
                                   "--softmax", args.softmax, "--no-progress"],
-            "evaluate": [sys.executable, "-c", EVALUATE, str(work / "validated"), str(work / "embeddings"),
+            "evaluate": [sys.executable, "-c", EVALUATE, str(data / "validated"), str(data / "embeddings"),
                          str(work / "candidate"), str(work / "evaluation")],
         }
         print(f"\n{size:,} interactions ({users:,} users, {items:,} items)", flush=True)
         for stage, cmd in stages.items():
+            if args.reuse and stage in ("synth", "validate", "embed"):
+                print(f"  {stage:<9} reused from {args.reuse}", flush=True)
+                continue
             seconds, gib, out = run(cmd, work / f"{stage}.log")
             note = ""
             if stage == "train":

@@ -107,6 +107,20 @@ MUTANTS = [
     Mutant("the trainer ignores Feast and reads the embeddings folder", "src/fusionrec/workflow.py",
            "    if features_dir is not None:\n", "    if False:\n",
            ("tests/integration/test_workflow.py", "-k", "bit_for_bit")),
+    Mutant("items never seen in training stay every batch's negatives", "src/fusionrec/model/modeling.py",
+           "            if self.item_seen.any():\n", "            if False:\n", (MODEL, "-k", "never_seen")),
+    Mutant("the sampled softmax without its logQ correction", "src/fusionrec/model/modeling.py",
+           "bias[cand]) - log_q", "bias[cand])", (MODEL, "-k", "logq")),
+    Mutant("the sampler's expected counts leave out the in-batch draw", "src/fusionrec/training.py",
+           "expected = len(positives) * self.share[candidates] + ", "expected = 0 * self.share[candidates] + ",
+           (MODEL, "-k", "sampler")),
+    Mutant("the item-item term ignores its weight", "src/fusionrec/model/modeling.py",
+           "values.flatten(1)) * self.ii_weight", "values.flatten(1))", ("tests/unit/test_itemitem.py",)),
+    Mutant("the served score leaves out the item-item term", "src/fusionrec/recommender.py",
+           "self.model.logits(uv, self.item_vectors, self.item_bias) + item_item",
+           "self.model.logits(uv, self.item_vectors, self.item_bias)", (SERVING, "-k", "explained_and_versioned")),
+    Mutant("counts are standardised without log1p", "src/fusionrec/encoders/tabular.py",
+           "x = np.log1p(np.maximum(x, 0.0)) if c.log else x", "x = x", ("tests/unit/test_tabular.py",)),
 ]
 
 

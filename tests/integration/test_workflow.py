@@ -81,6 +81,8 @@ def test_a_bad_spec_names_the_field_and_the_value():
     assert str(err.value).startswith("training spec: protocol: Input should be 'random', 'temporal', 'cold_item' or "
                                      "'given' (got 'weekly')")
     assert TrainSpec.parse(modalities="text, image").modalities == ("text", "image")
+    with pytest.raises(ConfigError, match=r"softmax: Input should be 'auto', 'full' or 'sampled' \(got 'partial'\)"):
+        TrainSpec.parse(softmax="partial")
 
 
 def test_the_trainjob_command_under_torchrun_writes_one_candidate_from_rank_0(candidates, synth_validated_dir,

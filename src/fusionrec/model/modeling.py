@@ -220,9 +220,11 @@ class FusionRecModel(nn.Module):
         else:
             uid = torch.zeros(B, d, device=item_vectors.device)
         query = uid + self.history_query
-        # attention = softmax over the history of key(item) . query; nothing of size [B, H, d] is built (a long
-        # history made those tensors and their backward the cost of a step): the query meets every item's key
-        # in one product, the history picks its columns, and the pooling is a weighted bag of item vectors
+        if h.shape[1] == 0:  # history_length 0: the ID alone
+            return F.normalize(self.user_mix(torch.cat([uid, torch.zeros_like(uid)], dim=-1)), dim=-1)
+        # attention = softmax over the history of key(item) . query: each item's key is computed once (not
+        # once per history entry), and the pooling is a weighted bag of item vectors, with no [B, H, d]
+        # product tensor (at 10^6 interactions those and their backward were most of a step)
         att = torch.bmm(self.history_key(item_vectors)[h], query.unsqueeze(-1)).squeeze(-1) / d ** 0.5
         att = att.masked_fill(~history_mask, float("-inf"))
         w = torch.nan_to_num(torch.softmax(att, dim=-1), nan=0.0)
