@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipelines.training import DEFAULT_BASELINES
+
 app = typer.Typer(help="The Kubeflow training pipeline: compile it for the UI, run it here, submit it to a cluster.",
                   no_args_is_help=True)
 
@@ -90,7 +92,7 @@ def run_cmd(
     model_modalities: Annotated[Optional[str], typer.Option(help="Modalities the model uses (default: all).")] = None,
     margin: Annotated[float, typer.Option(help="Promote only when NDCG@20 beats the champion's by this share.")] = 0.01,
     baselines: Annotated[str, typer.Option(help="Comma-separated baselines for the comparison.")] =
-    "mostpop,bpr_mf,cornac_bpr",
+    ",".join(DEFAULT_BASELINES),
     runner: Annotated[str, typer.Option(help="subprocess (steps as local processes) or docker (steps in their "
                                               "containers; DOCKER_HOST may point at podman's socket).")] = "subprocess",
     image: Annotated[Optional[str], typer.Option(help="The component image for --runner docker.")] = None,
@@ -132,7 +134,7 @@ def submit_cmd(
     dim: Annotated[int, typer.Option(help="Shared embedding size.")] = 64,
     epochs: Annotated[int, typer.Option(help="Most epochs.")] = 40,
     margin: Annotated[float, typer.Option(help="Promotion margin on NDCG@20.")] = 0.01,
-    baselines: Annotated[str, typer.Option(help="Comma-separated baselines.")] = "mostpop,bpr_mf,cornac_bpr",
+    baselines: Annotated[str, typer.Option(help="Comma-separated baselines.")] = ",".join(DEFAULT_BASELINES),
     experiment: Annotated[str, typer.Option(help="The Kubeflow experiment.")] = "fusionrec",
     image: Annotated[Optional[str], typer.Option(help="The component image.")] = None,
     gpus: Annotated[int, typer.Option(min=0, help="GPUs on the train step.")] = 1,

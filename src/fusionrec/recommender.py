@@ -175,8 +175,9 @@ class Recommender:
                 known = set(stored)
                 items = stored + [i for i in given if i not in known]
             items = items[-H:]
-            hist[n, : len(items)] = torch.tensor(items, dtype=torch.long)
-            mask[n, : len(items)] = True
+            if items:  # right-aligned, the latest last, as in training: the tower reads the last columns
+                hist[n, H - len(items):] = torch.tensor(items, dtype=torch.long)
+                mask[n, H - len(items):] = True
             ex = self._items(row.exclude, "exclude")
             if row.exclude_seen:
                 ex += given + (self.artifact.seen(u).tolist() if u is not None else [])

@@ -98,7 +98,7 @@ def test_synth_to_trained_model_features_and_comparison(tmp_path):
 
     # embed: one matrix per modality, its mask, and what was masked and why
     meta = json.loads((e / "embeddings.json").read_text())["modalities"]
-    assert {n: meta[n]["dim"] for n in meta} == {"text": 384, "image": 1280, "audio": 16}
+    assert {n: meta[n]["dim"] for n in meta} == {"text": 384, "image": 1280, "audio": 16, "tabular": 4}  # price, year
     for name, info in meta.items():
         values, mask = np.load(e / f"{name}.npy"), np.load(e / f"{name}.mask.npy")
         assert values.shape == (100, info["dim"]) and info["present"] == int(mask.sum()) and np.isfinite(values[mask]).all()

@@ -186,7 +186,7 @@ def test_cuda_asked_for_without_cuda_is_a_config_error():
 
 def test_dataset_embeddings_are_aligned_and_masked(synth_validated, synth_embeddings):
     n = synth_validated.n_items
-    assert set(synth_embeddings) == {"text", "image", "audio"}
+    assert set(synth_embeddings) == {"text", "image", "audio", "tabular"}  # tabular: the side features price, year
     for name, m in synth_embeddings.items():
         assert m.values.shape[0] == n and m.mask.shape == (n,) and m.values.dtype == np.float32
         assert not m.values[~m.mask].any()

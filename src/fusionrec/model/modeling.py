@@ -206,7 +206,9 @@ class FusionRecModel(nn.Module):
 
         Args:
             user_idx: [B] user indices (-1 for a user without an ID embedding), or None when none has one.
-            history: [B, H] item indices (any value where masked).
+            history: [B, H] item indices, right-aligned (the latest last; any value where masked): the tower
+                attends to the last ``history_length`` columns, the item-item term sums over the last
+                ``item_item_history``.
             history_mask: [B, H] bool, True where a history entry is real.
             item_vectors: [n_items, d] the catalogue's item vectors (from :meth:`items`).
         """
