@@ -29,10 +29,9 @@ VALID_USERS = 4000  # validation users the choices are made on (a random sample 
 
 def ease(train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int, lam: float) -> np.ndarray:
     """The dense EASE weights [n_items, n_items] (float32)."""
-    G = np.zeros((n_items, n_items), dtype=np.float64)
     X = np.zeros((n_users, n_items), dtype=np.float32)
     X[train_users, train_items] = 1.0
-    G += X.T.astype(np.float64) @ X
+    G = X.T.astype(np.float64) @ X
     G[np.diag_indices(n_items)] += lam
     P = np.linalg.inv(G)
     B = -P / np.diag(P)

@@ -268,9 +268,8 @@ class FusionRecModel(nn.Module):
         the positives and sampled negatives.
         """
         if sampled is None:
-            p = self.item_parts()
-            vectors = F.normalize(p.parts.sum(1), dim=-1)
-            bias = p.bias.sum(1) if self.config.item_bias else None
+            items = self.items()
+            vectors, bias = items.vectors, items.bias
             users = self.users(user_idx, history, history_mask, vectors)
             logits = self.logits(users, vectors, bias)
             # items never seen in training (a cold-item split's test items) are no one's negatives: as eternal
@@ -285,9 +284,8 @@ class FusionRecModel(nn.Module):
                                       device=item_idx.device)
             need, where = torch.unique(torch.cat([candidates, history.clamp(min=0).flatten(), rank_pool]),
                                        return_inverse=True)
-            p = self.item_parts(need)
-            vectors = F.normalize(p.parts.sum(1), dim=-1)
-            bias = p.bias.sum(1) if self.config.item_bias else None
+            items = self.items(need)
+            vectors, bias = items.vectors, items.bias
             n_c, n_h = len(candidates), history.numel()
             users = self.users(user_idx, where[n_c:n_c + n_h].view_as(history), history_mask, vectors)
             cand = where[:n_c]
