@@ -17,7 +17,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from fusionrec.config import Settings
-from fusionrec.serving.schemas import parse_v1, parse_v2, result_to_dict, results_to_v2, v2_metadata
+from fusionrec.serving.schemas import parse_v1, parse_v2, result_to_dict, results_to_v2, v2_metadata, wants_monitor
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,11 @@ def _predictor_class():
             limits = self.settings.serving
             v2 = isinstance(payload, InferRequest)
             rows = parse_v2(payload, limits) if v2 else parse_v1(payload, limits)
+            monitor = wants_monitor(payload)  # the transformer's inference log asks for the vectors it keeps
             results = await asyncio.get_running_loop().run_in_executor(self._pool, rec.run, rows)
             if v2:
-                return results_to_v2(results, rec.terms, rec.version, self.name)
-            return {"predictions": [result_to_dict(r, rec.terms, rec.version) for r in results]}
+                return results_to_v2(results, rec.terms, rec.version, self.name, monitor)
+            return {"predictions": [result_to_dict(r, rec.terms, rec.version, monitor) for r in results]}
 
     return FusionPredictor
 

@@ -9,6 +9,10 @@ and counted on ``/metrics`` (``fusionrec_feature_store_fallbacks_total``), never
 error text. Predict: the predictor over real HTTP (v2 by default, or v1). A predictor that is down or
 times out becomes a 503 with a message; its 4xx answers are passed on with their message. Postprocess:
 top-K items with id, title, image reference, score and its explanation, and the model version.
+Log: each answered instance, after the PII filter and with the user id pseudonymised, is handed to the
+inference log (:mod:`fusionrec.monitoring.log`): a queue that a thread writes to hourly Parquet files, so
+a request never waits for the disk; records that could not be logged are counted on ``/metrics``
+(``fusionrec_inference_log_dropped_total``).
 
 Run: ``python -m serving.transformer --model_name fusionrec --http_port 8080
 --predictor_host 127.0.0.1:8081 --predictor_protocol v2``.
@@ -17,11 +21,16 @@ Run: ``python -m serving.transformer --model_name fusionrec --http_port 8080
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import time
+import uuid
+from dataclasses import asdict
 from typing import Any
 
-from fusionrec.config import Settings
+from fusionrec.config import Settings, monitoring_dir
 from fusionrec.errors import BadRequest, Unavailable, UpstreamError
+from fusionrec.monitoring.log import RequestSummary, records, summarise
 from fusionrec.serving.http import error_message
 from fusionrec.serving.schemas import Row, parse_v1, results_from_v2, to_v1, to_v2
 
@@ -73,6 +82,32 @@ async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float 
     return "used"
 
 
+_DROPPED = None
+
+
+def _dropped_counter():
+    """``fusionrec_inference_log_dropped_total{reason}``: records the inference log could not keep."""
+    global _DROPPED
+    if _DROPPED is None:
+        from prometheus_client import Counter
+
+        _DROPPED = Counter("fusionrec_inference_log_dropped", "Inference log records dropped because the log's "
+                           "queue was full or its sink could not be written", ["reason"])
+    return _DROPPED
+
+
+def inference_log(settings: Settings):
+    """The transformer's log writer for the configured sink (None when the transformer writes no files)."""
+    from fusionrec.monitoring.log import InferenceLogWriter
+
+    mon = settings.monitoring
+    if mon.inference_log != "parquet":
+        return None
+    counter = _dropped_counter()
+    return InferenceLogWriter(monitoring_dir(settings) / "logs", batch=mon.log_batch, flush_s=mon.log_flush_s,
+                              max_queue=mon.log_queue, on_drop=lambda reason, n: counter.labels(reason=reason).inc(n))
+
+
 def warm_up(store) -> None:
     """One lookup before serving: the first one loads Feast's registry and opens the store, which would
     take longer than the per-request timeout and send the first requests to the fallback."""
@@ -98,7 +133,8 @@ def _transformer_class():
     class FusionTransformer(kserve.Model):
         """``kserve.Model`` with ``--predictor_host``: preprocess, call the predictor, postprocess."""
 
-        def __init__(self, name: str, settings: Settings, store=None, pii=None) -> None:
+        def __init__(self, name: str, settings: Settings, store=None, pii=None, log_writer=None) -> None:
+            from fusionrec.monitoring.log import log_key
             from fusionrec.serving.resilience import CircuitBreaker
 
             super().__init__(name)
@@ -107,9 +143,16 @@ def _transformer_class():
             self.pii = pii
             self.breaker = CircuitBreaker(settings.serving.breaker_failures, settings.serving.breaker_reset_s)
             _fallback_counter()  # declared at start, so that /metrics shows it before the first failure
+            _dropped_counter()
+            self.log_writer = log_writer
+            # the vectors are asked for whenever something logs: this transformer's writer, or KServe's
+            # request logger on the predictor (monitoring/sink.py), which sees the predictor's answer
+            self.monitor = settings.monitoring.inference_log != "off"
+            self.log_key = log_key(settings.monitoring, monitoring_dir(settings)) if self.monitor else b""
             self.ready = True
 
         async def preprocess(self, payload: Any, headers: dict[str, str] | None = None):
+            started = time.perf_counter()
             if isinstance(payload, InferRequest):
                 raise BadRequest('the transformer takes v1 JSON: POST /v1/models/<name>:predict with {"instances": [...]}')
             rows = parse_v1(payload, self.settings.serving)
@@ -121,9 +164,12 @@ def _transformer_class():
             # serves concurrent requests, so it cannot be kept on self)
             if headers is not None:
                 headers["x-fusionrec-online-features"] = online
+                if self.log_writer is not None:  # what the log keeps of the request, for postprocess
+                    headers["x-fusionrec-log"] = json.dumps(
+                        {"started": started, "rows": [asdict(s) for s in summarise(rows, self.log_key)]})
             if self.predictor_config is not None and self.predictor_config.protocol == "v2":
-                return to_v2(rows, self.name)
-            return to_v1(rows)
+                return to_v2(rows, self.name, self.monitor)
+            return to_v1(rows, self.monitor)
 
         async def predict(self, payload, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None):
@@ -145,7 +191,22 @@ def _transformer_class():
             online = (headers or {}).get("x-fusionrec-online-features", "off")
             for p in predictions:
                 p["online_features"] = online
+            stash = (headers or {}).get("x-fusionrec-log")
+            if stash is not None:
+                self._log(json.loads(stash), predictions, (headers or {}).get("x-request-id"))
+            for p in predictions:
+                p.pop("monitor", None)
             return {"predictions": predictions}
+
+        def _log(self, stash: dict, predictions: list[dict], request_id: str | None) -> None:
+            try:
+                summaries = [RequestSummary(**r) for r in stash["rows"]]
+                latency_ms = (time.perf_counter() - stash["started"]) * 1000
+                self.log_writer.append(records(summaries, predictions, latency_ms=latency_ms,
+                                               request_id=request_id or uuid.uuid4().hex))
+            except Exception as e:  # the log never fails a request
+                log.warning("inference log: a record could not be built (%s: %s)", type(e).__name__, e)
+                _dropped_counter().labels(reason="record_failed").inc(len(predictions))
 
     return FusionTransformer
 
@@ -167,9 +228,15 @@ def main(argv: list[str] | None = None) -> None:
     store = None if args.no_feast else feature_store(settings.features, settings.features.data_dir)
     if store is not None:
         warm_up(store)
-    model = _transformer_class()(args.model_name, settings, store=store, pii=PiiFilter(settings.privacy))
+    writer = inference_log(settings)
+    model = _transformer_class()(args.model_name, settings, store=store, pii=PiiFilter(settings.privacy),
+                                 log_writer=writer)
     install_error_handlers()
-    kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1).start([model])
+    try:
+        kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1).start([model])
+    finally:
+        if writer is not None:
+            writer.close()  # what is queued reaches the disk on a clean stop
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from fusionrec.errors import ConfigError
 
@@ -138,6 +138,39 @@ class ServingSettings(_Strict):
     breaker_reset_s: float = Field(10.0, gt=0.0)
 
 
+class MonitoringSettings(_Strict):
+    """The inference log, drift detection and the retraining policy (docs/monitoring.md).
+
+    The embedding-drift method and threshold were chosen by ``benchmarks/drift.py`` (A/A false alarms,
+    detection strength); see the figures there before changing them.
+    """
+
+    folder: str | None = None  # logs/, reference/, reports/, decisions.jsonl, workspace/; default <paths.artifacts>/monitoring
+    # Where the transformer's inference log goes: Parquet files under folder/logs ("parquet"); nothing,
+    # because KServe's request logger sends the exchanges to the sink service in monitoring/ ("logger");
+    # or nowhere ("off").
+    inference_log: Literal["parquet", "logger", "off"] = "parquet"
+    # The key of the keyed hash that pseudonymises user ids: from a Kubernetes Secret, as this variable
+    # (FUSIONREC__MONITORING__LOG_KEY) or a mounted file. Unset locally: a random key is made once under
+    # folder/log.key (never in the repository).
+    log_key: SecretStr | None = None
+    log_key_file: str | None = None
+    log_batch: int = Field(512, ge=1)  # records per Parquet file at most
+    log_flush_s: float = Field(2.0, gt=0.0)  # a partial batch is written after this long
+    log_queue: int = Field(100_000, ge=1)  # records waiting to be written; beyond it they are dropped and counted
+    window_hours: float = Field(1.0, gt=0.0)  # the window `fusionrec monitor run` evaluates
+    min_records: int = Field(200, ge=1)  # fewer records in a window (or a signal) than this: "not enough data"
+    reference_records: int = Field(2_000, ge=1)  # the first records of a model version that become its reference
+    drift_sample: int = Field(5_000, ge=100)  # rows per side for the drift statistics (a 100k window is sampled)
+    embedding_method: Literal["model", "distance", "mmd", "ratio"] = "distance"
+    embedding_threshold: float = Field(0.95, gt=0.0)  # per method: see docs/monitoring.md
+    value_threshold: float = Field(0.1, gt=0.0)  # the p-value / distance threshold of Evidently's value drift
+    drift_share: float = Field(0.5, gt=0.0, le=1.0)  # retrain when this share of the signals drifts
+    embedding_fires: bool = True  # ... or when any embedding signal drifts
+    consecutive: int = Field(1, ge=1)  # windows in a row that must drift before retraining
+    cooldown_h: float = Field(24.0, ge=0.0)  # no second retrain within this long of the last one (debounce)
+
+
 class Settings(_Strict):
     """Everything configurable about a run. Build once at the entry point, pass down."""
 
@@ -148,6 +181,7 @@ class Settings(_Strict):
     encoders: EncoderSettings = EncoderSettings()
     features: FeatureSettings = FeatureSettings()
     serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -264,6 +298,11 @@ def settings_from(values: Mapping[str, Any] | None) -> Settings:
     values = dict(values or {})
     profile = values.pop("profile", None)
     return load_settings(profile=profile, overrides=values)
+
+
+def monitoring_dir(settings: Settings) -> Path:
+    """Where the inference log, the references, the reports, the decisions and the dashboard live."""
+    return Path(settings.monitoring.folder or Path(settings.paths.artifacts) / "monitoring")
 
 
 def manifests_dir() -> Path:

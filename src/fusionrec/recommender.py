@@ -70,6 +70,10 @@ class Result:
     fallback: bool = False  # popularity, not the model (no user and no history)
     cold: bool = False  # a user without an ID embedding, served from the given history
     embedding: np.ndarray | None = None  # the query's vector in the item tower (query by example)
+    # for the inference log: the user's vector in the model's space (rows with a user or a history), and
+    # a query's vectors in its encoders' spaces
+    user_vector: np.ndarray | None = None
+    query: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Recommender:
@@ -224,6 +228,7 @@ class Recommender:
                 terms = self._explain(uv[n], idx, item_item[n])
             res = self._result(idx, s[idx].numpy(), terms)
             res.fallback, res.cold = fallback, cold[n]
+            res.user_vector = None if fallback else uv[n].numpy()
             results.append(res)
         return results
 
@@ -292,6 +297,8 @@ class Recommender:
             res = self._result(items[top], scores[top], terms[top])
             res.cold = n in taste and taste[n][2]
             res.embedding = vectors[n].numpy()
+            res.user_vector = taste[n][0].numpy() if n in taste else None
+            res.query = queries[n]
             results.append(res)
         return results
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fusionrec.config import ServingSettings
 from fusionrec.errors import BadRequest, PayloadTooLarge
+from fusionrec.monitoring.log import QUERY_MODALITIES
 from fusionrec.recommender import Result, Row
 
 LIST_FIELDS = ("history", "recent", "exclude", "candidates")
@@ -145,8 +146,29 @@ def row_to_instance(row: Row) -> dict[str, Any]:
     return out
 
 
-def to_v1(rows: list[Row]) -> dict[str, Any]:
-    return {"instances": [row_to_instance(r) for r in rows]}
+def to_v1(rows: list[Row], monitor: bool = False) -> dict[str, Any]:
+    """Rows as a v1 request; ``monitor`` asks the predictor for the vectors the inference log keeps."""
+    out: dict[str, Any] = {"instances": [row_to_instance(r) for r in rows]}
+    if monitor:
+        out["parameters"] = {"monitor": True}
+    return out
+
+
+def _param(params: Any, key: str) -> Any:
+    """A request or response parameter, whether KServe decoded it to a plain value or an InferParameter."""
+    if not params or key not in params:
+        return None
+    v = params[key]
+    if hasattr(v, "HasField"):  # a protobuf InferParameter
+        return next((getattr(v, a) for a in ("bool_param", "string_param", "int64_param") if v.HasField(a)), None)
+    return v
+
+
+def wants_monitor(payload: Any) -> bool:
+    """Whether a request (v1 dict or v2 ``InferRequest``) asks for the inference log's vectors."""
+    params = payload.get("parameters") if isinstance(payload, dict) else getattr(payload, "parameters", None)
+    v = _param(params, "monitor")
+    return v is True or (isinstance(v, str) and v.lower() == "true")
 
 
 # -- v2 (open inference protocol) --------------------------------------------------------------------
@@ -163,8 +185,9 @@ def _padded(lists: list[list[str]]) -> np.ndarray:
     return out
 
 
-def to_v2(rows: list[Row], model_name: str):
-    """Rows -> a KServe ``InferRequest`` (one tensor per field; lists padded with "")."""
+def to_v2(rows: list[Row], model_name: str, monitor: bool = False):
+    """Rows -> a KServe ``InferRequest`` (one tensor per field; lists padded with ""); ``monitor`` asks the
+    predictor for the vectors the inference log keeps."""
     from kserve import InferInput, InferRequest
 
     tensors: dict[str, tuple[str, np.ndarray]] = {
@@ -191,7 +214,7 @@ def to_v2(rows: list[Row], model_name: str):
     for name, (dtype, arr) in tensors.items():
         data = arr.flatten().tolist()
         inputs.append(InferInput(name, list(arr.shape), dtype, data))
-    return InferRequest(model_name=model_name, infer_inputs=inputs)
+    return InferRequest(model_name=model_name, infer_inputs=inputs, parameters={"monitor": True} if monitor else None)
 
 
 def v2_metadata(terms: list[str], dim: int) -> tuple[list[dict], list[dict]]:
@@ -213,7 +236,13 @@ def v2_metadata(terms: list[str], dim: int) -> tuple[list[dict], list[dict]]:
                {"name": "count", "datatype": "INT32", "shape": [-1]},
                {"name": "fallback", "datatype": "BOOL", "shape": [-1]},
                {"name": "cold", "datatype": "BOOL", "shape": [-1]},
-               {"name": "embedding", "datatype": "FP32", "shape": [-1, dim]}]
+               {"name": "embedding", "datatype": "FP32", "shape": [-1, dim]},
+               # with the request parameter monitor=true: the inference log's vectors (a row without one: zeros,
+               # and false in the *_present tensor)
+               {"name": "user_vector", "datatype": "FP32", "shape": [-1, dim]},
+               {"name": "user_vector_present", "datatype": "BOOL", "shape": [-1]},
+               *({"name": f"query_{m}", "datatype": "FP32", "shape": [-1, -1]} for m in QUERY_MODALITIES),
+               *({"name": f"query_{m}_present", "datatype": "BOOL", "shape": [-1]} for m in QUERY_MODALITIES)]
     return inputs, outputs
 
 
@@ -278,7 +307,12 @@ def _explanation(terms: list[str], values) -> dict[str, Any]:
     return {"explanation": named, "driver": max(named, key=named.get) if named else None}
 
 
-def result_to_dict(r: Result, terms: list[str], version: str) -> dict[str, Any]:
+def _monitor_part(r: Result) -> dict[str, Any]:
+    return {"user_vector": None if r.user_vector is None else [float(x) for x in r.user_vector],
+            "query": {m: [float(x) for x in v] for m, v in r.query.items() if m in QUERY_MODALITIES}}
+
+
+def result_to_dict(r: Result, terms: list[str], version: str, monitor: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "items": [{"item_id": r.item_ids[j], "title": r.titles[j], "image": r.images[j], "score": float(r.scores[j]),
                    **_explanation(terms, r.terms[j])} for j in range(len(r.item_ids))],
@@ -286,10 +320,25 @@ def result_to_dict(r: Result, terms: list[str], version: str) -> dict[str, Any]:
     }
     if r.embedding is not None:
         out["embedding"] = [float(x) for x in r.embedding]
+    if monitor:
+        out["monitor"] = _monitor_part(r)
     return out
 
 
-def results_to_v2(results: list[Result], terms: list[str], version: str, model_name: str):
+def _stacked(vectors: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Vectors (some missing) as one [B, d] tensor with zeros where missing, and the presence flags."""
+    present = np.array([v is not None for v in vectors])
+    if not present.any():
+        return None
+    dim = len(next(v for v in vectors if v is not None))
+    out = np.zeros((len(vectors), dim), dtype=np.float32)
+    for i, v in enumerate(vectors):
+        if v is not None:
+            out[i] = v
+    return out, present
+
+
+def results_to_v2(results: list[Result], terms: list[str], version: str, model_name: str, monitor: bool = False):
     """Results -> a KServe ``InferResponse``; rows padded to the largest k ('count' says how many are real).
     ``score_terms`` [B, K, T] names its last axis in the ``terms`` parameter."""
     from kserve import InferOutput, InferResponse
@@ -312,6 +361,12 @@ def results_to_v2(results: list[Result], terms: list[str], version: str, model_n
                ("cold", "BOOL", np.array([r.cold for r in results]))]
     if all(r.embedding is not None for r in results):
         tensors.append(("embedding", "FP32", np.stack([r.embedding for r in results]).astype(np.float32)))
+    if monitor:
+        for name, vectors in [("user_vector", [r.user_vector for r in results]),
+                              *((f"query_{m}", [r.query.get(m) for r in results]) for m in QUERY_MODALITIES)]:
+            got = _stacked(vectors)
+            if got is not None:
+                tensors += [(name, "FP32", got[0]), (f"{name}_present", "BOOL", got[1])]
     outputs = [InferOutput(name, list(arr.shape), dtype, arr.flatten().tolist()) for name, dtype, arr in tensors]
     return InferResponse(response_id="", model_name=model_name, infer_outputs=outputs, model_version=version,
                          parameters={"terms": ",".join(terms), "model_version": version})
@@ -321,9 +376,8 @@ def results_from_v2(response) -> list[dict[str, Any]]:
     """A KServe ``InferResponse`` from the predictor -> the v1 result dicts."""
     out = {o.name: o.as_numpy() for o in response.outputs}
     params = response.parameters or {}
-    get = (lambda key: params[key].string_param if hasattr(params[key], "string_param") else params[key])
-    terms = [m for m in _as_text(get("terms")).split(",") if m]
-    version = _as_text(get("model_version"))
+    terms = [m for m in _as_text(_param(params, "terms")).split(",") if m]
+    version = _as_text(_param(params, "model_version"))
     rows = []
     for i, count in enumerate(out["count"].reshape(-1)):
         items = [{"item_id": _as_text(out["item_id"][i, j]), "title": _as_text(out["title"][i, j]),
@@ -333,5 +387,10 @@ def results_from_v2(response) -> list[dict[str, Any]]:
         row = {"items": items, "fallback": bool(out["fallback"][i]), "cold": bool(out["cold"][i]), "model_version": version}
         if "embedding" in out:
             row["embedding"] = [float(x) for x in out["embedding"][i]]
+        if "user_vector_present" in out or any(f"query_{m}_present" in out for m in QUERY_MODALITIES):
+            row["monitor"] = {"user_vector": ([float(x) for x in out["user_vector"][i]]
+                                              if "user_vector" in out and out["user_vector_present"][i] else None),
+                              "query": {m: [float(x) for x in out[f"query_{m}"][i]] for m in QUERY_MODALITIES
+                                        if f"query_{m}" in out and out[f"query_{m}_present"][i]}}
         rows.append(row)
     return rows

@@ -1,0 +1,155 @@
+"""The inference log, the drift verdicts and the retraining policy, on generated log records."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusionrec.config import MonitoringSettings, load_settings
+from fusionrec.monitoring import drift, policy
+from fusionrec.monitoring.log import (InferenceLogWriter, RequestSummary, log_key, pseudonymise, read_window, records,
+                                      write_records)
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc)
+
+
+def traffic(n: int, at: datetime, *, seed: int, user_shift: float = 0.0, text_shift: float = 0.0,
+            kinds=("user", "history", "text", "fallback"), p=(0.5, 0.2, 0.2, 0.1)) -> list[dict]:
+    """Log records as the transformer writes them: vectors around a fixed direction (as real embeddings
+    are), ``*_shift`` moving the user or the text-query vectors along another one."""
+    rng = np.random.default_rng(seed)
+    base = np.random.default_rng(99).normal(size=(3, 32))
+    text_base = np.random.default_rng(98).normal(size=(2, 64))
+    out = []
+    for i in range(n):
+        kind = rng.choice(kinds, p=p)
+        fallback = kind == "fallback"
+        user = None if fallback or kind == "text" else base[0] + 0.8 * rng.normal(size=32) + user_shift * base[1]
+        text = text_base[0] + 0.8 * rng.normal(size=64) + text_shift * text_base[1] if kind == "text" else None
+        out.append({"time": at + timedelta(seconds=float(rng.uniform(0, 3000))), "request_id": f"{seed}-{i}",
+                    "model_version": "v0001", "kind": str(kind), "user": None, "history_length": int(rng.integers(1, 40)),
+                    "k": 20, "cold": kind == "history", "fallback": bool(fallback),
+                    "items": [str(j) for j in rng.integers(0, 300, 20)], "scores": sorted(rng.normal(size=20))[::-1],
+                    "latency_ms": float(rng.gamma(2.0, 5.0)), "user_vector": user, "query_text": text,
+                    "query_image": None})
+    return out
+
+
+def test_pseudonymised_user_ids_are_keyed_and_stable(tmp_path):
+    a, b = pseudonymise("user-42", b"key-one"), pseudonymise("user-42", b"key-two")
+    assert a == pseudonymise("user-42", b"key-one") and a != b and "42" not in a and len(a) == 32
+    assert pseudonymise(None, b"k") is None
+    # locally, without a secret: one random key made once, readable by its owner only
+    settings = MonitoringSettings()
+    k1, k2 = log_key(settings, tmp_path), log_key(settings, tmp_path)
+    assert k1 == k2 and len(k1) == 64 and (tmp_path / "log.key").stat().st_mode & 0o077 == 0
+    assert log_key(load_settings(env={"FUSIONREC__MONITORING__LOG_KEY": "s3cret"}).monitoring, tmp_path) == b"s3cret"
+
+
+def test_records_keep_no_text_and_take_vectors_from_the_predictors_answer():
+    summaries = [RequestSummary("text", None, 0, 5), RequestSummary("user", pseudonymise("7", b"k"), 3, 2)]
+    predictions = [{"items": [{"item_id": "a", "score": 0.9}], "fallback": False, "cold": False, "model_version": "v3",
+                    "monitor": {"user_vector": None, "query": {"text": [0.5, 0.25]}}},
+                   {"items": [], "fallback": True, "cold": False, "model_version": "v3"}]
+    recs = records(summaries, predictions, latency_ms=12.5, request_id="r1", at=T0)
+    assert recs[0]["query_text"] == [0.5, 0.25] and recs[0]["user_vector"] is None and recs[0]["items"] == ["a"]
+    assert recs[1]["kind"] == "fallback" and recs[1]["user"] == pseudonymise("7", b"k") and recs[1]["latency_ms"] == 12.5
+
+
+def test_hourly_files_read_back_and_a_corrupt_file_is_skipped_and_counted(tmp_path):
+    recs = traffic(50, T0, seed=1) + traffic(30, T0 + timedelta(hours=1), seed=2)
+    written = write_records(tmp_path, recs)
+    assert sorted(p.parent.name for p in written) == ["hour=2026-11-29T10", "hour=2026-11-29T11"]
+    assert not list(tmp_path.rglob("*.tmp"))
+    (tmp_path / "hour=2026-11-29T10" / "part-0-broken.parquet").write_bytes(written[0].read_bytes()[:200])
+    w = read_window(tmp_path, T0, T0 + timedelta(hours=1))
+    assert len(w.frame) == 50 and w.files == 2 and len(w.skipped) == 1 and "broken" in w.skipped[0]
+    assert len(read_window(tmp_path).frame) == 80
+    assert np.allclose(w.frame.sort_values("request_id")["latency_ms"].iloc[0],
+                       sorted(recs[:50], key=lambda r: r["request_id"])[0]["latency_ms"], rtol=1e-6)
+
+
+def test_writer_batches_off_the_caller_and_counts_what_it_cannot_write(tmp_path):
+    writer = InferenceLogWriter(tmp_path / "logs", batch=40, flush_s=0.2)
+    start = time.perf_counter()
+    writer.append(traffic(100, T0, seed=3))
+    assert time.perf_counter() - start < 0.5  # enqueued, not written, on the caller's time
+    writer.close()
+    assert writer.written == 100 and len(read_window(tmp_path / "logs").frame) == 100
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the log folder should be")
+    drops = []
+    bad = InferenceLogWriter(blocked / "logs", batch=10, flush_s=0.1, on_drop=lambda r, n: drops.append((r, n)))
+    bad.append(traffic(25, T0, seed=4))
+    bad.close()
+    assert bad.written == 0 and bad.dropped == {"write_failed": 25} and sum(n for _, n in drops) == 25
+    full = InferenceLogWriter(tmp_path / "full", max_queue=5, flush_s=30)
+    full._stop.set()  # noqa: SLF001 - a stopped thread: nothing drains the queue
+    full._thread.join()
+    full.append(traffic(8, T0, seed=5))
+    assert full.dropped == {"queue_full": 3}
+
+
+SETTINGS = MonitoringSettings(min_records=100, embedding_method="distance", embedding_threshold=0.02,
+                              value_threshold=0.2)
+
+
+def _frame(recs):
+    import pandas as pd
+
+    return pd.DataFrame(recs)
+
+
+def test_drift_flags_a_moved_embedding_and_stays_quiet_on_the_same_traffic():
+    ref = _frame(traffic(800, T0, seed=10))
+    same = drift.evaluate(_frame(traffic(800, T0, seed=11)), ref, SETTINGS)
+    assert same.enough and same.drifted == [], [(s.name, s.score) for s in same.signals]
+    moved = drift.evaluate(_frame(traffic(800, T0, seed=12, text_shift=1.5)), ref, SETTINGS)
+    assert [s.name for s in moved.drifted] == ["query_text"]
+    assert {s.name: s.drifted for s in moved.signals}["query_image"] is None  # no image queries: not enough data
+    few = drift.evaluate(_frame(traffic(50, T0, seed=13, text_shift=5)), ref, SETTINGS)
+    assert not few.enough and few.signals == [] and few.drifted == []
+
+
+def _result(drifted: list[str], evaluated: int = 6, enough: bool = True) -> drift.DriftResult:
+    names = list(drift.VALUE_SIGNALS) + list(drift.EMBEDDING_SIGNALS)
+    r = drift.DriftResult(records=500 if enough else 10, enough=enough)
+    r.signals = [drift.Signal(n, 1.0 if n in drifted else 0.0, 0.5, n in drifted, 500, "m") for n in names[:evaluated]]
+    return r
+
+
+def _decide(result, history, now, **over):
+    s = MonitoringSettings(**{"cooldown_h": 24, **over})
+    return policy.decide(result, history, s, now=now, window=(now - timedelta(hours=1), now), model_version="v1")
+
+
+def test_policy_fires_on_drift_never_on_too_little_data_and_debounces():
+    assert _decide(_result([], enough=False), [], T0).status == "not enough data"
+    assert not _decide(_result([], enough=False), [], T0).retrain
+    assert _decide(_result(["k"]), [], T0).status == "quiet"  # 1 of 6 value signals: under the share
+    fired = _decide(_result(["user_vector"], evaluated=8), [], T0)
+    assert fired.retrain and "user_vector" in fired.reason
+    assert _decide(_result(["kind", "k", "history_length"]), [], T0).retrain  # half the signals
+    again = _decide(_result(["user_vector"], evaluated=8), [fired], T0 + timedelta(hours=2))
+    assert not again.retrain and again.debounced and "debounced" in again.reason
+    later = _decide(_result(["user_vector"], evaluated=8), [fired, again], T0 + timedelta(hours=25))
+    assert later.retrain
+    first = _decide(_result(["user_vector"], evaluated=8), [], T0, consecutive=2)
+    assert first.status == "drift" and not first.retrain
+    assert _decide(_result(["user_vector"], evaluated=8), [first], T0 + timedelta(hours=1), consecutive=2).retrain
+
+
+def test_decisions_round_trip_and_a_bad_line_is_skipped(tmp_path):
+    d = _decide(_result(["user_vector"], evaluated=8), [], T0)
+    policy.record(tmp_path / "decisions.jsonl", d)
+    with open(tmp_path / "decisions.jsonl", "a") as f:
+        f.write("{not json\n")
+    policy.record(tmp_path / "decisions.jsonl", d)
+    back = policy.load_decisions(tmp_path / "decisions.jsonl")
+    assert len(back) == 2 and back[0] == d and json.loads((tmp_path / "decisions.jsonl").read_text().splitlines()[0])["retrain"]
