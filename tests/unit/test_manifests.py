@@ -21,7 +21,8 @@ def test_inferenceservice_has_what_the_cluster_needs():
     pred, trans = isvc["spec"]["predictor"], isvc["spec"]["transformer"]
     assert pred["model"]["storageUri"] and pred["model"]["modelFormat"]["name"] == "fusionrec"
     assert pred["minReplicas"] <= pred["maxReplicas"] and pred["scaleTarget"] > 0
-    assert trans["logger"]["mode"] == "all" and trans["logger"]["url"].startswith("http")
+    # the predictor's exchanges (privacy-filtered requests, answers with the logged vectors) go to the sink
+    assert pred["logger"]["mode"] == "all" and pred["logger"]["url"].endswith("/events") and "logger" not in trans
     assert trans["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
 
 

@@ -1,0 +1,1 @@
+"""Monitoring entry points: the ``fusionrec monitor`` commands and the inference-log sink service."""

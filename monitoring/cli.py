@@ -1,0 +1,136 @@
+"""Usage: fusionrec monitor run | ui | reference | compile | schedule
+
+The ``monitor`` command group (plugged into the ``fusionrec`` CLI through the ``fusionrec.commands``
+entry point). Parses arguments and calls :mod:`fusionrec.monitoring` and :mod:`pipelines.monitoring`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipelines.cli import Sets, _modalities, _overrides, _spec
+from pipelines.training import DEFAULT_BASELINES
+
+app = typer.Typer(help="Drift of the inference log, the retraining loop, and the SRE dashboard.", no_args_is_help=True)
+
+
+def _settings(sets, profile):
+    from fusionrec.config import settings_from
+
+    return settings_from(_overrides(sets, profile))
+
+
+@app.command("run")
+def run_cmd(
+    contract: Annotated[Path, typer.Option(help="The dataset contract a retraining run trains on.")] =
+    Path("configs/datasets/movielens-100k-mm.yaml"),
+    registry: Annotated[Optional[Path], typer.Option(help="The model registry (default: artifacts/<dataset>/models).")] = None,
+    root: Annotated[Path, typer.Option(help="The retraining run's pipeline root.")] = Path("artifacts/pipeline"),
+    modalities: Annotated[Optional[str], typer.Option(help="Modalities to embed (default: the contract's).")] = None,
+    epochs: Annotated[int, typer.Option(help="Most epochs of a retraining run.")] = 40,
+    dim: Annotated[int, typer.Option(help="Shared embedding size.")] = 64,
+    margin: Annotated[float, typer.Option(help="Promotion margin on NDCG@20.")] = 0.01,
+    baselines: Annotated[str, typer.Option(help="Comma-separated baselines.")] = ",".join(DEFAULT_BASELINES),
+    host: Annotated[Optional[str], typer.Option(help="Retrain on this Kubeflow Pipelines endpoint (kfp.Client); "
+                                                     "default: the KFP local runner here.")] = None,
+    retrain: Annotated[bool, typer.Option(help="Start retraining when the policy fires (off: record only).")] = True,
+    deploy: Annotated[bool, typer.Option(help="A local retraining ends with the servers on the new champion.")] = True,
+    at: Annotated[Optional[str], typer.Option(help="Evaluate the window ending at this ISO time (default: now).")] = None,
+    sets: Sets = None,
+    profile: Annotated[Optional[str], typer.Option(help="Settings profile.")] = None,
+) -> None:
+    """Evaluate the latest window, write the reports and the dashboard, and retrain when the policy fires."""
+    from fusionrec.data.contract import load_contract
+    from fusionrec.monitoring.loop import run_once
+    from pipelines.monitoring import retrainer
+
+    settings = _settings(sets, profile)
+    name = load_contract(contract).name
+    training = {"contract": str(contract), "registry": str(registry or Path("artifacts") / name / "models"),
+                "modalities": _modalities(contract, modalities), "spec": _spec("random", 0, "gated", dim, epochs, None),
+                "settings": _overrides(sets, profile), "margin": margin,
+                "baselines": [b.strip() for b in baselines.split(",") if b.strip()]}
+    if not host:
+        training.update(pipeline_root=root, deploy=deploy)
+    now = datetime.fromisoformat(at) if at else None
+    if now is not None and now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    outcome = run_once(settings, now=now, retrain=retrainer(host, training) if retrain else None)
+    d = outcome.decision
+    typer.echo(json.dumps({"status": d.status, "retrain": d.retrain, "debounced": d.debounced, "reason": d.reason,
+                           "records": d.records, "drifted": d.drifted, "share": d.share, "run": d.run,
+                           "report": str(outcome.reports[0]) if outcome.reports else None}, indent=2))
+
+
+@app.command("ui")
+def ui_cmd(
+    port: Annotated[int, typer.Option(help="Port of the Evidently UI.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    sets: Sets = None,
+    profile: Annotated[Optional[str], typer.Option(help="Settings profile.")] = None,
+) -> None:
+    """Serve the monitoring dashboard (Evidently's UI over the workspace; sends nothing out)."""
+    from fusionrec.config import monitoring_dir
+    from fusionrec.monitoring import dashboard
+
+    folder = monitoring_dir(_settings(sets, profile)) / "workspace"
+    dashboard.project(dashboard.workspace(folder))  # the dashboard exists before the first window
+    typer.echo(f"Evidently UI on http://{host}:{port} (workspace {folder})")
+    evidently = Path(sys.executable).with_name("evidently")
+    cmd = [str(evidently) if evidently.exists() else "evidently", "ui", "--workspace", str(folder),
+           "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env={**os.environ, "DO_NOT_TRACK": "1"}))
+
+
+@app.command("reference")
+def reference_cmd(
+    version: Annotated[str, typer.Option(help="The model version the reference is for.")],
+    start: Annotated[Optional[str], typer.Option(help="Window start, ISO time (default: its first records).")] = None,
+    end: Annotated[Optional[str], typer.Option(help="Window end, ISO time.")] = None,
+    sets: Sets = None,
+    profile: Annotated[Optional[str], typer.Option(help="Settings profile.")] = None,
+) -> None:
+    """Pin a window of logged traffic as a model version's drift reference."""
+    from fusionrec.monitoring.loop import pin_reference
+
+    parse = (lambda s: datetime.fromisoformat(s).replace(tzinfo=timezone.utc) if s else None)
+    path = pin_reference(_settings(sets, profile), version, parse(start), parse(end))
+    typer.echo(f"reference of {version}: {path}")
+
+
+@app.command("compile")
+def compile_cmd(
+    out: Annotated[Path, typer.Option(help="Where to write the monitoring pipeline's IR YAML.")] =
+    Path("artifacts/monitoring-pipeline.yaml"),
+    image: Annotated[Optional[str], typer.Option(help="The component image.")] = None,
+) -> None:
+    """Compile the monitoring pipeline for the Kubeflow UI."""
+    from pipelines.monitoring import compile_pipeline
+    from pipelines.training import DEFAULT_IMAGE
+
+    typer.echo(str(compile_pipeline(out, image or DEFAULT_IMAGE)))
+
+
+@app.command("schedule")
+def schedule_cmd(
+    host: Annotated[str, typer.Option(help="The Kubeflow Pipelines API endpoint.")],
+    contract: Annotated[str, typer.Option(help="The dataset contract as the steps see it.")],
+    registry: Annotated[str, typer.Option(help="The registry folder as the steps see it.")] = "/mnt/registry",
+    cron: Annotated[str, typer.Option(help="KFP's six-field cron expression.")] = "0 5 * * * *",
+    image: Annotated[Optional[str], typer.Option(help="The component image.")] = None,
+    modalities: Annotated[str, typer.Option(help="Comma-separated modalities.")] = "text,image",
+) -> None:
+    """Create the recurring run of the monitoring pipeline on a cluster."""
+    from pipelines.monitoring import schedule
+    from pipelines.training import DEFAULT_IMAGE
+
+    training = {"contract": contract, "registry": registry, "modalities": modalities.split(","),
+                "settings": {"profile": "cluster"}}
+    job = schedule(host, image=image or DEFAULT_IMAGE, training=training, cron=cron)
+    typer.echo(f"recurring run {job} on {host}: {cron}")

@@ -1,0 +1,90 @@
+"""The monitoring pipeline (KFP v2): one step that evaluates the latest window of the inference log and
+starts the training pipeline when the retraining policy fires; and its recurring run (a schedule).
+
+:func:`retrainer` is what starts that training run: the KFP local runner on this machine, or a run
+through ``kfp.Client`` on a cluster, with the same training parameters either way.
+"""
+
+from pathlib import Path
+from typing import Any, Callable
+
+PIPELINE_NAME = "fusionrec-monitoring"
+RECURRING_RUN = "fusionrec-monitoring-hourly"
+DEFAULT_CRON = "0 5 * * * *"  # KFP's six-field cron: every hour, five minutes past (the hour's log files are closed)
+
+
+def retrainer(host: str | None, training: dict[str, Any]) -> Callable[[Any], str]:
+    """A function that starts one training run and returns its id: ``run_local`` here (``host`` None),
+    ``submit`` to the Kubeflow Pipelines API at ``host`` on a cluster. ``training`` holds the training
+    pipeline's parameters (contract, registry, modalities, spec, settings, margin, baselines; locally also
+    pipeline_root, deploy)."""
+    from pipelines.training import run_local, submit
+
+    params = dict(training)
+
+    def start(decision) -> str:
+        if host:
+            keep = {k: v for k, v in params.items() if k not in ("pipeline_root", "deploy", "runner")}
+            return submit(host, **keep)
+        run = run_local(**params)
+        return f"local:{run.pipeline_root} promoted={run.promoted} champion={run.champion}"
+
+    return start
+
+
+def build_pipeline(image: str, cluster: bool = True):
+    """The monitoring pipeline as a KFP pipeline function."""
+    from kfp import dsl
+
+    from components.monitoring import build
+    from pipelines.training import SECRETS
+
+    c = build(image)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Drift of the latest inference-log window against the serving "
+                                                  "model's reference (Evidently); retrain when the policy fires.")
+    def fusionrec_monitoring(settings: dict = {"profile": "cluster"} if cluster else {}, kfp_host: str = "",
+                             training: dict = {}):
+        task = c["monitor"](settings=settings, kfp_host=kfp_host, training=training)
+        task.set_display_name("monitor").set_caching_options(False)  # every turn reads a new window
+        if cluster:
+            from kfp import kubernetes
+
+            task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("4G")
+            for secret, keys in {**SECRETS, "fusionrec-monitoring": {"log_key": "FUSIONREC__MONITORING__LOG_KEY"}}.items():
+                kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
+            kubernetes.mount_pvc(task, pvc_name="fusionrec-monitoring", mount_path="/mnt/artifacts/monitoring")
+
+    return fusionrec_monitoring
+
+
+def compile_pipeline(out: str | Path, image: str, cluster: bool = True) -> Path:
+    """Write the monitoring pipeline's IR YAML (to upload in the Kubeflow UI, or to schedule)."""
+    from kfp import compiler
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(image, cluster), str(out))
+    return out
+
+
+def schedule(host: str, *, image: str, training: dict[str, Any], cron: str = DEFAULT_CRON,
+             experiment: str = "fusionrec-monitoring", kfp_host_in_cluster: str = "http://ml-pipeline.kubeflow:8888",
+             settings: dict[str, Any] | None = None, client=None) -> str:
+    """Create the recurring run that runs the monitoring pipeline on ``cron`` (at most one at a time, no
+    catch-up after a pause); returns its id."""
+    import tempfile
+
+    if client is None:
+        import kfp
+
+        client = kfp.Client(host=host)
+    exp = client.create_experiment(experiment)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(Path(tmp) / "monitoring.yaml", image)
+        job = client.create_recurring_run(
+            experiment_id=exp.experiment_id, job_name=RECURRING_RUN, cron_expression=cron, max_concurrency=1,
+            no_catchup=True, pipeline_package_path=str(package),
+            params={"settings": settings or {"profile": "cluster"}, "kfp_host": kfp_host_in_cluster,
+                    "training": training})
+    return job.recurring_run_id
