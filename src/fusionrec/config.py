@@ -163,8 +163,8 @@ class MonitoringSettings(_Strict):
     reference_records: int = Field(2_000, ge=1)  # the first records of a model version that become its reference
     drift_sample: int = Field(5_000, ge=100)  # rows per side for the drift statistics (a 100k window is sampled)
     embedding_method: Literal["model", "distance", "mmd", "ratio"] = "distance"
-    embedding_threshold: float = Field(0.95, gt=0.0)  # per method: see docs/monitoring.md
-    value_threshold: float = Field(0.1, gt=0.0)  # the p-value / distance threshold of Evidently's value drift
+    embedding_threshold: float = Field(0.05, gt=0.0)  # the score over which it drifts: see docs/monitoring.md
+    value_threshold: float = Field(0.2, gt=0.0)  # PSI over which a request feature or an answer signal drifts
     drift_share: float = Field(0.5, gt=0.0, le=1.0)  # retrain when this share of the signals drifts
     embedding_fires: bool = True  # ... or when any embedding signal drifts
     consecutive: int = Field(1, ge=1)  # windows in a row that must drift before retraining

@@ -43,6 +43,7 @@ def stack(tmp_path_factory, synth_validated, synth_embeddings, free_port):
     build_feature_tables(ds, emb, features, 20)
     env = {"FUSIONREC__SERVING__STORAGE_URI": str(models), "FUSIONREC__FEATURES__DATA_DIR": str(features),
            "FUSIONREC__PATHS__CACHE": str(root / "cache"), "FUSIONREC__ENCODERS__DEVICE": "cpu",
+           "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
            "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
            "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
            "FUSIONREC__SERVING__PREDICTOR_TIMEOUT_S": "3", "FUSIONREC__SERVING__MAX_IMAGE_BYTES": "200000",

@@ -82,9 +82,11 @@ def scalar_features(frame: pd.DataFrame, popularity: dict[str, float] | None = N
     # a fallback's score is an interaction count, not the model's: it has no place in the score's distribution
     top = [float(s[0]) if len(s) else np.nan for s in frame["scores"]]
     out["top_score"] = np.where(frame["fallback"].to_numpy(bool), np.nan, top)
-    pop = popularity or {}
-    out["popularity"] = [float(np.mean([np.log1p(pop.get(i, 0.0)) for i in items])) if len(items) else np.nan
-                         for items in frame["items"]]
+    if popularity is None:  # no popularity at hand: the signal is not evaluated
+        out["popularity"] = np.nan
+    else:
+        out["popularity"] = [float(np.mean([np.log1p(popularity.get(i, 0.0)) for i in items])) if len(items)
+                             else np.nan for items in frame["items"]]
     return out
 
 
