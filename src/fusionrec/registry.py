@@ -138,7 +138,11 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
     raw.setdefault("item_item", 0)  # and before the item-item term
     config = FusionConfig.model_validate(raw)
     model = FusionRecModel(config)
-    model.load_state_dict(load_file(str(path / "model.safetensors"), device=device))
+    state = load_file(str(path / "model.safetensors"), device=device)
+    if config.item_item == 0:  # versions written before the item-item term have none of its (empty) buffers
+        for name in ("ii_index", "ii_value", "ii_weight"):
+            state.setdefault(name, model.state_dict()[name])
+    model.load_state_dict(state)
     model.to(device).eval()
     h = np.load(path / "user_history.npz")
     if (path / "seen.npz").exists():

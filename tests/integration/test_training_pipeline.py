@@ -46,6 +46,30 @@ def test_artifact_round_trip_scores_identically(tmp_path, trained, synth_validat
     assert list(art.items["item_id"]) == list(synth_validated.items["item_id"].astype(str))
 
 
+def test_a_version_saved_before_the_item_item_term_still_loads(tmp_path, synth_validated, synth_embeddings):
+    """Artifacts from before issue 12 have no item-item config key nor buffers; serving must still load them."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    split = make_split(synth_validated, "random", seed=0)
+    cfg = fusion_config(synth_validated, synth_embeddings, ["text"], dim=8).model_copy(update={"item_item": 0})
+    result, test = fit(synth_validated, synth_embeddings, split, cfg, TrainConfig(epochs=1, batch_size=256, device="cpu"),
+                       progress=False)
+    path = _save(tmp_path, synth_validated, synth_embeddings, split, cfg, result, test)
+    state = {k: v for k, v in load_file(str(path / "model.safetensors")).items() if not k.startswith("ii_")}
+    save_file(state, str(path / "model.safetensors"))
+    raw = json.loads((path / "config.json").read_text())
+    raw.pop("item_item")
+    (path / "config.json").write_text(json.dumps(raw))
+    art = load_artifact(path)
+    assert not art.model.has_item_item
+    users = np.arange(5)
+    np.testing.assert_allclose(score_function(art.model, art.history, art.history_mask)(users),
+                               score_function(result.model, result.user_history, result.user_history_mask)(users),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_gate_promotes_only_by_the_margin(tmp_path, trained, synth_validated, synth_embeddings):
     split, cfg, result, test = trained
     save = functools.partial(_save, tmp_path, synth_validated, synth_embeddings, split, cfg, result, test)

@@ -1,0 +1,328 @@
+"""Usage: python benchmarks/drift.py [--window 800] [--aa 20] [--storage-uri artifacts/movielens-100k-mm/models]
+
+Drift detection measured on traffic sent through the running servers (the transformer and the predictor
+as two KServe model server processes, real HTTP, the transformer writing the inference log), on
+movielens-100k-mm with the model from `make run`. Traffic: known users by id, new users by their history
+(the last 5 of their ratings held out), text queries (a sentence of an item's overview), photo queries
+(the item's poster altered as a phone photo), anonymous requests.
+
+1. False alarms: ``--aa`` windows drawn from the same distribution as the reference. For each of
+   Evidently's embedding-drift methods (model, distance, mmd, ratio) and each threshold considered, the
+   share of windows where an embedding signal (user vectors, text-query and photo-query vectors) would
+   alarm; then the whole policy with the settings' method and threshold (bar: at most 5 %).
+2. Detection: drift injected at increasing strength, two windows each: text queries from another topic
+   (the share of off-topic queries), darker photos (1 - brightness), a cohort of users with another taste
+   (users whose genre profile is furthest from the average), a popularity shift (users of the least
+   popular items). Printed per strength: whether the policy fired within the two windows, and Recall@20
+   on the affected traffic against the A/A windows' (the text query's or photo's own item in the top
+   20; the held-out items of the history requests). Bar: detected at the smallest strength where
+   Recall@20 drops by 10 % or more.
+3. Cost: reading and evaluating windows of 10,000 and 100,000 logged records (bar: under 60 s for
+   100,000 on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from retrieval import DATA, MODEL, ROOT, _port, a_sentence, phone_photo  # noqa: E402
+
+METHODS = {"model": [0.55, 0.6, 0.65, 0.7, 0.8], "distance": [0.005, 0.01, 0.02, 0.05, 0.1],
+           "mmd": [0.005, 0.015, 0.03, 0.05, 0.1], "ratio": [0.1, 0.2, 0.3, 0.5, 0.7]}
+SCENARIOS = {"topic": [0.05, 0.1, 0.2, 0.35, 0.5], "dark": [0.2, 0.4, 0.6, 0.8],
+             "taste": [0.1, 0.25, 0.5, 1.0], "popularity": [0.1, 0.25, 0.5, 1.0]}
+MIX = {"user": 0.40, "history": 0.15, "text": 0.20, "image": 0.20, "anonymous": 0.05}
+TOPICS = {
+    "tax": ["quarterly tax filing", "payroll deductions", "small business accounts", "an audit notice", "VAT refunds"],
+    "cars": ["brake pads and rotors", "a diesel pickup truck", "the timing belt", "winter tyres", "an oil change"],
+    "health": ["seasonal influenza", "a sprained ankle", "childhood vaccines", "high blood pressure", "allergy season"],
+    "garden": ["pruning tomato plants", "a greenhouse in spring", "composting kitchen scraps", "clay soil", "aphids"],
+    "finance": ["mortgage refinancing rates", "index fund fees", "a credit card balance", "pension savings", "bond yields"],
+    "cooking": ["sourdough starter", "a cast iron skillet", "slow cooked lentil soup", "knife sharpening", "meal prep"],
+}
+FRAMES = ["How to deal with {a} when {b} is also a problem.", "A practical checklist for {a} and {b} this month.",
+          "Experts compare {a} with {b} and explain the costs.", "What nobody tells you about {a} or {b}."]
+
+
+def off_topic(rng: np.random.Generator) -> str:
+    words = TOPICS[rng.choice(list(TOPICS))]
+    a, b = rng.choice(len(words), 2, replace=False)
+    return str(rng.choice(FRAMES)).format(a=words[a], b=words[b])
+
+
+def darker(photo: bytes, strength: float) -> bytes:
+    import io
+
+    from PIL import Image, ImageEnhance
+
+    img = ImageEnhance.Brightness(Image.open(io.BytesIO(photo)).convert("RGB")).enhance(1.0 - strength)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+class Traffic:
+    """Requests as clients send them, each with what a right answer contains (for Recall@20)."""
+
+    def __init__(self, art, ds, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        items = art.items.sort_values("item_idx").reset_index(drop=True)
+        catalogue = (pd.read_csv(DATA / "items.csv", usecols=["movie_id", "overview"]).astype({"movie_id": str})
+                     .drop_duplicates("movie_id"))
+        items = items.merge(catalogue, left_on="item_id", right_on="movie_id", how="left")
+        items["sentence"] = items["overview"].map(lambda o: a_sentence(o) if isinstance(o, str) else None)
+        has_image = art.model.mask_image.numpy()
+        self.text_items = items[items["sentence"].notna()]
+        self.image_items = items[has_image & items["image"].notna()]
+        self.item_ids = items["item_id"].astype(str).to_numpy()
+        self.users = art.users.set_index("user_idx")["user_id"].astype(str)
+        inter = ds.interactions.sort_values(["user_idx", "timestamp"])
+        self.histories = {u: g["item_idx"].to_numpy() for u, g in inter.groupby("user_idx") if len(g) >= 15}
+        # cohorts: users whose genre profile is furthest from the average (another taste), and users of the
+        # least popular items (a popularity shift); 15 % of the users each
+        genres = [c for c in ds.items.columns if c in ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime",
+                                                       "Documentary", "Drama", "Fantasy", "FilmNoir", "Horror", "Musical",
+                                                       "Mystery", "Romance", "SciFi", "Thriller", "War", "Western")]
+        g = ds.items.set_index("item_idx")[genres].fillna(0).to_numpy(float)
+        users = np.array(sorted(self.histories))
+        profile = np.stack([g[self.histories[u]].mean(0) for u in users])
+        mean = profile.mean(0)
+        cos = profile @ mean / (np.linalg.norm(profile, axis=1) * np.linalg.norm(mean)).clip(1e-9)
+        pop = np.bincount(inter["item_idx"], minlength=len(items))
+        niche = np.array([np.log1p(pop[self.histories[u]]).mean() for u in users])
+        k = max(10, len(users) * 15 // 100)
+        self.cohorts = {"all": users, "taste": users[np.argsort(cos)[:k]], "popularity": users[np.argsort(niche)[:k]]}
+        self._photos: dict[int, bytes] = {}
+
+    def photo(self, row) -> bytes:
+        key = int(row.item_idx)
+        if key not in self._photos:
+            self._photos[key] = phone_photo(row.image, self.rng)
+        return self._photos[key]
+
+    def window(self, n: int, scenario: str | None = None, strength: float = 0.0) -> list[tuple[dict, str, list[str]]]:
+        """``n`` requests: (instance, kind, the right answers)."""
+        out = []
+        kinds = self.rng.choice(list(MIX), n, p=list(MIX.values()))
+        for kind in kinds:
+            if kind == "text":
+                if scenario == "topic" and self.rng.random() < strength:
+                    out.append(({"text": off_topic(self.rng), "k": 20}, kind, []))
+                else:
+                    row = self.text_items.iloc[self.rng.integers(len(self.text_items))]
+                    out.append(({"text": row.sentence, "k": 20}, kind, [str(row.item_id)]))
+            elif kind == "image":
+                row = self.image_items.iloc[self.rng.integers(len(self.image_items))]
+                photo = self.photo(row)
+                if scenario == "dark":
+                    photo = darker(photo, strength)
+                out.append(({"image": base64.b64encode(photo).decode("ascii"), "k": 20}, kind, [str(row.item_id)]))
+            elif kind in ("user", "history"):
+                cohort = (scenario if scenario in ("taste", "popularity") and self.rng.random() < strength else "all")
+                u = int(self.rng.choice(self.cohorts[cohort]))
+                if kind == "user":
+                    out.append(({"user_id": self.users[u], "k": 20}, kind, []))
+                else:
+                    h = self.histories[u]
+                    out.append(({"history": self.item_ids[h[-35:-5]].tolist(), "k": 20}, kind,
+                                self.item_ids[h[-5:]].tolist()))
+            else:
+                out.append(({"k": 20}, kind, []))
+        return out
+
+
+def send(client, url: str, requests, batch: int = 32) -> dict[str, list[float]]:
+    """Send the requests; Recall@20 per request kind that has right answers."""
+    recall: dict[str, list[float]] = {}
+    for start in range(0, len(requests), batch):
+        part = requests[start:start + batch]
+        r = client.post(url, json={"instances": [p[0] for p in part]})
+        if r.status_code != 200:
+            raise SystemExit(f"the transformer answered {r.status_code}: {r.text[:300]}")
+        for (_, kind, truth), pred in zip(part, r.json()["predictions"]):
+            if kind in ("text", "image", "history") and (truth or kind == "text"):
+                got = {i["item_id"] for i in pred["items"][:20]}
+                recall.setdefault(kind, []).append(len(got & set(truth)) / len(truth) if truth else 0.0)
+    return recall
+
+
+def mark() -> datetime:
+    time.sleep(2.5)  # the log writer's flush
+    return datetime.now(timezone.utc)
+
+
+def method_scores(frame: pd.DataFrame, reference: pd.DataFrame, sample: int, seed: int) -> dict[str, dict[str, float]]:
+    """Evidently's score of every embedding-drift method for each embedding signal (the threshold only
+    compares: computed once, compared with every threshold)."""
+    from fusionrec.monitoring.drift import EMBEDDING_SIGNALS, _sample, _vectors, embedding_method
+
+    out: dict[str, dict[str, float]] = {}
+    for name in EMBEDDING_SIGNALS:
+        cur, ref = _sample(_vectors(frame, name), sample, seed), _sample(_vectors(reference, name), sample, seed + 1)
+        if min(len(cur), len(ref)) < 50:
+            continue
+        for method in METHODS:
+            score, _, _ = embedding_method(method, 1.0)(pd.DataFrame(cur), pd.DataFrame(ref))
+            out.setdefault(method, {})[name] = float(score)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--window", type=int, default=800, help="Requests per window.")
+    parser.add_argument("--reference", type=int, default=2000, help="Requests in the reference.")
+    parser.add_argument("--aa", type=int, default=20, help="A/A windows.")
+    parser.add_argument("--sample", type=int, default=1000, help="Rows per side for the method comparison.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", default=None, help="Embedding-drift method for the policy (default: settings).")
+    parser.add_argument("--threshold", type=float, default=None, help="Its threshold (default: settings).")
+    parser.add_argument("--storage-uri", default=str(ROOT / "artifacts" / "movielens-100k-mm" / "models"))
+    args = parser.parse_args()
+    if not DATA.exists():
+        print(f"skipped: {DATA} is absent (movielens-100k-mm is read in place, never copied)")
+        return 0
+    import httpx
+
+    from fusionrec.config import load_settings
+    from fusionrec.data.dataset import Dataset
+    from fusionrec.monitoring import drift, policy
+    from fusionrec.monitoring.log import read_window, write_records
+    from fusionrec.monitoring.loop import _popularity
+    from fusionrec.registry import load_artifact, resolve_version
+    from fusionrec.serving import local
+
+    work = Path(tempfile.mkdtemp(prefix="drift-"))
+    env = {"FUSIONREC__SERVING__STORAGE_URI": args.storage_uri, "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()),
+           "FUSIONREC__SERVING__TRANSFORMER_PORT": str(_port()), "FUSIONREC__ENCODERS__DEVICE": "cpu",
+           "FUSIONREC__MONITORING__FOLDER": str(work / "monitoring"), "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.5"}
+    settings = load_settings(env=env)
+    mon = settings.monitoring.model_copy(update={k: v for k, v in (("embedding_method", args.method),
+                                                                   ("embedding_threshold", args.threshold)) if v})
+    art = load_artifact(resolve_version(args.storage_uri, settings.paths.cache))
+    ds = Dataset.load(ROOT / "artifacts" / "movielens-100k-mm" / "validated")
+    traffic = Traffic(art, ds, args.seed)
+    popularity = _popularity(settings, art.version)
+    logs = work / "monitoring" / "logs"
+    print(f"model {art.version}: {len(traffic.item_ids)} items; windows of {args.window} requests "
+          f"(mix {', '.join(f'{k} {v:.0%}' for k, v in MIX.items())}), reference {args.reference}; "
+          f"policy: {mon.embedding_method} > {mon.embedding_threshold:g} on embeddings, PSI > {mon.value_threshold:g}, "
+          f"fire on any embedding or {mon.drift_share:.0%} of the signals")
+    servers = local.serve(settings, feast=False, log_dir=work / "servers", env=env)
+    client = httpx.Client(timeout=120)
+    url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
+    windows: dict[tuple[str, float, int], tuple[pd.DataFrame, dict]] = {}
+    t_send = time.perf_counter()
+    try:
+        start = datetime.now(timezone.utc)
+        send(client, url, traffic.window(args.reference))
+        bounds = [mark()]
+        reference = read_window(logs, start, bounds[0]).frame
+        plan = [("aa", 0.0, i) for i in range(args.aa)]
+        plan += [(s, x, i) for s, strengths in SCENARIOS.items() for x in strengths for i in range(2)]
+        for n, (scenario, strength, i) in enumerate(plan):
+            rec = send(client, url, traffic.window(args.window, None if scenario == "aa" else scenario, strength))
+            bounds.append(mark())
+            windows[(scenario, strength, i)] = (read_window(logs, bounds[-2], bounds[-1]).frame, rec)
+            print(f"\r  traffic: window {n + 1}/{len(plan)} sent and logged", end="", flush=True)
+        print()
+    finally:
+        servers.stop()
+    sent = len(reference) + sum(len(f) for f, _ in windows.values())
+    print(f"traffic: {sent:,} logged requests through the servers in {time.perf_counter() - t_send:.0f} s")
+
+    # 1. false alarms of every method and threshold on the A/A windows
+    aa = [windows[("aa", 0.0, i)] for i in range(args.aa)]
+    scores = [method_scores(f, reference, args.sample, args.seed + i) for i, (f, _) in enumerate(aa)]
+    det_keys = [k for k in windows if k[0] != "aa"]
+    det_scores = {k: method_scores(windows[k][0], reference, args.sample, args.seed + 100) for k in det_keys}
+    print(f"\n1. A/A false alarms over {args.aa} windows (an alarm: any embedding signal over the threshold), "
+          "and the detection windows caught (of {}):".format(len(det_keys)))
+    print(f"{'method':<10}{'threshold':>10}{'false alarms':>14}{'caught':>8}   A/A scores (max per signal)")
+    for method, thresholds in METHODS.items():
+        maxima = {s: max(w.get(method, {}).get(s, float('-inf')) for w in scores)
+                  for s in drift.EMBEDDING_SIGNALS}
+        for t in thresholds:
+            alarms = np.mean([any(v > t for v in w.get(method, {}).values()) for w in scores])
+            caught = sum(any(v > t for v in det_scores[k].get(method, {}).values()) for k in det_keys)
+            chosen = " <- settings" if (method, t) == (mon.embedding_method, mon.embedding_threshold) else ""
+            print(f"{method:<10}{t:>10g}{alarms:>14.0%}{caught:>8}   "
+                  f"{', '.join(f'{s} {v:.4f}' for s, v in maxima.items() if v > float('-inf'))}{chosen}")
+
+    # the whole policy, as `fusionrec monitor run` applies it
+    def verdict(frame: pd.DataFrame, seed: int):
+        t = time.perf_counter()
+        result = drift.evaluate(frame, reference, mon, popularity=popularity, seed=seed)
+        d = policy.decide(result, [], mon, now=datetime.now(timezone.utc), window=(start, start), model_version="b")
+        return d, time.perf_counter() - t
+
+    aa_decisions = [verdict(f, args.seed + i) for i, (f, _) in enumerate(aa)]
+    fired = [d for d, _ in aa_decisions if d.retrain]
+    why = {}
+    for d in fired:
+        for s in d.drifted:
+            why[s] = why.get(s, 0) + 1
+    rate = len(fired) / len(aa_decisions)
+    print(f"\nthe policy on the A/A windows: {len(fired)} of {len(aa_decisions)} fired = {rate:.0%} "
+          f"(bar: at most 5 %: {'met' if rate <= 0.05 else 'NOT met'}); drifted signals in those: {why or 'none'}; "
+          f"{np.mean([s for _, s in aa_decisions]):.1f} s per window")
+
+    # 2. detection
+    base = {kind: np.mean([np.mean(r[kind]) for _, r in aa if kind in r]) for kind in ("text", "image", "history")}
+    affected = {"topic": "text", "dark": "image", "taste": "history", "popularity": "history"}
+    print(f"\n2. detection within two windows; Recall@20 on the affected traffic (A/A: "
+          f"{', '.join(f'{k} {v:.3f}' for k, v in base.items())})")
+    print(f"{'shift':<12}{'strength':>9}{'fired':>7}{'recall':>8}{'drop':>7}   drifted signals")
+    ok = True
+    for scenario, strengths in SCENARIOS.items():
+        kind = affected[scenario]
+        first_detected, first_drop = None, None
+        for x in strengths:
+            ds_ = [verdict(windows[(scenario, x, i)][0], args.seed + 50 + i)[0] for i in range(2)]
+            hit = any(d.retrain for d in ds_)
+            rec = np.mean([np.mean(windows[(scenario, x, i)][1].get(kind, [np.nan])) for i in range(2)])
+            drop = 1 - rec / base[kind]
+            if hit and first_detected is None:
+                first_detected = x
+            if drop >= 0.10 and first_drop is None:
+                first_drop = x
+                ok &= hit
+            names = sorted({s for d in ds_ for s in d.drifted})
+            print(f"{scenario:<12}{x:>9g}{'yes' if hit else 'no':>7}{rec:>8.3f}{drop:>7.0%}   {', '.join(names) or '-'}")
+        print(f"{'':<12}smallest strength detected: {first_detected}; Recall@20 down 10 % at: {first_drop}; bar "
+              + ("not reached (Recall@20 never dropped 10 %)" if first_drop is None else
+                 "met" if first_detected is not None and first_detected <= first_drop else "NOT met"))
+
+    # 3. cost: read and evaluate 10,000 and 100,000 logged records
+    pool = pd.concat([reference] + [f for f, _ in aa], ignore_index=True)
+    print("\n3. cost of one window (read the Parquet log, then evaluate every signal):")
+    for n in (10_000, 100_000):
+        folder = work / f"cost-{n}"
+        rows = pool.sample(n, replace=True, random_state=n).to_dict("records")
+        now = datetime.now(timezone.utc)
+        for r in rows:
+            r["time"] = now
+        for i in range(0, n, 5000):
+            write_records(folder, rows[i:i + 5000])
+        t = time.perf_counter()
+        frame = read_window(folder).frame
+        t_read = time.perf_counter() - t
+        t = time.perf_counter()
+        drift.evaluate(frame, reference, mon, popularity=popularity)
+        t_eval = time.perf_counter() - t
+        bar = f"  (bar: under 60 s: {'met' if t_read + t_eval < 60 else 'NOT met'})" if n == 100_000 else ""
+        print(f"  {n:>7,} records: read {t_read:.1f} s + evaluate {t_eval:.1f} s = {t_read + t_eval:.1f} s{bar}")
+    return 0 if ok and rate <= 0.05 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
