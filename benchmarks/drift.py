@@ -1,4 +1,4 @@
-"""Usage: python benchmarks/drift.py [--window 800] [--aa 20] [--storage-uri artifacts/movielens-100k-mm/models]
+"""Usage: python benchmarks/drift.py [--window 1000] [--aa 20] [--method M --threshold T] [--storage-uri DIR]
 
 Drift detection measured on traffic sent through the running servers (the transformer and the predictor
 as two KServe model server processes, real HTTP, the transformer writing the inference log), on
@@ -6,19 +6,21 @@ movielens-100k-mm with the model from `make run`. Traffic: known users by id, ne
 (the last 5 of their ratings held out), text queries (a sentence of an item's overview), photo queries
 (the item's poster altered as a phone photo), anonymous requests.
 
-1. False alarms: ``--aa`` windows drawn from the same distribution as the reference. For each of
-   Evidently's embedding-drift methods (model, distance, mmd, ratio) and each threshold considered, the
-   share of windows where an embedding signal (user vectors, text-query and photo-query vectors) would
-   alarm; then the whole policy with the settings' method and threshold (bar: at most 5 %).
-2. Detection: drift injected at increasing strength, two windows each: text queries from another topic
-   (the share of off-topic queries), darker photos (1 - brightness), a cohort of users with another taste
-   (users whose genre profile is furthest from the average), a popularity shift (users of the least
-   popular items). Printed per strength: whether the policy fired within the two windows, and Recall@20
-   on the affected traffic against the A/A windows' (the text query's or photo's own item in the top
-   20; the held-out items of the history requests). Bar: detected at the smallest strength where
-   Recall@20 drops by 10 % or more.
+1. False alarms and power of every embedding-drift method and threshold considered (Evidently's model,
+   distance, mmd and ratio methods with fixed thresholds, model and distance with a bootstrap quantile):
+   the share of ``--aa`` A/A windows (drawn from the same distribution as the reference) where a user,
+   text-query or photo-query vector signal alarms, and the smallest strength of each shift caught. Then
+   the whole policy with the settings' method and threshold on the A/A windows (bar: at most 5 %).
+2. Detection by the policy: drift injected at increasing strength, two windows each: text queries from
+   another topic (the share of off-topic queries), darker photos (1 - brightness), a cohort of users with
+   another taste (users whose genre profile is furthest from the average), a popularity shift (users of
+   the least popular items). Beside each strength, Recall@20 of the affected traffic from large probes
+   through the same servers (the text query's or photo's own item in the top 20; the held-out items of
+   the history requests). Bar: detected at the smallest strength where Recall@20 drops by 10 % or more.
 3. Cost: reading and evaluating windows of 10,000 and 100,000 logged records (bar: under 60 s for
    100,000 on 2 cores).
+
+Exit status 0 when every bar is met.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from retrieval import DATA, MODEL, ROOT, _port, a_sentence, phone_photo  # noqa: E402
 
-METHODS = {"model": [0.55, 0.6, 0.65, 0.7, 0.8], "distance": [0.005, 0.01, 0.02, 0.05, 0.1],
-           "mmd": [0.005, 0.015, 0.03, 0.05, 0.1], "ratio": [0.1, 0.2, 0.3, 0.5, 0.7]}
-SCENARIOS = {"topic": [0.05, 0.1, 0.2, 0.35, 0.5], "dark": [0.2, 0.4, 0.6, 0.8],
-             "taste": [0.1, 0.25, 0.5, 1.0], "popularity": [0.1, 0.25, 0.5, 1.0]}
-MIX = {"user": 0.40, "history": 0.15, "text": 0.20, "image": 0.20, "anonymous": 0.05}
+# fixed thresholds on the score; for the *_bootstrap methods the threshold is the quantile of the no-drift score
+METHODS = {"model": [0.55, 0.6, 0.65, 0.7], "distance": [0.01, 0.02, 0.05, 0.1], "mmd": [0.002, 0.005, 0.015, 0.05],
+           "ratio": [0.5, 0.7, 0.9], "model_bootstrap": [0.95, 0.99],
+           "distance_bootstrap": [0.95, 0.99, 0.999]}
+SCENARIOS = {"topic": [0.1, 0.2, 0.35], "dark": [0.4, 0.6, 0.8], "taste": [0.5, 1.0], "popularity": [0.25, 0.5, 1.0]}
+MIX = {"user": 0.38, "history": 0.20, "text": 0.25, "image": 0.12, "anonymous": 0.05}
+AFFECTED = {"topic": "text", "dark": "image", "taste": "history", "popularity": "history"}
 TOPICS = {
     "tax": ["quarterly tax filing", "payroll deductions", "small business accounts", "an audit notice", "VAT refunds"],
     "cars": ["brake pads and rotors", "a diesel pickup truck", "the timing belt", "winter tyres", "an oil change"],
@@ -114,6 +118,11 @@ class Traffic:
         """``n`` requests: (instance, kind, the right answers)."""
         out = []
         kinds = self.rng.choice(list(MIX), n, p=list(MIX.values()))
+        if scenario and scenario.startswith("probe:"):  # one kind only, for Recall@20 probes
+            probe = scenario.removeprefix("probe:")
+            kinds = np.full(n, probe if probe in ("text", "image") else "history")
+            scenario = "dark" if probe == "image" else None if probe in ("text", "all") else probe
+            strength = strength if probe == "image" else 1.0 if scenario else 0.0
         for kind in kinds:
             if kind == "text":
                 if scenario == "topic" and self.rng.random() < strength:
@@ -161,28 +170,59 @@ def mark() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def method_scores(frame: pd.DataFrame, reference: pd.DataFrame, sample: int, seed: int) -> dict[str, dict[str, float]]:
-    """Evidently's score of every embedding-drift method for each embedding signal (the threshold only
-    compares: computed once, compared with every threshold)."""
+def method_verdicts(frame: pd.DataFrame, reference: pd.DataFrame, sample: int, seed: int) -> dict[tuple[str, float], dict]:
+    """Per (method, threshold): each embedding signal's (score, drifted), by Evidently's methods on the same
+    samples (a fixed-threshold method is computed once and compared with every threshold)."""
     from fusionrec.monitoring.drift import EMBEDDING_SIGNALS, _sample, _vectors, embedding_method
 
-    out: dict[str, dict[str, float]] = {}
+    out: dict[tuple[str, float], dict] = {}
     for name in EMBEDDING_SIGNALS:
         cur, ref = _sample(_vectors(frame, name), sample, seed), _sample(_vectors(reference, name), sample, seed + 1)
         if min(len(cur), len(ref)) < 50:
             continue
-        for method in METHODS:
-            score, _, _ = embedding_method(method, 1.0)(pd.DataFrame(cur), pd.DataFrame(ref))
-            out.setdefault(method, {})[name] = float(score)
+        for method, thresholds in METHODS.items():
+            if method.endswith("_bootstrap"):
+                for t in thresholds:
+                    score, drifted, _ = embedding_method(method, t)(pd.DataFrame(cur), pd.DataFrame(ref))
+                    out.setdefault((method, t), {})[name] = (float(score), bool(drifted))
+            else:
+                score, _, _ = embedding_method(method, thresholds[0])(pd.DataFrame(cur), pd.DataFrame(ref))
+                for t in thresholds:
+                    out.setdefault((method, t), {})[name] = (float(score), float(score) > t)
     return out
+
+
+def probe_recall(client, url: str, traffic: Traffic, n: int) -> dict[str, float]:
+    """Recall@20 on large probe sets of each kind of affected traffic (the windows alone are too small to
+    tell a 10 % drop from noise): on-topic text, photos at each darkness, history requests per cohort."""
+    out = {}
+    for name, build in [
+        ("text", lambda: traffic.window(n, "probe:text")),
+        *((f"image@{x:g}", (lambda x=x: traffic.window(n, "probe:image", x))) for x in [0.0, *SCENARIOS["dark"]]),
+        *((f"history@{c}", (lambda c=c: traffic.window(n, f"probe:{c}"))) for c in ("all", "taste", "popularity")),
+    ]:
+        rec = send(client, url, build())
+        out[name] = float(np.mean(next(iter(rec.values()))))
+    return out
+
+
+def expected_recall(probe: dict[str, float], scenario: str, strength: float) -> float:
+    """Recall@20 of the affected traffic at a strength: the mixture of the probes' (off-topic text has no
+    right answer: 0)."""
+    if scenario == "topic":
+        return (1 - strength) * probe["text"]
+    if scenario == "dark":
+        return probe[f"image@{strength:g}"]
+    return (1 - strength) * probe["history@all"] + strength * probe[f"history@{scenario}"]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--window", type=int, default=800, help="Requests per window.")
+    parser.add_argument("--window", type=int, default=1000, help="Requests per window.")
     parser.add_argument("--reference", type=int, default=2000, help="Requests in the reference.")
     parser.add_argument("--aa", type=int, default=20, help="A/A windows.")
-    parser.add_argument("--sample", type=int, default=1000, help="Rows per side for the method comparison.")
+    parser.add_argument("--sample", type=int, default=2000, help="Rows per side for the method comparison.")
+    parser.add_argument("--probe", type=int, default=300, help="Requests per Recall@20 probe.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", default=None, help="Embedding-drift method for the policy (default: settings).")
     parser.add_argument("--threshold", type=float, default=None, help="Its threshold (default: settings).")
@@ -220,9 +260,10 @@ def main() -> int:
     servers = local.serve(settings, feast=False, log_dir=work / "servers", env=env)
     client = httpx.Client(timeout=120)
     url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
-    windows: dict[tuple[str, float, int], tuple[pd.DataFrame, dict]] = {}
+    windows: dict[tuple[str, float, int], pd.DataFrame] = {}
     t_send = time.perf_counter()
     try:
+        probe = probe_recall(client, url, traffic, args.probe)
         start = datetime.now(timezone.utc)
         send(client, url, traffic.window(args.reference))
         bounds = [mark()]
@@ -230,33 +271,36 @@ def main() -> int:
         plan = [("aa", 0.0, i) for i in range(args.aa)]
         plan += [(s, x, i) for s, strengths in SCENARIOS.items() for x in strengths for i in range(2)]
         for n, (scenario, strength, i) in enumerate(plan):
-            rec = send(client, url, traffic.window(args.window, None if scenario == "aa" else scenario, strength))
+            send(client, url, traffic.window(args.window, None if scenario == "aa" else scenario, strength))
             bounds.append(mark())
-            windows[(scenario, strength, i)] = (read_window(logs, bounds[-2], bounds[-1]).frame, rec)
+            windows[(scenario, strength, i)] = read_window(logs, bounds[-2], bounds[-1]).frame
             print(f"\r  traffic: window {n + 1}/{len(plan)} sent and logged", end="", flush=True)
         print()
     finally:
         servers.stop()
-    sent = len(reference) + sum(len(f) for f, _ in windows.values())
-    print(f"traffic: {sent:,} logged requests through the servers in {time.perf_counter() - t_send:.0f} s")
+    sent = len(reference) + sum(len(f) for f in windows.values())
+    print(f"traffic: {sent:,} logged requests (and {args.probe} per Recall@20 probe) through the servers in "
+          f"{time.perf_counter() - t_send:.0f} s; Recall@20 probes: {', '.join(f'{k} {v:.3f}' for k, v in probe.items())}")
 
-    # 1. false alarms of every method and threshold on the A/A windows
+    # 1. every embedding-drift method and threshold: false alarms on the A/A windows, and the smallest
+    # strength of each shift it catches within two windows
     aa = [windows[("aa", 0.0, i)] for i in range(args.aa)]
-    scores = [method_scores(f, reference, args.sample, args.seed + i) for i, (f, _) in enumerate(aa)]
-    det_keys = [k for k in windows if k[0] != "aa"]
-    det_scores = {k: method_scores(windows[k][0], reference, args.sample, args.seed + 100) for k in det_keys}
-    print(f"\n1. A/A false alarms over {args.aa} windows (an alarm: any embedding signal over the threshold), "
-          "and the detection windows caught (of {}):".format(len(det_keys)))
-    print(f"{'method':<10}{'threshold':>10}{'false alarms':>14}{'caught':>8}   A/A scores (max per signal)")
+    aa_v = [method_verdicts(f, reference, args.sample, args.seed + i) for i, f in enumerate(aa)]
+    det_v = {k: method_verdicts(f, reference, args.sample, args.seed + 100) for k, f in windows.items() if k[0] != "aa"}
+    print(f"\n1. embedding-drift methods (Evidently's) on the user, text-query and photo-query vectors; a window "
+          f"alarms when any of them drifts. False alarms over {args.aa} A/A windows; per shift, the smallest "
+          "strength caught within two windows (- : none):")
+    print(f"{'method':<20}{'threshold':>10}{'false alarms':>14}" + "".join(f"{s:>12}" for s in SCENARIOS))
     for method, thresholds in METHODS.items():
-        maxima = {s: max(w.get(method, {}).get(s, float('-inf')) for w in scores)
-                  for s in drift.EMBEDDING_SIGNALS}
         for t in thresholds:
-            alarms = np.mean([any(v > t for v in w.get(method, {}).values()) for w in scores])
-            caught = sum(any(v > t for v in det_scores[k].get(method, {}).values()) for k in det_keys)
-            chosen = " <- settings" if (method, t) == (mon.embedding_method, mon.embedding_threshold) else ""
-            print(f"{method:<10}{t:>10g}{alarms:>14.0%}{caught:>8}   "
-                  f"{', '.join(f'{s} {v:.4f}' for s, v in maxima.items() if v > float('-inf'))}{chosen}")
+            alarms = np.mean([any(d for _, d in w.get((method, t), {}).values()) for w in aa_v])
+            caught = []
+            for scenario, strengths in SCENARIOS.items():
+                hit = [x for x in strengths if any(any(d for _, d in det_v[(scenario, x, i)].get((method, t), {}).values())
+                                                   for i in range(2))]
+                caught.append(f"{min(hit):g}" if hit else "-")
+            chosen = "  <- settings" if (method, t) == (mon.embedding_method, mon.embedding_threshold) else ""
+            print(f"{method:<20}{t:>10g}{alarms:>14.0%}" + "".join(f"{c:>12}" for c in caught) + chosen)
 
     # the whole policy, as `fusionrec monitor run` applies it
     def verdict(frame: pd.DataFrame, seed: int):
@@ -265,45 +309,45 @@ def main() -> int:
         d = policy.decide(result, [], mon, now=datetime.now(timezone.utc), window=(start, start), model_version="b")
         return d, time.perf_counter() - t
 
-    aa_decisions = [verdict(f, args.seed + i) for i, (f, _) in enumerate(aa)]
+    aa_decisions = [verdict(f, args.seed + i) for i, f in enumerate(aa)]
     fired = [d for d, _ in aa_decisions if d.retrain]
-    why = {}
-    for d in fired:
-        for s in d.drifted:
-            why[s] = why.get(s, 0) + 1
+    why: dict[str, int] = {}  # every signal's A/A drift count, whether or not the policy fired on it
+    for d, _ in aa_decisions:
+        for name in d.drifted:
+            why[name] = why.get(name, 0) + 1
     rate = len(fired) / len(aa_decisions)
-    print(f"\nthe policy on the A/A windows: {len(fired)} of {len(aa_decisions)} fired = {rate:.0%} "
-          f"(bar: at most 5 %: {'met' if rate <= 0.05 else 'NOT met'}); drifted signals in those: {why or 'none'}; "
-          f"{np.mean([s for _, s in aa_decisions]):.1f} s per window")
+    print(f"\nthe policy ({mon.embedding_method} {mon.embedding_threshold:g} on embeddings, PSI > "
+          f"{mon.value_threshold:g}) on the A/A windows: {len(fired)} of {len(aa_decisions)} fired = {rate:.0%} "
+          f"(bar: at most 5 %: {'met' if rate <= 0.05 else 'NOT met'}); windows per drifted signal: {why or 'none'}; "
+          f"{np.mean([t for _, t in aa_decisions]):.1f} s per window")
 
-    # 2. detection
-    base = {kind: np.mean([np.mean(r[kind]) for _, r in aa if kind in r]) for kind in ("text", "image", "history")}
-    affected = {"topic": "text", "dark": "image", "taste": "history", "popularity": "history"}
-    print(f"\n2. detection within two windows; Recall@20 on the affected traffic (A/A: "
-          f"{', '.join(f'{k} {v:.3f}' for k, v in base.items())})")
+    # 2. detection by the policy, against the drop of Recall@20 on the affected traffic
+    print("\n2. the policy on injected drift, two windows per strength; Recall@20 of the affected traffic "
+          "(its probes' mixture at that strength) against no drift")
     print(f"{'shift':<12}{'strength':>9}{'fired':>7}{'recall':>8}{'drop':>7}   drifted signals")
     ok = True
     for scenario, strengths in SCENARIOS.items():
-        kind = affected[scenario]
+        base = expected_recall(probe, scenario, 0.0)
         first_detected, first_drop = None, None
         for x in strengths:
-            ds_ = [verdict(windows[(scenario, x, i)][0], args.seed + 50 + i)[0] for i in range(2)]
+            ds_ = [verdict(windows[(scenario, x, i)], args.seed + 50 + i)[0] for i in range(2)]
             hit = any(d.retrain for d in ds_)
-            rec = np.mean([np.mean(windows[(scenario, x, i)][1].get(kind, [np.nan])) for i in range(2)])
-            drop = 1 - rec / base[kind]
+            rec = expected_recall(probe, scenario, x)
+            drop = 1 - rec / base if base > 0 else 0.0
             if hit and first_detected is None:
                 first_detected = x
-            if drop >= 0.10 and first_drop is None:
+            if drop >= 0.10 - 1e-9 and first_drop is None:
                 first_drop = x
-                ok &= hit
-            names = sorted({s for d in ds_ for s in d.drifted})
+            names = sorted({n for d in ds_ for n in d.drifted})
             print(f"{scenario:<12}{x:>9g}{'yes' if hit else 'no':>7}{rec:>8.3f}{drop:>7.0%}   {', '.join(names) or '-'}")
-        print(f"{'':<12}smallest strength detected: {first_detected}; Recall@20 down 10 % at: {first_drop}; bar "
-              + ("not reached (Recall@20 never dropped 10 %)" if first_drop is None else
-                 "met" if first_detected is not None and first_detected <= first_drop else "NOT met"))
+        met = first_drop is None or (first_detected is not None and first_detected <= first_drop)
+        ok &= met
+        print(f"{'':<12}smallest strength detected: {first_detected}; Recall@20 down 10 % from: {first_drop} "
+              f"(of the strengths tried); bar "
+              + ("not reached (Recall@20 never dropped 10 %)" if first_drop is None else "met" if met else "NOT met"))
 
     # 3. cost: read and evaluate 10,000 and 100,000 logged records
-    pool = pd.concat([reference] + [f for f, _ in aa], ignore_index=True)
+    pool = pd.concat([reference, *aa], ignore_index=True)
     print("\n3. cost of one window (read the Parquet log, then evaluate every signal):")
     for n in (10_000, 100_000):
         folder = work / f"cost-{n}"

@@ -159,14 +159,15 @@ class MonitoringSettings(_Strict):
     log_flush_s: float = Field(2.0, gt=0.0)  # a partial batch is written after this long
     log_queue: int = Field(100_000, ge=1)  # records waiting to be written; beyond it they are dropped and counted
     window_hours: float = Field(1.0, gt=0.0)  # the window `fusionrec monitor run` evaluates
-    min_records: int = Field(200, ge=1)  # fewer records in a window (or a signal) than this: "not enough data"
+    min_records: int = Field(100, ge=1)  # fewer records in a window (or a signal) than this: "not enough data"
     reference_records: int = Field(2_000, ge=1)  # the first records of a model version that become its reference
     drift_sample: int = Field(5_000, ge=100)  # rows per side for the drift statistics (a 100k window is sampled)
-    embedding_method: Literal["model", "distance", "mmd", "ratio"] = "distance"
+    embedding_method: Literal["model", "distance", "mmd", "ratio", "model_bootstrap", "distance_bootstrap"] = "distance"
     embedding_threshold: float = Field(0.05, gt=0.0)  # the score over which it drifts: see docs/monitoring.md
     value_threshold: float = Field(0.2, gt=0.0)  # PSI over which a request feature or an answer signal drifts
     drift_share: float = Field(0.5, gt=0.0, le=1.0)  # retrain when this share of the signals drifts
-    embedding_fires: bool = True  # ... or when any embedding signal drifts
+    # ... or when any one of these drifts: the inputs' embeddings, and how well queries match the catalogue
+    fire_on: tuple[str, ...] = ("user_vector", "query_text", "query_image", "query_score")
     consecutive: int = Field(1, ge=1)  # windows in a row that must drift before retraining
     cooldown_h: float = Field(24.0, ge=0.0)  # no second retrain within this long of the last one (debounce)
 

@@ -3,8 +3,10 @@
 Signals, each a drift score from Evidently and a verdict against its threshold:
 
 - request features: the kind mix (``kind``), ``history_length`` and ``k`` (population stability index);
-- what the model answers: the top score (``top_score``) and the popularity of what is recommended
-  (``popularity``: the mean log1p training-interaction count of the returned items), by PSI;
+- what the model answers, by PSI: the top score of a recommendation (``top_score``: the model's logit), the
+  top similarity of a query by example (``query_score``: how well the best item matches a photo or a
+  text; it falls when queries stop looking like the catalogue), and the popularity of what is returned
+  (``popularity``: the mean log1p training-interaction count of the returned items);
 - embeddings (``EmbeddingsDrift``): the user vectors and the query vectors of text and image queries,
   each over the rows that carry one, by the method and threshold in the settings (chosen by
   ``benchmarks/drift.py``).
@@ -29,9 +31,9 @@ from fusionrec.monitoring.log import QUERY_MODALITIES
 
 log = logging.getLogger(__name__)
 
-VALUE_SIGNALS = ("kind", "history_length", "k", "top_score", "popularity")
+VALUE_SIGNALS = ("kind", "history_length", "k", "top_score", "query_score", "popularity")
 EMBEDDING_SIGNALS = ("user_vector", *(f"query_{m}" for m in QUERY_MODALITIES))
-NUMERIC = ("history_length", "k", "top_score", "popularity", "latency_ms", "fallback", "cold")
+NUMERIC = ("history_length", "k", "top_score", "query_score", "popularity", "latency_ms", "fallback", "cold")
 # Evidently draws a t-SNE picture of SAMPLE_CONSTANT rows per side with every embedding-drift result:
 # 28 s on 2 cores at its default of 2,500, whatever the window's size, where the statistic itself takes
 # about 1 s. 300 rows draw the same kind of picture in about 2 s.
@@ -79,9 +81,12 @@ def scalar_features(frame: pd.DataFrame, popularity: dict[str, float] | None = N
     out = pd.DataFrame({"kind": frame["kind"].astype(str), "history_length": frame["history_length"].astype(float),
                         "k": frame["k"].astype(float), "latency_ms": frame["latency_ms"].astype(float),
                         "fallback": frame["fallback"].astype(float), "cold": frame["cold"].astype(float)})
-    # a fallback's score is an interaction count, not the model's: it has no place in the score's distribution
-    top = [float(s[0]) if len(s) else np.nan for s in frame["scores"]]
-    out["top_score"] = np.where(frame["fallback"].to_numpy(bool), np.nan, top)
+    # a fallback's score is an interaction count, not the model's: it has no place in the score's distribution;
+    # a query's score is a similarity in an encoder's space, not the model's logit: a signal of its own
+    top = np.array([float(s[0]) if len(s) else np.nan for s in frame["scores"]])
+    query = ~frame["kind"].isin(["user", "history", "fallback"]).to_numpy()
+    out["top_score"] = np.where(frame["fallback"].to_numpy(bool) | query, np.nan, top)
+    out["query_score"] = np.where(query, top, np.nan)
     if popularity is None:  # no popularity at hand: the signal is not evaluated
         out["popularity"] = np.nan
     else:
@@ -102,12 +107,18 @@ def _sample(a, n: int, seed: int):
     return a.iloc[np.sort(idx)] if isinstance(a, pd.DataFrame) else a[np.sort(idx)]
 
 
+EMBEDDING_METHODS = ("model", "distance", "mmd", "ratio", "model_bootstrap", "distance_bootstrap")
+
+
 def embedding_method(name: str, threshold: float):
-    """Evidently's embedding-drift method by name, drifted when its score is over ``threshold``: ``model``
-    (a classifier's ROC AUC telling the windows apart), ``distance`` (the cosine distance between the two
-    means), ``mmd`` (the maximum mean discrepancy), ``ratio`` (the share of components whose Wasserstein
-    distance drifts). Fixed thresholds rather than Evidently's bootstrap, so that the verdict is the score
-    against a number chosen by the A/A measurement in ``benchmarks/drift.py``."""
+    """Evidently's embedding-drift method by name.
+
+    With a fixed threshold (drifted when the score is over it): ``model`` (the ROC AUC of a classifier
+    telling the two windows apart), ``distance`` (the cosine distance between the two means), ``mmd`` (the
+    maximum mean discrepancy), ``ratio`` (the share of components whose Wasserstein distance drifts).
+    With Evidently's bootstrap (``threshold`` is the quantile of the score under no drift, drawn from the
+    reference, which adapts it to the window's size): ``model_bootstrap``, ``distance_bootstrap``.
+    """
     from evidently.metrics.embeddings import DistanceDriftMethod, MMDDriftMethod, ModelDriftMethod, RatioDriftMethod
 
     if name == "model":
@@ -116,7 +127,13 @@ def embedding_method(name: str, threshold: float):
         return DistanceDriftMethod(threshold=threshold, bootstrap=False, dist="cosine")
     if name == "mmd":
         return MMDDriftMethod(threshold=threshold, bootstrap=False)
-    return RatioDriftMethod(threshold=threshold)
+    if name == "ratio":
+        return RatioDriftMethod(threshold=threshold)
+    if name == "model_bootstrap":
+        return ModelDriftMethod(bootstrap=True, quantile_probability=threshold)
+    if name == "distance_bootstrap":
+        return DistanceDriftMethod(bootstrap=True, quantile_probability=threshold, dist="cosine")
+    raise ValueError(f"unknown embedding-drift method {name!r}; one of {EMBEDDING_METHODS}")
 
 
 def _value_of(snapshot, metric: str, **config: Any) -> float:
@@ -181,12 +198,13 @@ def evaluate(frame: pd.DataFrame, reference: pd.DataFrame, settings: MonitoringS
         cols = [f"{name}_{j}" for j in range(cv.shape[1])]
         definition = DataDefinition(numerical_columns=cols, embeddings={name: cols})
         method = embedding_method(settings.embedding_method, settings.embedding_threshold)
+        # the verdict from the method itself (Evidently's own computation; the report keeps only the score)
+        score, drifted, _ = method(pd.DataFrame(cv, columns=cols), pd.DataFrame(rv, columns=cols))
         snap = Report([RowCount(), EmbeddingsDrift(embeddings_name=name, drift_method=method)]).run(
             Dataset.from_pandas(pd.DataFrame(cv, columns=cols), data_definition=definition),
             Dataset.from_pandas(pd.DataFrame(rv, columns=cols), data_definition=definition),
             timestamp=timestamp, tags=[name])
         result.snapshots[name] = snap
-        score = _value_of(snap, "EmbeddingsDrift", embeddings_name=name)
-        result.signals.append(Signal(name, score, settings.embedding_threshold, score > settings.embedding_threshold,
-                                     len(cv), settings.embedding_method))
+        result.signals.append(Signal(name, float(score), settings.embedding_threshold, bool(drifted), len(cv),
+                                     settings.embedding_method))
     return result

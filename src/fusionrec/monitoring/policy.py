@@ -1,7 +1,7 @@
 """The retraining policy: from a window's drift to a decision, with a debounce, every decision recorded.
 
-A window fires when any embedding signal drifts (``embedding_fires``) or when the share of drifted signals
-reaches ``drift_share``, for ``consecutive`` evaluated windows in a row. A firing window within
+A window fires when any signal named in ``fire_on`` drifts (the embeddings of users and queries, and the
+queries' match to the catalogue) or when the share of drifted signals reaches ``drift_share``, for ``consecutive`` evaluated windows in a row. A firing window within
 ``cooldown_h`` of the last retraining is debounced: recorded, not acted on. A window with too few records
 is "not enough data" and never fires.
 """
@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from fusionrec.config import MonitoringSettings
-from fusionrec.monitoring.drift import EMBEDDING_SIGNALS, DriftResult
+from fusionrec.monitoring.drift import DriftResult
 
 
 @dataclass
@@ -57,7 +57,7 @@ def record(path: str | Path, decision: Decision) -> None:
 
 
 def _drifting(result: DriftResult, settings: MonitoringSettings) -> bool:
-    if settings.embedding_fires and any(s.name in EMBEDDING_SIGNALS for s in result.drifted):
+    if any(s.name in settings.fire_on for s in result.drifted):
         return True
     return result.share is not None and result.share >= settings.drift_share
 
