@@ -251,12 +251,12 @@ def main() -> int:
     art = load_artifact(resolve_version(args.storage_uri, settings.paths.cache))
     ds = Dataset.load(ROOT / "artifacts" / "movielens-100k-mm" / "validated")
     traffic = Traffic(art, ds, args.seed)
-    popularity = _popularity(settings, art.version)
+    popularity = _popularity(art)
     logs = work / "monitoring" / "logs"
     print(f"model {art.version}: {len(traffic.item_ids)} items; windows of {args.window} requests "
           f"(mix {', '.join(f'{k} {v:.0%}' for k, v in MIX.items())}), reference {args.reference}; "
           f"policy: {mon.embedding_method} > {mon.embedding_threshold:g} on embeddings, PSI > {mon.value_threshold:g}, "
-          f"fire on any embedding or {mon.drift_share:.0%} of the signals")
+          f"fire on any of {', '.join(mon.fire_on)} or {mon.drift_share:.0%} of the signals")
     servers = local.serve(settings, feast=False, log_dir=work / "servers", env=env)
     client = httpx.Client(timeout=120)
     url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"

@@ -53,7 +53,7 @@ def build_pipeline(image: str, cluster: bool = True):
             task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("4G")
             for secret, keys in {**SECRETS, "fusionrec-monitoring": {"log_key": "FUSIONREC__MONITORING__LOG_KEY"}}.items():
                 kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
-            kubernetes.mount_pvc(task, pvc_name="fusionrec-monitoring", mount_path="/mnt/artifacts/monitoring")
+            kubernetes.mount_pvc(task, pvc_name="fusionrec-monitoring", mount_path="/mnt/monitoring")
 
     return fusionrec_monitoring
 

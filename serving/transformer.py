@@ -148,7 +148,8 @@ def _transformer_class():
             # the vectors are asked for whenever something logs: this transformer's writer, or KServe's
             # request logger on the predictor (monitoring/sink.py), which sees the predictor's answer
             self.monitor = settings.monitoring.inference_log != "off"
-            self.log_key = log_key(settings.monitoring, monitoring_dir(settings)) if self.monitor else b""
+            # the key pseudonymises users in the records this transformer writes (the sink has its own)
+            self.log_key = log_key(settings.monitoring, monitoring_dir(settings)) if log_writer is not None else b""
             self.ready = True
 
         async def preprocess(self, payload: Any, headers: dict[str, str] | None = None):

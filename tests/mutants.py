@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MODEL, PIPELINE = "tests/unit/test_model.py", "tests/integration/test_training_pipeline.py"
 FEATURES, SERVING = "tests/integration/test_features.py", "tests/integration/test_serving.py"
+MONITORING = "tests/unit/test_monitoring.py"
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,21 @@ MUTANTS = [
            "self.model.logits(uv, self.item_vectors, self.item_bias)", (SERVING, "-k", "explained_and_versioned")),
     Mutant("counts are standardised without log1p", "src/fusionrec/encoders/tabular.py",
            "x = np.log1p(np.maximum(x, 0.0)) if c.log else x", "x = x", ("tests/unit/test_tabular.py",)),
+    # monitoring (issue 13)
+    Mutant("the user id is logged as it came, not pseudonymised", "src/fusionrec/monitoring/log.py",
+           "return hmac.new(key, str(user_id).encode(), hashlib.sha256).hexdigest()[:32]", "return str(user_id)",
+           (MONITORING, "-k", "pseudonymised or records")),
+    Mutant("a corrupt log file stops the read", "src/fusionrec/monitoring/log.py",
+           "            except Exception as e:  # truncated, corrupt, another schema", "            except KeyError as e:",
+           (MONITORING, "-k", "corrupt")),
+    Mutant("the debounce is ignored", "src/fusionrec/monitoring/policy.py",
+           "    if last is not None and now - datetime.fromisoformat(last.at) < timedelta(hours=settings.cooldown_h):",
+           "    if False:", (MONITORING, "-k", "policy")),
+    Mutant("a window with too few records still raises an alarm", "src/fusionrec/monitoring/drift.py",
+           "    if not result.enough:\n        return result\n", "", (MONITORING, "-k", "drift_flags")),
+    Mutant("feedback counts the items the model was trained with", "src/fusionrec/monitoring/quality.py",
+           "if i not in seen.get(u, set())]", "]", (FEATURES, "-k", "feedback")),
+
 ]
 
 

@@ -170,6 +170,9 @@ class MonitoringSettings(_Strict):
     fire_on: tuple[str, ...] = ("user_vector", "query_text", "query_image", "query_score")
     consecutive: int = Field(1, ge=1)  # windows in a row that must drift before retraining
     cooldown_h: float = Field(24.0, ge=0.0)  # no second retrain within this long of the last one (debounce)
+    # recommendation quality from feedback (later interactions pushed to Feast), when a feature store is there
+    quality_k: int = Field(10, ge=1)
+    quality_min_users: int = Field(20, ge=1)
 
 
 class Settings(_Strict):

@@ -22,6 +22,8 @@ import pytest
 from fusionrec.config import load_settings
 from fusionrec.data.splits import make_split
 from fusionrec.experiment import fit, fusion_config, model_card
+from fusionrec.features import store as fs
+from fusionrec.features.tables import build_feature_tables
 from fusionrec.monitoring.log import read_window
 from fusionrec.monitoring.loop import run_once
 from fusionrec.registry import gate, save_artifact
@@ -54,14 +56,21 @@ def loop(tmp_path_factory, synth_clean, synth_validated, synth_embeddings, free_
                          metrics={"test": test}, card=model_card(ds.name, split, cfg, result, test, {}),
                          seen=pd.concat([split.train, split.valid, split.test]))
     gate(models, path)
+    features = root / "features"  # a Feast store, where the feedback (later interactions) is pushed
+    features.mkdir()
+    build_feature_tables(ds, emb, features, 20)
     env = {"FUSIONREC__SERVING__STORAGE_URI": str(models), "FUSIONREC__PATHS__ARTIFACTS": str(root / "artifacts"),
            "FUSIONREC__PATHS__CACHE": str(root / "cache"), "FUSIONREC__ENCODERS__DEVICE": "cpu",
            "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()), "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
            "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"), "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.3",
-           "FUSIONREC__MONITORING__LOG_KEY": "test-only-key"}
+           "FUSIONREC__MONITORING__LOG_KEY": "test-only-key", "FUSIONREC__FEATURES__DATA_DIR": str(features)}
     settings = load_settings(env=env)
+    store = fs.feature_store(settings.features, features)
+    fs.apply(store, features)
+    fs.materialize(store)
     servers = local.serve(settings, feast=False, log_dir=root / "logs", env=env)
-    yield {"servers": servers, "settings": settings, "ds": ds, "root": root, "models": models, "synth": synth_clean}
+    yield {"servers": servers, "settings": settings, "ds": ds, "root": root, "models": models, "synth": synth_clean,
+           "store": store}
     servers.stop()
 
 
@@ -124,8 +133,11 @@ def test_drift_starts_retraining_once_quiet_traffic_starts_nothing_and_no_pii_is
     t1 = _mark()
     _send(loop, _traffic(loop, 400, seed=2))  # the same distribution
     t2 = _mark()
+    liked = _push_feedback(loop, t1, t2)  # each user then took the top item of their latest recommendation
     quiet = run_once(_window_settings(loop, t1, t2), now=t2, retrain=retrain)
     assert quiet.decision.status == "quiet" and not runs, quiet.decision.reason
+    # recommendation quality from that feedback, through Feast, the pseudonyms and Evidently's recsys metrics
+    assert quiet.decision.quality["users"] == liked >= 20 and quiet.decision.quality["recall@10"] == 1.0
     logged = read_window(Path(loop["settings"].monitoring.folder) / "logs", t0, t2).frame
     assert len(logged) == 800 and set(logged["model_version"]) == {"v0001"}
     assert {"user", "history", "text"} <= set(logged["kind"]) and logged["latency_ms"].gt(0).all()
@@ -154,7 +166,21 @@ def test_drift_starts_retraining_once_quiet_traffic_starts_nothing_and_no_pii_is
     assert leaks == [], leaks
 
 
-def _scan_for_pii(folder: Path) -> list[str]:
+def _push_feedback(loop, start: datetime, end: datetime) -> int:
+    """Push, for every user served in the window, the top item of their latest recommendation as a new
+    interaction; returns how many users."""
+    from fusionrec.monitoring.log import pseudonymise
+
+    frame = read_window(Path(loop["settings"].monitoring.folder) / "logs", start, end).frame
+    frame = frame[frame["kind"].isin(["user"])].sort_values("time").drop_duplicates("user", keep="last")
+    ids = {pseudonymise(u, b"test-only-key"): u for u in loop["ds"].users["user_id"].astype(str)}
+    new = pd.DataFrame({"user_id": [ids[p] for p in frame["user"]], "item_id": [items[0] for items in frame["items"]],
+                        "timestamp": int(time.time())})
+    fs.push_interactions(loop["store"], new, 20)
+    return len(new)
+
+
+def _scan_for_pii(folder: Path, minimum: int = 10) -> list[str]:
     """Every file the loop wrote, decoded where it is Parquet, searched for the planted PII."""
     import pyarrow.parquet as pq
 
@@ -168,7 +194,7 @@ def _scan_for_pii(folder: Path) -> list[str]:
         else:
             text = f.read_bytes().decode("utf-8", errors="replace")
         found += [f"{f}: {p}" for p in PII + ["gonzalez", "4111111111111111", "555 0132"] if p.lower() in text.lower()]
-    assert scanned > 10  # logs, reference, reports, snapshots, the workspace, decisions
+    assert scanned >= minimum  # logs, reference, reports, snapshots, the workspace, decisions
     return found
 
 
@@ -230,3 +256,53 @@ def test_the_dashboard_shows_the_windows_in_a_real_browser(loop, free_port):
     finally:
         ui.terminate()
         ui.wait(10)
+
+
+def test_the_cluster_sink_writes_the_same_records_from_kserve_logger_events(loop, tmp_path, free_port):
+    """KServe's request logger on the predictor sends each exchange as two CloudEvents; the sink pairs them
+    and writes the records the transformer would, with no text and the user pseudonymised."""
+    from fusionrec.monitoring.log import pseudonymise
+    from fusionrec.serving.schemas import parse_v1, to_v2
+
+    port = free_port()
+    env = {**os.environ, "FUSIONREC__MONITORING__FOLDER": str(tmp_path / "sink"),
+           "FUSIONREC__MONITORING__LOG_KEY": "test-only-key", "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.2"}
+    sink = subprocess.Popen([sys.executable, "-m", "monitoring.sink", "--port", str(port), "--host", "127.0.0.1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        user = str(loop["ds"].users["user_id"].iloc[0])
+        text = f"a colourful story, ask {PII[0]} at {PII[1]}"
+        rows = parse_v1({"instances": [{"user_id": user, "k": 5}, {"text": text, "k": 3}]}, loop["settings"].serving)
+        body, _ = to_v2(rows, MODEL, monitor=True).to_rest()  # the transformer's call, as the logger sees it
+        request = body if isinstance(body, dict) else json.loads(body)
+        answer = httpx.post(f"{loop['servers'].predictor_url}/v2/models/{MODEL}/infer", json=request, timeout=60)
+        assert answer.status_code == 200, answer.text
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        ce = {"ce-id": "exchange-1", "ce-specversion": "1.0", "ce-source": "http://localhost:9081/",
+              "ce-inferenceservicename": "fusionrec", "content-type": "application/json"}
+        sent = [httpx.post(f"http://127.0.0.1:{port}/events", json=body, timeout=10,
+                           headers={**ce, "ce-type": f"org.kubeflow.serving.inference.{kind}", "ce-time": at})
+                for kind, body, at in (("request", request, "2026-11-29T10:00:00.000Z"),
+                                       ("response", answer.json(), "2026-11-29T10:00:00.250Z"))]
+        assert [r.status_code for r in sent] == [202, 202]
+        bad = httpx.post(f"http://127.0.0.1:{port}/events", json={}, timeout=10, headers={"ce-type": "something.else"})
+        assert bad.status_code == 400 and "CloudEvent" in bad.json()["error"]
+        for _ in range(50):
+            frame = read_window(tmp_path / "sink" / "logs").frame
+            if len(frame) == 2:
+                break
+            time.sleep(0.2)
+        frame = frame.sort_values("kind").reset_index(drop=True)
+        assert list(frame["kind"]) == ["text", "user"] and list(frame["k"]) == [3, 5]
+        assert frame.loc[1, "user"] == pseudonymise(user, b"test-only-key") and frame.loc[0, "user"] is None
+        assert len(frame.loc[0, "query_text"]) == 384 and len(frame.loc[1, "user_vector"]) == 16
+        assert frame["latency_ms"].tolist() == [250.0, 250.0] and frame["items"].map(len).tolist() == [3, 5]
+        assert _scan_for_pii(tmp_path / "sink", minimum=2) == []
+    finally:
+        sink.terminate()
+        sink.wait(10)

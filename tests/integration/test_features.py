@@ -80,6 +80,26 @@ def test_pushed_interactions_reach_the_online_store(online_store, synth_validate
     assert after == (before + [items[0], items[1]])[-HISTORY:]
 
 
+def test_feedback_is_what_was_pushed_since_training_under_the_logged_pseudonym(online_store, synth_validated):
+    """The monitoring loop's feedback: online-history items the model was not trained with, per pseudonym."""
+    from fusionrec.monitoring.log import pseudonymise
+    from fusionrec.monitoring.quality import feedback_from_feast, served_users
+
+    users, items = _ids(synth_validated)
+    user, other = users[-2], users[-3]
+    trained = {user: set(fs.online_user_features(online_store, [user]).history[0]),
+               other: set(fs.online_user_features(online_store, [other]).history[0])}
+    fresh = [i for i in items if i not in trained[user]][:2]
+    fs.push_interactions(online_store, pd.DataFrame({"user_id": [user, user], "item_id": fresh,
+                                                     "timestamp": [1_950_000_000, 1_950_000_010]}), HISTORY)
+    key = b"k"
+    logged = pd.DataFrame({"user": [pseudonymise(user, key), pseudonymise(other, key), None]})
+    pseudonyms = served_users(logged, [user, other, users[0]], key)
+    assert pseudonyms == {pseudonymise(user, key): user, pseudonymise(other, key): other}
+    got = feedback_from_feast(online_store, pseudonyms, trained)
+    assert sorted(got["item"]) == sorted(fresh) and set(got["user"]) == {pseudonymise(user, key)}
+
+
 def _seconds(stamps: pd.Series) -> pd.Series:
     """Unix seconds of tz-aware timestamps, whatever their unit (Feast returns us, pandas makes ns)."""
     return (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)

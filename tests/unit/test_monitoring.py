@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fusionrec.config import MonitoringSettings, load_settings
@@ -153,3 +154,28 @@ def test_decisions_round_trip_and_a_bad_line_is_skipped(tmp_path):
     policy.record(tmp_path / "decisions.jsonl", d)
     back = policy.load_decisions(tmp_path / "decisions.jsonl")
     assert len(back) == 2 and back[0] == d and json.loads((tmp_path / "decisions.jsonl").read_text().splitlines()[0])["retrain"]
+
+
+def test_quality_from_feedback_matches_a_hand_count_and_orders_popularity_bias():
+    from fusionrec.monitoring import quality
+
+    rng = np.random.default_rng(0)
+    popular, rare = [f"p{i}" for i in range(10)], [f"r{i}" for i in range(40)]
+    # training data: every user touched the popular items, each rare item one user
+    train = pd.DataFrame([(f"u{u}", i) for u in range(30) for i in popular] +
+                         [(f"u{n % 30}", i) for n, i in enumerate(rare)], columns=["user", "item"])
+
+    def window(items_for):
+        return pd.DataFrame({"user": [f"u{u}" for u in range(30)], "kind": "user", "time": T0,
+                             "items": [items_for(u) for u in range(30)]})
+
+    # each user liked their first recommendation and one item never recommended: Recall@10 = 1/2 for all
+    shown = window(lambda u: [rare[(u + j) % 40] for j in range(10)])
+    feedback = pd.DataFrame([(f"u{u}", rare[u % 40]) for u in range(30)] + [(f"u{u}", "elsewhere") for u in range(30)],
+                            columns=["user", "item"])
+    q = quality.evaluate(shown, feedback, train, k=10, min_users=20)
+    assert q.users == 30 and q.values["recall"] == pytest.approx(0.5)
+    assert 0 < q.values["ndcg"] <= 1
+    popular_shown = window(lambda u: list(rng.permutation(popular)))
+    assert quality.evaluate(popular_shown, feedback, train, k=10).values["popularity_bias"] > q.values["popularity_bias"]
+    assert quality.evaluate(shown.head(10), feedback, train, k=10, min_users=20) is None  # too few users: none

@@ -157,3 +157,45 @@ def test_submit_refuses_an_unknown_encoder_without_calling_the_server():
         submit("http://kfp.example", contract="/data/x.yaml", registry="/r", modalities=["text"],
                settings={"encoders": {"text": {"max_lenght": 64}}}, client=client)
     assert client.calls == []
+
+
+# -- the monitoring pipeline -------------------------------------------------------------------------
+
+class _SchedulingClient:
+    """Records what kfp.Client would be asked to schedule."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def create_experiment(self, name):
+        return type("Experiment", (), {"experiment_id": f"exp-{name}"})()
+
+    def create_recurring_run(self, **kwargs):
+        self.jobs.append({**kwargs, "package": next(yaml.safe_load_all(open(kwargs["pipeline_package_path"]).read()))})
+        return type("Job", (), {"recurring_run_id": "job-1"})()
+
+
+def test_monitoring_pipeline_reads_the_log_key_from_a_secret_and_never_caches(tmp_path):
+    from pipelines.monitoring import compile_pipeline
+
+    docs = list(yaml.safe_load_all(compile_pipeline(tmp_path / "m.yaml", "registry.example/fusionrec:1").read_text()))
+    ir = docs[0]
+    assert ir["pipelineInfo"]["name"] == "fusionrec-monitoring"
+    task = ir["root"]["dag"]["tasks"]["monitor"]
+    assert task["cachingOptions"].get("enableCache") is not True  # every turn reads a new window
+    platform = yaml.safe_dump(docs)
+    assert "fusionrec-monitoring" in platform and "FUSIONREC__MONITORING__LOG_KEY" in platform
+    assert "registry.example/fusionrec:1" in platform and "log_key" not in ir["root"]["inputDefinitions"]["parameters"]
+
+
+def test_the_recurring_run_is_hourly_one_at_a_time_without_catch_up():
+    from pipelines.monitoring import schedule
+
+    client = _SchedulingClient()
+    job = schedule("http://kfp.example", image="img:1", training={"contract": "/data/ml.yaml", "registry": "/mnt/r"},
+                   client=client)
+    (call,) = client.jobs
+    assert job == "job-1" and call["experiment_id"] == "exp-fusionrec-monitoring"
+    assert call["cron_expression"] == "0 5 * * * *" and call["max_concurrency"] == 1 and call["no_catchup"] is True
+    assert call["params"]["training"]["contract"] == "/data/ml.yaml"
+    assert call["package"]["pipelineInfo"]["name"] == "fusionrec-monitoring"

@@ -58,7 +58,12 @@ def _panels() -> list[Any]:
                         "Transformer latency per instance's request", size="half"),
         line_plot_panel("Fallback and cold-user rates", [pm("MeanValue", "fallback", ["requests"], column="fallback"),
                                                          pm("MeanValue", "cold users", ["requests"], column="cold")],
-                        "Share of requests served by popularity, and by a new user's history", size="full"),
+                        "Share of requests served by popularity, and by a new user's history", size="half"),
+        line_plot_panel("Recommendation quality from feedback", [
+            pm("PopularityBiasMetric", "popularity bias (ARP)", ["quality"]), pm("Novelty", "novelty", ["quality"]),
+            pm("Personalization", "personalisation", ["quality"])],
+            "Windows with feedback (later interactions pushed to Feast); recall and NDCG are in the window's report",
+            size="half"),
     ]
 
 

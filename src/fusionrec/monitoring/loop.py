@@ -16,11 +16,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from fusionrec.config import Settings, monitoring_dir
 from fusionrec.errors import FusionRecError
-from fusionrec.monitoring import drift, policy
+from fusionrec.monitoring import drift, policy, quality
 from fusionrec.monitoring.log import read_window
 
 log = logging.getLogger(__name__)
@@ -60,19 +61,55 @@ def pin_reference(settings: Settings, version: str, start: datetime | None = Non
     return path
 
 
-def _popularity(settings: Settings, version: str | None) -> dict[str, float] | None:
-    """Training interactions per item id of the served model (None when the registry cannot be read)."""
+def _served(settings: Settings, version: str | None):
+    """The served model version's artifact (None when the registry cannot be read)."""
     try:
         from fusionrec.registry import load_artifact, resolve_version
 
-        path = resolve_version(settings.serving.storage_uri, settings.paths.cache)
-        if version and (Path(path).parent / version).is_dir():
-            path = Path(path).parent / version
-        art = load_artifact(path)
-        ids = art.items.sort_values("item_idx")["item_id"].astype(str).to_numpy()
-        return dict(zip(ids, art.popularity.astype(float)))
-    except Exception as e:  # the popularity signal is then not evaluated; the rest is
-        log.warning("monitor: no item popularity from %s (%s: %s)", settings.serving.storage_uri, type(e).__name__, e)
+        path = Path(resolve_version(settings.serving.storage_uri, settings.paths.cache))
+        if version and (path.parent / version).is_dir():
+            path = path.parent / version
+        return load_artifact(path)
+    except Exception as e:  # the popularity and quality signals are then not evaluated; the rest is
+        log.warning("monitor: the served model at %s could not be read (%s: %s)", settings.serving.storage_uri,
+                    type(e).__name__, e)
+        return None
+
+
+def _popularity(art) -> dict[str, float] | None:
+    """Training interactions per item id of the served model."""
+    if art is None:
+        return None
+    ids = art.items.sort_values("item_idx")["item_id"].astype(str).to_numpy()
+    return dict(zip(ids, art.popularity.astype(float)))
+
+
+def _quality(settings: Settings, art, frame: pd.DataFrame, timestamp) -> quality.Quality | None:
+    """Recall, NDCG, popularity bias, novelty and personalisation against the feedback in Feast, when the
+    feature store is there and enough served users have some."""
+    mon = settings.monitoring
+    if art is None or not (Path(settings.features.data_dir) / "registry.db").exists():
+        return None
+    try:
+        from fusionrec.features.store import feature_store
+        from fusionrec.monitoring.log import log_key, pseudonymise
+
+        key = log_key(mon, monitoring_dir(settings))
+        users = art.users.sort_values("user_idx")["user_id"].astype(str).to_numpy()
+        items = art.items.sort_values("item_idx")["item_id"].astype(str).to_numpy()
+        pseudonyms = quality.served_users(frame, list(users), key)
+        if len(pseudonyms) < mon.quality_min_users:
+            return None
+        index = {u: n for n, u in enumerate(users)}
+        seen = {u: set(items[art.seen(index[u])]) for u in pseudonyms.values()}
+        feedback = quality.feedback_from_feast(feature_store(settings.features, settings.features.data_dir),
+                                               pseudonyms, seen)
+        rows = np.repeat(np.arange(len(users)), np.diff(art.seen_indptr))
+        train = pd.DataFrame({"user": [pseudonymise(users[r], key) for r in rows], "item": items[art.seen_indices]})
+        return quality.evaluate(frame, feedback, train, k=mon.quality_k, min_users=mon.quality_min_users,
+                                timestamp=timestamp)
+    except Exception as e:  # the feature store down: drift is still evaluated
+        log.warning("monitor: no recommendation quality this window (%s: %s)", type(e).__name__, str(e)[:200])
         return None
 
 
@@ -107,9 +144,15 @@ def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callab
     else:
         reference = pd.read_parquet(ref_path)
         current = frame[~frame["request_id"].isin(set(reference["request_id"]))]  # the reference is not its own window
-        result = drift.evaluate(current, reference, mon, popularity=_popularity(settings, version), timestamp=now)
+        art = _served(settings, version)
+        result = drift.evaluate(current, reference, mon, popularity=_popularity(art), timestamp=now)
         decision = policy.decide(result, history, mon, now=now, window=(start, now), model_version=version,
                                  skipped_files=len(window.skipped))
+        measured = _quality(settings, art, current, now) if result.enough else None
+        if measured is not None:
+            result.snapshots["quality"] = measured.snapshot
+            decision.quality = {f"{k}@{measured.k}" if k in ("recall", "ndcg") else k: round(v, 6)
+                                for k, v in measured.values.items()} | {"users": measured.users}
     if window.skipped:
         decision.reason += f"; {len(window.skipped)} unreadable log files skipped"
     if decision.retrain and retrain is not None:

@@ -35,6 +35,7 @@ class Decision:
     scores: dict[str, float] = field(default_factory=dict)
     run: str | None = None  # the retraining run, when one was started
     skipped_files: int = 0
+    quality: dict[str, float] = field(default_factory=dict)  # recall@k, ndcg@k, ... where feedback exists
 
 
 def load_decisions(path: str | Path) -> list[Decision]:
