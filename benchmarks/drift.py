@@ -216,6 +216,42 @@ def expected_recall(probe: dict[str, float], scenario: str, strength: float) -> 
     return (1 - strength) * probe["history@all"] + strength * probe[f"history@{scenario}"]
 
 
+def send_all(settings, env, traffic, work: Path, logs: Path, plan, args):
+    """Send the probes, the reference and every window of the plan through the servers; read back what the
+    transformer logged. Returns the windows, the reference and the probes' Recall@20 (saved as probe.json)."""
+    import json
+
+    import httpx
+
+    from fusionrec.monitoring.log import read_window
+    from fusionrec.serving import local
+
+    servers = local.serve(settings, feast=False, log_dir=work / "servers", env=env)
+    client = httpx.Client(timeout=120)
+    url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
+    windows: dict[tuple[str, float, int], pd.DataFrame] = {}
+    t_send = time.perf_counter()
+    try:
+        probe = probe_recall(client, url, traffic, args.probe)
+        (work / "probe.json").write_text(json.dumps(probe))
+        start = datetime.now(timezone.utc)
+        send(client, url, traffic.window(args.reference))
+        bounds = [mark()]
+        reference = read_window(logs, start, bounds[0]).frame
+        for n, (scenario, strength, i) in enumerate(plan):
+            send(client, url, traffic.window(args.window, None if scenario == "aa" else scenario, strength))
+            bounds.append(mark())
+            windows[(scenario, strength, i)] = read_window(logs, bounds[-2], bounds[-1]).frame
+            print(f"\r  traffic: window {n + 1}/{len(plan)} sent and logged", end="", flush=True)
+        print()
+    finally:
+        servers.stop()
+    sent = len(reference) + sum(len(f) for f in windows.values())
+    print(f"traffic: {sent:,} logged requests (and {args.probe} per Recall@20 probe) through the servers in "
+          f"{time.perf_counter() - t_send:.0f} s, logged under {work}")
+    return windows, reference, probe
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--window", type=int, default=1000, help="Requests per window.")
@@ -227,21 +263,22 @@ def main() -> int:
     parser.add_argument("--method", default=None, help="Embedding-drift method for the policy (default: settings).")
     parser.add_argument("--threshold", type=float, default=None, help="Its threshold (default: settings).")
     parser.add_argument("--storage-uri", default=str(ROOT / "artifacts" / "movielens-100k-mm" / "models"))
+    parser.add_argument("--replay", type=Path, default=None,
+                        help="Re-evaluate the traffic a previous run logged (its folder, printed at the start) "
+                             "instead of sending it again, e.g. with another --method; same --window/--aa/--reference.")
+    parser.add_argument("--skip-methods", action="store_true", help="Skip the table of every method and threshold.")
     args = parser.parse_args()
     if not DATA.exists():
         print(f"skipped: {DATA} is absent (movielens-100k-mm is read in place, never copied)")
         return 0
-    import httpx
-
     from fusionrec.config import load_settings
     from fusionrec.data.dataset import Dataset
     from fusionrec.monitoring import drift, policy
     from fusionrec.monitoring.log import read_window, write_records
     from fusionrec.monitoring.loop import _popularity
     from fusionrec.registry import load_artifact, resolve_version
-    from fusionrec.serving import local
 
-    work = Path(tempfile.mkdtemp(prefix="drift-"))
+    work = args.replay or Path(tempfile.mkdtemp(prefix="drift-"))
     env = {"FUSIONREC__SERVING__STORAGE_URI": args.storage_uri, "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()),
            "FUSIONREC__SERVING__TRANSFORMER_PORT": str(_port()), "FUSIONREC__ENCODERS__DEVICE": "cpu",
            "FUSIONREC__MONITORING__FOLDER": str(work / "monitoring"), "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.5"}
@@ -255,43 +292,38 @@ def main() -> int:
     logs = work / "monitoring" / "logs"
     print(f"model {art.version}: {len(traffic.item_ids)} items; windows of {args.window} requests "
           f"(mix {', '.join(f'{k} {v:.0%}' for k, v in MIX.items())}), reference {args.reference}; "
-          f"policy: {mon.embedding_method} > {mon.embedding_threshold:g} on embeddings, PSI > {mon.value_threshold:g}, "
+          f"policy: {mon.embedding_method} {mon.embedding_threshold:g} on embeddings, PSI > {mon.value_threshold:g}, "
           f"fire on any of {', '.join(mon.fire_on)} or {mon.drift_share:.0%} of the signals")
-    servers = local.serve(settings, feast=False, log_dir=work / "servers", env=env)
-    client = httpx.Client(timeout=120)
-    url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
+    plan = [("aa", 0.0, i) for i in range(args.aa)]
+    plan += [(s, x, i) for s, strengths in SCENARIOS.items() for x in strengths for i in range(2)]
     windows: dict[tuple[str, float, int], pd.DataFrame] = {}
-    t_send = time.perf_counter()
-    try:
-        probe = probe_recall(client, url, traffic, args.probe)
-        start = datetime.now(timezone.utc)
-        send(client, url, traffic.window(args.reference))
-        bounds = [mark()]
-        reference = read_window(logs, start, bounds[0]).frame
-        plan = [("aa", 0.0, i) for i in range(args.aa)]
-        plan += [(s, x, i) for s, strengths in SCENARIOS.items() for x in strengths for i in range(2)]
-        for n, (scenario, strength, i) in enumerate(plan):
-            send(client, url, traffic.window(args.window, None if scenario == "aa" else scenario, strength))
-            bounds.append(mark())
-            windows[(scenario, strength, i)] = read_window(logs, bounds[-2], bounds[-1]).frame
-            print(f"\r  traffic: window {n + 1}/{len(plan)} sent and logged", end="", flush=True)
-        print()
-    finally:
-        servers.stop()
-    sent = len(reference) + sum(len(f) for f in windows.values())
-    print(f"traffic: {sent:,} logged requests (and {args.probe} per Recall@20 probe) through the servers in "
-          f"{time.perf_counter() - t_send:.0f} s; Recall@20 probes: {', '.join(f'{k} {v:.3f}' for k, v in probe.items())}")
+    start = datetime.now(timezone.utc)
+    if args.replay:  # the windows were sent one after another: the last records, in time order, in plan order
+        import json
+
+        probe = json.loads((work / "probe.json").read_text())
+        logged = read_window(logs).frame.sort_values("time", kind="stable").reset_index(drop=True)
+        logged = logged.iloc[len(logged) - args.reference - len(plan) * args.window:].reset_index(drop=True)
+        reference = logged.iloc[:args.reference]
+        for n, key in enumerate(plan):
+            windows[key] = logged.iloc[args.reference + n * args.window: args.reference + (n + 1) * args.window]
+        print(f"replaying {len(logged):,} logged requests from {work}")
+    else:
+        windows, reference, probe = send_all(settings, env, traffic, work, logs, plan, args)
+    print(f"Recall@20 probes: {', '.join(f'{k} {v:.3f}' for k, v in probe.items())}")
 
     # 1. every embedding-drift method and threshold: false alarms on the A/A windows, and the smallest
     # strength of each shift it catches within two windows
     aa = [windows[("aa", 0.0, i)] for i in range(args.aa)]
-    aa_v = [method_verdicts(f, reference, args.sample, args.seed + i) for i, f in enumerate(aa)]
-    det_v = {k: method_verdicts(f, reference, args.sample, args.seed + 100) for k, f in windows.items() if k[0] != "aa"}
-    print(f"\n1. embedding-drift methods (Evidently's) on the user, text-query and photo-query vectors; a window "
-          f"alarms when any of them drifts. False alarms over {args.aa} A/A windows; per shift, the smallest "
-          "strength caught within two windows (- : none):")
-    print(f"{'method':<20}{'threshold':>10}{'false alarms':>14}" + "".join(f"{s:>12}" for s in SCENARIOS))
-    for method, thresholds in METHODS.items():
+    aa_v = [] if args.skip_methods else [method_verdicts(f, reference, args.sample, args.seed + i) for i, f in enumerate(aa)]
+    det_v = {} if args.skip_methods else {k: method_verdicts(f, reference, args.sample, args.seed + 100)
+                                          for k, f in windows.items() if k[0] != "aa"}
+    if not args.skip_methods:
+        print(f"\n1. embedding-drift methods (Evidently's) on the user, text-query and photo-query vectors; a window "
+              f"alarms when any of them drifts. False alarms over {args.aa} A/A windows; per shift, the smallest "
+              "strength caught within two windows (- : none):")
+        print(f"{'method':<20}{'threshold':>10}{'false alarms':>14}" + "".join(f"{s:>12}" for s in SCENARIOS))
+    for method, thresholds in ({} if args.skip_methods else METHODS).items():
         for t in thresholds:
             alarms = np.mean([any(d for _, d in w.get((method, t), {}).values()) for w in aa_v])
             caught = []

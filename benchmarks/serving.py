@@ -3,7 +3,8 @@
 Closed-loop load on loopback through the transformer and the predictor (two KServe model server
 processes, real HTTP, Feast on SQLite behind the transformer), top-K over the whole catalogue for
 random known users of movielens-100k-mm (trained and served by `make run`). Beside it, measured in the
-same run: the floor, the same two model server processes with no-op models (two empty hops).
+same run: the floor, the same two model server processes with no-op models (two empty hops); and ours
+with the inference log switched off, to show what logging every request costs.
 Bar: our p99 at most 2 x the floor's at 32 concurrent requests, our throughput at least half the floor's.
 """
 
@@ -110,23 +111,29 @@ def main() -> None:
             p.terminate()
             p.wait(20)
 
-    env = {"FUSIONREC__FEATURES__DATA_DIR": str(args.data / "features")}
-    settings = load_settings(env={**os.environ, **env})
-    servers = local.serve(settings, storage_uri=str(args.data / "models"), predictor_port=_port(),
-                          transformer_port=_port(), protocol=args.protocol, log_dir=logs, env=env)
-    try:
-        url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
-        results["fusionrec (transformer + predictor)"] = asyncio.run(closed_loop(url, bodies, args.concurrency,
-                                                                                 args.seconds))
-    finally:
-        servers.stop()
+    # ours, with the inference log on (the default: every answered request logged) and off
+    for log in ("parquet", "off"):
+        env = {"FUSIONREC__FEATURES__DATA_DIR": str(args.data / "features"),
+               "FUSIONREC__MONITORING__INFERENCE_LOG": log, "FUSIONREC__MONITORING__FOLDER": str(logs / "monitoring")}
+        settings = load_settings(env={**os.environ, **env})
+        servers = local.serve(settings, storage_uri=str(args.data / "models"), predictor_port=_port(),
+                              transformer_port=_port(), protocol=args.protocol, log_dir=logs, env=env)
+        try:
+            url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
+            name = f"fusionrec (transformer + predictor), inference log {'on' if log == 'parquet' else 'off'}"
+            results[name] = asyncio.run(closed_loop(url, bodies, args.concurrency, args.seconds))
+        finally:
+            servers.stop()
 
     print(f"\nclosed loop, {args.concurrency} concurrent clients, {args.seconds:.0f} s, top-{args.k} over "
           f"the whole catalogue, loopback, this machine ({os.cpu_count()} cores)")
-    print(f"{'':<38}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}")
+    print(f"{'':<62}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}")
     for name, r in results.items():
-        print(f"{name:<38}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['rps']:>9.0f}{r['errors']:>8}")
-    ours, floor = results["fusionrec (transformer + predictor)"], results["floor (no-op models)"]
+        print(f"{name:<62}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['rps']:>9.0f}{r['errors']:>8}")
+    ours = results["fusionrec (transformer + predictor), inference log on"]
+    off, floor = results["fusionrec (transformer + predictor), inference log off"], results["floor (no-op models)"]
+    print(f"the inference log's cost: p99 {ours['p99'] / off['p99']:.2f}x, throughput {ours['rps'] / off['rps']:.2f}x "
+          "of the same servers with the log off")
     p99_ratio, rps_ratio = ours["p99"] / floor["p99"], ours["rps"] / floor["rps"]
     print(f"p99 ours / floor: {p99_ratio:.2f} (bar <= 2: {'met' if p99_ratio <= 2 else 'NOT met'}); "
           f"throughput ours / floor: {rps_ratio:.2f} (bar >= 0.5: {'met' if rps_ratio >= 0.5 else 'NOT met'})")

@@ -70,7 +70,7 @@ def loop(tmp_path_factory, synth_clean, synth_validated, synth_embeddings, free_
     fs.materialize(store)
     servers = local.serve(settings, feast=False, log_dir=root / "logs", env=env)
     yield {"servers": servers, "settings": settings, "ds": ds, "root": root, "models": models, "synth": synth_clean,
-           "store": store}
+           "store": store, "env": env}
     servers.stop()
 
 
@@ -160,8 +160,15 @@ def test_drift_starts_retraining_once_quiet_traffic_starts_nothing_and_no_pii_is
     few = run_once(_window_settings(loop, t4, _mark()), retrain=retrain)  # no traffic since: not enough data
     assert few.decision.status == "not enough data" and len(runs) == 1
 
+    # the command an SRE (or cron) runs: the last hour holds the drifted traffic, and the debounce holds
+    cli = subprocess.run([sys.executable, "-m", "fusionrec", "monitor", "run", "--no-retrain"], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, **loop["env"]})
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    said = json.loads(cli.stdout[cli.stdout.index("{"):])
+    assert said["status"] == "drift" and said["debounced"] and not said["retrain"] and said["report"].endswith("index.html")
+
     decisions = [json.loads(x) for x in (Path(loop["settings"].monitoring.folder) / "decisions.jsonl").read_text().splitlines()]
-    assert [d["status"] for d in decisions] == ["quiet", "drift", "drift", "not enough data"]
+    assert [d["status"] for d in decisions] == ["quiet", "drift", "drift", "not enough data", "drift"]
     leaks = _scan_for_pii(Path(loop["settings"].monitoring.folder))
     assert leaks == [], leaks
 
@@ -251,7 +258,7 @@ def test_the_dashboard_shows_the_windows_in_a_real_browser(loop, free_port):
                 if f">{title}<" in card:
                     panels[title] = card.count("MuiMarkElement-root") + card.count("MuiBarElement-root")
         assert set(panels) == {"Drift share", "Retraining decisions", "Request volume", "Embedding drift", "Latency (ms)"}
-        evaluated = windows - 1  # the last window had no data: it has a decision, no request report
+        evaluated = windows - 1  # one window had no data: it has a decision, no request report
         assert panels["Request volume"] == evaluated and panels["Drift share"] == windows, panels
     finally:
         ui.terminate()
