@@ -11,8 +11,6 @@ from the ``fusionrec-monitoring`` Secret.
 Run: ``python -m monitoring.sink --port 8080``.
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import logging

@@ -309,7 +309,7 @@ def test_the_cluster_sink_writes_the_same_records_from_kserve_logger_events(loop
         assert frame.loc[1, "user"] == pseudonymise(user, b"test-only-key") and frame.loc[0, "user"] is None
         assert len(frame.loc[0, "query_text"]) == 384 and len(frame.loc[1, "user_vector"]) == 16
         assert frame["latency_ms"].tolist() == [250.0, 250.0] and frame["items"].map(len).tolist() == [3, 5]
-        assert _scan_for_pii(tmp_path / "sink", minimum=2) == []
+        assert _scan_for_pii(tmp_path / "sink", minimum=1) == []
     finally:
         sink.terminate()
         sink.wait(10)
