@@ -112,7 +112,7 @@ def main() -> None:
             p.wait(20)
 
     # ours, with the inference log on (the default: every answered request logged) and off
-    for log in ("parquet", "off"):
+    for log in ("parquet", "none"):
         env = {"FUSIONREC__FEATURES__DATA_DIR": str(args.data / "features"),
                "FUSIONREC__MONITORING__INFERENCE_LOG": log, "FUSIONREC__MONITORING__FOLDER": str(logs / "monitoring")}
         settings = load_settings(env={**os.environ, **env})

@@ -6,7 +6,6 @@ entry point). Parses arguments and calls :mod:`fusionrec.monitoring` and :mod:`p
 
 import json
 import os
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,7 +84,9 @@ def ui_cmd(
     evidently = Path(sys.executable).with_name("evidently")
     cmd = [str(evidently) if evidently.exists() else "evidently", "ui", "--workspace", str(folder),
            "--host", host, "--port", str(port)]
-    raise typer.Exit(subprocess.call(cmd, env={**os.environ, "DO_NOT_TRACK": "1"}))
+    sys.stdout.flush()
+    # the UI replaces this process: a signal to it (Ctrl-C, a supervisor's SIGTERM) reaches the server itself
+    os.execvpe(cmd[0], cmd, {**os.environ, "DO_NOT_TRACK": "1"})
 
 
 @app.command("reference")

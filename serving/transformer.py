@@ -147,7 +147,7 @@ def _transformer_class():
             self.log_writer = log_writer
             # the vectors are asked for whenever something logs: this transformer's writer, or KServe's
             # request logger on the predictor (monitoring/sink.py), which sees the predictor's answer
-            self.monitor = settings.monitoring.inference_log != "off"
+            self.monitor = settings.monitoring.inference_log != "none"
             # the key pseudonymises users in the records this transformer writes (the sink has its own)
             self.log_key = log_key(settings.monitoring, monitoring_dir(settings)) if log_writer is not None else b""
             self.ready = True

@@ -148,8 +148,8 @@ class MonitoringSettings(_Strict):
     folder: str | None = None  # logs/, reference/, reports/, decisions.jsonl, workspace/; default <paths.artifacts>/monitoring
     # Where the transformer's inference log goes: Parquet files under folder/logs ("parquet"); nothing,
     # because KServe's request logger sends the exchanges to the sink service in monitoring/ ("logger");
-    # or nowhere ("off").
-    inference_log: Literal["parquet", "logger", "off"] = "parquet"
+    # or nowhere ("none"; not "off", which YAML and the environment overrides read as false).
+    inference_log: Literal["parquet", "logger", "none"] = "parquet"
     # The key of the keyed hash that pseudonymises user ids: from a Kubernetes Secret, as this variable
     # (FUSIONREC__MONITORING__LOG_KEY) or a mounted file. Unset locally: a random key is made once under
     # folder/log.key (never in the repository).
