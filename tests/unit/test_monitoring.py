@@ -179,3 +179,20 @@ def test_quality_from_feedback_matches_a_hand_count_and_orders_popularity_bias()
     popular_shown = window(lambda u: list(rng.permutation(popular)))
     assert quality.evaluate(popular_shown, feedback, train, k=10).values["popularity_bias"] > q.values["popularity_bias"]
     assert quality.evaluate(shown.head(10), feedback, train, k=10, min_users=20) is None  # too few users: none
+
+
+def test_a_turn_without_a_runner_records_drift_but_starts_and_debounces_nothing(tmp_path):
+    from fusionrec.config import settings_from
+    from fusionrec.monitoring.loop import run_once
+
+    settings = settings_from({"monitoring": {"folder": str(tmp_path), "min_records": 100, "reference_records": 600,
+                                             "embedding_method": "distance", "embedding_threshold": 0.02},
+                              "serving": {"storage_uri": str(tmp_path / "no-registry")}})
+    write_records(tmp_path / "logs", traffic(600, T0 - timedelta(hours=1), seed=20))
+    write_records(tmp_path / "logs", traffic(800, T0, seed=21, text_shift=2.0))
+    out = run_once(settings, now=T0 + timedelta(hours=1), dashboard=False)
+    assert out.decision.status == "drift" and not out.decision.retrain and "would retrain" in out.decision.reason
+    calls = []
+    again = run_once(settings, now=T0 + timedelta(hours=1, minutes=5), dashboard=False,
+                     retrain=lambda d: calls.append(d) or "run-1")
+    assert again.decision.retrain and calls and not again.decision.debounced  # the first started nothing to wait for

@@ -163,8 +163,9 @@ def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callab
             decision.reason += f"; the retraining run failed to start: {type(e).__name__}: {str(e)[:300]}"
             policy.record(folder / "decisions.jsonl", decision)
             raise
-    elif decision.retrain:
-        decision.reason += " (no retraining runner given: recorded only)"
+    elif decision.retrain:  # no runner (--no-retrain): nothing started, so nothing for the debounce to count
+        decision.retrain = False
+        decision.reason = decision.reason.replace("; retraining", "; would retrain (no runner given: recorded only)")
     policy.record(folder / "decisions.jsonl", decision)
     out = Outcome(decision, result)
     if result is not None and result.snapshots:
