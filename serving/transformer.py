@@ -37,18 +37,22 @@ from fusionrec.serving.schemas import Row, parse_v1, results_from_v2, to_v1, to_
 log = logging.getLogger(__name__)
 
 
-_FALLBACKS = None
+_COUNTERS: dict = {}
+
+
+def _counter(name: str, doc: str):
+    """A Prometheus counter labelled by ``reason``, registered once per process (on first use)."""
+    if name not in _COUNTERS:
+        from prometheus_client import Counter
+
+        _COUNTERS[name] = Counter(name, doc, ["reason"])
+    return _COUNTERS[name]
 
 
 def _fallback_counter():
     """``fusionrec_feature_store_fallbacks_total{reason}``: requests served without the online store."""
-    global _FALLBACKS
-    if _FALLBACKS is None:
-        from prometheus_client import Counter
-
-        _FALLBACKS = Counter("fusionrec_feature_store_fallbacks", "Requests served from the model's own histories "
-                             "because the online feature store failed, was slow, or its circuit was open", ["reason"])
-    return _FALLBACKS
+    return _counter("fusionrec_feature_store_fallbacks", "Requests served from the model's own histories because the "
+                    "online feature store failed, was slow, or its circuit was open")
 
 
 async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float = 0.3) -> str:
@@ -82,18 +86,10 @@ async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float 
     return "used"
 
 
-_DROPPED = None
-
-
 def _dropped_counter():
     """``fusionrec_inference_log_dropped_total{reason}``: records the inference log could not keep."""
-    global _DROPPED
-    if _DROPPED is None:
-        from prometheus_client import Counter
-
-        _DROPPED = Counter("fusionrec_inference_log_dropped", "Inference log records dropped because the log's "
-                           "queue was full or its sink could not be written", ["reason"])
-    return _DROPPED
+    return _counter("fusionrec_inference_log_dropped", "Inference log records dropped because the log's queue was "
+                    "full or its sink could not be written")
 
 
 def inference_log(settings: Settings):

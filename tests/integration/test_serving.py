@@ -11,13 +11,10 @@ import pandas as pd
 import pytest
 
 from fusionrec.config import load_settings
-from fusionrec.data.splits import make_split
-from fusionrec.experiment import fit, fusion_config, model_card
 from fusionrec.features import store as fs
 from fusionrec.features.tables import build_feature_tables
-from fusionrec.registry import gate, save_artifact
 from fusionrec.serving import local
-from fusionrec.training import TrainConfig
+from tests.champion import trained_champion
 
 pytestmark = pytest.mark.integration
 MODEL = "fusionrec"
@@ -28,16 +25,8 @@ def stack(tmp_path_factory, synth_validated, synth_embeddings, free_port):
     """A trained champion, a materialised Feast store, and both servers running on free ports."""
     root = tmp_path_factory.mktemp("serving")
     ds, emb = synth_validated, synth_embeddings
-    split = make_split(ds, "random", seed=0)
-    cfg = fusion_config(ds, emb, ["text", "image"], dim=16)
-    result, test = fit(ds, emb, split, cfg, TrainConfig(epochs=2, batch_size=256, device="cpu"), progress=False)
     models = root / "models"
-    path = save_artifact(models, result.model, dataset=ds, encoders={m: {"identity": emb[m].identity, "dim": emb[m].dim}
-                                                                      for m in cfg.modalities},
-                         training={}, history=result.user_history, history_mask=result.user_history_mask,
-                         metrics={"test": test}, card=model_card(ds.name, split, cfg, result, test, {}),
-                         seen=pd.concat([split.train, split.valid, split.test]))
-    gate(models, path)
+    split, path = trained_champion(models, ds, emb)
     features = root / "features"
     features.mkdir()
     build_feature_tables(ds, emb, features, 20)
