@@ -227,7 +227,7 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
         from fusionrec.config import settings_from
 
         # every path a step reads or writes is mounted at the same place in its container, the embedding
-        # cache too (so that a second run finds it warm); the image's user (uid 1000) writes them
+        # cache too (so that a second run finds it warm); the image's user (uid 10001) writes them
         cache_dir = Path(settings_from(settings).paths.cache).resolve()
         settings = {**settings, "paths": {**settings.get("paths", {}), "cache": str(cache_dir)}}
         for writable in (root, cache_dir, registry, registry / "versions"):

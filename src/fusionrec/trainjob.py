@@ -1,5 +1,7 @@
 """Distributed training on a cluster: a Kubeflow Trainer ``TrainJob`` that runs ``fusionrec train`` under
-torchrun across nodes and GPUs, rendered from ``manifests/trainjob.yaml`` and run to completion.
+torchrun across nodes and GPUs, rendered from its template and run to completion. The template is the
+cluster's own (the bundle's ConfigMap ``fusionrec-trainjob``, mounted into the pipeline step at
+:data:`CLUSTER_TEMPLATE`) where it is mounted, else the image's ``manifests/base/training/trainjob.yaml``.
 
 The job reads its inputs from, and rank 0 writes the candidate artifact to, a folder on the registry
 volume (the PVC ``fusionrec-models``), which the pipeline's step also mounts.
@@ -18,6 +20,7 @@ from fusionrec.errors import ConfigError, FusionRecError
 
 log = logging.getLogger(__name__)
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+CLUSTER_TEMPLATE = Path("/etc/fusionrec/trainjob/trainjob.yaml")
 
 
 class TrainJobFailed(FusionRecError):
@@ -40,7 +43,9 @@ def render_trainjob(*, name: str, image: str, job_dir: str, spec: dict[str, Any]
     s = TrainSpec.parse(**spec)
     if nodes < 1 or gpus_per_node < 0:
         raise ConfigError(f"a TrainJob needs at least one node and no negative GPU count (got {nodes}, {gpus_per_node})")
-    job = copy.deepcopy(read_yaml(template or manifests_dir() / "trainjob.yaml"))
+    if template is None:
+        template = CLUSTER_TEMPLATE if CLUSTER_TEMPLATE.exists() else manifests_dir() / "base" / "training" / "trainjob.yaml"
+    job = copy.deepcopy(read_yaml(template))
     job["metadata"]["name"] = name
     if namespace:
         job["metadata"]["namespace"] = namespace

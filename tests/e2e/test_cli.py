@@ -216,7 +216,7 @@ def test_deploy_render_then_validate_from_the_command_line(tmp_path):
         ("gs://bucket/models/v0007", 10, "recs")
     assert pred["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {c["image"] for c in isvc["spec"]["transformer"]["containers"]} == {image}
-    r = cli("deploy", "validate", str(out), str(repo / "manifests" / "servingruntime.yaml"))
+    r = cli("deploy", "validate", str(out), str(repo / "manifests" / "base" / "serving" / "servingruntime.yaml"))
     assert r.returncode == 0 and r.stdout.count(": ok") == 2, r.stdout
     pred["minReplicas"] = "two"
     pred["model"]["storageURI"] = pred["model"].pop("storageUri")

@@ -54,13 +54,13 @@ def test_the_image_runs_as_a_non_root_user_with_fusionrec_kfp_and_the_manifest_t
                         "print(kfp.__version__, torch.__version__)'"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     uid, versions = r.stdout.split()[0], r.stdout.split()[1:]
-    assert uid == "1000" and versions == ["2.17.3", "2.13.0+cpu"]
+    assert uid == "10001" and versions == ["2.17.3", "2.13.0+cpu"]
 
 
 def test_a_pipeline_step_runs_in_its_container_through_the_docker_api(image, docker_host, synth_clean, tmp_path,
                                                                        monkeypatch):
     """The validate component, as KFP's DockerRunner runs it on a laptop: its outputs land in the pipeline
-    root, written by the image's user (uid 1000), not by root."""
+    root, written by the image's user (uid 10001), not by root."""
     from docker.types import Mount
     from kfp import local
 
@@ -78,7 +78,7 @@ def test_a_pipeline_step_runs_in_its_container_through_the_docker_api(image, doc
     assert (clean / "items.parquet").exists() and (clean / "report.json").exists()
     report = Path(task.outputs["report"].path)
     assert "<html" in report.read_text().lower()
-    assert report.stat().st_uid == 1000
+    assert report.stat().st_uid == 10001
     assert json.loads(Path(task.outputs["checks"].path).read_text())["failed/interactions.rating_in_range"] == 0
 
 
@@ -117,8 +117,8 @@ def test_the_whole_pipeline_runs_with_every_step_in_its_container(image, docker_
         (run,) = (tmp_path / "root").glob("fusionrec-training-*")
         # every step ran in the image: what its executor wrote is owned by the image's user, not by root
         for step in ("validate", "collect", "features", "train", "evaluate", "gate", "register", "deploy"):
-            assert (run / step / "executor_output.json").stat().st_uid == 1000, step
-        assert (run / "train" / "model" / "model.safetensors").stat().st_uid == 1000
+            assert (run / step / "executor_output.json").stat().st_uid == 10001, step
+        assert (run / "train" / "model" / "model.safetensors").stat().st_uid == 10001
         assert json.loads((tmp_path / "models" / "champion.json").read_text())["version"] == "v0001"
     finally:
         subprocess.run([sys.executable, "-m", "fusionrec", "serve", "--stop"], capture_output=True, timeout=60,

@@ -11,7 +11,7 @@ from fusionrec.serving.deploy import deploy, load_manifest, render, schema_error
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("name", ["inferenceservice.yaml", "servingruntime.yaml"])
+@pytest.mark.parametrize("name", ["base/serving/inferenceservice.yaml", "base/serving/servingruntime.yaml"])
 def test_shipped_manifests_are_valid(name):
     assert schema_errors(load_manifest(name)) == []
 

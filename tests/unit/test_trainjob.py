@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fusionrec.bundle import CrdSchemas
 from fusionrec.config import manifests_dir, read_yaml
 from fusionrec.trainjob import TrainJobFailed, render_trainjob, run_trainjob
 
@@ -13,36 +14,19 @@ pytestmark = pytest.mark.unit
 CRD = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "crds" / "trainer.kubeflow.org_trainjobs.yaml"
 
 
-def _strict(schema):
-    """The CRD's openAPIV3Schema as a JSON schema that refuses unknown fields, as the API server prunes them."""
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out \
-                and not out.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
-
-
 @pytest.fixture(scope="module")
 def validator():
     if not CRD.exists():
         pytest.skip(f"the Trainer CRD is absent: {CRD} (../shared/schemas/crds)")
-    from jsonschema import Draft7Validator
-
-    crd = yaml.safe_load(CRD.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
-    return Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
+    return CrdSchemas(CRD.parent)
 
 
 def _errors(validator, obj):
-    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+    return validator.errors(obj)
 
 
 def test_the_manifest_and_a_rendered_job_pass_the_trainjob_crd(validator):
-    assert _errors(validator, read_yaml(manifests_dir() / "trainjob.yaml")) == []
+    assert _errors(validator, read_yaml(manifests_dir() / "base" / "training" / "trainjob.yaml")) == []
     job = render_trainjob(name="fusionrec-train-ab12", image="registry.example/fusionrec@sha256:" + "b" * 64,
                           job_dir="/mnt/registry/jobs/fusionrec-train-ab12", spec={"epochs": 30, "fusion": "concat"},
                           nodes=4, gpus_per_node=8, namespace="ml")

