@@ -16,7 +16,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed
+# The policy scanner lives in a virtual environment of its own (its pins would fight the project's).
+CHECKOV := $(VENV)/tools/checkov/bin/checkov
+$(CHECKOV): constraints-checkov.txt | $(BIN)/python
+	$(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/pip install --quiet -r constraints-checkov.txt
+	touch $@
+
+install: $(VENV)/.installed $(CHECKOV)
 
 test: install
 	$(BIN)/python -m pytest

@@ -156,14 +156,14 @@ def register(model: Input[Model], registry: str, margin: float) -> str:
     return version.name
 
 
-def deploy(version: str, registry: str, registry_uri: str, tables: Input[Dataset], target: str, settings: dict,
-           image: str) -> str:
-    """Serve the new champion: local model servers on loopback, or a KServe InferenceService (canary)."""
+def deploy(version: str, registry: str, registry_uri: str, tables: Input[Dataset], target: str, settings: dict) -> str:
+    """Serve the new champion: local model servers on loopback, or the bundle's KServe InferenceService
+    (its features published for the transformer, then the new version rolled out as a canary)."""
     from fusionrec.config import settings_from
     from fusionrec.serving.deploy import deploy_version
 
     return deploy_version(settings_from(settings), registry=registry, registry_uri=registry_uri or None,
-                          version=version, target=target, features_dir=tables.path, image=image or None)
+                          version=version, target=target, features_dir=tables.path)
 
 
 STEPS: dict[str, Callable] = {f.__name__: f for f in (validate, embed, collect, features, train, train_distributed,

@@ -126,12 +126,17 @@ def schedule_cmd(
     cron: Annotated[str, typer.Option(help="KFP's six-field cron expression.")] = "0 5 * * * *",
     image: Annotated[Optional[str], typer.Option(help="The component image.")] = None,
     modalities: Annotated[str, typer.Option(help="Comma-separated modalities.")] = "text,image",
+    service_account: Annotated[Optional[str], typer.Option(help="The ServiceAccount the monitoring runs run as "
+                                                                "(the bundle's: fusionrec-monitoring).")] = None,
+    training_service_account: Annotated[Optional[str], typer.Option(
+        help="The ServiceAccount of the training runs it starts (the bundle's: fusionrec-training).")] = None,
 ) -> None:
-    """Create the recurring run of the monitoring pipeline on a cluster."""
+    """Create (or replace) the recurring run of the monitoring pipeline on a cluster."""
     from pipelines.monitoring import schedule
     from pipelines.training import DEFAULT_IMAGE
 
     training = {"contract": contract, "registry": registry, "modalities": modalities.split(","),
                 "settings": {"profile": "cluster"}}
-    job = schedule(host, image=image or DEFAULT_IMAGE, training=training, cron=cron)
+    job = schedule(host, image=image or DEFAULT_IMAGE, training=training, cron=cron, service_account=service_account,
+                   training_service_account=training_service_account)
     typer.echo(f"recurring run {job} on {host}: {cron}")

@@ -75,6 +75,22 @@ def compile_cmd(
     typer.echo(f"wrote {path}")
 
 
+@app.command("upload")
+def upload_cmd(
+    host: Annotated[str, typer.Option(help="The Kubeflow Pipelines API endpoint, e.g. http://ml-pipeline.kubeflow:8888")],
+    image: Annotated[Optional[str], typer.Option(help="The component image (default: the CPU image's tag).")] = None,
+    gpus: Annotated[int, typer.Option(min=0, help="GPUs on the train step.")] = 1,
+    trainer: Annotated[str, typer.Option(help="component or trainjob (see compile).")] = "component",
+    version: Annotated[Optional[str], typer.Option(help="The version's name (default: the image and the time).")] = None,
+) -> None:
+    """Register the training pipeline on Kubeflow Pipelines (a new version), to start it from the UI."""
+    from pipelines.training import DEFAULT_IMAGE, Target, upload
+
+    done = upload(host, target=Target(image=image or DEFAULT_IMAGE, cluster=True, gpus=gpus, trainer=trainer),
+                  version=version)
+    typer.echo(f"registered the training pipeline on {host}: version {done}")
+
+
 @app.command("run")
 def run_cmd(
     local_: Annotated[bool, typer.Option("--local", help="Run with the KFP local runner (required: the cluster "

@@ -23,8 +23,12 @@ def retrainer(host: str | None, training: dict[str, Any]) -> Callable[[Any], str
     params = dict(training)
 
     def start(decision) -> str:
-        if host:
-            keep = {k: v for k, v in params.items() if k not in ("pipeline_root", "deploy", "runner")}
+        if host:  # the same image as this step's, on a cluster; the run's ServiceAccount when given
+            from pipelines.training import Target
+
+            keep = {k: v for k, v in params.items() if k not in ("pipeline_root", "deploy", "runner", "image")}
+            if params.get("image"):
+                keep["target"] = Target(image=params["image"], cluster=True)
             return submit(host, **keep)
         run = run_local(**params)
         return f"local:{run.pipeline_root} promoted={run.promoted} champion={run.champion}"
@@ -37,7 +41,7 @@ def build_pipeline(image: str, cluster: bool = True):
     from kfp import dsl
 
     from components.monitoring import build
-    from pipelines.training import SECRETS
+    from pipelines.training import FEATURE_STORE_CLIENT, SECRETS, STEP_USER
 
     c = build(image)
 
@@ -51,6 +55,8 @@ def build_pipeline(image: str, cluster: bool = True):
             from kfp import kubernetes
 
             task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("4G")
+            kubernetes.set_security_context(task, run_as_user=STEP_USER, run_as_group=STEP_USER, run_as_non_root=True)
+            kubernetes.add_pod_label(task, *FEATURE_STORE_CLIENT)  # reads the feedback from the online store
             for secret, keys in {**SECRETS, "fusionrec-monitoring": {"log_key": "FUSIONREC__MONITORING__LOG_KEY"}}.items():
                 kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
             kubernetes.mount_pvc(task, pvc_name="fusionrec-monitoring", mount_path="/mnt/monitoring")
@@ -70,21 +76,34 @@ def compile_pipeline(out: str | Path, image: str, cluster: bool = True) -> Path:
 
 def schedule(host: str, *, image: str, training: dict[str, Any], cron: str = DEFAULT_CRON,
              experiment: str = "fusionrec-monitoring", kfp_host_in_cluster: str = "http://ml-pipeline.kubeflow:8888",
-             settings: dict[str, Any] | None = None, client=None) -> str:
+             settings: dict[str, Any] | None = None, service_account: str | None = None,
+             training_service_account: str | None = None, client=None) -> str:
     """Create the recurring run that runs the monitoring pipeline on ``cron`` (at most one at a time, no
-    catch-up after a pause); returns its id."""
+    catch-up after a pause), replacing an earlier one of the same name; returns its id.
+
+    The run runs as ``service_account``; the training runs it starts run on ``image`` too, as
+    ``training_service_account``."""
     import tempfile
 
-    if client is None:
-        import kfp
+    from pipelines.training import kfp_api
 
-        client = kfp.Client(host=host)
-    exp = client.create_experiment(experiment)
-    with tempfile.TemporaryDirectory() as tmp:
+    training = {**training, "image": image}
+    if training_service_account:
+        training["service_account"] = training_service_account
+    with kfp_api(host), tempfile.TemporaryDirectory() as tmp:
+        if client is None:
+            import kfp
+
+            client = kfp.Client(host=host)
+        exp = client.create_experiment(experiment)
+        earlier = client.list_recurring_runs(experiment_id=exp.experiment_id, page_size=100).recurring_runs or []
+        for job in earlier:
+            if job.display_name == RECURRING_RUN:
+                client.delete_recurring_run(job.recurring_run_id)
         package = compile_pipeline(Path(tmp) / "monitoring.yaml", image)
         job = client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=RECURRING_RUN, cron_expression=cron, max_concurrency=1,
             no_catchup=True, pipeline_package_path=str(package),
             params={"settings": settings or {"profile": "cluster"}, "kfp_host": kfp_host_in_cluster,
-                    "training": training})
+                    "training": training}, service_account=service_account)
     return job.recurring_run_id

@@ -9,6 +9,7 @@ with the KFP local runner; :func:`submit` sends it to a Kubeflow Pipelines endpo
 
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,16 @@ SECRETS = {
 }
 REGISTRY_PVC = "fusionrec-models"  # the model registry on a cluster: a volume KServe reads as pvc://
 REGISTRY_MOUNT = "/mnt/registry"
+# What the transformer reads beside the model (the Feast registry of the serving features): the deploy
+# step publishes it on this volume (manifests/base/storage/volumes.yaml), at the cluster profile's
+# features.data_dir.
+ARTIFACTS_PVC, ARTIFACTS_MOUNT = "fusionrec-artifacts", "/mnt/artifacts"
+# The steps run as the images' user (uid 10001), never as root, on a cluster as here.
+STEP_USER = 10001
+# Pods that may reach the Feast online store (Redis): its NetworkPolicy admits pods with this label.
+FEATURE_STORE_CLIENT = ("fusionrec.io/feature-store-client", "true")
+# The ServiceAccount training runs run as (manifests/base/security): the deploy step's rollout rights.
+TRAINING_SERVICE_ACCOUNT = "fusionrec-training"
 # Steps that read or write state outside their inputs (the registry, the serving cluster) are never cached.
 UNCACHED = ("gate", "register", "deploy")
 # Steps that reach the network (a checkpoint's storage, Redis, the registry's volume, the Kubernetes API)
@@ -81,10 +92,18 @@ def build_pipeline(target: Target = Target()):
 
             cpu, memory = target.resources[name]
             task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
+            kubernetes.set_security_context(task, run_as_user=STEP_USER, run_as_group=STEP_USER, run_as_non_root=True)
             for secret, keys in SECRETS.items():
                 kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
             if name in ("evaluate", "gate", "register", "deploy", "train_distributed"):
                 kubernetes.mount_pvc(task, pvc_name=REGISTRY_PVC, mount_path=REGISTRY_MOUNT)
+            if name == "features":  # materialises the online store
+                kubernetes.add_pod_label(task, *FEATURE_STORE_CLIENT)
+            if name == "deploy":  # publishes the serving features' registry for the transformer
+                kubernetes.mount_pvc(task, pvc_name=ARTIFACTS_PVC, mount_path=ARTIFACTS_MOUNT)
+            if name == "train_distributed":  # the cluster's TrainJob template (the bundle's ConfigMap)
+                kubernetes.use_config_map_as_volume(task, config_map_name="fusionrec-trainjob",
+                                                    mount_path="/etc/fusionrec/trainjob", optional=True)
             if name == "train" and target.gpus:
                 task.set_accelerator_type(target.accelerator).set_accelerator_limit(target.gpus)
         return task
@@ -102,7 +121,6 @@ def build_pipeline(target: Target = Target()):
         baselines: List[str] = list(DEFAULT_BASELINES),
         deploy_target: str = "kserve" if target.cluster else "local",
         serving_registry_uri: str = f"pvc://{REGISTRY_PVC}" if target.cluster else "",
-        serving_image: str = "",
         checkpoints: str = "",
     ) -> NamedTuple("Outputs", [("promoted", bool), ("decision", dsl.Markdown), ("features", dsl.Dataset)]):
         validate = configure(c["validate"](contract=contract, settings=settings), "validate")
@@ -128,7 +146,7 @@ def build_pipeline(target: Target = Target()):
         with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712 (a KFP condition, not Python)
             register = configure(c["register"](model=model, registry=registry, margin=margin), "register")
             configure(c["deploy"](version=register.output, registry=registry, registry_uri=serving_registry_uri,
-                                  tables=tables, target=deploy_target, settings=settings, image=serving_image),
+                                  tables=tables, target=deploy_target, settings=settings),
                       "deploy")
         outputs = NamedTuple("Outputs", [("promoted", bool), ("decision", dsl.Markdown), ("features", dsl.Dataset)])
         return outputs(gate.outputs["Output"], gate.outputs["decision"], tables)
@@ -353,26 +371,71 @@ def run_name(spec: dict[str, Any], contract: str, modalities: list[str]) -> str:
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}Z")
 
 
+@contextmanager
+def kfp_api(host: str):
+    """Turns a Kubeflow Pipelines API that does not answer, or refuses, into one clear error."""
+    import urllib3
+
+    from fusionrec.errors import Unavailable
+
+    try:
+        yield
+    except urllib3.exceptions.HTTPError as e:
+        raise Unavailable(f"Kubeflow Pipelines at {host} does not answer: {getattr(e, 'reason', e)}") from e
+    except Exception as e:
+        if type(e).__name__ != "ApiException":  # kfp_server_api's: the API answered with an error
+            raise
+        raise Unavailable(f"Kubeflow Pipelines at {host} refused the call: {getattr(e, 'status', '')} "
+                          f"{getattr(e, 'reason', '')}: {str(getattr(e, 'body', '') or '')[:300]}") from e
+
+
 def submit(host: str, *, contract: str, registry: str, modalities: list[str], spec: dict[str, Any] | None = None,
            settings: dict[str, Any] | None = None, margin: float = 0.01, baselines: list[str] = list(DEFAULT_BASELINES),
-           experiment: str = "fusionrec", target: Target = Target(cluster=True), client=None) -> str:
+           experiment: str = "fusionrec", target: Target = Target(cluster=True),
+           service_account: str | None = TRAINING_SERVICE_ACCOUNT, client=None) -> str:
     """Compile for the cluster and start a run through ``kfp.Client``; returns the run id.
 
-    Credentials are not parameters: the steps read them from Kubernetes Secrets (:data:`SECRETS`).
+    Credentials are not parameters: the steps read them from Kubernetes Secrets (:data:`SECRETS`). The
+    run runs as ``service_account`` (None: the namespace's default for pipeline runs).
     """
     import tempfile
 
     spec, settings = dict(spec or {}), dict(settings or {"profile": "cluster"})
     check_parameters(spec=spec, settings=settings, modalities=modalities, baselines=baselines, margin=margin,
                      contract=contract)
-    if client is None:
-        import kfp
+    with kfp_api(host), tempfile.TemporaryDirectory() as tmp:
+        if client is None:
+            import kfp
 
-        client = kfp.Client(host=host)
-    with tempfile.TemporaryDirectory() as tmp:
+            client = kfp.Client(host=host)
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", target)
         run = client.create_run_from_pipeline_package(
             str(package), arguments={"contract": contract, "registry": registry, "modalities": modalities, "spec": spec,
                                      "settings": settings, "margin": margin, "baselines": baselines},
-            run_name=run_name(spec, contract, modalities), experiment_name=experiment)
+            run_name=run_name(spec, contract, modalities), experiment_name=experiment,
+            service_account=service_account)
     return run.run_id
+
+
+def upload(host: str, *, target: Target = Target(cluster=True), version: str | None = None, client=None) -> str:
+    """Register the training pipeline for ``target`` on Kubeflow Pipelines as a new version of the
+    pipeline :data:`PIPELINE_NAME` (created the first time), so that it can be started from the UI;
+    returns the version's id. The version is named after the image (and the time) unless given."""
+    import tempfile
+
+    image = target.image.rsplit("/", 1)[-1]
+    name = version or f"{image.replace('@sha256:', '@')[:48]} {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}Z"
+    with kfp_api(host), tempfile.TemporaryDirectory() as tmp:
+        if client is None:
+            import kfp
+
+            client = kfp.Client(host=host)
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", target)
+        pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
+        if pipeline_id is None:
+            created = client.upload_pipeline(str(package), pipeline_name=PIPELINE_NAME,
+                                             description="fusionrec: validate, embed, features, train, evaluate, "
+                                                         "gate, register, deploy")
+            pipeline_id = created.pipeline_id
+        done = client.upload_pipeline_version(str(package), pipeline_version_name=name, pipeline_id=pipeline_id)
+    return done.pipeline_version_id

@@ -7,6 +7,7 @@ unknown fields as the API server would prune them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -82,6 +83,7 @@ class Deploy:
     registry_uri: str = "pvc://fusionrec-models"  # the registry as KServe's storage initializer reads it
     images: dict[str, str] | None = None        # role (fusionrec, fusionrec-serving, redis) -> reference
     namespace: str | None = None
+    gpu: int = 0                                # GPUs per predictor replica
 
 
 def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None = None,
@@ -109,9 +111,12 @@ def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None =
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "manifests"
         shutil.copytree(source, work)
+        # the overlay has already named its images (e.g. fusionrec -> ghcr.io/fusionrec/fusionrec): match those names
+        named = {i["name"]: i.get("newName", i["name"]) for i in
+                 yaml.safe_load((source / "overlays" / overlay / "kustomization.yaml").read_text()).get("images", [])}
         wrap: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
                                 "resources": [f"overlays/{overlay}"],
-                                "images": [_image_entry(n, r) for n, r in sorted(images.items())]}
+                                "images": [{**_image_entry(n, r), "name": named.get(n, n)} for n, r in sorted(images.items())]}
         patches = []
         if deploy.model_version:
             if not re.fullmatch(r"[A-Za-z0-9._-]+", deploy.model_version):
@@ -131,6 +136,10 @@ def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None =
             wrap["namespace"] = deploy.namespace
         (work / "kustomization.yaml").write_text(yaml.safe_dump(wrap, sort_keys=False))
         docs = kustomize(work)
+    if deploy.gpu:
+        from fusionrec.serving.deploy import render
+
+        docs = [render(d, gpu=deploy.gpu) if d.get("kind") == "InferenceService" else d for d in docs]
     if overlay == "prod":
         pending = sorted({f"{kind_name(d)}: {img}" for d in docs for img in images_of(d) if not DIGEST.search(img)
                           or PLACEHOLDER.search(img)})
@@ -193,8 +202,9 @@ class CrdSchemas:
 
         self.folder = Path(folder)
         self.validators: dict[tuple[str, str], Any] = {}
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the KServe CRDs are megabytes of YAML
         for path in sorted(self.folder.glob("*.yaml")):
-            crd = yaml.safe_load(path.read_text(encoding="utf-8"))
+            crd = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
             group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
             for version in crd["spec"]["versions"]:
                 schema = strict_schema(version["schema"]["openAPIV3Schema"])
@@ -206,6 +216,12 @@ class CrdSchemas:
             return [f"no CRD for {key[0]} {key[1]} in {self.folder}"]
         return [f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
                 for e in self.validators[key].iter_errors(doc)]
+
+
+@functools.lru_cache(maxsize=4)
+def crd_schemas(folder: Path) -> CrdSchemas:
+    """The CRDs of a folder, read once per process."""
+    return CrdSchemas(folder)
 
 
 def core_errors(doc: dict[str, Any], k8s_version: str = K8S_VERSION) -> list[str]:
@@ -233,7 +249,7 @@ def validate_bundle(docs: list[dict[str, Any]], crds: str | Path | None = None,
     import yaml
 
     folder = Path(crds) if crds else default_crds()
-    schemas = CrdSchemas(folder) if folder.is_dir() else None
+    schemas = crd_schemas(folder.resolve()) if folder.is_dir() else None
     if schemas is None and not require_crds:
         log.warning("the CRDs are absent (%s): KServe objects checked against the KServe SDK only, the TrainJob "
                     "template not at all", folder)

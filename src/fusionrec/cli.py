@@ -366,27 +366,42 @@ def recommend_cmd(
 
 @deploy_app.command("render")
 def deploy_render(
-    out: Annotated[Optional[Path], typer.Option(help="Write the YAML here (default: print it).")] = None,
-    storage_uri: Annotated[Optional[str], typer.Option(help="The model version's URI (gs://, s3://, pvc://).")] = None,
-    image: Annotated[Optional[str], typer.Option(help="The fusionrec container image.")] = None,
-    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace.")] = None,
+    overlay: Annotated[str, typer.Option(help="The bundle's overlay: dev or prod (manifests/overlays).")] = "dev",
+    model_version: Annotated[Optional[str], typer.Option(help="The registry version to serve, e.g. v0007 (a "
+                                                               "pipeline run's register output).")] = None,
+    registry_uri: Annotated[str, typer.Option(help="The registry as KServe's storage initializer reads it.")] =
+    "pvc://fusionrec-models",
+    images: Annotated[Optional[list[str]], typer.Option("--image", help="ROLE=REFERENCE for the roles fusionrec, "
+                                                                        "fusionrec-serving, redis (repeatable); prod "
+                                                                        "takes REPOSITORY@sha256:DIGEST only.")] = None,
+    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace (default: fusionrec).")] = None,
     gpu: Annotated[int, typer.Option(min=0, help="GPUs per predictor replica.")] = 0,
-    canary: Annotated[Optional[int], typer.Option(min=0, max=100, help="canaryTrafficPercent.")] = None,
+    crds: Annotated[Optional[Path], typer.Option(help="The CRDs to validate KServe and Trainer objects against "
+                                                      "(default: ../shared/schemas/crds).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the YAML here (default: print it).")] = None,
 ) -> None:
-    """Render manifests/inferenceservice.yaml with this deploy's values, validated against the KServe schema."""
+    """Render the whole cluster bundle (kustomize overlay) with a deploy's model version and image digests,
+    validated offline; apply it with 'kubectl apply -f'."""
     import yaml
 
+    from fusionrec.bundle import Deploy, kind_name, render_bundle
+    from fusionrec.errors import ConfigError
     from fusionrec.io import atomic_write_text
-    from fusionrec.serving.deploy import load_manifest, render
 
-    isvc = render(load_manifest(), storage_uri=storage_uri, image=image, namespace=namespace, gpu=gpu,
-                  canary_percent=canary)
-    text = yaml.safe_dump(isvc, sort_keys=False)
+    roles = {}
+    for item in images or []:
+        role, eq, ref = item.partition("=")
+        if not eq or not role or not ref:
+            raise ConfigError(f"--image {item!r}: expected ROLE=REFERENCE")
+        roles[role] = ref
+    docs = render_bundle(overlay, Deploy(model_version=model_version, registry_uri=registry_uri, images=roles,
+                                         namespace=namespace, gpu=gpu), crds=crds)
+    text = yaml.safe_dump_all(docs, sort_keys=False)
     if out is None:
         typer.echo(text)
     else:
         atomic_write_text(out, text)
-        typer.echo(f"wrote {out}")
+        typer.echo(f"wrote {out}: {len(docs)} objects ({', '.join(kind_name(d) for d in docs[:4])}, ...)")
 
 
 @deploy_app.command("validate")
@@ -410,22 +425,27 @@ def deploy_validate(
 
 @deploy_app.command("apply")
 def deploy_apply(
-    storage_uri: Annotated[str, typer.Option(help="The model version's URI.")],
-    image: Annotated[Optional[str], typer.Option(help="The fusionrec container image.")] = None,
-    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace.")] = None,
-    gpu: Annotated[int, typer.Option(min=0, help="GPUs per predictor replica.")] = 0,
+    model_version: Annotated[Optional[str], typer.Option(help="The registry version to serve (or --storage-uri).")] = None,
+    registry_uri: Annotated[str, typer.Option(help="The registry as KServe's storage initializer reads it.")] =
+    "pvc://fusionrec-models",
+    storage_uri: Annotated[Optional[str], typer.Option(help="The model version's URI, instead of --model-version.")] = None,
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "fusionrec",
     canary: Annotated[int, typer.Option(min=1, max=100, help="Traffic share for the new revision.")] = 10,
     smoke_url: Annotated[Optional[str], typer.Option(help="The service URL to send a smoke request to.")] = None,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for readiness.")] = 600,
 ) -> None:
-    """Create the InferenceService, or roll the new model out as a canary: promote or roll back."""
+    """Roll a model version out on the bundle's InferenceService as a canary: promote or roll back. Also
+    the way back to an earlier version: --model-version of the previous champion."""
     from kserve import KServeClient
 
-    from fusionrec.serving.deploy import deploy, load_manifest, render, smoke_check
+    from fusionrec.errors import ConfigError
+    from fusionrec.serving.deploy import rollout, smoke_check
 
-    isvc = render(load_manifest(), storage_uri=storage_uri, image=image, namespace=namespace, gpu=gpu)
-    smoke = smoke_check(smoke_url, isvc["metadata"]["name"]) if smoke_url else None
-    result = deploy(KServeClient(), isvc, canary_percent=canary, timeout_s=timeout, smoke=smoke)
+    if bool(model_version) == bool(storage_uri):
+        raise ConfigError("give --model-version or --storage-uri (one of them)")
+    uri = storage_uri or f"{registry_uri.rstrip('/')}/versions/{model_version}"
+    smoke = smoke_check(smoke_url, "fusionrec") if smoke_url else None
+    result = rollout(KServeClient(), uri, namespace=namespace, canary_percent=canary, timeout_s=timeout, smoke=smoke)
     typer.echo(f"{result.action}: {result.namespace}/{result.name}: {result.reason} ({' -> '.join(result.steps)})")
     if result.action == "rolled_back":
         raise typer.Exit(1)

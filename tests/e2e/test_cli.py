@@ -205,17 +205,16 @@ def test_deploy_render_then_validate_from_the_command_line(tmp_path):
     import yaml
 
     repo = __import__("pathlib").Path(__file__).resolve().parents[2]
-    out = tmp_path / "isvc.yaml"
-    image = "registry.example.com/fusionrec@sha256:" + "a" * 64
-    r = cli("deploy", "render", "--storage-uri", "gs://bucket/models/v0007", "--image", image, "--namespace", "recs",
-            "--canary", "10", "--gpu", "1", "--out", str(out))
-    assert r.returncode == 0 and f"wrote {out}" in r.stdout, r.stderr[-2000:]
-    isvc = yaml.safe_load(out.read_text())
+    bundle = tmp_path / "bundle.yaml"
+    r = cli("deploy", "render", "--overlay", "dev", "--model-version", "v0007", "--gpu", "1", "--out", str(bundle))
+    assert r.returncode == 0 and f"wrote {bundle}" in r.stdout, r.stderr[-2000:]
+    (isvc,) = [d for d in yaml.safe_load_all(bundle.read_text()) if d and d["kind"] == "InferenceService"]
     pred = isvc["spec"]["predictor"]
-    assert (pred["model"]["storageUri"], pred["canaryTrafficPercent"], isvc["metadata"]["namespace"]) == \
-        ("gs://bucket/models/v0007", 10, "recs")
+    assert pred["model"]["storageUri"] == "pvc://fusionrec-models/versions/v0007"
     assert pred["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert {c["image"] for c in isvc["spec"]["transformer"]["containers"]} == {image}
+    assert {c["image"] for c in isvc["spec"]["transformer"]["containers"]} == {"localhost/fusionrec-serving:0.1.0-cpu"}
+    out = tmp_path / "isvc.yaml"
+    out.write_text(yaml.safe_dump(isvc))
     r = cli("deploy", "validate", str(out), str(repo / "manifests" / "base" / "serving" / "servingruntime.yaml"))
     assert r.returncode == 0 and r.stdout.count(": ok") == 2, r.stdout
     pred["minReplicas"] = "two"
@@ -224,5 +223,5 @@ def test_deploy_render_then_validate_from_the_command_line(tmp_path):
     r = cli("deploy", "validate", str(out))
     assert r.returncode == 1 and f"{out}: 2 problem(s)" in r.stdout
     assert "minReplicas: expected int" in r.stdout and "storageURI: unknown field" in r.stdout
-    r = cli("deploy", "render", "--canary", "150")
-    assert r.returncode == 2 and "less than or equal to 100" in r.stderr  # refused before anything is rendered
+    r = cli("deploy", "apply", "--canary", "150", "--model-version", "v0007")
+    assert r.returncode == 2 and "less than or equal to 100" in r.stderr  # refused before the cluster is asked

@@ -6,7 +6,7 @@ import copy
 import pytest
 
 from fusionrec.errors import ConfigError
-from fusionrec.serving.deploy import deploy, load_manifest, render, schema_errors
+from fusionrec.serving.deploy import deploy, load_manifest, publish_features, render, rollout, schema_errors
 
 pytestmark = pytest.mark.unit
 
@@ -114,3 +114,34 @@ def test_an_api_error_other_than_not_found_is_not_taken_for_a_new_service():
 
     with pytest.raises(RuntimeError, match="403"):
         deploy(Forbidden(), render(load_manifest()))
+
+
+def test_a_rollout_changes_only_the_model_of_the_live_service():
+    """The bundle's overlay (replicas, images, security settings) survives the pipeline's deploy step."""
+    kube = FakeKServe()
+    live = copy.deepcopy(load_manifest())
+    live["spec"]["predictor"]["minReplicas"] = 3
+    live["spec"]["transformer"]["containers"][0]["image"] = "reg/serving@sha256:" + "f" * 64
+    kube.objects[("fusionrec", "fusionrec")] = copy.deepcopy(live)
+    result = rollout(kube, "pvc://fusionrec-models/versions/v0009", smoke=lambda: True)
+    assert result.action == "promoted" and kube.calls == ["patch 10", "patch 100"]
+    now = kube.objects[("fusionrec", "fusionrec")]
+    assert now["spec"]["predictor"]["model"]["storageUri"] == "pvc://fusionrec-models/versions/v0009"
+    live["spec"]["predictor"]["model"]["storageUri"] = "pvc://fusionrec-models/versions/v0009"
+    live["spec"]["predictor"]["canaryTrafficPercent"] = 100
+    assert now["spec"] == live["spec"]
+
+
+def test_a_rollout_needs_the_bundle_applied_first():
+    with pytest.raises(ConfigError, match="apply the bundle first"):
+        rollout(FakeKServe(), "pvc://fusionrec-models/versions/v0001", namespace="ml")
+
+
+def test_publishing_features_replaces_the_folder_whole(tmp_path):
+    old, new = tmp_path / "served", tmp_path / "run"
+    old.mkdir(), new.mkdir()
+    (old / "registry.db").write_text("old"), (old / "stale.parquet").write_text("x")
+    (new / "registry.db").write_text("new"), (new / "features.json").write_text("{}")
+    assert publish_features(new, old) == old
+    assert sorted(p.name for p in old.iterdir()) == ["features.json", "registry.db"]
+    assert (old / "registry.db").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run", "served"]

@@ -134,8 +134,9 @@ class _Client:
     def __init__(self):
         self.calls = []
 
-    def create_run_from_pipeline_package(self, package, arguments, run_name, experiment_name):
+    def create_run_from_pipeline_package(self, package, arguments, run_name, experiment_name, service_account=None):
         self.calls.append((yaml.safe_load_all(open(package).read()).__next__(), arguments, run_name, experiment_name))
+        self.service_account = service_account
         return type("Run", (), {"run_id": "run-1"})()
 
 
@@ -149,6 +150,7 @@ def test_submit_names_the_run_after_what_it_trains_and_passes_no_credentials():
     assert run_name.startswith("movielens temporal s2 concat text+image ")
     assert spec["pipelineInfo"]["name"] == "fusionrec-training"
     assert arguments["settings"] == {"profile": "cluster"} and arguments["modalities"] == ["text", "image"]
+    assert client.service_account == "fusionrec-training"  # the ServiceAccount the bundle gives rollout rights
 
 
 def test_submit_refuses_an_unknown_encoder_without_calling_the_server():
@@ -164,11 +166,18 @@ def test_submit_refuses_an_unknown_encoder_without_calling_the_server():
 class _SchedulingClient:
     """Records what kfp.Client would be asked to schedule."""
 
-    def __init__(self):
-        self.jobs = []
+    def __init__(self, existing=()):
+        self.jobs, self.deleted = [], []
+        self.existing = [type("Job", (), {"display_name": n, "recurring_run_id": i})() for n, i in existing]
 
     def create_experiment(self, name):
         return type("Experiment", (), {"experiment_id": f"exp-{name}"})()
+
+    def list_recurring_runs(self, experiment_id, page_size):
+        return type("Page", (), {"recurring_runs": self.existing or None})()
+
+    def delete_recurring_run(self, job_id):
+        self.deleted.append(job_id)
 
     def create_recurring_run(self, **kwargs):
         self.jobs.append({**kwargs, "package": next(yaml.safe_load_all(open(kwargs["pipeline_package_path"]).read()))})
@@ -199,3 +208,62 @@ def test_the_recurring_run_is_hourly_one_at_a_time_without_catch_up():
     assert call["cron_expression"] == "0 5 * * * *" and call["max_concurrency"] == 1 and call["no_catchup"] is True
     assert call["params"]["training"]["contract"] == "/data/ml.yaml"
     assert call["package"]["pipelineInfo"]["name"] == "fusionrec-monitoring"
+
+
+def test_scheduling_again_replaces_the_recurring_run_and_runs_as_the_bundles_service_accounts():
+    from pipelines.monitoring import schedule
+
+    client = _SchedulingClient(existing=[("fusionrec-monitoring-hourly", "old-7"), ("someone-elses", "x-1")])
+    schedule("http://kfp.example", image="reg/fusionrec@sha256:" + "c" * 64, training={"contract": "/c.yaml"},
+             service_account="fusionrec-monitoring", training_service_account="fusionrec-training", client=client)
+    (call,) = client.jobs
+    assert client.deleted == ["old-7"] and call["service_account"] == "fusionrec-monitoring"
+    # the retraining runs it starts use the same image, as the ServiceAccount with the rollout rights
+    assert call["params"]["training"]["image"] == "reg/fusionrec@sha256:" + "c" * 64
+    assert call["params"]["training"]["service_account"] == "fusionrec-training"
+
+
+class _UploadClient:
+    def __init__(self, pipeline_id=None):
+        self.pipeline_id, self.uploads = pipeline_id, []
+
+    def get_pipeline_id(self, name):
+        return self.pipeline_id
+
+    def upload_pipeline(self, package, pipeline_name, description):
+        self.uploads.append(("pipeline", pipeline_name))
+        self.pipeline_id = "p-1"
+        return type("P", (), {"pipeline_id": "p-1"})()
+
+    def upload_pipeline_version(self, package, pipeline_version_name, pipeline_id):
+        ir = next(yaml.safe_load_all(open(package).read()))
+        self.uploads.append(("version", pipeline_version_name, pipeline_id, ir["pipelineInfo"]["name"]))
+        return type("V", (), {"pipeline_version_id": f"v-{len(self.uploads)}"})()
+
+
+def test_upload_creates_the_pipeline_once_then_adds_versions_named_after_the_image():
+    from pipelines.training import Target, upload
+
+    client = _UploadClient()
+    first = upload("http://kfp", target=Target(image="reg/fusionrec@sha256:" + "d" * 64, cluster=True), client=client)
+    second = upload("http://kfp", target=Target(image="reg/fusionrec:0.2", cluster=True), version="0.2", client=client)
+    assert [u[0] for u in client.uploads] == ["pipeline", "version", "version"] and (first, second) == ("v-2", "v-3")
+    assert client.uploads[1][1].startswith("fusionrec@" + "d" * 8) and client.uploads[1][2:] == ("p-1", "fusionrec-training")
+    assert client.uploads[2][1] == "0.2"
+
+
+def test_on_a_cluster_the_steps_run_as_non_root_and_only_the_feature_writer_is_labelled_for_redis(tmp_path):
+    from pipelines.training import Target, compile_pipeline
+
+    docs = list(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", Target(cluster=True, trainer="trainjob"))
+                                   .read_text()))
+    executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    by_step = {name.removeprefix("exec-"): spec for name, spec in executors.items()}
+    for step, spec in by_step.items():
+        assert spec["securityContext"] == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}, step  # int64 as JSON string
+    labelled = sorted(s for s, spec in by_step.items() if "fusionrec.io/feature-store-client" in
+                      spec.get("podMetadata", {}).get("labels", {}))
+    assert labelled == ["features"]
+    assert [(v["constant"], v["mountPath"]) for v in by_step["deploy"]["pvcMount"]] == [
+        ("fusionrec-models", "/mnt/registry"), ("fusionrec-artifacts", "/mnt/artifacts")]
+    assert by_step["train-distributed"]["configMapAsVolume"][0]["configMapName"] == "fusionrec-trainjob"

@@ -233,16 +233,57 @@ def smoke_check(url: str, model: str, timeout_s: float = 10.0, attempts: int = 3
     return check
 
 
+def rollout(client, storage_uri: str, *, name: str = "fusionrec", namespace: str = "fusionrec",
+            canary_percent: int = 10, timeout_s: int = 600, smoke: Callable[[], bool] | None = None) -> DeployResult:
+    """Roll a model version out on the live InferenceService that the bundle created: only
+    ``spec.predictor.model.storageUri`` changes (images, replicas, resources and security settings stay the
+    overlay's), as a canary that :func:`deploy` promotes or rolls back.
+
+    Raises:
+        ConfigError: the InferenceService does not exist (apply the bundle first).
+    """
+    try:
+        live = client.get(name, namespace=namespace)
+    except RuntimeError as e:
+        if "404" not in str(e) and "not found" not in str(e).lower():
+            raise
+        raise ConfigError(f"InferenceService {namespace}/{name} does not exist: apply the bundle first "
+                          "(fusionrec deploy render --overlay ... | kubectl apply -f -)") from e
+    isvc = {"apiVersion": live["apiVersion"], "kind": live["kind"], "metadata": {"name": name, "namespace": namespace},
+            "spec": copy.deepcopy(live["spec"])}
+    isvc["spec"]["predictor"]["model"]["storageUri"] = storage_uri
+    isvc["spec"]["predictor"].pop("canaryTrafficPercent", None)
+    return deploy(client, isvc, canary_percent=canary_percent, timeout_s=timeout_s, smoke=smoke)
+
+
+def publish_features(features_dir: str | Path, data_dir: str | Path) -> Path:
+    """Put a pipeline run's feature tables (the Feast registry the transformer reads) at ``data_dir``,
+    swapping the folder whole so that a reader never sees half of it."""
+    import os
+    import shutil
+
+    data_dir = Path(data_dir)
+    fresh, old = data_dir.with_name(f".{data_dir.name}.new-{os.getpid()}"), data_dir.with_name(f".{data_dir.name}.old")
+    shutil.rmtree(fresh, ignore_errors=True)
+    shutil.copytree(features_dir, fresh)
+    shutil.rmtree(old, ignore_errors=True)
+    if data_dir.exists():
+        data_dir.rename(old)
+    fresh.rename(data_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return data_dir
+
+
 def deploy_version(settings, *, registry: str, version: str, target: str, registry_uri: str | None = None,
-                   features_dir: str | None = None, image: str | None = None, canary_percent: int = 10,
-                   timeout_s: int = 600) -> str:
+                   features_dir: str | None = None, canary_percent: int = 10, timeout_s: int = 600) -> str:
     """Put a registered model version into service; returns where it answers.
 
     ``local``: the predictor and transformer as detached local processes on loopback (replacing a
     running pair; ``fusionrec serve --stop`` stops them), their Feast lookups on ``features_dir``,
-    checked with a real request. ``kserve``: the InferenceService rendered for
-    ``<registry_uri>/versions/<version>`` (the URI KServe's storage initializer reads the registry by,
-    e.g. ``pvc://fusionrec-models``) and rolled out as a canary that is promoted or rolled back.
+    checked with a real request. ``kserve``: ``features_dir`` published at the settings'
+    ``features.data_dir`` (the transformer's volume), then ``<registry_uri>/versions/<version>`` (the URI
+    KServe's storage initializer reads the registry by, e.g. ``pvc://fusionrec-models``) rolled out on
+    the bundle's InferenceService as a canary that is promoted or rolled back (:func:`rollout`).
 
     Raises:
         ConfigError: an unknown target, or a version that is not in the registry (local).
@@ -273,8 +314,9 @@ def deploy_version(settings, *, registry: str, version: str, target: str, regist
     if target == "kserve":
         from kserve import KServeClient
 
-        isvc = render(load_manifest(), storage_uri=uri, image=image)
-        result = deploy(KServeClient(), isvc, canary_percent=canary_percent, timeout_s=timeout_s)
+        if features_dir:
+            publish_features(features_dir, settings.features.data_dir)
+        result = rollout(KServeClient(), uri, canary_percent=canary_percent, timeout_s=timeout_s)
         if result.action == "rolled_back":
             raise Unavailable(f"{result.namespace}/{result.name}: rolled back: {result.reason}")
         return f"{result.action}: {result.namespace}/{result.name}"

@@ -1,0 +1,318 @@
+"""The cluster bundle offline, with the tools a cluster's own CI would use: `kubectl kustomize` builds every
+overlay, kubernetes-validate checks the core objects, the CRDs in ../shared/schemas/crds check the KServe
+and Trainer objects (unknown fields included), checkov scans the manifests and the Containerfiles, and
+hadolint lints the Containerfiles. Each check is also shown to fail on the breakage it names."""
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fusionrec.bundle import Deploy, default_crds, kustomize, render_bundle, validate_bundle
+from fusionrec.errors import ConfigError
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests"
+OVERLAYS = ("dev", "prod")
+DIGEST = "@sha256:" + "e" * 64
+CHECKOV = REPO / ".venv" / "tools" / "checkov" / "bin" / "checkov"
+# what the platform is made of, written out here rather than read from the manifests
+EXPECTED = {
+    ("InferenceService", "fusionrec"), ("ServingRuntime", "fusionrec"),
+    ("StatefulSet", "redis"), ("Service", "redis"),
+    ("Deployment", "monitoring-sink"), ("Service", "monitoring-sink"),
+    ("Deployment", "evidently-ui"), ("Service", "evidently-ui"),
+    ("PersistentVolumeClaim", "fusionrec-models"), ("PersistentVolumeClaim", "fusionrec-artifacts"),
+    ("PersistentVolumeClaim", "fusionrec-monitoring"),
+    ("Job", "fusionrec-pipelines-setup"), ("ConfigMap", "fusionrec-pipelines"), ("ConfigMap", "fusionrec-trainjob"),
+    ("Role", "fusionrec-deployer"), ("Role", "fusionrec-retrainer"),
+}
+SECRETS = {"fusionrec-redis", "fusionrec-monitoring", "fusionrec-object-storage"}
+
+
+@pytest.fixture(scope="module")
+def built():
+    return {o: kustomize(MANIFESTS / "overlays" / o) for o in OVERLAYS}
+
+
+def _by(docs, kind, name):
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+def _pod_specs(doc):
+    """(where, pod spec, containers) of every workload, the KServe components included."""
+    kind, spec = doc["kind"], doc.get("spec", {})
+    if kind in ("Deployment", "StatefulSet", "Job"):
+        yield kind, spec["template"]["spec"], spec["template"]["spec"]["containers"]
+    elif kind == "InferenceService":
+        yield "predictor", spec["predictor"], [spec["predictor"]["model"]]
+        yield "transformer", spec["transformer"], spec["transformer"]["containers"]
+
+
+# -- kustomize and the schemas -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_builds_into_the_whole_platform_in_one_namespace(built, overlay):
+    docs = built[overlay]
+    have = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert EXPECTED <= have, sorted(EXPECTED - have)
+    assert not [d for d in docs if d["kind"] == "Secret"]  # Secrets are created by the SRE, never shipped
+    assert {d["metadata"].get("namespace") for d in docs} == {"fusionrec"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_core_object_passes_its_kubernetes_schema(built, overlay):
+    core = [d for d in built[overlay] if not d["apiVersion"].startswith(("serving.kserve.io", "trainer.kubeflow.org"))]
+    assert len(core) >= 30
+    assert validate_bundle(core, crds=default_crds(), require_crds=False) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_kserve_and_trainer_object_passes_its_crd(built, overlay):
+    if not default_crds().is_dir():
+        pytest.skip(f"the CRDs are absent: {default_crds()} (../shared/schemas/crds)")
+    docs = built[overlay]
+    custom = [d for d in docs if d["apiVersion"].startswith(("serving.kserve.io", "trainer.kubeflow.org"))]
+    assert sorted(d["kind"] for d in custom) == ["InferenceService", "ServingRuntime"]
+    assert validate_bundle(docs) == []  # the TrainJob template (a ConfigMap's data) is checked as a TrainJob too
+
+
+@pytest.mark.parametrize("where,mutate,words", [
+    ("InferenceService", lambda d: d["spec"]["predictor"]["model"].__setitem__("storageURI", "pvc://x"),
+     "'storageURI' was unexpected"),
+    ("InferenceService", lambda d: d["spec"]["transformer"].__setitem__("minReplicas", "two"), "'two' is not of type"),
+    ("ServingRuntime", lambda d: d["spec"]["containers"][0]["securityContext"].__setitem__("runAsNonroot", True),
+     "'runAsNonroot' was unexpected"),
+    ("ConfigMap", lambda d: d["data"].__setitem__("trainjob.yaml", d["data"]["trainjob.yaml"].replace(
+        "numNodes:", "nodes:")), "'nodes' was unexpected"),
+])
+def test_the_crd_check_refuses_what_the_api_server_would_prune_or_reject(built, where, mutate, words):
+    if not default_crds().is_dir():
+        pytest.skip(f"the CRDs are absent: {default_crds()} (../shared/schemas/crds)")
+    docs = copy.deepcopy(built["dev"])
+    (doc,) = [d for d in docs if d["kind"] == where and d["metadata"]["name"] in ("fusionrec", "fusionrec-trainjob")]
+    mutate(doc)
+    errors = validate_bundle(docs)
+    assert len(errors) == 1 and words in errors[0], errors
+
+
+@pytest.mark.parametrize("mutate,words", [
+    (lambda d: d["spec"]["template"]["spec"]["containers"][0]["securityContext"].__setitem__("readOnlyRootFS", True),
+     "'readOnlyRootFS' was unexpected"),
+    (lambda d: d["spec"].__setitem__("replicas", "1"), "'1' is not of type 'integer'"),
+])
+def test_the_core_check_refuses_unknown_fields_and_wrong_types(built, mutate, words):
+    docs = copy.deepcopy(built["dev"])
+    mutate(_by(docs, "Deployment", "monitoring-sink"))
+    errors = validate_bundle(docs, require_crds=False)
+    assert len(errors) == 1 and errors[0].startswith("Deployment/monitoring-sink: ") and words in errors[0], errors
+
+
+def test_without_the_crds_the_gate_says_so_instead_of_passing(built, tmp_path):
+    errors = validate_bundle(built["dev"], crds=tmp_path / "absent")
+    assert sorted(e.split(":")[0] for e in errors) == ["ConfigMap/fusionrec-trainjob", "InferenceService/fusionrec",
+                                                       "ServingRuntime/fusionrec"]
+    assert all("not checked: the CRDs are absent" in e for e in errors)
+
+
+# -- what the bundle promises --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_is_non_root_read_only_limited_and_probed(built, overlay):
+    checked = 0
+    for doc in built[overlay]:
+        for where, pod, containers in _pod_specs(doc):
+            assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] >= 10000, where
+            for c in containers:
+                sc = c["securityContext"]
+                assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, where
+                assert sc["capabilities"]["drop"] == ["ALL"], where
+                assert {"cpu", "memory"} <= set(c["resources"]["limits"]) and c["resources"]["requests"], where
+                assert "readinessProbe" in c and "livenessProbe" in c, where
+                checked += 1
+    assert checked == 6  # redis, sink, UI, setup Job, predictor, transformer
+
+
+def test_secrets_are_referenced_by_name_only(built):
+    text = yaml.safe_dump_all(built["prod"])
+    referenced = set(re.findall(r"secretName: (\S+)", text)) | {
+        ref["name"] for d in built["prod"] for _, _, cs in _pod_specs(d) for c in cs for e in c.get("env", [])
+        for ref in [e.get("valueFrom", {}).get("secretKeyRef")] if ref}
+    assert referenced and referenced <= SECRETS, referenced
+    assert not re.search(r"(?i)password\s*[:=]\s*[^\s\"$(]", text)
+
+
+def test_the_deploy_step_may_patch_only_its_own_inferenceservice_and_the_monitor_may_only_create_runs(built):
+    docs = built["prod"]
+    deployer = _by(docs, "Role", "fusionrec-deployer")["rules"]
+    (isvc_rule,) = [r for r in deployer if "inferenceservices" in r["resources"]]
+    assert isvc_rule["resourceNames"] == ["fusionrec"] and sorted(isvc_rule["verbs"]) == ["get", "patch"]
+    (retrain,) = _by(docs, "Role", "fusionrec-retrainer")["rules"]
+    assert retrain["resources"] == ["runs"] and "delete" not in retrain["verbs"] and "create" in retrain["verbs"]
+    # no wildcard anywhere, no cluster-wide role
+    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+    assert {d["kind"] for d in roles} == {"Role"}
+    assert not [r for d in roles for r in d["rules"] if "*" in r["verbs"] + r["resources"] + r["apiGroups"]]
+    for kind, name in (("Deployment", "monitoring-sink"), ("Deployment", "evidently-ui"), ("StatefulSet", "redis")):
+        assert _by(docs, kind, name)["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_only_the_transformer_reaches_the_predictor_and_redis_among_the_namespaces_pods(built):
+    docs = built["prod"]
+    transformer = {"serving.kserve.io/inferenceservice": "fusionrec", "component": "transformer"}
+    for name in ("fusionrec-predictor", "redis"):
+        (rule,) = _by(docs, "NetworkPolicy", name)["spec"]["ingress"]
+        pods = [p["podSelector"]["matchLabels"] for p in rule["from"] if "podSelector" in p and "namespaceSelector" not in p]
+        assert pods[0] == transformer, name
+        # besides: Knative's data path (predictor), the pipeline's feature writer (redis); nothing else
+        assert pods[1:] in ([], [{"fusionrec.io/feature-store-client": "true"}]), name
+    redis_pod = _by(docs, "StatefulSet", "redis")["spec"]["template"]["metadata"]["labels"]
+    assert _by(docs, "NetworkPolicy", "redis")["spec"]["podSelector"]["matchLabels"].items() <= redis_pod.items()
+
+
+def test_the_model_storage_is_a_uri_the_storage_initializer_reads(built):
+    uri = _by(built["dev"], "InferenceService", "fusionrec")["spec"]["predictor"]["model"]["storageUri"]
+    assert re.fullmatch(r"pvc://fusionrec-models/versions/v\d{4}", uri)
+    assert _by(built["dev"], "PersistentVolumeClaim", "fusionrec-models")["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+# -- fusionrec deploy render ---------------------------------------------------------------------------
+
+def test_render_prod_pins_every_image_by_digest_and_serves_the_runs_model_version():
+    images = {"fusionrec": "reg.example/fusionrec" + DIGEST, "fusionrec-serving": "reg.example/serving" + DIGEST,
+              "redis": "reg.example/redis" + DIGEST}
+    docs = render_bundle("prod", Deploy(model_version="v0012", images=images, namespace="recs"))
+    found = {img for d in docs for _, _, cs in _pod_specs(d) for c in cs for img in [c.get("image")] if img}
+    found |= {c["image"] for d in docs if d["kind"] == "ServingRuntime" for c in d["spec"]["containers"]}
+    assert found == set(images.values())
+    isvc = _by(docs, "InferenceService", "fusionrec")
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "pvc://fusionrec-models/versions/v0012"
+    assert {d["metadata"].get("namespace") for d in docs} == {"recs"}
+    job = [d for d in docs if d["kind"] == "Job"][0]
+    assert job["metadata"]["name"] == "fusionrec-pipelines-setup-eeeeeeeeeeee"  # a new image registers again
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FUSIONREC_IMAGE"] == images["fusionrec"]  # the pipelines it registers run on the same image
+
+
+@pytest.mark.parametrize("images,words", [
+    ({}, "prod pins every image by digest"),
+    ({"fusionrec": "reg/fusionrec:1.0", "fusionrec-serving": "reg/s" + DIGEST, "redis": "reg/r" + DIGEST},
+     "Deployment/evidently-ui: reg/fusionrec:1.0"),
+    ({"fusionrec": "reg/fusionrec@sha256:abc"}, "a digest is sha256: and 64 hex digits"),
+    ({"postgres": "reg/pg" + DIGEST}, "--image postgres: no such image in the bundle"),
+])
+def test_render_refuses_prod_images_without_digests(images, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        render_bundle("prod", Deploy(images=images))
+
+
+def test_render_from_the_command_line_writes_a_bundle_kubectl_can_apply(tmp_path):
+    out = tmp_path / "bundle.yaml"
+    args = [sys.executable, "-m", "fusionrec", "deploy", "render", "--overlay", "prod", "--model-version", "v0003",
+            "--out", str(out)]
+    for role in ("fusionrec", "fusionrec-serving", "redis"):
+        args += ["--image", f"{role}=reg.example/{role}{DIGEST}"]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"wrote {out}: 37 objects" in done.stdout
+    docs = [d for d in yaml.safe_load_all(out.read_text()) if d]
+    assert len(docs) == 37 and _by(docs, "InferenceService", "fusionrec")["spec"]["predictor"]["model"][
+        "storageUri"].endswith("/versions/v0003")
+    bad = subprocess.run([sys.executable, "-m", "fusionrec", "deploy", "render", "--overlay", "staging"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and "overlay 'staging' is unknown; use one of ['dev', 'prod']" in bad.stderr
+
+
+# -- policy scan and lint ------------------------------------------------------------------------------
+
+def _checkov(*args, cwd):
+    if not CHECKOV.exists():
+        pytest.fail(f"checkov is not installed at {CHECKOV}: run 'make install'")
+    done = subprocess.run([str(CHECKOV), "--skip-download", "--output", "json", "--quiet", *args],
+                          capture_output=True, text=True, cwd=cwd)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    reports = json.loads(done.stdout) if done.stdout.strip() else []
+    reports = reports if isinstance(reports, list) else [reports]
+    return {(c["check_id"], c["resource"]) for r in reports for c in r.get("results", {}).get("failed_checks", [])}
+
+
+def _containerfiles(tmp_path):
+    """The Containerfiles under names checkov's Dockerfile scanner recognises."""
+    folder = tmp_path / "containerfiles"
+    folder.mkdir()
+    for part in ("components", "serving"):
+        shutil.copyfile(REPO / part / "Containerfile", folder / f"{part}.Dockerfile")
+    return folder
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_policy_scan_passes_on_every_overlay(built, overlay, tmp_path):
+    (tmp_path / f"{overlay}.yaml").write_text(yaml.safe_dump_all(built[overlay]))
+    assert _checkov("-f", f"{overlay}.yaml", "--framework", "kubernetes", "secrets", cwd=tmp_path) == set()
+
+
+def test_the_policy_scan_passes_on_the_containerfiles(tmp_path):
+    folder = _containerfiles(tmp_path)
+    assert _checkov("-d", str(folder), "--framework", "dockerfile", "secrets", cwd=tmp_path) == set()
+
+
+def test_the_policy_scan_fails_on_root_writable_unlimited_containers_and_inlined_secrets(built, tmp_path):
+    docs = copy.deepcopy(built["prod"])
+    sink = _by(docs, "Deployment", "monitoring-sink")
+    pod = sink["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    del container["resources"]["limits"]
+    pod["securityContext"] = {"runAsUser": 0}
+    container["securityContext"] = {"readOnlyRootFilesystem": False}
+    container["env"].append({"name": "AWS_ACCESS_KEY_ID", "value": "AKIAIOSFODNN7EXAMPLE"})
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump_all(docs))
+    failed = {check for check, resource in _checkov("-f", "broken.yaml", "--framework", "kubernetes", "secrets",
+                                                    cwd=tmp_path)}
+    # CPU and memory limits, root containers, UID, read-only root filesystem; a secret in the manifest
+    assert {"CKV_K8S_11", "CKV_K8S_13", "CKV_K8S_23", "CKV_K8S_40", "CKV_K8S_22"} <= failed, failed
+    assert any(c.startswith("CKV_SECRET_") for c in failed), failed
+
+
+def test_the_policy_scan_fails_on_a_containerfile_that_runs_as_root(tmp_path):
+    folder = _containerfiles(tmp_path)
+    f = folder / "components.Dockerfile"
+    f.write_text(re.sub(r"(?m)^USER .*$", "", f.read_text()))
+    failed = _checkov("-d", str(folder), "--framework", "dockerfile", cwd=tmp_path)
+    assert {c for c, _ in failed} == {"CKV_DOCKER_3"}  # "Ensure that a user for the container has been created"
+
+
+def test_hadolint_passes_on_the_containerfiles_and_fails_on_a_bad_one(tmp_path):
+    hadolint = Path(sys.executable).with_name("hadolint")
+    files = [str(REPO / p / "Containerfile") for p in ("components", "serving")]
+    done = subprocess.run([str(hadolint), *files], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    bad = tmp_path / "Containerfile"
+    bad.write_text("FROM debian:bookworm\nRUN apt-get install -y python3\nUSER 10001\n")
+    done = subprocess.run([str(hadolint), str(bad)], capture_output=True, text=True)
+    assert done.returncode == 1 and "DL3008" in done.stdout and "DL3015" in done.stdout
+
+
+def test_the_setup_jobs_command_is_one_the_image_runs(built, tmp_path):
+    """The Job's shell command, with the environment the bundle gives it, parses with the real CLI and
+    stops only where the Kubeflow Pipelines API (absent here) is called."""
+    docs = built["dev"]
+    job = _by(docs, "Job", "fusionrec-pipelines-setup")["spec"]["template"]["spec"]["containers"][0]
+    env = dict(_by(docs, "ConfigMap", "fusionrec-pipelines")["data"])
+    env.update({e["name"]: e["value"] for e in job["env"] if "value" in e})
+    env.update(KFP_HOST="http://127.0.0.1:9", PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin", HOME=str(tmp_path))
+    assert job["command"] == ["sh", "-c"]
+    commands = job["args"][0].split(" && ")
+    assert [c.split()[:3] for c in commands] == [["fusionrec", "pipeline", "upload"], ["fusionrec", "monitor", "schedule"]]
+    for command in commands:  # each on its own: the first stops the second where the API is absent
+        done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode != 0 and "No such option" not in done.stderr and "Usage:" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith(
+            "error: Kubeflow Pipelines at http://127.0.0.1:9 does not answer"), done.stderr[-1000:]
