@@ -433,9 +433,11 @@ def deploy_apply(
     canary: Annotated[int, typer.Option(min=1, max=100, help="Traffic share for the new revision.")] = 10,
     smoke_url: Annotated[Optional[str], typer.Option(help="The service URL to send a smoke request to.")] = None,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for readiness.")] = 600,
+    registry: Annotated[Optional[Path], typer.Option(help="The registry folder (mounted): once promoted, the "
+                                                          "version becomes its champion again (a rollback).")] = None,
 ) -> None:
     """Roll a model version out on the bundle's InferenceService as a canary: promote or roll back. Also
-    the way back to an earlier version: --model-version of the previous champion."""
+    the way back to an earlier version: --model-version of the previous champion (with --registry)."""
     from kserve import KServeClient
 
     from fusionrec.errors import ConfigError
@@ -443,12 +445,21 @@ def deploy_apply(
 
     if bool(model_version) == bool(storage_uri):
         raise ConfigError("give --model-version or --storage-uri (one of them)")
+    if registry and not model_version:
+        raise ConfigError("--registry goes with --model-version (the version to make the champion again)")
+    if registry and not (registry / "versions" / model_version / "model.safetensors").exists():
+        raise ConfigError(f"{registry / 'versions' / model_version}: no such model version")
     uri = storage_uri or f"{registry_uri.rstrip('/')}/versions/{model_version}"
     smoke = smoke_check(smoke_url, "fusionrec") if smoke_url else None
     result = rollout(KServeClient(), uri, namespace=namespace, canary_percent=canary, timeout_s=timeout, smoke=smoke)
     typer.echo(f"{result.action}: {result.namespace}/{result.name}: {result.reason} ({' -> '.join(result.steps)})")
     if result.action == "rolled_back":
         raise typer.Exit(1)
+    if registry:
+        from fusionrec.registry import reinstate
+
+        done = reinstate(registry, model_version)
+        typer.echo(f"champion of {registry}: {model_version} (was {done.champion_before})")
 
 
 @privacy_app.command("redact")

@@ -227,6 +227,24 @@ def promote(root: str | Path, version: Path, decision: GateDecision) -> None:
                                   "promoted": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
 
 
+def reinstate(root: str | Path, version: str) -> GateDecision:
+    """Make an earlier version the champion again (a rollback), so that the next run's gate compares
+    with the model in production.
+
+    Raises:
+        ConfigError: ``version`` is not a complete version of ``root``.
+    """
+    folder = Path(root) / "versions" / version
+    if not (folder / "model.safetensors").exists() or not (folder / "metrics.json").exists():
+        raise ConfigError(f"{folder}: no such model version")
+    before = champion(root)
+    value = float(json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["test"][PRIMARY])
+    decision = GateDecision(True, version, before.name if before else None, PRIMARY, value, None, 0.0,
+                            f"rolled back to {version}")
+    promote(root, folder, decision)
+    return decision
+
+
 def gate(root: str | Path, challenger: Path, margin: float = 0.01, metric: str = PRIMARY) -> GateDecision:
     """Promote ``challenger`` (a version of ``root``) only when :func:`judge` says it beats the champion.
 

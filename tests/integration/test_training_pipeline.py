@@ -12,7 +12,8 @@ import torch
 
 from fusionrec.data.splits import make_split
 from fusionrec.experiment import fit, fusion_config, model_card
-from fusionrec.registry import champion, gate, load_artifact, save_artifact
+from fusionrec.errors import ConfigError
+from fusionrec.registry import champion, gate, load_artifact, reinstate, save_artifact
 from fusionrec.training import TrainConfig, score_function
 
 pytestmark = pytest.mark.integration
@@ -86,6 +87,12 @@ def test_gate_promotes_only_by_the_margin(tmp_path, trained, synth_validated, sy
     # the default margin is 1%: 0.5% better is not enough
     assert not gate(tmp_path, save(ndcg=(0.21 + 1e-6) * 1.005)).promoted and champion(tmp_path) == over
     assert (first / "model.safetensors").exists()  # the old champion stays, untouched
+    # a rollback makes an earlier version the champion again; the next gate compares with it
+    back = reinstate(tmp_path, first.name)
+    assert champion(tmp_path) == first and (back.champion_before, back.reason) == (over.name, f"rolled back to {first.name}")
+    assert gate(tmp_path, save(ndcg=0.2 * 1.011)).promoted  # 1.1% over the reinstated 0.2, not over 0.21
+    with pytest.raises(ConfigError, match="v9999: no such model version"):
+        reinstate(tmp_path, "v9999")
 
 
 def test_unknown_modality_is_reported_before_any_computation(synth_validated, synth_embeddings):
