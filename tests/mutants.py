@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL, PIPELINE = "tests/unit/test_model.py", "tests/integration/test_training_pipeline.py"
 FEATURES, SERVING = "tests/integration/test_features.py", "tests/integration/test_serving.py"
 MONITORING = "tests/unit/test_monitoring.py"
+BUNDLE, MANIFESTS = "tests/integration/test_bundle.py", "tests/unit/test_manifests.py"
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,18 @@ MUTANTS = [
            "    if not result.enough:\n        return result\n", "", (MONITORING, "-k", "drift_flags")),
     Mutant("feedback counts the items the model was trained with", "src/fusionrec/monitoring/quality.py",
            "if i not in seen.get(u, set())]", "]", (FEATURES, "-k", "feedback")),
-
+    Mutant("the CRD check lets unknown fields through", "src/fusionrec/bundle.py",
+           '        out["additionalProperties"] = False\n', "        pass\n", (BUNDLE, "-k", "crd_check")),
+    Mutant("prod renders with placeholder digests", "src/fusionrec/bundle.py",
+           '    if overlay == "prod":\n', "    if False:\n", (BUNDLE, "-k", "refuses_prod")),
+    Mutant("a rollout puts the template's spec over the overlay's", "src/fusionrec/serving/deploy.py",
+           '"spec": copy.deepcopy(live["spec"])}', '"spec": copy.deepcopy(load_manifest()["spec"])}',
+           (MANIFESTS, "-k", "rollout")),
+    Mutant("the sink runs as root", "manifests/base/monitoring/sink.yaml",
+           "securityContext: {runAsNonRoot: true, runAsUser: 10001", "securityContext: {runAsNonRoot: false, runAsUser: 0",
+           (BUNDLE, "-k", "non_root or policy_scan_passes")),
+    Mutant("the deploy step may patch every InferenceService", "manifests/base/security/rbac.yaml",
+           "    resourceNames: [fusionrec]\n", "", (BUNDLE, "-k", "patch_only")),
 ]
 
 
@@ -146,6 +158,8 @@ def scratch_copy(tests_from: str | None = None) -> Path:
     target = Path(tempfile.mkdtemp(prefix="fusionrec-mutants-")) / REPO.name
     shutil.copytree(REPO, target, ignore=shutil.ignore_patterns(".git", ".venv", "artifacts", "__pycache__",
                                                                 ".pytest_cache", "*.egg-info"))
+    if (REPO.parent / "shared").is_dir():  # the data and the CRDs beside the checkout, as ../shared
+        (target.parent / "shared").symlink_to(REPO.parent / "shared")
     if tests_from:
         shutil.rmtree(target / "tests")
         archive = subprocess.run(["git", "-C", str(REPO), "archive", tests_from, "tests"], capture_output=True, check=True)

@@ -123,3 +123,68 @@ def test_the_whole_pipeline_runs_with_every_step_in_its_container(image, docker_
     finally:
         subprocess.run([sys.executable, "-m", "fusionrec", "serve", "--stop"], capture_output=True, timeout=60,
                        env={**env, "FUSIONREC__PATHS__ARTIFACTS": str(tmp_path / "artifacts")})
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", ["monitoring-sink", "evidently-ui"])
+def test_the_bundles_services_run_in_the_image_as_their_manifests_say(image, name, tmp_path):
+    """The dev overlay's Deployment, run by podman as the kubelet would: its image, command, environment,
+    user, read-only root filesystem without capabilities, its volumes; its probes answer."""
+    import httpx
+
+    from fusionrec.bundle import kustomize
+
+    (dep,) = [d for d in kustomize(REPO / "manifests" / "overlays" / "dev")
+              if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == image and c["securityContext"]["readOnlyRootFilesystem"] is True
+    user = pod["securityContext"]["runAsUser"]
+    port = _free_port()  # host networking: the container's port must not collide with the servers here
+    command = list(c["command"])
+    command[command.index("--port") + 1] = str(port)
+    args = ["podman", "run", "-d", "--network", "host", "--read-only", "--user", f"{user}:{user}",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--name", f"bundle-{name}-{port}"]
+    args += [a for e in c["env"] if "value" in e for a in ("-e", f"{e['name']}={e['value']}")]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for m in c["volumeMounts"]:
+        v = volumes[m["name"]]
+        if "emptyDir" in v:
+            args += ["--tmpfs", f"{m['mountPath']}:mode=1777"]
+            continue
+        host = tmp_path / m["name"]
+        host.mkdir()
+        if "secret" in v:  # the Secret's keys as files, readable by the pod's group as with defaultMode 0440
+            for item in v["secret"]["items"]:
+                (host / item["path"]).write_text("k" * 64)
+                (host / item["path"]).chmod(0o444)
+        host.chmod(0o777)
+        args += ["-v", f"{host}:{m['mountPath']}" + (":ro" if m.get("readOnly") else "")]
+    container = subprocess.run(args + [image] + command, capture_output=True, text=True, timeout=120)
+    assert container.returncode == 0, container.stderr
+    cid = container.stdout.strip()
+    try:
+        answered = {}
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and len(answered) < 2:
+            for probe in ("readinessProbe", "livenessProbe"):
+                try:
+                    r = httpx.get(f"http://127.0.0.1:{port}{c[probe]['httpGet']['path']}", timeout=5)
+                    if r.status_code == 200:
+                        answered[probe] = r.status_code
+                except httpx.HTTPError:
+                    pass
+            time.sleep(1)
+        logs = subprocess.run(["podman", "logs", cid], capture_output=True, text=True).stdout[-3000:]
+        assert answered == {"readinessProbe": 200, "livenessProbe": 200}, logs
+        state = subprocess.run(["podman", "inspect", "-f", "{{.State.Running}}", cid], capture_output=True, text=True)
+        assert state.stdout.strip() == "true", logs
+    finally:
+        subprocess.run(["podman", "rm", "-f", cid], capture_output=True)

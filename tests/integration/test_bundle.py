@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 OVERLAYS = ("dev", "prod")
 DIGEST = "@sha256:" + "e" * 64
-CHECKOV = REPO / ".venv" / "tools" / "checkov" / "bin" / "checkov"
+CHECKOV = Path(sys.prefix) / "tools" / "checkov" / "bin" / "checkov"  # make install puts it beside this venv
 # what the platform is made of, written out here rather than read from the manifests
 EXPECTED = {
     ("InferenceService", "fusionrec"), ("ServingRuntime", "fusionrec"),
