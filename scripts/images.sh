@@ -37,7 +37,8 @@ build_component() {
 
 build_serving() {
   podman image exists "$component" || build_component
-  podman build --network host --build-arg COMPONENT_IMAGE="$component" -f serving/Containerfile -t "$serving" .
+  # docker format: OCI images drop the HEALTHCHECK
+  podman build --network host --format docker --build-arg COMPONENT_IMAGE="$component" -f serving/Containerfile -t "$serving" .
   echo "built $serving"
 }
 

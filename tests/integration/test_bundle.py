@@ -309,10 +309,14 @@ def test_the_setup_jobs_command_is_one_the_image_runs(built, tmp_path):
     env.update({e["name"]: e["value"] for e in job["env"] if "value" in e})
     env.update(KFP_HOST="http://127.0.0.1:9", PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin", HOME=str(tmp_path))
     assert job["command"] == ["sh", "-c"]
-    commands = job["args"][0].split(" && ")
+    work, _, after = job["args"][0].partition("; status=$?;")
+    assert "quitquitquit" in after and after.strip().endswith("exit $status")  # the sidecar stops, the status stays
+    commands = work.split(" && ")
     assert [c.split()[:3] for c in commands] == [["fusionrec", "pipeline", "upload"], ["fusionrec", "monitor", "schedule"]]
     for command in commands:  # each on its own: the first stops the second where the API is absent
         done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, cwd=tmp_path)
         assert done.returncode != 0 and "No such option" not in done.stderr and "Usage:" not in done.stderr, done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith(
             "error: Kubeflow Pipelines at http://127.0.0.1:9 does not answer"), done.stderr[-1000:]
+    whole = subprocess.run(job["command"] + job["args"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert whole.returncode == 2 and "Traceback" not in whole.stderr  # the failing step's status, not the sidecar call's
