@@ -320,3 +320,61 @@ def test_the_setup_jobs_command_is_one_the_image_runs(built, tmp_path):
             "error: Kubeflow Pipelines at http://127.0.0.1:9 does not answer"), done.stderr[-1000:]
     whole = subprocess.run(job["command"] + job["args"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert whole.returncode == 2 and "Traceback" not in whole.stderr  # the failing step's status, not the sidecar call's
+
+
+def test_the_redis_statefulset_runs_as_written_keeps_its_data_and_refuses_strangers(built, tmp_path):
+    """The StatefulSet's own command and readiness probe, with Debian's redis-server (the image cannot be
+    pulled here) and its volumes as folders: the password comes from the Secret's file, the append-only
+    file on the data volume survives a restart, and a client without the password is refused."""
+    import socket
+    import time
+
+    import redis
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does this)")
+    pod = _by(built["prod"], "StatefulSet", "redis")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    mounts = {m["mountPath"]: tmp_path / m["name"] for m in c["volumeMounts"]}
+    for folder in mounts.values():
+        folder.mkdir()
+    (mounts["/etc/redis-auth"] / "password").write_text("s3cret-from-the-secret")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def local(text):  # the pod's paths -> the folders standing in for its volumes, and a free port
+        for path, folder in mounts.items():
+            text = text.replace(path, str(folder))
+        return text + f" --port {port} --bind 127.0.0.1" if text.startswith("exec redis-server") else text
+
+    def start():
+        server = subprocess.Popen(c["command"] + [local(c["args"][0])], stdout=subprocess.DEVNULL)
+        probe = [a.replace("redis-cli ", f"redis-cli -p {port} ") for a in map(local, c["readinessProbe"]["exec"]["command"])]
+        for _ in range(100):
+            if subprocess.run(probe).returncode == 0:
+                return server
+            time.sleep(0.1)
+        server.kill()
+        pytest.fail("the readiness probe never passed")
+
+    server = start()
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+        redis.Redis(port=port, password="s3cret-from-the-secret").set("feast:user:42", "history")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert list((mounts["/data"]).rglob("*.aof")), "no append-only file on the data volume"
+    server = start()
+    try:
+        assert redis.Redis(port=port, password="s3cret-from-the-secret").get("feast:user:42") == b"history"
+        # the Secret's `connection` key as docs/deploy.md writes it, read the way Feast's Redis store reads it
+        from feast.infra.online_stores.redis import RedisOnlineStore
+
+        (node,), params = RedisOnlineStore._parse_connection_string(f"127.0.0.1:{port},password=s3cret-from-the-secret")
+        assert redis.Redis(host=node["host"], port=int(node["port"]), **params).get("feast:user:42") == b"history"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
