@@ -102,8 +102,10 @@ def build_pipeline(target: Target = Target()):
             if name == "deploy":  # publishes the serving features' registry for the transformer
                 kubernetes.mount_pvc(task, pvc_name=ARTIFACTS_PVC, mount_path=ARTIFACTS_MOUNT)
             if name == "train_distributed":  # the cluster's TrainJob template (the bundle's ConfigMap)
+                from fusionrec.trainjob import CLUSTER_TEMPLATE
+
                 kubernetes.use_config_map_as_volume(task, config_map_name="fusionrec-trainjob",
-                                                    mount_path="/etc/fusionrec/trainjob", optional=True)
+                                                    mount_path=str(CLUSTER_TEMPLATE.parent), optional=True)
             if name == "train" and target.gpus:
                 task.set_accelerator_type(target.accelerator).set_accelerator_limit(target.gpus)
         return task

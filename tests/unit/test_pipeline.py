@@ -266,4 +266,6 @@ def test_on_a_cluster_the_steps_run_as_non_root_and_only_the_feature_writer_is_l
     assert labelled == ["features"]
     assert [(v["constant"], v["mountPath"]) for v in by_step["deploy"]["pvcMount"]] == [
         ("fusionrec-models", "/mnt/registry"), ("fusionrec-artifacts", "/mnt/artifacts")]
-    assert by_step["train-distributed"]["configMapAsVolume"][0]["configMapName"] == "fusionrec-trainjob"
+    (template,) = by_step["train-distributed"]["configMapAsVolume"]
+    assert (template["configMapName"], template["mountPath"], template["optional"]) == \
+        ("fusionrec-trainjob", "/etc/fusionrec/trainjob", True)  # the bundle's ConfigMap, where the step reads it

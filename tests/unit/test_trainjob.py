@@ -109,3 +109,18 @@ def test_a_trainjob_needs_a_cluster():
 
     with pytest.raises(ConfigError, match="a TrainJob needs a cluster"):
         build_pipeline(Target(cluster=False, trainer="trainjob"))
+
+
+def test_the_clusters_template_from_the_bundles_configmap_wins_over_the_images(tmp_path, monkeypatch):
+    """The pipeline step mounts the ConfigMap fusionrec-trainjob at CLUSTER_TEMPLATE: an SRE's change there
+    (another runtime, other node resources) reaches the next TrainJob without a new image."""
+    import fusionrec.trainjob as trainjob
+
+    template = read_yaml(manifests_dir() / "base" / "training" / "trainjob.yaml")
+    template["spec"]["runtimeRef"]["name"] = "torch-distributed-a100"
+    mounted = tmp_path / "trainjob.yaml"
+    mounted.write_text(yaml.safe_dump(template))
+    assert render_trainjob(name="x", image="i", job_dir="/j", spec={})["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    monkeypatch.setattr(trainjob, "CLUSTER_TEMPLATE", mounted)
+    assert render_trainjob(name="x", image="i", job_dir="/j", spec={})["spec"]["runtimeRef"]["name"] == \
+        "torch-distributed-a100"
