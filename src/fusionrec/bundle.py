@@ -130,10 +130,15 @@ def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None =
             patches.append({"target": {"kind": "Job", "name": "fusionrec-pipelines-setup"},
                             "patch": yaml.safe_dump([{"op": "replace", "path": "/metadata/name",
                                                       "value": f"fusionrec-pipelines-setup-{suffix[:12]}"}])})
-        if patches:
-            wrap["patches"] = patches
         if deploy.namespace:
             wrap["namespace"] = deploy.namespace
+            # the one cross-object address that names the namespace: the request logger's sink
+            patches.append({"target": {"kind": "InferenceService", "name": "fusionrec"},
+                            "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/predictor/logger/url",
+                                                      "value": f"http://monitoring-sink.{deploy.namespace}"
+                                                               ".svc.cluster.local/events"}])})
+        if patches:
+            wrap["patches"] = patches
         (work / "kustomization.yaml").write_text(yaml.safe_dump(wrap, sort_keys=False))
         docs = kustomize(work)
     if deploy.gpu:

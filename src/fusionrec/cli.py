@@ -369,6 +369,8 @@ def deploy_render(
     overlay: Annotated[str, typer.Option(help="The bundle's overlay: dev or prod (manifests/overlays).")] = "dev",
     model_version: Annotated[Optional[str], typer.Option(help="The registry version to serve, e.g. v0007 (a "
                                                                "pipeline run's register output).")] = None,
+    registry: Annotated[Optional[Path], typer.Option(help="A registry folder: serve its champion (what the last "
+                                                          "pipeline run promoted) unless --model-version says.")] = None,
     registry_uri: Annotated[str, typer.Option(help="The registry as KServe's storage initializer reads it.")] =
     "pvc://fusionrec-models",
     images: Annotated[Optional[list[str]], typer.Option("--image", help="ROLE=REFERENCE for the roles fusionrec, "
@@ -388,6 +390,13 @@ def deploy_render(
     from fusionrec.errors import ConfigError
     from fusionrec.io import atomic_write_text
 
+    if registry and not model_version:
+        from fusionrec.registry import champion
+
+        best = champion(registry)
+        if best is None:
+            raise ConfigError(f"{registry}: no champion yet (champion.json); run the training pipeline first")
+        model_version = best.name
     roles = {}
     for item in images or []:
         role, eq, ref = item.partition("=")

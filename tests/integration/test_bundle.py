@@ -196,6 +196,7 @@ def test_render_prod_pins_every_image_by_digest_and_serves_the_runs_model_versio
     isvc = _by(docs, "InferenceService", "fusionrec")
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "pvc://fusionrec-models/versions/v0012"
     assert {d["metadata"].get("namespace") for d in docs} == {"recs"}
+    assert isvc["spec"]["predictor"]["logger"]["url"] == "http://monitoring-sink.recs.svc.cluster.local/events"
     job = [d for d in docs if d["kind"] == "Job"][0]
     assert job["metadata"]["name"] == "fusionrec-pipelines-setup-eeeeeeeeeeee"  # a new image registers again
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -226,6 +227,12 @@ def test_render_from_the_command_line_writes_a_bundle_kubectl_can_apply(tmp_path
     docs = [d for d in yaml.safe_load_all(out.read_text()) if d]
     assert len(docs) == 37 and _by(docs, "InferenceService", "fusionrec")["spec"]["predictor"]["model"][
         "storageUri"].endswith("/versions/v0003")
+    registry = tmp_path / "models"
+    registry.mkdir()
+    (registry / "champion.json").write_text(json.dumps({"version": "v0005", "metric": "ndcg@20", "value": 0.3}))
+    last = subprocess.run([sys.executable, "-m", "fusionrec", "deploy", "render", "--registry", str(registry)],
+                          capture_output=True, text=True, cwd=tmp_path)  # what the last pipeline run promoted
+    assert last.returncode == 0 and "storageUri: pvc://fusionrec-models/versions/v0005" in last.stdout, last.stderr
     bad = subprocess.run([sys.executable, "-m", "fusionrec", "deploy", "render", "--overlay", "staging"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "overlay 'staging' is unknown; use one of ['dev', 'prod']" in bad.stderr
