@@ -223,9 +223,9 @@ def test_render_from_the_command_line_writes_a_bundle_kubectl_can_apply(tmp_path
         args += ["--image", f"{role}=reg.example/{role}{DIGEST}"]
     done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"wrote {out}: 37 objects" in done.stdout
+    assert f"wrote {out}: 38 objects" in done.stdout
     docs = [d for d in yaml.safe_load_all(out.read_text()) if d]
-    assert len(docs) == 37 and _by(docs, "InferenceService", "fusionrec")["spec"]["predictor"]["model"][
+    assert len(docs) == 38 and _by(docs, "InferenceService", "fusionrec")["spec"]["predictor"]["model"][
         "storageUri"].endswith("/versions/v0003")
     registry = tmp_path / "models"
     registry.mkdir()
