@@ -20,6 +20,8 @@ Modalities = Annotated[Optional[str], typer.Option(help="Comma-separated modalit
                                                         "(default: every one the contract has).")]
 Protocol = Annotated[str, typer.Option(help="Split: random, temporal, cold_item, given.")]
 Fusion = Annotated[str, typer.Option(help="gated or concat.")]
+Image = Annotated[Optional[str], typer.Option(help="The component image (default: the CPU image's tag).")]
+Gpus = Annotated[int, typer.Option(min=0, help="GPUs on the train step.")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", help="A settings override KEY=VALUE, e.g. "
                                                                  "encoders.text.checkpoint=s3://m/minilm (repeatable).")]
 
@@ -60,8 +62,8 @@ def _spec(protocol: str, seed: int, fusion: str, dim: int, epochs: int, model_mo
 @app.command("compile")
 def compile_cmd(
     out: Annotated[Path, typer.Option(help="Where to write the pipeline's IR YAML.")],
-    image: Annotated[Optional[str], typer.Option(help="The component image (default: the CPU image's tag).")] = None,
-    gpus: Annotated[int, typer.Option(min=0, help="GPUs on the train step.")] = 1,
+    image: Image = None,
+    gpus: Gpus = 1,
     accelerator: Annotated[str, typer.Option(help="The GPU resource name.")] = "nvidia.com/gpu",
     trainer: Annotated[str, typer.Option(help="component (train in the step) or trainjob (a Kubeflow Trainer TrainJob: "
                                               "torchrun across --nodes nodes of --gpus GPUs).")] = "component",
@@ -78,8 +80,8 @@ def compile_cmd(
 @app.command("upload")
 def upload_cmd(
     host: Annotated[str, typer.Option(help="The Kubeflow Pipelines API endpoint, e.g. http://ml-pipeline.kubeflow:8888")],
-    image: Annotated[Optional[str], typer.Option(help="The component image (default: the CPU image's tag).")] = None,
-    gpus: Annotated[int, typer.Option(min=0, help="GPUs on the train step.")] = 1,
+    image: Image = None,
+    gpus: Gpus = 1,
     trainer: Annotated[str, typer.Option(help="component or trainjob (see compile).")] = "component",
     version: Annotated[Optional[str], typer.Option(help="The version's name (default: the image and the time).")] = None,
 ) -> None:
@@ -152,8 +154,8 @@ def submit_cmd(
     margin: Annotated[float, typer.Option(help="Promotion margin on NDCG@20.")] = 0.01,
     baselines: Annotated[str, typer.Option(help="Comma-separated baselines.")] = ",".join(DEFAULT_BASELINES),
     experiment: Annotated[str, typer.Option(help="The Kubeflow experiment.")] = "fusionrec",
-    image: Annotated[Optional[str], typer.Option(help="The component image.")] = None,
-    gpus: Annotated[int, typer.Option(min=0, help="GPUs on the train step.")] = 1,
+    image: Image = None,
+    gpus: Gpus = 1,
     sets: Sets = None,
 ) -> None:
     """Compile for the cluster and start a run through kfp.Client (credentials come from Kubernetes Secrets)."""

@@ -41,7 +41,7 @@ def build_pipeline(image: str, cluster: bool = True):
     from kfp import dsl
 
     from components.monitoring import build
-    from pipelines.training import FEATURE_STORE_CLIENT, SECRETS, STEP_USER
+    from pipelines.training import FEATURE_STORE_CLIENT, SECRETS, as_step_user
 
     c = build(image)
 
@@ -55,7 +55,7 @@ def build_pipeline(image: str, cluster: bool = True):
             from kfp import kubernetes
 
             task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("4G")
-            kubernetes.set_security_context(task, run_as_user=STEP_USER, run_as_group=STEP_USER, run_as_non_root=True)
+            as_step_user(task)
             kubernetes.add_pod_label(task, *FEATURE_STORE_CLIENT)  # reads the feedback from the online store
             for secret, keys in {**SECRETS, "fusionrec-monitoring": {"log_key": "FUSIONREC__MONITORING__LOG_KEY"}}.items():
                 kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
@@ -90,11 +90,7 @@ def schedule(host: str, *, image: str, training: dict[str, Any], cron: str = DEF
     training = {**training, "image": image}
     if training_service_account:
         training["service_account"] = training_service_account
-    with kfp_api(host), tempfile.TemporaryDirectory() as tmp:
-        if client is None:
-            import kfp
-
-            client = kfp.Client(host=host)
+    with kfp_api(host, client) as client, tempfile.TemporaryDirectory() as tmp:
         exp = client.create_experiment(experiment)
         earlier = client.list_recurring_runs(experiment_id=exp.experiment_id, page_size=100).recurring_runs or []
         for job in earlier:

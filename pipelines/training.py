@@ -68,6 +68,13 @@ class Target:
         "deploy": ("500m", "1G"), "train_distributed": ("500m", "2G")})
 
 
+def as_step_user(task):
+    """On a cluster: the step runs as the images' user, never as root."""
+    from kfp import kubernetes
+
+    return kubernetes.set_security_context(task, run_as_user=STEP_USER, run_as_group=STEP_USER, run_as_non_root=True)
+
+
 def build_pipeline(target: Target = Target()):
     """The training pipeline as a KFP pipeline function for ``target``."""
     from typing import List, NamedTuple
@@ -92,7 +99,7 @@ def build_pipeline(target: Target = Target()):
 
             cpu, memory = target.resources[name]
             task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
-            kubernetes.set_security_context(task, run_as_user=STEP_USER, run_as_group=STEP_USER, run_as_non_root=True)
+            as_step_user(task)
             for secret, keys in SECRETS.items():
                 kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
             if name in ("evaluate", "gate", "register", "deploy", "train_distributed"):
@@ -374,14 +381,19 @@ def run_name(spec: dict[str, Any], contract: str, modalities: list[str]) -> str:
 
 
 @contextmanager
-def kfp_api(host: str):
-    """Turns a Kubeflow Pipelines API that does not answer, or refuses, into one clear error."""
+def kfp_api(host: str, client=None):
+    """A ``kfp.Client`` for ``host`` (or ``client``, given), with an API that does not answer, or refuses,
+    turned into one clear error."""
     import urllib3
 
     from fusionrec.errors import Unavailable
 
     try:
-        yield
+        if client is None:
+            import kfp
+
+            client = kfp.Client(host=host)
+        yield client
     except urllib3.exceptions.HTTPError as e:
         raise Unavailable(f"Kubeflow Pipelines at {host} does not answer: {getattr(e, 'reason', e)}") from e
     except Exception as e:
@@ -405,11 +417,7 @@ def submit(host: str, *, contract: str, registry: str, modalities: list[str], sp
     spec, settings = dict(spec or {}), dict(settings or {"profile": "cluster"})
     check_parameters(spec=spec, settings=settings, modalities=modalities, baselines=baselines, margin=margin,
                      contract=contract)
-    with kfp_api(host), tempfile.TemporaryDirectory() as tmp:
-        if client is None:
-            import kfp
-
-            client = kfp.Client(host=host)
+    with kfp_api(host, client) as client, tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", target)
         run = client.create_run_from_pipeline_package(
             str(package), arguments={"contract": contract, "registry": registry, "modalities": modalities, "spec": spec,
@@ -427,11 +435,7 @@ def upload(host: str, *, target: Target = Target(cluster=True), version: str | N
 
     image = target.image.rsplit("/", 1)[-1]
     name = version or f"{image.replace('@sha256:', '@')[:48]} {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}Z"
-    with kfp_api(host), tempfile.TemporaryDirectory() as tmp:
-        if client is None:
-            import kfp
-
-            client = kfp.Client(host=host)
+    with kfp_api(host, client) as client, tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", target)
         pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
         if pipeline_id is None:

@@ -24,11 +24,10 @@ from fusionrec.errors import ConfigError
 log = logging.getLogger(__name__)
 
 K8S_VERSION = "1.33"  # the Kubernetes of the Kubeflow 1.10 platform
-OVERLAYS = ("dev", "prod")
 PLACEHOLDER = re.compile(r"@sha256:0{64}$")  # the prod overlay's digests until a deploy fills them in
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 CRD_GROUPS = ("serving.kserve.io", "trainer.kubeflow.org")
-TRAINJOB_TEMPLATE = ("ConfigMap", "fusionrec-trainjob", "trainjob.yaml")  # a TrainJob kept as data
+TRAINJOB_TEMPLATE = ("ConfigMap", "fusionrec-trainjob")  # a TrainJob kept as data, under trainjob.CLUSTER_TEMPLATE's name
 
 
 def default_crds() -> Path:
@@ -121,7 +120,9 @@ def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None =
         if deploy.model_version:
             if not re.fullmatch(r"[A-Za-z0-9._-]+", deploy.model_version):
                 raise ConfigError(f"--model-version {deploy.model_version!r}: a registry version folder name, e.g. v0007")
-            uri = f"{deploy.registry_uri.rstrip('/')}/versions/{deploy.model_version}"
+            from fusionrec.registry import version_uri
+
+            uri = version_uri(deploy.registry_uri, deploy.model_version)
             patches.append({"target": {"kind": "InferenceService", "name": "fusionrec"},
                             "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/predictor/model/storageUri",
                                                       "value": uri}])})
@@ -258,19 +259,22 @@ def validate_bundle(docs: list[dict[str, Any]], crds: str | Path | None = None,
     if schemas is None and not require_crds:
         log.warning("the CRDs are absent (%s): KServe objects checked against the KServe SDK only, the TrainJob "
                     "template not at all", folder)
+    from fusionrec.trainjob import CLUSTER_TEMPLATE
+
     errors: list[str] = []
     names: set[tuple[str, str]] = set()
     for doc in docs:
-        where = kind_name(doc)
-        if (doc.get("kind"), doc["metadata"].get("name")) in names:
+        where, key = kind_name(doc), (doc.get("kind"), doc["metadata"].get("name"))
+        if key in names:
             errors.append(f"{where}: defined twice")
-        names.add((doc.get("kind"), doc["metadata"].get("name")))
-        customs = [doc] if doc.get("apiVersion", "").split("/")[0] in CRD_GROUPS else []
-        if doc.get("apiVersion", "").split("/")[0] not in CRD_GROUPS:
+        names.add(key)
+        if doc.get("apiVersion", "").split("/")[0] in CRD_GROUPS:
+            customs = [doc]
+        else:
+            customs = []
             errors += [f"{where}: {e}" for e in core_errors(doc, k8s_version)]
-        kind, name, key = TRAINJOB_TEMPLATE
-        if doc.get("kind") == kind and doc["metadata"].get("name") == name:
-            customs.append(yaml.safe_load(doc["data"][key]))
+        if key == TRAINJOB_TEMPLATE:
+            customs.append(yaml.safe_load(doc["data"][CLUSTER_TEMPLATE.name]))
         for custom in customs:
             if schemas is None and not require_crds:
                 from fusionrec.serving.deploy import KINDS, schema_errors

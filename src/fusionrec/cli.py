@@ -450,23 +450,22 @@ def deploy_apply(
     from kserve import KServeClient
 
     from fusionrec.errors import ConfigError
+    from fusionrec.registry import reinstate, version_folder, version_uri
     from fusionrec.serving.deploy import rollout, smoke_check
 
     if bool(model_version) == bool(storage_uri):
         raise ConfigError("give --model-version or --storage-uri (one of them)")
     if registry and not model_version:
         raise ConfigError("--registry goes with --model-version (the version to make the champion again)")
-    if registry and not (registry / "versions" / model_version / "model.safetensors").exists():
-        raise ConfigError(f"{registry / 'versions' / model_version}: no such model version")
-    uri = storage_uri or f"{registry_uri.rstrip('/')}/versions/{model_version}"
+    if registry:  # refused before the cluster is touched
+        version_folder(registry, model_version)
+    uri = storage_uri or version_uri(registry_uri, model_version)
     smoke = smoke_check(smoke_url, "fusionrec") if smoke_url else None
     result = rollout(KServeClient(), uri, namespace=namespace, canary_percent=canary, timeout_s=timeout, smoke=smoke)
     typer.echo(f"{result.action}: {result.namespace}/{result.name}: {result.reason} ({' -> '.join(result.steps)})")
     if result.action == "rolled_back":
         raise typer.Exit(1)
     if registry:
-        from fusionrec.registry import reinstate
-
         done = reinstate(registry, model_version)
         typer.echo(f"champion of {registry}: {model_version} (was {done.champion_before})")
 

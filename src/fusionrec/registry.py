@@ -227,6 +227,24 @@ def promote(root: str | Path, version: Path, decision: GateDecision) -> None:
                                   "promoted": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
 
 
+def version_uri(registry: str | Path, version: str) -> str:
+    """Where a version lives in a registry given as a folder or as a URI (``pvc://fusionrec-models``, the
+    form KServe's storage initializer reads)."""
+    return f"{str(registry).rstrip('/')}/versions/{version}"
+
+
+def version_folder(root: str | Path, version: str) -> Path:
+    """A complete version folder of the registry folder ``root``.
+
+    Raises:
+        ConfigError: no such version (or one without its model file).
+    """
+    folder = Path(version_uri(root, version))
+    if not (folder / "model.safetensors").exists():
+        raise ConfigError(f"{folder}: no such model version")
+    return folder
+
+
 def reinstate(root: str | Path, version: str) -> GateDecision:
     """Make an earlier version the champion again (a rollback), so that the next run's gate compares
     with the model in production.
@@ -234,9 +252,7 @@ def reinstate(root: str | Path, version: str) -> GateDecision:
     Raises:
         ConfigError: ``version`` is not a complete version of ``root``.
     """
-    folder = Path(root) / "versions" / version
-    if not (folder / "model.safetensors").exists() or not (folder / "metrics.json").exists():
-        raise ConfigError(f"{folder}: no such model version")
+    folder = version_folder(root, version)
     before = champion(root)
     value = float(json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["test"][PRIMARY])
     decision = GateDecision(True, version, before.name if before else None, PRIMARY, value, None, 0.0,

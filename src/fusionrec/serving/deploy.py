@@ -166,6 +166,11 @@ class DeployResult:
     steps: list[str] = field(default_factory=list)
 
 
+def _not_found(error: Exception) -> bool:
+    """Whether the KServe client's error (it wraps the API's) says the object does not exist."""
+    return "404" in str(error) or "not found" in str(error).lower()
+
+
 def deploy(client, isvc: dict[str, Any], *, canary_percent: int = 10, timeout_s: int = 600,
            smoke: Callable[[], bool] | None = None) -> DeployResult:
     """Create the InferenceService, or roll a new revision out as a canary.
@@ -185,7 +190,7 @@ def deploy(client, isvc: dict[str, Any], *, canary_percent: int = 10, timeout_s:
         client.get(name, namespace=ns)
         exists = True
     except RuntimeError as e:  # the client wraps the API's errors; only "not found" means "create it"
-        if "404" not in str(e) and "not found" not in str(e).lower():
+        if not _not_found(e):
             raise
         exists = False
     if not exists:
@@ -245,7 +250,7 @@ def rollout(client, storage_uri: str, *, name: str = "fusionrec", namespace: str
     try:
         live = client.get(name, namespace=namespace)
     except RuntimeError as e:
-        if "404" not in str(e) and "not found" not in str(e).lower():
+        if not _not_found(e):
             raise
         raise ConfigError(f"InferenceService {namespace}/{name} does not exist: apply the bundle first "
                           "(fusionrec deploy render --overlay ... | kubectl apply -f -)") from e
@@ -291,14 +296,15 @@ def deploy_version(settings, *, registry: str, version: str, target: str, regist
     """
     from fusionrec.errors import Unavailable
 
-    uri = f"{str(registry_uri or registry).rstrip('/')}/versions/{version}"
+    from fusionrec.registry import version_folder, version_uri
+
+    uri = version_uri(registry_uri or registry, version)
     if target == "none":  # registered only (a local run in containers serves from the host afterwards)
         return "not deployed"
     if target == "local":
         from fusionrec.serving.local import call, serve_detached
 
-        if not (Path(uri) / "model.safetensors").exists():
-            raise ConfigError(f"{uri}: no such model version")
+        version_folder(registry_uri or registry, version)
         env = {}
         if features_dir:
             env["FUSIONREC__FEATURES__DATA_DIR"] = str(Path(features_dir).resolve())
