@@ -121,6 +121,11 @@ MUTANTS = [
     Mutant("the served score leaves out the item-item term", "src/fusionrec/recommender.py",
            "self.model.logits(uv, self.item_vectors, self.item_bias) + item_item",
            "self.model.logits(uv, self.item_vectors, self.item_bias)", (SERVING, "-k", "explained_and_versioned")),
+    Mutant("the item-item ridge left at the first in the grid", "src/fusionrec/itemitem.py",
+           "        if ndcg > best[0] or best[3] is None:", "        if best[3] is None:",
+           ("tests/unit/test_itemitem.py", "-k", "together")),
+    Mutant("the item-item weight taken from the grid's start, not the validation", "src/fusionrec/itemitem.py",
+           "w = max(combined, key=combined.get)", "w = WEIGHTS[1]", ("tests/unit/test_itemitem.py", "-k", "together")),
     Mutant("counts are standardised without log1p", "src/fusionrec/encoders/tabular.py",
            "x = np.log1p(np.maximum(x, 0.0)) if c.log else x", "x = x", ("tests/unit/test_tabular.py",)),
     # monitoring (issue 13)

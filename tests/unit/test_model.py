@@ -355,3 +355,46 @@ def test_a_sampled_softmax_run_learns_the_planted_tastes(synth_validated, synth_
     pop = evaluate_ranking(most_popular(split), split.test, [split.train, split.valid], split.n_users,
                            split.n_items).recall[20]
     assert got > pop  # the bar the full softmax meets in test_fused_model_beats_popularity_on_planted_tastes
+
+
+def test_sampled_batches_shrink_to_keep_enough_steps_per_epoch_but_never_below_the_full_softmaxs():
+    from fusionrec.training import batch_size
+
+    cfg = TrainConfig(batch_size=1024, sampled_batch_size=4096, min_steps_per_epoch=100)
+    assert batch_size(cfg, 80_000, sampled=True) == 1024  # movielens-100k-mm: 800 would be below batch_size
+    assert batch_size(cfg, 300_000, sampled=True) == 3000  # 100 steps of 3,000
+    assert batch_size(cfg, 800_000, sampled=True) == 4096  # 10^6 interactions: the large batches
+    assert batch_size(cfg, 800_000, sampled=False) == 1024
+
+
+def test_check_steps_spread_validations_over_long_epochs_and_always_end_one():
+    from fusionrec.training import check_steps
+
+    assert check_steps(78, 1024, 200_000) == {77}  # movielens-100k-mm: once an epoch, at its end
+    assert check_steps(196, 4096, 200_000) == {48, 97, 146, 195}  # 10^6 interactions: about every 200k rows
+    assert check_steps(1, 4096, 10) == {0}
+    assert check_steps(0, 4096, 10) == set()
+
+
+def test_long_epochs_validate_within_the_epoch_and_stop_there(synth_validated):
+    """Validation every quarter epoch: four checks an epoch, at fractional epochs; with a patience of one
+    check and a learning rate that makes the model worse, training stops within the first epoch."""
+    from fusionrec.training import check_steps
+
+    split = make_split(synth_validated, "random", seed=0)
+    emb = fake_embeddings(synth_validated.n_items)
+    mods = {m: emb[m].values.shape[1] for m in ("text", "image")}
+    cfg = FusionConfig(n_users=synth_validated.n_users, n_items=synth_validated.n_items, modalities=mods, dim=16)
+    quarter = len(split.train) // 4
+    steps = -(-len(split.train) // 128)
+    r = train(split, emb, cfg, TrainConfig(epochs=1, batch_size=128, device="cpu", valid_every=quarter, patience=50),
+              progress=False)
+    within = sorted(s for s in check_steps(steps, 128, quarter) if s != steps - 1)
+    assert len(within) == 3
+    assert [h["epoch"] for h in r.history] == [*(round((s + 1) / steps, 2) for s in within), 1]
+    assert all(h["loss"] > 0 for h in r.history)
+    worse = train(split, emb, cfg, TrainConfig(epochs=2, batch_size=64, lr=5.0, device="cpu", valid_every=quarter,
+                                               patience=1), progress=False)
+    assert len(worse.history) < 4 and worse.history[-1]["epoch"] < 1  # stopped mid-epoch, one check after its best
+    best = max(worse.history, key=lambda h: h["valid_ndcg@20"])
+    assert worse.best_epoch == best["epoch"] == worse.history[-2]["epoch"]

@@ -246,8 +246,17 @@ class FusionRecModel(nn.Module):
             return out
         H = self.config.item_item_history
         h, history_mask = history[:, max(0, history.shape[1] - H):].clamp(min=0), history_mask[:, max(0, history.shape[1] - H):]
-        values = self.ii_value[h] * history_mask.unsqueeze(-1)  # [B, H, k]
-        return out.scatter_add_(1, self.ii_index[h].flatten(1), values.flatten(1)) * self.ii_weight
+        used = torch.nonzero(history_mask.any(0)).flatten()  # columns padding for every row are skipped
+        if len(used) == 0:
+            return out
+        h, history_mask = h[:, int(used[0]):], history_mask[:, int(used[0]):]
+        k = self.ii_index.shape[1]
+        step = max(1, (1 << 24) // max(1, B * k))  # [B, step, k] gathers of at most 16M values at a time
+        for s in range(0, h.shape[1], step):
+            hs = h[:, s:s + step]
+            values = self.ii_value[hs] * history_mask[:, s:s + step].unsqueeze(-1)  # [B, step, k]
+            out.scatter_add_(1, self.ii_index[hs].flatten(1), values.flatten(1))
+        return out * self.ii_weight
 
     def logits(self, users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """Retrieval scores [B, n]: dot products of unit vectors scaled by the temperature, plus the item bias."""
