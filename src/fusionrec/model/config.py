@@ -34,7 +34,7 @@ class FusionConfig(BaseModel):
     # chosen together on validation NDCG@20 (fusionrec.itemitem). Each item keeps its `item_item` strongest
     # neighbours; 0 turns the term off (and it is off above `item_item_max_items`, where the closed form
     # costs too much). 512 rather than 128 neighbours, with the whole history below: movielens-100k-mm
-    # Recall@20 0.4036 -> 0.4088, NDCG@20 0.3597 -> 0.3651 (mean of 3 seeds, docs/model.md).
+    # Recall@20 0.4036 -> 0.4087, NDCG@20 0.3597 -> 0.3652 (mean of 3 seeds, benchmarks/accuracy.py).
     item_item: int = Field(512, ge=0)
     item_item_max_items: int = Field(20_000, ge=0)
     # The user's latest items the item-item term sums over (EASE's own score sums over the whole row): 200
