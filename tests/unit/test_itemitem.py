@@ -113,25 +113,34 @@ def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation
     assert chosen["weight"] > 0  # on block-structured tastes the term beats random tower scores
 
 
-def test_the_term_over_long_histories_sums_every_real_entry_whatever_the_batch():
-    """Long, padded histories in batches too large for one gather (the term then goes in slices of the
-    history): the same sums as the dense matrix the neighbours describe, by hand, row by row."""
+@pytest.mark.parametrize("n_items, k, B, H", [
+    (1100, 1024, 256, 300),  # a small catalogue, many long histories: the dense product
+    (5000, 64, 512, 600),  # above 4,096 items: neighbours gathered in slices of the history (two here)
+])
+def test_the_term_over_long_histories_sums_every_real_entry_whatever_the_batch(n_items, k, B, H):
+    """Long, padded histories (one item twice) in batches too large for one gather: the same sums as the
+    dense matrix the neighbours describe, by hand, row by row, whichever way the model computes them."""
+    from fusionrec.model.modeling import DENSE_ITEM_ITEM
     from tests.reference import item_item_term
 
     rng = np.random.default_rng(1)
-    n_items, k, B, H = 1100, 1024, 256, 300
     model = FusionRecModel(FusionConfig(n_users=B, n_items=n_items, dim=4, item_item=k, item_item_history=H))
-    index, value = prune(rng.normal(size=(n_items, n_items)).astype(np.float32), k)
+    index = np.stack([rng.choice(n_items, k, replace=False) for _ in range(n_items)])
     model.ii_index.copy_(torch.from_numpy(index))
-    model.ii_value.copy_(torch.from_numpy(value))
+    model.ii_value.copy_(torch.from_numpy(rng.normal(size=(n_items, k)).astype(np.float32)))
     model.ii_weight.fill_(1.5)
     lengths = rng.integers(0, 120, B)
     lengths[7] = H  # one user with a whole window
     history = torch.from_numpy(rng.integers(0, n_items, (B, H)))
+    history[7, -1] = history[7, -2]  # the same item twice counts twice
     mask = torch.from_numpy(np.arange(H)[None, :] >= H - lengths[:, None])  # right-aligned, padded in front
+    if n_items * n_items <= DENSE_ITEM_ITEM:
+        assert B * H * k > n_items * n_items  # the product costs less than the gather: the model takes it
+    else:
+        assert (1 << 24) // (B * k) < H  # more than one slice of the history
     got = model.item_item(history, mask).numpy()
     sd = {k_: v.numpy() for k_, v in model.state_dict().items() if k_.startswith("ii_")}
-    for row in (0, 7, 100, 255):
+    for row in (0, 7, 100, B - 1):
         expected = item_item_term(sd, history[row][mask[row]].numpy())
         assert got[row] == pytest.approx(expected, rel=1e-4, abs=1e-3)
     assert np.all(got[lengths == 0] == 0)

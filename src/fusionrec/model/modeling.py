@@ -23,6 +23,8 @@ from torch import nn
 
 from fusionrec.model.config import FusionConfig
 
+DENSE_ITEM_ITEM = 1 << 24  # the item-item term may build a dense n x n matrix up to this size (4,096 items)
+
 
 @dataclass
 class ItemOutput:
@@ -250,7 +252,14 @@ class FusionRecModel(nn.Module):
         if len(used) == 0:
             return out
         h, history_mask = h[:, int(used[0]):], history_mask[:, int(used[0]):]
-        k = self.ii_index.shape[1]
+        k, n = self.ii_index.shape[1], self.config.n_items
+        if n * n <= DENSE_ITEM_ITEM and B * h.shape[1] * k > n * n:
+            # many long histories on a small catalogue: history counts times the dense matrix (one matrix
+            # product) costs less than gathering every history item's neighbours (64 users with 590 items
+            # each, 1,682 items, 512 neighbours: 10 ms rather than 350 ms on one thread)
+            counts = torch.zeros(B, n, device=h.device).scatter_add_(1, h, history_mask.float())
+            dense = torch.zeros(n, n, device=h.device).scatter_(1, self.ii_index, self.ii_value)
+            return counts @ dense * self.ii_weight
         step = max(1, (1 << 24) // max(1, B * k))  # [B, step, k] gathers of at most 16M values at a time
         for s in range(0, h.shape[1], step):
             hs = h[:, s:s + step]
