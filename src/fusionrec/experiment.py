@@ -65,7 +65,7 @@ def model_card(dataset_name: str, split: Split, cfg: FusionConfig, result: Train
              "- modalities: " + ", ".join(f"{m} ({d}-d, {encoders.get(m, {}).get('identity', m)})"
                                            for m, d in cfg.modalities.items()),
              "", "## Training", "",
-             f"- best epoch {result.best_epoch} of {len(result.history)}, {result.seconds:.0f} s, "
+             f"- best epoch {result.best_epoch} ({len(result.history)} validation checks), {result.seconds:.0f} s, "
              f"{result.samples_per_second:,.0f} samples/s", f"- config: `{cfg.model_dump_json()}`", "",
              "## What moves the score", "", *_contributions(cfg, result), "",
              "## Test metrics (full ranking, training and validation items excluded)", "",
