@@ -117,7 +117,7 @@ MUTANTS = [
            "expected = len(positives) * self.share[candidates] + ", "expected = 0 * self.share[candidates] + ",
            (MODEL, "-k", "sampler")),
     Mutant("the item-item term ignores its weight", "src/fusionrec/model/modeling.py",
-           "values.flatten(1)) * self.ii_weight", "values.flatten(1))", ("tests/unit/test_itemitem.py",)),
+           "        return out * self.ii_weight\n", "        return out\n", ("tests/unit/test_itemitem.py",)),
     Mutant("the served score leaves out the item-item term", "src/fusionrec/recommender.py",
            "self.model.logits(uv, self.item_vectors, self.item_bias) + item_item",
            "self.model.logits(uv, self.item_vectors, self.item_bias)", (SERVING, "-k", "explained_and_versioned")),

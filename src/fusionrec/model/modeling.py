@@ -242,24 +242,20 @@ class FusionRecModel(nn.Module):
     def item_item(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         """The item-item term [B, n_items]: ``ii_weight * sum_h B[h, :]`` over each user's history (zeros
         without the term). ``B`` is kept sparse: each history item's strongest neighbours."""
-        B = history.shape[0]
-        out = torch.zeros(B, self.config.n_items, device=history.device)
-        if not self.has_item_item:
-            return out
-        H = self.config.item_item_history
-        h, history_mask = history[:, max(0, history.shape[1] - H):].clamp(min=0), history_mask[:, max(0, history.shape[1] - H):]
-        used = torch.nonzero(history_mask.any(0)).flatten()  # columns padding for every row are skipped
-        if len(used) == 0:
-            return out
-        h, history_mask = h[:, int(used[0]):], history_mask[:, int(used[0]):]
-        k, n = self.ii_index.shape[1], self.config.n_items
+        B, n, k = history.shape[0], self.config.n_items, self.ii_index.shape[1]
+        start = max(0, history.shape[1] - self.config.item_item_history)
+        used = torch.nonzero(history_mask[:, start:].any(0)).flatten()  # columns padding for every row are skipped
+        if not self.has_item_item or len(used) == 0:
+            return torch.zeros(B, n, device=history.device)
+        start += int(used[0])
+        h, history_mask = history[:, start:].clamp(min=0), history_mask[:, start:]
         if n * n <= DENSE_ITEM_ITEM and B * h.shape[1] * k > n * n:
             # many long histories on a small catalogue: history counts times the dense matrix (one matrix
-            # product) costs less than gathering every history item's neighbours (64 users with 590 items
-            # each, 1,682 items, 512 neighbours: 10 ms rather than 350 ms on one thread)
+            # product) costs less than gathering every history item's neighbours (benchmarks/item_item.py)
             counts = torch.zeros(B, n, device=h.device).scatter_add_(1, h, history_mask.float())
             dense = torch.zeros(n, n, device=h.device).scatter_(1, self.ii_index, self.ii_value)
             return counts @ dense * self.ii_weight
+        out = torch.zeros(B, n, device=h.device)
         step = max(1, (1 << 24) // max(1, B * k))  # [B, step, k] gathers of at most 16M values at a time
         for s in range(0, h.shape[1], step):
             hs = h[:, s:s + step]
