@@ -253,6 +253,8 @@ def reinstate(root: str | Path, version: str) -> GateDecision:
         ConfigError: ``version`` is not a complete version of ``root``.
     """
     folder = version_folder(root, version)
+    if not (folder / "metrics.json").exists():  # the gate needs its figure
+        raise ConfigError(f"{folder}: no such model version (no metrics.json)")
     before = champion(root)
     value = float(json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["test"][PRIMARY])
     decision = GateDecision(True, version, before.name if before else None, PRIMARY, value, None, 0.0,
