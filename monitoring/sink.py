@@ -41,7 +41,7 @@ def build_app(settings, writer):
     from fusionrec.monitoring.log import log_key, records, summarise
     from fusionrec.serving.schemas import parse_v1, parse_v2, results_from_v2
 
-    key = log_key(settings.monitoring, monitoring_dir(settings))
+    key = log_key(settings.monitoring, monitoring_dir(settings), create=settings.profile == "local")
     pending: OrderedDict[str, tuple[datetime, dict]] = OrderedDict()
     counts = {"requests": 0, "responses": 0, "records": 0, "unpaired": 0, "rejected": 0}
     app = FastAPI(title="fusionrec inference-log sink")

@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from fusionrec.config import Settings
+from fusionrec.errors import Unavailable
 from fusionrec.serving.schemas import parse_v1, parse_v2, result_to_dict, results_to_v2, v2_metadata, wants_monitor
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,16 @@ def _predictor_class():
             self.ready = True
             return self.ready
 
+        async def healthy(self) -> bool:
+            """Ready to answer: the model is loaded (every readiness route asks this)."""
+            return self.ready and self.recommender is not None
+
+        def _score(self, rows, queued_at: float):
+            # a request that waited past the queue timeout is dropped: its caller has given up by then
+            if time.monotonic() - queued_at > self.settings.serving.queue_timeout_s:
+                raise Unavailable("the predictor is overloaded: the request waited too long for scoring; retry shortly")
+            return self.recommender.run(rows)
+
         def get_input_types(self) -> list[dict]:
             rec = self.recommender
             return v2_metadata(rec.terms, rec.model.config.dim)[0] if rec else []
@@ -62,11 +74,13 @@ def _predictor_class():
         async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None):
             rec = self.recommender
+            if rec is None:
+                raise Unavailable("the model is not loaded yet; retry shortly")
             limits = self.settings.serving
             v2 = isinstance(payload, InferRequest)
             rows = parse_v2(payload, limits) if v2 else parse_v1(payload, limits)
             monitor = wants_monitor(payload)  # the transformer's inference log asks for the vectors it keeps
-            results = await asyncio.get_running_loop().run_in_executor(self._pool, rec.run, rows)
+            results = await asyncio.get_running_loop().run_in_executor(self._pool, self._score, rows, time.monotonic())
             if v2:
                 return results_to_v2(results, rec.terms, rec.version, self.name, monitor)
             return {"predictions": [result_to_dict(r, rec.terms, rec.version, monitor) for r in results]}
@@ -75,12 +89,11 @@ def _predictor_class():
 
 
 def main(argv: list[str] | None = None) -> None:
-    import kserve
     import torch
     from kserve import model_server
 
     from fusionrec.config import load_settings
-    from fusionrec.serving.http import install_error_handlers
+    from fusionrec.serving.http import run_model_server
 
     parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__.splitlines()[0])
     parser.add_argument("--storage_uri", default=None, help="Model registry, version folder or /mnt/models.")
@@ -90,8 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(settings.serving.torch_threads)
     model = _predictor_class()(args.model_name, settings, args.storage_uri)
     model.load()
-    install_error_handlers()
-    kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1).start([model])
+    run_model_server(model, settings, args.http_port)
 
 
 if __name__ == "__main__":

@@ -21,16 +21,17 @@ Run: ``python -m serving.transformer --model_name fusionrec --http_port 8080
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
+import contextvars
 import logging
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fusionrec.config import Settings, monitoring_dir
 from fusionrec.errors import BadRequest, Unavailable, UpstreamError
-from fusionrec.monitoring.log import RequestSummary, records, summarise
+from fusionrec.monitoring.log import records, summarise
 from fusionrec.serving.http import error_message
 from fusionrec.serving.schemas import Row, parse_v1, results_from_v2, to_v1, to_v2
 
@@ -38,6 +39,21 @@ log = logging.getLogger(__name__)
 
 
 _COUNTERS: dict = {}
+
+
+@dataclass
+class RequestState:
+    """What preprocess hands to predict and postprocess for one request. It lives in a context variable
+    (preprocess, predict and postprocess run in one task), never in a header a client could set."""
+
+    started: float
+    caller: Any = None  # fusionrec.serving.access.Caller
+    rows: list = field(default_factory=list)
+    online: str = "off"
+    summaries: list | None = None
+
+
+_STATE: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar("fusionrec_request", default=None)
 
 
 def _counter(name: str, doc: str):
@@ -104,21 +120,31 @@ def inference_log(settings: Settings):
                               max_queue=mon.log_queue, on_drop=lambda reason, n: counter.labels(reason=reason).inc(n))
 
 
-def warm_up(store) -> None:
+def warm_up(store, timeout_s: float = 10.0) -> bool:
     """One lookup before serving: the first one loads Feast's registry and opens the store, which would
-    take longer than the per-request timeout and send the first requests to the fallback."""
-    import time
+    take longer than the per-request timeout and send the first requests to the fallback. It is given
+    ``timeout_s`` (a blackholed Redis must not keep a new pod from starting); returns whether it answered."""
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
 
     from fusionrec.features.store import online_user_features
 
     start = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feast-warm-up")
     try:
-        online_user_features(store, ["__warm_up__"])
+        pool.submit(online_user_features, store, ["__warm_up__"]).result(timeout=timeout_s)
+    except FutureTimeout:
+        log.warning("the online feature store did not answer within %.0f s at start; requests use the model's own "
+                    "histories until it does", timeout_s)
+        return False
     except Exception as e:  # a store that is down at start: requests fall back until it is up
         log.warning("the online feature store did not answer at start (%s); requests use the model's own histories "
                     "until it does", type(e).__name__)
-        return
+        return False
+    finally:
+        pool.shutdown(wait=False)
     log.info("online feature store ready in %.2f s", time.perf_counter() - start)
+    return True
 
 
 def _transformer_class():
@@ -130,14 +156,21 @@ def _transformer_class():
         """``kserve.Model`` with ``--predictor_host``: preprocess, call the predictor, postprocess."""
 
         def __init__(self, name: str, settings: Settings, store=None, pii=None, log_writer=None) -> None:
+            from concurrent.futures import ThreadPoolExecutor
+
             from fusionrec.monitoring.log import log_key
+            from fusionrec.serving.access import Authenticator, RateLimiter
             from fusionrec.serving.resilience import CircuitBreaker
 
             super().__init__(name)
             self.settings = settings
             self.store = store
             self.pii = pii
+            self.auth = Authenticator(settings)
+            self.limiter = RateLimiter(settings.serving.auth)
             self.breaker = CircuitBreaker(settings.serving.breaker_failures, settings.serving.breaker_reset_s)
+            # the PII filter is CPU work: off the event loop, on threads of its own
+            self._pii_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pii")
             _fallback_counter()  # declared at start, so that /metrics shows it before the first failure
             _dropped_counter()
             self.log_writer = log_writer
@@ -145,62 +178,86 @@ def _transformer_class():
             # request logger on the predictor (monitoring/sink.py), which sees the predictor's answer
             self.monitor = settings.monitoring.inference_log != "none"
             # the key pseudonymises users in the records this transformer writes (the sink has its own)
-            self.log_key = log_key(settings.monitoring, monitoring_dir(settings)) if log_writer is not None else b""
+            self.log_key = (log_key(settings.monitoring, monitoring_dir(settings), create=settings.profile == "local")
+                            if log_writer is not None else b"")
             self.ready = True
 
-        async def preprocess(self, payload: Any, headers: dict[str, str] | None = None):
-            started = time.perf_counter()
-            if isinstance(payload, InferRequest):
-                raise BadRequest('the transformer takes v1 JSON: POST /v1/models/<name>:predict with {"instances": [...]}')
-            rows = parse_v1(payload, self.settings.serving)
+        def _redact(self, rows: list[Row]) -> None:
             for r in rows:
                 if r.text is not None and self.pii is not None:
                     r.text = self.pii.redact(r.text)
-            online = await user_histories(self.store, rows, self.breaker, self.settings.serving.feature_timeout_s)
-            # the outcome of the lookup travels in the request's headers to postprocess (one model object
-            # serves concurrent requests, so it cannot be kept on self)
-            if headers is not None:
-                headers["x-fusionrec-online-features"] = online
-                if self.log_writer is not None:  # what the log keeps of the request, for postprocess
-                    headers["x-fusionrec-log"] = json.dumps(
-                        {"started": started, "rows": [asdict(s) for s in summarise(rows, self.log_key)]})
+
+        def _request(self, rows: list[Row], anonymous: bool = False):
+            if anonymous:
+                rows = [replace(r, user_id=None) for r in rows]
             if self.predictor_config is not None and self.predictor_config.protocol == "v2":
                 return to_v2(rows, self.name, self.monitor)
             return to_v1(rows, self.monitor)
 
-        async def predict(self, payload, headers: dict[str, str] | None = None,
-                          response_headers: dict[str, str] | None = None):
-            host = self.predictor_config.predictor_host if self.predictor_config else None
+        async def preprocess(self, payload: Any, headers: dict[str, str] | None = None):
+            from fusionrec.serving.access import authorise
+
+            state = RequestState(time.perf_counter())
+            _STATE.set(state)
+            state.caller = self.auth.caller(headers)
+            self.limiter.take(state.caller)
+            if isinstance(payload, InferRequest):
+                raise BadRequest('the transformer takes v1 JSON: POST /v1/models/<name>:predict with {"instances": [...]}')
+            rows = parse_v1(payload, self.settings.serving)
+            authorise(state.caller, rows)
+            if any(r.text is not None for r in rows):
+                await asyncio.get_running_loop().run_in_executor(self._pii_pool, self._redact, rows)
+            state.online = await user_histories(self.store, rows, self.breaker, self.settings.serving.feature_timeout_s)
+            state.rows = rows
+            if self.log_writer is not None:  # what the log keeps of the request, for postprocess
+                state.summaries = summarise(rows, self.log_key)
+            return self._request(rows)
+
+        async def _call_predictor(self, payload, headers, response_headers):
             try:
                 return await super().predict(payload, headers, response_headers)
             except httpx.HTTPStatusError as e:
                 message = error_message(e.response)
                 if 400 <= e.response.status_code < 500:
-                    raise UpstreamError(message, e.response.status_code) from None
-                raise Unavailable(f"the predictor at {host} failed ({e.response.status_code}: {message[:200]}); "
-                                  "retry shortly") from None
+                    raise UpstreamError(message[:500], e.response.status_code) from None
+                log.warning("the predictor failed (%s: %s)", e.response.status_code, message[:200])
+                raise Unavailable("the predictor failed; retry shortly") from None
             except httpx.TransportError as e:  # refused, reset, timed out
-                raise Unavailable(f"the predictor at {host} is unavailable ({type(e).__name__}); retry shortly") from None
+                log.warning("the predictor is unavailable (%s)", type(e).__name__)
+                why = " (it did not answer in time)" if isinstance(e, httpx.TimeoutException) else ""
+                raise Unavailable(f"the predictor is unavailable{why}; retry shortly") from None
+
+        async def predict(self, payload, headers: dict[str, str] | None = None,
+                          response_headers: dict[str, str] | None = None):
+            try:
+                return await self._call_predictor(payload, headers, response_headers)
+            except UpstreamError as e:
+                state = _STATE.get()
+                # an end user is not told whether the id they sent exists: an unknown user is served
+                # as an anonymous one (their history, or popular items) instead of a 404
+                if e.http_status != 404 or state is None or state.caller is None or state.caller.any_user:
+                    raise
+                return await self._call_predictor(self._request(state.rows, anonymous=True), headers,
+                                                  response_headers)
 
         async def postprocess(self, result, headers: dict[str, str] | None = None,
                               response_headers: dict[str, str] | None = None):
             predictions = results_from_v2(result) if isinstance(result, InferResponse) else result["predictions"]
-            online = (headers or {}).get("x-fusionrec-online-features", "off")
+            state = _STATE.get()
+            online = state.online if state is not None else "off"
             for p in predictions:
                 p["online_features"] = online
-            stash = (headers or {}).get("x-fusionrec-log")
-            if stash is not None:
-                self._log(json.loads(stash), predictions, (headers or {}).get("x-request-id"))
+            if state is not None and state.summaries is not None:
+                self._log(state, predictions, (headers or {}).get("x-request-id"))
             for p in predictions:
                 p.pop("monitor", None)
             return {"predictions": predictions}
 
-        def _log(self, stash: dict, predictions: list[dict], request_id: str | None) -> None:
+        def _log(self, state: RequestState, predictions: list[dict], request_id: str | None) -> None:
             try:
-                summaries = [RequestSummary(**r) for r in stash["rows"]]
-                latency_ms = (time.perf_counter() - stash["started"]) * 1000
-                self.log_writer.append(records(summaries, predictions, latency_ms=latency_ms,
-                                               request_id=request_id or uuid.uuid4().hex))
+                latency_ms = (time.perf_counter() - state.started) * 1000
+                rid = request_id if request_id and len(request_id) <= 128 else uuid.uuid4().hex
+                self.log_writer.append(records(state.summaries, predictions, latency_ms=latency_ms, request_id=rid))
             except Exception as e:  # the log never fails a request
                 log.warning("inference log: a record could not be built (%s: %s)", type(e).__name__, e)
                 _dropped_counter().labels(reason="record_failed").inc(len(predictions))
@@ -209,13 +266,12 @@ def _transformer_class():
 
 
 def main(argv: list[str] | None = None) -> None:
-    import kserve
     from kserve import model_server
 
     from fusionrec.config import load_settings
     from fusionrec.features.store import feature_store
     from fusionrec.privacy import PiiFilter
-    from fusionrec.serving.http import install_error_handlers
+    from fusionrec.serving.http import run_model_server
 
     parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__.splitlines()[0])
     parser.add_argument("--no_feast", action="store_true", help="Serve without online user features.")
@@ -228,9 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     writer = inference_log(settings)
     model = _transformer_class()(args.model_name, settings, store=store, pii=PiiFilter(settings.privacy),
                                  log_writer=writer)
-    install_error_handlers()
     try:
-        kserve.ModelServer(http_port=args.http_port, enable_grpc=False, workers=1).start([model])
+        run_model_server(model, settings, args.http_port)
     finally:
         if writer is not None:
             writer.close()  # what is queued reaches the disk on a clean stop

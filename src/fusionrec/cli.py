@@ -330,6 +330,7 @@ def recommend_cmd(
     (an image, a text, an item), or both; each item with the terms of its score."""
     import base64
 
+    from fusionrec.serving.access import client_headers
     from fusionrec.serving.local import call
 
     settings = state.settings()
@@ -344,7 +345,7 @@ def recommend_cmd(
     if history:
         instance["history"] = [h.strip() for h in history.split(",") if h.strip()]
     url = url or f"http://{settings.serving.host}:{settings.serving.transformer_port}"
-    answer = call(url, settings.serving.model_name, [instance])
+    answer = call(url, settings.serving.model_name, [instance], headers=client_headers(settings))
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
         return

@@ -5,8 +5,8 @@ The only module that reads environment variables or settings files. Resolution o
 1. the ``default`` section of the settings file (``configs/settings.yaml`` unless
    ``FUSIONREC_CONFIG`` or an explicit path names another);
 2. the section of the chosen profile under ``profiles`` (``FUSIONREC_PROFILE``, default ``local``);
-3. environment variables ``FUSIONREC__<SECTION>__<KEY>=<value>`` (values parsed as YAML scalars),
-   e.g. ``FUSIONREC__VALIDATION__MAX_IMAGE_PIXELS=40000000``.
+3. environment variables ``FUSIONREC__<SECTION>__<KEY>=<value>`` (values parsed as YAML scalars, except
+   secrets, which are taken as written), e.g. ``FUSIONREC__VALIDATION__MAX_IMAGE_PIXELS=40000000``.
 """
 
 from __future__ import annotations
@@ -104,13 +104,48 @@ class FeatureSettings(_Strict):
     default_event_time: str = "2000-01-01T00:00:00Z"
 
 
+class CallerSettings(_Strict):
+    """One caller of the transformer known by an API key (the key itself is never in the settings: its
+    SHA-256, so that a settings file or a ConfigMap can be read without handing out the key)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@:-]+$")
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # service: a backend trusted to name any user; user: an end user, who may only ask for `user_id`
+    role: Literal["service", "user"] = "service"
+    user_id: str | None = Field(None, min_length=1, max_length=128)
+    # a service that may learn which items a user has seen (exclude_seen over a candidate list)
+    history: bool = False
+
+
+class AuthSettings(_Strict):
+    """Who may call the transformer, for which users, how often (docs/serving.md, "Callers")."""
+
+    # api_key: callers send ``Authorization: Bearer <key>`` (or ``x-api-key``); mesh: the service mesh has
+    # authenticated the caller (its mTLS principal in x-forwarded-client-cert, or an end user's verified JWT
+    # subject in `user_header`, both set by the sidecar, which drops what a client sends under those names)
+    mode: Literal["api_key", "mesh"] = "api_key"
+    callers: tuple[CallerSettings, ...] = ()
+    # api_key mode: a file holding one service key (a mounted Secret); unset locally: a random key made
+    # once under <paths.artifacts>/serving/api.key (owner-only), which `fusionrec recommend` reads
+    key_file: str | None = None
+    service_principals: tuple[str, ...] = ()  # mesh: SPIFFE ids trusted to name any user
+    history_principals: tuple[str, ...] = ()  # mesh: SPIFFE ids that may also learn seen items
+    user_header: str = Field("x-fusionrec-user", pattern=r"^[a-z0-9-]+$")
+    # token buckets per caller (services by name or principal, end users by subject): sustained rate, burst
+    service_rate_per_s: float = Field(500.0, gt=0.0)
+    service_burst: int = Field(1_000, ge=1)
+    user_rate_per_s: float = Field(5.0, gt=0.0)
+    user_burst: int = Field(20, ge=1)
+
+
 class ServingSettings(_Strict):
     """The KServe predictor and transformer: where the model comes from, ports, limits on requests."""
 
     model_name: str = "fusionrec"
     # A model registry folder (its champion is served), one version folder, or KServe's /mnt/models mount.
     storage_uri: str = "artifacts/movielens-100k-mm/models"
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # where local clients reach the servers
+    bind: str = "127.0.0.1"  # where the servers listen: loopback locally, every address in a pod (cluster profile)
     predictor_port: int = Field(8081, ge=1, le=65535)
     transformer_port: int = Field(8080, ge=1, le=65535)
     predictor_timeout_s: int = Field(5, ge=1)  # the transformer answers 503 after this when the predictor is down
@@ -120,6 +155,20 @@ class ServingSettings(_Strict):
     max_batch: int = Field(64, ge=1)  # rows (instances) per request
     max_text_chars: int = Field(2_000, ge=1)
     max_image_bytes: int = Field(5_000_000, ge=1)
+    max_id_chars: int = Field(128, ge=1)  # a user or item id in a request
+    # Bytes of one request body, refused with a 413 before it is read (the Content-Length, or as it arrives)
+    max_body_bytes: int = Field(8_000_000, ge=1_000)
+    # Decoded pixels of one query image, and of all the images of one request; checked from the image's
+    # header before it is decoded (a 100 KB PNG can hold 36 megapixels)
+    max_image_pixels: int = Field(16_000_000, ge=1)
+    max_request_pixels: int = Field(32_000_000, ge=1)
+    image_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+    # Admission: inference requests in flight in one server; beyond it a 429 with Retry-After, at once.
+    # A request that waited longer than `queue_timeout_s` for the scoring thread is dropped (its caller,
+    # the transformer, has given up by then): a 503, and the thread moves on to callers still waiting.
+    max_inflight: int = Field(64, ge=1)
+    queue_timeout_s: float = Field(5.0, gt=0.0)
+    auth: AuthSettings = AuthSettings()
     # Torch threads in the predictor. Scoring one request is a small matrix product; spare threads would
     # spin against the transformer and the HTTP stack for the same cores.
     torch_threads: int = Field(1, ge=1)
@@ -203,18 +252,38 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
+def _secret_paths(model: type[BaseModel] = None, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The key paths of every secret-typed setting (``SecretStr``), e.g. ``("monitoring", "log_key")``."""
+    import typing
+
+    model = model or Settings
+    out: set[tuple[str, ...]] = set()
+    for name, info in model.model_fields.items():
+        kinds = typing.get_args(info.annotation) or (info.annotation,)
+        if SecretStr in kinds:
+            out.add(prefix + (name,))
+        for kind in kinds:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                out |= _secret_paths(kind, prefix + (name,))
+    return out
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
+    secrets = _secret_paths()
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
         keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
         if not keys:
             continue
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"environment variable {name}: value {raw!r} is not valid YAML") from e
+        if tuple(keys) in secrets:
+            value = raw  # a secret is taken as written: never YAML-parsed (``a: b``, ``123456``, ``x #y``, ``null``)
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError as e:
+                raise ConfigError(f"environment variable {name}: value {raw!r} is not valid YAML") from None
         node = tree
         for key in keys[:-1]:
             node = node.setdefault(key, {})
@@ -241,18 +310,27 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from e
 
 
+def _shown(loc: tuple, value: Any) -> str:
+    """A rejected value as an error message may show it: never a secret's (nor a value under a secret's key)."""
+    keys = tuple(str(p) for p in loc)
+    if any(keys[: len(path)] == path for path in _secret_paths()):
+        return "<secret, not shown>"
+    return repr(value)
+
+
 def describe_pydantic_errors(err: ValidationError) -> str:
     """Every problem of a pydantic error on one line: ``field: message (got value)``, joined by '; '."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in err.errors())
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {_shown(e['loc'], e['input'])})"
+                     for e in err.errors())
 
 
 def describe_pydantic_error(source: str, err: ValidationError) -> str:
-    """One line naming the first offending field and value of a pydantic error."""
+    """One line naming the first offending field and value of a pydantic error (a secret's value is not shown)."""
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "<root>"
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{loc}' (value {first.get('input')!r})"
-    return f"{source}: '{loc}': {first['msg']} (got {first.get('input')!r})"
+        return f"{source}: unknown key '{loc}' (value {_shown(first['loc'], first.get('input'))})"
+    return f"{source}: '{loc}': {first['msg']} (got {_shown(first['loc'], first.get('input'))})"
 
 
 def load_settings(

@@ -12,6 +12,7 @@ class FusionRecError(Exception):
 
     http_status: int = 500
     exit_code: int = 2
+    retry_after: int | None = None  # seconds; an API answer carries it as the Retry-After header
 
 
 class ConfigError(FusionRecError):
@@ -51,6 +52,28 @@ class NotFound(FusionRecError):
     http_status = 404
 
 
+class Unauthorized(FusionRecError):
+    """A request without a valid caller identity (no API key, an unknown key, no authenticated principal)."""
+
+    http_status = 401
+
+
+class Forbidden(FusionRecError):
+    """A caller asked for something it is not allowed to (another user's recommendations, say)."""
+
+    http_status = 403
+
+
+class TooManyRequests(FusionRecError):
+    """A caller is over its rate limit, or the server's admission queue is full; retry after a while."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class PayloadTooLarge(FusionRecError):
     """A request part (an image, a text, a list) is over its configured limit."""
 
@@ -58,9 +81,10 @@ class PayloadTooLarge(FusionRecError):
 
 
 class Unavailable(FusionRecError):
-    """A service this one depends on (the predictor) does not answer; retry later."""
+    """A service this one depends on (the predictor) does not answer, or this one is not ready; retry later."""
 
     http_status = 503
+    retry_after = 1
 
 
 class UpstreamError(FusionRecError):

@@ -15,6 +15,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
+
+from fusionrec.serving.access import client_headers
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,7 +54,7 @@ def loop(tmp_path_factory, synth_clean, synth_validated, synth_embeddings, free_
            "FUSIONREC__PATHS__CACHE": str(root / "cache"), "FUSIONREC__ENCODERS__DEVICE": "cpu",
            "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()), "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
            "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"), "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.3",
-           "FUSIONREC__MONITORING__LOG_KEY": "test-only-key", "FUSIONREC__FEATURES__DATA_DIR": str(features)}
+           "FUSIONREC__MONITORING__LOG_KEY": "test-only-key-0123456789abcdefghijklmnopqrstuvwxyz", "FUSIONREC__FEATURES__DATA_DIR": str(features)}
     settings = load_settings(env=env)
     store = fs.feature_store(settings.features, features)
     fs.apply(store, features)
@@ -66,7 +68,8 @@ def loop(tmp_path_factory, synth_clean, synth_validated, synth_embeddings, free_
 def _send(loop, instances: list[dict], batch: int = 32) -> None:
     url = f"{loop['servers'].transformer_url}/v1/models/{MODEL}:predict"
     for i in range(0, len(instances), batch):
-        r = httpx.post(url, json={"instances": instances[i:i + batch]}, timeout=60)
+        r = httpx.post(url, json={"instances": instances[i:i + batch]}, timeout=60,
+                       headers=client_headers(loop["settings"]))
         assert r.status_code == 200, r.text
 
 
@@ -169,7 +172,7 @@ def _push_feedback(loop, start: datetime, end: datetime) -> int:
 
     frame = read_window(Path(loop["settings"].monitoring.folder) / "logs", start, end).frame
     frame = frame[frame["kind"].isin(["user"])].sort_values("time").drop_duplicates("user", keep="last")
-    ids = {pseudonymise(u, b"test-only-key"): u for u in loop["ds"].users["user_id"].astype(str)}
+    ids = {pseudonymise(u, b"test-only-key-0123456789abcdefghijklmnopqrstuvwxyz"): u for u in loop["ds"].users["user_id"].astype(str)}
     new = pd.DataFrame({"user_id": [ids[p] for p in frame["user"]], "item_id": [items[0] for items in frame["items"]],
                         "timestamp": int(time.time())})
     fs.push_interactions(loop["store"], new, 20)
@@ -262,7 +265,7 @@ def test_the_cluster_sink_writes_the_same_records_from_kserve_logger_events(loop
 
     port = free_port()
     env = {**os.environ, "FUSIONREC__MONITORING__FOLDER": str(tmp_path / "sink"),
-           "FUSIONREC__MONITORING__LOG_KEY": "test-only-key", "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.2"}
+           "FUSIONREC__MONITORING__LOG_KEY": "test-only-key-0123456789abcdefghijklmnopqrstuvwxyz", "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.2"}
     sink = subprocess.Popen([sys.executable, "-m", "monitoring.sink", "--port", str(port), "--host", "127.0.0.1"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -295,7 +298,7 @@ def test_the_cluster_sink_writes_the_same_records_from_kserve_logger_events(loop
             time.sleep(0.2)
         frame = frame.sort_values("kind").reset_index(drop=True)
         assert list(frame["kind"]) == ["text", "user"] and list(frame["k"]) == [3, 5]
-        assert frame.loc[1, "user"] == pseudonymise(user, b"test-only-key") and frame.loc[0, "user"] is None
+        assert frame.loc[1, "user"] == pseudonymise(user, b"test-only-key-0123456789abcdefghijklmnopqrstuvwxyz") and frame.loc[0, "user"] is None
         assert len(frame.loc[0, "query_text"]) == 384 and len(frame.loc[1, "user_vector"]) == 16
         assert frame["latency_ms"].tolist() == [250.0, 250.0] and frame["items"].map(len).tolist() == [3, 5]
         assert _scan_for_pii(tmp_path / "sink", minimum=1) == []

@@ -43,10 +43,12 @@ def _run_dirs(work):
     return sorted((work / "root").glob("fusionrec-training-*"))
 
 
-def _ask(url, synth_clean):
+def _ask(url, synth_clean, work):
     user = str(pd.read_parquet(synth_clean / "interactions.parquet")["user_id"].iloc[0])
-    answer = httpx.post(f"{url}/v1/models/fusionrec:predict", json={"instances": [{"user_id": user, "k": 5}]},
-                        timeout=30).json()
+    key = (work / "artifacts" / "serving" / "api.key").read_text().strip()  # the local service key, made at start
+    answer = httpx.post(f"{url}/v1/models/fusionrec:predict",
+                        json={"instances": [{"user_id": user, "k": 5}]}, timeout=30,
+                        headers={"authorization": f"Bearer {key}"}).json()
     return answer["predictions"][0]
 
 
@@ -56,7 +58,7 @@ def test_one_command_ends_with_the_new_champion_served(run, synth_clean):
     assert summary["promoted"] is True and summary["gate"] == "no champion yet"
     assert summary["champion"] == "v0001" and summary["serving"] == url
     assert json.loads((work / "models" / "champion.json").read_text())["version"] == "v0001"
-    pred = _ask(url, synth_clean)
+    pred = _ask(url, synth_clean, work)
     assert pred["model_version"] == "v0001" and len(pred["items"]) == 5 and not pred["fallback"]
 
 
@@ -91,7 +93,7 @@ def test_a_rerun_reuses_the_cached_steps_and_a_refusing_gate_changes_nothing(run
     latest = _run_dirs(work)[-1]
     assert not (latest / "register").exists() and not (latest / "deploy").exists()
     assert "keep the champion: nothing is registered or deployed" in (latest / "gate" / "decision").read_text()
-    assert _ask(url, synth_clean)["model_version"] == "v0001"
+    assert _ask(url, synth_clean, work)["model_version"] == "v0001"
 
 
 def test_a_broken_dataset_stops_at_validation_and_publishes_nothing(run, synth_clean, tmp_path):
@@ -109,4 +111,4 @@ def test_a_broken_dataset_stops_at_validation_and_publishes_nothing(run, synth_c
     (steps,) = (tmp_path / "root").glob("fusionrec-training-*")
     assert [p.name for p in steps.iterdir()] == ["validate"]  # no embedding, no training, no registration
     assert (work / "models" / "champion.json").read_bytes() == before
-    assert _ask(url, synth_clean)["model_version"] == "v0001"
+    assert _ask(url, synth_clean, work)["model_version"] == "v0001"

@@ -18,6 +18,8 @@ from tests.champion import trained_champion
 
 pytestmark = pytest.mark.integration
 MODEL = "fusionrec"
+KEY = "test-service-key-0123456789abcdefghijklmnop"  # the stack's service key (its key file holds it)
+AUTH = {"authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,8 @@ def stack(tmp_path_factory, synth_validated, synth_embeddings, free_port):
     features = root / "features"
     features.mkdir()
     build_feature_tables(ds, emb, features, 20)
-    env = {"FUSIONREC__SERVING__STORAGE_URI": str(models), "FUSIONREC__FEATURES__DATA_DIR": str(features),
+    (root / "api.key").write_text(KEY)
+    env = {"FUSIONREC__SERVING__AUTH__KEY_FILE": str(root / "api.key"),"FUSIONREC__SERVING__STORAGE_URI": str(models), "FUSIONREC__FEATURES__DATA_DIR": str(features),
            "FUSIONREC__PATHS__CACHE": str(root / "cache"), "FUSIONREC__ENCODERS__DEVICE": "cpu",
            "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
            "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
@@ -48,9 +51,10 @@ def stack(tmp_path_factory, synth_validated, synth_embeddings, free_port):
     servers.stop()
 
 
-def _post(url, body, **kw):
+def _post(url, body, headers=None, **kw):
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(url, content=data, headers={"content-type": "application/json"}, timeout=30, **kw)
+    return httpx.post(url, content=data, headers={"content-type": "application/json", **AUTH, **(headers or {})},
+                      timeout=30, **kw)
 
 
 def _recommend(stack, *instances):
@@ -381,7 +385,7 @@ def test_predictor_down_is_a_503_within_the_timeout_and_recovers(stack):
         elapsed = time.monotonic() - t
     finally:
         hung.close()
-    assert r.status_code == 503 and "unavailable" in r.json()["error"] and "Timeout" in r.json()["error"], r.text
+    assert r.status_code == 503 and "unavailable" in r.json()["error"] and "in time" in r.json()["error"], r.text
     assert timeout - 0.5 <= elapsed < timeout + 2, elapsed
     servers.predictor = local.start_process(local.predictor_command(settings, port), stack["logs"] / "predictor.log", env)
     local.wait_ready(servers.predictor_url, MODEL, servers.predictor, 180)
@@ -392,8 +396,9 @@ def test_smoke_check_passes_on_the_running_service_and_fails_otherwise(stack, fr
     from fusionrec.serving.deploy import smoke_check
 
     url = stack["servers"].transformer_url
-    assert smoke_check(url, MODEL, attempts=1)()
-    assert not smoke_check(url, "no-such-model", attempts=1)()  # a 404
+    assert smoke_check(url, MODEL, attempts=1, headers=AUTH)()
+    assert not smoke_check(url, MODEL, attempts=1)()  # no API key: a 401
+    assert not smoke_check(url, "no-such-model", attempts=1, headers=AUTH)()  # a 404
     assert not smoke_check(f"http://127.0.0.1:{free_port()}", MODEL, timeout_s=2, attempts=1)()  # nobody there
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from fusionrec.config import MonitoringSettings, load_settings
+from fusionrec.errors import ConfigError
 from fusionrec.monitoring import drift, policy
 from fusionrec.monitoring.log import (InferenceLogWriter, RequestSummary, log_key, pseudonymise, read_window, records,
                                       write_records)
@@ -48,9 +49,23 @@ def test_pseudonymised_user_ids_are_keyed_and_stable(tmp_path):
     assert pseudonymise(None, b"k") is None
     # locally, without a secret: one random key made once, readable by its owner only
     settings = MonitoringSettings()
-    k1, k2 = log_key(settings, tmp_path), log_key(settings, tmp_path)
-    assert k1 == k2 and len(k1) == 64 and (tmp_path / "log.key").stat().st_mode & 0o077 == 0
-    assert log_key(load_settings(env={"FUSIONREC__MONITORING__LOG_KEY": "s3cret"}).monitoring, tmp_path) == b"s3cret"
+    folder = tmp_path / "monitoring"
+    k1, k2 = log_key(settings, folder), log_key(settings, folder)
+    made = tmp_path / "secrets" / "monitoring.log.key"  # beside the monitoring folder (the dashboard reads it), not in it
+    assert k1 == k2 and len(k1) == 64 and made.stat().st_mode & 0o077 == 0 and not folder.exists()
+    long = "s3cret-0123456789abcdefghijklmnopqrstuv"
+    assert log_key(load_settings(env={"FUSIONREC__MONITORING__LOG_KEY": long}).monitoring, folder) == long.encode()
+
+
+def test_a_short_empty_or_missing_pseudonymisation_key_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="at least 32"):
+        log_key(load_settings(env={"FUSIONREC__MONITORING__LOG_KEY": "s3cret"}).monitoring, tmp_path)
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ConfigError, match="missing or empty"):
+        log_key(MonitoringSettings(log_key_file=str(tmp_path / "empty")), tmp_path)
+    with pytest.raises(ConfigError, match="no pseudonymisation key"):  # a cluster step without its Secret
+        log_key(MonitoringSettings(), tmp_path / "monitoring", create=False)
+    assert not (tmp_path / "secrets").exists()
 
 
 def test_records_keep_no_text_and_take_vectors_from_the_predictors_answer():

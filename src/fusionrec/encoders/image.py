@@ -36,10 +36,12 @@ def preprocess(data: bytes, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, max
     """
     from PIL import Image
 
+    too_large = None
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.size[0] * img.size[1] > max_pixels:
-                raise ValueError(f"image of {img.size[0]}x{img.size[1]} exceeds {max_pixels:,} pixels")
+                too_large = f"image of {img.size[0]}x{img.size[1]} exceeds {max_pixels:,} pixels"
+                raise ValueError(too_large)
             img.draft("RGB", (size, size))  # JPEG: decode at the smallest scale still >= size
             img = img.convert("RGB")
             w, h = img.size
@@ -47,8 +49,9 @@ def preprocess(data: bytes, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, max
             left, top = (w - side) / 2, (h - side) / 2
             img = img.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
             arr = np.asarray(img, dtype=np.float32)
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"image does not decode: {e}") from e
+    except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, MemoryError, OverflowError, ...
+        # one fixed message: Pillow's own names the stream object by its heap address
+        raise ValueError(too_large or "image does not decode (not a readable image)") from e
     scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float32))
     arr *= scale
     arr -= np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)

@@ -62,29 +62,48 @@ def _schema():
     ])
 
 
-def log_key(settings: MonitoringSettings, folder: str | Path) -> bytes:
-    """The pseudonymisation key: the secret in the settings, the mounted file, or (locally, neither set) a
-    random key made once under the monitoring folder with owner-only permissions.
+MIN_KEY_BYTES = 32  # a shorter key lets pseudonyms of a small id space be brute-forced back to ids
+
+
+def log_key(settings: MonitoringSettings, folder: str | Path, *, create: bool = True) -> bytes:
+    """The pseudonymisation key: the secret in the settings, the mounted file, or (locally, neither set and
+    ``create``) a random key made once with owner-only permissions, in ``secrets/`` beside the monitoring
+    folder, never inside it (the dashboard reads that folder).
 
     Raises:
-        ConfigError: the key file named in the settings is missing or empty.
+        ConfigError: the key is shorter than 32 bytes; the key file named in the settings is missing; or no
+            key is configured and ``create`` is false (a cluster step whose Secret is missing must not start
+            a new key: every pseudonym would change).
     """
     if settings.log_key is not None:
-        return settings.log_key.get_secret_value().encode()
+        return _long_enough(settings.log_key.get_secret_value().encode(), "monitoring.log_key")
     if settings.log_key_file:
         path = Path(settings.log_key_file)
         key = path.read_bytes().strip() if path.is_file() else b""
         if not key:
             raise ConfigError(f"monitoring.log_key_file {path} is missing or empty; mount the Secret that holds the "
                               "inference log's pseudonymisation key there")
-        return key
-    path = Path(folder) / "log.key"
+        return _long_enough(key, f"monitoring.log_key_file {path}")
+    if not create:
+        raise ConfigError("no pseudonymisation key: set monitoring.log_key (FUSIONREC__MONITORING__LOG_KEY, from the "
+                          "fusionrec-monitoring Secret) or monitoring.log_key_file")
+    path = Path(folder).resolve().parent / "secrets" / f"{Path(folder).resolve().name}.log.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return _long_enough(path.read_bytes().strip(), str(path))
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
-    return path.read_bytes().strip()
+    return _long_enough(path.read_bytes().strip(), str(path))
+
+
+def _long_enough(key: bytes, where: str) -> bytes:
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"{where}: the pseudonymisation key has {len(key)} bytes; at least {MIN_KEY_BYTES} are "
+                          "required (e.g. python -c 'import secrets; print(secrets.token_hex(32))')")
+    return key
 
 
 def pseudonymise(user_id: str | None, key: bytes) -> str | None:

@@ -94,7 +94,7 @@ def _quality(settings: Settings, art, frame: pd.DataFrame, timestamp) -> quality
         from fusionrec.features.store import feature_store
         from fusionrec.monitoring.log import log_key, pseudonymise
 
-        key = log_key(mon, monitoring_dir(settings))
+        key = log_key(mon, monitoring_dir(settings), create=settings.profile == "local")
         users = art.users.sort_values("user_idx")["user_id"].astype(str).to_numpy()
         items = art.items.sort_values("item_idx")["item_id"].astype(str).to_numpy()
         pseudonyms = quality.served_users(frame, list(users), key)

@@ -220,14 +220,17 @@ def deploy(client, isvc: dict[str, Any], *, canary_percent: int = 10, timeout_s:
     return DeployResult("promoted", name, ns, f"canary at {canary_percent}% was ready and answered; promoted", steps)
 
 
-def smoke_check(url: str, model: str, timeout_s: float = 10.0, attempts: int = 3) -> Callable[[], bool]:
-    """A smoke request against a deployed transformer: the popular items must come back."""
+def smoke_check(url: str, model: str, timeout_s: float = 10.0, attempts: int = 3,
+                headers: dict[str, str] | None = None) -> Callable[[], bool]:
+    """A smoke request against a deployed transformer: the popular items must come back (``headers``: the
+    caller's credentials where the transformer asks for an API key)."""
     import httpx
 
     def check() -> bool:
         for _ in range(attempts):
             try:
-                r = httpx.post(f"{url}/v1/models/{model}:predict", json={"instances": [{"k": 5}]}, timeout=timeout_s)
+                r = httpx.post(f"{url}/v1/models/{model}:predict", json={"instances": [{"k": 5}]}, timeout=timeout_s,
+                               headers=headers)
                 if r.status_code == 200 and r.json()["predictions"][0]["items"]:
                     return True
             except (httpx.HTTPError, KeyError, IndexError, ValueError):
@@ -302,6 +305,7 @@ def deploy_version(settings, *, registry: str, version: str, target: str, regist
     if target == "none":  # registered only (a local run in containers serves from the host afterwards)
         return "not deployed"
     if target == "local":
+        from fusionrec.serving.access import client_headers
         from fusionrec.serving.local import call, serve_detached
 
         version_folder(registry_uri or registry, version)
@@ -311,7 +315,8 @@ def deploy_version(settings, *, registry: str, version: str, target: str, regist
             settings = settings.model_copy(update={"features": settings.features.model_copy(
                 update={"data_dir": env["FUSIONREC__FEATURES__DATA_DIR"]})})
         servers = serve_detached(settings, storage_uri=str(Path(uri).resolve()), env=env, feast=bool(features_dir))
-        answer = call(servers.transformer_url, settings.serving.model_name, [{"k": 3}])
+        answer = call(servers.transformer_url, settings.serving.model_name, [{"k": 3}],
+                      headers=client_headers(settings))
         served = answer["predictions"][0]["model_version"]
         if served != version:
             raise Unavailable(f"the local servers answer with model {served!r}, not {version!r}")

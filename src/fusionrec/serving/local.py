@@ -90,6 +90,10 @@ def serve(settings: Settings, *, storage_uri: str | None = None, predictor_port:
     if feast and not (Path(settings.features.data_dir) / "registry.db").exists():
         raise ConfigError(f"no Feast registry under {settings.features.data_dir}: run 'fusionrec features build/apply/"
                           "materialize' first (make run does), or serve without Feast (--no-feast)")
+    if s.auth.mode == "api_key":
+        from fusionrec.serving.access import ensure_key_file
+
+        ensure_key_file(settings)  # before either server starts: the transformer and local clients read it
     plog, tlog = log_dir / "predictor.log", log_dir / "transformer.log"
     pred = start_process(predictor_command(settings, pp, storage_uri), plog, env)
     purl, turl = f"http://{s.host}:{pp}", f"http://{s.host}:{tp}"
@@ -142,10 +146,13 @@ def stop_from_pids(path: Path) -> list[int]:
     return stopped
 
 
-def call(url: str, model: str, instances: list[dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:
-    """POST v1 instances to a model server; a 4xx/5xx comes back as an error with the server's message."""
+def call(url: str, model: str, instances: list[dict[str, Any]], timeout: float = 30.0,
+         headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """POST v1 instances to a model server (``headers``: the caller's credentials, see
+    :func:`fusionrec.serving.access.client_headers`); a 4xx/5xx comes back as an error with the server's message."""
     try:
-        r = httpx.post(f"{url}/v1/models/{model}:predict", json={"instances": instances}, timeout=timeout)
+        r = httpx.post(f"{url}/v1/models/{model}:predict", json={"instances": instances}, timeout=timeout,
+                       headers=headers)
     except httpx.TransportError as e:
         raise Unavailable(f"{url} does not answer ({type(e).__name__}); start it with 'fusionrec serve'") from None
     if r.status_code != 200:

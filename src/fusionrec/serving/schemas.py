@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 from typing import Any
 
 import numpy as np
@@ -55,12 +56,41 @@ def _message(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def image_pixels(data: bytes, limits: ServingSettings, where: str) -> int:
+    """The pixels a query image will decode to, read from its header only (nothing is decoded here).
+
+    Raises:
+        BadRequest: not an image, or a format outside ``serving.image_formats``.
+        PayloadTooLarge: more pixels than ``serving.max_image_pixels``.
+    """
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: the limit below is ours
+            with Image.open(io.BytesIO(data), formats=limits.image_formats) as img:
+                w, h = img.size
+    except Exception:  # noqa: BLE001 - any decoder failure (incl. MemoryError, OverflowError) is the same 400
+        raise BadRequest(f"{where}: image does not decode as {'/'.join(limits.image_formats)}") from None
+    if w * h > limits.max_image_pixels:
+        raise PayloadTooLarge(f"{where}: image of {w}x{h} pixels is over {limits.max_image_pixels:,} pixels")
+    return w * h
+
+
+def _check_id(value: Any, name: str, limits: ServingSettings, where: str) -> None:
+    if value is not None and len(str(value)) > limits.max_id_chars:
+        raise PayloadTooLarge(f"{where}: {name} is over {limits.max_id_chars} characters")
+
+
 def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -> Row:
     """Validate one instance against the schema and the limits.
 
     Raises:
-        BadRequest: wrong shape or type, k out of range, a query mixed with user fields, bad base64.
-        PayloadTooLarge: a text, an image or a list over its limit.
+        BadRequest: wrong shape or type, k out of range, a query mixed with user fields, bad base64, an
+            image that is not one of the allowed formats.
+        PayloadTooLarge: a text, an image (bytes or pixels), an id or a list over its limit.
     """
     if not isinstance(obj, dict):
         raise BadRequest(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -68,6 +98,11 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
         inst = Instance.model_validate(obj)
     except ValidationError as e:
         raise BadRequest(f"{where}: {_message(e)}") from None
+    _check_id(inst.user_id, "user_id", limits, where)
+    _check_id(inst.like, "like", limits, where)
+    for name in LIST_FIELDS:
+        for value in getattr(inst, name) or []:
+            _check_id(value, f"an id in {name}", limits, where)
     if not 1 <= inst.k <= limits.max_k:
         raise BadRequest(f"{where}: k must be between 1 and {limits.max_k}, got {inst.k}")
     for name, limit in (("history", limits.max_history), ("recent", limits.max_history), ("exclude", limits.max_history),
@@ -95,6 +130,7 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
                 raise BadRequest(f"{where}: image is not valid base64") from None
             if not image:
                 raise BadRequest(f"{where}: image is empty")
+            image_pixels(image, limits, where)
         text = inst.text if inst.text is not None and inst.text.strip() else None
         return Row("query", inst.k, user_id=None if inst.user_id is None else str(inst.user_id),
                    history=[str(i) for i in inst.history or []], recent=[str(i) for i in inst.recent or []],
@@ -122,7 +158,19 @@ def parse_v1(payload: Any, limits: ServingSettings) -> list[Row]:
         raise BadRequest("instances must be a non-empty list")
     if len(instances) > limits.max_batch:
         raise PayloadTooLarge(f"{len(instances)} instances; at most {limits.max_batch} per request")
-    return [parse_instance(obj, limits, f"instances[{n}]") for n, obj in enumerate(instances)]
+    return _within_pixel_budget([parse_instance(obj, limits, f"instances[{n}]") for n, obj in enumerate(instances)],
+                                limits)
+
+
+def _within_pixel_budget(rows: list[Row], limits: ServingSettings) -> list[Row]:
+    """Raises: PayloadTooLarge: the request's images together decode to more than ``max_request_pixels``."""
+    images = [r.image for r in rows if r.image is not None]
+    if len(images) > 1:
+        total = sum(image_pixels(img, limits, "image") for img in images)
+        if total > limits.max_request_pixels:
+            raise PayloadTooLarge(f"the request's images add up to {total:,} pixels; at most "
+                                  f"{limits.max_request_pixels:,} per request")
+    return rows
 
 
 def row_to_instance(row: Row) -> dict[str, Any]:
@@ -247,7 +295,10 @@ def v2_metadata(terms: list[str], dim: int) -> tuple[list[dict], list[dict]]:
 
 
 def _as_text(v: Any) -> str:
-    return v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)
+    try:
+        return v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)
+    except UnicodeDecodeError:
+        raise BadRequest("a BYTES tensor holds bytes that are not UTF-8 text") from None
 
 
 def parse_v2(request, limits: ServingSettings) -> list[Row]:
@@ -260,11 +311,15 @@ def parse_v2(request, limits: ServingSettings) -> list[Row]:
     arrays: dict[str, np.ndarray] = {}
     for inp in request.inputs:
         if inp.name not in known:
-            raise BadRequest(f"unknown input tensor {inp.name!r}; expected some of {sorted(known)}")
+            raise BadRequest(f"unknown input tensor {str(inp.name)[:64]!r}; expected some of {sorted(known)}")
+        want = _V2_SCALARS.get(inp.name, "BYTES")
+        if inp.datatype != want and not (want == "INT32" and inp.datatype in ("INT8", "INT16", "INT64", "UINT8",
+                                                                             "UINT16", "UINT32", "UINT64")):
+            raise BadRequest(f"input {inp.name!r}: datatype must be {want}, got {str(inp.datatype)[:16]}")
         try:
             arr = inp.as_numpy()
-        except Exception as e:  # reshape/dtype errors inside KServe's decoder
-            raise BadRequest(f"input {inp.name!r}: data does not fit shape {inp.shape} and datatype {inp.datatype}: {e}") from None
+        except Exception:  # noqa: BLE001 - reshape/dtype errors inside KServe's decoder
+            raise BadRequest(f"input {inp.name!r}: data does not fit its shape and datatype {want}") from None
         want_ndim = 2 if inp.name in LIST_FIELDS else 1
         if arr.ndim != want_ndim:
             raise BadRequest(f"input {inp.name!r}: expected {want_ndim} dimensions, got shape {list(arr.shape)}")
@@ -289,7 +344,7 @@ def parse_v2(request, limits: ServingSettings) -> list[Row]:
         for name in ("user_id", "text", "image", "like"):
             if name in arrays and _as_text(arrays[name][i]):
                 obj[name] = _as_text(arrays[name][i])
-        if "blend" in arrays and not np.isnan(arrays["blend"][i]):
+        if "blend" in arrays and np.isfinite(arrays["blend"][i]):
             obj["blend"] = float(arrays["blend"][i])
         for name in LIST_FIELDS:
             values = [_as_text(v) for v in arrays[name][i] if _as_text(v)] if name in arrays else []
@@ -298,7 +353,7 @@ def parse_v2(request, limits: ServingSettings) -> list[Row]:
         if "has_candidates" in arrays and bool(arrays["has_candidates"][i]):
             obj.setdefault("candidates", [])  # an empty candidate list, not none
         rows.append(parse_instance(obj, limits, f"row {i}"))
-    return rows
+    return _within_pixel_budget(rows, limits)
 
 
 # -- results -------------------------------------------------------------------------------------------
