@@ -3,7 +3,9 @@ real Feast store (SQLite) behind the transformer, a model trained on the synthet
 
 import base64
 import json
+import re
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,6 +22,16 @@ pytestmark = pytest.mark.integration
 MODEL = "fusionrec"
 KEY = "test-service-key-0123456789abcdefghijklmnop"  # the stack's service key (its key file holds it)
 AUTH = {"authorization": f"Bearer {KEY}"}
+# end users known by API key: a shopper who is user-0000003, and one whose id the model does not know
+SHOPPER, STRANGER = "shopper-key-0123456789abcdefghijklmnopqrs", "stranger-key-0123456789abcdefghijklmnopq"
+
+
+def _callers() -> str:
+    import hashlib
+
+    sha = lambda k: hashlib.sha256(k.encode()).hexdigest()  # noqa: E731
+    return (f"[{{name: shopper, key_sha256: {sha(SHOPPER)}, role: user, user_id: user-0000003}}, "
+            f"{{name: stranger, key_sha256: {sha(STRANGER)}, role: user, user_id: no-such-user}}]")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +45,7 @@ def stack(tmp_path_factory, synth_validated, synth_embeddings, free_port):
     features.mkdir()
     build_feature_tables(ds, emb, features, 20)
     (root / "api.key").write_text(KEY)
-    env = {"FUSIONREC__SERVING__AUTH__KEY_FILE": str(root / "api.key"),"FUSIONREC__SERVING__STORAGE_URI": str(models), "FUSIONREC__FEATURES__DATA_DIR": str(features),
+    env = {"FUSIONREC__SERVING__AUTH__KEY_FILE": str(root / "api.key"), "FUSIONREC__SERVING__AUTH__CALLERS": _callers(),"FUSIONREC__SERVING__STORAGE_URI": str(models), "FUSIONREC__FEATURES__DATA_DIR": str(features),
            "FUSIONREC__PATHS__CACHE": str(root / "cache"), "FUSIONREC__ENCODERS__DEVICE": "cpu",
            "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
            "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
@@ -568,3 +580,163 @@ def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
         proc.terminate()
         proc.wait(30)
         redis.stop()
+
+
+# -- a hostile caller ----------------------------------------------------------------------------------
+
+
+def test_the_model_repository_routes_and_docs_are_closed_on_both_servers(stack):
+    """One anonymous POST to /v2/repository/.../unload used to take serving down while health said 200."""
+    s = stack["servers"]
+    for url in (s.predictor_url, s.transformer_url):
+        for method, path in [("POST", f"/v2/repository/models/{MODEL}/unload"), ("POST", f"/v2/repository/models/{MODEL}/load"),
+                             ("POST", f"/v1/models/{MODEL}:explain"), ("GET", "/docs"), ("GET", "/openapi.json"),
+                             ("GET", "/v2/repository/index"), ("DELETE", f"/v1/models/{MODEL}")]:
+            r = httpx.request(method, url + path, headers=AUTH, timeout=10)
+            assert r.status_code == 404, (url, path, r.status_code, r.text)
+        assert httpx.get(f"{url}/v2/health/ready", timeout=10).status_code == 200
+    assert _recommend(stack, {"k": 2})[0]["items"]  # still serving
+
+
+def _listening(port: int) -> set[str]:
+    """The IPv4 addresses a local TCP port listens on, from the kernel's socket table (/proc/net/tcp)."""
+    out = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            out.add(".".join(str(b) for b in reversed(bytes.fromhex(address))))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net/tcp")
+def test_servers_listen_on_loopback_only(stack):
+    for url in (stack["servers"].predictor_url, stack["servers"].transformer_url):
+        assert _listening(int(url.rsplit(":", 1)[1])) == {"127.0.0.1"}, url
+
+
+def test_callers_need_a_key_and_end_users_only_get_their_own_recommendations(stack):
+    url = f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict"
+    body = {"instances": [{"user_id": "user-0000003", "k": 3}]}
+    assert httpx.post(url, json=body, timeout=30).status_code == 401
+    assert httpx.post(url, json=body, headers={"authorization": "Bearer wrong"}, timeout=30).status_code == 401
+    mine = httpx.post(url, json=body, headers={"x-api-key": SHOPPER}, timeout=30)
+    assert mine.status_code == 200 and not mine.json()["predictions"][0]["fallback"]
+    theirs = httpx.post(url, json={"instances": [{"user_id": "user-0000004", "k": 3}]}, headers={"x-api-key": SHOPPER},
+                        timeout=30)
+    assert theirs.status_code == 403 and "own user" in theirs.json()["error"]
+
+
+def test_the_seen_items_oracle_is_closed(stack):
+    """candidates + exclude_seen used to answer, item by item, whether another user had seen it."""
+    user_idx = 3
+    user = str(stack["ds"].users.set_index("user_idx").loc[user_idx, "user_id"])
+    seen = sorted(_seen(stack, user_idx))[:3]
+    unseen = sorted(set(_index(stack).index) - _seen(stack, user_idx))[:3]
+    # a service (no history grant): the pair is refused ...
+    r = _post(f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict",
+              {"instances": [{"user_id": user, "candidates": seen + unseen, "k": 6, "exclude_seen": True}]})
+    assert r.status_code == 403 and "history" in r.json()["error"], r.text
+    # ... and a candidate list is scored as given by default: seen and unseen items alike come back
+    got = _recommend(stack, {"user_id": user, "candidates": seen + unseen, "k": 6})[0]["items"]
+    assert sorted(i["item_id"] for i in got) == sorted(seen + unseen)
+    # the user themselves may ask
+    mine = httpx.post(f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict", headers={"x-api-key": SHOPPER},
+                      json={"instances": [{"user_id": user, "candidates": seen + unseen, "k": 6, "exclude_seen": True}]},
+                      timeout=30)
+    assert mine.status_code == 200 and {i["item_id"] for i in mine.json()["predictions"][0]["items"]} == set(unseen)
+
+
+def test_an_end_user_is_not_told_whether_an_id_exists(stack):
+    """A 404 'unknown user' would tell an untrusted caller which ids exist; a service still gets it."""
+    url = f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict"
+    body = {"instances": [{"user_id": "no-such-user", "k": 3}]}
+    stranger = httpx.post(url, json=body, headers={"x-api-key": STRANGER}, timeout=30)
+    assert stranger.status_code == 200 and stranger.json()["predictions"][0]["fallback"]
+    assert "no-such-user" not in stranger.text
+    assert _post(url, body).status_code == 404  # the service key
+
+
+def test_a_client_cannot_plant_the_transformers_request_state(stack):
+    """The log's stash and the lookup's outcome used to travel in headers a client could set."""
+    r = _post(f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict", {"instances": [{"k": 2}]},
+              headers={"x-fusionrec-log": "{", "x-fusionrec-online-features": "used"})
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["online_features"] == "not needed"
+
+
+@pytest.mark.parametrize("server", ["predictor_url", "transformer_url"])
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(stack, server):
+    url = f"{stack['servers'].__dict__[server]}/v1/models/{MODEL}:predict"
+    limit = stack["settings"].serving.max_body_bytes
+    big = b'{"instances": [{"user_id": "' + b"x" * (limit + 10) + b'"}]}'
+    r = _post(url, big)
+    assert r.status_code == 413 and "over" in r.json()["error"], r.text
+
+    def chunks():  # no Content-Length: counted as it arrives
+        yield b'{"instances": [{"user_id": "'
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+        yield b'"}]}'
+
+    r = httpx.post(url, content=chunks(), headers={"content-type": "application/json", **AUTH}, timeout=30)
+    assert r.status_code == 413, r.text
+
+
+def _png(width: int, height: int) -> str:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (width, height)).save(buf, "PNG", optimize=True)  # a few KB that decode to width x height
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+HOSTILE = [
+    ("decompression bomb", {"instances": [{"image": _png(6000, 6000)}]}, 413, "pixels"),
+    ("pixels over the request budget", {"instances": [{"image": _png(3000, 3000)}] * 4}, 413, "per request"),
+    ("format off the allow-list", {"instances": [{"image": base64.b64encode(
+        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF").decode()}]}, 400, "does not decode"),
+    ("long user id", {"instances": [{"user_id": "u" * 10_000}]}, 413, "user_id"),
+    ("long id in a history", {"instances": [{"history": ["i" * 10_000]}]}, 413, "history"),
+    ("huge integer id", {"instances": [{"like": 10 ** 300}]}, 400, "like"),
+    ("deep JSON", {"instances": [{"history": [[[[[[["x"]]]]]]]}]}, 400, "history"),
+]
+
+
+@pytest.mark.parametrize("body,status,words", [b[1:] for b in HOSTILE], ids=[b[0] for b in HOSTILE])
+def test_hostile_input_is_a_4xx_with_a_fixed_message(stack, body, status, words):
+    for url in (stack["servers"].transformer_url, stack["servers"].predictor_url):
+        r = _post(f"{url}/v1/models/{MODEL}:predict", body)
+        assert r.status_code == status, (url, r.text)
+        assert words.lower() in r.json()["error"].lower() and not re.search("0x[0-9a-f]{6,}", r.text)
+
+
+V2_BAD = [
+    ("numbers as BYTES", [{"name": "k", "shape": [1], "datatype": "BYTES", "data": ["3"]}], "datatype"),
+    ("blend as BYTES", [{"name": "k", "shape": [1], "datatype": "INT32", "data": [3]},
+                        {"name": "blend", "shape": [1], "datatype": "BYTES", "data": ["x"]}], "datatype"),
+    ("shape that does not fit", [{"name": "k", "shape": [3], "datatype": "INT32", "data": [3]}], "k"),
+    ("unknown datatype", [{"name": "k", "shape": [1], "datatype": "COMPLEX", "data": [3]}], "datatype"),
+]
+
+
+@pytest.mark.parametrize("inputs,words", [b[1:] for b in V2_BAD], ids=[b[0] for b in V2_BAD])
+def test_malformed_v2_tensors_are_a_400(stack, inputs, words):
+    r = _post(f"{stack['servers'].predictor_url}/v2/models/{MODEL}/infer", {"inputs": inputs})
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"] and not re.search("0x[0-9a-f]{6,}", r.text) and "127.0.0.1" not in r.text
+
+
+def test_invalid_utf8_in_a_v2_binary_tensor_is_a_400(stack):
+    """v2's binary extension carries raw bytes: a BYTES element that is not UTF-8 used to be a 500."""
+    import struct
+
+    raw = struct.pack("<I", 2) + b"\xff\xfe"
+    header = json.dumps({"inputs": [{"name": "k", "shape": [1], "datatype": "INT32", "data": [3]},
+                                    {"name": "user_id", "shape": [1], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    r = httpx.post(f"{stack['servers'].predictor_url}/v2/models/{MODEL}/infer", content=header + raw, timeout=30,
+                   headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+    assert r.status_code == 400 and "UTF-8" in r.json()["error"], r.text

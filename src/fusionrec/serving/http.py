@@ -139,6 +139,9 @@ def install_error_handlers(app=None) -> None:
         if isinstance(exc, kerrors.InvalidInput):  # KServe's decoder: its reason names what did not parse
             reason = re.sub(r"0x[0-9a-fA-F]+", "0x…", str(getattr(exc, "reason", "") or exc))[:200]
             return JSONResponse(status_code=400, content={"error": reason or "the request does not fit the protocol"})
+        if isinstance(exc, kerrors.InferenceError) and isinstance(exc.__context__, (UnicodeDecodeError, ValueError)):
+            return JSONResponse(status_code=400, content={"error": "a tensor's data could not be decoded (BYTES "
+                                                                   "elements must be UTF-8 text)"})
         if isinstance(exc, UnicodeDecodeError):
             return JSONResponse(status_code=400, content={"error": "the request does not fit the protocol"})
         if isinstance(exc, kerrors.ModelNotFound):

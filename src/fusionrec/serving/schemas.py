@@ -39,7 +39,8 @@ class Instance(BaseModel):
     # the model does not know (items added since it was trained) are skipped rather than refused.
     recent: list[str | int] | None = None
     k: int = 20
-    exclude_seen: bool | None = None  # default: true for recommendations, false for a query by example
+    # default: true for recommendations over the catalogue, false over a candidate list and for a query by example
+    exclude_seen: bool | None = None
     exclude: list[str | int] | None = None  # item ids never to return
     candidates: list[str | int] | None = None  # score only these items
     text: str | None = None  # query by example
@@ -142,8 +143,10 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
                          "this instance has no query")
     return Row("recommend", inst.k, user_id=None if inst.user_id is None else str(inst.user_id),
                history=[str(i) for i in inst.history or []], recent=[str(i) for i in inst.recent or []],
-               exclude_seen=inst.exclude_seen is not False, exclude=exclude,
-               candidates=None if inst.candidates is None else [str(i) for i in inst.candidates])
+               # the caller's own candidate list is scored as given unless it asks for seen items to go (which
+               # tells which items the user has seen: fusionrec.serving.access decides who may)
+               exclude_seen=inst.exclude_seen if inst.exclude_seen is not None else inst.candidates is None,
+               exclude=exclude, candidates=None if inst.candidates is None else [str(i) for i in inst.candidates])
 
 
 def parse_v1(payload: Any, limits: ServingSettings) -> list[Row]:
