@@ -142,26 +142,27 @@ def gate(dataset: Input[Dataset], model: Input[Model], registry: str, margin: fl
 
 
 def register(model: Input[Model], registry: str, margin: float) -> str:
-    """Copy the candidate into the registry as the next version and make it the champion."""
-    import json
-    from pathlib import Path
+    """Copy the candidate into the registry as the next version and make it the champion, judged again
+    under the registry's lock (another run may have promoted a better model since this run's gate); when
+    it no longer wins nothing is registered and the answer is "" (the deploy step then does nothing).
+    A retried step gets the version it registered the first time."""
+    from fusionrec.registry import register_judged
 
-    from fusionrec.registry import judge
-    from fusionrec.registry import register as register_version
-
-    # judged again: another run may have promoted a better model since this run's gate
-    d = judge(registry, json.loads((Path(model.path) / "metrics.json").read_text()), margin)
-    version = register_version(registry, model.path, champion_too=d.promoted, decision=d)
-    print(f"registered {version} ({'champion' if d.promoted else 'kept out of production: ' + d.reason})")
-    return version.name
+    version, d = register_judged(registry, model.path, margin, only_if_better=True)
+    print(f"registered {version.name} as the champion" if version else f"not registered: {d.reason}")
+    return version.name if version else ""
 
 
 def deploy(version: str, registry: str, registry_uri: str, tables: Input[Dataset], target: str, settings: dict) -> str:
     """Serve the new champion: local model servers on loopback, or the bundle's KServe InferenceService
-    (its features published for the transformer, then the new version rolled out as a canary)."""
+    (its features published for the transformer, then the new version rolled out as a canary). Nothing
+    when the register step registered nothing."""
     from fusionrec.config import settings_from
     from fusionrec.serving.deploy import deploy_version
 
+    if not version:
+        print("not deployed: the register step's re-check kept the champion")
+        return "not deployed"
     return deploy_version(settings_from(settings), registry=registry, registry_uri=registry_uri or None,
                           version=version, target=target, features_dir=tables.path)
 

@@ -8,6 +8,7 @@ with the KFP local runner; :func:`submit` sends it to a Kubeflow Pipelines endpo
 """
 
 import json
+import os
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -258,12 +259,12 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
         cache_dir = Path(settings_from(settings).paths.cache).resolve()
         settings = {**settings, "paths": {**settings.get("paths", {}), "cache": str(cache_dir)}}
         for writable in (root, cache_dir, registry, registry / "versions"):
-            writable.mkdir(parents=True, exist_ok=True)
-            writable.chmod(0o777)
+            _writable_by_step_user(writable)
         mounts = sorted({str(registry), str(cache_dir), str(Path(contract).resolve().parent),
                          *(str(Path(p).resolve()) for p in _data_roots(contract))} - {str(root)})  # KFP mounts the root
+        as_user = {} if os.getuid() == 0 else {"user": f"{os.getuid()}:{os.getgid()}"}  # a non-root host: its own uid
         kfp_runner = docker_runner([Mount(m, m, type="bind") for m in mounts], network_mode="host",
-                                   environment=_forwarded_env())
+                                   environment=_forwarded_env(), **as_user)
     else:
         raise ConfigError(f"runner {runner!r} is unknown; use subprocess or docker")
     local.init(runner=kfp_runner, pipeline_root=str(root), enable_caching=cache, cache_root=str(root / ".kfp_cache"))
@@ -292,6 +293,18 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
                                  features_dir=task.outputs["features"].path)
         result.serving_url = url
     return result
+
+
+def _writable_by_step_user(folder: Path) -> None:
+    """Let the steps' user (uid :data:`STEP_USER` in the container) write ``folder``, and nobody else: owned by
+    that uid where this process may give it away (root); a non-root host runs the steps as its own uid
+    instead (see run_local). Never world-writable."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.getuid() == 0:
+        os.chown(folder, STEP_USER, STEP_USER)
+        folder.chmod(0o770)
+    elif folder.stat().st_mode & 0o002:
+        folder.chmod(folder.stat().st_mode & ~0o002)
 
 
 def docker_runner(mounts: list, **run_args):

@@ -23,6 +23,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        fsync_tree(tmp)  # the files' data reach the disk before the rename publishes them
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -33,6 +34,71 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
+    fsync_dir(target.parent)
+
+
+@contextmanager
+def new_dir(target: str | Path) -> Iterator[Path]:
+    """Like :func:`atomic_dir`, for a folder that is made once and never replaced: the rename fails (and
+    the temporary folder goes) when ``target`` exists by then.
+
+    Raises:
+        FileExistsError: ``target`` exists.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        raise FileExistsError(str(target))
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        # renameat2(RENAME_NOREPLACE) is not in Python; a hard-link-free check under the caller's lock instead
+        if target.exists():
+            raise FileExistsError(str(target))
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a folder's entries (a rename into it) durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """fsync every file under ``folder``, then the folders themselves."""
+    for path, dirs, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(path, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(path)
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive advisory lock (``flock``) on ``path``, held for the block; other processes wait."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -40,8 +106,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text, encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())  # the data before the rename: never an empty file after a power loss
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def log_metrics(artifact, values: dict[str, float]) -> None:

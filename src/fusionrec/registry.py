@@ -23,12 +23,55 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fusionrec.errors import ConfigError, DatasetError
-from fusionrec.io import atomic_dir, atomic_write_text
+from fusionrec.errors import ConfigError, DatasetError, FusionRecError
+from fusionrec.io import atomic_dir, atomic_write_text, file_lock, new_dir
 from fusionrec.model import FusionConfig, FusionRecModel
 from fusionrec.search import INDEX_DIR, ItemSearch
 
 PRIMARY = "ndcg@20"
+CHECKSUMS = "checksums.json"  # sha256 of every other file of a version, verified at load
+LOCK = ".registry.lock"  # held while a version number is allocated or the champion changes
+
+
+class ChampionChanged(FusionRecError):
+    """The champion changed between a gate's decision and the promotion it was for (another run won)."""
+
+    http_status = 409
+    exit_code = 1
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (by relative path), but the checksum file itself."""
+    import hashlib
+
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        out[path.relative_to(folder).as_posix()] = h.hexdigest()
+    return out
+
+
+def write_checksums(folder: Path) -> None:
+    (folder / CHECKSUMS).write_text(json.dumps(file_digests(folder), indent=2), encoding="utf-8")
+
+
+def verify_checksums(folder: Path) -> None:
+    """Raises: DatasetError: a file of the version changed, went missing or was added since it was written."""
+    listed = folder / CHECKSUMS
+    if not listed.exists():
+        return  # versions written before checksums
+    try:
+        want = json.loads(listed.read_text(encoding="utf-8"))
+    except ValueError:
+        raise DatasetError(f"{folder}: {CHECKSUMS} is not JSON; the version is damaged") from None
+    got = file_digests(folder)
+    changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    if changed:
+        raise DatasetError(f"{folder}: files changed since the version was written: {changed[:5]}; refusing to load "
+                           "it (restore the version from the registry's storage, or train again)")
 
 
 @dataclass
@@ -72,8 +115,12 @@ def save_artifact(root: str | Path, model: FusionRecModel, **parts: Any) -> Path
     Takes the keyword arguments of :func:`write_artifact`.
     """
     root = Path(root)
-    version = _next_version(root)
-    return write_artifact(root / "versions" / version, model, version=version, **parts)
+    with file_lock(root / LOCK):
+        version = _next_version(root)
+        target = root / "versions" / version
+        if target.exists():
+            raise FileExistsError(str(target))
+        return write_artifact(target, model, version=version, **parts)
 
 
 def write_artifact(target: str | Path, model: FusionRecModel, *, version: str, dataset, encoders: dict[str, Any],
@@ -113,6 +160,7 @@ def write_artifact(target: str | Path, model: FusionRecModel, *, version: str, d
         if curves is not None and curves.exists():
             (tmp / "curves.png").write_bytes(curves.read_bytes())
         ItemSearch.from_model(model).save(tmp / INDEX_DIR)
+        write_checksums(tmp)
     return target
 
 
@@ -133,6 +181,7 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
     path = Path(path)
     if not (path / "model.safetensors").exists() or not (path / "config.json").exists():
         raise DatasetError(f"{path}: not a fusionrec model artifact (model.safetensors and config.json expected)")
+    verify_checksums(path)
     raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
     raw.setdefault("item_bias", False)  # versions written before the item bias existed
     raw.setdefault("item_item", 0)  # and before the item-item term
@@ -172,11 +221,22 @@ class GateDecision:
 
 
 def champion(root: str | Path) -> Path | None:
-    """The version in production, if any."""
+    """The version in production, if any.
+
+    Raises:
+        DatasetError: champion.json is damaged or names something that is not a version.
+    """
     f = Path(root) / "champion.json"
     if not f.exists():
         return None
-    return Path(root) / "versions" / json.loads(f.read_text(encoding="utf-8"))["version"]
+    try:
+        name = json.loads(f.read_text(encoding="utf-8"))["version"]
+    except (ValueError, KeyError, TypeError):
+        raise DatasetError(f"{f}: not a champion record (damaged?); make a version the champion again with "
+                           "'fusionrec deploy apply --model-version vNNNN --registry ...'") from None
+    if not isinstance(name, str) or not re.fullmatch(r"v\d{4,}", name):
+        raise DatasetError(f"{f}: names {str(name)[:40]!r}, which is not a version (vNNNN)")
+    return Path(root) / "versions" / name
 
 
 def resolve_version(uri: str, cache_dir: str | Path) -> Path:
@@ -221,7 +281,21 @@ def judge(root: str | Path, challenger_metrics: dict[str, Any], margin: float = 
 
 
 def promote(root: str | Path, version: Path, decision: GateDecision) -> None:
-    """Make ``version`` the champion of ``root`` (one atomic write of champion.json)."""
+    """Make ``version`` the champion of ``root`` (one atomic write of champion.json), but only if the champion
+    is still the one ``decision`` was made against (compare-and-swap, under the registry's lock).
+
+    Raises:
+        ChampionChanged: another version became the champion since the decision.
+    """
+    with file_lock(Path(root) / LOCK):
+        _promote(Path(root), version, decision)
+
+
+def _promote(root: Path, version: Path, decision: GateDecision) -> None:
+    current = champion(root)
+    if (current.name if current else None) != decision.champion_before:
+        raise ChampionChanged(f"the champion of {root} is now {current.name if current else None}, not "
+                              f"{decision.champion_before} as when {version.name} was judged; nothing was promoted")
     atomic_write_text(Path(root) / "champion.json",
                       json.dumps({"version": version.name, "metric": decision.metric, "value": decision.challenger_value,
                                   "promoted": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
@@ -269,30 +343,81 @@ def gate(root: str | Path, challenger: Path, margin: float = 0.01, metric: str =
     Otherwise the champion stays, untouched.
     """
     new = json.loads((challenger / "metrics.json").read_text(encoding="utf-8"))
-    decision = judge(root, new, margin, metric, challenger=challenger.name)
-    if decision.promoted:
-        promote(root, challenger, decision)
+    with file_lock(Path(root) / LOCK):  # judged and promoted without another promotion in between
+        decision = judge(root, new, margin, metric, challenger=challenger.name)
+        if decision.promoted:
+            _promote(Path(root), challenger, decision)
     return decision
 
 
 def register(root: str | Path, candidate: str | Path, *, champion_too: bool = False,
              decision: GateDecision | None = None) -> Path:
-    """Copy a candidate artifact folder into ``root/versions`` under the next version number (atomically).
+    """Copy a candidate artifact folder into ``root/versions`` under the next version number.
 
-    With ``champion_too`` (and the gate's ``decision``) the new version also becomes the champion; the
-    version folder is complete before champion.json names it, so serving never sees half a model.
+    Under the registry's lock: the number is allocated and its folder made once (never replacing one); a
+    candidate registered before (the same weights, e.g. a retried step) gets its existing version back.
+    With ``champion_too`` (and the gate's ``decision``) the new version also becomes the champion, only if
+    the champion is still the one the decision was made against; the version folder is complete before
+    champion.json names it, so serving never sees half a model.
+
+    Raises:
+        DatasetError: ``candidate`` is not a model artifact.
+        ChampionChanged: ``champion_too`` and another version became the champion since the decision
+            (nothing is registered then).
+    """
+    root, candidate = Path(root), Path(candidate)
+    _check_candidate(candidate)
+    if champion_too and decision is None:
+        raise ConfigError("register(champion_too=True) needs the gate's decision")
+    with file_lock(root / LOCK):
+        if champion_too:
+            current = champion(root)
+            if (current.name if current else None) != decision.champion_before:
+                raise ChampionChanged(f"the champion of {root} is now {current.name if current else None}, not "
+                                      f"{decision.champion_before} as when the candidate was judged; not registered")
+        target = _copy_in(root, candidate)
+        if champion_too:
+            _promote(root, target, decision)
+    return target
+
+
+def register_judged(root: str | Path, candidate: str | Path, margin: float = 0.01, *,
+                    only_if_better: bool = True) -> tuple[Path | None, GateDecision]:
+    """Judge a candidate against the champion and register it, under one hold of the registry's lock (no
+    other run can promote in between): the new version becomes the champion when it beats the champion.
+    With ``only_if_better`` a candidate that does not is not registered at all (``None``).
 
     Raises:
         DatasetError: ``candidate`` is not a model artifact.
     """
-    import shutil
-
     root, candidate = Path(root), Path(candidate)
+    _check_candidate(candidate)
+    with file_lock(root / LOCK):
+        decision = judge(root, json.loads((candidate / "metrics.json").read_text(encoding="utf-8")), margin)
+        if only_if_better and not decision.promoted:
+            return None, decision
+        target = _copy_in(root, candidate)
+        decision.challenger = target.name
+        if decision.promoted:
+            _promote(root, target, decision)
+    return target, decision
+
+
+def _check_candidate(candidate: Path) -> None:
     if not (candidate / "model.safetensors").exists() or not (candidate / "metrics.json").exists():
         raise DatasetError(f"{candidate}: not a model artifact (no model.safetensors / metrics.json)")
+
+
+def _copy_in(root: Path, candidate: Path) -> Path:
+    """The candidate as a new version folder of ``root`` (or the version it already is); the lock is held."""
+    import shutil
+
+    target = _registered(root, file_digests(candidate)["model.safetensors"])
+    if target is not None:
+        return target
     version = _next_version(root)
     target = root / "versions" / version
-    with atomic_dir(target) as tmp:
+    with new_dir(target) as tmp:
         shutil.copytree(candidate, tmp, dirs_exist_ok=True)
         metrics = json.loads((tmp / "metrics.json").read_text(encoding="utf-8"))
         label, metrics["version"] = metrics.get("version", ""), version
@@ -301,8 +426,18 @@ def register(root: str | Path, candidate: str | Path, *, champion_too: bool = Fa
         if card.exists() and label:
             card.write_text(card.read_text(encoding="utf-8").replace(f"model {label} on", f"model {version} on", 1),
                             encoding="utf-8")
-    if champion_too:
-        if decision is None:
-            raise ConfigError("register(champion_too=True) needs the gate's decision")
-        promote(root, target, decision)
+        write_checksums(tmp)
     return target
+
+
+def _registered(root: Path, weights: str) -> Path | None:
+    """The version whose weights have the digest ``weights``, if one was registered."""
+    for folder in sorted((root / "versions").glob("v*")):
+        listed = folder / CHECKSUMS
+        if listed.exists():
+            try:
+                if json.loads(listed.read_text(encoding="utf-8")).get("model.safetensors") == weights:
+                    return folder
+            except ValueError:
+                continue
+    return None

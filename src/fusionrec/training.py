@@ -225,7 +225,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
     start_epoch, best, best_epoch, best_state, history, bad = 0, -1.0, -1, None, [], 0
     ckpt = checkpoint_dir / "last.pt" if checkpoint_dir else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = torch.load(ckpt, map_location=device, weights_only=True)  # tensors and plain values only: no code
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, best, best_epoch, history, bad = (state["epoch"] + 1, state["best"], state["best_epoch"],

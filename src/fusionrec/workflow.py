@@ -168,7 +168,7 @@ def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec
 
     Every trained model is kept as a version; only the gate moves the champion.
     """
-    from fusionrec.registry import judge, register
+    from fusionrec.registry import register_judged
 
     registry = Path(registry)
     staging = registry / "staging"
@@ -178,11 +178,9 @@ def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec
     if candidate is None:  # a rank other than 0 under torchrun
         return None
     try:
-        decision = judge(registry, candidate.metrics, margin)
-        version = register(registry, candidate.path, champion_too=decision.promoted, decision=decision)
+        version, decision = register_judged(registry, candidate.path, margin, only_if_better=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    decision.challenger = version.name
     return TrainOutcome(candidate, version, decision)
 
 
