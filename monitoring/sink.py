@@ -14,20 +14,43 @@ Run: ``python -m monitoring.sink --port 8080``.
 import argparse
 import json
 import logging
+import re
 from collections import OrderedDict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 log = logging.getLogger(__name__)
 
 PENDING_MAX = 10_000  # requests waiting for their response; the oldest are dropped (and counted) beyond it
+MAX_EVENT_ID = 256
+VERSION = re.compile(r"^v\d{4,9}$")  # a registry version: the only model_version a record may carry
+MAX_SKEW = timedelta(days=1)  # a ce-time further than this from the sink's clock is replaced by the clock
 
 
-def _when(headers) -> datetime:
+def _when(headers, now: datetime | None = None) -> datetime:
+    """The event's time, always timezone-aware (a time without a zone is UTC), and never further than a day
+    from the sink's own clock (a sender does not get to write into another hour's partition at will)."""
+    now = now or datetime.now(timezone.utc)
     raw = headers.get("ce-time")
     try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else datetime.now(timezone.utc)
+        at = datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw and len(raw) <= 64 else now
     except ValueError:
-        return datetime.now(timezone.utc)
+        return now
+    at = at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)
+    return at if abs(at - now) <= MAX_SKEW else now
+
+
+def valid_record(r: dict) -> bool:
+    """One log record checked on its own: a registry version, lists of ids and finite scores, vectors of numbers."""
+    import math
+
+    def vector(v) -> bool:
+        return v is None or (isinstance(v, list) and len(v) <= 4096 and all(isinstance(x, (int, float))
+                                                                            and math.isfinite(x) for x in v))
+
+    return (isinstance(r.get("model_version"), str) and bool(VERSION.match(r["model_version"]))
+            and isinstance(r.get("items"), list) and all(isinstance(i, str) and len(i) <= 256 for i in r["items"])
+            and isinstance(r.get("scores"), list) and vector(r["scores"]) and len(r["scores"]) == len(r["items"])
+            and vector(r.get("user_vector")) and vector(r.get("query_text")) and vector(r.get("query_image")))
 
 
 def build_app(settings, writer):
@@ -35,6 +58,7 @@ def build_app(settings, writer):
     from fastapi import FastAPI, Request, Response
     from kserve import InferRequest, InferResponse
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
 
     from fusionrec.config import monitoring_dir
     from fusionrec.errors import FusionRecError
@@ -42,9 +66,22 @@ def build_app(settings, writer):
     from fusionrec.serving.schemas import parse_v1, parse_v2, results_from_v2
 
     key = log_key(settings.monitoring, monitoring_dir(settings), create=settings.profile == "local")
-    pending: OrderedDict[str, tuple[datetime, dict]] = OrderedDict()
-    counts = {"requests": 0, "responses": 0, "records": 0, "unpaired": 0, "rejected": 0}
-    app = FastAPI(title="fusionrec inference-log sink")
+    # what a request leaves behind until its response: its summaries (no text, no image) and its time
+    pending: OrderedDict[str, tuple[datetime, list]] = OrderedDict()
+    counts = {"requests": 0, "responses": 0, "records": 0, "unpaired": 0, "rejected": 0, "dropped": 0}
+    metrics = CollectorRegistry()
+    dropped = Counter("fusionrec_sink_dropped", "Inference-log events or records the sink did not keep, by reason",
+                      ["reason"], registry=metrics)
+    written = Counter("fusionrec_sink_records", "Records the sink handed to the log writer", registry=metrics)
+    app = FastAPI(title="fusionrec inference-log sink", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def drop(reason: str, n: int = 1) -> None:
+        dropped.labels(reason=reason).inc(n)
+        counts["dropped" if reason.startswith("record") else "rejected"] += n
+
+    def refuse(reason: str, message: str) -> Response:
+        drop(reason)
+        return Response(json.dumps({"error": message}), status_code=400, media_type="application/json")
 
     def rows_of(body: dict):
         if "instances" in body:
@@ -52,54 +89,94 @@ def build_app(settings, writer):
         req = InferRequest.from_inference_request(InferenceRequest(**body), settings.serving.model_name)
         return parse_v2(req, settings.serving)
 
-    def predictions_of(body: dict) -> list[dict]:
-        return body["predictions"] if "predictions" in body else results_from_v2(InferResponse.from_rest(body))
+    def predictions_of(body: dict) -> list:
+        preds = body["predictions"] if "predictions" in body else results_from_v2(InferResponse.from_rest(body))
+        if not isinstance(preds, list):
+            raise TypeError("predictions is not a list")
+        return preds
 
     @app.post("/")
     @app.post("/events")
     async def event(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         kind, event_id = headers.get("ce-type", ""), headers.get("ce-id")
-        if not event_id or not kind.startswith("org.kubeflow.serving.inference."):
-            counts["rejected"] += 1
-            return Response(json.dumps({"error": "expected a KServe inference CloudEvent (ce-id, ce-type "
-                                                 "org.kubeflow.serving.inference.request/response)"}),
-                            status_code=400, media_type="application/json")
+        if not event_id or len(event_id) > MAX_EVENT_ID or not kind.startswith("org.kubeflow.serving.inference."):
+            return refuse("not_an_inference_event", "expected a KServe inference CloudEvent (ce-id, ce-type "
+                                                    "org.kubeflow.serving.inference.request/response)")
+        limit = settings.serving.max_body_bytes
+        length = headers.get("content-length", "")
+        if length and (not length.isdigit() or int(length) > limit):
+            drop("too_large")
+            return Response(json.dumps({"error": f"the event body is over {limit:,} bytes"}), status_code=413,
+                            media_type="application/json")
+        raw = bytearray()
+        async for chunk in request.stream():  # a chunked body is counted as it arrives
+            raw += chunk
+            if len(raw) > limit:
+                drop("too_large")
+                return Response(json.dumps({"error": f"the event body is over {limit:,} bytes"}), status_code=413,
+                                media_type="application/json")
         try:
-            body = json.loads(await request.body())
-        except ValueError:
-            counts["rejected"] += 1
-            return Response('{"error": "the event body is not JSON"}', status_code=400, media_type="application/json")
+            body = json.loads(bytes(raw))
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's depth
+            return refuse("not_json", "the event body is not JSON")
+        if not isinstance(body, dict):
+            return refuse("not_an_object", "the event body is not a JSON object")
         if kind.endswith(".request"):
             counts["requests"] += 1
-            pending[event_id] = (_when(headers), body)
+            try:
+                summaries = summarise(rows_of(body), key)
+            except (FusionRecError, KeyError, TypeError, ValueError, RecursionError) as e:
+                log.warning("sink: a request event could not be read (%s)", type(e).__name__)
+                return refuse("bad_request_event", "the request event does not fit the serving schema")
+            pending[event_id] = (_when(headers), summaries)
             while len(pending) > PENDING_MAX:
                 pending.popitem(last=False)
                 counts["unpaired"] += 1
+                drop("unpaired_request")
             return Response(status_code=202)
         counts["responses"] += 1
         got = pending.pop(event_id, None)
         if got is None:
             counts["unpaired"] += 1
+            drop("unpaired_response")
             return Response(status_code=202)
-        asked_at, req = got
+        asked_at, summaries = got
         try:
-            rows = rows_of(req)
             preds = predictions_of(body)
-        except (FusionRecError, KeyError, TypeError, ValueError) as e:
-            counts["rejected"] += 1
-            log.warning("sink: an exchange could not be read (%s: %s)", type(e).__name__, str(e)[:200])
-            return Response(status_code=202)
-        answered = _when(headers)
-        recs = records(summarise(rows, key), preds, request_id=event_id, at=answered,
-                       latency_ms=max(0.0, (answered - asked_at).total_seconds() * 1000))
-        writer.append(recs)
-        counts["records"] += len(recs)
+        except (FusionRecError, KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+            log.warning("sink: a response event could not be read (%s)", type(e).__name__)
+            return refuse("bad_response_event", "the response event does not fit the serving schema")
+        answered = max(_when(headers), asked_at)
+        good = []
+        for summary, pred in zip(summaries, preds):  # one record at a time: a bad one goes alone
+            try:
+                rec = records([summary], [pred], request_id=event_id, at=answered,
+                              latency_ms=(answered - asked_at).total_seconds() * 1000)[0]
+            except (KeyError, TypeError, ValueError, AttributeError):
+                rec = None
+            if rec is not None and valid_record(rec):
+                good.append(rec)
+            else:
+                drop("record_invalid")
+        if len(preds) != len(summaries):
+            drop("record_unpaired", abs(len(preds) - len(summaries)))
+        writer.append(good)
+        written.inc(len(good))
+        counts["records"] += len(good)
         return Response(status_code=202)
 
     @app.get("/healthz")
     async def health() -> dict:
-        return {"status": "ok", **counts, "written": writer.written, "dropped": writer.dropped}
+        return {"status": "ok", **counts, "written": writer.written, "dropped_by_writer": writer.dropped}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        for reason, n in writer.dropped.items():  # the writer's own drops (queue full, disk), as counted there
+            have = dropped.labels(reason=f"writer_{reason}")._value.get()
+            if n > have:
+                dropped.labels(reason=f"writer_{reason}").inc(n - have)
+        return Response(generate_latest(metrics), media_type="text/plain; version=0.0.4")
 
     return app
 
@@ -112,15 +189,16 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default=None, help="Listen address (default: serving.bind of the settings).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     settings = load_settings()
     mon = settings.monitoring
     writer = InferenceLogWriter(monitoring_dir(settings) / "logs", batch=mon.log_batch, flush_s=mon.log_flush_s,
-                                max_queue=mon.log_queue)
+                                max_queue=mon.log_queue, max_bytes=mon.log_queue_bytes)
     try:
-        uvicorn.run(build_app(settings, writer), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(build_app(settings, writer), host=args.host or settings.serving.bind, port=args.port,
+                    log_level="warning", limit_concurrency=256, h11_max_incomplete_event_size=64 * 1024)
     finally:
         writer.close()
 

@@ -117,7 +117,7 @@ def inference_log(settings: Settings):
         return None
     counter = _dropped_counter()
     return InferenceLogWriter(monitoring_dir(settings) / "logs", batch=mon.log_batch, flush_s=mon.log_flush_s,
-                              max_queue=mon.log_queue, on_drop=lambda reason, n: counter.labels(reason=reason).inc(n))
+                              max_queue=mon.log_queue, max_bytes=mon.log_queue_bytes, on_drop=lambda reason, n: counter.labels(reason=reason).inc(n))
 
 
 def warm_up(store, timeout_s: float = 10.0) -> bool:

@@ -207,6 +207,12 @@ class MonitoringSettings(_Strict):
     log_batch: int = Field(512, ge=1)  # records per Parquet file at most
     log_flush_s: float = Field(2.0, gt=0.0)  # a partial batch is written after this long
     log_queue: int = Field(100_000, ge=1)  # records waiting to be written; beyond it they are dropped and counted
+    # ... and their size (vectors, ids, scores): a queue of query records with 1,664 floats each is ~7 KB a
+    # record, so 100,000 of them would be ~0.7 GB; this bounds the queue below the containers' memory
+    log_queue_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    # Inference-log partitions (hour=...) and references of versions no longer in the registry older than
+    # this are deleted by `fusionrec monitor run`
+    retention_days: float = Field(30.0, gt=0.0)
     window_hours: float = Field(1.0, gt=0.0)  # the window `fusionrec monitor run` evaluates
     min_records: int = Field(100, ge=1)  # fewer records in a window (or a signal) than this: "not enough data"
     reference_records: int = Field(2_000, ge=1)  # the first records of a model version that become its reference

@@ -30,6 +30,7 @@ from fusionrec.search import INDEX_DIR, ItemSearch
 
 PRIMARY = "ndcg@20"
 CHECKSUMS = "checksums.json"  # sha256 of every other file of a version, verified at load
+SOURCE = "source.json"  # the digest of the candidate folder a version was registered from (a retry finds it)
 LOCK = ".registry.lock"  # held while a version number is allocated or the champion changes
 
 
@@ -355,7 +356,7 @@ def register(root: str | Path, candidate: str | Path, *, champion_too: bool = Fa
     """Copy a candidate artifact folder into ``root/versions`` under the next version number.
 
     Under the registry's lock: the number is allocated and its folder made once (never replacing one); a
-    candidate registered before (the same weights, e.g. a retried step) gets its existing version back.
+    candidate registered before (the same files, e.g. a retried step) gets its existing version back.
     With ``champion_too`` (and the gate's ``decision``) the new version also becomes the champion, only if
     the champion is still the one the decision was made against; the version folder is complete before
     champion.json names it, so serving never sees half a model.
@@ -412,7 +413,10 @@ def _copy_in(root: Path, candidate: Path) -> Path:
     """The candidate as a new version folder of ``root`` (or the version it already is); the lock is held."""
     import shutil
 
-    target = _registered(root, file_digests(candidate)["model.safetensors"])
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(file_digests(candidate), sort_keys=True).encode()).hexdigest()
+    target = _registered(root, digest)
     if target is not None:
         return target
     version = _next_version(root)
@@ -426,18 +430,17 @@ def _copy_in(root: Path, candidate: Path) -> Path:
         if card.exists() and label:
             card.write_text(card.read_text(encoding="utf-8").replace(f"model {label} on", f"model {version} on", 1),
                             encoding="utf-8")
+        (tmp / SOURCE).write_text(json.dumps({"candidate_sha256": digest}), encoding="utf-8")
         write_checksums(tmp)
     return target
 
 
-def _registered(root: Path, weights: str) -> Path | None:
-    """The version whose weights have the digest ``weights``, if one was registered."""
+def _registered(root: Path, digest: str) -> Path | None:
+    """The version registered from the candidate folder whose files digest to ``digest``, if any."""
     for folder in sorted((root / "versions").glob("v*")):
-        listed = folder / CHECKSUMS
-        if listed.exists():
-            try:
-                if json.loads(listed.read_text(encoding="utf-8")).get("model.safetensors") == weights:
-                    return folder
-            except ValueError:
-                continue
+        try:
+            if json.loads((folder / SOURCE).read_text(encoding="utf-8")).get("candidate_sha256") == digest:
+                return folder
+        except (OSError, ValueError, AttributeError):
+            continue
     return None

@@ -188,6 +188,17 @@ def write_records(folder: str | Path, recs: list[dict[str, Any]]) -> list[Path]:
     return written
 
 
+def record_bytes(r: dict[str, Any]) -> int:
+    """A record's size in memory, estimated from its parts (numbers as 8 bytes, strings by length)."""
+    size = 256
+    for v in r.values():
+        if isinstance(v, (list, tuple)):
+            size += sum(len(x) if isinstance(x, str) else 8 for x in v) + 8 * len(v)
+        elif isinstance(v, str):
+            size += len(v)
+    return size
+
+
 class InferenceLogWriter:
     """Appends records off the request path: :meth:`append` only enqueues; a thread writes a file per
     ``batch`` records or every ``flush_s`` seconds. A full queue or a failed write drops the records and
@@ -195,9 +206,11 @@ class InferenceLogWriter:
     request never waits for the disk and never fails because of it."""
 
     def __init__(self, folder: str | Path, *, batch: int = 512, flush_s: float = 2.0, max_queue: int = 100_000,
-                 on_drop: Callable[[str, int], None] | None = None) -> None:
+                 max_bytes: int = 256 * 1024 * 1024, on_drop: Callable[[str, int], None] | None = None) -> None:
         self.folder = Path(folder)
         self.batch, self.flush_s = batch, flush_s
+        self.max_bytes, self.queued_bytes = max_bytes, 0
+        self._bytes_lock = threading.Lock()
         self.on_drop = on_drop or (lambda reason, n: None)
         self.dropped: dict[str, int] = {}
         self.written = 0
@@ -214,11 +227,20 @@ class InferenceLogWriter:
             log.exception("inference log: the drop counter failed")
 
     def append(self, recs: list[dict[str, Any]]) -> None:
-        """Enqueue records; never blocks."""
+        """Enqueue records; never blocks. Beyond ``max_queue`` records or ``max_bytes`` (their estimated
+        size) the rest are dropped and counted."""
         for n, r in enumerate(recs):
+            size = record_bytes(r)
+            with self._bytes_lock:
+                if self.queued_bytes + size > self.max_bytes:
+                    self._drop("queue_bytes_full", len(recs) - n)
+                    return
+                self.queued_bytes += size
             try:
-                self._queue.put_nowait(r)
+                self._queue.put_nowait((size, r))
             except queue.Full:
+                with self._bytes_lock:
+                    self.queued_bytes -= size
                 self._drop("queue_full", len(recs) - n)
                 return
 
@@ -236,7 +258,10 @@ class InferenceLogWriter:
         deadline = time.monotonic() + self.flush_s
         while not (self._stop.is_set() and self._queue.empty()):
             try:
-                pending.append(self._queue.get(timeout=max(0.0, min(0.2, deadline - time.monotonic()))))
+                size, rec = self._queue.get(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+                with self._bytes_lock:
+                    self.queued_bytes -= size
+                pending.append(rec)
             except queue.Empty:
                 pass
             if pending and (len(pending) >= self.batch or time.monotonic() >= deadline or self._stop.is_set()):
@@ -264,7 +289,7 @@ class Window:
     skipped: list[str] = field(default_factory=list)  # "path: reason" per unreadable file
 
 
-def _hour_of(part: str) -> datetime | None:
+def hour_of(part: str) -> datetime | None:
     try:
         return datetime.strptime(part.removeprefix("hour="), "%Y-%m-%dT%H").replace(tzinfo=timezone.utc)
     except ValueError:
@@ -283,7 +308,7 @@ def read_window(folder: str | Path, start: datetime | None = None, end: datetime
     tables, skipped, files = [], [], 0
     schema = _schema()
     for part in sorted(root.glob("hour=*")) if root.is_dir() else []:
-        hour = _hour_of(part.name)
+        hour = hour_of(part.name)
         if hour is None or hour + timedelta(hours=1) <= lo or hour >= hi:
             continue
         for f in sorted(part.glob("*.parquet")):

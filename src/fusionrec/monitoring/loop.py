@@ -11,6 +11,7 @@ window. The caller passes ``retrain``, the function that starts a run (the KFP l
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -37,7 +38,35 @@ class Outcome:
 
 
 def reference_path(folder: Path, version: str) -> Path:
+    """Where a version's reference lives.
+
+    Raises:
+        FusionRecError: ``version`` is not a registry version (vNNNN): a logged value is never a path.
+    """
+    if not isinstance(version, str) or not re.fullmatch(r"v\d{4,9}", version):
+        raise FusionRecError(f"{str(version)[:40]!r} is not a model version (vNNNN); no reference for it")
     return folder / "reference" / f"{version}.parquet"
+
+
+def expire(settings: Settings, now: datetime | None = None) -> list[Path]:
+    """Delete the inference log's hour partitions older than ``monitoring.retention_days``; return them."""
+    import shutil
+
+    from fusionrec.monitoring.log import hour_of
+
+    now = now or datetime.now(timezone.utc)
+    cutoff = now - timedelta(days=settings.monitoring.retention_days)
+    logs = monitoring_dir(settings) / "logs"
+    gone = []
+    for part in sorted(logs.glob("hour=*")) if logs.is_dir() else []:
+        hour = hour_of(part.name)
+        if hour is not None and hour + timedelta(hours=1) <= cutoff:
+            shutil.rmtree(part, ignore_errors=True)
+            gone.append(part)
+    if gone:
+        log.info("monitor: %d inference-log hours older than %.0f days deleted", len(gone),
+                 settings.monitoring.retention_days)
+    return gone
 
 
 def pin_reference(settings: Settings, version: str, start: datetime | None = None, end: datetime | None = None) -> Path:
@@ -122,9 +151,11 @@ def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callab
     mon = settings.monitoring
     folder = monitoring_dir(settings)
     now = now or datetime.now(timezone.utc)
+    expire(settings, now)
     start = now - timedelta(hours=mon.window_hours)
     window = read_window(folder / "logs", start, now)
     frame = window.frame
+    frame = frame[frame["model_version"].astype(str).str.fullmatch(r"v\d{4,9}")]  # never a path from a record
     version = frame["model_version"].mode().iloc[0] if len(frame) else None
     if version is not None:
         frame = frame[frame["model_version"] == version]  # a window that spans a deploy: the newer model's traffic
