@@ -299,7 +299,29 @@ def _promote(root: Path, version: Path, decision: GateDecision) -> None:
                               f"{decision.champion_before} as when {version.name} was judged; nothing was promoted")
     atomic_write_text(Path(root) / "champion.json",
                       json.dumps({"version": version.name, "metric": decision.metric, "value": decision.challenger_value,
+                                  "previous": decision.champion_before,
                                   "promoted": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
+
+
+def demote(root: str | Path, version: str) -> str | None:
+    """Undo the promotion of ``version`` (its canary was rolled back): the champion it replaced is the
+    champion again (none, if it was the first). Nothing changes when ``version`` is not the champion
+    (another run has moved on). Returns the champion after.
+    """
+    root = Path(root)
+    with file_lock(root / LOCK):
+        current = champion(root)
+        if current is None or current.name != version:
+            return current.name if current else None
+        previous = json.loads((root / "champion.json").read_text(encoding="utf-8")).get("previous")
+        if previous and (root / "versions" / str(previous) / "model.safetensors").exists():
+            value = float(json.loads((root / "versions" / previous / "metrics.json").read_text(encoding="utf-8"))
+                          ["test"][PRIMARY])
+            _promote(root, root / "versions" / previous,
+                     GateDecision(True, previous, version, PRIMARY, value, None, 0.0, f"{version} rolled back"))
+            return previous
+        (root / "champion.json").unlink()
+        return None
 
 
 def version_uri(registry: str | Path, version: str) -> str:

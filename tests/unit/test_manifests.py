@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from fusionrec.errors import ConfigError
+from fusionrec.errors import ConfigError, Unavailable
 from fusionrec.serving.deploy import deploy, load_manifest, publish_features, render, rollout, schema_errors
 
 pytestmark = pytest.mark.unit
@@ -61,19 +61,28 @@ def test_render_refuses_an_invalid_result():
 
 
 class FakeKServe:
-    """The KServeClient calls deploy() makes, over a dict instead of a cluster."""
+    """The KServeClient calls deploy() makes, over a dict instead of a cluster. Every patch bumps
+    ``metadata.generation``; the "controller" observes it and says Ready when ``ready``, or leaves the
+    status of the previous generation (Ready) in place when ``stale``."""
 
-    def __init__(self, ready=True):
-        self.objects, self.calls, self.ready = {}, [], ready
+    def __init__(self, ready=True, stale=False):
+        self.objects, self.calls, self.ready, self.stale = {}, [], ready, stale
 
     def get(self, name, namespace=None):
         if (namespace, name) not in self.objects:
             raise RuntimeError("Exception when calling CustomObjectsApi->get_namespaced_custom_object: (404) Not Found")
-        return self.objects[(namespace, name)]
+        obj = self.objects[(namespace, name)]
+        generation = obj["metadata"].setdefault("generation", 1)
+        if not self.stale:
+            obj["status"] = {"observedGeneration": generation,
+                             "conditions": [{"type": "Ready", "status": "True" if self.ready else "False"}]}
+        return obj
 
     def create(self, obj, namespace=None):
         self.calls.append("create")
-        self.objects[(namespace, obj["metadata"]["name"])] = copy.deepcopy(obj)
+        self.objects[(namespace, obj["metadata"]["name"])] = {**copy.deepcopy(obj), "metadata": {
+            **obj["metadata"], "generation": 1}, "status": {"observedGeneration": 1,
+                                                            "conditions": [{"type": "Ready", "status": "True"}]}}
 
     def patch(self, name, obj, namespace=None):
         pct = obj["spec"]["predictor"].get("canaryTrafficPercent")
@@ -82,6 +91,8 @@ class FakeKServe:
         if "model" in obj["spec"]["predictor"]:
             current["spec"] = copy.deepcopy(obj["spec"])
         current["spec"]["predictor"]["canaryTrafficPercent"] = pct
+        current["metadata"]["generation"] += 1
+        return copy.deepcopy(current)
 
     def wait_isvc_ready(self, name, namespace=None, timeout_seconds=600):
         if not self.ready:
@@ -97,12 +108,16 @@ def test_first_deploy_creates_then_a_good_canary_is_promoted():
     assert kube.objects[("fusionrec", "fusionrec")]["spec"]["predictor"]["model"]["storageUri"] == "gs://m/v2"
 
 
-@pytest.mark.parametrize("ready,smoke,why", [(False, None, "did not become ready"), (True, lambda: False, "smoke")])
-def test_a_failing_canary_is_rolled_back(ready, smoke, why):
+@pytest.mark.parametrize("ready,stale,smoke,why", [(False, False, None, "did not become ready"),
+                                                   (True, False, lambda: False, "smoke"),
+                                                   (True, True, lambda: True, "generation 2 was not observed")])
+def test_a_failing_canary_is_rolled_back(ready, stale, smoke, why):
+    """A stale Ready (the status of the revision before the patch) used to promote an unverified canary."""
     kube = FakeKServe()
     deploy(kube, render(load_manifest(), storage_uri="gs://m/v1"))
-    kube.ready = ready
-    result = deploy(kube, render(load_manifest(), storage_uri="gs://m/bad"), canary_percent=10, smoke=smoke)
+    kube.ready, kube.stale = ready, stale
+    result = deploy(kube, render(load_manifest(), storage_uri="gs://m/bad"), canary_percent=10, smoke=smoke,
+                    timeout_s=0.2, poll_s=0.05)
     assert result.action == "rolled_back" and why in result.reason
     assert kube.calls[1:] == ["patch 10", "patch 0"]  # traffic pinned back to the previous revision
 
@@ -145,3 +160,37 @@ def test_publishing_features_replaces_the_folder_whole(tmp_path):
     assert publish_features(new, old) == old
     assert sorted(p.name for p in old.iterdir()) == ["features.json", "registry.db"]
     assert (old / "registry.db").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run", "served"]
+
+
+def test_a_rolled_back_canary_gives_back_the_champion_and_the_features(tmp_path, monkeypatch):
+    """The register step promotes before the canary; a rollback used to leave champion.json and the Feast
+    registry on the version that is not in service."""
+    import json
+
+    from fusionrec.config import load_settings
+    from fusionrec.registry import champion, register_judged
+    from fusionrec.serving import deploy as deploy_module
+
+    registry = tmp_path / "registry"
+    for n, ndcg in ((1, 0.2), (2, 0.3)):
+        cand = tmp_path / f"c{n}"
+        cand.mkdir()
+        (cand / "model.safetensors").write_bytes(f"w{n}".encode())
+        (cand / "metrics.json").write_text(json.dumps({"test": {"ndcg@20": ndcg}}))
+        register_judged(registry, cand)
+    assert champion(registry).name == "v0002"
+    live, new = tmp_path / "features", tmp_path / "new-features"
+    for folder, tag in ((live, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "registry.db").write_text(tag)
+    kube = FakeKServe()
+    deploy(kube, render(load_manifest(), storage_uri="pvc://fusionrec-models/versions/v0001"))
+    kube.ready = False
+    monkeypatch.setattr("kserve.KServeClient", lambda: kube)
+    monkeypatch.setattr(deploy_module, "wait_generation",
+                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("not ready")))
+    settings = load_settings(env={"FUSIONREC__FEATURES__DATA_DIR": str(live)})
+    with pytest.raises(Unavailable, match="the champion is v0001 again"):
+        deploy_module.deploy_version(settings, registry=str(registry), version="v0002", target="kserve",
+                                     registry_uri="pvc://fusionrec-models", features_dir=str(new))
+    assert champion(registry).name == "v0001" and (live / "registry.db").read_text() == "old"

@@ -15,10 +15,23 @@ pytestmark = pytest.mark.unit
 LIMITS = ServingSettings()
 
 
+def _png_bytes(side: int = 4) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (200, 30, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+PNG = _png_bytes()
+
+
 def test_v2_round_trip_keeps_ragged_lists_and_tells_empty_candidates_from_none():
     rows = parse_v1({"instances": [{"user_id": 7, "history": ["a", "b", "c"], "k": 3, "candidates": []},
                                    {"history": ["d"], "exclude": ["x"], "exclude_seen": False},
-                                   {"text": "red dress", "image": base64.b64encode(b"\x89PNG").decode(), "k": 2},
+                                   {"text": "red dress", "image": base64.b64encode(PNG).decode(), "k": 2},
                                    {"like": "i9", "user_id": "u1", "blend": 0.5, "k": 4},
                                    {"text": "a red coat", "history": ["a"], "exclude_seen": True}]},
                     LIMITS)
@@ -30,10 +43,11 @@ def test_v2_round_trip_keeps_ragged_lists_and_tells_empty_candidates_from_none()
     back = parse_v2(decoded, LIMITS)
     assert back == rows
     assert rows[0].user_id == "7" and rows[0].candidates == [] and rows[1].candidates is None
-    assert rows[2].kind == "query" and rows[2].image == b"\x89PNG"
+    assert rows[2].kind == "query" and rows[2].image == PNG
     assert rows[3].kind == "query" and rows[3].like == "i9" and rows[3].blend == 0.5 and rows[3].user_id == "u1"
     assert rows[4].history == ["a"] and rows[4].blend is None and rows[4].exclude_seen  # NaN on v2: the default
-    assert not rows[2].exclude_seen and rows[1].exclude_seen is False and rows[0].exclude_seen  # the defaults per kind
+    # the defaults per kind: a query keeps seen items, and so does a candidate list (scored as given)
+    assert not rows[2].exclude_seen and rows[1].exclude_seen is False and not rows[0].exclude_seen
     assert parse_v1(to_v1(rows), LIMITS) == rows
 
 
@@ -67,12 +81,15 @@ def test_schema_refuses_with_a_message(payload, err, words):
         parse_v1(payload, LIMITS)
 
 
-def test_transformer_redacts_query_text_before_the_predictor_sees_it():
+def test_transformer_redacts_query_text_before_the_predictor_sees_it(tmp_path):
+    from fusionrec.config import load_settings
     from fusionrec.privacy import PiiFilter
-    from fusionrec.config import Settings
+    from fusionrec.serving.access import client_headers
     from serving.transformer import _transformer_class
 
-    model = _transformer_class()("fusionrec", Settings(), store=None, pii=PiiFilter())
-    out = asyncio.run(model.preprocess({"instances": [{"text": "like the one jane.doe@example.com sent me", "k": 3}]}))
+    settings = load_settings(env={"FUSIONREC__PATHS__ARTIFACTS": str(tmp_path)})
+    model = _transformer_class()("fusionrec", settings, store=None, pii=PiiFilter())
+    out = asyncio.run(model.preprocess({"instances": [{"text": "like the one jane.doe@example.com sent me", "k": 3}]},
+                                       client_headers(settings)))
     text = out["instances"][0]["text"]
     assert "jane.doe@example.com" not in text and "<EMAIL_ADDRESS>" in text

@@ -171,14 +171,57 @@ def _not_found(error: Exception) -> bool:
     return "404" in str(error) or "not found" in str(error).lower()
 
 
+def _generation(obj: Any) -> int | None:
+    try:
+        return int(obj["metadata"]["generation"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def wait_generation(client, name: str, namespace: str, generation: int | None, timeout_s: float,
+                    poll_s: float = 2.0) -> None:
+    """Wait until the InferenceService's status describes ``generation`` (``status.observedGeneration``) and
+    says Ready. Without a generation to wait for (an API server that reports none), the client's own wait.
+
+    Raises:
+        RuntimeError: not observed and Ready within ``timeout_s``.
+    """
+    if generation is None:
+        client.wait_isvc_ready(name, namespace=namespace, timeout_seconds=int(timeout_s))
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = (client.get(name, namespace=namespace) or {}).get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        if int(status.get("observedGeneration") or 0) >= generation and ready:
+            return
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"generation {generation} was not observed Ready within {timeout_s:.0f} s "
+                               f"(observed {status.get('observedGeneration')}, ready {ready})")
+        time.sleep(poll_s)
+
+
+def canary_url(client, name: str = "fusionrec", namespace: str = "fusionrec") -> str | None:
+    """Where the canary's predictor answers on its own: the route Knative tags ``latest`` (the bundle sets
+    ``serving.kserve.io/enable-tag-routing``), so that the smoke request reaches the new revision and not
+    the 90% still on the old one. None before the status names one."""
+    try:
+        status = client.get(name, namespace=namespace).get("status") or {}
+    except (RuntimeError, AttributeError):
+        return None
+    traffic = ((status.get("components") or {}).get("predictor") or {}).get("traffic") or []
+    return next((t.get("url") for t in traffic if t.get("tag") == "latest" and t.get("url")), None)
+
+
 def deploy(client, isvc: dict[str, Any], *, canary_percent: int = 10, timeout_s: int = 600,
-           smoke: Callable[[], bool] | None = None) -> DeployResult:
+           smoke: Callable[[], bool] | None = None, poll_s: float = 2.0) -> DeployResult:
     """Create the InferenceService, or roll a new revision out as a canary.
 
     A new service is created and waited for. An existing one is patched with the new spec and
-    ``canaryTrafficPercent``; when the canary becomes ready and ``smoke()`` (a real request, by default
-    none) passes, it is promoted to 100%; otherwise traffic is pinned back to the previous revision
-    (``canaryTrafficPercent: 0``) and the result says why.
+    ``canaryTrafficPercent``; when the canary becomes ready (the status observed the patched generation
+    and says Ready) and ``smoke()`` (a real request, by default none) passes, it is promoted to 100%;
+    otherwise traffic is pinned back to the previous revision (``canaryTrafficPercent: 0``) and the
+    result says why.
 
     Args:
         client: a ``kserve.KServeClient`` (or anything with its get/create/patch/wait_isvc_ready).
@@ -200,11 +243,14 @@ def deploy(client, isvc: dict[str, Any], *, canary_percent: int = 10, timeout_s:
         return DeployResult("created", name, ns, "first revision: 100% of traffic", steps)
     canary = copy.deepcopy(isvc)
     canary["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
-    client.patch(name, canary, namespace=ns)
+    patched = client.patch(name, canary, namespace=ns)
     steps.append(f"patch canary {canary_percent}%")
+    generation = _generation(patched) or _generation(client.get(name, namespace=ns))
     reason = ""
     try:
-        client.wait_isvc_ready(name, namespace=ns, timeout_seconds=timeout_s)
+        # ready *for the patched spec*: a Ready status the controller has not updated since the patch
+        # describes the previous revision and must not promote the new one
+        wait_generation(client, name, ns, generation, timeout_s, poll_s)
         if smoke is not None and not smoke():
             reason = "the canary is ready but failed the smoke request"
     except RuntimeError as e:
@@ -242,7 +288,8 @@ def smoke_check(url: str, model: str, timeout_s: float = 10.0, attempts: int = 3
 
 
 def rollout(client, storage_uri: str, *, name: str = "fusionrec", namespace: str = "fusionrec",
-            canary_percent: int = 10, timeout_s: int = 600, smoke: Callable[[], bool] | None = None) -> DeployResult:
+            canary_percent: int = 10, timeout_s: int = 600, smoke: Callable[[], bool] | None = None,
+            poll_s: float = 2.0) -> DeployResult:
     """Roll a model version out on the live InferenceService that the bundle created: only
     ``spec.predictor.model.storageUri`` changes (images, replicas, resources and security settings stay the
     overlay's), as a canary that :func:`deploy` promotes or rolls back.
@@ -261,25 +308,45 @@ def rollout(client, storage_uri: str, *, name: str = "fusionrec", namespace: str
             "spec": copy.deepcopy(live["spec"])}
     isvc["spec"]["predictor"]["model"]["storageUri"] = storage_uri
     isvc["spec"]["predictor"].pop("canaryTrafficPercent", None)
-    return deploy(client, isvc, canary_percent=canary_percent, timeout_s=timeout_s, smoke=smoke)
+    return deploy(client, isvc, canary_percent=canary_percent, timeout_s=timeout_s, smoke=smoke, poll_s=poll_s)
 
 
-def publish_features(features_dir: str | Path, data_dir: str | Path) -> Path:
+def publish_features(features_dir: str | Path, data_dir: str | Path, *, keep_previous: bool = False) -> Path:
     """Put a pipeline run's feature tables (the Feast registry the transformer reads) at ``data_dir``,
-    swapping the folder whole so that a reader never sees half of it."""
+    swapping the folder whole so that a reader never sees half of it. With ``keep_previous`` the folder it
+    replaced stays beside it (``.<name>.previous``) until :func:`restore_features` or the next publish."""
     import os
     import shutil
 
     data_dir = Path(data_dir)
     fresh, old = data_dir.with_name(f".{data_dir.name}.new-{os.getpid()}"), data_dir.with_name(f".{data_dir.name}.old")
+    previous = data_dir.with_name(f".{data_dir.name}.previous")
     shutil.rmtree(fresh, ignore_errors=True)
     shutil.copytree(features_dir, fresh)
     shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)
     if data_dir.exists():
-        data_dir.rename(old)
+        data_dir.rename(previous if keep_previous else old)
     fresh.rename(data_dir)
     shutil.rmtree(old, ignore_errors=True)
     return data_dir
+
+
+def restore_features(data_dir: str | Path) -> bool:
+    """Put back the folder :func:`publish_features` replaced (kept with ``keep_previous``); whether there was one."""
+    import shutil
+
+    data_dir = Path(data_dir)
+    previous = data_dir.with_name(f".{data_dir.name}.previous")
+    if not previous.is_dir():
+        return False
+    gone = data_dir.with_name(f".{data_dir.name}.rolled-back")
+    shutil.rmtree(gone, ignore_errors=True)
+    if data_dir.exists():
+        data_dir.rename(gone)
+    previous.rename(data_dir)
+    shutil.rmtree(gone, ignore_errors=True)
+    return True
 
 
 def deploy_version(settings, *, registry: str, version: str, target: str, registry_uri: str | None = None,
@@ -325,10 +392,23 @@ def deploy_version(settings, *, registry: str, version: str, target: str, regist
     if target == "kserve":
         from kserve import KServeClient
 
+        from fusionrec.registry import demote
+
+        client = KServeClient()
         if features_dir:
-            publish_features(features_dir, settings.features.data_dir)
-        result = rollout(KServeClient(), uri, canary_percent=canary_percent, timeout_s=timeout_s)
+            publish_features(features_dir, settings.features.data_dir, keep_previous=True)
+        def smoke() -> bool:  # asked once the canary is ready, when its tagged route exists
+            url = canary_url(client)
+            return url is not None and smoke_check(url, settings.serving.model_name)()
+
+        result = rollout(client, uri, canary_percent=canary_percent, timeout_s=timeout_s, smoke=smoke)
         if result.action == "rolled_back":
-            raise Unavailable(f"{result.namespace}/{result.name}: rolled back: {result.reason}")
+            # the register step made this version the champion and the features its own: both go back, so
+            # that production, the registry and the next run's gate agree on the model in service
+            restored = demote(registry, version)
+            if features_dir:
+                restore_features(settings.features.data_dir)
+            raise Unavailable(f"{result.namespace}/{result.name}: rolled back: {result.reason}; the champion is "
+                              f"{restored or 'none'} again")
         return f"{result.action}: {result.namespace}/{result.name}"
     raise ConfigError(f"deploy target {target!r} is unknown; use local, kserve or none")
