@@ -71,6 +71,8 @@ def run_cmd(
 def ui_cmd(
     port: Annotated[int, typer.Option(help="Port of the Evidently UI.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    secret_file: Annotated[Optional[Path], typer.Option(help="A file holding Evidently's write token (a mounted "
+                                                         "Secret): without one its API takes writes from anyone.")] = None,
     sets: Sets = None,
     profile: Annotated[Optional[str], typer.Option(help="Settings profile.")] = None,
 ) -> None:
@@ -79,14 +81,28 @@ def ui_cmd(
     from fusionrec.monitoring import dashboard
 
     folder = monitoring_dir(_settings(sets, profile)) / "workspace"
-    dashboard.project(dashboard.workspace(folder))  # the dashboard exists before the first window
+    try:
+        dashboard.project(dashboard.workspace(folder))  # the dashboard exists before the first window
+    except OSError as e:  # a read-only workspace (the cluster's UI mounts it so): the monitoring step made it
+        typer.echo(f"the workspace {folder} is not writable ({e.strerror}); serving it as it is", err=True)
     typer.echo(f"Evidently UI on http://{host}:{port} (workspace {folder})")
     evidently = Path(sys.executable).with_name("evidently")
     cmd = [str(evidently) if evidently.exists() else "evidently", "ui", "--workspace", str(folder),
            "--host", host, "--port", str(port)]
     sys.stdout.flush()
     # the UI replaces this process: a signal to it (Ctrl-C, a supervisor's SIGTERM) reaches the server itself
-    os.execvpe(cmd[0], cmd, {**os.environ, "DO_NOT_TRACK": "1"})
+    env = {**os.environ, "DO_NOT_TRACK": "1"}
+    if secret_file is not None:
+        from fusionrec.errors import ConfigError
+
+        try:
+            token = secret_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            raise ConfigError(f"--secret-file {secret_file}: cannot be read") from None
+        if len(token) < 32:
+            raise ConfigError(f"--secret-file {secret_file}: the token is shorter than 32 characters")
+        env["EVIDENTLY_SECRET"] = token  # Evidently reads it from its environment only
+    os.execvpe(cmd[0], cmd, env)
 
 
 @app.command("reference")

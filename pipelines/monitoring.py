@@ -41,7 +41,7 @@ def build_pipeline(image: str, cluster: bool = True):
     from kfp import dsl
 
     from components.monitoring import build
-    from pipelines.training import FEATURE_STORE_CLIENT, SECRETS, as_step_user
+    from pipelines.training import FEATURE_STORE_CLIENT, PIPELINE_STEP, SECRETS, as_step_user
 
     c = build(image)
 
@@ -57,8 +57,12 @@ def build_pipeline(image: str, cluster: bool = True):
             task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("4G")
             as_step_user(task)
             kubernetes.add_pod_label(task, *FEATURE_STORE_CLIENT)  # reads the feedback from the online store
-            for secret, keys in {**SECRETS, "fusionrec-monitoring": {"log_key": "FUSIONREC__MONITORING__LOG_KEY"}}.items():
-                kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
+            kubernetes.add_pod_label(task, *PIPELINE_STEP)
+            kubernetes.use_secret_as_env(task, secret_name="fusionrec-redis", secret_key_to_env=SECRETS["fusionrec-redis"],
+                                         optional=True)
+            # the pseudonymisation key is required: without it the step fails rather than start a new key
+            kubernetes.use_secret_as_env(task, secret_name="fusionrec-monitoring",
+                                         secret_key_to_env={"log_key": "FUSIONREC__MONITORING__LOG_KEY"}, optional=False)
             kubernetes.mount_pvc(task, pvc_name="fusionrec-monitoring", mount_path="/mnt/monitoring")
 
     return fusionrec_monitoring

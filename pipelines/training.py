@@ -29,6 +29,13 @@ SECRETS = {
     "fusionrec-object-storage": {"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY",
                                  "endpoint": "AWS_ENDPOINT_URL"},
 }
+# ... and only to the steps that use them: Redis to the step that materialises the online store, object
+# storage to the steps that read encoder checkpoints or write training checkpoints by URI.
+STEP_SECRETS = {"features": ("fusionrec-redis",), "embed": ("fusionrec-object-storage",),
+                "train": ("fusionrec-object-storage",), "train_distributed": ("fusionrec-object-storage",),
+                "evaluate": ("fusionrec-object-storage",)}
+# Every step's pod carries this label: the NetworkPolicy of the pipeline steps (their egress) selects it.
+PIPELINE_STEP = ("fusionrec.io/pipeline-step", "true")
 REGISTRY_PVC = "fusionrec-models"  # the model registry on a cluster: a volume KServe reads as pvc://
 REGISTRY_MOUNT = "/mnt/registry"
 # What the transformer reads beside the model (the Feast registry of the serving features): the deploy
@@ -101,8 +108,9 @@ def build_pipeline(target: Target = Target()):
             cpu, memory = target.resources[name]
             task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
             as_step_user(task)
-            for secret, keys in SECRETS.items():
-                kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
+            kubernetes.add_pod_label(task, *PIPELINE_STEP)
+            for secret in STEP_SECRETS.get(name, ()):
+                kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=SECRETS[secret], optional=True)
             if name in ("evaluate", "gate", "register", "deploy", "train_distributed"):
                 kubernetes.mount_pvc(task, pvc_name=REGISTRY_PVC, mount_path=REGISTRY_MOUNT)
             if name == "features":  # materialises the online store

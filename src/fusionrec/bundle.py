@@ -85,6 +85,29 @@ class Deploy:
     gpu: int = 0                                # GPUs per predictor replica
 
 
+def _addresses(doc: dict[str, Any], namespace: str, registry_uri: str) -> dict[str, Any]:
+    """Where a doc names the namespace or the registry inside a string kustomize does not touch: the
+    Namespace itself, the mesh principals (``cluster.local/ns/<ns>/sa/...``), the admission policy's
+    ServiceAccount user name and registry prefix, and the cluster-scoped objects' names."""
+    import json
+
+    kind = doc.get("kind")
+    if kind == "Namespace":
+        doc["metadata"]["name"] = namespace
+        return doc
+    if kind not in ("AuthorizationPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        return doc
+    text = json.dumps(doc)
+    text = (text.replace("cluster.local/ns/fusionrec/", f"cluster.local/ns/{namespace}/")
+                .replace("system:serviceaccount:fusionrec:", f"system:serviceaccount:{namespace}:")
+                .replace("pvc://fusionrec-models/versions/", f"{registry_uri.rstrip('/')}/versions/")
+                .replace('"fusionrec-deployer-rollout-only"', f'"{namespace}-deployer-rollout-only"'))
+    out = json.loads(text)
+    if kind == "ValidatingAdmissionPolicyBinding":
+        out["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+    return out
+
+
 def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None = None,
                   crds: str | Path | None = None) -> list[dict[str, Any]]:
     """Build ``overlays/<overlay>`` with the deploy's values, refuse placeholders in prod, and validate.
@@ -142,6 +165,7 @@ def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None =
             wrap["patches"] = patches
         (work / "kustomization.yaml").write_text(yaml.safe_dump(wrap, sort_keys=False))
         docs = kustomize(work)
+    docs = [_addresses(d, deploy.namespace or "fusionrec", deploy.registry_uri) for d in docs]
     if deploy.gpu:
         from fusionrec.serving.deploy import render
 
@@ -243,6 +267,48 @@ def core_errors(doc: dict[str, Any], k8s_version: str = K8S_VERSION) -> list[str
     return []
 
 
+ISTIO_GROUP = "security.istio.io"
+
+
+def istio_errors(doc: dict[str, Any]) -> list[str]:
+    """An Istio security object against the models generated from Istio's CRDs (``cloudcoil.models.istio``),
+    strict: a field the model does not know (one the API server would prune) is an error."""
+    import importlib
+
+    from pydantic import ValidationError
+
+    version = doc.get("apiVersion", "").split("/")[-1]
+    try:
+        module = importlib.import_module(f"cloudcoil.models.istio.security.{version}")
+        model = getattr(module, doc.get("kind", ""))
+    except (ImportError, AttributeError):
+        return [f"no Istio schema for {doc.get('apiVersion')} {doc.get('kind')}"]
+    try:
+        parsed = model.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        return [f"{'.'.join(map(str, first['loc']))}: {first['msg']}"]
+    return [f"{path}: unknown field" for path in _dropped(doc, parsed.model_dump(by_alias=True, exclude_unset=True,
+                                                                                  mode="json"))]
+
+
+def _dropped(given: Any, kept: Any, path: str = "") -> list[str]:
+    """Paths present in ``given`` but not in ``kept`` (what a lenient model ignored)."""
+    if isinstance(given, dict):
+        out = []
+        for key, value in given.items():
+            where = f"{path}.{key}" if path else str(key)
+            if not isinstance(kept, dict) or key not in kept:
+                if value not in ({}, None) or key not in ("spec",):
+                    out.append(where)
+            else:
+                out += _dropped(value, kept[key], where)
+        return out
+    if isinstance(given, list) and isinstance(kept, list):
+        return [e for g, k in zip(given, kept) for e in _dropped(g, k, path)]
+    return []
+
+
 def validate_bundle(docs: list[dict[str, Any]], crds: str | Path | None = None,
                     k8s_version: str = K8S_VERSION, require_crds: bool = True) -> list[str]:
     """Every problem in a built bundle, as ``Kind/name: path: message``.
@@ -270,6 +336,9 @@ def validate_bundle(docs: list[dict[str, Any]], crds: str | Path | None = None,
         names.add(key)
         if doc.get("apiVersion", "").split("/")[0] in CRD_GROUPS:
             customs = [doc]
+        elif doc.get("apiVersion", "").split("/")[0] == ISTIO_GROUP:
+            customs = []
+            errors += [f"{where}: {e}" for e in istio_errors(doc)]
         else:
             customs = []
             errors += [f"{where}: {e}" for e in core_errors(doc, k8s_version)]

@@ -129,6 +129,12 @@ class AuthSettings(_Strict):
     # once under <paths.artifacts>/serving/api.key (owner-only), which `fusionrec recommend` reads
     key_file: str | None = None
     service_principals: tuple[str, ...] = ()  # mesh: SPIFFE ids trusted to name any user
+    # mesh: the proxies in front of the pod (Knative's local gateway, the activator); a request through one
+    # is credited to the caller the proxy authenticated, as it forwarded it in x-forwarded-client-cert
+    gateway_principals: tuple[str, ...] = (
+        "spiffe://cluster.local/ns/istio-system/sa/cluster-local-gateway-service-account",
+        "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+        "spiffe://cluster.local/ns/knative-serving/sa/controller")
     history_principals: tuple[str, ...] = ()  # mesh: SPIFFE ids that may also learn seen items
     user_header: str = Field("x-fusionrec-user", pattern=r"^[a-z0-9-]+$")
     # token buckets per caller (services by name or principal, end users by subject): sustained rate, burst

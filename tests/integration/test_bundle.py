@@ -34,7 +34,7 @@ EXPECTED = {
     ("Job", "fusionrec-pipelines-setup"), ("ConfigMap", "fusionrec-pipelines"), ("ConfigMap", "fusionrec-trainjob"),
     ("Role", "fusionrec-deployer"), ("Role", "fusionrec-retrainer"),
 }
-SECRETS = {"fusionrec-redis", "fusionrec-monitoring", "fusionrec-object-storage"}
+SECRETS = {"fusionrec-redis", "fusionrec-monitoring", "fusionrec-object-storage", "fusionrec-evidently"}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,9 @@ def test_every_overlay_builds_into_the_whole_platform_in_one_namespace(built, ov
     have = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert EXPECTED <= have, sorted(EXPECTED - have)
     assert not [d for d in docs if d["kind"] == "Secret"]  # Secrets are created by the SRE, never shipped
-    assert {d["metadata"].get("namespace") for d in docs} == {"fusionrec"}
+    cluster_scoped = {"Namespace", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] not in cluster_scoped} == {"fusionrec"}
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"} == {"fusionrec"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -165,15 +167,9 @@ def test_the_deploy_step_may_patch_only_its_own_inferenceservice_and_the_monitor
         assert _by(docs, kind, name)["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
-def test_only_the_transformer_reaches_the_predictor_and_redis_among_the_namespaces_pods(built):
+def test_the_redis_network_policy_selects_the_redis_pods(built):
+    """The flows themselves are checked against docs/deploy.md in tests/unit/test_security.py."""
     docs = built["prod"]
-    transformer = {"serving.kserve.io/inferenceservice": "fusionrec", "component": "transformer"}
-    for name in ("fusionrec-predictor", "redis"):
-        (rule,) = _by(docs, "NetworkPolicy", name)["spec"]["ingress"]
-        pods = [p["podSelector"]["matchLabels"] for p in rule["from"] if "podSelector" in p and "namespaceSelector" not in p]
-        assert pods[0] == transformer, name
-        # besides: Knative's data path (predictor), the pipeline's feature writer (redis); nothing else
-        assert pods[1:] in ([], [{"fusionrec.io/feature-store-client": "true"}]), name
     redis_pod = _by(docs, "StatefulSet", "redis")["spec"]["template"]["metadata"]["labels"]
     assert _by(docs, "NetworkPolicy", "redis")["spec"]["podSelector"]["matchLabels"].items() <= redis_pod.items()
 
@@ -195,7 +191,16 @@ def test_render_prod_pins_every_image_by_digest_and_serves_the_runs_model_versio
     assert found == set(images.values())
     isvc = _by(docs, "InferenceService", "fusionrec")
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "pvc://fusionrec-models/versions/v0012"
-    assert {d["metadata"].get("namespace") for d in docs} == {"recs"}
+    cluster_scoped = {"Namespace", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] not in cluster_scoped} == {"recs"}
+    assert _by(docs, "Namespace", "recs")  # the Namespace itself, and the strings that name it, move too
+    principals = {p for d in docs if d["kind"] == "AuthorizationPolicy" for r in d["spec"].get("rules", [])
+                  for f in r.get("from", []) for p in f["source"].get("principals", [])}
+    assert not [p for p in principals if "/ns/fusionrec/" in p] and "cluster.local/ns/recs/sa/fusionrec-transformer" in principals
+    policy = _by(docs, "ValidatingAdmissionPolicy", "recs-deployer-rollout-only")
+    assert "system:serviceaccount:recs:fusionrec-training" in policy["spec"]["matchConditions"][0]["expression"]
+    binding = _by(docs, "ValidatingAdmissionPolicyBinding", "recs-deployer-rollout-only")
+    assert binding["spec"]["policyName"] == "recs-deployer-rollout-only"
     assert isvc["spec"]["predictor"]["logger"]["url"] == "http://monitoring-sink.recs.svc.cluster.local/events"
     job = [d for d in docs if d["kind"] == "Job"][0]
     assert job["metadata"]["name"] == "fusionrec-pipelines-setup-eeeeeeeeeeee"  # a new image registers again
@@ -223,9 +228,9 @@ def test_render_from_the_command_line_writes_a_bundle_kubectl_can_apply(tmp_path
         args += ["--image", f"{role}=reg.example/{role}{DIGEST}"]
     done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"wrote {out}: 38 objects" in done.stdout
+    assert f"wrote {out}: 50 objects" in done.stdout
     docs = [d for d in yaml.safe_load_all(out.read_text()) if d]
-    assert len(docs) == 38 and _by(docs, "InferenceService", "fusionrec")["spec"]["predictor"]["model"][
+    assert len(docs) == 50 and _by(docs, "InferenceService", "fusionrec")["spec"]["predictor"]["model"][
         "storageUri"].endswith("/versions/v0003")
     registry = tmp_path / "models"
     registry.mkdir()

@@ -74,6 +74,14 @@ def test_mesh_mode_trusts_the_sidecars_principal_and_the_verified_subject(tmp_pa
     auth = Authenticator(settings)
     xfcc = f'By=spiffe://cluster.local/ns/fusionrec/sa/fusionrec-serving;Hash=abc;URI={spiffe}'
     assert auth.caller({"x-forwarded-client-cert": xfcc}) == Caller(spiffe, True, None, False)
+    gateway = "spiffe://cluster.local/ns/istio-system/sa/cluster-local-gateway-service-account"
+    via = f'By=spiffe://gw;URI={spiffe},By=spiffe://cluster.local/ns/fusionrec/sa/fusionrec-transformer;URI={gateway}'
+    assert auth.caller({"x-forwarded-client-cert": via}).name == spiffe  # through Knative's gateway
+    forged = f'URI={spiffe},By=spiffe://x;URI=spiffe://cluster.local/ns/shop/sa/attacker'
+    with pytest.raises(Unauthorized):  # what a client put first is not believed: the last hop is the attacker
+        auth.caller({"x-forwarded-client-cert": forged})
+    quoted = f'Subject="CN=a,OU=b";URI=spiffe://cluster.local/ns/shop/sa/attacker,URI={spiffe}'
+    assert auth.caller({"x-forwarded-client-cert": quoted}).name == spiffe
     assert auth.caller({"x-fusionrec-user": "u7"}) == Caller("user:u7", False, "u7", False)
     other = xfcc.replace("frontend", "someone-else")
     with pytest.raises(Unauthorized):  # an untrusted workload without an end user's token

@@ -92,13 +92,21 @@ def test_no_gpu_when_asked_for_none(tmp_path):
     assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
 
 
-def test_credentials_reach_every_step_as_kubernetes_secrets(ir):
+def test_credentials_reach_only_the_steps_that_use_them_as_kubernetes_secrets(ir):
+    """Every step used to get the Redis and object-storage Secrets; now each gets what it reads, nothing more."""
     _, platform = ir
     assert len(platform) == 9
+    want = {"exec-features": {"fusionrec-redis"}, "exec-embed": {"fusionrec-object-storage"},
+            "exec-train": {"fusionrec-object-storage"}, "exec-evaluate": {"fusionrec-object-storage"}}
     for name, ex in platform.items():
-        secrets = {s["secretName"]: {k["envVar"] for k in s["keyToEnv"]} for s in ex["secretAsEnv"]}
-        assert "FUSIONREC__FEATURES__REDIS_CONNECTION" in secrets["fusionrec-redis"], name
-        assert "AWS_SECRET_ACCESS_KEY" in secrets["fusionrec-object-storage"], name
+        secrets = {s["secretName"]: {k["envVar"] for k in s["keyToEnv"]} for s in ex.get("secretAsEnv", [])}
+        assert set(secrets) == want.get(name, set()), name
+        if "fusionrec-redis" in secrets:
+            assert secrets["fusionrec-redis"] == {"FUSIONREC__FEATURES__REDIS_CONNECTION"}
+        if "fusionrec-object-storage" in secrets:
+            assert "AWS_SECRET_ACCESS_KEY" in secrets["fusionrec-object-storage"], name
+        labels = ex["podMetadata"]["labels"]  # the pipeline steps' NetworkPolicy selects them by it
+        assert labels["fusionrec.io/pipeline-step"] == "true", name
     assert platform["exec-register"]["pvcMount"][0]["mountPath"] == "/mnt/registry"
 
 
@@ -194,6 +202,9 @@ def test_monitoring_pipeline_reads_the_log_key_from_a_secret_and_never_caches(tm
     assert task["cachingOptions"].get("enableCache") is not True  # every turn reads a new window
     platform = yaml.safe_dump(docs)
     assert "fusionrec-monitoring" in platform and "FUSIONREC__MONITORING__LOG_KEY" in platform
+    executor = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-monitor"]
+    key = next(s for s in executor["secretAsEnv"] if s["secretName"] == "fusionrec-monitoring")
+    assert key["optional"] is False  # a missing Secret fails the step: never a silent new key
     assert "registry.example/fusionrec:1" in platform and "log_key" not in ir["root"]["inputDefinitions"]["parameters"]
 
 

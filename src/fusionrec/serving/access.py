@@ -6,8 +6,9 @@ A caller is identified once per request, from what the settings trust (:class:`f
 - ``api_key`` mode: ``Authorization: Bearer <key>`` or ``x-api-key: <key>``, matched by its SHA-256 against
   the configured callers, or against the service key file (locally made once, owner-only).
 - ``mesh`` mode: the mesh has authenticated the caller. A workload's mTLS principal arrives in
-  ``x-forwarded-client-cert`` (``URI=spiffe://...``); an end user's verified JWT subject in
-  ``auth.user_header``. The sidecar sets both and drops what a client sends under those names.
+  ``x-forwarded-client-cert`` (``URI=spiffe://...``; see :func:`caller_principal` for which element is
+  believed); an end user's verified JWT subject in ``auth.user_header`` (Istio's RequestAuthentication
+  writes it from the token, replacing what a client sent).
 
 Then each row is authorised: a service may name any user; an end user only themselves (their own
 ``user_id``, or none). What an answer reveals is limited to what the caller could ask directly:
@@ -108,6 +109,39 @@ def client_headers(settings: Settings) -> dict[str, str]:
     return {"authorization": f"Bearer {read_key(key_file(settings))}"}
 
 
+def _xfcc_uris(header: str) -> list[str | None]:
+    """The ``URI=`` of each element of an x-forwarded-client-cert header, in order (None: an element without
+    one). Elements are comma-separated; a comma inside a quoted value does not split."""
+    elements, current, quoted = [], [], False
+    for ch in header:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            elements.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    elements.append("".join(current))
+    out = []
+    for element in elements:
+        m = _SPIFFE.search(element)
+        out.append(m.group(1) if m else None)
+    return out
+
+
+def caller_principal(xfcc: str, gateways: tuple[str, ...] = ()) -> str | None:
+    """Who called, from the x-forwarded-client-cert header the sidecars build. Each proxy appends the peer it
+    authenticated, so only the last element is this pod's own sidecar's word (what a client sends first
+    is not believed). When that peer is a trusted gateway (Knative's data path: the local gateway, the
+    activator), the element the gateway appended before it names the caller behind it."""
+    uris = _xfcc_uris(xfcc[:8192])
+    if not uris or uris[-1] is None:
+        return None
+    if uris[-1] in gateways:
+        return uris[-2] if len(uris) >= 2 else None
+    return uris[-1]
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
 
@@ -142,8 +176,7 @@ class Authenticator:
         raise Unauthorized("the API key is not valid")
 
     def _mesh(self, h: dict[str, str]) -> Caller:
-        m = _SPIFFE.search(h.get("x-forwarded-client-cert", "")[:4096])
-        principal = m.group(1) if m else None
+        principal = caller_principal(h.get("x-forwarded-client-cert", ""), self.auth.gateway_principals)
         if principal in self.auth.service_principals:
             return Caller(principal, True, None, principal in self.auth.history_principals)
         subject = h.get(self.auth.user_header, "").strip()
