@@ -740,3 +740,55 @@ def test_invalid_utf8_in_a_v2_binary_tensor_is_a_400(stack):
     r = httpx.post(f"{stack['servers'].predictor_url}/v2/models/{MODEL}/infer", content=header + raw, timeout=30,
                    headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
     assert r.status_code == 400 and "UTF-8" in r.json()["error"], r.text
+
+
+def fuzz(spec: dict, base_url: str, headers: dict | None = None, examples: int = 40,
+         path_parameters: dict | None = None) -> tuple[int, list[str]]:
+    """Every operation of an OpenAPI document, fuzzed by schemathesis with valid and invalid inputs
+    (``examples`` of each per operation) against a running server; returns the cases sent and every answer
+    that was a 5xx or carried a heap address or a type name."""
+    import hypothesis
+    import schemathesis
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_dict(spec)
+    sent, bad = [0], []
+    for result in schema.get_all_operations():
+        op = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            strategy = op.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+
+            @hypothesis.settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+                                 suppress_health_check=list(hypothesis.HealthCheck), phases=[hypothesis.Phase.generate])
+            @hypothesis.given(case=strategy)
+            def one(case):
+                sent[0] += 1
+                try:
+                    r = case.call(base_url=base_url, headers={**(headers or {}), **(case.headers or {})}, timeout=30)
+                except Exception as e:  # noqa: BLE001 - a request the client library cannot even send
+                    if "Invalid" in type(e).__name__ or "header" in str(e).lower():
+                        return
+                    raise
+                text = r.text if isinstance(r.text, str) else ""
+                if r.status_code >= 500 and r.status_code != 503 or re.search(r"0x[0-9a-f]{8,}|Traceback", text):
+                    bad.append(f"{case.method} {case.formatted_path} -> {r.status_code}: {text[:200]}")
+
+            try:
+                one()
+            except hypothesis.errors.Unsatisfiable:  # nothing to make invalid (a GET without parameters)
+                pass
+    return sent[0], bad
+
+
+def test_no_input_from_the_openapi_fuzzer_answers_5xx_on_either_server(stack):
+    """schemathesis over both servers' routes (valid and invalid inputs from the schema the servers take):
+    every answer is a 2xx/4xx (503 only for a load that exceeds the admission limit) with a fixed message."""
+    from fusionrec.serving.openapi import serving_openapi
+
+    s = stack["servers"]
+    total, bad = 0, []
+    for url in (s.transformer_url, s.predictor_url):
+        n, found = fuzz(serving_openapi(MODEL), url, AUTH, examples=75, path_parameters={"model_name": MODEL})
+        total, bad = total + n, bad + found
+    assert total > 400 and bad == [], (total, bad[:10])
+    assert _recommend(stack, {"k": 1})[0]["items"]  # and both still serve

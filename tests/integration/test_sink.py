@@ -142,3 +142,31 @@ def test_the_log_queue_is_bounded_in_bytes(tmp_path):
         assert sum(n for _, n in drops) == 10 - writer._queue.qsize()
     finally:
         writer.close(timeout=1)
+
+
+def test_no_input_from_the_openapi_fuzzer_answers_5xx_on_the_sink(tmp_path, free_port):
+    """schemathesis over the running sink's routes (valid and invalid events from its OpenAPI)."""
+    import os
+    import subprocess
+    import sys
+
+    from fusionrec.serving.openapi import sink_openapi
+    from tests.integration.test_serving import fuzz
+
+    port = free_port()
+    env = {**os.environ, "FUSIONREC__MONITORING__FOLDER": str(tmp_path / "sink"), "FUSIONREC__MONITORING__LOG_KEY": KEY}
+    sink = subprocess.Popen([sys.executable, "-m", "monitoring.sink", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        total, bad = fuzz(sink_openapi(), f"http://127.0.0.1:{port}", examples=100)
+        assert total > 200 and bad == [], (total, bad[:10])
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        sink.terminate()
+        sink.wait(10)

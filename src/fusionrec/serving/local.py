@@ -93,7 +93,10 @@ def serve(settings: Settings, *, storage_uri: str | None = None, predictor_port:
     if s.auth.mode == "api_key":
         from fusionrec.serving.access import ensure_key_file
 
-        ensure_key_file(settings)  # before either server starts: the transformer and local clients read it
+        # made before either server starts, and named to them: the servers' settings come from their
+        # environment, which may not carry this process's overrides (paths.artifacts)
+        key = ensure_key_file(settings)
+        env = {"FUSIONREC__SERVING__AUTH__KEY_FILE": str(key.resolve()), **(env or {})}
     plog, tlog = log_dir / "predictor.log", log_dir / "transformer.log"
     pred = start_process(predictor_command(settings, pp, storage_uri), plog, env)
     purl, turl = f"http://{s.host}:{pp}", f"http://{s.host}:{tp}"
