@@ -226,8 +226,10 @@ def send_all(settings, env, traffic, work: Path, logs: Path, plan, args):
     from fusionrec.monitoring.log import read_window
     from fusionrec.serving import local
 
+    from fusionrec.serving.access import client_headers
+
     servers = local.serve(settings, feast=False, log_dir=work / "servers", env=env)
-    client = httpx.Client(timeout=120)
+    client = httpx.Client(timeout=120, headers=client_headers(settings))
     url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
     windows: dict[tuple[str, float, int], pd.DataFrame] = {}
     t_send = time.perf_counter()

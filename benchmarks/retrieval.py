@@ -151,7 +151,9 @@ def main() -> int:
     servers = local.serve(settings, feast=False, log_dir=log_dir, env=env)
     try:
         url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
-        client = httpx.Client(timeout=60)
+        from fusionrec.serving.access import client_headers
+
+        client = httpx.Client(timeout=60, headers=client_headers(settings))
 
         def ask(instances: list[dict]) -> list[dict]:
             r = client.post(url, json={"instances": instances})

@@ -34,12 +34,13 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-async def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, warmup: float = 3.0):
+async def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, warmup: float = 3.0,
+                      headers: dict | None = None):
     """``concurrency`` clients, each sending its next request as soon as the last one is answered."""
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
         start = time.perf_counter()
         measure_from, stop = start + warmup, start + warmup + seconds
 
@@ -121,7 +122,10 @@ def main() -> None:
         try:
             url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
             name = f"fusionrec (transformer + predictor), inference log {'on' if log == 'parquet' else 'off'}"
-            results[name] = asyncio.run(closed_loop(url, bodies, args.concurrency, args.seconds))
+            from fusionrec.serving.access import client_headers
+
+            results[name] = asyncio.run(closed_loop(url, bodies, args.concurrency, args.seconds,
+                                                    headers=client_headers(settings)))
         finally:
             servers.stop()
 

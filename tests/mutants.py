@@ -28,6 +28,8 @@ MODEL, PIPELINE = "tests/unit/test_model.py", "tests/integration/test_training_p
 FEATURES, SERVING = "tests/integration/test_features.py", "tests/integration/test_serving.py"
 MONITORING = "tests/unit/test_monitoring.py"
 BUNDLE, MANIFESTS = "tests/integration/test_bundle.py", "tests/unit/test_manifests.py"
+ACCESS, GUARD, REGISTRY = "tests/unit/test_access.py", "tests/unit/test_http_guard.py", "tests/unit/test_registry.py"
+SINK, SECURITY, CONFIG = "tests/integration/test_sink.py", "tests/unit/test_security.py", "tests/unit/test_config.py"
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,64 @@ MUTANTS = [
            (BUNDLE, "-k", "non_root or policy_scan_passes")),
     Mutant("the deploy step may patch every InferenceService", "manifests/base/security/rbac.yaml",
            "    resourceNames: [fusionrec]\n", "", (BUNDLE, "-k", "patch_only")),
+    # issue 22: the serving surface, callers, the registry, the sink, the bundle
+    Mutant("every KServe route is open again", "src/fusionrec/serving/http.py",
+           "        if not any(m == probe and rx.match(path) for m, rx in self.allowed):",
+           "        if False:", (GUARD, "-k", "routes_outside")),
+    Mutant("readiness says ready before the model is loaded", "serving/predictor.py",
+           "            return self.ready and self.recommender is not None", "            return self.ready",
+           (GUARD, "-k", "not_ready_until")),
+    Mutant("the body limit trusts the client's Content-Length only", "src/fusionrec/serving/http.py",
+           "                if received > limit:", "                if False:", (GUARD, "-k", "body_over")),
+    Mutant("no admission limit", "src/fusionrec/serving/http.py",
+           "        if counted and self.inflight >= self.max_inflight:", "        if False:", (GUARD, "-k", "admission")),
+    Mutant("the predictor scores work whose caller has gone", "serving/predictor.py",
+           "            if time.monotonic() - queued_at > self.settings.serving.queue_timeout_s:",
+           "            if False:", (GUARD, "-k", "queue_timeout")),
+    Mutant("an end user may ask for anyone", "src/fusionrec/serving/access.py",
+           "        if uid is not None and not caller.any_user and uid != caller.user_id:",
+           "        if False:", (ACCESS, "-k", "themselves")),
+    Mutant("the seen-items oracle is open again", "src/fusionrec/serving/access.py",
+           "        if uid is not None and row.exclude_seen and row.candidates is not None and not caller.may_read_history(uid):",
+           "        if False:", (ACCESS, "-k", "exclude_seen")),
+    Mutant("the XFCC header's first element is believed", "src/fusionrec/serving/access.py",
+           "    if uris[-1] in gateways:\n        return uris[-2] if len(uris) >= 2 else None\n    return uris[-1]",
+           "    return uris[0]", (ACCESS, "-k", "mesh")),
+    Mutant("no rate limit", "src/fusionrec/serving/access.py",
+           "            if tokens < 1.0:", "            if False:", (ACCESS, "-k", "rate_limit")),
+    Mutant("a decompression bomb is decoded", "src/fusionrec/serving/schemas.py",
+           "    if w * h > limits.max_image_pixels:", "    if False:", (SERVING, "-k", "hostile_input")),
+    Mutant("registration without the lock", "src/fusionrec/registry.py",
+           "from fusionrec.io import atomic_dir, atomic_write_text, file_lock, new_dir",
+           "from contextlib import nullcontext\nfrom fusionrec.io import atomic_dir, atomic_write_text, new_dir\n"
+           "file_lock = lambda path: nullcontext()", (REGISTRY, "-k", "concurrent")),
+    Mutant("promotion without the compare-and-swap", "src/fusionrec/registry.py",
+           "    if (current.name if current else None) != decision.champion_before:\n        raise ChampionChanged(f\"the champion of {root} is now",
+           "    if False:\n        raise ChampionChanged(f\"the champion of {root} is now", (REGISTRY, "-k", "compare_and_swap")),
+    Mutant("checksums are not verified at load", "src/fusionrec/registry.py",
+           "    changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))", "    changed = []",
+           (REGISTRY, "-k", "changed_artifact")),
+    Mutant("the register step registers a candidate that no longer wins", "src/fusionrec/registry.py",
+           "        if only_if_better and not decision.promoted:", "        if False:", (REGISTRY, "-k", "no_longer_wins")),
+    Mutant("a stale Ready promotes the canary", "src/fusionrec/serving/deploy.py",
+           '        if int(status.get("observedGeneration") or 0) >= generation and ready:', "        if ready:",
+           (MANIFESTS, "-k", "failing_canary")),
+    Mutant("a rolled-back canary keeps the champion", "src/fusionrec/serving/deploy.py",
+           "            restored = demote(registry, version)", "            restored = version",
+           (MANIFESTS, "-k", "gives_back")),
+    Mutant("the sink trusts a record's model_version", "monitoring/sink.py",
+           'bool(VERSION.match(r["model_version"]))', "True", (SINK, "-k", "dropped_alone")),
+    Mutant("a short pseudonymisation key is accepted", "src/fusionrec/monitoring/log.py",
+           "    if len(key) < MIN_KEY_BYTES:", "    if False:", (MONITORING, "-k", "short_empty")),
+    Mutant("secrets are YAML-parsed again", "src/fusionrec/config.py",
+           "        if tuple(keys) in secrets:", "        if False:", (CONFIG, "-k", "secret")),
+    Mutant("the predictor admits all of istio-system", "manifests/base/security/network-policies.yaml",
+           "          podSelector:\n            matchLabels: {istio: cluster-local-gateway}\n      ports:\n        - {protocol: TCP, port: 8080}\n        - {protocol: TCP, port: 8012}   # Knative's queue-proxy",
+           "      ports:\n        - {protocol: TCP, port: 8080}\n        - {protocol: TCP, port: 8012}   # Knative's queue-proxy",
+           (SECURITY, "-k", "network_policies")),
+    Mutant("the deployer may change the image", "manifests/base/security/deployer-admission.yaml",
+           "object.spec.all(k, k == 'predictor' || (k in oldObject.spec && object.spec[k] == oldObject.spec[k]))",
+           "object.spec.all(k, true)", (SECURITY, "-k", "deployer")),
 ]
 
 

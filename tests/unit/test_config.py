@@ -61,3 +61,18 @@ def test_unknown_profile(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_settings(tmp_path / "nope.yaml", env={})
+
+
+@pytest.mark.parametrize("raw", ["a: b", "123456", "s3cr3t #x", "null", "[1, 2]", "  spaced  "])
+def test_a_secret_in_the_environment_is_taken_as_written(raw):
+    """Secrets used to be YAML-parsed: 'a: b' became a mapping (echoed in the error), '123456' a number,
+    's3cr3t #x' was cut at the comment and 'null' disabled the key."""
+    settings = load_settings(env={"FUSIONREC__MONITORING__LOG_KEY": raw})
+    assert settings.monitoring.log_key.get_secret_value() == raw
+
+
+def test_a_bad_secret_is_never_shown_in_the_error():
+    with pytest.raises(ConfigError) as e:
+        load_settings(env={"FUSIONREC__MONITORING__LOG_KEY__PART": "topsecretvalue"})
+    assert "topsecretvalue" not in str(e.value) and "secret, not shown" in str(e.value)
+    assert "topsecretvalue" not in repr(load_settings(env={"FUSIONREC__MONITORING__LOG_KEY": "topsecretvalue"}))

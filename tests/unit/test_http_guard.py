@@ -150,3 +150,22 @@ def test_the_predictor_drops_work_that_waited_past_the_queue_timeout():
     assert isinstance(answers[0], dict) and answers[0]["predictions"][0]["items"][0]["item_id"] == "a"
     assert all(isinstance(a, Unavailable) and "waited too long" in str(a) for a in answers[1:])
     assert predictor.recommender.batches == 1
+
+
+def test_the_predictor_is_not_ready_until_its_model_is_loaded():
+    """Readiness used to answer 200 whatever the model's state; now it asks the predictor itself."""
+    pytest.importorskip("kserve")
+    from serving.predictor import _predictor_class
+
+    predictor = _predictor_class()("fusionrec", load_settings(env={}))
+    predictor.ready = True  # what KServe's model server sets; the model is still not there
+    guard = Guard(Echo(), [predictor], 1000, 4)
+
+    async def go():
+        async with _client(guard) as c:
+            before = (await c.get("/v2/health/ready")).status_code
+            predictor.recommender = SlowRecommender(0.0)
+            after = (await c.get("/v2/health/ready")).status_code
+        return before, after
+
+    assert asyncio.run(go()) == (503, 200)
