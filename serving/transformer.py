@@ -278,6 +278,10 @@ def main(argv: list[str] | None = None) -> None:
     args, _ = parser.parse_known_args(argv)
     settings = load_settings()
     logging.basicConfig(level=logging.INFO)
+    if not args.no_feast:
+        from fusionrec.features.store import verify_registry
+
+        verify_registry(settings.features.data_dir)  # a changed registry.db is refused, never read
     store = None if args.no_feast else feature_store(settings.features, settings.features.data_dir)
     if store is not None:
         warm_up(store)

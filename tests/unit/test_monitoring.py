@@ -211,3 +211,31 @@ def test_a_turn_without_a_runner_records_drift_but_starts_and_debounces_nothing(
     again = run_once(settings, now=T0 + timedelta(hours=1, minutes=5), dashboard=False,
                      retrain=lambda d: calls.append(d) or "run-1")
     assert again.decision.retrain and calls and not again.decision.debounced  # the first started nothing to wait for
+
+
+def test_log_hours_and_references_expire_after_the_retention(tmp_path):
+    import os
+
+    from fusionrec.monitoring.loop import expire
+
+    settings = load_settings(env={"FUSIONREC__MONITORING__FOLDER": str(tmp_path / "m"),
+                                  "FUSIONREC__MONITORING__RETENTION_DAYS": "7",
+                                  "FUSIONREC__SERVING__STORAGE_URI": str(tmp_path / "registry")})
+    now = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+    logs = tmp_path / "m" / "logs"
+    for hour in ("2026-11-20T10", "2026-11-24T11", "2026-11-30T09"):
+        (logs / f"hour={hour}").mkdir(parents=True)
+        (logs / f"hour={hour}" / "part-1.parquet").write_bytes(b"x")
+    refs = tmp_path / "m" / "reference"
+    refs.mkdir(parents=True)
+    old = (now - timedelta(days=10)).timestamp()
+    for version in ("v0001", "v0002"):
+        (refs / f"{version}.parquet").write_bytes(b"x")
+        os.utime(refs / f"{version}.parquet", (old, old))
+    (tmp_path / "registry" / "versions" / "v0002").mkdir(parents=True)
+    (tmp_path / "registry" / "versions" / "v0002" / "model.safetensors").write_bytes(b"w")
+    (tmp_path / "registry" / "champion.json").write_text(json.dumps({"version": "v0002"}))
+    gone = expire(settings, now)
+    assert sorted(p.name for p in logs.iterdir()) == ["hour=2026-11-30T09"]
+    assert sorted(p.name for p in refs.iterdir()) == ["v0002.parquet"]  # the served model's stays, however old
+    assert len(gone) == 3

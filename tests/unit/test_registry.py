@@ -93,3 +93,17 @@ def test_gate_decisions_name_the_champion_they_were_made_against(tmp_path):
     d = GateDecision(True, "v0001", None, "ndcg@20", 0.3, None, 0.01, "no champion yet")
     v1 = register(tmp_path, _candidate(tmp_path / "c", b"w", 0.3), champion_too=True, decision=d)
     assert champion(tmp_path) == v1
+
+
+def test_a_changed_feast_registry_is_refused_before_serving_reads_it(tmp_path):
+    from fusionrec.errors import ConfigError
+    from fusionrec.features.store import REGISTRY_DIGEST, _sha256, verify_registry
+
+    registry = tmp_path / "registry.db"
+    registry.write_bytes(b"feast registry proto")
+    verify_registry(tmp_path)  # no digest yet (written before digests): read as it is
+    (tmp_path / REGISTRY_DIGEST).write_text(_sha256(registry))
+    verify_registry(tmp_path)
+    registry.write_bytes(b"feast registry proto, edited")
+    with pytest.raises(ConfigError, match="changed since it was applied"):
+        verify_registry(tmp_path)

@@ -64,3 +64,21 @@ def test_a_slow_call_times_out_and_counts_as_a_failure():
 
     asyncio.run(scenario())
     assert breaker.state == "open"
+
+
+def test_the_start_up_lookup_gives_up_on_a_store_that_never_answers(monkeypatch):
+    """A blackholed Redis used to hang the transformer's start (no timeout): new pods crash-looped."""
+    import threading
+    import time
+
+    from fusionrec.features import store as fs
+    from serving.transformer import warm_up
+
+    release = threading.Event()
+    monkeypatch.setattr(fs, "online_user_features", lambda store, ids: release.wait(30))
+    t = time.monotonic()
+    try:
+        assert warm_up(object(), timeout_s=0.5) is False
+        assert time.monotonic() - t < 3
+    finally:
+        release.set()

@@ -60,11 +60,48 @@ def feature_store(cfg: FeatureSettings, data_dir: str | Path, repo: str | Path |
     return FeatureStore(config=config)
 
 
+REGISTRY_DIGEST = "registry.db.sha256"  # beside Feast's registry.db: its sha256, verified before serving reads it
+
+
 def apply(store, data_dir: str | Path) -> list[str]:
-    """Register every definition (idempotent); returns the names applied."""
+    """Register every definition (idempotent); returns the names applied. The registry file's sha256 is
+    written beside it (:func:`verify_registry` checks it before the transformer reads the registry)."""
     objects = definitions_for(data_dir)
     store.apply(list(objects.values()))
+    registry = Path(data_dir) / "registry.db"
+    if registry.exists():
+        from fusionrec.io import atomic_write_text
+
+        atomic_write_text(registry.with_name(REGISTRY_DIGEST), _sha256(registry))
     return sorted(objects)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_registry(data_dir: str | Path) -> None:
+    """Refuse a Feast registry that changed since :func:`apply` wrote it (a registry without its digest,
+    from before digests, is read as it is).
+
+    Raises:
+        ConfigError: the registry's sha256 differs from the one written beside it.
+    """
+    from fusionrec.errors import ConfigError
+
+    registry = Path(data_dir) / "registry.db"
+    digest = registry.with_name(REGISTRY_DIGEST)
+    if not digest.exists() or not registry.exists():
+        return
+    if digest.read_text(encoding="utf-8").strip() != _sha256(registry):
+        raise ConfigError(f"{registry}: the Feast registry changed since it was applied (its sha256 differs from "
+                          f"{digest.name}); apply the feature repository again ('fusionrec features apply')")
 
 
 def materialize(store, end: datetime | None = None) -> datetime:

@@ -49,7 +49,8 @@ def reference_path(folder: Path, version: str) -> Path:
 
 
 def expire(settings: Settings, now: datetime | None = None) -> list[Path]:
-    """Delete the inference log's hour partitions older than ``monitoring.retention_days``; return them."""
+    """Delete the inference log's hour partitions, and the drift references of versions no longer served,
+    older than ``monitoring.retention_days``; return what went."""
     import shutil
 
     from fusionrec.monitoring.log import hour_of
@@ -63,10 +64,27 @@ def expire(settings: Settings, now: datetime | None = None) -> list[Path]:
         if hour is not None and hour + timedelta(hours=1) <= cutoff:
             shutil.rmtree(part, ignore_errors=True)
             gone.append(part)
+    references = monitoring_dir(settings) / "reference"
+    served = _served_version(settings)
+    for ref in sorted(references.glob("*.parquet")) if references.is_dir() else []:
+        old = datetime.fromtimestamp(ref.stat().st_mtime, timezone.utc) <= cutoff
+        if old and served is not None and ref.stem != served:  # the serving model's reference stays
+            ref.unlink(missing_ok=True)
+            gone.append(ref)
     if gone:
-        log.info("monitor: %d inference-log hours older than %.0f days deleted", len(gone),
+        log.info("monitor: %d inference-log hours and references older than %.0f days deleted", len(gone),
                  settings.monitoring.retention_days)
     return gone
+
+
+def _served_version(settings: Settings) -> str | None:
+    """The version the registry serves (its champion), or None when it cannot be told."""
+    try:
+        from fusionrec.registry import resolve_version
+
+        return Path(resolve_version(settings.serving.storage_uri, settings.paths.cache)).name
+    except Exception:  # noqa: BLE001 - no registry here: nothing is known to be served
+        return None
 
 
 def pin_reference(settings: Settings, version: str, start: datetime | None = None, end: datetime | None = None) -> Path:
