@@ -790,5 +790,6 @@ def test_no_input_from_the_openapi_fuzzer_answers_5xx_on_either_server(stack):
     for url in (s.transformer_url, s.predictor_url):
         n, found = fuzz(serving_openapi(MODEL), url, AUTH, examples=75, path_parameters={"model_name": MODEL})
         total, bad = total + n, bad + found
+    print(f"schemathesis: {total} cases over both servers, {len(bad)} answered 5xx or leaked")
     assert total > 400 and bad == [], (total, bad[:10])
     assert _recommend(stack, {"k": 1})[0]["items"]  # and both still serve

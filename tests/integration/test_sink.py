@@ -165,6 +165,7 @@ def test_no_input_from_the_openapi_fuzzer_answers_5xx_on_the_sink(tmp_path, free
             except httpx.TransportError:
                 time.sleep(0.3)
         total, bad = fuzz(sink_openapi(), f"http://127.0.0.1:{port}", examples=100)
+        print(f"schemathesis: {total} cases over the sink, {len(bad)} answered 5xx or leaked")
         assert total > 200 and bad == [], (total, bad[:10])
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
     finally:
