@@ -72,6 +72,13 @@ class TrainResult:
     item_item: dict[str, float] = field(default_factory=dict)  # what fit_item_item chose (empty: no term)
 
 
+
+def _plain(value):
+    """``value`` with numpy scalars turned into Python numbers (what ``torch.load(weights_only=True)`` reads)."""
+    import json
+
+    return json.loads(json.dumps(value, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
+
 def user_histories(train, n_users: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[n_users, length] item indices of each user's latest training items (oldest first) and a mask."""
     hist = np.zeros((n_users, max(1, length)), dtype=np.int64)
@@ -293,9 +300,11 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
                     stop[0] = 1
                 if ckpt is not None and last:
                     ckpt.parent.mkdir(parents=True, exist_ok=True)
-                    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                                "best": best, "best_epoch": best_epoch, "history": history, "bad": bad,
-                                "best_state": best_state, "rng": torch.get_rng_state()}, ckpt.with_suffix(".tmp"))
+                    # plain values only (no numpy scalars): the checkpoint loads with weights_only=True
+                    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": int(epoch),
+                                "best": float(best), "best_epoch": int(best_epoch), "history": _plain(history),
+                                "bad": int(bad), "best_state": best_state, "rng": torch.get_rng_state()},
+                               ckpt.with_suffix(".tmp"))
                     ckpt.with_suffix(".tmp").replace(ckpt)
             net.train()  # scoring put the model in eval mode; the epoch may go on
             if distributed:

@@ -282,12 +282,14 @@ def test_the_cluster_sink_writes_the_same_records_from_kserve_logger_events(loop
                 break
             except httpx.TransportError:
                 time.sleep(0.3)
+        # event times near the sink's clock (it replaces one more than a day off): a minute ago, UTC
+        asked = (datetime.now(timezone.utc) - timedelta(minutes=1)).replace(tzinfo=None)
         ce = {"ce-id": "exchange-1", "ce-specversion": "1.0", "ce-source": "http://localhost:9081/",
               "ce-inferenceservicename": "fusionrec", "content-type": "application/json"}
         sent = [httpx.post(f"http://127.0.0.1:{port}/events", json=body, timeout=10,
                            headers={**ce, "ce-type": f"org.kubeflow.serving.inference.{kind}", "ce-time": at})
-                for kind, body, at in (("request", request, "2026-11-29T10:00:00.000Z"),
-                                       ("response", answer.json(), "2026-11-29T10:00:00.250Z"))]
+                for kind, body, at in (("request", request, f"{asked:%Y-%m-%dT%H:%M:%S.%f}Z"),
+                                       ("response", answer.json(), f"{asked + timedelta(milliseconds=250):%Y-%m-%dT%H:%M:%S.%f}Z"))]
         assert [r.status_code for r in sent] == [202, 202]
         bad = httpx.post(f"http://127.0.0.1:{port}/events", json={}, timeout=10, headers={"ce-type": "something.else"})
         assert bad.status_code == 400 and "CloudEvent" in bad.json()["error"]
