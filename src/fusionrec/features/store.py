@@ -65,15 +65,23 @@ REGISTRY_DIGEST = "registry.db.sha256"  # beside Feast's registry.db: its sha256
 
 def apply(store, data_dir: str | Path) -> list[str]:
     """Register every definition (idempotent); returns the names applied. The registry file's sha256 is
-    written beside it (:func:`verify_registry` checks it before the transformer reads the registry)."""
+    written beside it (:func:`seal_registry`; :func:`verify_registry` checks it before the transformer
+    reads the registry)."""
     objects = definitions_for(data_dir)
     store.apply(list(objects.values()))
-    registry = Path(data_dir) / "registry.db"
-    if registry.exists():
-        from fusionrec.io import atomic_write_text
-
-        atomic_write_text(registry.with_name(REGISTRY_DIGEST), _sha256(registry))
+    seal_registry(store)
     return sorted(objects)
+
+
+def seal_registry(store) -> None:
+    """Write the sha256 of the store's registry file beside it. Feast rewrites the registry on apply and on
+    materialize (it records the materialised intervals), so both seal it again."""
+    from fusionrec.io import atomic_write_text
+
+    registry = getattr(store.config.registry, "path", store.config.registry)
+    registry = Path(str(registry))
+    if registry.is_file():
+        atomic_write_text(registry.with_name(REGISTRY_DIGEST), _sha256(registry))
 
 
 def _sha256(path: Path) -> str:
@@ -108,6 +116,7 @@ def materialize(store, end: datetime | None = None) -> datetime:
     """Load the latest value of every feature up to ``end`` (default now) into the online store."""
     end = end or datetime.now(timezone.utc)
     store.materialize(start_date=datetime(1970, 1, 1, tzinfo=timezone.utc), end_date=end)
+    seal_registry(store)
     return end
 
 
