@@ -18,7 +18,9 @@ inference-log sink, each printed with what happened beside what should:
 - two registrations at once, 20 each: versions lost or mixed.
 
 Expected: 0 successes, 0 5xx, 0 good records lost, the normal client's p99 under attack within 2x of
-its p99 without.
+its p99 without. To see an older build beside it, run this file with that build first on the path
+(``git worktree add /tmp/old REV; cd /tmp/old; PYTHONPATH=/tmp/old/src:/tmp/old python
+/path/to/benchmarks/abuse.py``): what it has no settings for is left out.
 """
 
 from __future__ import annotations
@@ -204,13 +206,18 @@ def attack_bombs(servers, auth, seconds: float, ds) -> tuple[str, bool]:
     url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
     users = ds.users["user_id"].astype(str).tolist()[:50]
 
+    failed = [0]
+
     def normal(duration: float) -> list[float]:
         out, n, end = [], 0, time.monotonic() + duration
         while time.monotonic() < end:
             t = time.perf_counter()
-            r = _post(url, {"instances": [{"user_id": users[n % len(users)], "k": 10}]}, auth)
+            try:
+                ok = _post(url, {"instances": [{"user_id": users[n % len(users)], "k": 10}]}, auth).status_code == 200
+            except Exception:  # noqa: BLE001 - a timeout counts as a failure at the time it took
+                ok = False
             out.append((time.perf_counter() - t) * 1000)
-            assert r.status_code == 200, r.text
+            failed[0] += not ok
             n += 1
         return out
 
@@ -232,9 +239,9 @@ def attack_bombs(servers, auth, seconds: float, ds) -> tuple[str, bool]:
     for a in attackers:
         a.join(30)
     p99q, p99l = np.percentile(quiet, 99), np.percentile(loud, 99)
-    ok = p99l <= 2 * p99q and set(codes) <= {413, 429}
+    ok = p99l <= 2 * p99q and set(codes) <= {413, 429} and failed[0] == 0
     return (f"attack answers {codes}; normal client p99 {p99q:.1f} ms quiet, {p99l:.1f} ms under attack "
-            f"({p99l / p99q:.2f}x; bar 2x)"), ok
+            f"({p99l / p99q:.2f}x; bar 2x), its failed requests {failed[0]}"), ok
 
 
 def attack_sink(work: Path) -> tuple[str, bool]:
@@ -348,12 +355,19 @@ def main() -> None:
            "FUSIONREC__SERVING__AUTH__KEY_FILE": str(work / "api.key"),
            "FUSIONREC__SERVING__AUTH__CALLERS":
                f"[{{name: shopper, key_sha256: {shopper_sha}, role: user, user_id: user-0000003}}]"}
+    from fusionrec.config import ServingSettings
+
+    if "auth" not in ServingSettings.model_fields:  # a build from before callers existed (a comparison run)
+        env = {k: v for k, v in env.items() if "__AUTH__" not in k}
     settings = load_settings(env=env)
     servers = local.serve(settings, feast=False, log_dir=work / "logs", env=env)
     auth, shopper = {"authorization": f"Bearer {KEY}"}, {"x-api-key": SHOPPER}
     results = []
     try:
         results.append(("model repository routes", *attack_repository(servers, auth), "404 on both; serving goes on"))
+        if not results[-1][2]:  # the attack took serving down (an older build): start it again for the rest
+            servers.stop()
+            servers = local.serve(settings, feast=False, log_dir=work / "logs", env=env)
         results.append(("seen-items oracle, 20 users", *attack_oracle(servers, histories, catalogue, auth, shopper),
                         "0 users told apart; another id: 403"))
         rows, _ = attack_bodies(servers, auth)
