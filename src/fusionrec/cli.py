@@ -330,7 +330,7 @@ def recommend_cmd(
     (an image, a text, an item), or both; each item with the terms of its score."""
     import base64
 
-    from fusionrec.serving.access import client_headers
+    from fusionrec.serving.access import client_headers, key_file
     from fusionrec.serving.local import call
 
     settings = state.settings()
@@ -345,7 +345,10 @@ def recommend_cmd(
     if history:
         instance["history"] = [h.strip() for h in history.split(",") if h.strip()]
     url = url or f"http://{settings.serving.host}:{settings.serving.transformer_port}"
-    answer = call(url, settings.serving.model_name, [instance], headers=client_headers(settings))
+    # the local service key when there is one (a remote transformer behind a mesh asks for none; without
+    # a key a transformer that wants one answers 401 with what to send)
+    headers = client_headers(settings) if key_file(settings).exists() else None
+    answer = call(url, settings.serving.model_name, [instance], headers=headers)
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
         return
