@@ -363,26 +363,35 @@ def main() -> None:
     servers = local.serve(settings, feast=False, log_dir=work / "logs", env=env)
     auth, shopper = {"authorization": f"Bearer {KEY}"}, {"x-api-key": SHOPPER}
     results = []
+    width = 36
+
+    def record(name: str, attack, expected: str) -> None:
+        """Run one attack; an attack that breaks the thing it attacks (an older build) is a failure with its
+        error, not the end of the run. Each row is printed as it is done."""
+        try:
+            happened, ok = attack()
+        except Exception as e:  # noqa: BLE001 - e.g. a server that stopped answering
+            happened, ok = f"the attack broke it: {type(e).__name__}: {str(e)[:120]}", False
+        results.append((name, happened, ok, expected))
+        print(f"{name:<{width}}  {'yes' if ok else 'NO ':<3}  {happened}  [{expected}]", flush=True)
+
+    print(f"\n{'attack':<{width}}  ok   what happened  [expected]")
     try:
-        results.append(("model repository routes", *attack_repository(servers, auth), "404 on both; serving goes on"))
+        record("model repository routes", lambda: attack_repository(servers, auth), "404 on both; serving goes on")
         if not results[-1][2]:  # the attack took serving down (an older build): start it again for the rest
             servers.stop()
             servers = local.serve(settings, feast=False, log_dir=work / "logs", env=env)
-        results.append(("seen-items oracle, 20 users", *attack_oracle(servers, histories, catalogue, auth, shopper),
-                        "0 users told apart; another id: 403"))
+        record("seen-items oracle, 20 users", lambda: attack_oracle(servers, histories, catalogue, auth, shopper),
+               "0 users told apart; another id: 403")
         rows, _ = attack_bodies(servers, auth)
-        results += [(f"body {what}", happened, ok, "413 before the body is read; RSS +<64 MB")
-                    for what, happened, ok in rows]
-        results.append(("64 decompression bombs per request", *attack_bombs(servers, auth, args.seconds, ds),
-                        "413/429 only; p99 within 2x"))
+        for what, happened, ok in rows:
+            record(f"body {what}", lambda h=happened, o=ok: (h, o), "413 before the body is read; RSS +<64 MB")
+        record("64 decompression bombs per request", lambda: attack_bombs(servers, auth, args.seconds, ds),
+               "413/429 only; p99 within 2x")
     finally:
         servers.stop()
-    results.append(("1,000 malformed sink events", *attack_sink(work), "0 good records lost; no 5xx"))
-    results.append(("concurrent registrations", *attack_registry(work), "40 distinct, 40 intact"))
-    width = max(len(r[0]) for r in results)
-    print(f"\n{'attack':<{width}}  ok   what happened  [expected]")
-    for name, happened, ok, expected in results:
-        print(f"{name:<{width}}  {'yes' if ok else 'NO ':<3}  {happened}  [{expected}]")
+    record("1,000 malformed sink events", lambda: attack_sink(work), "0 good records lost; no 5xx")
+    record("concurrent registrations", lambda: attack_registry(work), "40 distinct, 40 intact")
     failed = [r[0] for r in results if not r[2]]
     print(f"\n{len(results) - len(failed)}/{len(results)} attacks held" + (f"; failed: {failed}" if failed else ""))
     sys.exit(1 if failed else 0)
