@@ -36,7 +36,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -248,6 +247,7 @@ def attack_sink(work: Path) -> tuple[str, bool]:
     import httpx
 
     from fusionrec.monitoring.log import read_window
+    from fusionrec.serving.local import wait_answering
 
     port = _port()
     env = {**os.environ, "FUSIONREC__MONITORING__FOLDER": str(work / "sink"), "FUSIONREC__MONITORING__LOG_KEY": LOG_KEY,
@@ -256,12 +256,7 @@ def attack_sink(work: Path) -> tuple[str, bool]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.3)
+        wait_answering(f"{base}/healthz")
         ce = {"ce-specversion": "1.0", "ce-source": "http://predictor/", "content-type": "application/json"}
         malformed = [
             ({"ce-type": "something.else", "ce-id": "x"}, b"{}"),

@@ -14,7 +14,6 @@ Run: ``python -m monitoring.sink --port 8080``.
 import argparse
 import json
 import logging
-import re
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 
@@ -22,7 +21,6 @@ log = logging.getLogger(__name__)
 
 PENDING_MAX = 10_000  # requests waiting for their response; the oldest are dropped (and counted) beyond it
 MAX_EVENT_ID = 256
-VERSION = re.compile(r"^v\d{4,9}$")  # a registry version: the only model_version a record may carry
 MAX_SKEW = timedelta(days=1)  # a ce-time further than this from the sink's clock is replaced by the clock
 
 
@@ -39,20 +37,6 @@ def _when(headers, now: datetime | None = None) -> datetime:
     return at if abs(at - now) <= MAX_SKEW else now
 
 
-def valid_record(r: dict) -> bool:
-    """One log record checked on its own: a registry version, lists of ids and finite scores, vectors of numbers."""
-    import math
-
-    def vector(v) -> bool:
-        return v is None or (isinstance(v, list) and len(v) <= 4096 and all(isinstance(x, (int, float))
-                                                                            and math.isfinite(x) for x in v))
-
-    return (isinstance(r.get("model_version"), str) and bool(VERSION.match(r["model_version"]))
-            and isinstance(r.get("items"), list) and all(isinstance(i, str) and len(i) <= 256 for i in r["items"])
-            and isinstance(r.get("scores"), list) and vector(r["scores"]) and len(r["scores"]) == len(r["items"])
-            and vector(r.get("user_vector")) and vector(r.get("query_text")) and vector(r.get("query_image")))
-
-
 def build_app(settings, writer):
     """The sink's FastAPI app writing through ``writer`` (an :class:`InferenceLogWriter`)."""
     from fastapi import FastAPI, Request, Response
@@ -62,7 +46,7 @@ def build_app(settings, writer):
 
     from fusionrec.config import monitoring_dir
     from fusionrec.errors import FusionRecError
-    from fusionrec.monitoring.log import log_key, records, summarise
+    from fusionrec.monitoring.log import log_key, records, summarise, valid_record
     from fusionrec.serving.schemas import parse_v1, parse_v2, results_from_v2
 
     key = log_key(settings.monitoring, monitoring_dir(settings), create=settings.profile == "local")
@@ -170,12 +154,11 @@ def build_app(settings, writer):
     async def health() -> dict:
         return {"status": "ok", **counts, "written": writer.written, "dropped_by_writer": writer.dropped}
 
+    # the writer's own drops (queue full, disk) on the same counter, as the transformer counts its writer's
+    writer.on_drop = lambda reason, n: dropped.labels(reason=f"writer_{reason}").inc(n)
+
     @app.get("/metrics")
     async def prometheus() -> Response:
-        for reason, n in writer.dropped.items():  # the writer's own drops (queue full, disk), as counted there
-            have = dropped.labels(reason=f"writer_{reason}")._value.get()
-            if n > have:
-                dropped.labels(reason=f"writer_{reason}").inc(n - have)
         return Response(generate_latest(metrics), media_type="text/plain; version=0.0.4")
 
     return app

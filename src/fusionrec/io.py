@@ -114,6 +114,30 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file, read in blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_secret_file(path: str | Path, secret: str) -> None:
+    """Write ``secret`` to ``path`` once, readable by its owner only; a file already there (another process
+    made it first) is left as it is."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+
+
 def log_metrics(artifact, values: dict[str, float]) -> None:
     """Record metrics on a KFP ``Metrics`` artifact (shown in the UI) and write them to its file as JSON.
 

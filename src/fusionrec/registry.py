@@ -24,11 +24,17 @@ import pandas as pd
 import torch
 
 from fusionrec.errors import ConfigError, DatasetError, FusionRecError
-from fusionrec.io import atomic_dir, atomic_write_text, file_lock, new_dir
+from fusionrec.io import atomic_dir, atomic_write_text, file_lock, new_dir, sha256_file
 from fusionrec.model import FusionConfig, FusionRecModel
 from fusionrec.search import INDEX_DIR, ItemSearch
 
 PRIMARY = "ndcg@20"
+VERSION = re.compile(r"v\d{4,9}")  # a version's name: the only form a logged or recorded version may take
+
+
+def is_version(name: object) -> bool:
+    """Whether ``name`` is a version's name (``vNNNN``): never a path, however it arrived."""
+    return isinstance(name, str) and VERSION.fullmatch(name) is not None
 CHECKSUMS = "checksums.json"  # sha256 of every other file of a version, verified at load
 SOURCE = "source.json"  # the digest of the candidate folder a version was registered from (a retry finds it)
 LOCK = ".registry.lock"  # held while a version number is allocated or the champion changes
@@ -43,15 +49,9 @@ class ChampionChanged(FusionRecError):
 
 def file_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (by relative path), but the checksum file itself."""
-    import hashlib
-
     out = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS):
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        out[path.relative_to(folder).as_posix()] = h.hexdigest()
+        out[path.relative_to(folder).as_posix()] = sha256_file(path)
     return out
 
 
@@ -235,7 +235,7 @@ def champion(root: str | Path) -> Path | None:
     except (ValueError, KeyError, TypeError):
         raise DatasetError(f"{f}: not a champion record (damaged?); make a version the champion again with "
                            "'fusionrec deploy apply --model-version vNNNN --registry ...'") from None
-    if not isinstance(name, str) or not re.fullmatch(r"v\d{4,}", name):
+    if not is_version(name):
         raise DatasetError(f"{f}: names {str(name)[:40]!r}, which is not a version (vNNNN)")
     return Path(root) / "versions" / name
 
@@ -292,11 +292,16 @@ def promote(root: str | Path, version: Path, decision: GateDecision) -> None:
         _promote(Path(root), version, decision)
 
 
-def _promote(root: Path, version: Path, decision: GateDecision) -> None:
+def _still_champion(root: Path, expected: str | None, what: str) -> None:
+    """Raises: ChampionChanged: the champion of ``root`` is no longer ``expected`` (the lock is held)."""
     current = champion(root)
-    if (current.name if current else None) != decision.champion_before:
+    if (current.name if current else None) != expected:
         raise ChampionChanged(f"the champion of {root} is now {current.name if current else None}, not "
-                              f"{decision.champion_before} as when {version.name} was judged; nothing was promoted")
+                              f"{expected} as when {what}")
+
+
+def _promote(root: Path, version: Path, decision: GateDecision) -> None:
+    _still_champion(root, decision.champion_before, f"{version.name} was judged; nothing was promoted")
     atomic_write_text(Path(root) / "champion.json",
                       json.dumps({"version": version.name, "metric": decision.metric, "value": decision.challenger_value,
                                   "previous": decision.champion_before,
@@ -394,10 +399,7 @@ def register(root: str | Path, candidate: str | Path, *, champion_too: bool = Fa
         raise ConfigError("register(champion_too=True) needs the gate's decision")
     with file_lock(root / LOCK):
         if champion_too:
-            current = champion(root)
-            if (current.name if current else None) != decision.champion_before:
-                raise ChampionChanged(f"the champion of {root} is now {current.name if current else None}, not "
-                                      f"{decision.champion_before} as when the candidate was judged; not registered")
+            _still_champion(root, decision.champion_before, "the candidate was judged; not registered")
         target = _copy_in(root, candidate)
         if champion_too:
             _promote(root, target, decision)

@@ -276,12 +276,7 @@ def test_the_cluster_sink_writes_the_same_records_from_kserve_logger_events(loop
         request = body if isinstance(body, dict) else json.loads(body)
         answer = httpx.post(f"{loop['servers'].predictor_url}/v2/models/{MODEL}/infer", json=request, timeout=60)
         assert answer.status_code == 200, answer.text
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.3)
+        local.wait_answering(f"http://127.0.0.1:{port}/healthz")
         # event times near the sink's clock (it replaces one more than a day off): a minute ago, UTC
         asked = (datetime.now(timezone.utc) - timedelta(minutes=1)).replace(tzinfo=None)
         ce = {"ce-id": "exchange-1", "ce-specversion": "1.0", "ce-source": "http://localhost:9081/",

@@ -99,7 +99,7 @@ def test_a_bad_record_is_dropped_alone_and_counted(sink):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sink") as c:
             await _post(c, "request", "e1", request, **{"ce-time": "2026-11-29T10:00:00"})  # naive: taken as UTC
             r = await _post(c, "response", "e1", response, **{"ce-time": "2026-11-29T10:00:00.250+00:00"})
-            bad_preds = await _post(c, "request", "e2", request)
+            await _post(c, "request", "e2", request)
             not_a_list = await _post(c, "response", "e2", {"predictions": {"a": 1}})
             health = (await c.get("/healthz")).json()
             return r, not_a_list, health
@@ -150,6 +150,7 @@ def test_no_input_from_the_openapi_fuzzer_answers_5xx_on_the_sink(tmp_path, free
     import subprocess
     import sys
 
+    from fusionrec.serving.local import wait_answering
     from fusionrec.serving.openapi import sink_openapi
     from tests.integration.test_serving import fuzz
 
@@ -158,12 +159,7 @@ def test_no_input_from_the_openapi_fuzzer_answers_5xx_on_the_sink(tmp_path, free
     sink = subprocess.Popen([sys.executable, "-m", "monitoring.sink", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.3)
+        wait_answering(f"http://127.0.0.1:{port}/healthz")
         total, bad = fuzz(sink_openapi(), f"http://127.0.0.1:{port}", examples=100)
         print(f"schemathesis: {total} cases over the sink, {len(bad)} answered 5xx or leaked")
         assert total > 200 and bad == [], (total, bad[:10])

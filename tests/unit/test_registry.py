@@ -97,7 +97,8 @@ def test_gate_decisions_name_the_champion_they_were_made_against(tmp_path):
 
 def test_a_changed_feast_registry_is_refused_before_serving_reads_it(tmp_path):
     from fusionrec.errors import ConfigError
-    from fusionrec.features.store import REGISTRY_DIGEST, _sha256, verify_registry
+    from fusionrec.features.store import REGISTRY_DIGEST, verify_registry
+    from fusionrec.io import sha256_file as _sha256
 
     registry = tmp_path / "registry.db"
     registry.write_bytes(b"feast registry proto")

@@ -76,22 +76,12 @@ def apply(store, data_dir: str | Path) -> list[str]:
 def seal_registry(store) -> None:
     """Write the sha256 of the store's registry file beside it. Feast rewrites the registry on apply and on
     materialize (it records the materialised intervals), so both seal it again."""
-    from fusionrec.io import atomic_write_text
+    from fusionrec.io import atomic_write_text, sha256_file
 
     registry = getattr(store.config.registry, "path", store.config.registry)
     registry = Path(str(registry))
     if registry.is_file():
-        atomic_write_text(registry.with_name(REGISTRY_DIGEST), _sha256(registry))
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        atomic_write_text(registry.with_name(REGISTRY_DIGEST), sha256_file(registry))
 
 
 def verify_registry(data_dir: str | Path) -> None:
@@ -102,12 +92,13 @@ def verify_registry(data_dir: str | Path) -> None:
         ConfigError: the registry's sha256 differs from the one written beside it.
     """
     from fusionrec.errors import ConfigError
+    from fusionrec.io import sha256_file
 
     registry = Path(data_dir) / "registry.db"
     digest = registry.with_name(REGISTRY_DIGEST)
     if not digest.exists() or not registry.exists():
         return
-    if digest.read_text(encoding="utf-8").strip() != _sha256(registry):
+    if digest.read_text(encoding="utf-8").strip() != sha256_file(registry):
         raise ConfigError(f"{registry}: the Feast registry changed since it was applied (its sha256 differs from "
                           f"{digest.name}); apply the feature repository again ('fusionrec features apply')")
 

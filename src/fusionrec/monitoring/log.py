@@ -34,6 +34,7 @@ import pandas as pd
 
 from fusionrec.config import MonitoringSettings
 from fusionrec.errors import ConfigError
+from fusionrec.io import make_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,7 @@ def log_key(settings: MonitoringSettings, folder: str | Path, *, create: bool = 
         raise ConfigError("no pseudonymisation key: set monitoring.log_key (FUSIONREC__MONITORING__LOG_KEY, from the "
                           "fusionrec-monitoring Secret) or monitoring.log_key_file")
     path = Path(folder).resolve().parent / "secrets" / f"{Path(folder).resolve().name}.log.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            return _long_enough(path.read_bytes().strip(), str(path))
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
+    make_secret_file(path, secrets.token_hex(32))
     return _long_enough(path.read_bytes().strip(), str(path))
 
 
@@ -160,6 +154,23 @@ def records(summaries: list[RequestSummary], predictions: list[dict[str, Any]], 
             **{f"query_{m}": _vector(query.get(m)) for m in QUERY_MODALITIES},
         })
     return out
+
+
+def valid_record(r: dict[str, Any]) -> bool:
+    """One log record checked on its own (what the sink keeps of an event it cannot trust): a registry
+    version, string ids with a finite score each, vectors of finite numbers."""
+    import math
+
+    from fusionrec.registry import is_version
+
+    def vector(v) -> bool:
+        return v is None or (isinstance(v, list) and len(v) <= 4096 and all(isinstance(x, (int, float))
+                                                                            and math.isfinite(x) for x in v))
+
+    return (is_version(r.get("model_version"))
+            and isinstance(r.get("items"), list) and all(isinstance(i, str) and len(i) <= 256 for i in r["items"])
+            and isinstance(r.get("scores"), list) and vector(r["scores"]) and len(r["scores"]) == len(r["items"])
+            and all(vector(r.get(f"query_{m}")) for m in QUERY_MODALITIES) and vector(r.get("user_vector")))
 
 
 def hour_partition(at: datetime) -> str:

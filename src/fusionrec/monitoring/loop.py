@@ -11,7 +11,6 @@ window. The caller passes ``retrain``, the function that starts a run (the KFP l
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,7 +42,9 @@ def reference_path(folder: Path, version: str) -> Path:
     Raises:
         FusionRecError: ``version`` is not a registry version (vNNNN): a logged value is never a path.
     """
-    if not isinstance(version, str) or not re.fullmatch(r"v\d{4,9}", version):
+    from fusionrec.registry import is_version
+
+    if not is_version(version):
         raise FusionRecError(f"{str(version)[:40]!r} is not a model version (vNNNN); no reference for it")
     return folder / "reference" / f"{version}.parquet"
 
@@ -165,6 +166,7 @@ def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callab
     """Evaluate the window ending at ``now`` (default: the current time) and act on it."""
     from fusionrec.monitoring import dashboard as dash
     from fusionrec.monitoring.reports import write_reports
+    from fusionrec.registry import is_version
 
     mon = settings.monitoring
     folder = monitoring_dir(settings)
@@ -173,7 +175,7 @@ def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callab
     start = now - timedelta(hours=mon.window_hours)
     window = read_window(folder / "logs", start, now)
     frame = window.frame
-    frame = frame[frame["model_version"].astype(str).str.fullmatch(r"v\d{4,9}")]  # never a path from a record
+    frame = frame[frame["model_version"].map(is_version).astype(bool)]  # never a path from a record
     version = frame["model_version"].mode().iloc[0] if len(frame) else None
     if version is not None:
         frame = frame[frame["model_version"] == version]  # a window that spans a deploy: the newer model's traffic

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import os
 import re
 import secrets
 import threading
@@ -39,6 +38,7 @@ from pathlib import Path
 
 from fusionrec.config import AuthSettings, Settings
 from fusionrec.errors import ConfigError, Forbidden, TooManyRequests, Unauthorized
+from fusionrec.io import make_secret_file
 
 KEY_FILE = "serving/api.key"  # under paths.artifacts, locally
 MIN_KEY_CHARS = 32
@@ -77,13 +77,7 @@ def ensure_key_file(settings: Settings) -> Path:
         if settings.profile != "local":
             raise ConfigError(f"serving.auth.key_file {path} does not exist; mount the Secret that holds the "
                               "transformer's service key there")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            return path
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
+        make_secret_file(path, secrets.token_urlsafe(32))
     read_key(path)
     return path
 

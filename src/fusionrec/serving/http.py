@@ -115,6 +115,7 @@ def install_error_handlers(app=None) -> None:
     500 with one fixed message (the cause goes to the log, never to the caller)."""
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from kserve import errors as kerrors
     from starlette.exceptions import HTTPException
 
     if app is None:
@@ -134,8 +135,6 @@ def install_error_handlers(app=None) -> None:
         return JSONResponse(status_code=exc.status_code, content={"error": message[:300]})
 
     async def unexpected(request, exc: Exception):
-        from kserve import errors as kerrors
-
         if isinstance(exc, kerrors.InvalidInput):  # KServe's decoder: its reason names what did not parse
             reason = re.sub(r"0x[0-9a-fA-F]+", "0x…", str(getattr(exc, "reason", "") or exc))[:200]
             return JSONResponse(status_code=400, content={"error": reason or "the request does not fit the protocol"})
@@ -151,8 +150,6 @@ def install_error_handlers(app=None) -> None:
                                 headers={"retry-after": "1"})
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(status_code=500, content={"error": INTERNAL_ERROR})
-
-    from kserve import errors as kerrors
 
     app.add_exception_handler(FusionRecError, ours)
     app.add_exception_handler(RequestValidationError, validation)

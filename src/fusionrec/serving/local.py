@@ -74,6 +74,18 @@ def wait_ready(url: str, model: str, proc: subprocess.Popen, timeout: float, log
     raise Unavailable(f"{url} was not ready within {timeout:.0f} s")
 
 
+def wait_answering(url: str, timeout: float = 30.0) -> bool:
+    """Poll ``url`` (a health route) until something answers it, at most ``timeout`` seconds; whether it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return True
+        except httpx.TransportError:
+            time.sleep(0.3)
+    return False
+
+
 def start_process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
