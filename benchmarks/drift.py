@@ -336,49 +336,74 @@ def main() -> int:
             chosen = "  <- settings" if (method, t) == (mon.embedding_method, mon.embedding_threshold) else ""
             print(f"{method:<20}{t:>10g}{alarms:>14.0%}" + "".join(f"{c:>12}" for c in caught) + chosen)
 
-    # the whole policy, as `fusionrec monitor run` applies it
-    def verdict(frame: pd.DataFrame, seed: int):
+    # the whole policy, as `fusionrec monitor run` applies it, against each reference: the platform's (the
+    # model's own answers, and the queries of the first window pinned by an operator as normal), the first
+    # traffic after a deploy (how it was before), and first traffic an attacker sent (another-taste cohort)
+    from fusionrec.monitoring.reference import is_query, of_artifact
+
+    references = {
+        "model's own + pinned queries": pd.concat([of_artifact(art), reference[is_query(reference["kind"])]],
+                                                  ignore_index=True),
+        "first traffic (before)": reference,
+        "attacker's first traffic": windows[("taste", SCENARIOS["taste"][-1], 0)],
+    }
+    attacked = {("taste", SCENARIOS["taste"][-1], 0)}  # that window is the attacker's reference: not judged
+
+    def verdict(frame: pd.DataFrame, seed: int, against: pd.DataFrame):
         t = time.perf_counter()
-        result = drift.evaluate(frame, reference, mon, popularity=popularity, seed=seed)
+        result = drift.evaluate(frame, against, mon, popularity=popularity, seed=seed)
         d = policy.decide(result, [], mon, now=datetime.now(timezone.utc), window=(start, start), model_version="b")
         return d, time.perf_counter() - t
 
-    aa_decisions = [verdict(f, args.seed + i) for i, f in enumerate(aa)]
-    fired = [d for d, _ in aa_decisions if d.retrain]
-    why: dict[str, int] = {}  # every signal's A/A drift count, whether or not the policy fired on it
-    for d, _ in aa_decisions:
-        for name in d.drifted:
-            why[name] = why.get(name, 0) + 1
-    rate = len(fired) / len(aa_decisions)
-    print(f"\nthe policy ({mon.embedding_method} {mon.embedding_threshold:g} on embeddings, PSI > "
-          f"{mon.value_threshold:g}) on the A/A windows: {len(fired)} of {len(aa_decisions)} fired = {rate:.0%} "
-          f"(bar: at most 5 %: {'met' if rate <= 0.05 else 'NOT met'}); windows per drifted signal: {why or 'none'}; "
-          f"{np.mean([t for _, t in aa_decisions]):.1f} s per window")
-
-    # 2. detection by the policy, against the drop of Recall@20 on the affected traffic
-    print("\n2. the policy on injected drift, two windows per strength; Recall@20 of the affected traffic "
-          "(its probes' mixture at that strength) against no drift")
-    print(f"{'shift':<12}{'strength':>9}{'fired':>7}{'recall':>8}{'drop':>7}   drifted signals")
     ok = True
-    for scenario, strengths in SCENARIOS.items():
-        base = expected_recall(probe, scenario, 0.0)
-        first_detected, first_drop = None, None
-        for x in strengths:
-            ds_ = [verdict(windows[(scenario, x, i)], args.seed + 50 + i)[0] for i in range(2)]
-            hit = any(d.retrain for d in ds_)
-            rec = expected_recall(probe, scenario, x)
-            drop = 1 - rec / base if base > 0 else 0.0
-            if hit and first_detected is None:
-                first_detected = x
-            if drop >= 0.10 - 1e-9 and first_drop is None:
-                first_drop = x
-            names = sorted({n for d in ds_ for n in d.drifted})
-            print(f"{scenario:<12}{x:>9g}{'yes' if hit else 'no':>7}{rec:>8.3f}{drop:>7.0%}   {', '.join(names) or '-'}")
-        met = first_drop is None or (first_detected is not None and first_detected <= first_drop)
-        ok &= met
-        print(f"{'':<12}smallest strength detected: {first_detected}; Recall@20 down 10 % from: {first_drop} "
-              f"(of the strengths tried); bar "
-              + ("not reached (Recall@20 never dropped 10 %)" if first_drop is None else "met" if met else "NOT met"))
+    summary = []
+    for label, against in references.items():
+        aa_decisions = [verdict(f, args.seed + i, against) for i, f in enumerate(aa)]
+        fired = [d for d, _ in aa_decisions if d.retrain]
+        why: dict[str, int] = {}  # every signal's A/A drift count, whether or not the policy fired on it
+        for d, _ in aa_decisions:
+            for name in d.drifted:
+                why[name] = why.get(name, 0) + 1
+        rate = len(fired) / len(aa_decisions)
+        ours = label.startswith("model")
+        print(f"\nreference: {label}. The policy ({mon.embedding_method} {mon.embedding_threshold:g} on embeddings, "
+              f"PSI > {mon.value_threshold:g}) on the A/A windows: {len(fired)} of {len(aa_decisions)} fired = {rate:.0%}"
+              + (f" (bar: at most 5 %: {'met' if rate <= 0.05 else 'NOT met'})" if ours else "")
+              + f"; windows per drifted signal: {why or 'none'}; {np.mean([t for _, t in aa_decisions]):.1f} s per window")
+        # 2. detection by the policy, against the drop of Recall@20 on the affected traffic
+        print("2. the policy on injected drift, two windows per strength; Recall@20 of the affected traffic "
+              "(its probes' mixture at that strength) against no drift")
+        print(f"{'shift':<12}{'strength':>9}{'fired':>7}{'recall':>8}{'drop':>7}   drifted signals")
+        caught = {}
+        for scenario, strengths in SCENARIOS.items():
+            base = expected_recall(probe, scenario, 0.0)
+            first_detected, first_drop = None, None
+            for x in strengths:
+                keys = [(scenario, x, i) for i in range(2) if (scenario, x, i) not in attacked or ours]
+                ds_ = [verdict(windows[k], args.seed + 50 + k[2], against)[0] for k in keys]
+                hit = any(d.retrain for d in ds_)
+                rec = expected_recall(probe, scenario, x)
+                drop = 1 - rec / base if base > 0 else 0.0
+                if hit and first_detected is None:
+                    first_detected = x
+                if drop >= 0.10 - 1e-9 and first_drop is None:
+                    first_drop = x
+                names = sorted({n for d in ds_ for n in d.drifted})
+                print(f"{scenario:<12}{x:>9g}{'yes' if hit else 'no':>7}{rec:>8.3f}{drop:>7.0%}   {', '.join(names) or '-'}")
+            met = first_drop is None or (first_detected is not None and first_detected <= first_drop)
+            if ours:
+                ok &= met
+            caught[scenario] = "-" if first_detected is None else f"{first_detected:g}"
+            print(f"{'':<12}smallest strength detected: {first_detected}; Recall@20 down 10 % from: {first_drop} "
+                  f"(of the strengths tried); bar "
+                  + ("not reached (Recall@20 never dropped 10 %)" if first_drop is None else "met" if met else "NOT met"))
+        if ours:
+            ok &= rate <= 0.05
+        summary.append((label, f"{len(fired)} of {len(aa_decisions)}", caught))
+    print("\nsummary: A/A windows that fired, and the smallest strength of each shift that fired")
+    print(f"{'reference':<32}{'A/A fired':>11}" + "".join(f"{s:>12}" for s in SCENARIOS))
+    for label, aa_fired, caught in summary:
+        print(f"{label:<32}{aa_fired:>11}" + "".join(f"{caught[s]:>12}" for s in SCENARIOS))
 
     # 3. cost: read and evaluate 10,000 and 100,000 logged records
     pool = pd.concat([reference, *aa], ignore_index=True)
@@ -395,11 +420,11 @@ def main() -> int:
         frame = read_window(folder).frame
         t_read = time.perf_counter() - t
         t = time.perf_counter()
-        drift.evaluate(frame, reference, mon, popularity=popularity)
+        drift.evaluate(frame, references["model's own + pinned queries"], mon, popularity=popularity)
         t_eval = time.perf_counter() - t
         bar = f"  (bar: under 60 s: {'met' if t_read + t_eval < 60 else 'NOT met'})" if n == 100_000 else ""
         print(f"  {n:>7,} records: read {t_read:.1f} s + evaluate {t_eval:.1f} s = {t_read + t_eval:.1f} s{bar}")
-    return 0 if ok and rate <= 0.05 else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

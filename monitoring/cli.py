@@ -107,18 +107,31 @@ def ui_cmd(
 
 @app.command("reference")
 def reference_cmd(
-    version: Annotated[str, typer.Option(help="The model version the reference is for.")],
-    start: Annotated[Optional[str], typer.Option(help="Window start, ISO time (default: its first records).")] = None,
-    end: Annotated[Optional[str], typer.Option(help="Window end, ISO time.")] = None,
+    start: Annotated[str, typer.Option(help="Window start, ISO time (UTC), of traffic you vouch for.")],
+    end: Annotated[str, typer.Option(help="Window end, ISO time (UTC).")],
     sets: Sets = None,
     profile: Annotated[Optional[str], typer.Option(help="Settings profile.")] = None,
 ) -> None:
-    """Pin a window of logged traffic as a model version's drift reference."""
+    """Pin the queries of a window of logged traffic as the query reference of the served model's encoders.
+
+    The model's own answers are its reference for everything else (written into each version); queries are
+    the callers', so a person says which window of them is normal.
+    """
+    from fusionrec.errors import ConfigError
     from fusionrec.monitoring.loop import pin_reference
 
-    parse = (lambda s: datetime.fromisoformat(s).replace(tzinfo=timezone.utc) if s else None)
-    path = pin_reference(_settings(sets, profile), version, parse(start), parse(end))
-    typer.echo(f"reference of {version}: {path}")
+    def parse(value: str, name: str) -> datetime:
+        try:
+            t = datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"--{name}: {value[:40]!r} is not an ISO time (e.g. 2026-12-01T10:00)") from None
+        return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+    t0, t1 = parse(start, "start"), parse(end, "end")
+    if t1 <= t0:
+        raise ConfigError("--end must be after --start")
+    path = pin_reference(_settings(sets, profile), t0, t1)
+    typer.echo(f"query reference: {path}")
 
 
 @app.command("compile")

@@ -221,7 +221,6 @@ class MonitoringSettings(_Strict):
     retention_days: float = Field(30.0, gt=0.0)
     window_hours: float = Field(1.0, gt=0.0)  # the window `fusionrec monitor run` evaluates
     min_records: int = Field(100, ge=1)  # fewer records in a window (or a signal) than this: "not enough data"
-    reference_records: int = Field(2_000, ge=1)  # the first records of a model version that become its reference
     drift_sample: int = Field(2_000, ge=100)  # rows per side for the drift statistics (a 100k window is sampled)
     # Evidently's classifier test (ROC AUC of telling the window from the reference) against the 99th
     # percentile of the AUC under no drift: no false alarm in 20 A/A windows and the weakest shifts caught

@@ -98,7 +98,7 @@ def _traffic(loop, n: int, seed: int, off_topic: float = 0.0) -> list[dict]:
 def _window_settings(loop, start: datetime, end: datetime):
     hours = (end - start).total_seconds() / 3600
     return loop["settings"].model_copy(update={"monitoring": loop["settings"].monitoring.model_copy(update={
-        "window_hours": hours, "min_records": 100, "reference_records": 400, "cooldown_h": 24.0})})
+        "window_hours": hours, "min_records": 100, "cooldown_h": 24.0})})
 
 
 def _mark() -> datetime:

@@ -1,8 +1,11 @@
 """Drift of a window of logged traffic against the model's reference, computed by Evidently (0.7 API).
 
-Signals, each a drift score from Evidently and a verdict against its threshold:
+The reference is the model's own answers on trusted data (``monitoring/reference.py``), drawn for each
+window in the window's mix of request kinds and with its rows' ``k``, history lengths and latencies:
+what callers choose to ask is theirs, not a sign that the model is stale, so it is reported (``stats``:
+the kind shares, the mean ``k`` and history length) and never compared. Signals, each a drift score from
+Evidently and a verdict against its threshold:
 
-- request features: the kind mix (``kind``), ``history_length`` and ``k`` (population stability index);
 - what the model answers, by PSI: the top score of a recommendation (``top_score``: the model's logit), the
   top similarity of a query by example (``query_score``: how well the best item matches a photo or a
   text; it falls when queries stop looking like the catalogue), and the popularity of what is returned
@@ -31,7 +34,7 @@ from fusionrec.monitoring.log import QUERY_MODALITIES
 
 log = logging.getLogger(__name__)
 
-VALUE_SIGNALS = ("kind", "history_length", "k", "top_score", "query_score", "popularity")
+VALUE_SIGNALS = ("top_score", "query_score", "popularity")
 EMBEDDING_SIGNALS = ("user_vector", *(f"query_{m}" for m in QUERY_MODALITIES))
 NUMERIC = ("history_length", "k", "top_score", "query_score", "popularity", "latency_ms", "fallback", "cold")
 # Evidently draws a t-SNE picture of SAMPLE_CONSTANT rows per side with every embedding-drift result:
@@ -147,8 +150,9 @@ def _value_of(snapshot, metric: str, **config: Any) -> float:
 
 def evaluate(frame: pd.DataFrame, reference: pd.DataFrame, settings: MonitoringSettings, *,
              popularity: dict[str, float] | None = None, seed: int = 0, timestamp=None) -> DriftResult:
-    """Drift of ``frame`` (logged records) against ``reference`` (logged records of the same model's first
-    traffic, or any pinned window).
+    """Drift of ``frame`` (logged records) against ``reference`` (the model's reference, or a window an
+    operator pinned: records in the same schema), the reference matched to the window's mix of kinds and
+    request shapes (:func:`fusionrec.monitoring.reference.matched`).
 
     Returns:
         A :class:`DriftResult`; ``enough`` is false (and no signal evaluated) when the window has fewer
@@ -163,8 +167,11 @@ def evaluate(frame: pd.DataFrame, reference: pd.DataFrame, settings: MonitoringS
     result = DriftResult(records=len(frame), enough=len(frame) >= settings.min_records)
     if not result.enough:
         return result
-    cur = _sample(scalar_features(frame, popularity), settings.drift_sample, seed)
-    ref = _sample(scalar_features(reference, popularity), settings.drift_sample, seed + 1)
+    from fusionrec.monitoring.reference import matched
+
+    frame = _sample(frame, settings.drift_sample, seed)
+    reference = matched(reference, frame, seed + 1)
+    cur, ref = scalar_features(frame, popularity), scalar_features(reference, popularity)
     definition = DataDefinition(numerical_columns=list(NUMERIC), categorical_columns=["kind"])
     metrics = [RowCount(), MeanValue(column="latency_ms"), QuantileValue(column="latency_ms", quantile=0.95),
                MeanValue(column="fallback"), MeanValue(column="cold")]
@@ -180,17 +187,19 @@ def evaluate(frame: pd.DataFrame, reference: pd.DataFrame, settings: MonitoringS
     snap = report.run(Dataset.from_pandas(cur, data_definition=definition),
                       Dataset.from_pandas(ref, data_definition=definition), timestamp=timestamp, tags=["requests"])
     result.snapshots["requests"] = snap
-    result.stats = {"records": float(len(frame)), "latency_mean_ms": float(frame["latency_ms"].mean()),
+    kinds = frame["kind"].astype(str)
+    result.stats = {"records": float(result.records), "latency_mean_ms": float(frame["latency_ms"].mean()),
                     "latency_p95_ms": float(frame["latency_ms"].quantile(0.95)),
                     "fallback_rate": float(frame["fallback"].mean()),
-                    "cold_rate": float(frame["cold"].mean())}
+                    "cold_rate": float(frame["cold"].mean()), "k_mean": float(frame["k"].mean()),
+                    "history_length_mean": float(frame["history_length"].mean()),
+                    **{f"share_{k}": float(n) for k, n in kinds.value_counts(normalize=True).items()}}
     for name in valued:
         score = _value_of(snap, "ValueDrift", column=name)
         result.signals.append(Signal(name, score, settings.value_threshold, score >= settings.value_threshold,
                                      int(cur[name].notna().sum()), "psi"))
     for name in EMBEDDING_SIGNALS:
-        cv, rv = _sample(_vectors(frame, name), settings.drift_sample, seed), _sample(_vectors(reference, name),
-                                                                                     settings.drift_sample, seed + 1)
+        cv, rv = _vectors(frame, name), _vectors(reference, name)
         if min(len(cv), len(rv)) < settings.min_records or cv.shape[1] != rv.shape[1]:
             result.signals.append(Signal(name, None, settings.embedding_threshold, None, len(cv),
                                          settings.embedding_method))

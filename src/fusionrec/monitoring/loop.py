@@ -2,9 +2,10 @@
 the serving model's reference, decide, start retraining when the policy fires, and leave everything where
 people look: the HTML reports, the snapshots on the dashboard, the decision in ``decisions.jsonl``.
 
-The reference of a model version is its first ``reference_records`` logged records (kept under
-``reference/<version>.parquet`` once there are that many); ``fusionrec monitor reference`` pins another
-window. The caller passes ``retrain``, the function that starts a run (the KFP local runner here, a
+A window is compared with the served version's own reference (the model's answers on its users, written
+into the version when it was made) and, for its queries by example, with the query window an operator
+pinned (``fusionrec monitor reference``); never with the first traffic after a deploy, so no caller
+decides what drift is (``monitoring/reference.py``). The caller passes ``retrain``, the function that starts a run (the KFP local runner here, a
 ``kfp.Client`` run on a cluster): the core does not know how pipelines are run.
 """
 
@@ -36,22 +37,10 @@ class Outcome:
     reports: list[Path] = field(default_factory=list)
 
 
-def reference_path(folder: Path, version: str) -> Path:
-    """Where a version's reference lives.
-
-    Raises:
-        FusionRecError: ``version`` is not a registry version (vNNNN): a logged value is never a path.
-    """
-    from fusionrec.registry import is_version
-
-    if not is_version(version):
-        raise FusionRecError(f"{str(version)[:40]!r} is not a model version (vNNNN); no reference for it")
-    return folder / "reference" / f"{version}.parquet"
-
-
 def expire(settings: Settings, now: datetime | None = None) -> list[Path]:
-    """Delete the inference log's hour partitions, and the drift references of versions no longer served,
-    older than ``monitoring.retention_days``; return what went."""
+    """Delete the inference log's hour partitions and the pinned query reference older than
+    ``monitoring.retention_days`` (the model's own reference lives and goes with its version); return what
+    went."""
     import shutil
 
     from fusionrec.monitoring.log import hour_of
@@ -65,11 +54,9 @@ def expire(settings: Settings, now: datetime | None = None) -> list[Path]:
         if hour is not None and hour + timedelta(hours=1) <= cutoff:
             shutil.rmtree(part, ignore_errors=True)
             gone.append(part)
-    references = monitoring_dir(settings) / "reference"
-    served = _served_version(settings)
-    for ref in sorted(references.glob("*.parquet")) if references.is_dir() else []:
-        old = datetime.fromtimestamp(ref.stat().st_mtime, timezone.utc) <= cutoff
-        if old and served is not None and ref.stem != served:  # the serving model's reference stays
+    references = monitoring_dir(settings) / "reference"  # the pinned query window: as private as the log
+    for ref in sorted(p for p in references.iterdir() if p.is_file()) if references.is_dir() else []:
+        if datetime.fromtimestamp(ref.stat().st_mtime, timezone.utc) <= cutoff:
             ref.unlink(missing_ok=True)
             gone.append(ref)
     if gone:
@@ -78,39 +65,64 @@ def expire(settings: Settings, now: datetime | None = None) -> list[Path]:
     return gone
 
 
-def _served_version(settings: Settings) -> str | None:
-    """The version the registry serves (its champion), or None when it cannot be told."""
-    try:
-        from fusionrec.registry import resolve_version
-
-        return Path(resolve_version(settings.serving.storage_uri, settings.paths.cache)).name
-    except Exception:  # noqa: BLE001 - no registry here: nothing is known to be served
-        return None
-
-
-def pin_reference(settings: Settings, version: str, start: datetime | None = None, end: datetime | None = None) -> Path:
-    """Keep a window's records of ``version`` (default: its first ``reference_records``) as its reference.
+def pin_reference(settings: Settings, start: datetime, end: datetime) -> Path:
+    """Keep the query records of a window of logged traffic (``start`` to ``end``, an operator's choice: the
+    window is theirs to vouch for) as the query reference of the served model's encoders.
 
     Raises:
-        FusionRecError: fewer records than ``min_records`` for that version in the window.
+        FusionRecError: the served model cannot be read, or fewer than ``min_records`` queries in the window.
     """
-    folder = monitoring_dir(settings)
-    frame = read_window(folder / "logs", start, end).frame
-    frame = frame[frame["model_version"] == version].sort_values("time")
-    if start is None and end is None:
-        frame = frame.head(settings.monitoring.reference_records)
+    from fusionrec.monitoring.reference import is_query, pin_queries, query_identities
+
+    art = _served(settings, None)
+    if art is None:
+        raise FusionRecError(f"the served model at {settings.serving.storage_uri} cannot be read: its encoders "
+                             "name the query reference")
+    frame = read_window(monitoring_dir(settings) / "logs", start, end).frame
+    identities = query_identities(art)
+    frame = frame[is_query(frame["kind"]) & frame["model_version"].map(_same_encoders(settings, identities))]
     if len(frame) < settings.monitoring.min_records:
-        raise FusionRecError(f"not enough data for a reference of {version}: {len(frame)} records logged, "
-                             f"at least {settings.monitoring.min_records} needed")
-    path = reference_path(folder, version)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path.with_suffix(".tmp"), index=False)
-    path.with_suffix(".tmp").replace(path)
-    return path
+        raise FusionRecError(f"not enough queries for a reference between {start:%Y-%m-%dT%H:%M} and {end:%Y-%m-%dT%H:%M}: "
+                             f"{len(frame)} logged by models with the served encoders, at least "
+                             f"{settings.monitoring.min_records} needed")
+    return pin_queries(frame, identities, monitoring_dir(settings) / "reference", window=(start, end))
+
+
+def _same_encoders(settings: Settings, identities: dict[str, str]) -> Callable[[object], bool]:
+    """Whether a logged version's queries were made by the encoders ``identities`` (read once per version)."""
+    from fusionrec.monitoring.reference import query_identities
+    from fusionrec.registry import is_version
+
+    known: dict[str, bool] = {}
+
+    def same(version: object) -> bool:
+        if not is_version(version):
+            return False
+        if version not in known:
+            art = _served(settings, str(version))
+            known[str(version)] = art is not None and art.version == version and query_identities(art) == identities
+        return known[str(version)]
+
+    return same
+
+
+def _reference(folder: Path, version: str | None, art) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str]:
+    """What a window of ``version`` is compared with: the model's own reference (from its artifact ``art``)
+    and the pinned query reference (None when there is none for its encoders), and where they came from."""
+    from fusionrec.monitoring.reference import of_artifact, pinned_queries, query_identities
+
+    if version is None:
+        return None, None, "no traffic"
+    if art is None or art.version != version:
+        return None, None, (f"version {version} is not in the registry at serving.storage_uri, so its reference "
+                            "cannot be read")
+    queries, why = pinned_queries(folder / "reference", query_identities(art))
+    return of_artifact(art), queries, why
 
 
 def _served(settings: Settings, version: str | None):
-    """The served model version's artifact (None when the registry cannot be read)."""
+    """The artifact of the logged model version in the served registry (the champion when that version is not
+    there; None when the registry cannot be read)."""
     try:
         from fusionrec.registry import load_artifact, resolve_version
 
@@ -180,25 +192,28 @@ def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callab
     if version is not None:
         frame = frame[frame["model_version"] == version]  # a window that spans a deploy: the newer model's traffic
     history = policy.load_decisions(folder / "decisions.jsonl")
-    ref_path = reference_path(folder, version) if version else None
-    if ref_path is not None and not ref_path.exists():
-        try:
-            pin_reference(settings, version)
-        except FusionRecError:
-            pass
-    if ref_path is None or not ref_path.exists():
+    art = _served(settings, version) if version else None
+    reference, queries, whence = _reference(folder, version, art)
+    if reference is None:
         result = drift.DriftResult(records=len(frame), enough=False)
         decision = policy.decide(result, history, mon, now=now, window=(start, now), model_version=version,
                                  skipped_files=len(window.skipped))
         if len(frame) >= mon.min_records:
-            decision.reason = f"not enough data for a reference of {version} yet"
+            decision.reason = f"no reference for {version}: {whence}"
     else:
-        reference = pd.read_parquet(ref_path)
-        current = frame[~frame["request_id"].isin(set(reference["request_id"]))]  # the reference is not its own window
-        art = _served(settings, version)
+        from fusionrec.monitoring.reference import is_query
+
+        current = frame
+        if queries is None:  # the queries have nothing to be compared with: left out, and said
+            current = frame[~is_query(frame["kind"])]
+        else:  # the pinned window is not its own window
+            current = frame[~frame["request_id"].isin(set(queries["request_id"]))]
+            reference = pd.concat([reference, queries], ignore_index=True)
         result = drift.evaluate(current, reference, mon, popularity=_popularity(art), timestamp=now)
         decision = policy.decide(result, history, mon, now=now, window=(start, now), model_version=version,
                                  skipped_files=len(window.skipped))
+        if queries is None and is_query(frame["kind"]).any():
+            decision.reason += f"; {int(is_query(frame['kind']).sum())} queries not compared: {whence}"
         measured = _quality(settings, art, current, now) if result.enough else None
         if measured is not None:
             result.snapshots["quality"] = measured.snapshot
