@@ -25,7 +25,7 @@ from fusionrec.config import load_settings
 from fusionrec.features import store as fs
 from fusionrec.features.tables import build_feature_tables
 from fusionrec.monitoring.log import read_window
-from fusionrec.monitoring.loop import run_once
+from fusionrec.monitoring.loop import pin_reference, run_once
 from fusionrec.serving import local
 from tests.champion import trained_champion
 
@@ -74,11 +74,14 @@ def _send(loop, instances: list[dict], batch: int = 32) -> None:
 
 
 def _traffic(loop, n: int, seed: int, off_topic: float = 0.0) -> list[dict]:
-    """Users by id, new users by history, text queries from the catalogue's descriptions (with PII planted
-    in some), and a share ``off_topic`` of the text queries about something else entirely."""
+    """Users by id, new users by history (a user's latest 3 items), text queries from the catalogue's
+    descriptions (with PII planted in some), and a share ``off_topic`` of the text queries about something
+    else entirely."""
     rng = np.random.default_rng(seed)
     ds = loop["ds"]
     users, items = ds.users["user_id"].astype(str).to_numpy(), ds.items["item_id"].astype(str).to_numpy()
+    inter = ds.interactions.sort_values(["user_idx", "timestamp"])
+    latest = [items[g["item_idx"].to_numpy()[-3:]].tolist() for _, g in inter.groupby("user_idx") if len(g) >= 3]
     texts = ds.items["description"].fillna(ds.items["title"]).astype(str).to_numpy()
     out = []
     for _ in range(n):
@@ -86,7 +89,7 @@ def _traffic(loop, n: int, seed: int, off_topic: float = 0.0) -> list[dict]:
         if r < 0.4:
             out.append({"user_id": str(rng.choice(users)), "k": 10})
         elif r < 0.55:
-            out.append({"history": [str(i) for i in rng.choice(items, 3, replace=False)], "k": 10})
+            out.append({"history": latest[int(rng.integers(len(latest)))], "k": 10})
         else:
             text = (rng.choice(OFF_TOPIC) if rng.random() < off_topic else str(rng.choice(texts)))
             if rng.random() < 0.2:
@@ -121,8 +124,10 @@ def test_drift_starts_retraining_once_quiet_traffic_starts_nothing_and_no_pii_is
         return local_pipeline(decision)
 
     t0 = datetime.now(timezone.utc)
-    _send(loop, _traffic(loop, 400, seed=1))  # the model's first traffic: its reference
+    _send(loop, _traffic(loop, 400, seed=1))
     t1 = _mark()
+    # an operator vouches for this window's queries (the model's own answers are the reference for the rest)
+    pin_reference(_window_settings(loop, t0, t1), t0, t1)
     _send(loop, _traffic(loop, 400, seed=2))  # the same distribution
     t2 = _mark()
     liked = _push_feedback(loop, t1, t2)  # each user then took the top item of their latest recommendation

@@ -148,10 +148,10 @@ def _decide(result, history, now, **over):
 def test_policy_fires_on_drift_never_on_too_little_data_and_debounces():
     assert _decide(_result([], enough=False), [], T0).status == "not enough data"
     assert not _decide(_result([], enough=False), [], T0).retrain
-    assert _decide(_result(["k"]), [], T0).status == "quiet"  # 1 of 6 value signals: under the share
+    assert _decide(_result(["top_score"]), [], T0).status == "quiet"  # 1 of 6 signals: under the share
     fired = _decide(_result(["user_vector"], evaluated=8), [], T0)
     assert fired.retrain and "user_vector" in fired.reason
-    assert _decide(_result(["kind", "k", "history_length"]), [], T0).retrain  # half the signals
+    assert _decide(_result(["top_score", "query_score", "popularity"]), [], T0).retrain  # half the signals
     again = _decide(_result(["user_vector"], evaluated=8), [fired], T0 + timedelta(hours=2))
     assert not again.retrain and again.debounced and "debounced" in again.reason
     later = _decide(_result(["user_vector"], evaluated=8), [fired, again], T0 + timedelta(hours=25))
@@ -196,21 +196,19 @@ def test_quality_from_feedback_matches_a_hand_count_and_orders_popularity_bias()
     assert quality.evaluate(shown.head(10), feedback, train, k=10, min_users=20) is None  # too few users: none
 
 
-def test_a_turn_without_a_runner_records_drift_but_starts_and_debounces_nothing(tmp_path):
+def test_a_turn_never_takes_its_reference_from_the_traffic(tmp_path):
     from fusionrec.config import settings_from
     from fusionrec.monitoring.loop import run_once
 
-    settings = settings_from({"monitoring": {"folder": str(tmp_path), "min_records": 100, "reference_records": 600,
-                                             "embedding_method": "distance", "embedding_threshold": 0.02},
+    settings = settings_from({"monitoring": {"folder": str(tmp_path), "min_records": 100},
                               "serving": {"storage_uri": str(tmp_path / "no-registry")}})
     write_records(tmp_path / "logs", traffic(600, T0 - timedelta(hours=1), seed=20))
     write_records(tmp_path / "logs", traffic(800, T0, seed=21, text_shift=2.0))
     out = run_once(settings, now=T0 + timedelta(hours=1), dashboard=False)
-    assert out.decision.status == "drift" and not out.decision.retrain and "would retrain" in out.decision.reason
-    calls = []
-    again = run_once(settings, now=T0 + timedelta(hours=1, minutes=5), dashboard=False,
-                     retrain=lambda d: calls.append(d) or "run-1")
-    assert again.decision.retrain and calls and not again.decision.debounced  # the first started nothing to wait for
+    # no model to read its reference from: nothing is compared, and the first traffic was not kept as one
+    assert out.decision.status == "not enough data" and not out.decision.retrain
+    assert "no reference for v0001" in out.decision.reason and "not in the registry" in out.decision.reason
+    assert not (tmp_path / "reference").exists()
 
 
 def test_log_hours_and_references_expire_after_the_retention(tmp_path):
@@ -226,16 +224,14 @@ def test_log_hours_and_references_expire_after_the_retention(tmp_path):
     for hour in ("2026-11-20T10", "2026-11-24T11", "2026-11-30T09"):
         (logs / f"hour={hour}").mkdir(parents=True)
         (logs / f"hour={hour}" / "part-1.parquet").write_bytes(b"x")
-    refs = tmp_path / "m" / "reference"
+    refs = tmp_path / "m" / "reference"  # the pinned query window: as private as the log it came from
     refs.mkdir(parents=True)
     old = (now - timedelta(days=10)).timestamp()
-    for version in ("v0001", "v0002"):
-        (refs / f"{version}.parquet").write_bytes(b"x")
-        os.utime(refs / f"{version}.parquet", (old, old))
-    (tmp_path / "registry" / "versions" / "v0002").mkdir(parents=True)
-    (tmp_path / "registry" / "versions" / "v0002" / "model.safetensors").write_bytes(b"w")
-    (tmp_path / "registry" / "champion.json").write_text(json.dumps({"version": "v0002"}))
+    for name in ("queries.parquet", "queries.json"):
+        (refs / name).write_bytes(b"x")
+        os.utime(refs / name, (old, old))
+    (refs / "fresh.parquet").write_bytes(b"x")
     gone = expire(settings, now)
     assert sorted(p.name for p in logs.iterdir()) == ["hour=2026-11-30T09"]
-    assert sorted(p.name for p in refs.iterdir()) == ["v0002.parquet"]  # the served model's stays, however old
-    assert len(gone) == 3
+    assert sorted(p.name for p in refs.iterdir()) == ["fresh.parquet"]
+    assert len(gone) == 4
