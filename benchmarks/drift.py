@@ -6,16 +6,19 @@ movielens-100k-mm with the model from `make run`. Traffic: known users by id, ne
 (the last 5 of their ratings held out), text queries (a sentence of an item's overview), photo queries
 (the item's poster altered as a phone photo), anonymous requests.
 
-0. Whether the catalogue could be the query reference: Evidently's classifier test of each A/A window's
-   text- and photo-query vectors against the items' own vectors, and against query-like variants of the
-   items made here otherwise than the traffic's (runs of words; re-taken posters).
+0. Whether the model's own data could stand in for what callers bring: Evidently's classifier test of each
+   A/A window's text- and photo-query vectors against the items' own vectors, and against query-like
+   variants of the items made here otherwise than the traffic's (runs of words; re-taken posters); and of
+   its new users' vectors against the model's answers for training users by their latest items at the
+   same history lengths.
 1. False alarms and power of every embedding-drift method and threshold considered (Evidently's model,
    distance, mmd and ratio methods with fixed thresholds, model and distance with a bootstrap quantile):
    the share of ``--aa`` A/A windows (drawn from the same distribution as the first window) where a user,
    text-query or photo-query vector signal alarms, and the smallest strength of each shift caught.
 2. The whole policy, with the settings' method and threshold, against three references: the platform's
-   (the model's own answers, written into the version, and the queries of the first window, pinned as an
-   operator would: `fusionrec monitor reference`), the first traffic after the deploy (how it was before),
+   (the model's own answers for its known users and anonymous requests, and the new users and queries of
+   the first window, pinned as an operator would: `fusionrec monitor reference`), the first traffic after
+   the deploy (how it was before),
    and first traffic an attacker sent (the other-taste cohort at full strength). For each: the share of
    A/A windows that fire (bar for the platform's: at most 5 %), and drift injected at increasing
    strength, two windows each: text queries from
@@ -257,9 +260,10 @@ def a_retake(path: str, rng: np.random.Generator) -> bytes:
 
 
 def catalogue_as_queries(settings, art, ds, aa: list[pd.DataFrame], seed: int, n: int = 400) -> None:
-    """Could the catalogue stand in for the callers' queries? The classifier test (the settings' method) of each
-    A/A window's query vectors against the catalogue's own item vectors, and against query-like variants of
-    the catalogue encoded here (runs of words, re-taken posters)."""
+    """Could the model's own data stand in for what callers bring? The classifier test (the settings' method)
+    of each A/A window's query vectors against the catalogue's own item vectors and against query-like
+    variants of the catalogue encoded here (runs of words, re-taken posters); of its new users' vectors
+    against the model's answers for training users by their latest items, at the same history lengths."""
     from fusionrec.encoders.pipeline import build_encoders, item_texts
     from fusionrec.monitoring.drift import embedding_method
 
@@ -274,9 +278,9 @@ def catalogue_as_queries(settings, art, ds, aa: list[pd.DataFrame], seed: int, n
                 "image": encoders["image"].encode([a_retake(p, rng) for p in items["image"].iloc[pick]
                                                    if isinstance(p, str)]).values}
     method = embedding_method(settings.monitoring.embedding_method, settings.monitoring.embedding_threshold)
-    print("\n0. the catalogue as the query reference: Evidently's classifier test "
+    print("\n0. the model's own data as the reference of what callers bring: Evidently's classifier test "
           f"({settings.monitoring.embedding_method} {settings.monitoring.embedding_threshold:g}) of each A/A window's "
-          "query vectors against it (ROC AUC min-max; windows that drift)")
+          "vectors against it (ROC AUC min-max; windows that drift)")
     for m in ("text", "image"):
         for label, ref in (("the items' own vectors", own[m]), ("query-like variants of the items", variants[m])):
             scores, drifted = [], 0
@@ -288,6 +292,24 @@ def catalogue_as_queries(settings, art, ds, aa: list[pd.DataFrame], seed: int, n
                 drifted += bool(d)
             print(f"  {m} queries vs {label:<34} AUC {min(scores):.2f}-{max(scores):.2f}; "
                   f"{drifted} of {len(aa)} A/A windows drift")
+    from fusionrec.recommender import Recommender, Row
+
+    rec = Recommender(art)
+    lengths = art.history_mask.sum(1).numpy()
+    scores, drifted = [], 0
+    for i, w in enumerate(aa):
+        new_users = w[w["kind"] == "history"]
+        rows = []
+        for h in new_users["history_length"].astype(int):
+            u = int(rng.choice(np.flatnonzero(lengths >= h))) if (lengths >= h).any() else int(np.argmax(lengths))
+            stored = art.history[u][art.history_mask[u]].numpy()
+            rows.append(Row(kind="recommend", k=20, history=rec.item_ids[stored[-max(h, 1):]].tolist()))
+        ref = np.stack([r.user_vector for r in rec.recommend(rows)])
+        score, d, _ = method(pd.DataFrame(np.stack(new_users["user_vector"].to_list())), pd.DataFrame(ref))
+        scores.append(float(score))
+        drifted += bool(d)
+    print(f"  new users vs {'training users at the same lengths':<38} AUC {min(scores):.2f}-{max(scores):.2f}; "
+          f"{drifted} of {len(aa)} A/A windows drift")
 
 
 def send_all(settings, env, traffic, work: Path, logs: Path, plan, args):
@@ -413,13 +435,12 @@ def main() -> int:
     catalogue_as_queries(settings, art, ds, aa, args.seed)
 
     # the whole policy, as `fusionrec monitor run` applies it, against each reference: the platform's (the
-    # model's own answers, and the queries of the first window pinned by an operator as normal), the first
+    # model's own answers, and the new users and queries of the first window pinned by an operator), the first
     # traffic after a deploy (how it was before), and first traffic an attacker sent (another-taste cohort)
-    from fusionrec.monitoring.reference import is_query, of_artifact
+    from fusionrec.monitoring.reference import ModelReference, is_known
 
     references = {
-        "model's own + pinned queries": pd.concat([of_artifact(art), reference[is_query(reference["kind"])]],
-                                                  ignore_index=True),
+        "model's own + pinned callers": ModelReference(art, reference[~is_known(reference["kind"])]),
         "first traffic (before)": reference,
         "attacker's first traffic": windows[("taste", SCENARIOS["taste"][-1], 0)],
     }
@@ -452,6 +473,9 @@ def main() -> int:
         print(f"{'shift':<12}{'strength':>9}{'fired':>7}{'recall':>8}{'drop':>7}   drifted signals")
         caught = {}
         for scenario, strengths in SCENARIOS.items():
+            if label.startswith("attacker") and scenario != "taste":  # the attacker's cohort is the point
+                caught[scenario] = "."
+                continue
             base = expected_recall(probe, scenario, 0.0)
             first_detected, first_drop = None, None
             for x in strengths:
@@ -476,7 +500,7 @@ def main() -> int:
         if ours:
             ok &= rate <= 0.05
         summary.append((label, f"{len(fired)} of {len(aa_decisions)}", caught))
-    print("\nsummary: A/A windows that fired, and the smallest strength of each shift that fired")
+    print("\nsummary: A/A windows that fired, and the smallest strength of each shift that fired (- none; . not run)")
     print(f"{'reference':<32}{'A/A fired':>11}" + "".join(f"{s:>12}" for s in SCENARIOS))
     for label, aa_fired, caught in summary:
         print(f"{label:<32}{aa_fired:>11}" + "".join(f"{caught[s]:>12}" for s in SCENARIOS))
@@ -496,7 +520,7 @@ def main() -> int:
         frame = read_window(folder).frame
         t_read = time.perf_counter() - t
         t = time.perf_counter()
-        drift.evaluate(frame, references["model's own + pinned queries"], mon, popularity=popularity)
+        drift.evaluate(frame, references["model's own + pinned callers"], mon, popularity=popularity)
         t_eval = time.perf_counter() - t
         bar = f"  (bar: under 60 s: {'met' if t_read + t_eval < 60 else 'NOT met'})" if n == 100_000 else ""
         print(f"  {n:>7,} records: read {t_read:.1f} s + evaluate {t_eval:.1f} s = {t_read + t_eval:.1f} s{bar}")

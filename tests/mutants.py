@@ -30,6 +30,7 @@ MONITORING = "tests/unit/test_monitoring.py"
 BUNDLE, MANIFESTS = "tests/integration/test_bundle.py", "tests/unit/test_manifests.py"
 ACCESS, GUARD, REGISTRY = "tests/unit/test_access.py", "tests/unit/test_http_guard.py", "tests/unit/test_registry.py"
 SINK, SECURITY, CONFIG = "tests/integration/test_sink.py", "tests/unit/test_security.py", "tests/unit/test_config.py"
+REFERENCE = "tests/integration/test_drift_reference.py"
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,17 @@ MUTANTS = [
            'return (is_version(r.get("model_version"))', "return (True", (SINK, "-k", "dropped_alone")),
     Mutant("a short pseudonymisation key is accepted", "src/fusionrec/monitoring/log.py",
            "    if len(key) < MIN_KEY_BYTES:", "    if False:", (MONITORING, "-k", "short_empty")),
+    Mutant("the first traffic becomes the drift reference again", "src/fusionrec/monitoring/loop.py",
+           "    reference, queries, whence = _reference(folder, version, art)\n",
+           "    reference, queries, whence = _reference(folder, version, art)\n"
+           "    first = read_window(folder / 'logs').frame\n"
+           "    reference = first[first['model_version'] == version].sort_values('time').head(600)\n",
+           (REFERENCE, "-k", "first_traffic")),
+    Mutant("queries are compared with nothing pinned", "src/fusionrec/monitoring/loop.py",
+           "            current = frame[~is_query(frame[\"kind\"])]", "            pass", (REFERENCE, "-k", "first_traffic")),
+    Mutant("the reference keeps its own mix of kinds", "src/fusionrec/monitoring/drift.py",
+           "    reference = matched(reference, frame, seed + 1)", "    reference = _sample(reference, len(frame), seed + 1)",
+           (REFERENCE, "-k", "mix_and_shapes or first_traffic")),
     Mutant("secrets are YAML-parsed again", "src/fusionrec/config.py",
            "        if tuple(keys) in secrets:", "        if False:", (CONFIG, "-k", "secret")),
     Mutant("the predictor admits all of istio-system", "manifests/base/security/network-policies.yaml",

@@ -162,11 +162,6 @@ def write_artifact(target: str | Path, model: FusionRecModel, *, version: str, d
             (tmp / "curves.png").write_bytes(curves.read_bytes())
         ItemSearch.from_model(model).save(tmp / INDEX_DIR)
         write_checksums(tmp)
-        # the drift reference: the model's own answers on its users and catalogue, pinned with the version
-        from fusionrec.monitoring.reference import write as write_reference
-
-        write_reference(load_artifact(tmp), tmp)
-        write_checksums(tmp)
     return target
 
 

@@ -1,6 +1,7 @@
-"""The drift reference is the model's own, never the first traffic after a deploy (issue 22, row 13): a flood of
-odd requests sent first does not become what "normal" is, the model's users served as the predictor serves
-them are quiet against it, and queries are compared only with a window an operator pinned."""
+"""The drift reference is never the first traffic after a deploy (issue 22, row 13): a flood of odd requests
+sent first does not become what "normal" is, the model's users served as the predictor serves them are
+quiet against the model's own answers, and what callers bring (new users' histories, queries) is compared
+only with a window an operator pinned."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import pytest
 from fusionrec.config import settings_from
 from fusionrec.monitoring.log import write_records
 from fusionrec.monitoring.loop import pin_reference, run_once
-from fusionrec.monitoring.reference import REFERENCE_FILE, matched
+from fusionrec.monitoring.reference import ModelReference
 from fusionrec.recommender import Recommender, Row
-from fusionrec.registry import load_artifact, verify_checksums
+from fusionrec.registry import load_artifact
 from tests.champion import trained_champion
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ def _served(rec: Recommender, art, n: int, at: datetime, seed: int, *, shift: fl
     direction = np.random.default_rng(7).normal(size=rec.model.config.dim).astype(np.float32)
     direction /= np.linalg.norm(direction)
     out = []
-    for n_, (row, res) in enumerate(zip(rows, rec.recommend(rows))):
+    for n_, (row, res) in enumerate(zip(rows, rec.recommend(rows) if rows else [])):
         out.append({"time": at + timedelta(seconds=n_ % 3000), "request_id": f"{seed}-{n_}", "model_version": art.version,
                     "kind": "user" if row.user_id else "history", "user": None, "history_length": len(row.history),
                     "k": row.k, "cold": res.cold, "fallback": res.fallback, "items": res.item_ids,
@@ -75,8 +76,6 @@ def _texts(emb, n: int, seed: int, *, off_topic: bool = False) -> np.ndarray:
 
 def test_the_first_traffic_is_never_the_reference_and_queries_need_a_pinned_window(champion, tmp_path, synth_embeddings):
     models, art = champion
-    assert (art.path / REFERENCE_FILE).is_file()
-    verify_checksums(art.path)  # the reference is one of the version's files, under its checksums
     rec = Recommender(art)
     settings = settings_from({"monitoring": {"folder": str(tmp_path / "m"), "min_records": 100},
                               "serving": {"storage_uri": str(models)}, "paths": {"cache": str(tmp_path / "cache")}})
@@ -89,7 +88,8 @@ def test_the_first_traffic_is_never_the_reference_and_queries_need_a_pinned_wind
     write_records(logs, _served(rec, art, 400, T0 + timedelta(hours=1), 2, text=_texts(synth_embeddings, 150, 2)))
     quiet = run_once(settings, now=T0 + timedelta(hours=2), dashboard=False)
     assert quiet.decision.status == "quiet", quiet.decision.reason
-    assert "150 queries not compared: no query reference is pinned" in quiet.decision.reason
+    assert "requests not compared (" in quiet.decision.reason and "150 text" in quiet.decision.reason
+    assert "no callers' window is pinned" in quiet.decision.reason
     assert not (tmp_path / "m" / "reference").exists()  # nothing of the traffic was kept as a reference
 
     # the attacker's traffic again: it drifts from the model's own (had it been the reference, it would be quiet)
@@ -98,9 +98,10 @@ def test_the_first_traffic_is_never_the_reference_and_queries_need_a_pinned_wind
     assert fired.decision.status == "drift" and "user_vector" in fired.decision.drifted, fired.decision.reason
     assert not fired.decision.retrain and "would retrain" in fired.decision.reason  # no runner given
 
-    # an operator vouches for the second hour's queries; off-topic queries are then found
-    pinned = pin_reference(settings, T0 + timedelta(hours=1), T0 + timedelta(hours=2))
-    assert len(pd.read_parquet(pinned)) == 150 and pd.read_parquet(pinned)["kind"].eq("text").all()
+    # an operator vouches for the second hour's new users and queries; off-topic queries are then found
+    pinned = pd.read_parquet(pin_reference(settings, T0 + timedelta(hours=1), T0 + timedelta(hours=2)))
+    assert set(pinned["kind"]) == {"history", "text"} and (pinned["kind"] == "text").sum() == 150
+    assert pinned["user"].isna().all()
     write_records(logs, _served(rec, art, 400, T0 + timedelta(hours=3), 4,
                                 text=_texts(synth_embeddings, 150, 4, off_topic=True)))
     off = run_once(settings, now=T0 + timedelta(hours=4), dashboard=False)
@@ -111,22 +112,24 @@ def test_the_first_traffic_is_never_the_reference_and_queries_need_a_pinned_wind
     assert on.decision.status == "quiet" and "not compared" not in on.decision.reason, on.decision.reason
 
 
-def test_the_reference_is_drawn_in_the_windows_mix_and_shapes(champion):
+def test_the_reference_is_drawn_in_the_windows_shapes(champion, synth_embeddings):
     _, art = champion
-    from fusionrec.monitoring.reference import of_artifact
-
-    reference = of_artifact(art)
-    assert set(reference["kind"]) == {"user", "history", "fallback"}
-    window = pd.DataFrame({"kind": ["user"] * 60 + ["history"] * 30 + ["fallback"] * 10 + ["text"] * 5,
-                           "k": [3] * 60 + [7] * 30 + [1] * 10 + [5] * 5,
-                           "history_length": [0] * 60 + [4] * 30 + [0] * 15, "latency_ms": 9.0})
-    got = matched(reference, window, seed=0)
-    counts = got["kind"].value_counts()
-    assert counts.to_dict() == {"user": 60, "history": 30, "fallback": 10}  # the window's mix; no text to match
+    rec = Recommender(art)
+    callers = pd.DataFrame(_served(rec, art, 0, T0, 9, text=_texts(synth_embeddings, 300, 9)))
+    reference = ModelReference(art, callers)
+    window = pd.DataFrame({"kind": ["user"] * 60 + ["fallback"] * 10 + ["text"] * 20 + ["like"] * 5,
+                           "k": [3] * 60 + [7] * 10 + [5] * 25, "history_length": 0, "latency_ms": 9.0})
+    assert reference.covers(window).tolist() == [True] * 90 + [False] * 5  # nothing pinned stands for "like"
+    got = reference.draw(window, seed=0)
+    assert got["kind"].value_counts().to_dict() == {"user": 120, "text": 40, "fallback": 20}  # two per window row
     users = got[got["kind"] == "user"]
-    assert not users.duplicated(subset=["request_id"]).any() or len(art.users) < 60  # no repeats while there are enough
-    assert got.loc[got["kind"] == "user", "items"].map(len).eq(3).all()  # answers cut to the window's k
-    assert got.loc[got["kind"] == "history", "history_length"].eq(4).all()
-    # a history of 4 items is matched with the model's answers from 3 (the nearest length at or below)
-    ids = set(got.loc[got["kind"] == "history", "request_id"])
-    assert reference.loc[reference["request_id"].isin(ids), "history_length"].eq(3).all()
+    assert users["items"].map(len).eq(3).all() and got.loc[got["kind"] == "fallback", "items"].map(len).eq(7).all()
+    assert users["user_vector"].notna().all() and got.loc[got["kind"] == "fallback", "fallback"].all()
+    # the known users are the model's own, each once while there are enough of them
+    vectors = np.stack(users["user_vector"].to_list())
+    assert len(np.unique(vectors.round(5), axis=0)) == min(120, len(art.users))
+    texts = got.loc[got["kind"] == "text", "request_id"]
+    assert set(texts) <= set(callers["request_id"]) and not texts.duplicated().any()  # a pinned query never twice
+    # fewer pinned queries than two per window row: every kind drawn at the share the scarcest allows
+    few = ModelReference(art, callers.iloc[:30]).draw(window, seed=0)["kind"].value_counts().to_dict()
+    assert few == {"user": 90, "text": 30, "fallback": 15}

@@ -1,7 +1,7 @@
 """Drift of a window of logged traffic against the model's reference, computed by Evidently (0.7 API).
 
 The reference is the model's own answers on trusted data (``monitoring/reference.py``), drawn for each
-window in the window's mix of request kinds and with its rows' ``k``, history lengths and latencies:
+window in the window's request shapes (the kinds, ``k``, history lengths and latencies of its rows):
 what callers choose to ask is theirs, not a sign that the model is stale, so it is reported (``stats``:
 the kind shares, the mean ``k`` and history length) and never compared. Signals, each a drift score from
 Evidently and a verdict against its threshold:
@@ -148,11 +148,11 @@ def _value_of(snapshot, metric: str, **config: Any) -> float:
     raise KeyError(f"{metric} {config} is not in the snapshot")
 
 
-def evaluate(frame: pd.DataFrame, reference: pd.DataFrame, settings: MonitoringSettings, *,
+def evaluate(frame: pd.DataFrame, reference, settings: MonitoringSettings, *,
              popularity: dict[str, float] | None = None, seed: int = 0, timestamp=None) -> DriftResult:
-    """Drift of ``frame`` (logged records) against ``reference`` (the model's reference, or a window an
-    operator pinned: records in the same schema), the reference matched to the window's mix of kinds and
-    request shapes (:func:`fusionrec.monitoring.reference.matched`).
+    """Drift of ``frame`` (logged records) against ``reference``: the model's own answers drawn in the
+    window's shapes (a :class:`fusionrec.monitoring.reference.ModelReference`), or logged records drawn in
+    the window's mix of kinds (:func:`fusionrec.monitoring.reference.matched`).
 
     Returns:
         A :class:`DriftResult`; ``enough`` is false (and no signal evaluated) when the window has fewer
@@ -170,7 +170,7 @@ def evaluate(frame: pd.DataFrame, reference: pd.DataFrame, settings: MonitoringS
     from fusionrec.monitoring.reference import matched
 
     frame = _sample(frame, settings.drift_sample, seed)
-    reference = matched(reference, frame, seed + 1)
+    reference = reference.draw(frame, seed + 1) if hasattr(reference, "draw") else matched(reference, frame, seed + 1)
     cur, ref = scalar_features(frame, popularity), scalar_features(reference, popularity)
     definition = DataDefinition(numerical_columns=list(NUMERIC), categorical_columns=["kind"])
     metrics = [RowCount(), MeanValue(column="latency_ms"), QuantileValue(column="latency_ms", quantile=0.95),

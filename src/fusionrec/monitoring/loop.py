@@ -2,11 +2,11 @@
 the serving model's reference, decide, start retraining when the policy fires, and leave everything where
 people look: the HTML reports, the snapshots on the dashboard, the decision in ``decisions.jsonl``.
 
-A window is compared with the served version's own reference (the model's answers on its users, written
-into the version when it was made) and, for its queries by example, with the query window an operator
-pinned (``fusionrec monitor reference``); never with the first traffic after a deploy, so no caller
-decides what drift is (``monitoring/reference.py``). The caller passes ``retrain``, the function that starts a run (the KFP local runner here, a
-``kfp.Client`` run on a cluster): the core does not know how pipelines are run.
+A window is compared with the served version's own answers to requests of the window's shapes about its
+training users and, for its queries by example, with the query window an operator pinned (``fusionrec
+monitor reference``); never with the first traffic after a deploy, so no caller decides what drift is
+(``monitoring/reference.py``). The caller passes ``retrain``, the function that starts a run (the KFP
+local runner here, a ``kfp.Client`` run on a cluster): the core does not know how pipelines are run.
 """
 
 from __future__ import annotations
@@ -66,26 +66,27 @@ def expire(settings: Settings, now: datetime | None = None) -> list[Path]:
 
 
 def pin_reference(settings: Settings, start: datetime, end: datetime) -> Path:
-    """Keep the query records of a window of logged traffic (``start`` to ``end``, an operator's choice: the
-    window is theirs to vouch for) as the query reference of the served model's encoders.
+    """Keep the new-user (history) and query records of a window of logged traffic (``start`` to ``end``, an
+    operator's choice: the window is theirs to vouch for) as the callers' reference.
 
     Raises:
-        FusionRecError: the served model cannot be read, or fewer than ``min_records`` queries in the window.
+        FusionRecError: the served model cannot be read, or fewer than ``min_records`` such records.
     """
-    from fusionrec.monitoring.reference import is_query, pin_queries, query_identities
+    from fusionrec.monitoring.reference import is_known, is_query, pin_callers, query_identities
 
     art = _served(settings, None)
     if art is None:
         raise FusionRecError(f"the served model at {settings.serving.storage_uri} cannot be read: its encoders "
-                             "name the query reference")
+                             "name the callers' reference")
     frame = read_window(monitoring_dir(settings) / "logs", start, end).frame
     identities = query_identities(art)
-    frame = frame[is_query(frame["kind"]) & frame["model_version"].map(_same_encoders(settings, identities))]
+    same = frame["model_version"].map(_same_encoders(settings, identities)).astype(bool)
+    frame = frame[~is_known(frame["kind"]) & (same | ~is_query(frame["kind"]))]
     if len(frame) < settings.monitoring.min_records:
-        raise FusionRecError(f"not enough queries for a reference between {start:%Y-%m-%dT%H:%M} and {end:%Y-%m-%dT%H:%M}: "
-                             f"{len(frame)} logged by models with the served encoders, at least "
+        raise FusionRecError(f"not enough new-user and query requests for a reference between {start:%Y-%m-%dT%H:%M} "
+                             f"and {end:%Y-%m-%dT%H:%M}: {len(frame)} logged, at least "
                              f"{settings.monitoring.min_records} needed")
-    return pin_queries(frame, identities, monitoring_dir(settings) / "reference", window=(start, end))
+    return pin_callers(frame, identities, monitoring_dir(settings) / "reference", window=(start, end))
 
 
 def _same_encoders(settings: Settings, identities: dict[str, str]) -> Callable[[object], bool]:
@@ -106,18 +107,18 @@ def _same_encoders(settings: Settings, identities: dict[str, str]) -> Callable[[
     return same
 
 
-def _reference(folder: Path, version: str | None, art) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str]:
-    """What a window of ``version`` is compared with: the model's own reference (from its artifact ``art``)
-    and the pinned query reference (None when there is none for its encoders), and where they came from."""
-    from fusionrec.monitoring.reference import of_artifact, pinned_queries, query_identities
+def _reference(folder: Path, version: str | None, art):
+    """What a window of ``version`` is compared with: the model's own answers (from its artifact ``art``)
+    with the callers' pinned rows that serve it; and where they came from (None and why, when there is no
+    reference at all)."""
+    from fusionrec.monitoring.reference import ModelReference, pinned_callers, query_identities
 
     if version is None:
-        return None, None, "no traffic"
+        return None, "no traffic"
     if art is None or art.version != version:
-        return None, None, (f"version {version} is not in the registry at serving.storage_uri, so its reference "
-                            "cannot be read")
-    queries, why = pinned_queries(folder / "reference", query_identities(art))
-    return of_artifact(art), queries, why
+        return None, f"version {version} is not in the registry at serving.storage_uri, so its reference cannot be read"
+    callers, why = pinned_callers(folder / "reference", query_identities(art), version)
+    return ModelReference(art, callers), why
 
 
 def _served(settings: Settings, version: str | None):
@@ -193,7 +194,7 @@ def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callab
         frame = frame[frame["model_version"] == version]  # a window that spans a deploy: the newer model's traffic
     history = policy.load_decisions(folder / "decisions.jsonl")
     art = _served(settings, version) if version else None
-    reference, queries, whence = _reference(folder, version, art)
+    reference, whence = _reference(folder, version, art)
     if reference is None:
         result = drift.DriftResult(records=len(frame), enough=False)
         decision = policy.decide(result, history, mon, now=now, window=(start, now), model_version=version,
@@ -201,19 +202,17 @@ def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callab
         if len(frame) >= mon.min_records:
             decision.reason = f"no reference for {version}: {whence}"
     else:
-        from fusionrec.monitoring.reference import is_query
-
-        current = frame
-        if queries is None:  # the queries have nothing to be compared with: left out, and said
-            current = frame[~is_query(frame["kind"])]
-        else:  # the pinned window is not its own window
-            current = frame[~frame["request_id"].isin(set(queries["request_id"]))]
-            reference = pd.concat([reference, queries], ignore_index=True)
+        covered = reference.covers(frame)
+        current = frame[covered]
+        if reference.callers is not None:  # the pinned window is not its own window
+            current = current[~current["request_id"].isin(set(reference.callers["request_id"]))]
         result = drift.evaluate(current, reference, mon, popularity=_popularity(art), timestamp=now)
         decision = policy.decide(result, history, mon, now=now, window=(start, now), model_version=version,
                                  skipped_files=len(window.skipped))
-        if queries is None and is_query(frame["kind"]).any():
-            decision.reason += f"; {int(is_query(frame['kind']).sum())} queries not compared: {whence}"
+        if not covered.all():
+            left = frame.loc[~covered, "kind"].value_counts()
+            decision.reason += (f"; {int(left.sum())} requests not compared ("
+                                f"{', '.join(f'{n} {k}' for k, n in left.items())}): {whence}")
         measured = _quality(settings, art, current, now) if result.enough else None
         if measured is not None:
             result.snapshots["quality"] = measured.snapshot
