@@ -290,7 +290,7 @@ def catalogue_as_queries(settings, art, ds, aa: list[pd.DataFrame], seed: int, n
                 score, d, _ = method(pd.DataFrame(cur), pd.DataFrame(sample))
                 scores.append(float(score))
                 drifted += bool(d)
-            print(f"  {m} queries vs {label:<34} AUC {min(scores):.2f}-{max(scores):.2f}; "
+            print(f"  {m + ' queries':<13} vs {label:<34} AUC {min(scores):.2f}-{max(scores):.2f}; "
                   f"{drifted} of {len(aa)} A/A windows drift")
     from fusionrec.recommender import Recommender, Row
 
@@ -308,7 +308,7 @@ def catalogue_as_queries(settings, art, ds, aa: list[pd.DataFrame], seed: int, n
         score, d, _ = method(pd.DataFrame(np.stack(new_users["user_vector"].to_list())), pd.DataFrame(ref))
         scores.append(float(score))
         drifted += bool(d)
-    print(f"  new users vs {'training users at the same lengths':<38} AUC {min(scores):.2f}-{max(scores):.2f}; "
+    print(f"  {'new users':<13} vs {'training users at the same lengths':<34} AUC {min(scores):.2f}-{max(scores):.2f}; "
           f"{drifted} of {len(aa)} A/A windows drift")
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipelines.cli import Sets, _modalities, _overrides, _spec
+from pipelines.cli import Dim, Epochs, Sets, Spec, _modalities, _overrides, _spec
 from pipelines.training import DEFAULT_BASELINES
 
 app = typer.Typer(help="Drift of the inference log, the retraining loop, and the SRE dashboard.", no_args_is_help=True)
@@ -32,8 +32,9 @@ def run_cmd(
     registry: Annotated[Optional[Path], typer.Option(help="The model registry (default: artifacts/<dataset>/models).")] = None,
     root: Annotated[Path, typer.Option(help="The retraining run's pipeline root.")] = Path("artifacts/pipeline"),
     modalities: Annotated[Optional[str], typer.Option(help="Modalities to embed (default: the contract's).")] = None,
-    epochs: Annotated[int, typer.Option(help="Most epochs of a retraining run.")] = 40,
-    dim: Annotated[int, typer.Option(help="Shared embedding size.")] = 64,
+    spec: Spec = None,
+    epochs: Epochs = None,
+    dim: Dim = None,
     margin: Annotated[float, typer.Option(help="Promotion margin on NDCG@20.")] = 0.01,
     baselines: Annotated[str, typer.Option(help="Comma-separated baselines.")] = ",".join(DEFAULT_BASELINES),
     host: Annotated[Optional[str], typer.Option(help="Retrain on this Kubeflow Pipelines endpoint (kfp.Client); "
@@ -52,7 +53,7 @@ def run_cmd(
     settings = _settings(sets, profile)
     name = load_contract(contract).name
     training = {"contract": str(contract), "registry": str(registry or Path("artifacts") / name / "models"),
-                "modalities": _modalities(contract, modalities), "spec": _spec("random", 0, "gated", dim, epochs, None),
+                "modalities": _modalities(contract, modalities), "spec": _spec(spec, dim=dim, epochs=epochs),
                 "settings": _overrides(sets, profile), "margin": margin,
                 "baselines": [b.strip() for b in baselines.split(",") if b.strip()]}
     if not host:
@@ -155,6 +156,9 @@ def schedule_cmd(
     cron: Annotated[str, typer.Option(help="KFP's six-field cron expression.")] = "0 5 * * * *",
     image: Annotated[Optional[str], typer.Option(help="The component image.")] = None,
     modalities: Annotated[str, typer.Option(help="Comma-separated modalities.")] = "text,image",
+    spec: Spec = None,
+    epochs: Epochs = None,
+    dim: Dim = None,
     service_account: Annotated[Optional[str], typer.Option(help="The ServiceAccount the monitoring runs run as "
                                                                 "(the bundle's: fusionrec-monitoring).")] = None,
     training_service_account: Annotated[Optional[str], typer.Option(
@@ -165,7 +169,7 @@ def schedule_cmd(
     from pipelines.training import DEFAULT_IMAGE
 
     training = {"contract": contract, "registry": registry, "modalities": modalities.split(","),
-                "settings": {"profile": "cluster"}}
+                "spec": _spec(spec, dim=dim, epochs=epochs), "settings": {"profile": "cluster"}}
     job = schedule(host, image=image or DEFAULT_IMAGE, training=training, cron=cron, service_account=service_account,
                    training_service_account=training_service_account)
     typer.echo(f"recurring run {job} on {host}: {cron}")

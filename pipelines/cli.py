@@ -18,8 +18,8 @@ app = typer.Typer(help="The Kubeflow training pipeline: compile it for the UI, r
 Contract = Annotated[Path, typer.Option(help="The dataset contract YAML.")]
 Modalities = Annotated[Optional[str], typer.Option(help="Comma-separated modalities to embed, one task each "
                                                         "(default: every one the contract has).")]
-Protocol = Annotated[str, typer.Option(help="Split: random, temporal, cold_item, given.")]
-Fusion = Annotated[str, typer.Option(help="gated or concat.")]
+Protocol = Annotated[Optional[str], typer.Option(help="Split: random (the default), temporal, cold_item, given.")]
+Fusion = Annotated[Optional[str], typer.Option(help="gated (the default) or concat.")]
 Image = Annotated[Optional[str], typer.Option(help="The component image (default: the CPU image's tag).")]
 Gpus = Annotated[int, typer.Option(min=0, help="GPUs on the train step.")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", help="A settings override KEY=VALUE, e.g. "
@@ -52,11 +52,18 @@ def _modalities(contract: Path, given: str | None) -> list[str]:
     return load_contract(contract).modality_names
 
 
-def _spec(protocol: str, seed: int, fusion: str, dim: int, epochs: int, model_modalities: str | None) -> dict:
-    spec = {"protocol": protocol, "seed": seed, "fusion": fusion, "dim": dim, "epochs": epochs}
-    if model_modalities:
-        spec["modalities"] = model_modalities
-    return spec
+def _spec(spec: str | None = None, **flags) -> dict:
+    """The training spec of a command line (``--spec`` JSON and the flags given over it), whole, as a dict."""
+    from fusionrec.workflow import TrainSpec
+
+    return TrainSpec.from_options(spec, **flags).model_dump(mode="json")
+
+
+Spec = Annotated[Optional[str], typer.Option(help="The training spec as a JSON object (or @FILE): every field of "
+                                                  "fusionrec.workflow.TrainSpec; the flags override it.")]
+Seed = Annotated[Optional[int], typer.Option(help="Seed of the split and the model (default: the spec's).")]
+Dim = Annotated[Optional[int], typer.Option(help="Shared embedding size (default: the spec's).")]
+Epochs = Annotated[Optional[int], typer.Option(help="Most epochs (default: the spec's).")]
 
 
 @app.command("compile")
@@ -102,11 +109,12 @@ def run_cmd(
     root: Annotated[Path, typer.Option(help="The pipeline root: every step's artifacts, and the step cache.")] =
     Path("artifacts/pipeline"),
     modalities: Modalities = None,
-    protocol: Protocol = "random",
-    seed: Annotated[int, typer.Option(help="Seed of the split and the model.")] = 0,
-    fusion: Fusion = "gated",
-    dim: Annotated[int, typer.Option(help="Shared embedding size.")] = 64,
-    epochs: Annotated[int, typer.Option(help="Most epochs.")] = 40,
+    spec: Spec = None,
+    protocol: Protocol = None,
+    seed: Seed = None,
+    fusion: Fusion = None,
+    dim: Dim = None,
+    epochs: Epochs = None,
     model_modalities: Annotated[Optional[str], typer.Option(help="Modalities the model uses (default: all).")] = None,
     margin: Annotated[float, typer.Option(help="Promote only when NDCG@20 beats the champion's by this share.")] = 0.01,
     baselines: Annotated[str, typer.Option(help="Comma-separated baselines for the comparison.")] =
@@ -130,7 +138,8 @@ def run_cmd(
     name = load_contract(contract).name
     result = run_local(contract=str(contract), registry=registry or Path("artifacts") / name / "models",
                        pipeline_root=root, modalities=_modalities(contract, modalities),
-                       spec=_spec(protocol, seed, fusion, dim, epochs, model_modalities),
+                       spec=_spec(spec, protocol=protocol, seed=seed, fusion=fusion, dim=dim, epochs=epochs,
+                                  modalities=model_modalities),
                        settings=_overrides(sets, profile), margin=margin,
                        baselines=[b.strip() for b in baselines.split(",") if b.strip()], runner=runner,
                        image=image or DEFAULT_IMAGE, cache=cache, deploy=deploy)
@@ -146,11 +155,12 @@ def submit_cmd(
                                                "or on a mounted volume).")],
     registry: Annotated[str, typer.Option(help="The registry folder as the steps see it.")] = "/mnt/registry",
     modalities: Annotated[str, typer.Option(help="Comma-separated modalities to embed.")] = "text,image",
-    protocol: Protocol = "random",
-    seed: Annotated[int, typer.Option(help="Seed of the split and the model.")] = 0,
-    fusion: Fusion = "gated",
-    dim: Annotated[int, typer.Option(help="Shared embedding size.")] = 64,
-    epochs: Annotated[int, typer.Option(help="Most epochs.")] = 40,
+    spec: Spec = None,
+    protocol: Protocol = None,
+    seed: Seed = None,
+    fusion: Fusion = None,
+    dim: Dim = None,
+    epochs: Epochs = None,
     margin: Annotated[float, typer.Option(help="Promotion margin on NDCG@20.")] = 0.01,
     baselines: Annotated[str, typer.Option(help="Comma-separated baselines.")] = ",".join(DEFAULT_BASELINES),
     experiment: Annotated[str, typer.Option(help="The Kubeflow experiment.")] = "fusionrec",
@@ -162,7 +172,7 @@ def submit_cmd(
     from pipelines.training import DEFAULT_IMAGE, Target, submit
 
     run_id = submit(host, contract=contract, registry=registry, modalities=_modalities(Path(contract), modalities),
-                    spec=_spec(protocol, seed, fusion, dim, epochs, None),
+                    spec=_spec(spec, protocol=protocol, seed=seed, fusion=fusion, dim=dim, epochs=epochs),
                     settings=_overrides(sets, "cluster"), margin=margin,
                     baselines=[b.strip() for b in baselines.split(",") if b.strip()], experiment=experiment,
                     target=Target(image=image or DEFAULT_IMAGE, cluster=True, gpus=gpus))

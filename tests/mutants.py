@@ -31,6 +31,7 @@ BUNDLE, MANIFESTS = "tests/integration/test_bundle.py", "tests/unit/test_manifes
 ACCESS, GUARD, REGISTRY = "tests/unit/test_access.py", "tests/unit/test_http_guard.py", "tests/unit/test_registry.py"
 SINK, SECURITY, CONFIG = "tests/integration/test_sink.py", "tests/unit/test_security.py", "tests/unit/test_config.py"
 REFERENCE = "tests/integration/test_drift_reference.py"
+REQUEST = "tests/unit/test_train_request.py"
 
 
 @dataclass(frozen=True)
@@ -218,17 +219,24 @@ MUTANTS = [
            'return (is_version(r.get("model_version"))', "return (True", (SINK, "-k", "dropped_alone")),
     Mutant("a short pseudonymisation key is accepted", "src/fusionrec/monitoring/log.py",
            "    if len(key) < MIN_KEY_BYTES:", "    if False:", (MONITORING, "-k", "short_empty")),
-    Mutant("the first traffic becomes the drift reference again", "src/fusionrec/monitoring/loop.py",
-           "    reference, queries, whence = _reference(folder, version, art)\n",
-           "    reference, queries, whence = _reference(folder, version, art)\n"
-           "    first = read_window(folder / 'logs').frame\n"
-           "    reference = first[first['model_version'] == version].sort_values('time').head(600)\n",
+    Mutant("the first traffic becomes the callers' reference again", "src/fusionrec/monitoring/loop.py",
+           '    callers, why = pinned_callers(folder / "reference", query_identities(art), version)\n',
+           '    callers = read_window(folder / "logs").frame\n'
+           '    callers, why = callers[callers["model_version"] == version].sort_values("time").head(600), "first"\n',
            (REFERENCE, "-k", "first_traffic")),
-    Mutant("queries are compared with nothing pinned", "src/fusionrec/monitoring/loop.py",
-           "            current = frame[~is_query(frame[\"kind\"])]", "            pass", (REFERENCE, "-k", "first_traffic")),
-    Mutant("the reference keeps its own mix of kinds", "src/fusionrec/monitoring/drift.py",
-           "    reference = matched(reference, frame, seed + 1)", "    reference = _sample(reference, len(frame), seed + 1)",
-           (REFERENCE, "-k", "mix_and_shapes or first_traffic")),
+    Mutant("requests with nothing to compare with are compared", "src/fusionrec/monitoring/loop.py",
+           "        current = frame[covered]", "        current = frame", (REFERENCE, "-k", "first_traffic")),
+    Mutant("the callers' window is drawn in its own mix, not the window's", "src/fusionrec/monitoring/reference.py",
+           "            parts.append(matched(pinned, brought, seed, times))", "            parts.append(pinned)",
+           (REFERENCE, "-k", "shapes")),
+    # issue 23: one training spec, whole, from every entry point
+    Mutant("the TrainJob drops the spec's softmax", "src/fusionrec/trainjob.py",
+           '"--spec", s.model_dump_json()', '"--spec", s.model_dump_json(exclude={"softmax"})', (REQUEST, "-k", "trainjob")),
+    Mutant("a flag given on the command line is ignored", "src/fusionrec/workflow.py",
+           "{k: v for k, v in flags.items() if v is not None}", "{}", (REQUEST, "-k", "flags_over")),
+    Mutant("the schedule starts its runs with the default spec", "monitoring/cli.py",
+           '"spec": _spec(spec, dim=dim, epochs=epochs), "settings": {"profile": "cluster"}}',
+           '"settings": {"profile": "cluster"}}', (REQUEST, "-k", "schedule_command")),
     Mutant("secrets are YAML-parsed again", "src/fusionrec/config.py",
            "        if tuple(keys) in secrets:", "        if False:", (CONFIG, "-k", "secret")),
     Mutant("the predictor admits all of istio-system", "manifests/base/security/network-policies.yaml",

@@ -195,15 +195,19 @@ def train_cmd(
     models: Annotated[Optional[Path], typer.Option(help="The model registry folder (versions/ and champion.json).")] = None,
     candidate: Annotated[Optional[Path], typer.Option(help="Write the candidate artifact here instead (no registry, no "
                                                            "gate: what a pipeline's TrainJob does).")] = None,
-    protocol: Annotated[str, typer.Option(help="Split: random (8:1:1 per user), temporal, cold_item, given.")] = "random",
-    seed: Annotated[int, typer.Option(help="Seed for the split, the initialisation and the batches.")] = 0,
+    spec: Annotated[Optional[str], typer.Option(help="The training spec as a JSON object (or @FILE): every field of "
+                                                     "fusionrec.workflow.TrainSpec; the flags below override it.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="Split: random (8:1:1 per user), temporal, cold_item, "
+                                                         "given.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for the split, the initialisation and the batches.")] = None,
     modalities: Annotated[Optional[str], typer.Option(help="Comma-separated modalities (default: all embedded).")] = None,
-    fusion: Annotated[str, typer.Option(help="gated (default) or concat.")] = "gated",
-    dim: Annotated[int, typer.Option(min=4, help="Shared embedding size.")] = 64,
-    epochs: Annotated[int, typer.Option(min=1, help="Most epochs (early stopping on validation NDCG@20).")] = 40,
-    ranking_head: Annotated[bool, typer.Option(help="Also train the ranking head (log loss).")] = False,
-    softmax: Annotated[str, typer.Option(help="Retrieval loss: full, sampled (logQ-corrected; for large catalogues) "
-                                              "or auto (sampled above 5,000 items).")] = "auto",
+    fusion: Annotated[Optional[str], typer.Option(help="gated (the default) or concat.")] = None,
+    dim: Annotated[Optional[int], typer.Option(help="Shared embedding size.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Most epochs (early stopping on validation NDCG@20).")] = None,
+    ranking_head: Annotated[Optional[bool], typer.Option("--ranking-head/--no-ranking-head",
+                                                         help="Also train the ranking head (log loss).")] = None,
+    softmax: Annotated[Optional[str], typer.Option(help="Retrieval loss: full, sampled (logQ-corrected; for large "
+                                                        "catalogues) or auto (sampled above 5,000 items).")] = None,
     margin: Annotated[float, typer.Option(help="Promote only when NDCG@20 beats the champion's by this share.")] = 0.01,
     features: Annotated[Optional[Path], typer.Option(help="Read the training set from these Feast tables "
                                                           "('fusionrec features build --out').")] = None,
@@ -218,20 +222,20 @@ def train_cmd(
     from fusionrec.workflow import TrainSpec, train_and_register, train_candidate
 
     # checked before anything is read or computed
-    spec = TrainSpec.parse(protocol=protocol, seed=seed, modalities=modalities, fusion=fusion, dim=dim, epochs=epochs,
-                           ranking_head=ranking_head, softmax=softmax)
+    spec_ = TrainSpec.from_options(spec, protocol=protocol, seed=seed, modalities=modalities, fusion=fusion, dim=dim,
+                                   epochs=epochs, ranking_head=ranking_head, softmax=softmax)
     if (models is None) == (candidate is None):
         raise ConfigError("give one of --models (train, register, gate) or --candidate (train only)")
     settings = state.settings()
     if candidate is not None:
-        made = train_candidate(dataset, embeddings, spec, candidate, device=settings.encoders.device,
+        made = train_candidate(dataset, embeddings, spec_, candidate, device=settings.encoders.device,
                                checkpoints=candidate.parent / "checkpoints", features_dir=features,
                                feature_settings=settings.features, progress=progress)
         if made is not None:  # rank 0 (or a single process)
             typer.echo(json.dumps({"candidate": str(made.path), "run": made.run_id, "source": made.source,
                                    "test": {k: round(float(v), 4) for k, v in made.test.items()}}, indent=2))
         return
-    outcome = train_and_register(dataset, embeddings, spec, models, margin=margin, device=settings.encoders.device,
+    outcome = train_and_register(dataset, embeddings, spec_, models, margin=margin, device=settings.encoders.device,
                                  features_dir=features, feature_settings=settings.features, progress=progress)
     if outcome is not None:
         typer.echo(json.dumps(outcome.summary(), indent=2))

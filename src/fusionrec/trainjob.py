@@ -52,12 +52,10 @@ def render_trainjob(*, name: str, image: str, job_dir: str, spec: dict[str, Any]
     trainer = job["spec"]["trainer"]
     trainer.update(image=image, numNodes=nodes, numProcPerNode=max(gpus_per_node, 1))
     d = job_dir.rstrip("/")
+    # the spec whole, as JSON: never re-spelled as flags (a field a flag list forgot would train with its default)
     trainer["args"] = ["-m", "fusionrec", "train", f"{d}/clean", "--embeddings", f"{d}/embeddings",
                        "--features", f"{d}/features", "--candidate", f"{d}/candidate",
-                       "--protocol", s.protocol, "--seed", str(s.seed), "--fusion", s.fusion, "--dim", str(s.dim),
-                       "--epochs", str(s.epochs),
-                       *(["--modalities", ",".join(s.modalities)] if s.modalities else []),
-                       *(["--ranking-head"] if s.ranking_head else []), "--no-progress"]
+                       "--spec", s.model_dump_json(), "--no-progress"]
     for part in ("requests", "limits"):
         res = trainer["resourcesPerNode"][part]
         if gpus_per_node:

@@ -52,6 +52,25 @@ class TrainSpec(BaseModel):
         except ValidationError as e:
             raise ConfigError(f"training spec: {describe_pydantic_errors(e)}") from None
 
+    @classmethod
+    def from_options(cls, spec: str | None = None, **flags: Any) -> TrainSpec:
+        """A spec from a command line: ``spec`` (a JSON object of its fields, or ``@FILE`` holding one) with the
+        flags that were given (not None) over it; every default is the model's own, written once above.
+
+        Raises:
+            ConfigError: the JSON is not an object of known fields, or a value is out of range.
+        """
+        values: dict[str, Any] = {}
+        if spec:
+            try:
+                text = Path(spec[1:]).read_text(encoding="utf-8") if spec.startswith("@") else spec
+                values = json.loads(text)
+            except (OSError, UnicodeDecodeError, ValueError):
+                raise ConfigError("--spec: not a JSON object of training fields (or @FILE holding one)") from None
+            if not isinstance(values, dict):
+                raise ConfigError("--spec: not a JSON object of training fields (or @FILE holding one)")
+        return cls.parse(**{**values, **{k: v for k, v in flags.items() if v is not None}})
+
     def run_id(self, dataset: str, modalities: list[str]) -> str:
         """A name that says what was trained (also the checkpoint folder)."""
         return f"{dataset}-{self.protocol}-s{self.seed}-{self.fusion}-{'_'.join(sorted(modalities))}"

@@ -1,6 +1,7 @@
 """Distributed training on a cluster: the TrainJob against Kubeflow Trainer's own CRD schema, its
 command, the pipeline option that launches it, and the wait on its conditions."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 from fusionrec.bundle import CrdSchemas
 from fusionrec.config import manifests_dir, read_yaml
 from fusionrec.trainjob import TrainJobFailed, render_trainjob, run_trainjob
+from fusionrec.workflow import TrainSpec
 
 pytestmark = pytest.mark.unit
 CRD = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "crds" / "trainer.kubeflow.org_trainjobs.yaml"
@@ -48,7 +50,8 @@ def test_the_job_runs_the_same_trainer_under_torchrun_and_writes_a_candidate():
     args = dict(zip(t["args"][4::2], t["args"][5::2]))
     assert args["--features"] == "/mnt/registry/jobs/run-7/features"  # the training set comes from Feast
     assert args["--candidate"] == "/mnt/registry/jobs/run-7/candidate"  # no registry: the pipeline's gate decides
-    assert (args["--protocol"], args["--seed"], args["--modalities"]) == ("temporal", "3", "text,image")
+    assert json.loads(args["--spec"]) == {**TrainSpec().model_dump(mode="json"), "protocol": "temporal", "seed": 3,
+                                          "modalities": ["text", "image"]}  # the spec whole, never re-spelled
     assert t["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "2"
     pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
     spec = pod["template"]["spec"]["template"]["spec"]
