@@ -13,8 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipelines.cli import Dim, Epochs, Sets, Spec, _modalities, _overrides, _spec
-from pipelines.training import DEFAULT_BASELINES
+from pipelines.cli import Baselines, Dim, Epochs, Margin, Sets, Spec, _baselines, _modalities, _overrides, _spec
 
 app = typer.Typer(help="Drift of the inference log, the retraining loop, and the SRE dashboard.", no_args_is_help=True)
 
@@ -35,8 +34,8 @@ def run_cmd(
     spec: Spec = None,
     epochs: Epochs = None,
     dim: Dim = None,
-    margin: Annotated[float, typer.Option(help="Promotion margin on NDCG@20.")] = 0.01,
-    baselines: Annotated[str, typer.Option(help="Comma-separated baselines.")] = ",".join(DEFAULT_BASELINES),
+    margin: Margin = None,
+    baselines: Baselines = None,
     host: Annotated[Optional[str], typer.Option(help="Retrain on this Kubeflow Pipelines endpoint (kfp.Client); "
                                                      "default: the KFP local runner here.")] = None,
     retrain: Annotated[bool, typer.Option(help="Start retraining when the policy fires (off: record only).")] = True,
@@ -55,7 +54,7 @@ def run_cmd(
     training = {"contract": str(contract), "registry": str(registry or Path("artifacts") / name / "models"),
                 "modalities": _modalities(contract, modalities), "spec": _spec(spec, dim=dim, epochs=epochs),
                 "settings": _overrides(sets, profile), "margin": margin,
-                "baselines": [b.strip() for b in baselines.split(",") if b.strip()]}
+                "baselines": _baselines(baselines)}
     if not host:
         training.update(pipeline_root=root, deploy=deploy)
     now = datetime.fromisoformat(at) if at else None

@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipelines.training import DEFAULT_BASELINES
 
 app = typer.Typer(help="The Kubeflow training pipeline: compile it for the UI, run it here, submit it to a cluster.",
                   no_args_is_help=True)
@@ -64,6 +63,14 @@ Spec = Annotated[Optional[str], typer.Option(help="The training spec as a JSON o
 Seed = Annotated[Optional[int], typer.Option(help="Seed of the split and the model (default: the spec's).")]
 Dim = Annotated[Optional[int], typer.Option(help="Shared embedding size (default: the spec's).")]
 Epochs = Annotated[Optional[int], typer.Option(help="Most epochs (default: the spec's).")]
+Margin = Annotated[Optional[float], typer.Option(help="Promote only when NDCG@20 beats the champion's by this share "
+                                                      "(default: the gate's).")]
+Baselines = Annotated[Optional[str], typer.Option(help="Comma-separated baselines for the comparison "
+                                                       "(default: the pipeline's).")]
+
+
+def _baselines(given: str | None) -> list[str] | None:
+    return [b.strip() for b in given.split(",") if b.strip()] if given is not None else None
 
 
 @app.command("compile")
@@ -116,9 +123,8 @@ def run_cmd(
     dim: Dim = None,
     epochs: Epochs = None,
     model_modalities: Annotated[Optional[str], typer.Option(help="Modalities the model uses (default: all).")] = None,
-    margin: Annotated[float, typer.Option(help="Promote only when NDCG@20 beats the champion's by this share.")] = 0.01,
-    baselines: Annotated[str, typer.Option(help="Comma-separated baselines for the comparison.")] =
-    ",".join(DEFAULT_BASELINES),
+    margin: Margin = None,
+    baselines: Baselines = None,
     runner: Annotated[str, typer.Option(help="subprocess (steps as local processes) or docker (steps in their "
                                               "containers; DOCKER_HOST may point at podman's socket).")] = "subprocess",
     image: Annotated[Optional[str], typer.Option(help="The component image for --runner docker.")] = None,
@@ -141,7 +147,7 @@ def run_cmd(
                        spec=_spec(spec, protocol=protocol, seed=seed, fusion=fusion, dim=dim, epochs=epochs,
                                   modalities=model_modalities),
                        settings=_overrides(sets, profile), margin=margin,
-                       baselines=[b.strip() for b in baselines.split(",") if b.strip()], runner=runner,
+                       baselines=_baselines(baselines), runner=runner,
                        image=image or DEFAULT_IMAGE, cache=cache, deploy=deploy)
     typer.echo(json.dumps({"promoted": result.promoted, "gate": result.reason, "champion": result.champion,
                            "serving": result.serving_url, "artifacts": str(result.pipeline_root),
@@ -161,8 +167,8 @@ def submit_cmd(
     fusion: Fusion = None,
     dim: Dim = None,
     epochs: Epochs = None,
-    margin: Annotated[float, typer.Option(help="Promotion margin on NDCG@20.")] = 0.01,
-    baselines: Annotated[str, typer.Option(help="Comma-separated baselines.")] = ",".join(DEFAULT_BASELINES),
+    margin: Margin = None,
+    baselines: Baselines = None,
     experiment: Annotated[str, typer.Option(help="The Kubeflow experiment.")] = "fusionrec",
     image: Image = None,
     gpus: Gpus = 1,
@@ -174,6 +180,6 @@ def submit_cmd(
     run_id = submit(host, contract=contract, registry=registry, modalities=_modalities(Path(contract), modalities),
                     spec=_spec(spec, protocol=protocol, seed=seed, fusion=fusion, dim=dim, epochs=epochs),
                     settings=_overrides(sets, "cluster"), margin=margin,
-                    baselines=[b.strip() for b in baselines.split(",") if b.strip()], experiment=experiment,
+                    baselines=_baselines(baselines), experiment=experiment,
                     target=Target(image=image or DEFAULT_IMAGE, cluster=True, gpus=gpus))
     typer.echo(f"submitted run {run_id} to {host} (experiment {experiment})")

@@ -13,25 +13,31 @@ RECURRING_RUN = "fusionrec-monitoring-hourly"
 DEFAULT_CRON = "0 5 * * * *"  # KFP's six-field cron: every hour, five minutes past (the hour's log files are closed)
 
 
+LOCAL = ("pipeline_root", "deploy", "runner", "image", "cache")  # how a run is started here
+CLUSTER = ("image", "service_account")  # ... and on a cluster
+
+
 def retrainer(host: str | None, training: dict[str, Any]) -> Callable[[Any], str]:
     """A function that starts one training run and returns its id: ``run_local`` here (``host`` None),
     ``submit`` to the Kubeflow Pipelines API at ``host`` on a cluster. ``training`` holds the training
-    pipeline's parameters (contract, registry, modalities, spec, settings, margin, baselines; locally also
-    pipeline_root, deploy)."""
-    from pipelines.training import run_local, submit
+    pipeline's parameters (a :class:`pipelines.training.TrainingRun`'s fields) and how it is started
+    (:data:`LOCAL`, :data:`CLUSTER`).
 
-    params = dict(training)
+    Raises:
+        ConfigError: a parameter is unknown or bad (when the retrainer is made, not when it fires).
+    """
+    from pipelines.training import TRAINING_SERVICE_ACCOUNT, Target, TrainingRun, run_local, submit
+
+    how = {k: training[k] for k in (*LOCAL, *CLUSTER) if k in training}
+    run = TrainingRun.of(**{k: v for k, v in training.items() if k not in how})  # checked now, not when it fires
 
     def start(decision) -> str:
         if host:  # the same image as this step's, on a cluster; the run's ServiceAccount when given
-            from pipelines.training import Target
-
-            keep = {k: v for k, v in params.items() if k not in ("pipeline_root", "deploy", "runner", "image")}
-            if params.get("image"):
-                keep["target"] = Target(image=params["image"], cluster=True)
-            return submit(host, **keep)
-        run = run_local(**params)
-        return f"local:{run.pipeline_root} promoted={run.promoted} champion={run.champion}"
+            target = Target(image=how["image"], cluster=True) if how.get("image") else Target(cluster=True)
+            return submit(host, run, target=target,
+                          service_account=how.get("service_account", TRAINING_SERVICE_ACCOUNT))
+        done = run_local(run, **{k: v for k, v in how.items() if k in LOCAL})
+        return f"local:{done.pipeline_root} promoted={done.promoted} champion={done.champion}"
 
     return start
 

@@ -16,7 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from fusionrec.errors import ConfigError, FusionRecError
+from fusionrec.workflow import MARGIN
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,44 @@ RETRIED = ("embed", "features", "register", "deploy")
 # The trainer: "component" (the train step itself, on one node's GPUs) or "trainjob" (a Kubeflow Trainer
 # TrainJob the step launches: torchrun across nodes; manifests/trainjob.yaml).
 TRAINERS = ("component", "trainjob")
+
+
+class TrainingRun(BaseModel):
+    """One run of the training pipeline: every parameter, its default written once. The pipeline's signature,
+    :func:`run_local`, :func:`submit`, the CLI, the monitoring loop's retrainer and its schedule read it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contract: str  # the dataset contract as the steps see it
+    registry: str  # the model registry folder as the steps see it
+    modalities: list[str] = Field(default_factory=lambda: ["text", "image"])  # embedded, one task each
+    spec: dict[str, Any] = Field(default_factory=dict)  # a fusionrec.workflow.TrainSpec's fields
+    settings: dict[str, Any] = Field(default_factory=dict)  # settings overrides for every step
+    margin: float = MARGIN  # promote only when NDCG@20 beats the champion's by this share
+    baselines: list[str] = Field(default_factory=lambda: list(DEFAULT_BASELINES))
+
+    @classmethod
+    def of(cls, **values: Any) -> "TrainingRun":
+        """A run from keyword values (paths as strings); a bad or unknown one raises ConfigError naming it."""
+        from pydantic import ValidationError
+
+        from fusionrec.config import describe_pydantic_errors
+
+        values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise ConfigError(f"training run: {describe_pydantic_errors(e)}") from None
+
+    def arguments(self) -> dict[str, Any]:
+        """The pipeline's parameters for this run."""
+        return self.model_dump()
+
+
+def _default(name: str):
+    """A TrainingRun field's default (for the pipeline's signature)."""
+    f = TrainingRun.model_fields[name]
+    return f.default_factory() if f.default_factory is not None else f.default
 
 
 @dataclass(frozen=True)
@@ -132,11 +173,11 @@ def build_pipeline(target: Target = Target()):
     def fusionrec_training(
         contract: str,
         registry: str,
-        modalities: List[str] = ["text", "image"],
-        spec: dict = {},
-        settings: dict = {"profile": "cluster"} if target.cluster else {},
-        margin: float = 0.01,
-        baselines: List[str] = list(DEFAULT_BASELINES),
+        modalities: List[str] = _default("modalities"),
+        spec: dict = _default("spec"),
+        settings: dict = {"profile": "cluster"} if target.cluster else _default("settings"),
+        margin: float = _default("margin"),
+        baselines: List[str] = _default("baselines"),
         deploy_target: str = "kserve" if target.cluster else "local",
         serving_registry_uri: str = f"pvc://{REGISTRY_PVC}" if target.cluster else "",
         checkpoints: str = "",
@@ -229,11 +270,10 @@ class LocalRun:
     serving_url: str | None = None
 
 
-def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path, modalities: list[str],
-              spec: dict[str, Any] | None = None, settings: dict[str, Any] | None = None, margin: float = 0.01,
-              baselines: list[str] = list(DEFAULT_BASELINES), runner: str = "subprocess", image: str = DEFAULT_IMAGE,
-              cache: bool = True, deploy: bool = True) -> LocalRun:
-    """Run the whole pipeline on this machine with the KFP local runner.
+def run_local(run: TrainingRun | None = None, *, pipeline_root: str | Path, runner: str = "subprocess",
+              image: str = DEFAULT_IMAGE, cache: bool = True, deploy: bool = True, **fields: Any) -> LocalRun:
+    """Run the whole pipeline (``run``, or a :class:`TrainingRun` of ``fields``) on this machine with the KFP
+    local runner.
 
     ``runner``: ``subprocess`` (each step a process of this Python) or ``docker`` (each step in its
     container, through the Docker API; podman's socket works). Cached steps are reused across runs
@@ -249,11 +289,12 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
 
     from fusionrec.registry import champion
 
-    spec, settings = dict(spec or {}), dict(settings or {})
-    check_parameters(spec=spec, settings=settings, modalities=modalities, baselines=baselines, margin=margin,
+    run = run or TrainingRun.of(**fields)
+    contract, modalities, spec, settings = run.contract, run.modalities, run.spec, dict(run.settings)
+    check_parameters(spec=spec, settings=settings, modalities=modalities, baselines=run.baselines, margin=run.margin,
                      contract=contract)
     root = Path(pipeline_root).resolve()
-    registry = Path(registry).resolve()
+    registry = Path(run.registry).resolve()
     registry.mkdir(parents=True, exist_ok=True)
     if runner == "subprocess":
         kfp_runner = local.SubprocessRunner(use_venv=False)
@@ -279,9 +320,10 @@ def run_local(*, contract: str, registry: str | Path, pipeline_root: str | Path,
     pipeline = build_pipeline(Target(image=image, cluster=False))
     start = time.perf_counter()
     try:
-        task = pipeline(contract=str(Path(contract).resolve()) if "://" not in contract else contract,
-                        registry=str(registry), modalities=modalities, spec=spec, settings=settings, margin=margin,
-                        baselines=baselines, deploy_target="local" if deploy and runner == "subprocess" else "none")
+        task = pipeline(**run.model_copy(update={
+            "contract": str(Path(contract).resolve()) if "://" not in contract else contract,
+            "registry": str(registry), "settings": settings}).arguments(),
+            deploy_target="local" if deploy and runner == "subprocess" else "none")
     except RuntimeError as e:
         raise PipelineFailed(_failure(str(e), root)) from e
     best = champion(registry)
@@ -424,28 +466,28 @@ def kfp_api(host: str, client=None):
                           f"{getattr(e, 'reason', '')}: {str(getattr(e, 'body', '') or '')[:300]}") from e
 
 
-def submit(host: str, *, contract: str, registry: str, modalities: list[str], spec: dict[str, Any] | None = None,
-           settings: dict[str, Any] | None = None, margin: float = 0.01, baselines: list[str] = list(DEFAULT_BASELINES),
-           experiment: str = "fusionrec", target: Target = Target(cluster=True),
-           service_account: str | None = TRAINING_SERVICE_ACCOUNT, client=None) -> str:
-    """Compile for the cluster and start a run through ``kfp.Client``; returns the run id.
+def submit(host: str, run: TrainingRun | None = None, *, experiment: str = "fusionrec",
+           target: Target = Target(cluster=True), service_account: str | None = TRAINING_SERVICE_ACCOUNT, client=None,
+           **fields: Any) -> str:
+    """Compile for the cluster and start ``run`` (or a :class:`TrainingRun` of ``fields``; its settings
+    default to the cluster profile) through ``kfp.Client``; returns the run id.
 
     Credentials are not parameters: the steps read them from Kubernetes Secrets (:data:`SECRETS`). The
     run runs as ``service_account`` (None: the namespace's default for pipeline runs).
     """
     import tempfile
 
-    spec, settings = dict(spec or {}), dict(settings or {"profile": "cluster"})
-    check_parameters(spec=spec, settings=settings, modalities=modalities, baselines=baselines, margin=margin,
-                     contract=contract)
+    run = run or TrainingRun.of(**fields)
+    if not run.settings:
+        run = run.model_copy(update={"settings": {"profile": "cluster"}})
+    check_parameters(spec=run.spec, settings=run.settings, modalities=run.modalities, baselines=run.baselines,
+                     margin=run.margin, contract=run.contract)
     with kfp_api(host, client) as client, tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", target)
-        run = client.create_run_from_pipeline_package(
-            str(package), arguments={"contract": contract, "registry": registry, "modalities": modalities, "spec": spec,
-                                     "settings": settings, "margin": margin, "baselines": baselines},
-            run_name=run_name(spec, contract, modalities), experiment_name=experiment,
-            service_account=service_account)
-    return run.run_id
+        started = client.create_run_from_pipeline_package(
+            str(package), arguments=run.arguments(), run_name=run_name(run.spec, run.contract, run.modalities),
+            experiment_name=experiment, service_account=service_account)
+    return started.run_id
 
 
 def upload(host: str, *, target: Target = Target(cluster=True), version: str | None = None, client=None) -> str:

@@ -208,7 +208,8 @@ def train_cmd(
                                                          help="Also train the ranking head (log loss).")] = None,
     softmax: Annotated[Optional[str], typer.Option(help="Retrieval loss: full, sampled (logQ-corrected; for large "
                                                         "catalogues) or auto (sampled above 5,000 items).")] = None,
-    margin: Annotated[float, typer.Option(help="Promote only when NDCG@20 beats the champion's by this share.")] = 0.01,
+    margin: Annotated[Optional[float], typer.Option(help="Promote only when NDCG@20 beats the champion's by this share "
+                                                         "(default: the gate's, 0.01).")] = None,
     features: Annotated[Optional[Path], typer.Option(help="Read the training set from these Feast tables "
                                                           "('fusionrec features build --out').")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,

@@ -27,9 +27,11 @@ from fusionrec.errors import ConfigError, DatasetError, FusionRecError
 from fusionrec.io import atomic_dir, atomic_write_text, file_lock, new_dir, sha256_file
 from fusionrec.model import FusionConfig, FusionRecModel
 from fusionrec.search import INDEX_DIR, ItemSearch
+from fusionrec.workflow import MARGIN
 
 PRIMARY = "ndcg@20"
 VERSION = re.compile(r"v\d{4,9}")  # a version's name: the only form a logged or recorded version may take
+
 
 
 def is_version(name: object) -> bool:
@@ -258,7 +260,7 @@ def resolve_version(uri: str, cache_dir: str | Path) -> Path:
                       "(champion.json); train one with 'fusionrec train'")
 
 
-def judge(root: str | Path, challenger_metrics: dict[str, Any], margin: float = 0.01, metric: str = PRIMARY,
+def judge(root: str | Path, challenger_metrics: dict[str, Any], margin: float = MARGIN, metric: str = PRIMARY,
           challenger: str = "candidate") -> GateDecision:
     """Decide, without writing anything, whether a challenger beats the champion of ``root`` by ``margin``.
 
@@ -365,7 +367,7 @@ def reinstate(root: str | Path, version: str) -> GateDecision:
     return decision
 
 
-def gate(root: str | Path, challenger: Path, margin: float = 0.01, metric: str = PRIMARY) -> GateDecision:
+def gate(root: str | Path, challenger: Path, margin: float = MARGIN, metric: str = PRIMARY) -> GateDecision:
     """Promote ``challenger`` (a version of ``root``) only when :func:`judge` says it beats the champion.
 
     Otherwise the champion stays, untouched.
@@ -406,7 +408,7 @@ def register(root: str | Path, candidate: str | Path, *, champion_too: bool = Fa
     return target
 
 
-def register_judged(root: str | Path, candidate: str | Path, margin: float = 0.01, *,
+def register_judged(root: str | Path, candidate: str | Path, margin: float = MARGIN, *,
                     only_if_better: bool = True) -> tuple[Path | None, GateDecision]:
     """Judge a candidate against the champion and register it, under one hold of the registry's lock (no
     other run can promote in between): the new version becomes the champion when it beats the champion.

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("random", "temporal", "cold_item", "given")
 BASELINES = ("mostpop", "bpr_mf", "cornac_bpr", "cornac_vbpr", "ease", "random")
+MARGIN = 0.01  # the gate's default: promote only when the primary metric beats the champion's by this share
 
 
 class TrainSpec(BaseModel):
@@ -181,11 +182,12 @@ def _rank() -> int:
 
 
 def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec: TrainSpec, registry: str | Path, *,
-                       margin: float = 0.01, device: str = "auto", features_dir: str | Path | None = None,
+                       margin: float | None = None, device: str = "auto", features_dir: str | Path | None = None,
                        feature_settings=None, progress: bool = True) -> TrainOutcome | None:
     """Train a candidate, register it as the next version, and promote it when the gate says so.
 
-    Every trained model is kept as a version; only the gate moves the champion.
+    Every trained model is kept as a version; only the gate moves the champion. ``margin``: the gate's
+    (default :data:`MARGIN`).
     """
     from fusionrec.registry import register_judged
 
@@ -197,7 +199,8 @@ def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec
     if candidate is None:  # a rank other than 0 under torchrun
         return None
     try:
-        version, decision = register_judged(registry, candidate.path, margin, only_if_better=False)
+        version, decision = register_judged(registry, candidate.path, *([] if margin is None else [margin]),
+                                            only_if_better=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return TrainOutcome(candidate, version, decision)

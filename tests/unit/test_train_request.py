@@ -74,8 +74,13 @@ def test_the_pipeline_commands_the_retrainer_and_the_schedule_pass_the_spec_whol
     class Run:
         promoted, reason, champion, pipeline_root, seconds, serving_url = False, "kept", None, tmp_path, 0.0, None
 
-    monkeypatch.setattr(training, "run_local", lambda **kw: seen.append(("run_local", kw["spec"])) or Run())
-    monkeypatch.setattr(training, "submit", lambda host, **kw: seen.append(("submit", kw["spec"])) or "run-1")
+    def arrived(run, fields) -> dict:  # the run as run_local and submit see it: given whole, or as its fields
+        return (run or training.TrainingRun.of(**{k: v for k, v in fields.items() if k in training.TrainingRun.model_fields}
+                                               )).spec
+
+    monkeypatch.setattr(training, "run_local", lambda run=None, **kw: seen.append(("run_local", arrived(run, kw))) or Run())
+    monkeypatch.setattr(training, "submit",
+                        lambda host, run=None, **kw: seen.append(("submit", arrived(run, kw))) or "run-1")
     contract = "configs/datasets/movielens-100k-mm.yaml"
     spec = ODD.model_dump_json()
     for args in (["run", "--local", "--contract", contract, "--modalities", "text", "--spec", spec, "--no-deploy"],
@@ -130,3 +135,11 @@ def test_the_schedule_command_builds_the_spec_from_its_options(monkeypatch):
                                            "--spec", ODD.model_dump_json(), "--dim", "32"])
     assert res.exit_code == 0, res.output
     assert TrainSpec.parse(**got["spec"]) == ODD.model_copy(update={"dim": 32})
+
+
+def test_the_retrainer_refuses_a_parameter_it_does_not_know_when_it_is_made():
+    from fusionrec.errors import ConfigError
+    from pipelines.monitoring import retrainer
+
+    with pytest.raises(ConfigError, match="epochs"):  # a training field at the wrong level: not silently dropped
+        retrainer(None, {"contract": "c.yaml", "registry": "r", "epochs": 3})
