@@ -63,6 +63,7 @@ def run_direct(contract: str, work: Path, cache: Path, epochs: int, ports: tuple
     from fusionrec.data.dataset import Dataset
     from fusionrec.encoders.pipeline import embed_to_folder, merge_embeddings
     from fusionrec.features.store import build_store
+    from fusionrec import metrics as metrics_file
     from fusionrec.registry import champion, judge, register
     from fusionrec.reports import gallery_html, sample_rows
     from fusionrec.serving.deploy import deploy_version
@@ -91,8 +92,7 @@ def run_direct(contract: str, work: Path, cache: Path, epochs: int, ports: tuple
           features_dir=tables, feature_settings=s.features, progress=False)
     timed("evaluate", evaluate_candidate, data, emb, model, work / "eval", device=s.encoders.device)
     registry = work / "models"
-    metrics = json.loads((model / "metrics.json").read_text())
-    decision = timed("gate", judge, registry, metrics, 0.01)
+    decision = timed("gate", judge, registry, metrics_file.read(model))
     ds = Dataset.load(data)
     timed("gate", lambda: gallery_html(ds, sample_rows(ds, model, champion(registry)), title="gallery"))
     version = timed("register", register, registry, model, champion_too=decision.promoted, decision=decision)

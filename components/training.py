@@ -95,8 +95,9 @@ def train_distributed(dataset: Input[Dataset], embeddings: Input[Dataset], table
     done = train_on_cluster(dataset.path, embeddings.path, tables.path, spec, model.path, image=image, nodes=nodes,
                             gpus_per_node=gpus_per_node)
     shutil.copyfile(Path(model.path) / "model_card.md", card.path)
-    log_metrics(metrics, {f"test/{k}": v for k, v in done["test"].items()})
-    model.metadata.update({"run": done.get("run", ""), "source": done.get("source", ""), "trainjob_nodes": nodes})
+    log_metrics(metrics, {f"test/{k}": v for k, v in done.test.items()})
+    extra = done.model_extra or {}
+    model.metadata.update({"run": extra.get("run", ""), "source": extra.get("source", ""), "trainjob_nodes": nodes})
 
 
 def evaluate(dataset: Input[Dataset], embeddings: Input[Dataset], model: Input[Model], baselines: List[str],
@@ -123,14 +124,14 @@ def gate(dataset: Input[Dataset], model: Input[Model], registry: str, margin: fl
     history beside the top 10 of the candidate and of the champion. The reason is the decision's text.
 
     One output only: the local runner resolves a condition on a task's single ``Output``."""
-    import json
     from pathlib import Path
 
+    from fusionrec import metrics as metrics_file
     from fusionrec.data.dataset import Dataset as Data
     from fusionrec.registry import champion, judge
     from fusionrec.reports import gallery_html, sample_rows
 
-    d = judge(registry, json.loads((Path(model.path) / "metrics.json").read_text()), margin)
+    d = judge(registry, metrics_file.read(model.path), margin)
     verdict = "promote: register and deploy" if d.promoted else "keep the champion: nothing is registered or deployed"
     Path(decision.path).write_text(f"# Gate: {verdict}\n\n{d.reason}\n", encoding="utf-8")
     data, current = Data.load(dataset.path), champion(registry)

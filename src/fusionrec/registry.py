@@ -27,6 +27,7 @@ from fusionrec.errors import ConfigError, DatasetError, FusionRecError
 from fusionrec.io import atomic_dir, atomic_write_text, file_lock, new_dir, sha256_file
 from fusionrec.model import FusionConfig, FusionRecModel
 from fusionrec.search import INDEX_DIR, ItemSearch
+from fusionrec import metrics as metrics_file
 from fusionrec.workflow import MARGIN
 
 PRIMARY = "ndcg@20"
@@ -156,9 +157,8 @@ def write_artifact(target: str | Path, model: FusionRecModel, *, version: str, d
             seen = pd.DataFrame({"user_idx": rows, "item_idx": history.numpy()[rows, cols]})
         indptr, indices = _csr(seen, dataset.n_users)
         np.savez_compressed(tmp / "seen.npz", indptr=indptr, indices=indices)
-        (tmp / "metrics.json").write_text(json.dumps({**metrics, "version": version,
-                                                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-                                                     indent=2, default=float), encoding="utf-8")
+        metrics_file.write(tmp, {**metrics, "version": version,
+                                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         (tmp / "model_card.md").write_text(card.replace("{version}", version), encoding="utf-8")
         if curves is not None and curves.exists():
             (tmp / "curves.png").write_bytes(curves.read_bytes())
@@ -205,7 +205,7 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
         indptr, indices = _csr(pd.DataFrame({"user_idx": rows, "item_idx": h["history"][rows, cols]}), config.n_users)
     return Artifact(path, model, config, pd.read_parquet(path / "items.parquet"), pd.read_parquet(path / "users.parquet"),
                     torch.from_numpy(h["history"]), torch.from_numpy(h["mask"]),
-                    json.loads((path / "metrics.json").read_text(encoding="utf-8")),
+                    metrics_file.read(path).model_dump(exclude_none=True),
                     json.loads((path / "encoders.json").read_text(encoding="utf-8")), indptr, indices)
 
 
@@ -270,14 +270,14 @@ def judge(root: str | Path, challenger_metrics: dict[str, Any], margin: float = 
     """
     root = Path(root)
     current = champion(root)
-    value = float(challenger_metrics["test"][metric])
+    new = metrics_file.of(challenger_metrics)
+    value = new.figure(metric)
     if current is None or not current.exists():
         return GateDecision(True, challenger, None, metric, value, None, margin, "no champion yet")
-    old = json.loads((current / "metrics.json").read_text(encoding="utf-8"))
-    old_value = float(old["test"][metric])
+    old = metrics_file.read(current)
+    old_value = old.figure(metric)
     better = value >= old_value * (1 + margin)
-    note = ("" if old.get("split", {}).get("protocol") == challenger_metrics.get("split", {}).get("protocol")
-            else " (different split protocols)")
+    note = "" if old.same_protocol(new) else " (different split protocols)"
     reason = (f"{metric} {value:.4f} vs champion {old_value:.4f}: "
               f"{'beats' if better else 'does not beat'} it by the {margin:.0%} margin{note}")
     return GateDecision(better, challenger, current.name, metric, value, old_value, margin, reason)
@@ -322,8 +322,7 @@ def demote(root: str | Path, version: str) -> str | None:
             return current.name if current else None
         previous = json.loads((root / "champion.json").read_text(encoding="utf-8")).get("previous")
         if previous and (root / "versions" / str(previous) / "model.safetensors").exists():
-            value = float(json.loads((root / "versions" / previous / "metrics.json").read_text(encoding="utf-8"))
-                          ["test"][PRIMARY])
+            value = metrics_file.read(root / "versions" / previous).figure(PRIMARY)
             _promote(root, root / "versions" / previous,
                      GateDecision(True, previous, version, PRIMARY, value, None, 0.0, f"{version} rolled back"))
             return previous
@@ -360,7 +359,7 @@ def reinstate(root: str | Path, version: str) -> GateDecision:
     if not (folder / "metrics.json").exists():  # the gate needs its figure
         raise ConfigError(f"{folder}: no such model version (no metrics.json)")
     before = champion(root)
-    value = float(json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["test"][PRIMARY])
+    value = metrics_file.read(folder).figure(PRIMARY)
     decision = GateDecision(True, version, before.name if before else None, PRIMARY, value, None, 0.0,
                             f"rolled back to {version}")
     promote(root, folder, decision)
@@ -372,7 +371,7 @@ def gate(root: str | Path, challenger: Path, margin: float = MARGIN, metric: str
 
     Otherwise the champion stays, untouched.
     """
-    new = json.loads((challenger / "metrics.json").read_text(encoding="utf-8"))
+    new = metrics_file.read(challenger)
     with file_lock(Path(root) / LOCK):  # judged and promoted without another promotion in between
         decision = judge(root, new, margin, metric, challenger=challenger.name)
         if decision.promoted:
@@ -420,7 +419,7 @@ def register_judged(root: str | Path, candidate: str | Path, margin: float = MAR
     root, candidate = Path(root), Path(candidate)
     _check_candidate(candidate)
     with file_lock(root / LOCK):
-        decision = judge(root, json.loads((candidate / "metrics.json").read_text(encoding="utf-8")), margin)
+        decision = judge(root, metrics_file.read(candidate), margin)
         if only_if_better and not decision.promoted:
             return None, decision
         target = _copy_in(root, candidate)
@@ -449,9 +448,9 @@ def _copy_in(root: Path, candidate: Path) -> Path:
     target = root / "versions" / version
     with new_dir(target) as tmp:
         shutil.copytree(candidate, tmp, dirs_exist_ok=True)
-        metrics = json.loads((tmp / "metrics.json").read_text(encoding="utf-8"))
-        label, metrics["version"] = metrics.get("version", ""), version
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+        metrics = metrics_file.read(tmp)
+        label = metrics.version or ""
+        metrics_file.write(tmp, metrics.model_copy(update={"version": version}))
         card = tmp / "model_card.md"
         if card.exists() and label:
             card.write_text(card.read_text(encoding="utf-8").replace(f"model {label} on", f"model {version} on", 1),

@@ -50,14 +50,14 @@ class GalleryRow:
 def sample_rows(dataset, challenger: Path, champion: Path | None, *, users: int = 4, k: int = 10,
                 seed: int = 0) -> list[GalleryRow]:
     """Pick ``users`` users who have held-out test items (the challenger's split) and rank for them."""
-    import json
-
     from fusionrec.data.splits import make_split
     from fusionrec.recommender import Recommender, Row
     from fusionrec.registry import load_artifact
 
-    split_info = json.loads((Path(challenger) / "metrics.json").read_text(encoding="utf-8"))["split"]
-    split = make_split(dataset, split_info["protocol"], seed=int(split_info["seed"]))
+    from fusionrec import metrics as metrics_file
+
+    split_info = metrics_file.read(challenger).split
+    split = make_split(dataset, split_info.protocol, seed=split_info.seed)
     rng = np.random.default_rng(seed)
     with_test = np.unique(split.test["user_idx"].to_numpy())
     chosen = np.sort(rng.choice(with_test, size=min(users, len(with_test)), replace=False))

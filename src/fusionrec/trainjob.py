@@ -99,13 +99,12 @@ def run_trainjob(api, job: dict[str, Any], *, namespace: str, timeout_s: int = 6
 
 def train_on_cluster(dataset_dir: str, embeddings_dir: str, features_dir: str, spec: dict[str, Any], out: str, *,
                      image: str, nodes: int, gpus_per_node: int, namespace: str | None = None,
-                     mount: str = "/mnt/registry", run: str | None = None, api=None) -> dict[str, Any]:
+                     mount: str = "/mnt/registry", run: str | None = None, api=None):
     """Stage the inputs on the registry volume, run the TrainJob, and copy its candidate to ``out``.
 
     Runs inside a pipeline step on the cluster (in-cluster Kubernetes credentials, the registry volume
-    mounted at ``mount``). Returns the candidate's metrics.json.
+    mounted at ``mount``). Returns the candidate's :class:`fusionrec.metrics.Metrics`.
     """
-    import json
     import shutil
     import uuid
 
@@ -130,4 +129,6 @@ def train_on_cluster(dataset_dir: str, embeddings_dir: str, features_dir: str, s
         shutil.copytree(job_dir / "candidate", out, dirs_exist_ok=True)
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
-    return json.loads((Path(out) / "metrics.json").read_text(encoding="utf-8"))
+    from fusionrec import metrics as metrics_file
+
+    return metrics_file.read(out)

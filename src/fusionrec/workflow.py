@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fusionrec import metrics as metrics_file
 from fusionrec.config import describe_pydantic_errors
 from fusionrec.errors import ConfigError
 
@@ -171,7 +172,7 @@ def train_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, spec: T
                               seen=pd.concat([split.train, split.valid, split.test]))  # what serving excludes as seen
     if ckpt is not None:
         shutil.rmtree(ckpt, ignore_errors=True)  # the run finished: its checkpoints are no longer needed
-    return Candidate(path, run_id, test, json.loads((path / "metrics.json").read_text(encoding="utf-8")), source,
+    return Candidate(path, run_id, test, metrics_file.read(path).model_dump(exclude_none=True), source,
                      feast_info)
 
 
@@ -237,12 +238,12 @@ def evaluate_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, cand
 
     check_baselines(baselines)
     candidate = Path(candidate)
-    metrics = json.loads((candidate / "metrics.json").read_text(encoding="utf-8"))
+    metrics = metrics_file.read(candidate)
     training = json.loads((candidate / "training.json").read_text(encoding="utf-8"))
-    split_info, train = metrics["split"], training["train"]
+    train = training["train"]
     ds = Dataset.load(dataset_dir)
-    split = make_split(ds, split_info["protocol"], seed=int(split_info["seed"]))
-    results = {"fusion (candidate)": {k: float(v) for k, v in metrics["test"].items()}}
+    split = make_split(ds, metrics.split.protocol, seed=metrics.split.seed)
+    results = {"fusion (candidate)": dict(metrics.test)}
     results.update(compare(ds, load_embeddings(embeddings_dir), split, models=tuple(baselines),
                            train_cfg=TrainConfig(epochs=int(train["epochs"]), seed=int(train["seed"]), device=device),
                            progress=progress))
