@@ -88,7 +88,8 @@ class Unavailable(FusionRecError):
 
 
 class UpstreamError(FusionRecError):
-    """An error answered by the predictor, passed on with its status and message."""
+    """An error answered by a model server (the predictor, to the transformer; either, to a client), passed on
+    with its status and message."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from fusionrec.config import Settings
-from fusionrec.errors import ConfigError, FusionRecError, Unavailable
+from fusionrec.errors import ConfigError, FusionRecError, Unavailable, UpstreamError
 from fusionrec.serving.http import error_message
 
 
@@ -171,7 +171,5 @@ def call(url: str, model: str, instances: list[dict[str, Any]], timeout: float =
     except httpx.TransportError as e:
         raise Unavailable(f"{url} does not answer ({type(e).__name__}); start it with 'fusionrec serve'") from None
     if r.status_code != 200:
-        err = FusionRecError(f"{r.status_code}: {error_message(r)}")
-        err.http_status = r.status_code
-        raise err
+        raise UpstreamError(f"{r.status_code}: {error_message(r)}", r.status_code)
     return r.json()

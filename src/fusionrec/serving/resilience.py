@@ -14,10 +14,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from fusionrec.errors import Unavailable
+
 T = TypeVar("T")
 
 
-class CircuitOpen(Exception):
+class CircuitOpen(Unavailable):
     """The breaker is open: the dependency is not being asked."""
 
 
