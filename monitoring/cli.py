@@ -151,7 +151,8 @@ def compile_cmd(
 def schedule_cmd(
     host: Annotated[str, typer.Option(help="The Kubeflow Pipelines API endpoint.")],
     contract: Annotated[str, typer.Option(help="The dataset contract as the steps see it.")],
-    registry: Annotated[str, typer.Option(help="The registry folder as the steps see it.")] = "/mnt/registry",
+    registry: Annotated[Optional[str], typer.Option(help="The registry folder as the steps see it (default: the "
+                                                         "settings' cluster.registry_mount).")] = None,
     cron: Annotated[str, typer.Option(help="KFP's six-field cron expression.")] = "0 5 * * * *",
     image: Annotated[Optional[str], typer.Option(help="The component image.")] = None,
     modalities: Annotated[str, typer.Option(help="Comma-separated modalities.")] = "text,image",
@@ -167,7 +168,10 @@ def schedule_cmd(
     from pipelines.monitoring import schedule
     from pipelines.training import DEFAULT_IMAGE
 
-    training = {"contract": contract, "registry": registry, "modalities": modalities.split(","),
+    from fusionrec.config import ClusterSettings
+
+    training = {"contract": contract, "registry": registry or ClusterSettings().registry_mount,
+                "modalities": modalities.split(","),
                 "spec": _spec(spec, dim=dim, epochs=epochs), "settings": {"profile": "cluster"}}
     job = schedule(host, image=image or DEFAULT_IMAGE, training=training, cron=cron, service_account=service_account,
                    training_service_account=training_service_account)

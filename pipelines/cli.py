@@ -159,7 +159,8 @@ def submit_cmd(
     host: Annotated[str, typer.Option(help="The Kubeflow Pipelines API endpoint, e.g. http://ml-pipeline-ui.kubeflow")],
     contract: Annotated[str, typer.Option(help="The dataset contract as the steps will see it (a path in the image "
                                                "or on a mounted volume).")],
-    registry: Annotated[str, typer.Option(help="The registry folder as the steps see it.")] = "/mnt/registry",
+    registry: Annotated[Optional[str], typer.Option(help="The registry folder as the steps see it (default: the "
+                                                         "settings' cluster.registry_mount).")] = None,
     modalities: Annotated[str, typer.Option(help="Comma-separated modalities to embed.")] = "text,image",
     spec: Spec = None,
     protocol: Protocol = None,
@@ -175,9 +176,11 @@ def submit_cmd(
     sets: Sets = None,
 ) -> None:
     """Compile for the cluster and start a run through kfp.Client (credentials come from Kubernetes Secrets)."""
+    from fusionrec.config import ClusterSettings
     from pipelines.training import DEFAULT_IMAGE, Target, submit
 
-    run_id = submit(host, contract=contract, registry=registry, modalities=_modalities(Path(contract), modalities),
+    run_id = submit(host, contract=contract, registry=registry or ClusterSettings().registry_mount,
+                    modalities=_modalities(Path(contract), modalities),
                     spec=_spec(spec, protocol=protocol, seed=seed, fusion=fusion, dim=dim, epochs=epochs),
                     settings=_overrides(sets, "cluster"), margin=margin,
                     baselines=_baselines(baselines), experiment=experiment,

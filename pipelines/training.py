@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fusionrec.config import ClusterSettings
 from fusionrec.errors import ConfigError, FusionRecError
 from fusionrec.workflow import MARGIN
 
@@ -39,12 +40,12 @@ STEP_SECRETS = {"features": ("fusionrec-redis",), "embed": ("fusionrec-object-st
                 "evaluate": ("fusionrec-object-storage",)}
 # Every step's pod carries this label: the NetworkPolicy of the pipeline steps (their egress) selects it.
 PIPELINE_STEP = ("fusionrec.io/pipeline-step", "true")
-REGISTRY_PVC = "fusionrec-models"  # the model registry on a cluster: a volume KServe reads as pvc://
-REGISTRY_MOUNT = "/mnt/registry"
+_CLUSTER = ClusterSettings()  # the bundle's names (settings section ``cluster``)
+REGISTRY_PVC, REGISTRY_MOUNT = _CLUSTER.registry_pvc, _CLUSTER.registry_mount  # the model registry's volume
 # What the transformer reads beside the model (the Feast registry of the serving features): the deploy
 # step publishes it on this volume (manifests/base/storage/volumes.yaml), at the cluster profile's
 # features.data_dir.
-ARTIFACTS_PVC, ARTIFACTS_MOUNT = "fusionrec-artifacts", "/mnt/artifacts"
+ARTIFACTS_PVC, ARTIFACTS_MOUNT = _CLUSTER.artifacts_pvc, _CLUSTER.artifacts_mount
 # The steps run as the images' user (uid 10001), never as root, on a cluster as here.
 STEP_USER = 10001
 # Pods that may reach the Feast online store (Redis): its NetworkPolicy admits pods with this label.
@@ -179,7 +180,7 @@ def build_pipeline(target: Target = Target()):
         margin: float = _default("margin"),
         baselines: List[str] = _default("baselines"),
         deploy_target: str = "kserve" if target.cluster else "local",
-        serving_registry_uri: str = f"pvc://{REGISTRY_PVC}" if target.cluster else "",
+        serving_registry_uri: str = _CLUSTER.registry_uri if target.cluster else "",
         checkpoints: str = "",
     ) -> NamedTuple("Outputs", [("promoted", bool), ("decision", dsl.Markdown), ("features", dsl.Dataset)]):
         validate = configure(c["validate"](contract=contract, settings=settings), "validate")

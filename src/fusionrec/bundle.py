@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusionrec.config import manifests_dir
+from fusionrec.config import ClusterSettings, manifests_dir
 from fusionrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Deploy:
     """What one deploy fills into an overlay."""
 
     model_version: str | None = None            # a registry version folder name, e.g. v0007
-    registry_uri: str = "pvc://fusionrec-models"  # the registry as KServe's storage initializer reads it
+    registry_uri: str = ClusterSettings().registry_uri  # the registry as KServe's storage initializer reads it
     images: dict[str, str] | None = None        # role (fusionrec, fusionrec-serving, redis) -> reference
     namespace: str | None = None
     gpu: int = 0                                # GPUs per predictor replica
@@ -100,7 +100,7 @@ def _addresses(doc: dict[str, Any], namespace: str, registry_uri: str) -> dict[s
     text = json.dumps(doc)
     text = (text.replace("cluster.local/ns/fusionrec/", f"cluster.local/ns/{namespace}/")
                 .replace("system:serviceaccount:fusionrec:", f"system:serviceaccount:{namespace}:")
-                .replace("pvc://fusionrec-models/versions/", f"{registry_uri.rstrip('/')}/versions/")
+                .replace(f"{ClusterSettings().registry_uri}/versions/", f"{registry_uri.rstrip('/')}/versions/")
                 .replace('"fusionrec-deployer-rollout-only"', f'"{namespace}-deployer-rollout-only"'))
     out = json.loads(text)
     if kind == "ValidatingAdmissionPolicyBinding":
@@ -165,7 +165,7 @@ def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None =
             wrap["patches"] = patches
         (work / "kustomization.yaml").write_text(yaml.safe_dump(wrap, sort_keys=False))
         docs = kustomize(work)
-    docs = [_addresses(d, deploy.namespace or "fusionrec", deploy.registry_uri) for d in docs]
+    docs = [_addresses(d, deploy.namespace or ClusterSettings().namespace, deploy.registry_uri) for d in docs]
     if deploy.gpu:
         from fusionrec.serving.deploy import render
 

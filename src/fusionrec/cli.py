@@ -380,12 +380,13 @@ def deploy_render(
                                                                "pipeline run's register output).")] = None,
     registry: Annotated[Optional[Path], typer.Option(help="A registry folder: serve its champion (what the last "
                                                           "pipeline run promoted) unless --model-version says.")] = None,
-    registry_uri: Annotated[str, typer.Option(help="The registry as KServe's storage initializer reads it.")] =
-    "pvc://fusionrec-models",
+    registry_uri: Annotated[Optional[str], typer.Option(help="The registry as KServe's storage initializer reads it "
+                                                             "(default: the settings' cluster.registry_pvc).")] = None,
     images: Annotated[Optional[list[str]], typer.Option("--image", help="ROLE=REFERENCE for the roles fusionrec, "
                                                                         "fusionrec-serving, redis (repeatable); prod "
                                                                         "takes REPOSITORY@sha256:DIGEST only.")] = None,
-    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace (default: fusionrec).")] = None,
+    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace (default: the settings' "
+                                                           "cluster.namespace).")] = None,
     gpu: Annotated[int, typer.Option(min=0, help="GPUs per predictor replica.")] = 0,
     crds: Annotated[Optional[Path], typer.Option(help="The CRDs to validate KServe and Trainer objects against "
                                                       "(default: ../shared/schemas/crds).")] = None,
@@ -412,8 +413,9 @@ def deploy_render(
         if not eq or not role or not ref:
             raise ConfigError(f"--image {item!r}: expected ROLE=REFERENCE")
         roles[role] = ref
-    docs = render_bundle(overlay, Deploy(model_version=model_version, registry_uri=registry_uri, images=roles,
-                                         namespace=namespace, gpu=gpu), crds=crds)
+    cluster = state.settings().cluster
+    docs = render_bundle(overlay, Deploy(model_version=model_version, registry_uri=registry_uri or cluster.registry_uri,
+                                         images=roles, namespace=namespace or cluster.namespace, gpu=gpu), crds=crds)
     text = yaml.safe_dump_all(docs, sort_keys=False)
     if out is None:
         typer.echo(text)
@@ -444,10 +446,11 @@ def deploy_validate(
 @deploy_app.command("apply")
 def deploy_apply(
     model_version: Annotated[Optional[str], typer.Option(help="The registry version to serve (or --storage-uri).")] = None,
-    registry_uri: Annotated[str, typer.Option(help="The registry as KServe's storage initializer reads it.")] =
-    "pvc://fusionrec-models",
+    registry_uri: Annotated[Optional[str], typer.Option(help="The registry as KServe's storage initializer reads it "
+                                                             "(default: the settings' cluster.registry_pvc).")] = None,
     storage_uri: Annotated[Optional[str], typer.Option(help="The model version's URI, instead of --model-version.")] = None,
-    namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "fusionrec",
+    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace (default: the settings' "
+                                                           "cluster.namespace).")] = None,
     canary: Annotated[int, typer.Option(min=1, max=100, help="Traffic share for the new revision.")] = 10,
     smoke_url: Annotated[Optional[str], typer.Option(help="The service URL to send a smoke request to.")] = None,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for readiness.")] = 600,
@@ -468,9 +471,10 @@ def deploy_apply(
         raise ConfigError("--registry goes with --model-version (the version to make the champion again)")
     if registry:  # refused before the cluster is touched
         version_folder(registry, model_version)
-    uri = storage_uri or version_uri(registry_uri, model_version)
+    uri = storage_uri or version_uri(registry_uri or state.settings().cluster.registry_uri, model_version)
     smoke = smoke_check(smoke_url, "fusionrec") if smoke_url else None
-    result = rollout(KServeClient(), uri, namespace=namespace, canary_percent=canary, timeout_s=timeout, smoke=smoke)
+    result = rollout(KServeClient(), uri, namespace=namespace or state.settings().cluster.namespace,
+                     canary_percent=canary, timeout_s=timeout, smoke=smoke)
     typer.echo(f"{result.action}: {result.namespace}/{result.name}: {result.reason} ({' -> '.join(result.steps)})")
     if result.action == "rolled_back":
         raise typer.Exit(1)

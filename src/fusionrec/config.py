@@ -240,6 +240,23 @@ class MonitoringSettings(_Strict):
     quality_min_users: int = Field(20, ge=1)
 
 
+class ClusterSettings(_Strict):
+    """Where the platform's shared state lives on a Kubernetes cluster (the bundle's names): the namespace,
+    the model registry's volume (mounted by the pipeline's steps and the TrainJob; read by KServe's storage
+    initializer as ``pvc://<registry_pvc>``) and the artifacts' volume."""
+
+    namespace: str = "fusionrec"
+    registry_pvc: str = "fusionrec-models"
+    registry_mount: str = "/mnt/registry"
+    artifacts_pvc: str = "fusionrec-artifacts"
+    artifacts_mount: str = "/mnt/artifacts"
+
+    @property
+    def registry_uri(self) -> str:
+        """The registry as KServe's storage initializer reads it."""
+        return f"pvc://{self.registry_pvc}"
+
+
 class Settings(_Strict):
     """Everything configurable about a run. Build once at the entry point, pass down."""
 
@@ -251,6 +268,7 @@ class Settings(_Strict):
     features: FeatureSettings = FeatureSettings()
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ cluster's own (the bundle's ConfigMap ``fusionrec-trainjob``, mounted into the p
 :data:`CLUSTER_TEMPLATE`) where it is mounted, else the image's ``manifests/base/training/trainjob.yaml``.
 
 The job reads its inputs from, and rank 0 writes the candidate artifact to, a folder on the registry
-volume (the PVC ``fusionrec-models``), which the pipeline's step also mounts.
+volume (the PVC ``cluster.registry_pvc`` of the settings), which the pipeline's step also mounts.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fusionrec.config import manifests_dir, read_yaml
+from fusionrec.config import ClusterSettings, manifests_dir, read_yaml
 from fusionrec.errors import ConfigError, FusionRecError
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,8 @@ class TrainJobFailed(FusionRecError):
 
 
 def render_trainjob(*, name: str, image: str, job_dir: str, spec: dict[str, Any], nodes: int = 2,
-                    gpus_per_node: int = 1, namespace: str | None = None, registry_pvc: str = "fusionrec-models",
-                    mount: str = "/mnt/registry", template: Path | None = None) -> dict[str, Any]:
+                    gpus_per_node: int = 1, namespace: str | None = None, registry_pvc: str | None = None,
+                    mount: str | None = None, template: Path | None = None) -> dict[str, Any]:
     """The TrainJob for one training run.
 
     ``job_dir`` (on the registry volume, under ``mount``) holds ``clean/``, ``embeddings/`` and
@@ -41,6 +41,8 @@ def render_trainjob(*, name: str, image: str, job_dir: str, spec: dict[str, Any]
     from fusionrec.workflow import TrainSpec
 
     s = TrainSpec.parse(**spec)
+    cluster = ClusterSettings()
+    registry_pvc, mount = registry_pvc or cluster.registry_pvc, mount or cluster.registry_mount
     if nodes < 1 or gpus_per_node < 0:
         raise ConfigError(f"a TrainJob needs at least one node and no negative GPU count (got {nodes}, {gpus_per_node})")
     if template is None:
@@ -99,7 +101,7 @@ def run_trainjob(api, job: dict[str, Any], *, namespace: str, timeout_s: int = 6
 
 def train_on_cluster(dataset_dir: str, embeddings_dir: str, features_dir: str, spec: dict[str, Any], out: str, *,
                      image: str, nodes: int, gpus_per_node: int, namespace: str | None = None,
-                     mount: str = "/mnt/registry", run: str | None = None, api=None):
+                     mount: str | None = None, run: str | None = None, api=None):
     """Stage the inputs on the registry volume, run the TrainJob, and copy its candidate to ``out``.
 
     Runs inside a pipeline step on the cluster (in-cluster Kubernetes credentials, the registry volume
@@ -109,7 +111,7 @@ def train_on_cluster(dataset_dir: str, embeddings_dir: str, features_dir: str, s
     import uuid
 
     name = run or f"fusionrec-train-{uuid.uuid4().hex[:8]}"
-    job_dir = Path(mount) / "jobs" / name
+    job_dir = Path(mount or ClusterSettings().registry_mount) / "jobs" / name
     if namespace is None:
         ns_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
         namespace = ns_file.read_text().strip() if ns_file.exists() else "default"

@@ -5,6 +5,7 @@ hadolint lints the Containerfiles. Each check is also shown to fail on the break
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -390,3 +391,17 @@ def test_the_redis_statefulset_runs_as_written_keeps_its_data_and_refuses_strang
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_cluster_settings_name_the_registry_and_the_namespace_the_bundle_renders(tmp_path):
+    registry = tmp_path / "models"
+    registry.mkdir()
+    (registry / "champion.json").write_text(json.dumps({"version": "v0002", "metric": "ndcg@20", "value": 0.3}))
+    env = {**os.environ, "FUSIONREC__CLUSTER__REGISTRY_PVC": "shared-models", "FUSIONREC__CLUSTER__NAMESPACE": "recs"}
+    done = subprocess.run([sys.executable, "-m", "fusionrec", "deploy", "render", "--registry", str(registry)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    isvc = _by(docs, "InferenceService", "fusionrec")
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "pvc://shared-models/versions/v0002"
+    assert isvc["metadata"]["namespace"] == "recs"
