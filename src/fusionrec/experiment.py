@@ -19,7 +19,6 @@ from fusionrec.training import TrainConfig, TrainResult, evaluate_model, ranking
 
 log = logging.getLogger(__name__)
 COMPARED = ("fusion", "concat", "text_only", "image_only", "mostpop", "bpr_mf", "cornac_bpr", "cornac_vbpr")
-VARIANTS = ("no_tabular", "no_item_item", "fusion_sampled")  # what each change brings, measured by leaving it out
 
 
 def fusion_config(dataset, embeddings: dict, modalities: list[str] | None, **overrides) -> FusionConfig:
@@ -131,11 +130,15 @@ def compare(dataset, embeddings: dict, split: Split, *, models=COMPARED, train_c
 
     have = sorted(embeddings)
     content = sorted(m for m in embeddings if m in ("text", "image")) or have
-    # name -> (modalities, model overrides, training overrides)
+    # the fusion model's variants: name -> (modalities, model overrides, training overrides); the peers by name
     variants = {"fusion": (have, {}, {}), "concat": (have, {"fusion": "concat"}, {}),
                 "text_only": (["text"], {}, {}), "image_only": (["image"], {}, {}),
                 "no_tabular": (content, {}, {}), "no_item_item": (have, {"item_item": 0}, {}),
                 "fusion_sampled": (have, {}, {"softmax": "sampled"})}
+    unknown = [m for m in models if m not in variants and m not in B.PEERS]
+    if unknown:
+        raise ConfigError(f"unknown model {unknown[0]!r}; choose from {[*variants, *B.PEERS]}")
+    peer = B.Peer(split, embeddings, dim, train_cfg.seed, valid_ndcg)
     for name in models:
         t = time.perf_counter()
         if name in variants:
@@ -146,22 +149,11 @@ def compare(dataset, embeddings: dict, split: Split, *, models=COMPARED, train_c
             result, metrics = fit(dataset, embeddings, split, cfg, train_cfg.model_copy(update=training),
                                   progress=progress)
             metrics["samples_per_second"] = result.samples_per_second
-        elif name == "mostpop":
-            metrics = measure(B.most_popular(split))
-        elif name == "random":
-            metrics = measure(B.random_scores(split, train_cfg.seed))
-        elif name == "bpr_mf":
-            metrics = measure(B.bpr_mf(split, dim=dim, seed=train_cfg.seed, valid_fn=valid_ndcg))
-        elif name == "ease":
-            metrics = measure(B.ease(split, valid_fn=valid_ndcg))
-        elif name == "cornac_bpr":
-            metrics = measure(B.cornac_bpr(split, k=dim, seed=train_cfg.seed))
-        elif name == "cornac_vbpr":
-            if "image" not in embeddings:
-                continue
-            metrics = measure(B.cornac_vbpr(split, embeddings["image"].values, seed=train_cfg.seed))
         else:
-            raise ConfigError(f"unknown model {name!r}; choose from {COMPARED + VARIANTS + ('random', 'ease')}")
+            score = B.PEERS[name](peer)
+            if score is None:  # this data cannot feed it (VBPR without images)
+                continue
+            metrics = measure(score)
         metrics["seconds"] = time.perf_counter() - t
         out[name] = metrics
         log.info("%s: recall@20 %.4f ndcg@20 %.4f (%.0f s)", name, metrics["recall@20"], metrics["ndcg@20"], metrics["seconds"])

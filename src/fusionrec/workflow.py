@@ -26,7 +26,6 @@ from fusionrec.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("random", "temporal", "cold_item", "given")
-BASELINES = ("mostpop", "bpr_mf", "cornac_bpr", "cornac_vbpr", "ease", "random")
 MARGIN = 0.01  # the gate's default: promote only when the primary metric beats the champion's by this share
 
 
@@ -208,10 +207,12 @@ def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec
 
 
 def check_baselines(names) -> None:
-    """Raises ConfigError naming the baselines that are not among :data:`BASELINES`."""
-    bad = [b for b in names if b not in BASELINES]
+    """Raises ConfigError naming the baselines that are not among :data:`fusionrec.baselines.PEERS`."""
+    from fusionrec.baselines import PEERS
+
+    bad = [b for b in names if b not in PEERS]
     if bad:
-        raise ConfigError(f"baselines: {bad} unknown; choose from {list(BASELINES)}")
+        raise ConfigError(f"baselines: {bad} unknown; choose from {list(PEERS)}")
 
 
 @dataclass
