@@ -398,3 +398,17 @@ def test_long_epochs_validate_within_the_epoch_and_stop_there(synth_validated):
     assert len(worse.history) < 4 and worse.history[-1]["epoch"] < 1  # stopped mid-epoch, one check after its best
     best = max(worse.history, key=lambda h: h["valid_ndcg@20"])
     assert worse.best_epoch == best["epoch"] == worse.history[-2]["epoch"]
+
+
+def test_compare_looks_peers_up_by_name_and_skips_one_the_data_cannot_feed(synth_validated):
+    from fusionrec.errors import ConfigError
+    from fusionrec.experiment import compare
+
+    split = make_split(synth_validated, "random", seed=0)
+    emb = {"text": fake_embeddings(synth_validated.n_items)["text"]}
+    got = compare(synth_validated, emb, split, models=("mostpop", "random", "cornac_vbpr"),
+                  train_cfg=TrainConfig(epochs=1, device="cpu"))
+    assert set(got) == {"mostpop", "random"}  # VBPR needs images; none here
+    assert got["mostpop"]["ndcg@20"] > got["random"]["ndcg@20"]
+    with pytest.raises(ConfigError, match="unknown model 'bprr'.*'cornac_bpr'"):
+        compare(synth_validated, emb, split, models=("mostpop", "bprr"), train_cfg=TrainConfig(epochs=1))
