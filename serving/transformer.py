@@ -29,6 +29,10 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import httpx
+import kserve
+from kserve import InferRequest, InferResponse
+
 from fusionrec.config import Settings, monitoring_dir
 from fusionrec.errors import BadRequest, Unavailable, UpstreamError
 from fusionrec.monitoring.log import records, summarise
@@ -147,122 +151,115 @@ def warm_up(store, timeout_s: float = 10.0) -> bool:
     return True
 
 
-def _transformer_class():
-    import httpx
-    import kserve
-    from kserve import InferRequest, InferResponse
+class FusionTransformer(kserve.Model):
+    """``kserve.Model`` with ``--predictor_host``: preprocess, call the predictor, postprocess."""
 
-    class FusionTransformer(kserve.Model):
-        """``kserve.Model`` with ``--predictor_host``: preprocess, call the predictor, postprocess."""
+    def __init__(self, name: str, settings: Settings, store=None, pii=None, log_writer=None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
 
-        def __init__(self, name: str, settings: Settings, store=None, pii=None, log_writer=None) -> None:
-            from concurrent.futures import ThreadPoolExecutor
+        from fusionrec.monitoring.log import log_key
+        from fusionrec.serving.access import Authenticator, RateLimiter
+        from fusionrec.serving.resilience import CircuitBreaker
 
-            from fusionrec.monitoring.log import log_key
-            from fusionrec.serving.access import Authenticator, RateLimiter
-            from fusionrec.serving.resilience import CircuitBreaker
+        super().__init__(name)
+        self.settings = settings
+        self.store = store
+        self.pii = pii
+        self.auth = Authenticator(settings)
+        self.limiter = RateLimiter(settings.serving.auth)
+        self.breaker = CircuitBreaker(settings.serving.breaker_failures, settings.serving.breaker_reset_s)
+        # the PII filter is CPU work: off the event loop, on threads of its own
+        self._pii_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pii")
+        _fallback_counter()  # declared at start, so that /metrics shows it before the first failure
+        _dropped_counter()
+        self.log_writer = log_writer
+        # the vectors are asked for whenever something logs: this transformer's writer, or KServe's
+        # request logger on the predictor (monitoring/sink.py), which sees the predictor's answer
+        self.monitor = settings.monitoring.inference_log != "none"
+        # the key pseudonymises users in the records this transformer writes (the sink has its own)
+        self.log_key = (log_key(settings.monitoring, monitoring_dir(settings), create=settings.profile == "local")
+                        if log_writer is not None else b"")
+        self.ready = True
 
-            super().__init__(name)
-            self.settings = settings
-            self.store = store
-            self.pii = pii
-            self.auth = Authenticator(settings)
-            self.limiter = RateLimiter(settings.serving.auth)
-            self.breaker = CircuitBreaker(settings.serving.breaker_failures, settings.serving.breaker_reset_s)
-            # the PII filter is CPU work: off the event loop, on threads of its own
-            self._pii_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pii")
-            _fallback_counter()  # declared at start, so that /metrics shows it before the first failure
-            _dropped_counter()
-            self.log_writer = log_writer
-            # the vectors are asked for whenever something logs: this transformer's writer, or KServe's
-            # request logger on the predictor (monitoring/sink.py), which sees the predictor's answer
-            self.monitor = settings.monitoring.inference_log != "none"
-            # the key pseudonymises users in the records this transformer writes (the sink has its own)
-            self.log_key = (log_key(settings.monitoring, monitoring_dir(settings), create=settings.profile == "local")
-                            if log_writer is not None else b"")
-            self.ready = True
+    def _redact(self, rows: list[Row]) -> None:
+        for r in rows:
+            if r.text is not None and self.pii is not None:
+                r.text = self.pii.redact(r.text)
 
-        def _redact(self, rows: list[Row]) -> None:
-            for r in rows:
-                if r.text is not None and self.pii is not None:
-                    r.text = self.pii.redact(r.text)
+    def _request(self, rows: list[Row], anonymous: bool = False):
+        if anonymous:
+            rows = [replace(r, user_id=None) for r in rows]
+        if self.predictor_config is not None and self.predictor_config.protocol == "v2":
+            return to_v2(rows, self.name, self.monitor)
+        return to_v1(rows, self.monitor)
 
-        def _request(self, rows: list[Row], anonymous: bool = False):
-            if anonymous:
-                rows = [replace(r, user_id=None) for r in rows]
-            if self.predictor_config is not None and self.predictor_config.protocol == "v2":
-                return to_v2(rows, self.name, self.monitor)
-            return to_v1(rows, self.monitor)
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None):
+        from fusionrec.serving.access import authorise
 
-        async def preprocess(self, payload: Any, headers: dict[str, str] | None = None):
-            from fusionrec.serving.access import authorise
+        state = RequestState(time.perf_counter())
+        _STATE.set(state)
+        state.caller = self.auth.caller(headers)
+        self.limiter.take(state.caller)
+        if isinstance(payload, InferRequest):
+            raise BadRequest('the transformer takes v1 JSON: POST /v1/models/<name>:predict with {"instances": [...]}')
+        rows = parse_v1(payload, self.settings.serving)
+        authorise(state.caller, rows)
+        if any(r.text is not None for r in rows):
+            await asyncio.get_running_loop().run_in_executor(self._pii_pool, self._redact, rows)
+        state.online = await user_histories(self.store, rows, self.breaker, self.settings.serving.feature_timeout_s)
+        state.rows = rows
+        if self.log_writer is not None:  # what the log keeps of the request, for postprocess
+            state.summaries = summarise(rows, self.log_key)
+        return self._request(rows)
 
-            state = RequestState(time.perf_counter())
-            _STATE.set(state)
-            state.caller = self.auth.caller(headers)
-            self.limiter.take(state.caller)
-            if isinstance(payload, InferRequest):
-                raise BadRequest('the transformer takes v1 JSON: POST /v1/models/<name>:predict with {"instances": [...]}')
-            rows = parse_v1(payload, self.settings.serving)
-            authorise(state.caller, rows)
-            if any(r.text is not None for r in rows):
-                await asyncio.get_running_loop().run_in_executor(self._pii_pool, self._redact, rows)
-            state.online = await user_histories(self.store, rows, self.breaker, self.settings.serving.feature_timeout_s)
-            state.rows = rows
-            if self.log_writer is not None:  # what the log keeps of the request, for postprocess
-                state.summaries = summarise(rows, self.log_key)
-            return self._request(rows)
+    async def _call_predictor(self, payload, headers, response_headers):
+        try:
+            return await super().predict(payload, headers, response_headers)
+        except httpx.HTTPStatusError as e:
+            message = error_message(e.response)
+            if 400 <= e.response.status_code < 500:
+                raise UpstreamError(message[:500], e.response.status_code) from None
+            log.warning("the predictor failed (%s: %s)", e.response.status_code, message[:200])
+            raise Unavailable("the predictor failed; retry shortly") from None
+        except httpx.TransportError as e:  # refused, reset, timed out
+            log.warning("the predictor is unavailable (%s)", type(e).__name__)
+            why = " (it did not answer in time)" if isinstance(e, httpx.TimeoutException) else ""
+            raise Unavailable(f"the predictor is unavailable{why}; retry shortly") from None
 
-        async def _call_predictor(self, payload, headers, response_headers):
-            try:
-                return await super().predict(payload, headers, response_headers)
-            except httpx.HTTPStatusError as e:
-                message = error_message(e.response)
-                if 400 <= e.response.status_code < 500:
-                    raise UpstreamError(message[:500], e.response.status_code) from None
-                log.warning("the predictor failed (%s: %s)", e.response.status_code, message[:200])
-                raise Unavailable("the predictor failed; retry shortly") from None
-            except httpx.TransportError as e:  # refused, reset, timed out
-                log.warning("the predictor is unavailable (%s)", type(e).__name__)
-                why = " (it did not answer in time)" if isinstance(e, httpx.TimeoutException) else ""
-                raise Unavailable(f"the predictor is unavailable{why}; retry shortly") from None
-
-        async def predict(self, payload, headers: dict[str, str] | None = None,
-                          response_headers: dict[str, str] | None = None):
-            try:
-                return await self._call_predictor(payload, headers, response_headers)
-            except UpstreamError as e:
-                state = _STATE.get()
-                # an end user is not told whether the id they sent exists: an unknown user is served
-                # as an anonymous one (their history, or popular items) instead of a 404
-                if e.http_status != 404 or state is None or state.caller is None or state.caller.any_user:
-                    raise
-                return await self._call_predictor(self._request(state.rows, anonymous=True), headers,
-                                                  response_headers)
-
-        async def postprocess(self, result, headers: dict[str, str] | None = None,
-                              response_headers: dict[str, str] | None = None):
-            predictions = results_from_v2(result) if isinstance(result, InferResponse) else result["predictions"]
+    async def predict(self, payload, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None):
+        try:
+            return await self._call_predictor(payload, headers, response_headers)
+        except UpstreamError as e:
             state = _STATE.get()
-            online = state.online if state is not None else "off"
-            for p in predictions:
-                p["online_features"] = online
-            if state is not None and state.summaries is not None:
-                self._log(state, predictions, (headers or {}).get("x-request-id"))
-            for p in predictions:
-                p.pop("monitor", None)
-            return {"predictions": predictions}
+            # an end user is not told whether the id they sent exists: an unknown user is served
+            # as an anonymous one (their history, or popular items) instead of a 404
+            if e.http_status != 404 or state is None or state.caller is None or state.caller.any_user:
+                raise
+            return await self._call_predictor(self._request(state.rows, anonymous=True), headers,
+                                              response_headers)
 
-        def _log(self, state: RequestState, predictions: list[dict], request_id: str | None) -> None:
-            try:
-                latency_ms = (time.perf_counter() - state.started) * 1000
-                rid = request_id if request_id and len(request_id) <= 128 else uuid.uuid4().hex
-                self.log_writer.append(records(state.summaries, predictions, latency_ms=latency_ms, request_id=rid))
-            except Exception as e:  # the log never fails a request
-                log.warning("inference log: a record could not be built (%s: %s)", type(e).__name__, e)
-                _dropped_counter().labels(reason="record_failed").inc(len(predictions))
+    async def postprocess(self, result, headers: dict[str, str] | None = None,
+                          response_headers: dict[str, str] | None = None):
+        predictions = results_from_v2(result) if isinstance(result, InferResponse) else result["predictions"]
+        state = _STATE.get()
+        online = state.online if state is not None else "off"
+        for p in predictions:
+            p["online_features"] = online
+        if state is not None and state.summaries is not None:
+            self._log(state, predictions, (headers or {}).get("x-request-id"))
+        for p in predictions:
+            p.pop("monitor", None)
+        return {"predictions": predictions}
 
-    return FusionTransformer
+    def _log(self, state: RequestState, predictions: list[dict], request_id: str | None) -> None:
+        try:
+            latency_ms = (time.perf_counter() - state.started) * 1000
+            rid = request_id if request_id and len(request_id) <= 128 else uuid.uuid4().hex
+            self.log_writer.append(records(state.summaries, predictions, latency_ms=latency_ms, request_id=rid))
+        except Exception as e:  # the log never fails a request
+            log.warning("inference log: a record could not be built (%s: %s)", type(e).__name__, e)
+            _dropped_counter().labels(reason="record_failed").inc(len(predictions))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -286,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     if store is not None:
         warm_up(store)
     writer = inference_log(settings)
-    model = _transformer_class()(args.model_name, settings, store=store, pii=PiiFilter(settings.privacy),
+    model = FusionTransformer(args.model_name, settings, store=store, pii=PiiFilter(settings.privacy),
                                  log_writer=writer)
     try:
         run_model_server(model, settings, args.http_port)

@@ -136,10 +136,10 @@ def test_the_predictor_drops_work_that_waited_past_the_queue_timeout():
     """One scoring thread: a request that waited longer than queue_timeout_s (its caller has given up) is a
     503 without being scored, so the thread moves on to callers still waiting."""
     pytest.importorskip("kserve")
-    from serving.predictor import _predictor_class
+    from serving.predictor import FusionPredictor
 
     settings = load_settings(env={"FUSIONREC__SERVING__QUEUE_TIMEOUT_S": "0.2"})
-    predictor = _predictor_class()("fusionrec", settings)
+    predictor = FusionPredictor("fusionrec", settings)
     predictor.recommender = SlowRecommender(0.3)
 
     async def go():
@@ -155,9 +155,9 @@ def test_the_predictor_drops_work_that_waited_past_the_queue_timeout():
 def test_the_predictor_is_not_ready_until_its_model_is_loaded():
     """Readiness used to answer 200 whatever the model's state; now it asks the predictor itself."""
     pytest.importorskip("kserve")
-    from serving.predictor import _predictor_class
+    from serving.predictor import FusionPredictor
 
-    predictor = _predictor_class()("fusionrec", load_settings(env={}))
+    predictor = FusionPredictor("fusionrec", load_settings(env={}))
     predictor.ready = True  # what KServe's model server sets; the model is still not there
     guard = Guard(Echo(), [predictor], 1000, 4)
 

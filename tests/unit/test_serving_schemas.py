@@ -85,10 +85,10 @@ def test_transformer_redacts_query_text_before_the_predictor_sees_it(tmp_path):
     from fusionrec.config import load_settings
     from fusionrec.privacy import PiiFilter
     from fusionrec.serving.access import client_headers
-    from serving.transformer import _transformer_class
+    from serving.transformer import FusionTransformer
 
     settings = load_settings(env={"FUSIONREC__PATHS__ARTIFACTS": str(tmp_path)})
-    model = _transformer_class()("fusionrec", settings, store=None, pii=PiiFilter())
+    model = FusionTransformer("fusionrec", settings, store=None, pii=PiiFilter())
     out = asyncio.run(model.preprocess({"instances": [{"text": "like the one jane.doe@example.com sent me", "k": 3}]},
                                        client_headers(settings)))
     text = out["instances"][0]["text"]
