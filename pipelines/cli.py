@@ -55,7 +55,7 @@ def _spec(spec: str | None = None, **flags) -> dict:
     """The training spec of a command line (``--spec`` JSON and the flags given over it), whole, as a dict."""
     from fusionrec.workflow import TrainSpec
 
-    return TrainSpec.from_options(spec, **flags).model_dump(mode="json")
+    return TrainSpec.from_options(spec, **flags).model_dump(mode="json", exclude_none=True)  # KFP takes no None
 
 
 Spec = Annotated[Optional[str], typer.Option(help="The training spec as a JSON object (or @FILE): every field of "

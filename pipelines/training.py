@@ -91,8 +91,10 @@ class TrainingRun(BaseModel):
             raise ConfigError(f"training run: {describe_pydantic_errors(e)}") from None
 
     def arguments(self) -> dict[str, Any]:
-        """The pipeline's parameters for this run."""
-        return self.model_dump()
+        """The pipeline's parameters for this run (a spec field left unset is left out: KFP takes no None)."""
+        values = self.model_dump()
+        values["spec"] = {k: v for k, v in values["spec"].items() if v is not None}
+        return values
 
 
 def _default(name: str):
