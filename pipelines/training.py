@@ -450,6 +450,7 @@ def run_name(spec: dict[str, Any], contract: str, modalities: list[str]) -> str:
 def kfp_api(host: str, client=None):
     """A ``kfp.Client`` for ``host`` (or ``client``, given), with an API that does not answer, or refuses,
     turned into one clear error."""
+    import kfp_server_api
     import urllib3
 
     from fusionrec.errors import Unavailable
@@ -462,9 +463,7 @@ def kfp_api(host: str, client=None):
         yield client
     except urllib3.exceptions.HTTPError as e:
         raise Unavailable(f"Kubeflow Pipelines at {host} does not answer: {getattr(e, 'reason', e)}") from e
-    except Exception as e:
-        if type(e).__name__ != "ApiException":  # kfp_server_api's: the API answered with an error
-            raise
+    except kfp_server_api.ApiException as e:  # the API answered with an error
         raise Unavailable(f"Kubeflow Pipelines at {host} refused the call: {getattr(e, 'status', '')} "
                           f"{getattr(e, 'reason', '')}: {str(getattr(e, 'body', '') or '')[:300]}") from e
 

@@ -60,6 +60,16 @@ def test_render_refuses_an_invalid_result():
         render(base)
 
 
+
+def kserve_error(status: int, reason: str):
+    """Raise as KServeClient does: the API's ApiException re-raised as a RuntimeError while handling it."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        raise ApiException(status=status, reason=reason)
+    except ApiException as e:
+        raise RuntimeError(f"Exception when calling CustomObjectsApi->get_namespaced_custom_object: {e}")
+
 class FakeKServe:
     """The KServeClient calls deploy() makes, over a dict instead of a cluster. Every patch bumps
     ``metadata.generation``; the "controller" observes it and says Ready when ``ready``, or leaves the
@@ -70,7 +80,7 @@ class FakeKServe:
 
     def get(self, name, namespace=None):
         if (namespace, name) not in self.objects:
-            raise RuntimeError("Exception when calling CustomObjectsApi->get_namespaced_custom_object: (404) Not Found")
+            kserve_error(404, "Not Found")
         obj = self.objects[(namespace, name)]
         generation = obj["metadata"].setdefault("generation", 1)
         if not self.stale:
@@ -125,7 +135,7 @@ def test_a_failing_canary_is_rolled_back(ready, stale, smoke, why):
 def test_an_api_error_other_than_not_found_is_not_taken_for_a_new_service():
     class Forbidden(FakeKServe):
         def get(self, name, namespace=None):
-            raise RuntimeError("(403) Forbidden")
+            kserve_error(403, "Forbidden")
 
     with pytest.raises(RuntimeError, match="403"):
         deploy(Forbidden(), render(load_manifest()))

@@ -280,3 +280,21 @@ def test_on_a_cluster_the_steps_run_as_non_root_and_only_the_feature_writer_is_l
     (template,) = by_step["train-distributed"]["configMapAsVolume"]
     assert (template["configMapName"], template["mountPath"], template["optional"]) == \
         ("fusionrec-trainjob", "/etc/fusionrec/trainjob", True)  # the bundle's ConfigMap, where the step reads it
+
+
+def test_an_api_that_refuses_the_call_is_unavailable_with_its_status():
+    import kfp_server_api
+
+    from fusionrec.errors import Unavailable
+    from pipelines.training import kfp_api
+
+    class Refusing:
+        def get_pipeline_id(self, name):
+            raise kfp_server_api.ApiException(status=403, reason="Forbidden")
+
+    with pytest.raises(Unavailable, match="refused the call: 403 Forbidden"):
+        with kfp_api("http://kfp.example", Refusing()) as client:
+            client.get_pipeline_id("fusionrec-training")
+    with pytest.raises(KeyError):  # any other error is not taken for the API's answer
+        with kfp_api("http://kfp.example", Refusing()):
+            raise KeyError("x")

@@ -167,8 +167,12 @@ class DeployResult:
 
 
 def _not_found(error: Exception) -> bool:
-    """Whether the KServe client's error (it wraps the API's) says the object does not exist."""
-    return "404" in str(error) or "not found" in str(error).lower()
+    """Whether the KServe client's error says the object does not exist: the client re-raises the API's
+    ``ApiException`` as a RuntimeError while handling it, so the API's status is the error's context."""
+    from kubernetes.client.exceptions import ApiException
+
+    cause = error.__cause__ or error.__context__
+    return isinstance(cause, ApiException) and cause.status == 404
 
 
 def _generation(obj: Any) -> int | None:
