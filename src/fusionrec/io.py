@@ -11,10 +11,11 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
+def atomic_dir(target: str | Path, *, keep: str | Path | None = None) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``target``; on success it replaces ``target`` in one rename.
 
-    If the body raises, the temporary folder is removed and ``target`` is left exactly as it was.
+    If the body raises, the temporary folder is removed and ``target`` is left exactly as it was. With
+    ``keep``, the folder it replaced is moved there (whatever was there first is removed) instead of deleted.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -28,10 +29,13 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if target.exists():
-        old = target.parent / f".{target.name}.old-{tag}"
+        old = Path(keep) if keep is not None else target.parent / f".{target.name}.old-{tag}"
+        if keep is not None:
+            shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
         os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
     fsync_dir(target.parent)

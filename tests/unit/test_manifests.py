@@ -170,6 +170,14 @@ def test_publishing_features_replaces_the_folder_whole(tmp_path):
     assert publish_features(new, old) == old
     assert sorted(p.name for p in old.iterdir()) == ["features.json", "registry.db"]
     assert (old / "registry.db").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run", "served"]
+    # kept for a rollback, and given back
+    from fusionrec.serving.deploy import restore_features
+
+    (new / "registry.db").write_text("newer")
+    publish_features(new, old, keep_previous=True)
+    assert (old / "registry.db").read_text() == "newer" and (tmp_path / ".served.previous" / "registry.db").read_text() == "new"
+    assert restore_features(old) and (old / "registry.db").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "served"]
 
 
 def test_a_rolled_back_canary_gives_back_the_champion_and_the_features(tmp_path, monkeypatch):

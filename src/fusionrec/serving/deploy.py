@@ -319,20 +319,15 @@ def publish_features(features_dir: str | Path, data_dir: str | Path, *, keep_pre
     """Put a pipeline run's feature tables (the Feast registry the transformer reads) at ``data_dir``,
     swapping the folder whole so that a reader never sees half of it. With ``keep_previous`` the folder it
     replaced stays beside it (``.<name>.previous``) until :func:`restore_features` or the next publish."""
-    import os
     import shutil
 
+    from fusionrec.io import atomic_dir
+
     data_dir = Path(data_dir)
-    fresh, old = data_dir.with_name(f".{data_dir.name}.new-{os.getpid()}"), data_dir.with_name(f".{data_dir.name}.old")
     previous = data_dir.with_name(f".{data_dir.name}.previous")
-    shutil.rmtree(fresh, ignore_errors=True)
-    shutil.copytree(features_dir, fresh)
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(previous, ignore_errors=True)
-    if data_dir.exists():
-        data_dir.rename(previous if keep_previous else old)
-    fresh.rename(data_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)  # a later publish forgets the one before
+    with atomic_dir(data_dir, keep=previous if keep_previous else None) as tmp:
+        shutil.copytree(features_dir, tmp, dirs_exist_ok=True)
     return data_dir
 
 
