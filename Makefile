@@ -26,6 +26,7 @@ $(CHECKOV): constraints-checkov.txt | $(BIN)/python
 install: $(VENV)/.installed $(CHECKOV)
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # The main job: the training pipeline on the KFP local runner, end to end (validate, embed per modality,

@@ -321,7 +321,6 @@ def send_all(settings, env, traffic, work: Path, logs: Path, plan, args):
 
     from fusionrec.monitoring.log import read_window
     from fusionrec.serving import local
-
     from fusionrec.serving.access import client_headers
 
     servers = local.serve(settings, feast=False, log_dir=work / "servers", env=env)

@@ -23,8 +23,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)  # the predictor's torch_threads
     args = ap.parse_args()
 
-    from fusionrec.model import FusionConfig, FusionRecModel
-    from fusionrec.model import modeling
+    from fusionrec.model import FusionConfig, FusionRecModel, modeling
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -8,7 +8,6 @@ warm under 5 min, overhead under 20% of the direct run.
 """
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -58,12 +57,12 @@ def stop_servers(work: Path) -> None:
 
 def run_direct(contract: str, work: Path, cache: Path, epochs: int, ports: tuple[int, int]) -> tuple[float, dict]:
     """The pipeline's core calls, in one process, in the pipeline's order."""
+    from fusionrec import metrics as metrics_file
     from fusionrec.config import settings_from
     from fusionrec.data.contract import load_contract
     from fusionrec.data.dataset import Dataset
     from fusionrec.encoders.pipeline import embed_to_folder, merge_embeddings
     from fusionrec.features.store import build_store
-    from fusionrec import metrics as metrics_file
     from fusionrec.registry import champion, judge, register
     from fusionrec.reports import gallery_html, sample_rows
     from fusionrec.serving.deploy import deploy_version

@@ -91,11 +91,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
+    import numpy as np
+
     from fusionrec.config import PrivacySettings
     from fusionrec.data.synth import GENRES, _describe
     from fusionrec.privacy import PiiFilter
-
-    import numpy as np
 
     cases = planted(args.cases, args.seed)
     ml = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "movielens-100k-mm" / "items.csv"

@@ -165,10 +165,9 @@ def schedule_cmd(
         help="The ServiceAccount of the training runs it starts (the bundle's: fusionrec-training).")] = None,
 ) -> None:
     """Create (or replace) the recurring run of the monitoring pipeline on a cluster."""
+    from fusionrec.config import ClusterSettings
     from pipelines.monitoring import schedule
     from pipelines.training import DEFAULT_IMAGE
-
-    from fusionrec.config import ClusterSettings
 
     training = {"contract": contract, "registry": registry or ClusterSettings().registry_mount,
                 "modalities": modalities.split(","),

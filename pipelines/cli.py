@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 
 import typer
 
-
 app = typer.Typer(help="The Kubeflow training pipeline: compile it for the UI, run it here, submit it to a cluster.",
                   no_args_is_help=True)
 

@@ -8,8 +8,8 @@ with the KFP local runner; :func:`submit` sends it to a Kubeflow Pipelines endpo
 """
 
 import json
-import os
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

@@ -311,7 +311,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         else:
             try:
                 value = yaml.safe_load(raw) if raw != "" else ""
-            except yaml.YAMLError as e:
+            except yaml.YAMLError:
                 raise ConfigError(f"environment variable {name}: value {raw!r} is not valid YAML") from None
         node = tree
         for key in keys[:-1]:

@@ -134,7 +134,6 @@ class PiiFilter:
     @cached_property
     def _recognizers(self):
         from presidio_analyzer.predefined_recognizers import (
-            CreditCardRecognizer,
             IbanRecognizer,
             IpRecognizer,
             PhoneRecognizer,

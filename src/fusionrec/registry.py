@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fusionrec import metrics as metrics_file
 from fusionrec.errors import ConfigError, DatasetError, FusionRecError
 from fusionrec.io import atomic_dir, atomic_write_text, file_lock, new_dir, sha256_file
 from fusionrec.model import FusionConfig, FusionRecModel
 from fusionrec.search import INDEX_DIR, ItemSearch
-from fusionrec import metrics as metrics_file
 from fusionrec.workflow import MARGIN
 
 PRIMARY = "ndcg@20"
@@ -436,9 +436,8 @@ def _check_candidate(candidate: Path) -> None:
 
 def _copy_in(root: Path, candidate: Path) -> Path:
     """The candidate as a new version folder of ``root`` (or the version it already is); the lock is held."""
-    import shutil
-
     import hashlib
+    import shutil
 
     digest = hashlib.sha256(json.dumps(file_digests(candidate), sort_keys=True).encode()).hexdigest()
     target = _registered(root, digest)

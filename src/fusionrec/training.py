@@ -196,6 +196,7 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
         TrainingDiverged: the loss became NaN or infinite.
     """
     import torch.distributed as dist
+
     from fusionrec.progress import progress as progress_bar
 
     distributed = dist.is_available() and dist.is_torchelastic_launched()

@@ -15,8 +15,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
-
-from fusionrec.serving.access import client_headers
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,6 +25,7 @@ from fusionrec.features.tables import build_feature_tables
 from fusionrec.monitoring.log import read_window
 from fusionrec.monitoring.loop import pin_reference, run_once
 from fusionrec.serving import local
+from fusionrec.serving.access import client_headers
 from tests.champion import trained_champion
 
 pytestmark = pytest.mark.e2e

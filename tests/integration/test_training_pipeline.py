@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from fusionrec.data.splits import make_split
-from fusionrec.experiment import fit, fusion_config, model_card
 from fusionrec.errors import ConfigError
+from fusionrec.experiment import fit, fusion_config, model_card
 from fusionrec.registry import champion, gate, load_artifact, reinstate, save_artifact
 from fusionrec.training import TrainConfig, score_function
 

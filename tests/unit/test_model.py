@@ -8,7 +8,7 @@ import torch
 from fusionrec.data.splits import make_split
 from fusionrec.evaluation import auc_logloss, evaluate_ranking
 from fusionrec.model import FusionConfig, FusionRecModel
-from fusionrec.training import TrainConfig, build_model, evaluate_model, train
+from fusionrec.training import TrainConfig, evaluate_model, train
 from tests.reference import gate_weights, score_terms, state_dict_numpy
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,8 +13,15 @@ import pytest
 from fusionrec.config import MonitoringSettings, load_settings
 from fusionrec.errors import ConfigError
 from fusionrec.monitoring import drift, policy
-from fusionrec.monitoring.log import (InferenceLogWriter, RequestSummary, log_key, pseudonymise, read_window, records,
-                                      write_records)
+from fusionrec.monitoring.log import (
+    InferenceLogWriter,
+    RequestSummary,
+    log_key,
+    pseudonymise,
+    read_window,
+    records,
+    write_records,
+)
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc)

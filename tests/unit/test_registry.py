@@ -11,8 +11,17 @@ from pathlib import Path
 import pytest
 
 from fusionrec.errors import DatasetError
-from fusionrec.registry import (ChampionChanged, GateDecision, champion, judge, promote, register, register_judged,
-                                verify_checksums, write_checksums)
+from fusionrec.registry import (
+    ChampionChanged,
+    GateDecision,
+    champion,
+    judge,
+    promote,
+    register,
+    register_judged,
+    verify_checksums,
+    write_checksums,
+)
 
 
 def _candidate(folder: Path, weights: bytes, ndcg: float) -> Path:

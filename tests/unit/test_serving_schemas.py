@@ -8,8 +8,16 @@ import pytest
 
 from fusionrec.config import ServingSettings
 from fusionrec.errors import BadRequest, PayloadTooLarge
-from fusionrec.serving.schemas import (Result, parse_v1, parse_v2, result_to_dict, results_from_v2, results_to_v2,
-                                       to_v1, to_v2)
+from fusionrec.serving.schemas import (
+    Result,
+    parse_v1,
+    parse_v2,
+    result_to_dict,
+    results_from_v2,
+    results_to_v2,
+    to_v1,
+    to_v2,
+)
 
 pytestmark = pytest.mark.unit
 LIMITS = ServingSettings()

@@ -66,8 +66,8 @@ def test_the_trainjob_carries_the_spec_the_trainer_reads(trainer):
 
 def test_the_pipeline_commands_the_retrainer_and_the_schedule_pass_the_spec_whole(monkeypatch, tmp_path):
     import pipelines.training as training
-    from pipelines.cli import app as pipeline_app
     from monitoring.cli import app as monitor_app
+    from pipelines.cli import app as pipeline_app
 
     seen = []
 

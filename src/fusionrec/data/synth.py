@@ -156,9 +156,9 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
     import time
 
     import yaml
-    from fusionrec.progress import progress as progress_bar
 
     from fusionrec.io import atomic_dir
+    from fusionrec.progress import progress as progress_bar
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)

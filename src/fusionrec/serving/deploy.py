@@ -364,7 +364,6 @@ def deploy_version(settings, *, registry: str, version: str, target: str, regist
         Unavailable: the local servers did not answer the smoke request.
     """
     from fusionrec.errors import Unavailable
-
     from fusionrec.registry import version_folder, version_uri
 
     uri = version_uri(registry_uri or registry, version)

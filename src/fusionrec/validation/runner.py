@@ -210,7 +210,7 @@ def _run_table(gx: _GX, prepared: Prepared, overrides: dict[str, Any], file: str
             key=check.key, table=check.table, column=check.column, description=check.description,
             action=check.action, budget=check.budget, records=n, failed=failed,
             passed=(failed <= check.budget * n + 1e-9), file=file,
-            examples=[{"line": int(l), "value": _short(v)} for l, v in list(zip(lines, values))[:EXAMPLES]],
+            examples=[{"line": int(n), "value": _short(v)} for n, v in list(zip(lines, values))[:EXAMPLES]],
         ))
     return failing
 
