@@ -145,8 +145,9 @@ def write_pids(servers: Servers, path: Path) -> None:
                                 "predictor_url": servers.predictor_url, "transformer_url": servers.transformer_url}))
 
 
-def stop_from_pids(path: Path) -> list[int]:
-    """Stop detached servers recorded in ``path``; returns the pids signalled."""
+def stop_from_pids(path: Path, timeout_s: float = 30.0) -> list[int]:
+    """Stop detached servers recorded in ``path`` and wait until their ports are free (a server still
+    shutting down would answer a new pair's readiness check and then go); returns the pids signalled."""
     if not path.exists():
         return []
     pids = json.loads(path.read_text())
@@ -157,8 +158,38 @@ def stop_from_pids(path: Path) -> list[int]:
             stopped.append(pids[key])
         except (ProcessLookupError, PermissionError):
             pass
+    urls = [pids[k] for k in ("transformer_url", "predictor_url") if pids.get(k)]
+    if not _released(urls, timeout_s):
+        for pid in stopped:  # still holding a port after the grace period
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        _released(urls, 5.0)
     path.unlink()
     return stopped
+
+
+def _released(urls: list[str], timeout_s: float) -> bool:
+    """Whether every ``http://host:port`` of ``urls`` refuses connections within ``timeout_s``."""
+    import socket
+    from urllib.parse import urlsplit
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = []
+        for url in urls:
+            u = urlsplit(url)
+            try:
+                with socket.create_connection((u.hostname, u.port), timeout=0.5):
+                    busy.append(url)
+            except OSError:
+                pass
+        if not busy:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
 
 
 def call(url: str, model: str, instances: list[dict[str, Any]], timeout: float = 30.0,
