@@ -112,10 +112,10 @@ def reference_cmd(
     sets: Sets = None,
     profile: Annotated[Optional[str], typer.Option(help="Settings profile.")] = None,
 ) -> None:
-    """Pin the queries of a window of logged traffic as the query reference of the served model's encoders.
+    """Pin the new users and queries of a window of logged traffic as the callers' drift reference.
 
-    The model's own answers are its reference for everything else (written into each version); queries are
-    the callers', so a person says which window of them is normal.
+    Known users and anonymous requests are compared with the served model's own answers; what callers
+    bring (new users' histories, queries) is theirs, so a person says which window of it is normal.
     """
     from fusionrec.errors import ConfigError
     from fusionrec.monitoring.loop import pin_reference
@@ -131,7 +131,7 @@ def reference_cmd(
     if t1 <= t0:
         raise ConfigError("--end must be after --start")
     path = pin_reference(_settings(sets, profile), t0, t1)
-    typer.echo(f"query reference: {path}")
+    typer.echo(f"callers' window: {path}")
 
 
 @app.command("compile")

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fusionrec.config import ClusterSettings
 from fusionrec.errors import ConfigError, FusionRecError
@@ -90,11 +90,14 @@ class TrainingRun(BaseModel):
         except ValidationError as e:
             raise ConfigError(f"training run: {describe_pydantic_errors(e)}") from None
 
+    @field_validator("spec")
+    @classmethod
+    def _set_fields_only(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in spec.items() if v is not None}  # an unset field is left out: KFP takes no None
+
     def arguments(self) -> dict[str, Any]:
-        """The pipeline's parameters for this run (a spec field left unset is left out: KFP takes no None)."""
-        values = self.model_dump()
-        values["spec"] = {k: v for k, v in values["spec"].items() if v is not None}
-        return values
+        """The pipeline's parameters for this run."""
+        return self.model_dump()
 
 
 def _default(name: str):

@@ -266,11 +266,10 @@ class Recommender:
                     f"cannot be queried by {m}; {alternatives} by 'like': an item id")
         return f"this model has no {m} modality; {alternatives} by 'like': an item id"
 
-    def query(self, rows: list[Row], queries: list[dict[str, np.ndarray]] | None = None) -> list[Result]:
+    def query(self, rows: list[Row]) -> list[Result]:
         """Items most like each query in the encoders' own spaces (see the module docstring), re-ranked by
-        the user's taste when the row names a user or a history; with the query's item-tower vector.
-        ``queries``: the rows' vectors already in the encoders' spaces (default: :meth:`encode` of the rows)."""
-        queries = self.encode(rows) if queries is None else queries
+        the user's taste when the row names a user or a history; with the query's item-tower vector."""
+        queries = self.encode(rows)
         personal = [i for i, r in enumerate(rows) if r.personal]
         taste: dict[int, tuple[torch.Tensor, list[int], bool, torch.Tensor]] = {}
         if personal:

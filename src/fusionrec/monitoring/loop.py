@@ -3,8 +3,8 @@ the serving model's reference, decide, start retraining when the policy fires, a
 people look: the HTML reports, the snapshots on the dashboard, the decision in ``decisions.jsonl``.
 
 A window is compared with the served version's own answers to requests of the window's shapes about its
-training users and, for its queries by example, with the query window an operator pinned (``fusionrec
-monitor reference``); never with the first traffic after a deploy, so no caller decides what drift is
+training users and, for what callers bring (new users' histories, queries by example), with the callers'
+window an operator pinned (``fusionrec monitor reference``); never with the first traffic after a deploy, so no caller decides what drift is
 (``monitoring/reference.py``). The caller passes ``retrain``, the function that starts a run (the KFP
 local runner here, a ``kfp.Client`` run on a cluster): the core does not know how pipelines are run.
 """
@@ -38,9 +38,8 @@ class Outcome:
 
 
 def expire(settings: Settings, now: datetime | None = None) -> list[Path]:
-    """Delete the inference log's hour partitions and the pinned query reference older than
-    ``monitoring.retention_days`` (the model's own reference lives and goes with its version); return what
-    went."""
+    """Delete the inference log's hour partitions and the pinned callers' window older than
+    ``monitoring.retention_days`` (the model's own answers are drawn from its version); return what went."""
     import shutil
 
     from fusionrec.monitoring.log import hour_of
@@ -54,7 +53,7 @@ def expire(settings: Settings, now: datetime | None = None) -> list[Path]:
         if hour is not None and hour + timedelta(hours=1) <= cutoff:
             shutil.rmtree(part, ignore_errors=True)
             gone.append(part)
-    references = monitoring_dir(settings) / "reference"  # the pinned query window: as private as the log
+    references = monitoring_dir(settings) / "reference"  # the pinned callers' window: as private as the log
     for ref in sorted(p for p in references.iterdir() if p.is_file()) if references.is_dir() else []:
         if datetime.fromtimestamp(ref.stat().st_mtime, timezone.utc) <= cutoff:
             ref.unlink(missing_ok=True)
@@ -204,7 +203,7 @@ def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callab
     else:
         covered = reference.covers(frame)
         current = frame[covered]
-        if reference.callers is not None:  # the pinned window is not its own window
+        if len(reference.callers):  # the pinned window is not its own window
             current = current[~current["request_id"].isin(set(reference.callers["request_id"]))]
         result = drift.evaluate(current, reference, mon, popularity=_popularity(art), timestamp=now)
         decision = policy.decide(result, history, mon, now=now, window=(start, now), model_version=version,

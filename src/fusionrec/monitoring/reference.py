@@ -56,19 +56,20 @@ def is_query(kinds: pd.Series) -> pd.Series:
 
 class ModelReference:
     """The model's own answers for a window's known-user and anonymous requests, and the ``callers``' pinned
-    rows (logged records, or None) for the rest (see the module docstring)."""
+    rows (logged records; None: none pinned) for the rest (see the module docstring)."""
 
     def __init__(self, artifact, callers: pd.DataFrame | None = None, draws: int = DRAWS) -> None:
         from fusionrec.recommender import Recommender
 
-        self.callers, self.draws = callers, draws
+        self.callers = callers if callers is not None else pd.DataFrame(columns=["kind"])
+        self.draws = draws
         self.rec = Recommender(artifact)
         self.users = artifact.users["user_id"].astype(str).to_numpy()
-        self.kinds = set(KNOWN) | (set(callers["kind"].astype(str)) if callers is not None else set())
+        self.theirs = set(self.callers["kind"].astype(str))  # the kinds the callers' window has rows of
 
     def covers(self, window: pd.DataFrame) -> pd.Series:
         """Which rows of ``window`` have something to be compared with."""
-        return is_known(window["kind"]) | _groups(window, self.kinds - set(KNOWN)).notna()
+        return is_known(window["kind"]) | _groups(window, self.theirs).notna()
 
     def draw(self, window: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         """Reference records for ``window`` (logged records), in its mix of kinds: the model's answers for its
@@ -78,11 +79,10 @@ class ModelReference:
         rng = np.random.default_rng(seed)
         known = window[is_known(window["kind"])]
         brought = window[~is_known(window["kind"])]
-        pinned = self.callers if self.callers is not None else window.iloc[:0]
-        theirs = set(pinned["kind"].astype(str))
-        groups = _groups(brought, theirs)
+        pinned = self.callers
+        groups = _groups(brought, self.theirs)
         times = scale(pd.concat([known[["kind"]], groups[groups.notna()].to_frame("kind")]),
-                      _groups(pinned, theirs).value_counts().to_dict(), self.draws)
+                      _groups(pinned, self.theirs).value_counts().to_dict(), self.draws)
         parts = []
         for kind, group in known.groupby("kind"):
             shapes = group.iloc[rng.choice(len(group), int(times * len(group)), replace=times > 1)]
@@ -136,6 +136,7 @@ def pin_callers(frame: pd.DataFrame, identities: dict[str, str], folder: str | P
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from fusionrec.io import atomic_write_text
     from fusionrec.monitoring.log import _schema
 
     rows = frame[~is_known(frame["kind"])].copy()
@@ -149,9 +150,7 @@ def pin_callers(frame: pd.DataFrame, identities: dict[str, str], folder: str | P
             "kinds": {str(k): int(n) for k, n in rows["kind"].value_counts().items()},
             "versions": sorted(str(v) for v in rows["model_version"].unique()),
             "pinned": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = folder / f".{CALLERS_META}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    tmp.replace(folder / CALLERS_META)
+    atomic_write_text(folder / CALLERS_META, json.dumps(meta, indent=2))
     return folder / CALLERS_FILE
 
 
