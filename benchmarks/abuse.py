@@ -79,9 +79,9 @@ def setup(work: Path, users: int, items: int):
     from fusionrec.data.splits import make_split
     from fusionrec.data.synth import SynthConfig, generate
     from fusionrec.encoders.pipeline import encode_dataset
-    from fusionrec.experiment import fit, fusion_config, model_card
     from fusionrec.registry import gate, save_artifact
-    from fusionrec.training import TrainConfig
+    from fusionrec.train.compare import fit, fusion_config, model_card
+    from fusionrec.train.loop import TrainConfig
     from fusionrec.validation import validate_dataset
 
     generate(SynthConfig(users=users, items=items, seed=22, workers=1), work / "synth", progress=False)
@@ -247,7 +247,7 @@ def attack_sink(work: Path) -> tuple[str, bool]:
     import httpx
 
     from fusionrec.monitoring.log import read_window
-    from fusionrec.serving.local import wait_answering
+    from fusionrec.platform.local import wait_answering
 
     port = _port()
     env = {**os.environ, "FUSIONREC__MONITORING__FOLDER": str(work / "sink"), "FUSIONREC__MONITORING__LOG_KEY": LOG_KEY,
@@ -335,7 +335,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     from fusionrec.config import load_settings
-    from fusionrec.serving import local
+    from fusionrec.platform import local
 
     work = args.work or Path(tempfile.mkdtemp(prefix="fusionrec-abuse-"))
     t0 = time.perf_counter()

@@ -25,8 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionrec.train.request import TrainSpec
+
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ("cornac_bpr", "cornac_vbpr", "bpr_mf", "ease")
+DIM = TrainSpec().dim  # every model's size: the training request's default
 
 
 def main() -> None:
@@ -41,8 +44,8 @@ def main() -> None:
     from fusionrec.data.dataset import Dataset
     from fusionrec.data.splits import make_split
     from fusionrec.encoders.pipeline import load_embeddings
-    from fusionrec.experiment import compare, write_comparison
-    from fusionrec.training import TrainConfig
+    from fusionrec.train.compare import compare, write_comparison
+    from fusionrec.train.loop import TrainConfig
 
     if not (args.data / "validated" / "dataset.json").exists():
         raise SystemExit(f"{args.data}: run 'make run' first (it validates and embeds movielens-100k-mm)")
@@ -56,10 +59,10 @@ def main() -> None:
     t0 = time.perf_counter()
     for seed in args.seeds:
         cfg = TrainConfig(epochs=args.epochs, seed=seed)
-        res = compare(ds, emb, make_split(ds, "random", seed=seed), models=warm_models, train_cfg=cfg)
+        res = compare(ds, emb, make_split(ds, "random", seed=seed), models=warm_models, train_cfg=cfg, dim=DIM)
         for k, v in res.items():
             warm.setdefault(k, []).append(v)
-        res = compare(ds, emb, make_split(ds, "cold_item", seed=seed), models=cold_models, train_cfg=cfg)
+        res = compare(ds, emb, make_split(ds, "cold_item", seed=seed), models=cold_models, train_cfg=cfg, dim=DIM)
         for k, v in res.items():
             cold.setdefault(k, []).append(v)
         print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)

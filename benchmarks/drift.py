@@ -319,9 +319,9 @@ def send_all(settings, env, traffic, work: Path, logs: Path, plan, args):
 
     import httpx
 
+    from fusionrec.api.access import client_headers
     from fusionrec.monitoring.log import read_window
-    from fusionrec.serving import local
-    from fusionrec.serving.access import client_headers
+    from fusionrec.platform import local
 
     servers = local.serve(settings, feast=False, log_dir=work / "servers", env=env)
     client = httpx.Client(timeout=120, headers=client_headers(settings))
@@ -368,12 +368,13 @@ def main() -> int:
     if not DATA.exists():
         print(f"skipped: {DATA} is absent (movielens-100k-mm is read in place, never copied)")
         return 0
+    from fusionrec.artifact import load_artifact
     from fusionrec.config import load_settings
     from fusionrec.data.dataset import Dataset
     from fusionrec.monitoring import drift, policy
     from fusionrec.monitoring.log import read_window, write_records
     from fusionrec.monitoring.loop import _popularity
-    from fusionrec.registry import load_artifact, resolve_version
+    from fusionrec.registry import resolve_version
 
     work = args.replay or Path(tempfile.mkdtemp(prefix="drift-"))
     env = {"FUSIONREC__SERVING__STORAGE_URI": args.storage_uri, "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()),

@@ -58,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fusionrec.model import FusionConfig
-    from fusionrec.training import TrainConfig, train
+    from fusionrec.train.loop import TrainConfig, train
 
     n_users, n_items = args.interactions // 50, args.interactions // 100
     t = time.perf_counter()

@@ -63,11 +63,12 @@ def run_direct(contract: str, work: Path, cache: Path, epochs: int, ports: tuple
     from fusionrec.data.dataset import Dataset
     from fusionrec.encoders.pipeline import embed_to_folder, merge_embeddings
     from fusionrec.features.store import build_store
+    from fusionrec.platform.deploy import deploy_version
     from fusionrec.registry import champion, judge, register
     from fusionrec.reports import gallery_html, sample_rows
-    from fusionrec.serving.deploy import deploy_version
+    from fusionrec.train.request import TrainSpec
+    from fusionrec.train.run import evaluate_candidate, train_candidate
     from fusionrec.validation import validate_dataset
-    from fusionrec.workflow import TrainSpec, evaluate_candidate, train_candidate
 
     s = settings_from({"paths": {"cache": str(cache), "artifacts": str(work / "artifacts")},
                        "serving": {"predictor_port": ports[0], "transformer_port": ports[1]}})

@@ -92,11 +92,12 @@ def main() -> int:
     import httpx
     import torch
 
+    from fusionrec.artifact import load_artifact
     from fusionrec.config import load_settings
     from fusionrec.encoders.pipeline import build_encoders
-    from fusionrec.registry import load_artifact, resolve_version
+    from fusionrec.platform import local
+    from fusionrec.registry import resolve_version
     from fusionrec.search import ItemSearch
-    from fusionrec.serving import local
 
     env = {"FUSIONREC__SERVING__STORAGE_URI": args.storage_uri, "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()),
            "FUSIONREC__SERVING__TRANSFORMER_PORT": str(_port()), "FUSIONREC__ENCODERS__DEVICE": "cpu"}
@@ -151,7 +152,7 @@ def main() -> int:
     servers = local.serve(settings, feast=False, log_dir=log_dir, env=env)
     try:
         url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
-        from fusionrec.serving.access import client_headers
+        from fusionrec.api.access import client_headers
 
         client = httpx.Client(timeout=60, headers=client_headers(settings))
 

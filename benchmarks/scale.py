@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FUSIONREC = [sys.executable, "-m", "fusionrec"]
 EVALUATE = """
 import json, sys
-from fusionrec.workflow import evaluate_candidate
+from fusionrec.train.run import evaluate_candidate
 e = evaluate_candidate(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], baselines=("mostpop",), progress=False)
 print(json.dumps({k: {m: round(float(v), 4) for m, v in r.items() if m in ("recall@20", "ndcg@20")}
                   for k, r in e.results.items()}))

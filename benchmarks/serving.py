@@ -66,7 +66,7 @@ async def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: f
 
 
 def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    from fusionrec.serving.local import wait_ready
+    from fusionrec.platform.local import wait_ready
 
     wait_ready(url, MODEL, proc, timeout)
 
@@ -81,7 +81,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fusionrec.config import load_settings
-    from fusionrec.serving import local
+    from fusionrec.platform import local
 
     if not (args.data / "models" / "champion.json").exists():
         raise SystemExit(f"{args.data}/models: no champion; run 'make run' first")
@@ -122,7 +122,7 @@ def main() -> None:
         try:
             url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
             name = f"fusionrec (transformer + predictor), inference log {'on' if log == 'parquet' else 'off'}"
-            from fusionrec.serving.access import client_headers
+            from fusionrec.api.access import client_headers
 
             results[name] = asyncio.run(closed_loop(url, bodies, args.concurrency, args.seconds,
                                                     headers=client_headers(settings)))

@@ -71,7 +71,8 @@ def train(dataset: Input[Dataset], embeddings: Input[Dataset], tables: Input[Dat
 
     from fusionrec.config import settings_from
     from fusionrec.io import log_metrics
-    from fusionrec.workflow import TrainSpec, train_candidate
+    from fusionrec.train.request import TrainSpec
+    from fusionrec.train.run import train_candidate
 
     s = settings_from(settings)
     c = train_candidate(dataset.path, embeddings.path, TrainSpec.parse(**spec), model.path, device=s.encoders.device,
@@ -90,7 +91,7 @@ def train_distributed(dataset: Input[Dataset], embeddings: Input[Dataset], table
     from pathlib import Path
 
     from fusionrec.io import log_metrics
-    from fusionrec.trainjob import train_on_cluster
+    from fusionrec.platform.trainjob import train_on_cluster
 
     done = train_on_cluster(dataset.path, embeddings.path, tables.path, spec, model.path, image=image, nodes=nodes,
                             gpus_per_node=gpus_per_node)
@@ -109,7 +110,7 @@ def evaluate(dataset: Input[Dataset], embeddings: Input[Dataset], model: Input[M
 
     from fusionrec.config import settings_from
     from fusionrec.io import log_metrics
-    from fusionrec.workflow import evaluate_candidate
+    from fusionrec.train.run import evaluate_candidate
 
     with tempfile.TemporaryDirectory() as out:
         result = evaluate_candidate(dataset.path, embeddings.path, model.path, out, baselines=tuple(baselines),
@@ -159,7 +160,7 @@ def deploy(version: str, registry: str, registry_uri: str, tables: Input[Dataset
     (its features published for the transformer, then the new version rolled out as a canary). Nothing
     when the register step registered nothing."""
     from fusionrec.config import settings_from
-    from fusionrec.serving.deploy import deploy_version
+    from fusionrec.platform.deploy import deploy_version
 
     if not version:
         print("not deployed: the register step's re-check kept the champion")

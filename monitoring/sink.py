@@ -44,10 +44,10 @@ def build_app(settings, writer):
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
     from prometheus_client import CollectorRegistry, Counter, generate_latest
 
+    from fusionrec.api.schemas import parse_v1, parse_v2, results_from_v2
     from fusionrec.config import monitoring_dir
     from fusionrec.errors import FusionRecError
     from fusionrec.monitoring.log import log_key, records, summarise, valid_record
-    from fusionrec.serving.schemas import parse_v1, parse_v2, results_from_v2
 
     key = log_key(settings.monitoring, monitoring_dir(settings), create=settings.profile == "local")
     # what a request leaves behind until its response: its summaries (no text, no image) and its time

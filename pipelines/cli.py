@@ -52,13 +52,13 @@ def _modalities(contract: Path, given: str | None) -> list[str]:
 
 def _spec(spec: str | None = None, **flags) -> dict:
     """The training spec of a command line (``--spec`` JSON and the flags given over it), whole, as a dict."""
-    from fusionrec.workflow import TrainSpec
+    from fusionrec.train.request import TrainSpec
 
     return TrainSpec.from_options(spec, **flags).model_dump(mode="json", exclude_none=True)  # KFP takes no None
 
 
 Spec = Annotated[Optional[str], typer.Option(help="The training spec as a JSON object (or @FILE): every field of "
-                                                  "fusionrec.workflow.TrainSpec; the flags override it.")]
+                                                  "fusionrec.train.request.TrainSpec; the flags override it.")]
 Seed = Annotated[Optional[int], typer.Option(help="Seed of the split and the model (default: the spec's).")]
 Dim = Annotated[Optional[int], typer.Option(help="Shared embedding size (default: the spec's).")]
 Epochs = Annotated[Optional[int], typer.Option(help="Most epochs (default: the spec's).")]

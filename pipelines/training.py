@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fusionrec.config import ClusterSettings
 from fusionrec.errors import ConfigError, FusionRecError
-from fusionrec.workflow import MARGIN
+from fusionrec.train.request import MARGIN
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class TrainingRun(BaseModel):
     contract: str  # the dataset contract as the steps see it
     registry: str  # the model registry folder as the steps see it
     modalities: list[str] = Field(default_factory=lambda: ["text", "image"])  # embedded, one task each
-    spec: dict[str, Any] = Field(default_factory=dict)  # a fusionrec.workflow.TrainSpec's fields
+    spec: dict[str, Any] = Field(default_factory=dict)  # a fusionrec.train.request.TrainSpec's fields
     settings: dict[str, Any] = Field(default_factory=dict)  # settings overrides for every step
     margin: float = MARGIN  # promote only when NDCG@20 beats the champion's by this share
     baselines: list[str] = Field(default_factory=lambda: list(DEFAULT_BASELINES))
@@ -165,7 +165,7 @@ def build_pipeline(target: Target = Target()):
             if name == "deploy":  # publishes the serving features' registry for the transformer
                 kubernetes.mount_pvc(task, pvc_name=ARTIFACTS_PVC, mount_path=ARTIFACTS_MOUNT)
             if name == "train_distributed":  # the cluster's TrainJob template (the bundle's ConfigMap)
-                from fusionrec.trainjob import CLUSTER_TEMPLATE
+                from fusionrec.platform.trainjob import CLUSTER_TEMPLATE
 
                 kubernetes.use_config_map_as_volume(task, config_map_name="fusionrec-trainjob",
                                                     mount_path=str(CLUSTER_TEMPLATE.parent), optional=True)
@@ -230,7 +230,8 @@ def check_parameters(*, spec: dict[str, Any], settings: dict[str, Any], modaliti
         ConfigError: naming the parameter and the value.
     """
     from fusionrec.config import settings_from
-    from fusionrec.workflow import TrainSpec, check_baselines
+    from fusionrec.train.request import TrainSpec
+    from fusionrec.train.run import check_baselines
 
     parsed = TrainSpec.parse(**spec)
     settings_from(settings)
@@ -338,7 +339,7 @@ def run_local(run: TrainingRun | None = None, *, pipeline_root: str | Path, runn
                       time.perf_counter() - start)
     if deploy and best is not None:
         from fusionrec.config import settings_from
-        from fusionrec.serving.deploy import deploy_version
+        from fusionrec.platform.deploy import deploy_version
 
         # the subprocess runner's deploy step left the servers up; a container's servers die with it, so
         # under docker (or when this run kept the champion) they are started here, on the host
@@ -436,7 +437,7 @@ def _data_roots(contract: str) -> list[Path]:
 
 def run_name(spec: dict[str, Any], contract: str, modalities: list[str]) -> str:
     """A run name that says what was trained: dataset, split, fusion, modalities and when."""
-    from fusionrec.workflow import TrainSpec
+    from fusionrec.train.request import TrainSpec
 
     s = TrainSpec.parse(**spec)
     dataset = Path(contract).stem

@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 import kserve
 from kserve import InferRequest
 
+from fusionrec.api.schemas import parse_v1, parse_v2, result_to_dict, results_to_v2, v2_metadata, wants_monitor
 from fusionrec.config import Settings
 from fusionrec.errors import Unavailable
-from fusionrec.serving.schemas import parse_v1, parse_v2, result_to_dict, results_to_v2, v2_metadata, wants_monitor
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,10 @@ class FusionPredictor(kserve.Model):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")  # one scorer; the loop stays free
 
     def load(self) -> bool:
+        from fusionrec.artifact import load_artifact
         from fusionrec.encoders.pipeline import build_encoders
         from fusionrec.recommender import Recommender, encoder_modalities
-        from fusionrec.registry import load_artifact, resolve_version
+        from fusionrec.registry import resolve_version
 
         path = resolve_version(self.storage_uri, self.settings.paths.cache)
         art = load_artifact(path)
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from kserve import model_server
 
+    from fusionrec.api.http import run_model_server
     from fusionrec.config import load_settings
-    from fusionrec.serving.http import run_model_server
 
     parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__.splitlines()[0])
     parser.add_argument("--storage_uri", default=None, help="Model registry, version folder or /mnt/models.")

@@ -3,7 +3,7 @@
 Preprocess: validate each instance against the typed schema and the limits (4xx with a message, never
 5xx), pass query text through the privacy filter, and look up the users' latest history in Feast's
 online store (batched, asynchronous) so that interactions pushed since training count. The lookup has
-a short timeout and a circuit breaker (:mod:`fusionrec.serving.resilience`): with the store down or
+a short timeout and a circuit breaker (:mod:`fusionrec.api.resilience`): with the store down or
 slow, requests are served from the model's own histories, flagged ``"online_features": "unavailable"``
 and counted on ``/metrics`` (``fusionrec_feature_store_fallbacks_total``), never a 5xx nor the store's
 error text. Predict: the predictor over real HTTP (v2 by default, or v1). A predictor that is down or
@@ -33,11 +33,11 @@ import httpx
 import kserve
 from kserve import InferRequest, InferResponse
 
+from fusionrec.api.http import error_message
+from fusionrec.api.schemas import Row, parse_v1, results_from_v2, to_v1, to_v2
 from fusionrec.config import Settings, monitoring_dir
 from fusionrec.errors import BadRequest, Unavailable, UpstreamError
 from fusionrec.monitoring.log import records, summarise
-from fusionrec.serving.http import error_message
-from fusionrec.serving.schemas import Row, parse_v1, results_from_v2, to_v1, to_v2
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class RequestState:
     (preprocess, predict and postprocess run in one task), never in a header a client could set."""
 
     started: float
-    caller: Any = None  # fusionrec.serving.access.Caller
+    caller: Any = None  # fusionrec.api.access.Caller
     rows: list = field(default_factory=list)
     online: str = "off"
     summaries: list | None = None
@@ -81,8 +81,8 @@ async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float 
     Returns what happened: ``used``, ``not needed`` (no row names a user), ``off`` (no store) or
     ``unavailable`` (the store failed, timed out or its breaker is open; the rows are left as they were).
     """
+    from fusionrec.api.resilience import CircuitBreaker, CircuitOpen
     from fusionrec.features.store import online_user_features_async
-    from fusionrec.serving.resilience import CircuitBreaker, CircuitOpen
 
     ids = sorted({r.user_id for r in rows if r.user_id is not None})
     if not ids:
@@ -157,9 +157,9 @@ class FusionTransformer(kserve.Model):
     def __init__(self, name: str, settings: Settings, store=None, pii=None, log_writer=None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
+        from fusionrec.api.access import Authenticator, RateLimiter
+        from fusionrec.api.resilience import CircuitBreaker
         from fusionrec.monitoring.log import log_key
-        from fusionrec.serving.access import Authenticator, RateLimiter
-        from fusionrec.serving.resilience import CircuitBreaker
 
         super().__init__(name)
         self.settings = settings
@@ -194,7 +194,7 @@ class FusionTransformer(kserve.Model):
         return to_v1(rows, self.monitor)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None):
-        from fusionrec.serving.access import authorise
+        from fusionrec.api.access import authorise
 
         state = RequestState(time.perf_counter())
         _STATE.set(state)
@@ -265,10 +265,10 @@ class FusionTransformer(kserve.Model):
 def main(argv: list[str] | None = None) -> None:
     from kserve import model_server
 
+    from fusionrec.api.http import run_model_server
     from fusionrec.config import load_settings
     from fusionrec.features.store import feature_store
     from fusionrec.privacy import PiiFilter
-    from fusionrec.serving.http import run_model_server
 
     parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__.splitlines()[0])
     parser.add_argument("--no_feast", action="store_true", help="Serve without online user features.")

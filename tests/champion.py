@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from fusionrec.data.splits import make_split
-from fusionrec.experiment import fit, fusion_config, model_card
 from fusionrec.registry import gate, save_artifact
-from fusionrec.training import TrainConfig
+from fusionrec.train.compare import fit, fusion_config, model_card
+from fusionrec.train.loop import TrainConfig
 
 
 def trained_champion(models: Path, ds, emb):

@@ -32,9 +32,6 @@ app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(config_app, name="config")
-deploy_app = typer.Typer(help="The cluster: render, validate and deploy the InferenceService (canary, rollback).",
-                         no_args_is_help=True)
-app.add_typer(deploy_app, name="deploy")
 
 
 class _State:
@@ -196,7 +193,7 @@ def train_cmd(
     candidate: Annotated[Optional[Path], typer.Option(help="Write the candidate artifact here instead (no registry, no "
                                                            "gate: what a pipeline's TrainJob does).")] = None,
     spec: Annotated[Optional[str], typer.Option(help="The training spec as a JSON object (or @FILE): every field of "
-                                                     "fusionrec.workflow.TrainSpec; the flags below override it.")] = None,
+                                                     "fusionrec.train.request.TrainSpec; the flags below override it.")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="Split: random (8:1:1 per user), temporal, cold_item, "
                                                          "given.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the split, the initialisation and the batches.")] = None,
@@ -220,7 +217,8 @@ def train_cmd(
     that turns NaN stops training with a diagnosis and writes no artifact. With --features the
     training rows and item embeddings come from Feast's training feature service.
     """
-    from fusionrec.workflow import TrainSpec, train_and_register, train_candidate
+    from fusionrec.train.request import TrainSpec
+    from fusionrec.train.run import train_and_register, train_candidate
 
     # checked before anything is read or computed
     spec_ = TrainSpec.from_options(spec, protocol=protocol, seed=seed, modalities=modalities, fusion=fusion, dim=dim,
@@ -247,27 +245,31 @@ def evaluate_cmd(
     dataset: Annotated[Path, typer.Argument(help="A validated dataset folder.")],
     embeddings: Annotated[Path, typer.Option(help="The embeddings folder.")],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, comparison.md and comparison.png.")],
-    protocol: Annotated[str, typer.Option(help="Split: random, temporal, cold_item, given.")] = "random",
-    seed: Annotated[int, typer.Option(help="Seed for the split and every model.")] = 0,
-    models: Annotated[str, typer.Option(help="Comma-separated: fusion, concat, text_only, image_only, mostpop, "
-                                               "bpr_mf, cornac_bpr, cornac_vbpr, random, ease.")] =
-    "fusion,concat,text_only,image_only,mostpop,bpr_mf,cornac_bpr,cornac_vbpr",
-    epochs: Annotated[int, typer.Option(min=1, help="Most epochs for the trained models.")] = 40,
+    protocol: Annotated[Optional[str], typer.Option(help="Split: random, temporal, cold_item, given.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for the split and every model.")] = None,
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated names of fusionrec.train.models.MODELS "
+                                                        "(default: fusionrec.train.compare.COMPARED).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Most epochs for the trained models.")] = None,
+    dim: Annotated[Optional[int], typer.Option(help="Embedding size of every model that has one.")] = None,
 ) -> None:
-    """Compare the fusion model with its variants and the baselines on one split, in one run."""
+    """Compare the fusion model with its variants and the baselines on one split, in one run (the run's
+    defaults are the training request's: fusionrec.train.request.TrainSpec)."""
     from fusionrec.data.dataset import Dataset
     from fusionrec.data.splits import make_split
     from fusionrec.encoders.pipeline import load_embeddings
-    from fusionrec.experiment import compare, comparison_table, write_comparison
-    from fusionrec.training import TrainConfig
+    from fusionrec.train.compare import COMPARED, compare, comparison_table, write_comparison
+    from fusionrec.train.loop import TrainConfig
+    from fusionrec.train.request import TrainSpec
 
     settings = state.settings()
+    spec = TrainSpec.from_options(protocol=protocol, seed=seed, epochs=epochs, dim=dim)
     ds = Dataset.load(dataset)
     emb = load_embeddings(embeddings)
-    split = make_split(ds, protocol, seed=seed)
-    results = compare(ds, emb, split, models=tuple(models.split(",")),
-                      train_cfg=TrainConfig(epochs=epochs, seed=seed, device=settings.encoders.device))
-    write_comparison(results, out, f"{ds.name}, {protocol} split, seed {seed}")
+    split = make_split(ds, spec.protocol, seed=spec.seed)
+    names = tuple(m.strip() for m in models.split(",")) if models else COMPARED
+    results = compare(ds, emb, split, models=names, dim=spec.dim,
+                      train_cfg=TrainConfig(epochs=spec.epochs, seed=spec.seed, device=settings.encoders.device))
+    write_comparison(results, out, f"{ds.name}, {spec.protocol} split, seed {spec.seed}")
     typer.echo(comparison_table(results))
     typer.echo(f"comparison: {out / 'comparison.md'}, {out / 'comparison.png'}")
 
@@ -285,7 +287,7 @@ def serve_cmd(
     stop: Annotated[bool, typer.Option(help="Stop servers started with --detach.")] = False,
 ) -> None:
     """Start the predictor and the transformer as two KServe model servers on loopback (real HTTP)."""
-    from fusionrec.serving.local import serve, serve_detached, stop_from_pids
+    from fusionrec.platform.local import serve, serve_detached, stop_from_pids
 
     settings = state.settings()
     run_dir = Path(settings.paths.artifacts) / "serving"
@@ -335,8 +337,8 @@ def recommend_cmd(
     (an image, a text, an item), or both; each item with the terms of its score."""
     import base64
 
-    from fusionrec.serving.access import client_headers, key_file
-    from fusionrec.serving.local import call
+    from fusionrec.api.access import client_headers, key_file
+    from fusionrec.platform.local import call
 
     settings = state.settings()
     instance: dict = {"k": k}
@@ -373,116 +375,6 @@ def recommend_cmd(
                    f"[{item['driver']}; {terms}]")
 
 
-@deploy_app.command("render")
-def deploy_render(
-    overlay: Annotated[str, typer.Option(help="The bundle's overlay: dev or prod (manifests/overlays).")] = "dev",
-    model_version: Annotated[Optional[str], typer.Option(help="The registry version to serve, e.g. v0007 (a "
-                                                               "pipeline run's register output).")] = None,
-    registry: Annotated[Optional[Path], typer.Option(help="A registry folder: serve its champion (what the last "
-                                                          "pipeline run promoted) unless --model-version says.")] = None,
-    registry_uri: Annotated[Optional[str], typer.Option(help="The registry as KServe's storage initializer reads it "
-                                                             "(default: the settings' cluster.registry_pvc).")] = None,
-    images: Annotated[Optional[list[str]], typer.Option("--image", help="ROLE=REFERENCE for the roles fusionrec, "
-                                                                        "fusionrec-serving, redis (repeatable); prod "
-                                                                        "takes REPOSITORY@sha256:DIGEST only.")] = None,
-    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace (default: the settings' "
-                                                           "cluster.namespace).")] = None,
-    gpu: Annotated[int, typer.Option(min=0, help="GPUs per predictor replica.")] = 0,
-    crds: Annotated[Optional[Path], typer.Option(help="The CRDs to validate KServe and Trainer objects against "
-                                                      "(default: ../shared/schemas/crds).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write the YAML here (default: print it).")] = None,
-) -> None:
-    """Render the whole cluster bundle (kustomize overlay) with a deploy's model version and image digests,
-    validated offline; apply it with 'kubectl apply -f'."""
-    import yaml
-
-    from fusionrec.bundle import Deploy, kind_name, render_bundle
-    from fusionrec.errors import ConfigError
-    from fusionrec.io import atomic_write_text
-
-    if registry and not model_version:
-        from fusionrec.registry import champion
-
-        best = champion(registry)
-        if best is None:
-            raise ConfigError(f"{registry}: no champion yet (champion.json); run the training pipeline first")
-        model_version = best.name
-    roles = {}
-    for item in images or []:
-        role, eq, ref = item.partition("=")
-        if not eq or not role or not ref:
-            raise ConfigError(f"--image {item!r}: expected ROLE=REFERENCE")
-        roles[role] = ref
-    cluster = state.settings().cluster
-    docs = render_bundle(overlay, Deploy(model_version=model_version, registry_uri=registry_uri or cluster.registry_uri,
-                                         images=roles, namespace=namespace or cluster.namespace, gpu=gpu), crds=crds)
-    text = yaml.safe_dump_all(docs, sort_keys=False)
-    if out is None:
-        typer.echo(text)
-    else:
-        atomic_write_text(out, text)
-        typer.echo(f"wrote {out}: {len(docs)} objects ({', '.join(kind_name(d) for d in docs[:4])}, ...)")
-
-
-@deploy_app.command("validate")
-def deploy_validate(
-    files: Annotated[list[Path], typer.Argument(help="KServe manifests (InferenceService, ServingRuntime).")],
-) -> None:
-    """Validate manifests offline against the KServe API schema; exit 1 listing every problem."""
-    from fusionrec.config import read_yaml
-    from fusionrec.serving.deploy import schema_errors
-
-    bad = 0
-    for f in files:
-        errors = schema_errors(read_yaml(f))
-        bad += bool(errors)
-        typer.echo(f"{f}: " + ("ok" if not errors else f"{len(errors)} problem(s)"))
-        for e in errors:
-            typer.echo(f"  - {e}")
-    if bad:
-        raise typer.Exit(1)
-
-
-@deploy_app.command("apply")
-def deploy_apply(
-    model_version: Annotated[Optional[str], typer.Option(help="The registry version to serve (or --storage-uri).")] = None,
-    registry_uri: Annotated[Optional[str], typer.Option(help="The registry as KServe's storage initializer reads it "
-                                                             "(default: the settings' cluster.registry_pvc).")] = None,
-    storage_uri: Annotated[Optional[str], typer.Option(help="The model version's URI, instead of --model-version.")] = None,
-    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace (default: the settings' "
-                                                           "cluster.namespace).")] = None,
-    canary: Annotated[int, typer.Option(min=1, max=100, help="Traffic share for the new revision.")] = 10,
-    smoke_url: Annotated[Optional[str], typer.Option(help="The service URL to send a smoke request to.")] = None,
-    timeout: Annotated[int, typer.Option(help="Seconds to wait for readiness.")] = 600,
-    registry: Annotated[Optional[Path], typer.Option(help="The registry folder (mounted): once promoted, the "
-                                                          "version becomes its champion again (a rollback).")] = None,
-) -> None:
-    """Roll a model version out on the bundle's InferenceService as a canary: promote or roll back. Also
-    the way back to an earlier version: --model-version of the previous champion (with --registry)."""
-    from kserve import KServeClient
-
-    from fusionrec.errors import ConfigError
-    from fusionrec.registry import reinstate, version_folder, version_uri
-    from fusionrec.serving.deploy import rollout, smoke_check
-
-    if bool(model_version) == bool(storage_uri):
-        raise ConfigError("give --model-version or --storage-uri (one of them)")
-    if registry and not model_version:
-        raise ConfigError("--registry goes with --model-version (the version to make the champion again)")
-    if registry:  # refused before the cluster is touched
-        version_folder(registry, model_version)
-    uri = storage_uri or version_uri(registry_uri or state.settings().cluster.registry_uri, model_version)
-    smoke = smoke_check(smoke_url, "fusionrec") if smoke_url else None
-    result = rollout(KServeClient(), uri, namespace=namespace or state.settings().cluster.namespace,
-                     canary_percent=canary, timeout_s=timeout, smoke=smoke)
-    typer.echo(f"{result.action}: {result.namespace}/{result.name}: {result.reason} ({' -> '.join(result.steps)})")
-    if result.action == "rolled_back":
-        raise typer.Exit(1)
-    if registry:
-        done = reinstate(registry, model_version)
-        typer.echo(f"champion of {registry}: {model_version} (was {done.champion_before})")
-
-
 @privacy_app.command("redact")
 def privacy_redact(
     text: Annotated[Optional[str], typer.Argument(help="Text to filter; omit to read lines from stdin.")] = None,
@@ -503,8 +395,8 @@ def config_show() -> None:
 
 
 def _plug_in_commands() -> None:
-    """Add the command groups that live outside the core (``fusionrec.commands`` entry points, e.g. the
-    pipelines' ``pipeline`` group): the core never imports its adapters."""
+    """Add the command groups that live outside the core (``fusionrec.commands`` entry points: the pipelines'
+    ``pipeline``, the monitor's ``monitor`` and the platform's ``deploy``): the core never imports them."""
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="fusionrec.commands"):

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from fusionrec.artifact import Artifact
 from fusionrec.errors import BadRequest, ConfigError, NotFound
 from fusionrec.model.modeling import ItemOutput, explain
-from fusionrec.registry import Artifact
 from fusionrec.search import INDEX_DIR, ItemSearch
 
 PRECOMPUTED = "precomputed/"

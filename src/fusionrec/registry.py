@@ -1,13 +1,10 @@
-"""Model artifacts: one versioned folder per trained model, the only format serving and evaluation read;
-and the champion/challenger gate that decides which version is in production.
+"""The registry: numbered model versions, the champion among them, and the gate that decides which
+version is in production.
 
-A version folder holds ``model.safetensors`` (weights and the frozen item features, so the item
-matrix can be rebuilt at load), ``config.json`` (the FusionConfig), ``training.json`` (TrainConfig,
-split, history), ``encoders.json`` (encoder identities and dimensions), ``items.parquet`` and
-``users.parquet`` (ids and indices), ``user_history.npz``, ``seen.npz`` (every item each user interacted
-with, CSR: what serving excludes as already seen, and item popularity), ``metrics.json``, ``model_card.md`` and
-``curves.png``, and ``index/`` (one FAISS index per modality over the items' encoder embeddings, for
-query by example: :mod:`fusionrec.search`). ``champion.json`` beside the versions names the one in production.
+Each version is an artifact folder (:mod:`fusionrec.artifact`, the one format) under ``versions/``;
+``champion.json`` beside them names the one in production. A version number is allocated and the
+champion changed under one file lock, so two runs that finish together never share a number or undo
+each other's promotion.
 """
 
 from __future__ import annotations
@@ -19,26 +16,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
-
 from fusionrec import metrics as metrics_file
+from fusionrec.artifact import file_digests, write_artifact, write_checksums
 from fusionrec.errors import ConfigError, DatasetError, FusionRecError
-from fusionrec.io import atomic_dir, atomic_write_text, file_lock, new_dir, sha256_file
-from fusionrec.model import FusionConfig, FusionRecModel
-from fusionrec.search import INDEX_DIR, ItemSearch
-from fusionrec.workflow import MARGIN
+from fusionrec.io import atomic_write_text, file_lock, new_dir
+from fusionrec.model import FusionRecModel
+from fusionrec.train.request import MARGIN
 
 PRIMARY = "ndcg@20"
 VERSION = re.compile(r"v\d{4,9}")  # a version's name: the only form a logged or recorded version may take
 
 
-
 def is_version(name: object) -> bool:
     """Whether ``name`` is a version's name (``vNNNN``): never a path, however it arrived."""
     return isinstance(name, str) and VERSION.fullmatch(name) is not None
-CHECKSUMS = "checksums.json"  # sha256 of every other file of a version, verified at load
 SOURCE = "source.json"  # the digest of the candidate folder a version was registered from (a retry finds it)
 LOCK = ".registry.lock"  # held while a version number is allocated or the champion changes
 
@@ -50,64 +41,6 @@ class ChampionChanged(FusionRecError):
     exit_code = 1
 
 
-def file_digests(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (by relative path), but the checksum file itself."""
-    out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS):
-        out[path.relative_to(folder).as_posix()] = sha256_file(path)
-    return out
-
-
-def write_checksums(folder: Path) -> None:
-    (folder / CHECKSUMS).write_text(json.dumps(file_digests(folder), indent=2), encoding="utf-8")
-
-
-def verify_checksums(folder: Path) -> None:
-    """Raises: DatasetError: a file of the version changed, went missing or was added since it was written."""
-    listed = folder / CHECKSUMS
-    if not listed.exists():
-        return  # versions written before checksums
-    try:
-        want = json.loads(listed.read_text(encoding="utf-8"))
-    except ValueError:
-        raise DatasetError(f"{folder}: {CHECKSUMS} is not JSON; the version is damaged") from None
-    got = file_digests(folder)
-    changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
-    if changed:
-        raise DatasetError(f"{folder}: files changed since the version was written: {changed[:5]}; refusing to load "
-                           "it (restore the version from the registry's storage, or train again)")
-
-
-@dataclass
-class Artifact:
-    """A loaded model version."""
-
-    path: Path
-    model: FusionRecModel
-    config: FusionConfig
-    items: pd.DataFrame
-    users: pd.DataFrame
-    history: torch.Tensor
-    history_mask: torch.Tensor
-    metrics: dict[str, Any]
-    encoders: dict[str, Any]
-    seen_indptr: np.ndarray  # CSR over users: seen_indices[seen_indptr[u]:seen_indptr[u + 1]] are u's items
-    seen_indices: np.ndarray
-
-    def seen(self, user_idx: int) -> np.ndarray:
-        """The items user ``user_idx`` interacted with (the ``seen`` rows given at save time)."""
-        return self.seen_indices[self.seen_indptr[user_idx]: self.seen_indptr[user_idx + 1]]
-
-    @property
-    def popularity(self) -> np.ndarray:
-        """Interactions per item (from the ``seen`` rows)."""
-        return np.bincount(self.seen_indices, minlength=self.config.n_items)
-
-    @property
-    def version(self) -> str:
-        return self.path.name
-
-
 def _next_version(root: Path) -> str:
     versions = [int(m.group(1)) for p in (root / "versions").glob("v*") if (m := re.fullmatch(r"v(\d+)", p.name))]
     return f"v{(max(versions) + 1) if versions else 1:04d}"
@@ -116,7 +49,7 @@ def _next_version(root: Path) -> str:
 def save_artifact(root: str | Path, model: FusionRecModel, **parts: Any) -> Path:
     """Write a new version folder under ``root/versions`` (atomically) and return its path.
 
-    Takes the keyword arguments of :func:`write_artifact`.
+    Takes the keyword arguments of :func:`fusionrec.artifact.write_artifact`.
     """
     root = Path(root)
     with file_lock(root / LOCK):
@@ -125,88 +58,6 @@ def save_artifact(root: str | Path, model: FusionRecModel, **parts: Any) -> Path
         if target.exists():
             raise FileExistsError(str(target))
         return write_artifact(target, model, version=version, **parts)
-
-
-def write_artifact(target: str | Path, model: FusionRecModel, *, version: str, dataset, encoders: dict[str, Any],
-                   training: dict[str, Any], history: torch.Tensor, history_mask: torch.Tensor, metrics: dict[str, Any],
-                   card: str, curves: Path | None = None, seen: pd.DataFrame | None = None) -> Path:
-    """Write a model artifact into the folder ``target`` (replaced atomically), labelled ``version``.
-
-    A candidate that is not yet in a registry is written with its own label (e.g. ``candidate``) and
-    numbered when :func:`register` copies it in.
-    ``seen``: the (user_idx, item_idx) rows serving excludes as already seen; default: the items of ``history``.
-    """
-    from safetensors.torch import save_file
-
-    target = Path(target)
-    with atomic_dir(target) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(model.config.model_dump_json(indent=2), encoding="utf-8")
-        (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str), encoding="utf-8")
-        (tmp / "encoders.json").write_text(json.dumps(encoders, indent=2), encoding="utf-8")
-        items = pd.DataFrame({"item_idx": dataset.items["item_idx"], "item_id": dataset.items["item_id"].astype(str)})
-        for col in ("title", "image"):
-            if col in dataset.items:
-                items[col] = dataset.items[col]
-        items.to_parquet(tmp / "items.parquet", index=False)
-        pd.DataFrame({"user_idx": dataset.users["user_idx"], "user_id": dataset.users["user_id"].astype(str)}).to_parquet(
-            tmp / "users.parquet", index=False)
-        np.savez_compressed(tmp / "user_history.npz", history=history.numpy(), mask=history_mask.numpy())
-        if seen is None:
-            rows, cols = np.nonzero(history_mask.numpy())
-            seen = pd.DataFrame({"user_idx": rows, "item_idx": history.numpy()[rows, cols]})
-        indptr, indices = _csr(seen, dataset.n_users)
-        np.savez_compressed(tmp / "seen.npz", indptr=indptr, indices=indices)
-        metrics_file.write(tmp, {**metrics, "version": version,
-                                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        (tmp / "model_card.md").write_text(card.replace("{version}", version), encoding="utf-8")
-        if curves is not None and curves.exists():
-            (tmp / "curves.png").write_bytes(curves.read_bytes())
-        ItemSearch.from_model(model).save(tmp / INDEX_DIR)
-        write_checksums(tmp)
-    return target
-
-
-def _csr(rows: pd.DataFrame, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    pairs = rows[["user_idx", "item_idx"]].drop_duplicates().sort_values(["user_idx", "item_idx"])
-    counts = np.bincount(pairs["user_idx"].to_numpy(), minlength=n_users)
-    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pairs["item_idx"].to_numpy(np.int64)
-
-
-def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
-    """Read a version folder (a local path, or the /mnt/models folder KServe's storage initializer fills).
-
-    Raises:
-        DatasetError: the folder is not a fusionrec model artifact.
-    """
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not (path / "model.safetensors").exists() or not (path / "config.json").exists():
-        raise DatasetError(f"{path}: not a fusionrec model artifact (model.safetensors and config.json expected)")
-    verify_checksums(path)
-    raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    raw.setdefault("item_bias", False)  # versions written before the item bias existed
-    raw.setdefault("item_item", 0)  # and before the item-item term
-    config = FusionConfig.model_validate(raw)
-    model = FusionRecModel(config)
-    state = load_file(str(path / "model.safetensors"), device=device)
-    if config.item_item == 0:  # versions written before the item-item term have none of its (empty) buffers
-        for name in ("ii_index", "ii_value", "ii_weight"):
-            state.setdefault(name, model.state_dict()[name])
-    model.load_state_dict(state)
-    model.to(device).eval()
-    h = np.load(path / "user_history.npz")
-    if (path / "seen.npz").exists():
-        seen = np.load(path / "seen.npz")
-        indptr, indices = seen["indptr"], seen["indices"]
-    else:  # versions written before seen.npz: the stored histories
-        rows, cols = np.nonzero(h["mask"])
-        indptr, indices = _csr(pd.DataFrame({"user_idx": rows, "item_idx": h["history"][rows, cols]}), config.n_users)
-    return Artifact(path, model, config, pd.read_parquet(path / "items.parquet"), pd.read_parquet(path / "users.parquet"),
-                    torch.from_numpy(h["history"]), torch.from_numpy(h["mask"]),
-                    metrics_file.read(path).model_dump(exclude_none=True),
-                    json.loads((path / "encoders.json").read_text(encoding="utf-8")), indptr, indices)
 
 
 @dataclass

@@ -51,9 +51,9 @@ def sample_rows(dataset, challenger: Path, champion: Path | None, *, users: int 
                 seed: int = 0) -> list[GalleryRow]:
     """Pick ``users`` users who have held-out test items (the challenger's split) and rank for them."""
     from fusionrec import metrics as metrics_file
+    from fusionrec.artifact import load_artifact
     from fusionrec.data.splits import make_split
     from fusionrec.recommender import Recommender, Row
-    from fusionrec.registry import load_artifact
 
     split_info = metrics_file.read(challenger).split
     split = make_split(dataset, split_info.protocol, seed=split_info.seed)

@@ -49,7 +49,7 @@ def test_the_image_runs_as_a_non_root_user_with_fusionrec_kfp_and_the_manifest_t
     """The deploy and TrainJob steps render manifests: the installed package finds them in the image."""
     r = subprocess.run(["podman", "run", "--rm", image, "sh", "-c",
                         "id -u && python -c 'import fusionrec, kfp, torch, components.training, serving.predictor; "
-                        "from fusionrec.serving.deploy import load_manifest; from fusionrec.trainjob import render_trainjob; "
+                        "from fusionrec.platform.deploy import load_manifest; from fusionrec.platform.trainjob import render_trainjob; "
                         "load_manifest(); render_trainjob(name=\"x\", image=\"i\", job_dir=\"/j\", spec={}); "
                         "print(kfp.__version__, torch.__version__)'"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -139,7 +139,7 @@ def test_the_bundles_services_run_in_the_image_as_their_manifests_say(image, nam
     user, read-only root filesystem without capabilities, its volumes; its probes answer."""
     import httpx
 
-    from fusionrec.bundle import kustomize
+    from fusionrec.platform.bundle import kustomize
 
     (dep,) = [d for d in kustomize(REPO / "manifests" / "overlays" / "dev")
               if d["kind"] == "Deployment" and d["metadata"]["name"] == name]

@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fusionrec.api.access import client_headers
 from fusionrec.config import load_settings
 from fusionrec.features import store as fs
 from fusionrec.features.tables import build_feature_tables
 from fusionrec.monitoring.log import read_window
 from fusionrec.monitoring.loop import pin_reference, run_once
-from fusionrec.serving import local
-from fusionrec.serving.access import client_headers
+from fusionrec.platform import local
 from tests.champion import trained_champion
 
 pytestmark = pytest.mark.e2e
@@ -264,8 +264,8 @@ def test_the_dashboard_shows_the_windows_in_a_real_browser(loop, free_port):
 def test_the_cluster_sink_writes_the_same_records_from_kserve_logger_events(loop, tmp_path, free_port):
     """KServe's request logger on the predictor sends each exchange as two CloudEvents; the sink pairs them
     and writes the records the transformer would, with no text and the user pseudonymised."""
+    from fusionrec.api.schemas import parse_v1, to_v2
     from fusionrec.monitoring.log import pseudonymise
-    from fusionrec.serving.schemas import parse_v1, to_v2
 
     port = free_port()
     env = {**os.environ, "FUSIONREC__MONITORING__FOLDER": str(tmp_path / "sink"),

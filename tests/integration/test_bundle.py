@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fusionrec.bundle import Deploy, default_crds, kustomize, render_bundle, validate_bundle
 from fusionrec.errors import ConfigError
+from fusionrec.platform.bundle import Deploy, default_crds, kustomize, render_bundle, validate_bundle
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fusionrec.artifact import load_artifact
 from fusionrec.config import settings_from
 from fusionrec.monitoring.log import write_records
 from fusionrec.monitoring.loop import pin_reference, run_once
 from fusionrec.monitoring.reference import ModelReference
 from fusionrec.recommender import Recommender, Row
-from fusionrec.registry import load_artifact
 from tests.champion import trained_champion
 
 pytestmark = pytest.mark.integration

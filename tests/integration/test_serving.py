@@ -15,7 +15,7 @@ import pytest
 from fusionrec.config import load_settings
 from fusionrec.features import store as fs
 from fusionrec.features.tables import build_feature_tables
-from fusionrec.serving import local
+from fusionrec.platform import local
 from tests.champion import trained_champion
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ def _reference_terms(stack, user_idx: int) -> np.ndarray:
     import torch
     from safetensors.numpy import load_file
 
-    from fusionrec.registry import load_artifact
+    from fusionrec.artifact import load_artifact
     from tests.reference import item_item_term, score_terms
 
     art = load_artifact(stack["model_dir"])
@@ -170,7 +170,7 @@ def _cosine_top(values: np.ndarray, mask: np.ndarray, query: np.ndarray, k: int)
 def test_query_by_image_searches_the_image_encoders_space(stack):
     import torch
 
-    from fusionrec.registry import load_artifact
+    from fusionrec.artifact import load_artifact
 
     row = stack["ds"].items.dropna(subset=["image"]).iloc[0]
     with open(row["image"], "rb") as f:
@@ -405,7 +405,7 @@ def test_predictor_down_is_a_503_within_the_timeout_and_recovers(stack):
 
 
 def test_smoke_check_passes_on_the_running_service_and_fails_otherwise(stack, free_port):
-    from fusionrec.serving.deploy import smoke_check
+    from fusionrec.platform.deploy import smoke_check
 
     url = stack["servers"].transformer_url
     assert smoke_check(url, MODEL, attempts=1, headers=AUTH)()
@@ -783,7 +783,7 @@ def fuzz(spec: dict, base_url: str, headers: dict | None = None, examples: int =
 def test_no_input_from_the_openapi_fuzzer_answers_5xx_on_either_server(stack):
     """schemathesis over both servers' routes (valid and invalid inputs from the schema the servers take):
     every answer is a 2xx/4xx (503 only for a load that exceeds the admission limit) with a fixed message."""
-    from fusionrec.serving.openapi import serving_openapi
+    from fusionrec.api.openapi import serving_openapi
 
     s = stack["servers"]
     total, bad = 0, []

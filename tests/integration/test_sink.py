@@ -150,8 +150,8 @@ def test_no_input_from_the_openapi_fuzzer_answers_5xx_on_the_sink(tmp_path, free
     import subprocess
     import sys
 
-    from fusionrec.serving.local import wait_answering
-    from fusionrec.serving.openapi import sink_openapi
+    from fusionrec.api.openapi import sink_openapi
+    from fusionrec.platform.local import wait_answering
     from tests.integration.test_serving import fuzz
 
     port = free_port()

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from fusionrec.artifact import load_artifact
 from fusionrec.data.splits import make_split
 from fusionrec.errors import ConfigError
-from fusionrec.experiment import fit, fusion_config, model_card
-from fusionrec.registry import champion, gate, load_artifact, reinstate, save_artifact
-from fusionrec.training import TrainConfig, score_function
+from fusionrec.registry import champion, gate, reinstate, save_artifact
+from fusionrec.train.compare import fit, fusion_config, model_card
+from fusionrec.train.loop import TrainConfig, score_function
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +110,7 @@ def test_unknown_modality_is_reported_before_any_computation(synth_validated, sy
 def test_interrupted_run_resumes_bit_for_bit(tmp_path, synth_validated, synth_embeddings):
     """Two epochs, stop, resume to three: the weights, optimiser state and losses equal an uninterrupted
     three-epoch run's, bit for bit."""
-    from fusionrec.training import train
+    from fusionrec.train.loop import train
 
     split = make_split(synth_validated, "random", seed=0)
     cfg = fusion_config(synth_validated, synth_embeddings, ["text", "image"], dim=16)
@@ -141,8 +142,8 @@ import sys, json, hashlib, torch, torch.distributed as dist
 from fusionrec.data.dataset import Dataset
 from fusionrec.data.splits import make_split
 from fusionrec.encoders.pipeline import load_embeddings
-from fusionrec.experiment import fusion_config
-from fusionrec.training import TrainConfig, train
+from fusionrec.train.compare import fusion_config
+from fusionrec.train.loop import TrainConfig, train
 ds = Dataset.load(sys.argv[1]); emb = load_embeddings(sys.argv[2])
 split = make_split(ds, "random", seed=0)
 cfg = fusion_config(ds, emb, ["text", "image"], dim=16)

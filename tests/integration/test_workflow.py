@@ -8,7 +8,8 @@ from safetensors.numpy import load_file
 
 from fusionrec.features.tables import build_feature_tables
 from fusionrec.registry import champion, judge, register
-from fusionrec.workflow import TrainSpec, train_candidate
+from fusionrec.train.request import TrainSpec
+from fusionrec.train.run import train_candidate
 
 pytestmark = pytest.mark.integration
 

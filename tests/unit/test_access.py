@@ -1,4 +1,4 @@
-"""Who may call the transformer, for which users, how often (fusionrec.serving.access)."""
+"""Who may call the transformer, for which users, how often (fusionrec.api.access)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import hashlib
 
 import pytest
 
+from fusionrec.api.access import Authenticator, Caller, RateLimiter, authorise, client_headers, ensure_key_file
 from fusionrec.config import load_settings
 from fusionrec.errors import ConfigError, Forbidden, TooManyRequests, Unauthorized
 from fusionrec.recommender import Row
-from fusionrec.serving.access import Authenticator, Caller, RateLimiter, authorise, client_headers, ensure_key_file
 
 USER_KEY = "end-user-key-0123456789abcdefghijklmnop"
 HISTORY_KEY = "history-service-key-0123456789abcdefghij"

@@ -1,4 +1,4 @@
-"""The guard in front of both model servers (fusionrec.serving.http.Guard) and the predictor's admission,
+"""The guard in front of both model servers (fusionrec.api.http.Guard) and the predictor's admission,
 driven through ASGI in process: small in-file fakes, no network."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import httpx
 import numpy as np
 import pytest
 
+from fusionrec.api.http import Guard
 from fusionrec.config import load_settings
 from fusionrec.errors import Unavailable
 from fusionrec.recommender import Result
-from fusionrec.serving.http import Guard
 
 
 class FakeModel:

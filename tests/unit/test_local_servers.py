@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from fusionrec.serving.local import stop_from_pids
+from fusionrec.platform.local import stop_from_pids
 
 pytestmark = pytest.mark.unit
 

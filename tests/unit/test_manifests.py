@@ -6,7 +6,7 @@ import copy
 import pytest
 
 from fusionrec.errors import ConfigError, Unavailable
-from fusionrec.serving.deploy import deploy, load_manifest, publish_features, render, rollout, schema_errors
+from fusionrec.platform.deploy import deploy, load_manifest, publish_features, render, rollout, schema_errors
 
 pytestmark = pytest.mark.unit
 
@@ -171,7 +171,7 @@ def test_publishing_features_replaces_the_folder_whole(tmp_path):
     assert sorted(p.name for p in old.iterdir()) == ["features.json", "registry.db"]
     assert (old / "registry.db").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run", "served"]
     # kept for a rollback, and given back
-    from fusionrec.serving.deploy import restore_features
+    from fusionrec.platform.deploy import restore_features
 
     (new / "registry.db").write_text("newer")
     publish_features(new, old, keep_previous=True)
@@ -186,8 +186,8 @@ def test_a_rolled_back_canary_gives_back_the_champion_and_the_features(tmp_path,
     import json
 
     from fusionrec.config import load_settings
+    from fusionrec.platform import deploy as deploy_module
     from fusionrec.registry import champion, register_judged
-    from fusionrec.serving import deploy as deploy_module
 
     registry = tmp_path / "registry"
     for n, ndcg in ((1, 0.2), (2, 0.3)):

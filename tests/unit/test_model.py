@@ -8,7 +8,7 @@ import torch
 from fusionrec.data.splits import make_split
 from fusionrec.evaluation import auc_logloss, evaluate_ranking
 from fusionrec.model import FusionConfig, FusionRecModel
-from fusionrec.training import TrainConfig, evaluate_model, train
+from fusionrec.train.loop import TrainConfig, evaluate_model, train
 from tests.reference import gate_weights, score_terms, state_dict_numpy
 
 pytestmark = pytest.mark.unit
@@ -198,7 +198,7 @@ def test_an_exploding_learning_rate_stops_with_a_diagnosis(synth_validated):
 
 
 def test_non_finite_weights_are_named_in_the_diagnosis():
-    from fusionrec.training import _diagnose
+    from fusionrec.train.loop import _diagnose
 
     model = FusionRecModel(FusionConfig(n_users=3, n_items=6, modalities={"text": 12}, dim=16))
     with torch.no_grad():
@@ -331,7 +331,7 @@ def test_sampled_softmax_is_the_logq_corrected_softmax_over_the_candidates():
 
 
 def test_negative_sampler_counts_each_candidate_as_often_as_it_is_expected_to_be_drawn():
-    from fusionrec.training import NegativeSampler
+    from fusionrec.train.loop import NegativeSampler
 
     train_items = torch.tensor([0, 0, 0, 1, 2, 2, 5, 5])  # shares 3/8, 1/8, 2/8, 0, 0, 2/8; seen: 0, 1, 2, 5
     sampler = NegativeSampler(train_items, 6, TrainConfig(negatives=3))
@@ -350,7 +350,7 @@ def test_a_sampled_softmax_run_learns_the_planted_tastes(synth_validated, synth_
     sampled = train(split, synth_embeddings, cfg, TrainConfig(epochs=8, batch_size=256, softmax="sampled",
                                                               negatives=128, device="cpu"), progress=False)
     got = evaluate_model(sampled.model, sampled.user_history, sampled.user_history_mask, split).recall[20]
-    from fusionrec.baselines import most_popular
+    from fusionrec.train.peers import most_popular
 
     pop = evaluate_ranking(most_popular(split), split.test, [split.train, split.valid], split.n_users,
                            split.n_items).recall[20]
@@ -358,7 +358,7 @@ def test_a_sampled_softmax_run_learns_the_planted_tastes(synth_validated, synth_
 
 
 def test_sampled_batches_shrink_to_keep_enough_steps_per_epoch_but_never_below_the_full_softmaxs():
-    from fusionrec.training import batch_size
+    from fusionrec.train.loop import batch_size
 
     cfg = TrainConfig(batch_size=1024, sampled_batch_size=4096, min_steps_per_epoch=100)
     assert batch_size(cfg, 80_000, sampled=True) == 1024  # movielens-100k-mm: 800 would be below batch_size
@@ -368,7 +368,7 @@ def test_sampled_batches_shrink_to_keep_enough_steps_per_epoch_but_never_below_t
 
 
 def test_check_steps_spread_validations_over_long_epochs_and_always_end_one():
-    from fusionrec.training import check_steps
+    from fusionrec.train.loop import check_steps
 
     assert check_steps(78, 1024, 200_000) == {77}  # movielens-100k-mm: once an epoch, at its end
     assert check_steps(196, 4096, 200_000) == {48, 97, 146, 195}  # 10^6 interactions: about every 200k rows
@@ -379,7 +379,7 @@ def test_check_steps_spread_validations_over_long_epochs_and_always_end_one():
 def test_long_epochs_validate_within_the_epoch_and_stop_there(synth_validated):
     """Validation every quarter epoch: four checks an epoch, at fractional epochs; with a patience of one
     check and a learning rate that makes the model worse, training stops within the first epoch."""
-    from fusionrec.training import check_steps
+    from fusionrec.train.loop import check_steps
 
     split = make_split(synth_validated, "random", seed=0)
     emb = fake_embeddings(synth_validated.n_items)
@@ -402,13 +402,13 @@ def test_long_epochs_validate_within_the_epoch_and_stop_there(synth_validated):
 
 def test_compare_looks_peers_up_by_name_and_skips_one_the_data_cannot_feed(synth_validated):
     from fusionrec.errors import ConfigError
-    from fusionrec.experiment import compare
+    from fusionrec.train.compare import compare
 
     split = make_split(synth_validated, "random", seed=0)
     emb = {"text": fake_embeddings(synth_validated.n_items)["text"]}
     got = compare(synth_validated, emb, split, models=("mostpop", "random", "cornac_vbpr"),
-                  train_cfg=TrainConfig(epochs=1, device="cpu"))
+                  train_cfg=TrainConfig(epochs=1, device="cpu"), dim=16)
     assert set(got) == {"mostpop", "random"}  # VBPR needs images; none here
     assert got["mostpop"]["ndcg@20"] > got["random"]["ndcg@20"]
     with pytest.raises(ConfigError, match="unknown model 'bprr'.*'cornac_bpr'"):
-        compare(synth_validated, emb, split, models=("mostpop", "bprr"), train_cfg=TrainConfig(epochs=1))
+        compare(synth_validated, emb, split, models=("mostpop", "bprr"), train_cfg=TrainConfig(epochs=1), dim=16)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fusionrec.artifact import verify_checksums, write_checksums
 from fusionrec.errors import DatasetError
 from fusionrec.registry import (
     ChampionChanged,
@@ -19,8 +20,6 @@ from fusionrec.registry import (
     promote,
     register,
     register_judged,
-    verify_checksums,
-    write_checksums,
 )
 
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from fusionrec.serving.resilience import CircuitBreaker, CircuitOpen
+from fusionrec.api.resilience import CircuitBreaker, CircuitOpen
 
 pytestmark = pytest.mark.unit
 

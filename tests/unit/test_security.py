@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fusionrec.bundle import render_bundle
+from fusionrec.platform.bundle import render_bundle
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
 NS = "fusionrec"
@@ -125,7 +125,7 @@ def _expand(cell: str, universe) -> list[str]:
 def prod():
     digest = "@sha256:" + "4f" * 32
     images = {r: f"reg.example/{r}{digest}" for r in ("fusionrec", "fusionrec-serving", "redis")}
-    from fusionrec.bundle import Deploy
+    from fusionrec.platform.bundle import Deploy
 
     return render_bundle("prod", Deploy(model_version="v0001", images=images))
 

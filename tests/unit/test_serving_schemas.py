@@ -6,9 +6,7 @@ import base64
 import numpy as np
 import pytest
 
-from fusionrec.config import ServingSettings
-from fusionrec.errors import BadRequest, PayloadTooLarge
-from fusionrec.serving.schemas import (
+from fusionrec.api.schemas import (
     Result,
     parse_v1,
     parse_v2,
@@ -18,6 +16,8 @@ from fusionrec.serving.schemas import (
     to_v1,
     to_v2,
 )
+from fusionrec.config import ServingSettings
+from fusionrec.errors import BadRequest, PayloadTooLarge
 
 pytestmark = pytest.mark.unit
 LIMITS = ServingSettings()
@@ -90,9 +90,9 @@ def test_schema_refuses_with_a_message(payload, err, words):
 
 
 def test_transformer_redacts_query_text_before_the_predictor_sees_it(tmp_path):
+    from fusionrec.api.access import client_headers
     from fusionrec.config import load_settings
     from fusionrec.privacy import PiiFilter
-    from fusionrec.serving.access import client_headers
     from serving.transformer import FusionTransformer
 
     settings = load_settings(env={"FUSIONREC__PATHS__ARTIFACTS": str(tmp_path)})

@@ -9,7 +9,7 @@ import shlex
 import pytest
 from typer.testing import CliRunner
 
-from fusionrec.workflow import TrainSpec
+from fusionrec.train.request import TrainSpec
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +26,7 @@ def test_the_odd_spec_sets_every_field_away_from_its_default():
 @pytest.fixture
 def trainer(monkeypatch):
     """What the trainer receives: the spec given to train_candidate and train_and_register (they run no training)."""
-    import fusionrec.workflow as workflow
+    import fusionrec.train.run as workflow
 
     got = []
     monkeypatch.setattr(workflow, "train_candidate", lambda d, e, spec, out, **kw: got.append(spec))
@@ -55,7 +55,7 @@ def test_fusionrec_train_takes_the_spec_whole_and_flags_over_it(trainer, tmp_pat
 
 
 def test_the_trainjob_carries_the_spec_the_trainer_reads(trainer):
-    from fusionrec.trainjob import render_trainjob
+    from fusionrec.platform.trainjob import render_trainjob
 
     job = render_trainjob(name="j", image="i", job_dir="/mnt/registry/jobs/j", spec=ODD.model_dump(mode="json"))
     args = job["spec"]["trainer"]["args"]

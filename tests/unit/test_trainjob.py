@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fusionrec.bundle import CrdSchemas
 from fusionrec.config import manifests_dir, read_yaml
-from fusionrec.trainjob import TrainJobFailed, render_trainjob, run_trainjob
-from fusionrec.workflow import TrainSpec
+from fusionrec.platform.bundle import CrdSchemas
+from fusionrec.platform.trainjob import TrainJobFailed, render_trainjob, run_trainjob
+from fusionrec.train.request import TrainSpec
 
 pytestmark = pytest.mark.unit
 CRD = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "crds" / "trainer.kubeflow.org_trainjobs.yaml"
@@ -117,7 +117,7 @@ def test_a_trainjob_needs_a_cluster():
 def test_the_clusters_template_from_the_bundles_configmap_wins_over_the_images(tmp_path, monkeypatch):
     """The pipeline step mounts the ConfigMap fusionrec-trainjob at CLUSTER_TEMPLATE: an SRE's change there
     (another runtime, other node resources) reaches the next TrainJob without a new image."""
-    import fusionrec.trainjob as trainjob
+    import fusionrec.platform.trainjob as trainjob
 
     template = read_yaml(manifests_dir() / "base" / "training" / "trainjob.yaml")
     template["spec"]["runtimeRef"]["name"] = "torch-distributed-a100"

@@ -124,7 +124,8 @@ def _served(settings: Settings, version: str | None):
     """The artifact of the logged model version in the served registry (the champion when that version is not
     there; None when the registry cannot be read)."""
     try:
-        from fusionrec.registry import load_artifact, resolve_version
+        from fusionrec.artifact import load_artifact
+        from fusionrec.registry import resolve_version
 
         path = Path(resolve_version(settings.serving.storage_uri, settings.paths.cache))
         if version and (path.parent / version).is_dir():

@@ -370,8 +370,8 @@ def deploy_version(settings, *, registry: str, version: str, target: str, regist
     if target == "none":  # registered only (a local run in containers serves from the host afterwards)
         return "not deployed"
     if target == "local":
-        from fusionrec.serving.access import client_headers
-        from fusionrec.serving.local import call, serve_detached
+        from fusionrec.api.access import client_headers
+        from fusionrec.platform.local import call, serve_detached
 
         version_folder(registry_uri or registry, version)
         env = {}

@@ -144,7 +144,7 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
     return Row("recommend", inst.k, user_id=None if inst.user_id is None else str(inst.user_id),
                history=[str(i) for i in inst.history or []], recent=[str(i) for i in inst.recent or []],
                # the caller's own candidate list is scored as given unless it asks for seen items to go (which
-               # tells which items the user has seen: fusionrec.serving.access decides who may)
+               # tells which items the user has seen: fusionrec.api.access decides who may)
                exclude_seen=inst.exclude_seen if inst.exclude_seen is not None else inst.candidates is None,
                exclude=exclude, candidates=None if inst.candidates is None else [str(i) for i in inst.candidates])
 

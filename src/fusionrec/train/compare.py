@@ -1,5 +1,6 @@
-"""Experiments: train the fusion model into a versioned artifact behind the gate, and compare it with
-the baselines on one split (metrics JSON, a comparison table, a bar chart)."""
+"""Fit and measure: the fusion model trained and measured on a split (:func:`fit`), its model card, and
+every compared model (:mod:`fusionrec.train.models`) on the same split, written as metrics JSON, a
+comparison table and a bar chart. The run from files to the registry is :mod:`fusionrec.train.run`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from fusionrec.data.splits import Split
 from fusionrec.errors import ConfigError
 from fusionrec.evaluation import evaluate_ranking
 from fusionrec.model import FusionConfig
-from fusionrec.training import TrainConfig, TrainResult, evaluate_model, ranking_head_metrics, train
+from fusionrec.train.loop import TrainConfig, TrainResult, evaluate_model, ranking_head_metrics, train
 
 log = logging.getLogger(__name__)
 COMPARED = ("fusion", "concat", "text_only", "image_only", "mostpop", "bpr_mf", "cornac_bpr", "cornac_vbpr")
@@ -113,47 +114,27 @@ def comparison_table(results: dict[str, dict[str, float]], keys=("recall@20", "n
     return head + "\n" + "\n".join(rows)
 
 
-def compare(dataset, embeddings: dict, split: Split, *, models=COMPARED, train_cfg: TrainConfig, dim: int = 64,
+def compare(dataset, embeddings: dict, split: Split, *, models=COMPARED, train_cfg: TrainConfig, dim: int,
             progress: bool = False) -> dict[str, dict[str, float]]:
-    """Every model in ``models`` trained and measured on the same split, test metrics by model name."""
-    from fusionrec import baselines as B
+    """Every model in ``models`` (names of :data:`fusionrec.train.models.MODELS`) fitted and measured on the
+    same split, test metrics by model name; a model this data cannot feed is left out."""
+    from fusionrec.train.models import MODELS, Context
 
-    out: dict[str, dict[str, float]] = {}
-    exclude = [split.train, split.valid]
-    candidates = split.cold_items if len(split.cold_items) else None
-
-    def measure(score_fn):
-        return evaluate_ranking(score_fn, split.test, exclude, split.n_users, split.n_items, candidates=candidates).flat()
-
-    def valid_ndcg(score_fn):
-        return evaluate_ranking(score_fn, split.valid, [split.train], split.n_users, split.n_items, ks=(20,)).ndcg[20]
-
-    have = sorted(embeddings)
-    content = sorted(m for m in embeddings if m in ("text", "image")) or have
-    # the fusion model's variants: name -> (modalities, model overrides, training overrides); the peers by name
-    variants = {"fusion": (have, {}, {}), "concat": (have, {"fusion": "concat"}, {}),
-                "text_only": (["text"], {}, {}), "image_only": (["image"], {}, {}),
-                "no_tabular": (content, {}, {}), "no_item_item": (have, {"item_item": 0}, {}),
-                "fusion_sampled": (have, {}, {"softmax": "sampled"})}
-    unknown = [m for m in models if m not in variants and m not in B.PEERS]
+    unknown = [m for m in models if m not in MODELS]
     if unknown:
-        raise ConfigError(f"unknown model {unknown[0]!r}; choose from {[*variants, *B.PEERS]}")
-    peer = B.Peer(split, embeddings, dim, train_cfg.seed, valid_ndcg)
+        raise ConfigError(f"unknown model {unknown[0]!r}; choose from {list(MODELS)}")
+    ctx = Context(dataset, embeddings, dim, train_cfg, progress)
+    candidates = split.cold_items if len(split.cold_items) else None
+    out: dict[str, dict[str, float]] = {}
     for name in models:
         t = time.perf_counter()
-        if name in variants:
-            mods, overrides, training = variants[name]
-            if not set(mods) <= set(embeddings) or (name == "no_tabular" and mods == have):
-                continue
-            cfg = fusion_config(dataset, embeddings, mods, dim=dim, **overrides)
-            result, metrics = fit(dataset, embeddings, split, cfg, train_cfg.model_copy(update=training),
-                                  progress=progress)
-            metrics["samples_per_second"] = result.samples_per_second
-        else:
-            score = B.PEERS[name](peer)
-            if score is None:  # this data cannot feed it (VBPR without images)
-                continue
-            metrics = measure(score)
+        model = MODELS[name](ctx)
+        if model is None:  # this data cannot feed it (VBPR without images, text_only without text)
+            continue
+        model.fit(split)
+        metrics = evaluate_ranking(model.score, split.test, [split.train, split.valid], split.n_users, split.n_items,
+                                   candidates=candidates).flat()
+        metrics.update(model.extra())
         metrics["seconds"] = time.perf_counter() - t
         out[name] = metrics
         log.info("%s: recall@20 %.4f ndcg@20 %.4f (%.0f s)", name, metrics["recall@20"], metrics["ndcg@20"], metrics["seconds"])

@@ -32,7 +32,9 @@ TRAINJOB_TEMPLATE = ("ConfigMap", "fusionrec-trainjob")  # a TrainJob kept as da
 
 def default_crds() -> Path:
     """Where the CRDs are kept beside the project: ``../shared/schemas/crds`` of the checkout."""
-    return Path(__file__).resolve().parents[3] / "shared" / "schemas" / "crds"
+    from fusionrec.config import manifests_dir
+
+    return manifests_dir().parent.parent / "shared" / "schemas" / "crds"
 
 
 # -- building ------------------------------------------------------------------------------------------
@@ -167,7 +169,7 @@ def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None =
         docs = kustomize(work)
     docs = [_addresses(d, deploy.namespace or ClusterSettings().namespace, deploy.registry_uri) for d in docs]
     if deploy.gpu:
-        from fusionrec.serving.deploy import render
+        from fusionrec.platform.deploy import render
 
         docs = [render(d, gpu=deploy.gpu) if d.get("kind") == "InferenceService" else d for d in docs]
     if overlay == "prod":
@@ -325,7 +327,7 @@ def validate_bundle(docs: list[dict[str, Any]], crds: str | Path | None = None,
     if schemas is None and not require_crds:
         log.warning("the CRDs are absent (%s): KServe objects checked against the KServe SDK only, the TrainJob "
                     "template not at all", folder)
-    from fusionrec.trainjob import CLUSTER_TEMPLATE
+    from fusionrec.platform.trainjob import CLUSTER_TEMPLATE
 
     errors: list[str] = []
     names: set[tuple[str, str]] = set()
@@ -346,7 +348,7 @@ def validate_bundle(docs: list[dict[str, Any]], crds: str | Path | None = None,
             customs.append(yaml.safe_load(doc["data"][CLUSTER_TEMPLATE.name]))
         for custom in customs:
             if schemas is None and not require_crds:
-                from fusionrec.serving.deploy import KINDS, schema_errors
+                from fusionrec.platform.deploy import KINDS, schema_errors
 
                 errors += [f"{where}: {e}" for e in schema_errors(custom)] if custom.get("kind") in KINDS else []
             elif schemas is None:

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
+from fusionrec.api.http import error_message
 from fusionrec.config import Settings
 from fusionrec.errors import ConfigError, FusionRecError, Unavailable, UpstreamError
-from fusionrec.serving.http import error_message
 
 
 @dataclass
@@ -103,7 +103,7 @@ def serve(settings: Settings, *, storage_uri: str | None = None, predictor_port:
         raise ConfigError(f"no Feast registry under {settings.features.data_dir}: run 'fusionrec features build/apply/"
                           "materialize' first (make run does), or serve without Feast (--no-feast)")
     if s.auth.mode == "api_key":
-        from fusionrec.serving.access import ensure_key_file
+        from fusionrec.api.access import ensure_key_file
 
         # made before either server starts, and named to them: the servers' settings come from their
         # environment, which may not carry this process's overrides (paths.artifacts)
@@ -195,7 +195,7 @@ def _released(urls: list[str], timeout_s: float) -> bool:
 def call(url: str, model: str, instances: list[dict[str, Any]], timeout: float = 30.0,
          headers: dict[str, str] | None = None) -> dict[str, Any]:
     """POST v1 instances to a model server (``headers``: the caller's credentials, see
-    :func:`fusionrec.serving.access.client_headers`); a 4xx/5xx comes back as an error with the server's message."""
+    :func:`fusionrec.api.access.client_headers`); a 4xx/5xx comes back as an error with the server's message."""
     try:
         r = httpx.post(f"{url}/v1/models/{model}:predict", json={"instances": instances}, timeout=timeout,
                        headers=headers)

@@ -2,13 +2,10 @@
 (BPR), and the external peers Cornac BPR and Cornac VBPR (fed our image embeddings).
 
 Each returns a score function (user indices -> scores over all items) for
-:func:`fusionrec.evaluation.evaluate_ranking`; :data:`PEERS` names them all.
+:func:`fusionrec.evaluation.evaluate_ranking`; :data:`fusionrec.train.models.PEERS` names them all.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,7 +25,7 @@ def random_scores(split: Split, seed: int = 0):
     return lambda users: rng.random((len(users), split.n_items))
 
 
-def bpr_mf(split: Split, dim: int = 64, epochs: int = 40, lr: float = 5e-3, reg: float = 1e-5, batch: int = 2048,
+def bpr_mf(split: Split, *, dim: int, epochs: int, lr: float = 5e-3, reg: float = 1e-5, batch: int = 2048,
            seed: int = 0, patience: int = 4, valid_fn=None):
     """ID-only matrix factorisation trained with BPR (uniform negatives), early-stopped on validation."""
     torch.manual_seed(seed)
@@ -150,28 +147,3 @@ def cornac_vbpr(split: Split, image: np.ndarray, k: int = 32, k2: int = 32, n_ep
                                lambda_b=0.01, lambda_e=0.0, use_gpu=torch.cuda.is_available(), seed=seed, verbose=False)
     model.fit(train)
     return _cornac_scores(model, train, split)
-
-
-@dataclass(frozen=True)
-class Peer:
-    """What a peer is fitted with: the split, the item embeddings by modality, the shared size and the seed,
-    and the validation NDCG@20 of a score function (for the peers that tune on it)."""
-
-    split: Split
-    embeddings: dict
-    dim: int
-    seed: int
-    valid_ndcg: Callable
-
-
-# every peer by name: fit on a split, return a score function (None: this data cannot feed it). The one list
-# every default, check and help text reads.
-PEERS: dict[str, Callable[[Peer], Callable | None]] = {
-    "mostpop": lambda p: most_popular(p.split),
-    "bpr_mf": lambda p: bpr_mf(p.split, dim=p.dim, seed=p.seed, valid_fn=p.valid_ndcg),
-    "cornac_bpr": lambda p: cornac_bpr(p.split, k=p.dim, seed=p.seed),
-    "cornac_vbpr": lambda p: (cornac_vbpr(p.split, p.embeddings["image"].values, seed=p.seed)
-                              if "image" in p.embeddings else None),
-    "ease": lambda p: ease(p.split, valid_fn=p.valid_ndcg),
-    "random": lambda p: random_scores(p.split, p.seed),
-}

@@ -36,9 +36,9 @@ def render_trainjob(*, name: str, image: str, job_dir: str, spec: dict[str, Any]
 
     ``job_dir`` (on the registry volume, under ``mount``) holds ``clean/``, ``embeddings/`` and
     ``features/``; the candidate goes to ``job_dir/candidate``. ``spec`` is the run's
-    :class:`fusionrec.workflow.TrainSpec` (as a dict).
+    :class:`fusionrec.train.request.TrainSpec` (as a dict).
     """
-    from fusionrec.workflow import TrainSpec
+    from fusionrec.train.request import TrainSpec
 
     s = TrainSpec.parse(**spec)
     cluster = ClusterSettings()

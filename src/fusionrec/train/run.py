@@ -15,66 +15,13 @@ import logging
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any
 
 from fusionrec import metrics as metrics_file
-from fusionrec.config import describe_pydantic_errors
 from fusionrec.errors import ConfigError
+from fusionrec.train.request import TrainSpec
 
 log = logging.getLogger(__name__)
-
-PROTOCOLS = ("random", "temporal", "cold_item", "given")
-MARGIN = 0.01  # the gate's default: promote only when the primary metric beats the champion's by this share
-
-
-class TrainSpec(BaseModel):
-    """What to train: the split and the model's shape. Checked where it enters (CLI, pipeline compile)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    protocol: Literal["random", "temporal", "cold_item", "given"] = "random"
-    seed: int = 0
-    modalities: tuple[str, ...] | None = None  # default: every embedded modality
-    fusion: Literal["gated", "concat"] = "gated"
-    dim: int = Field(64, ge=4)
-    epochs: int = Field(40, ge=1)
-    ranking_head: bool = False
-    softmax: Literal["auto", "full", "sampled"] = "auto"  # see fusionrec.training.TrainConfig.softmax
-
-    @classmethod
-    def parse(cls, **values: Any) -> TrainSpec:
-        """Build a spec; a bad value raises ConfigError naming the field, the value and what is allowed."""
-        if isinstance(values.get("modalities"), str):
-            values["modalities"] = tuple(m.strip() for m in values["modalities"].split(",") if m.strip()) or None
-        try:
-            return cls(**values)
-        except ValidationError as e:
-            raise ConfigError(f"training spec: {describe_pydantic_errors(e)}") from None
-
-    @classmethod
-    def from_options(cls, spec: str | None = None, **flags: Any) -> TrainSpec:
-        """A spec from a command line: ``spec`` (a JSON object of its fields, or ``@FILE`` holding one) with the
-        flags that were given (not None) over it; every default is the model's own, written once above.
-
-        Raises:
-            ConfigError: the JSON is not an object of known fields, or a value is out of range.
-        """
-        values: dict[str, Any] = {}
-        if spec:
-            try:
-                text = Path(spec[1:]).read_text(encoding="utf-8") if spec.startswith("@") else spec
-                values = json.loads(text)
-            except (OSError, UnicodeDecodeError, ValueError):
-                raise ConfigError("--spec: not a JSON object of training fields (or @FILE holding one)") from None
-            if not isinstance(values, dict):
-                raise ConfigError("--spec: not a JSON object of training fields (or @FILE holding one)")
-        return cls.parse(**{**values, **{k: v for k, v in flags.items() if v is not None}})
-
-    def run_id(self, dataset: str, modalities: list[str]) -> str:
-        """A name that says what was trained (also the checkpoint folder)."""
-        return f"{dataset}-{self.protocol}-s{self.seed}-{self.fusion}-{'_'.join(sorted(modalities))}"
 
 
 @dataclass
@@ -124,12 +71,12 @@ def train_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, spec: T
 
     import pandas as pd
 
+    from fusionrec.artifact import write_artifact
     from fusionrec.data.dataset import Dataset
     from fusionrec.data.splits import make_split
     from fusionrec.encoders.pipeline import load_embeddings
-    from fusionrec.experiment import fit, fusion_config, model_card
-    from fusionrec.registry import write_artifact
-    from fusionrec.training import TrainConfig
+    from fusionrec.train.compare import fit, fusion_config, model_card
+    from fusionrec.train.loop import TrainConfig
 
     ds = Dataset.load(dataset_dir)
     emb = load_embeddings(embeddings_dir)
@@ -207,8 +154,8 @@ def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec
 
 
 def check_baselines(names) -> None:
-    """Raises ConfigError naming the baselines that are not among :data:`fusionrec.baselines.PEERS`."""
-    from fusionrec.baselines import PEERS
+    """Raises ConfigError naming the baselines that are not among :data:`fusionrec.train.models.PEERS`."""
+    from fusionrec.train.models import PEERS
 
     bad = [b for b in names if b not in PEERS]
     if bad:
@@ -234,8 +181,8 @@ def evaluate_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, cand
     from fusionrec.data.dataset import Dataset
     from fusionrec.data.splits import make_split
     from fusionrec.encoders.pipeline import load_embeddings
-    from fusionrec.experiment import compare, write_comparison
-    from fusionrec.training import TrainConfig
+    from fusionrec.train.compare import compare, write_comparison
+    from fusionrec.train.loop import TrainConfig
 
     check_baselines(baselines)
     candidate = Path(candidate)
@@ -245,7 +192,8 @@ def evaluate_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, cand
     ds = Dataset.load(dataset_dir)
     split = make_split(ds, metrics.split.protocol, seed=metrics.split.seed)
     results = {"fusion (candidate)": dict(metrics.test)}
-    results.update(compare(ds, load_embeddings(embeddings_dir), split, models=tuple(baselines),
+    dim = json.loads((candidate / "config.json").read_text(encoding="utf-8"))["dim"]  # the peers' size: the candidate's
+    results.update(compare(ds, load_embeddings(embeddings_dir), split, models=tuple(baselines), dim=dim,
                            train_cfg=TrainConfig(epochs=int(train["epochs"]), seed=int(train["seed"]), device=device),
                            progress=progress))
     title = f"{ds.name}, {split.protocol} split, seed {split.seed}"

@@ -1,5 +1,5 @@
 """The serving API as OpenAPI 3.0 documents: the routes the two model servers answer
-(:data:`fusionrec.serving.http.ROUTES`) with the request schema they take, and the sink's event route.
+(:data:`fusionrec.api.http.ROUTES`) with the request schema they take, and the sink's event route.
 
 The servers do not publish these (their ``/docs`` and ``/openapi.json`` are closed): they are what a
 client generator or a fuzzer reads (``tests/integration/test_serving.py`` fuzzes both servers and the
@@ -58,7 +58,7 @@ def serving_openapi(model_name: str = "fusionrec", *, v2: bool = True) -> dict[s
     answers and the transformer refuses with a 400 naming v1)."""
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
-    from fusionrec.serving.schemas import Instance
+    from fusionrec.api.schemas import Instance
 
     instance = _inline(Instance.model_json_schema())
     v1 = {"type": "object", "required": ["instances"], "additionalProperties": False,

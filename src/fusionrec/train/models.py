@@ -1,0 +1,152 @@
+"""Every model a comparison can name, behind one interface, and the one registry of their names.
+
+A compared model is made from a :class:`Context` (the dataset, its embeddings, the run's size, seed and
+training settings) and answers ``fit(split) -> self`` and ``score(users) -> scores`` (user indices to
+scores over the whole catalogue), the shape Cornac's models have. :data:`MODELS` names them all: the
+fusion model's variants (:data:`VARIANTS`) and its peers (:data:`PEERS`, :mod:`fusionrec.train.peers`).
+Every default, check and help text reads these names; a new model is one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from fusionrec.data.splits import Split
+from fusionrec.evaluation import evaluate_ranking
+from fusionrec.train import peers
+
+
+class Compared(Protocol):
+    """A model a comparison fits and measures."""
+
+    def fit(self, split: Split) -> Compared: ...
+
+    def score(self, users: np.ndarray) -> np.ndarray: ...
+
+    def extra(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every compared model is made with: the dataset and its item embeddings by modality, the run's
+    embedding size and training settings (:class:`fusionrec.train.loop.TrainConfig`; its epochs are every
+    trained peer's budget too), and whether to draw progress bars."""
+
+    dataset: Any
+    embeddings: dict
+    dim: int
+    train_cfg: Any
+    progress: bool = False
+
+    @property
+    def seed(self) -> int:
+        return self.train_cfg.seed
+
+
+def valid_ndcg(split: Split) -> Callable:
+    """Validation NDCG@20 of a score function: what the peers that tune choose by."""
+    return lambda score: evaluate_ranking(score, split.valid, [split.train], split.n_users, split.n_items,
+                                          ks=(20,)).ndcg[20]
+
+
+@dataclass
+class Peer:
+    """A peer: ``fit`` calls its function of (context, split), which returns a score function."""
+
+    ctx: Context
+    fit_fn: Callable[[Context, Split], Callable]
+    _score: Callable | None = field(default=None, repr=False)
+
+    def fit(self, split: Split) -> Peer:
+        self._score = self.fit_fn(self.ctx, split)
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return self._score(users)
+
+    def extra(self) -> dict[str, float]:
+        return {}
+
+
+@dataclass
+class FusionVariant:
+    """The fusion model over ``modalities`` with ``overrides`` of its FusionConfig and ``training`` ones of
+    its TrainConfig."""
+
+    ctx: Context
+    modalities: list[str]
+    overrides: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    _score: Callable | None = field(default=None, repr=False)
+    _extra: dict = field(default_factory=dict, repr=False)
+
+    def fit(self, split: Split) -> FusionVariant:
+        from fusionrec.train.compare import fusion_config
+        from fusionrec.train.loop import ranking_head_metrics, score_function, train
+
+        ctx = self.ctx
+        cfg = fusion_config(ctx.dataset, ctx.embeddings, self.modalities, dim=ctx.dim, **self.overrides)
+        train_cfg = ctx.train_cfg.model_copy(update=self.training)
+        r = train(split, ctx.embeddings, cfg, train_cfg, progress=ctx.progress)
+        self._score = score_function(r.model, r.user_history, r.user_history_mask)
+        self._extra = {"samples_per_second": r.samples_per_second}
+        if cfg.ranking_head:  # AUC and log loss of the ranking head against sampled unseen items
+            self._extra.update(ranking_head_metrics(r.model, r.user_history, r.user_history_mask, split,
+                                                    seed=train_cfg.seed))
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return self._score(users)
+
+    def extra(self) -> dict[str, float]:
+        return dict(self._extra)
+
+
+def _variant(modalities: Callable[[dict], list[str] | None], overrides=None, training=None):
+    """A registry entry for a fusion variant; ``modalities`` of the embeddings (None: this data has not
+    what the variant needs)."""
+    def make(ctx: Context) -> FusionVariant | None:
+        mods = modalities(ctx.embeddings)
+        return None if mods is None else FusionVariant(ctx, mods, dict(overrides or {}), dict(training or {}))
+    return make
+
+
+def _peer(fit_fn: Callable[[Context, Split], Callable], needs: str | None = None):
+    """A registry entry for a peer; ``needs``: a modality it cannot do without."""
+    return lambda ctx: None if needs and needs not in ctx.embeddings else Peer(ctx, fit_fn)
+
+
+def _only(*wanted: str) -> Callable[[dict], list[str] | None]:
+    return lambda emb: list(wanted) if set(wanted) <= set(emb) else None
+
+
+def _content(emb: dict) -> list[str] | None:
+    """Text and image without the tabular features (None where that is every modality: nothing is left out)."""
+    content = sorted(m for m in emb if m in ("text", "image"))
+    return content if content and content != sorted(emb) else None
+
+
+# name -> a factory of (context) -> the model, or None where this data cannot feed it (VBPR without images)
+VARIANTS: dict[str, Callable[[Context], Compared | None]] = {
+    "fusion": _variant(sorted),
+    "concat": _variant(sorted, {"fusion": "concat"}),
+    "text_only": _variant(_only("text")),
+    "image_only": _variant(_only("image")),
+    "no_tabular": _variant(_content),
+    "no_item_item": _variant(sorted, {"item_item": 0}),
+    "fusion_sampled": _variant(sorted, training={"softmax": "sampled"}),
+}
+PEERS: dict[str, Callable[[Context], Compared | None]] = {
+    "mostpop": _peer(lambda c, s: peers.most_popular(s)),
+    "bpr_mf": _peer(lambda c, s: peers.bpr_mf(s, dim=c.dim, epochs=c.train_cfg.epochs, seed=c.seed,
+                                              valid_fn=valid_ndcg(s))),
+    "cornac_bpr": _peer(lambda c, s: peers.cornac_bpr(s, k=c.dim, seed=c.seed)),
+    "cornac_vbpr": _peer(lambda c, s: peers.cornac_vbpr(s, c.embeddings["image"].values, seed=c.seed), needs="image"),
+    "ease": _peer(lambda c, s: peers.ease(s, valid_fn=valid_ndcg(s))),
+    "random": _peer(lambda c, s: peers.random_scores(s, c.seed)),
+}
+MODELS = {**VARIANTS, **PEERS}
