@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fusionrec.encoders.base import Encoded, pick_device
+from fusionrec.encoders.base import Encoded, Encoder, pick_device
 from fusionrec.encoders.cache import EmbeddingCache
 from fusionrec.encoders.pipeline import item_texts, run_encoder
 from fusionrec.encoders.storage import resolve_checkpoint
@@ -129,6 +129,13 @@ def _png(colour, shape="square"):
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_both_encoders_are_the_protocol_run_encoder_calls(text_encoder, image_encoder):
+    for enc in (text_encoder, image_encoder):
+        assert isinstance(enc, Encoder), type(enc).__name__
+        assert enc.encode(enc.prepare([None])[0]).mask.tolist() == [False]  # nothing to embed: masked
+    assert not isinstance(object(), Encoder)
 
 
 def test_image_masks_missing_and_corrupt_with_reasons(image_encoder, tmp_path):

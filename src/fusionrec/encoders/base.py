@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -23,22 +23,32 @@ class Encoded:
         return cls(np.zeros((n, dim), dtype=np.float32), np.zeros(n, dtype=bool), [None] * n)
 
 
+@runtime_checkable
 class Encoder(Protocol):
-    """One modality's encoder.
+    """One modality's encoder: what :func:`fusionrec.encoders.pipeline.run_encoder` calls.
 
     ``identity`` names the model and everything that changes its output (weights, preprocessing,
     pooling); the embedding cache is keyed by it, so a changed encoder never reuses stale vectors.
+    An encoder may also have ``cost(prepared) -> int`` (e.g. a text's length): the misses are then
+    embedded in that order, so similar inputs share a batch.
     """
 
     modality: str
     identity: str
     dim: int
 
-    def content_keys(self, batch: list[Any]) -> list[str | None]:
-        """A content hash per input (None where the input is missing: it will be masked)."""
+    def prepare(self, inputs: list[Any]) -> tuple[list[Any | None], list[str | None]]:
+        """Each input made ready to embed (filtered, read), None where it cannot be, with the reason."""
+
+    def key(self, prepared: Any) -> str:
+        """A content hash of one prepared input: its key in the embedding cache."""
+
+    def embed(self, prepared: list[Any]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        """Embed prepared inputs: values [n, dim] float32, ok [n] bool, and a reason where not ok."""
 
     def encode(self, batch: list[Any]) -> Encoded:
-        """Embed a batch; inputs that cannot be embedded come back masked with a reason."""
+        """``prepare`` then ``embed`` a batch without the cache (a query's inputs); failures come back masked
+        with a reason."""
 
 
 def pick_device(requested: str = "auto") -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusionrec.encoders.base import Encoded
+from fusionrec.encoders.base import Encoded, Encoder
 from fusionrec.encoders.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class ModalityEmbeddings:
         return int(self.values.shape[1])
 
 
-def run_encoder(encoder, inputs: list, cache: EmbeddingCache | None, *, chunk: int = 512,
+def run_encoder(encoder: Encoder, inputs: list, cache: EmbeddingCache | None, *, chunk: int = 512,
                 progress: bool = True) -> tuple[Encoded, dict[str, Any]]:
     """Prepare, look up the cache, embed only the misses (in chunks, with a progress bar), store them.
 
@@ -58,7 +58,7 @@ def run_encoder(encoder, inputs: list, cache: EmbeddingCache | None, *, chunk: i
         enc.mask[idx[found]] = True
     misses = idx[~found]
     miss_keys = [k for k, f in zip(keys, found) if not f]
-    if hasattr(encoder, "cost") and len(misses):  # e.g. text length: similar inputs share a batch
+    if hasattr(encoder, "cost") and len(misses):  # optional (Encoder's docstring): similar inputs share a batch
         order = np.argsort([encoder.cost(prepared[i]) for i in misses], kind="stable")
         misses, miss_keys = misses[order], [miss_keys[j] for j in order]
     with progress_bar(total=len(misses), desc=f"embed {encoder.modality}", unit="item", enabled=progress) as bar:
@@ -87,7 +87,7 @@ def item_texts(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str | None]
     return out
 
 
-def build_encoders(settings, modalities: set[str]) -> dict[str, Any]:
+def build_encoders(settings, modalities: set[str]) -> dict[str, Encoder]:
     """The text and image encoders the settings describe, for the modalities a dataset has."""
     from fusionrec.encoders.storage import resolve_checkpoint
     from fusionrec.privacy import PiiFilter

@@ -124,8 +124,9 @@ class _GX:
         self.context = gx.get_context(mode="ephemeral", project_config=config)
         self.source = self.context.data_sources.add_pandas("fusionrec")
 
-    def run(self, prepared: Prepared, checks: list[Check]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Validate one table; returns (suite JSON, result JSON with one entry per check, in order)."""
+    def run(self, prepared: Prepared, checks: list[Check]) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+        """Validate one table; returns (suite JSON, result JSON with one entry per check, in order, and the
+        lines of the records that fail each check, by check key)."""
         gx = self.gx
         name = prepared.table.replace(":", "_")
         asset = self.source.add_dataframe_asset(name=name)
@@ -142,40 +143,21 @@ class _GX:
         )
         result = definition.run(
             batch_parameters={"dataframe": prepared.frame},
-            # SUMMARY: counts plus the first 20 offenders with their line; the full list of failing
-            # records is computed by the row rules below, vectorised, and cross-checked against GX.
-            result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [LINE],
+            # COMPLETE: every failing record, identified by its line in the file
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [LINE],
                            "return_unexpected_index_query": False},
         )
         by_key = {(r.expectation_config.meta or {}).get("check"): r.to_json_dict() for r in result.results}
         ordered = [by_key[c.key] for c in checks]
+        lines = {}
         for check, d in zip(checks, ordered):
+            found = d["result"].pop("unexpected_index_list", None) or []
+            lines[check.key] = np.array([int(row[LINE]) for row in found], dtype=np.int64)
+            d["result"].pop("unexpected_list", None)  # the report keeps GX's partial lists, not every record
             if check.sensitive:  # free text stays out of reports: PII may hide in it
                 for k in ("partial_unexpected_list", "partial_unexpected_counts", "partial_unexpected_index_list"):
                     d["result"].pop(k, None)
-        return suite.to_json_dict(), {"success": bool(result.success), "results": ordered}
-
-
-def _failed_lines(prepared: Prepared, check: Check) -> np.ndarray:
-    """Lines of the records that fail a check, recomputed from the derived columns GX checked."""
-    f = prepared.frame
-    kind, kw = check.expectation
-    col = kw["column"]
-    if kind == "ExpectColumnValuesToNotBeNull":
-        bad = f[col].isna()
-    elif kind == "ExpectColumnValuesToBeInSet":
-        bad = f[col].notna() & ~f[col].isin(kw["value_set"])
-    elif kind == "ExpectColumnValuesToNotBeInSet":
-        bad = f[col].isin(kw["value_set"])
-    elif kind == "ExpectColumnValuesToBeBetween":
-        v = f[col]
-        bad = v.notna() & ((v < kw["min_value"]) | (v > kw["max_value"]))
-    elif kind == "ExpectColumnValueLengthsToBeBetween":
-        lengths = f[col].str.len()
-        bad = f[col].notna() & ((lengths < kw["min_value"]) | (lengths > kw["max_value"]))
-    else:  # pragma: no cover - every kind used in checks.py is listed above
-        raise ValueError(f"no row rule for expectation {kind}")
-    return f.loc[bad.to_numpy(), LINE].to_numpy()
+        return suite.to_json_dict(), {"success": bool(result.success), "results": ordered}, lines
 
 
 def _run_table(gx: _GX, prepared: Prepared, overrides: dict[str, Any], file: str,
@@ -188,24 +170,21 @@ def _run_table(gx: _GX, prepared: Prepared, overrides: dict[str, Any], file: str
             active.append(dataclasses.replace(c, budget=budget))
     if not active:
         return {}
-    suite_json, result_json = gx.run(prepared, active)
+    suite_json, result_json, failed_lines = gx.run(prepared, active)
     gx_suites[prepared.table] = suite_json
     gx_results[prepared.table] = result_json
     failing: dict[int, list[tuple[Check, Any]]] = {}
     frame = prepared.frame.set_index(LINE, drop=False)
     n = len(prepared.frame)
-    for check, gx_res in zip(active, result_json["results"]):
-        lines = _failed_lines(prepared, check)
-        gx_count = gx_res["result"].get("unexpected_count", 0) or 0
-        if gx_count != len(lines):
-            log.warning("check %s: GX counted %s failing records, row rule %s", check.key, gx_count, len(lines))
+    for check in active:
+        lines = failed_lines[check.key]
         shown = check.column if check.column in frame.columns else check.expectation[1]["column"]
         values = frame.loc[lines, shown] if len(lines) else pd.Series(dtype=object)
         if check.sensitive:
             values = values.map(lambda v: None if v is None or v != v else f"<{len(str(v))} characters>")
         for line, value in zip(lines, values):
             failing.setdefault(int(line), []).append((check, value))
-        failed = max(gx_count, len(lines))  # the verdict takes the stricter of the two counts
+        failed = len(lines)
         results.append(CheckResult(
             key=check.key, table=check.table, column=check.column, description=check.description,
             action=check.action, budget=check.budget, records=n, failed=failed,
