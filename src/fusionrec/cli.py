@@ -146,16 +146,11 @@ def features_build(
     out: Annotated[Optional[Path], typer.Option(help="Folder for the offline tables (default: features.data_dir).")] = None,
 ) -> None:
     """Write the offline feature tables (Parquet) that the Feast repository reads."""
-    from fusionrec.data.dataset import Dataset
-    from fusionrec.encoders.pipeline import load_embeddings
-    from fusionrec.features.tables import build_feature_tables
-    from fusionrec.io import atomic_dir
+    from fusionrec.features.store import write_tables
 
     cfg = state.settings().features
     out = out or Path(cfg.data_dir)
-    with atomic_dir(out) as tmp:
-        manifest = build_feature_tables(Dataset.load(dataset), load_embeddings(embeddings), tmp, cfg.history_length,
-                                        cfg.default_event_time)
+    manifest = write_tables(dataset, embeddings, out, cfg)
     typer.echo(f"feature tables for {manifest.dataset}: modalities {manifest.modalities}, "
                f"{manifest.interactions:,} interactions -> {out}")
 
@@ -254,22 +249,15 @@ def evaluate_cmd(
 ) -> None:
     """Compare the fusion model with its variants and the baselines on one split, in one run (the run's
     defaults are the training request's: fusionrec.train.request.TrainSpec)."""
-    from fusionrec.data.dataset import Dataset
-    from fusionrec.data.splits import make_split
-    from fusionrec.encoders.pipeline import load_embeddings
-    from fusionrec.train.compare import COMPARED, compare, comparison_table, write_comparison
-    from fusionrec.train.loop import TrainConfig
+    from fusionrec.train.compare import COMPARED, comparison_table
     from fusionrec.train.request import TrainSpec
+    from fusionrec.train.run import compare_on_split
 
     settings = state.settings()
     spec = TrainSpec.from_options(protocol=protocol, seed=seed, epochs=epochs, dim=dim)
-    ds = Dataset.load(dataset)
-    emb = load_embeddings(embeddings)
-    split = make_split(ds, spec.protocol, seed=spec.seed)
     names = tuple(m.strip() for m in models.split(",")) if models else COMPARED
-    results = compare(ds, emb, split, models=names, dim=spec.dim,
-                      train_cfg=TrainConfig(epochs=spec.epochs, seed=spec.seed, device=settings.encoders.device))
-    write_comparison(results, out, f"{ds.name}, {spec.protocol} split, seed {spec.seed}")
+    results = compare_on_split(dataset, embeddings, out, spec=spec, models=names,
+                               device=settings.encoders.device).results
     typer.echo(comparison_table(results))
     typer.echo(f"comparison: {out / 'comparison.md'}, {out / 'comparison.png'}")
 

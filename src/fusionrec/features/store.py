@@ -324,19 +324,25 @@ class FeatureBuild:
     materialized_to: datetime | None
 
 
-def build_store(dataset_dir: str | Path, embeddings_dir: str | Path, out: str | Path, cfg: FeatureSettings, *,
-                materialize_online: bool = True) -> FeatureBuild:
-    """The feature step in one call: write the offline tables to ``out`` (atomically), register the
-    definitions, and load the latest values into the profile's online store (SQLite or Redis)."""
+def write_tables(dataset_dir: str | Path, embeddings_dir: str | Path, out: str | Path, cfg: FeatureSettings):
+    """The offline feature tables of a validated dataset and its embeddings, written to ``out`` (replaced
+    atomically); returns their manifest."""
     from fusionrec.data.dataset import Dataset
     from fusionrec.encoders.pipeline import load_embeddings
     from fusionrec.features.tables import build_feature_tables
     from fusionrec.io import atomic_dir
 
+    with atomic_dir(Path(out)) as tmp:
+        return build_feature_tables(Dataset.load(dataset_dir), load_embeddings(embeddings_dir), tmp,
+                                    cfg.history_length, cfg.default_event_time)
+
+
+def build_store(dataset_dir: str | Path, embeddings_dir: str | Path, out: str | Path, cfg: FeatureSettings, *,
+                materialize_online: bool = True) -> FeatureBuild:
+    """The feature step in one call: write the offline tables to ``out`` (:func:`write_tables`), register
+    the definitions, and load the latest values into the profile's online store (SQLite or Redis)."""
     out = Path(out)
-    with atomic_dir(out) as tmp:
-        manifest = build_feature_tables(Dataset.load(dataset_dir), load_embeddings(embeddings_dir), tmp,
-                                        cfg.history_length, cfg.default_event_time)
+    manifest = write_tables(dataset_dir, embeddings_dir, out, cfg)
     store = feature_store(cfg, out)
     names = apply(store, out)
     end = materialize(store) if materialize_online else None

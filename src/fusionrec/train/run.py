@@ -164,10 +164,31 @@ def check_baselines(names) -> None:
 
 @dataclass
 class Evaluation:
-    """The candidate beside the baselines, on the candidate's own split."""
+    """Models compared on one split: test metrics by model name, and the comparison's title."""
 
     results: dict[str, dict[str, float]]
     title: str
+
+
+def compare_on_split(dataset_dir: str | Path, embeddings_dir: str | Path, out: str | Path, *, spec: TrainSpec,
+                     models: tuple[str, ...], device: str = "auto", first: dict[str, dict[str, float]] | None = None,
+                     progress: bool = False) -> Evaluation:
+    """Fit and measure ``models`` on the split ``spec`` names (its size, epochs and seed for each), after the
+    rows of ``first``; write metrics.json, comparison.md and comparison.png to ``out``."""
+    from fusionrec.data.dataset import Dataset
+    from fusionrec.data.splits import make_split
+    from fusionrec.encoders.pipeline import load_embeddings
+    from fusionrec.train.compare import compare, write_comparison
+    from fusionrec.train.loop import TrainConfig
+
+    ds = Dataset.load(dataset_dir)
+    split = make_split(ds, spec.protocol, seed=spec.seed)
+    results = dict(first or {})
+    results.update(compare(ds, load_embeddings(embeddings_dir), split, models=models, dim=spec.dim,
+                           train_cfg=TrainConfig(epochs=spec.epochs, seed=spec.seed, device=device), progress=progress))
+    title = f"{ds.name}, {split.protocol} split, seed {split.seed}"
+    write_comparison(results, Path(out), title)
+    return Evaluation(results, title)
 
 
 def evaluate_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, candidate: str | Path, out: str | Path, *,
@@ -176,26 +197,14 @@ def evaluate_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, cand
     """Measure the baselines on the split the candidate was trained on and write the comparison to ``out``.
 
     The candidate's own test metrics come from its artifact (not retrained); each baseline is fitted on
-    the same training rows and measured the same way (full ranking, seen items excluded).
+    the same training rows and measured the same way (full ranking, seen items excluded), with the
+    candidate's size, epochs and seed.
     """
-    from fusionrec.data.dataset import Dataset
-    from fusionrec.data.splits import make_split
-    from fusionrec.encoders.pipeline import load_embeddings
-    from fusionrec.train.compare import compare, write_comparison
-    from fusionrec.train.loop import TrainConfig
-
     check_baselines(baselines)
     candidate = Path(candidate)
     metrics = metrics_file.read(candidate)
-    training = json.loads((candidate / "training.json").read_text(encoding="utf-8"))
-    train = training["train"]
-    ds = Dataset.load(dataset_dir)
-    split = make_split(ds, metrics.split.protocol, seed=metrics.split.seed)
-    results = {"fusion (candidate)": dict(metrics.test)}
-    dim = json.loads((candidate / "config.json").read_text(encoding="utf-8"))["dim"]  # the peers' size: the candidate's
-    results.update(compare(ds, load_embeddings(embeddings_dir), split, models=tuple(baselines), dim=dim,
-                           train_cfg=TrainConfig(epochs=int(train["epochs"]), seed=int(train["seed"]), device=device),
-                           progress=progress))
-    title = f"{ds.name}, {split.protocol} split, seed {split.seed}"
-    write_comparison(results, Path(out), title)
-    return Evaluation(results, title)
+    train = json.loads((candidate / "training.json").read_text(encoding="utf-8"))["train"]
+    dim = json.loads((candidate / "config.json").read_text(encoding="utf-8"))["dim"]
+    spec = TrainSpec(protocol=metrics.split.protocol, seed=metrics.split.seed, dim=dim, epochs=int(train["epochs"]))
+    return compare_on_split(dataset_dir, embeddings_dir, out, spec=spec, models=tuple(baselines), device=device,
+                            first={"fusion (candidate)": dict(metrics.test)}, progress=progress)
