@@ -20,13 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fusionrec.config import ClusterSettings
 from fusionrec.errors import ConfigError, FusionRecError
-from fusionrec.train.request import MARGIN
+from fusionrec.train.request import BASELINES, MARGIN
 
 log = logging.getLogger(__name__)
 
 PIPELINE_NAME = "fusionrec-training"
 DEFAULT_IMAGE = "localhost/fusionrec:0.1.0-cpu"
-DEFAULT_BASELINES = ("mostpop", "bpr_mf", "cornac_bpr", "ease")
 # Secrets on a cluster: Kubernetes Secret -> environment variables the settings read (never parameters).
 SECRETS = {
     "fusionrec-redis": {"connection": "FUSIONREC__FEATURES__REDIS_CONNECTION"},
@@ -75,7 +74,7 @@ class TrainingRun(BaseModel):
     spec: dict[str, Any] = Field(default_factory=dict)  # a fusionrec.train.request.TrainSpec's fields
     settings: dict[str, Any] = Field(default_factory=dict)  # settings overrides for every step
     margin: float = MARGIN  # promote only when NDCG@20 beats the champion's by this share
-    baselines: list[str] = Field(default_factory=lambda: list(DEFAULT_BASELINES))
+    baselines: list[str] = Field(default_factory=lambda: list(BASELINES))
 
     @classmethod
     def of(cls, **values: Any) -> "TrainingRun":

@@ -180,9 +180,8 @@ class ServingSettings(_Strict):
     torch_threads: int = Field(1, ge=1)
     # Query by example: how many nearest items each modality's index proposes before the exact rescoring
     # and the user re-rank, and the default weight of the user's taste in that re-rank (0: similarity
-    # only, 1: taste only among the similar items). benchmarks/retrieval.py, movielens photo queries with a
-    # user: blend 0.1 keeps the photo's own item in the top 10 for 98 % of queries and changes 57 % of the
-    # rest of the top 10 by taste; 0.2 keeps it for 75 %, 0.3 for 47 %.
+    # only, 1: taste only among the similar items), chosen by benchmarks/retrieval.py (docs/serving.md has
+    # the table).
     search_pool: int = Field(100, ge=1)
     blend: float = Field(0.1, ge=0.0, le=1.0)
     # The feature store lookup in the transformer: a lookup slower than this is abandoned and the request

@@ -23,24 +23,23 @@ class FusionConfig(BaseModel):
     modality_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # per item and modality, in training
     id_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # items trained content-only now and then: cold-ready
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    temperature: float = Field(0.2, gt=0.0)  # 0.1: 0.372 Recall@20, 0.2: 0.389, 0.3: 0.374 (ML-100k, seed 0)
+    temperature: float = Field(0.2, gt=0.0)  # chosen among 0.1-0.3: docs/model.md, 'What moved the figures'
     ranking_head: bool = False
     # A per-item score bias added to the retrieval logits: a learned function of the item's content
-    # (so cold items get one) plus an ID term for items seen in training. It carries popularity.
-    # ML-100k cold-item Recall@20: 0.150 -> 0.194 on seed 0, 0.1718 -> 0.1759 on the mean of 3 seeds.
+    # (so cold items get one) plus an ID term for items seen in training. It carries popularity (what it
+    # brings cold items: docs/model.md).
     item_bias: bool = True
     # An item-item term (EASE, Steck 2019): score += w * sum over the user's history h of B[h, item], B
     # fitted in closed form on the training rows after the network is trained, its ridge and the weight w
     # chosen together on validation NDCG@20 (fusionrec.itemitem). Each item keeps its `item_item` strongest
     # neighbours; 0 turns the term off (and it is off above `item_item_max_items`, where the closed form
-    # costs too much). 512 rather than 128 neighbours, with the whole history below: movielens-100k-mm
-    # Recall@20 0.4036 -> 0.4087, NDCG@20 0.3597 -> 0.3652 (mean of 3 seeds, benchmarks/accuracy.py).
+    # costs too much). 512 rather than 128 neighbours, with the whole history below: what each brought is in
+    # docs/model.md ('What moved the figures'; benchmarks/accuracy.py measures it).
     item_item: int = Field(512, ge=0)
     item_item_max_items: int = Field(20_000, ge=0)
-    # The user's latest items the item-item term sums over (EASE's own score sums over the whole row): 200
-    # rather than the tower's 50 took movielens-100k-mm's Recall@20 from 0.3972 to 0.4060 and NDCG@20 from
-    # 0.3514 to 0.3623 (seed 0); 1,000 covers every user's whole training history there (the longest has
-    # 590 items). No cost in training, where the term is not used.
+    # The user's latest items the item-item term sums over (EASE's own score sums over the whole row); longer
+    # than the tower's window (docs/model.md has what it brought), and 1,000 covers every user's whole
+    # training history on movielens-100k-mm. No cost in training, where the term is not used.
     item_item_history: int = Field(1000, ge=0)
 
     @property

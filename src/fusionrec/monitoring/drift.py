@@ -37,9 +37,8 @@ log = logging.getLogger(__name__)
 VALUE_SIGNALS = ("top_score", "query_score", "popularity")
 EMBEDDING_SIGNALS = ("user_vector", *(f"query_{m}" for m in QUERY_MODALITIES))
 NUMERIC = ("history_length", "k", "top_score", "query_score", "popularity", "latency_ms", "fallback", "cold")
-# Evidently draws a t-SNE picture of SAMPLE_CONSTANT rows per side with every embedding-drift result:
-# 28 s on 2 cores at its default of 2,500, whatever the window's size, where the statistic itself takes
-# about 1 s. 300 rows draw the same kind of picture in about 2 s.
+# Evidently draws a t-SNE picture of SAMPLE_CONSTANT rows per side with every embedding-drift result; at its
+# default of 2,500 rows the picture costs far more than the statistic (benchmarks/drift.py times a window).
 TSNE_ROWS = 300
 
 

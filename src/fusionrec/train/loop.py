@@ -34,8 +34,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(4, ge=1)  # validations without a better validation NDCG@20 before stopping
     # Validation (early stopping's check) once an epoch, or every `valid_every` training rows where an epoch
-    # is longer: at 10^6 interactions the best model comes after two or three epochs, and four whole
-    # epochs of patience were most of the training time.
+    # is longer: at 10^6 interactions the best model comes within a few epochs, and whole epochs of
+    # patience were most of the training time (benchmarks/scale.py).
     valid_every: int = Field(200_000, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -49,8 +49,8 @@ class TrainConfig(BaseModel):
     sampled_above: int = Field(5000, ge=1)
     # With the sampled softmax a step costs little beyond the item tower (one pass over the items the
     # batch needs), so larger batches amortise it; the full softmax keeps `batch_size`. Never so large that
-    # an epoch has fewer than `min_steps_per_epoch` steps (and never below `batch_size`): on movielens-100k-mm
-    # batches of 4,096 are 20 steps an epoch, and the sampled softmax fell to 0.958x the full one's Recall@20.
+    # an epoch has fewer than `min_steps_per_epoch` steps (and never below `batch_size`): too few steps an
+    # epoch cost the sampled softmax accuracy (docs/benchmarks.md, the sampled-softmax row).
     sampled_batch_size: int = Field(4096, ge=1)
     min_steps_per_epoch: int = Field(100, ge=1)
     valid_users: int = Field(5000, ge=1)  # early stopping's validation users at most (a fixed random sample)

@@ -19,7 +19,7 @@ from typing import Any
 
 from fusionrec import metrics as metrics_file
 from fusionrec.errors import ConfigError
-from fusionrec.train.request import TrainSpec
+from fusionrec.train.request import BASELINES, TrainSpec
 
 log = logging.getLogger(__name__)
 
@@ -192,14 +192,16 @@ def compare_on_split(dataset_dir: str | Path, embeddings_dir: str | Path, out: s
 
 
 def evaluate_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, candidate: str | Path, out: str | Path, *,
-                       baselines: tuple[str, ...] = ("mostpop", "bpr_mf", "cornac_bpr", "ease"), device: str = "auto",
+                       baselines: tuple[str, ...] | None = None, device: str = "auto",
                        progress: bool = False) -> Evaluation:
-    """Measure the baselines on the split the candidate was trained on and write the comparison to ``out``.
+    """Measure the baselines (default :data:`fusionrec.train.request.BASELINES`) on the split the candidate was
+    trained on and write the comparison to ``out``.
 
     The candidate's own test metrics come from its artifact (not retrained); each baseline is fitted on
     the same training rows and measured the same way (full ranking, seen items excluded), with the
     candidate's size, epochs and seed.
     """
+    baselines = BASELINES if baselines is None else baselines
     check_baselines(baselines)
     candidate = Path(candidate)
     metrics = metrics_file.read(candidate)
