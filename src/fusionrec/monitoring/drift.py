@@ -123,18 +123,16 @@ def embedding_method(name: str, threshold: float):
     """
     from evidently.metrics.embeddings import DistanceDriftMethod, MMDDriftMethod, ModelDriftMethod, RatioDriftMethod
 
-    if name == "model":
-        return ModelDriftMethod(threshold=threshold, bootstrap=False)
-    if name == "distance":
-        return DistanceDriftMethod(threshold=threshold, bootstrap=False, dist="cosine")
-    if name == "mmd":
-        return MMDDriftMethod(threshold=threshold, bootstrap=False)
-    if name == "ratio":
-        return RatioDriftMethod(threshold=threshold)
-    if name == "model_bootstrap":
-        return ModelDriftMethod(bootstrap=True, quantile_probability=threshold)
-    if name == "distance_bootstrap":
-        return DistanceDriftMethod(bootstrap=True, quantile_probability=threshold, dist="cosine")
+    methods = {
+        "model": lambda: ModelDriftMethod(threshold=threshold, bootstrap=False),
+        "distance": lambda: DistanceDriftMethod(threshold=threshold, bootstrap=False, dist="cosine"),
+        "mmd": lambda: MMDDriftMethod(threshold=threshold, bootstrap=False),
+        "ratio": lambda: RatioDriftMethod(threshold=threshold),
+        "model_bootstrap": lambda: ModelDriftMethod(bootstrap=True, quantile_probability=threshold),
+        "distance_bootstrap": lambda: DistanceDriftMethod(bootstrap=True, quantile_probability=threshold, dist="cosine"),
+    }
+    if name in methods:
+        return methods[name]()
     raise ValueError(f"unknown embedding-drift method {name!r}; one of {EMBEDDING_METHODS}")
 
 
