@@ -26,6 +26,7 @@ $(CHECKOV): constraints-checkov.txt | $(BIN)/python
 install: $(VENV)/.installed $(CHECKOV)
 
 test: install
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

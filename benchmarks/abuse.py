@@ -92,24 +92,37 @@ def setup(work: Path, users: int, items: int):
     split = make_split(ds, "random", seed=0)
     cfg = fusion_config(ds, emb, ["text", "image"], dim=16)
     result, test = fit(ds, emb, split, cfg, TrainConfig(epochs=2, batch_size=256, device="cpu"), progress=False)
-    path = save_artifact(work / "models", result.model, dataset=ds,
-                         encoders={m: {"identity": emb[m].identity, "dim": emb[m].dim} for m in cfg.modalities},
-                         training={}, history=result.user_history, history_mask=result.user_history_mask,
-                         metrics={"test": test}, card=model_card(ds.name, split, cfg, result, test, {}),
-                         seen=pd.concat([split.train, split.valid, split.test]))
+    path = save_artifact(
+        work / "models",
+        result.model,
+        dataset=ds,
+        encoders={m: {"identity": emb[m].identity, "dim": emb[m].dim} for m in cfg.modalities},
+        training={},
+        history=result.user_history,
+        history_mask=result.user_history_mask,
+        metrics={"test": test},
+        card=model_card(ds.name, split, cfg, result, test, {}),
+        seen=pd.concat([split.train, split.valid, split.test]),
+    )
     gate(work / "models", path)
     seen = pd.concat([split.train, split.valid, split.test])
     ids = ds.items.set_index("item_idx")["item_id"].astype(str)
-    histories = {str(u): set(ids[g["item_idx"]]) for u, g in
-                 seen.merge(ds.users[["user_idx", "user_id"]], on="user_idx").groupby("user_id")}
+    histories = {
+        str(u): set(ids[g["item_idx"]])
+        for u, g in seen.merge(ds.users[["user_idx", "user_id"]], on="user_idx").groupby("user_id")
+    }
     return ds, histories, sorted(ids)
 
 
 def _post(url: str, body, headers=None, timeout=30.0):
     import httpx
 
-    return httpx.post(url, content=body if isinstance(body, (bytes, str)) else json.dumps(body),
-                      headers={"content-type": "application/json", **(headers or {})}, timeout=timeout)
+    return httpx.post(
+        url,
+        content=body if isinstance(body, (bytes, str)) else json.dumps(body),
+        headers={"content-type": "application/json", **(headers or {})},
+        timeout=timeout,
+    )
 
 
 def attack_repository(servers, auth) -> tuple[str, bool]:
@@ -120,8 +133,10 @@ def attack_repository(servers, auth) -> tuple[str, bool]:
         for verb in ("unload", "load"):
             codes.append(httpx.post(f"{url}/v2/repository/models/{MODEL}/{verb}", headers=auth, timeout=10).status_code)
     after = _post(f"{servers.transformer_url}/v1/models/{MODEL}:predict", {"instances": [{"k": 2}]}, auth).status_code
-    ready = [httpx.get(f"{u}/v2/health/ready", timeout=5).status_code for u in (servers.predictor_url,
-                                                                              servers.transformer_url)]
+    ready = [
+        httpx.get(f"{u}/v2/health/ready", timeout=5).status_code
+        for u in (servers.predictor_url, servers.transformer_url)
+    ]
     return f"unload/load: {codes}; predict after: {after}; ready: {ready}", codes == [404] * 4 and after == 200
 
 
@@ -148,16 +163,20 @@ def attack_oracle(servers, histories, catalogue, auth, shopper) -> tuple[str, bo
         leaked += told
     hidden = stranger.status_code == 403  # the shopper may not name another id at all
     # 403: the pair refused, or another user's id; 429: the end user's rate limit (5/s, burst 20) ran out
-    return (f"users whose seen items an answer told apart: {leaked}/20 (answers {dict(sorted(codes.items()))}); "
-            f"another id as an end user: {stranger.status_code}"), leaked == 0 and hidden and max(codes) < 500
+    return (
+        f"users whose seen items an answer told apart: {leaked}/20 (answers {dict(sorted(codes.items()))}); "
+        f"another id as an end user: {stranger.status_code}"
+    ), leaked == 0 and hidden and max(codes) < 500
 
 
 def attack_bodies(servers, auth) -> tuple[list[tuple[str, str, bool]], bool]:
     import httpx
 
     rows, ok = [], True
-    for name, proc, url in (("predictor", servers.predictor, servers.predictor_url),
-                            ("transformer", servers.transformer, servers.transformer_url)):
+    for name, proc, url in (
+        ("predictor", servers.predictor, servers.predictor_url),
+        ("transformer", servers.transformer, servers.transformer_url),
+    ):
         for size, chunked in ((10 << 20, False), (100 << 20, False), (1 << 30, False), (100 << 20, True)):
             before = _peak_rss_mb(proc.pid)
 
@@ -172,8 +191,9 @@ def attack_bodies(servers, auth) -> tuple[list[tuple[str, str, bool]], bool]:
             if not chunked:
                 headers["content-length"] = str(size)
             try:
-                status = httpx.post(f"{url}/v1/models/{MODEL}:predict", content=body(), headers=headers,
-                                    timeout=60).status_code
+                status = httpx.post(
+                    f"{url}/v1/models/{MODEL}:predict", content=body(), headers=headers, timeout=60
+                ).status_code
             except httpx.HTTPError as e:  # the server answered 413 and closed while the client was still sending
                 status = f"closed ({type(e).__name__})"
             after = _peak_rss_mb(proc.pid)
@@ -239,8 +259,10 @@ def attack_bombs(servers, auth, seconds: float, ds) -> tuple[str, bool]:
         a.join(30)
     p99q, p99l = np.percentile(quiet, 99), np.percentile(loud, 99)
     ok = p99l <= 2 * p99q and set(codes) <= {413, 429} and failed[0] == 0
-    return (f"attack answers {codes}; normal client p99 {p99q:.1f} ms quiet, {p99l:.1f} ms under attack "
-            f"({p99l / p99q:.2f}x; bar 2x), its failed requests {failed[0]}"), ok
+    return (
+        f"attack answers {codes}; normal client p99 {p99q:.1f} ms quiet, {p99l:.1f} ms under attack "
+        f"({p99l / p99q:.2f}x; bar 2x), its failed requests {failed[0]}"
+    ), ok
 
 
 def attack_sink(work: Path) -> tuple[str, bool]:
@@ -250,10 +272,19 @@ def attack_sink(work: Path) -> tuple[str, bool]:
     from fusionrec.platform.local import wait_answering
 
     port = _port()
-    env = {**os.environ, "FUSIONREC__MONITORING__FOLDER": str(work / "sink"), "FUSIONREC__MONITORING__LOG_KEY": LOG_KEY,
-           "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.2"}
-    sink = subprocess.Popen([sys.executable, "-m", "monitoring.sink", "--port", str(port)], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "FUSIONREC__MONITORING__FOLDER": str(work / "sink"),
+        "FUSIONREC__MONITORING__LOG_KEY": LOG_KEY,
+        "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.2",
+    }
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "monitoring.sink", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_answering(f"{base}/healthz")
@@ -264,37 +295,61 @@ def attack_sink(work: Path) -> tuple[str, bool]:
             ({"ce-type": "org.kubeflow.serving.inference.request", "ce-id": "bad"}, b"{not json"),
             ({"ce-type": "org.kubeflow.serving.inference.request", "ce-id": "utf"}, b'{"instances": ["\xff"]}'),
             ({"ce-type": "org.kubeflow.serving.inference.response", "ce-id": "lonely"}, b'{"predictions": 5}'),
-            ({"ce-type": "org.kubeflow.serving.inference.request", "ce-id": "t", "ce-time": "2026-01-01T00:00:00"},
-             b'{"instances": [{"k": "x"}]}'),
+            (
+                {"ce-type": "org.kubeflow.serving.inference.request", "ce-id": "t", "ce-time": "2026-01-01T00:00:00"},
+                b'{"instances": [{"k": "x"}]}',
+            ),
         ]
         codes, sent_bad = {}, 0
         with httpx.Client(base_url=base, timeout=30) as c:
             for n in range(100):
                 req = {"instances": [{"user_id": f"u{n}", "k": 2}, {"history": ["a"], "k": 1}]}
-                res = {"predictions": [
-                    {"items": [{"item_id": "a", "score": 0.5}, {"item_id": "b", "score": 0.2}], "fallback": False,
-                     "cold": False, "model_version": "v0001"},
-                    {"items": [{"item_id": "c", "score": 0.1}], "fallback": False, "cold": True,
-                     "model_version": "../../../etc/x" if n % 10 == 0 else "v0001"}]}
-                c.post("/events", content=json.dumps(req), headers={**ce, "ce-id": f"g{n}",
-                                                                     "ce-type": "org.kubeflow.serving.inference.request"})
+                res = {
+                    "predictions": [
+                        {
+                            "items": [{"item_id": "a", "score": 0.5}, {"item_id": "b", "score": 0.2}],
+                            "fallback": False,
+                            "cold": False,
+                            "model_version": "v0001",
+                        },
+                        {
+                            "items": [{"item_id": "c", "score": 0.1}],
+                            "fallback": False,
+                            "cold": True,
+                            "model_version": "../../../etc/x" if n % 10 == 0 else "v0001",
+                        },
+                    ]
+                }
+                c.post(
+                    "/events",
+                    content=json.dumps(req),
+                    headers={**ce, "ce-id": f"g{n}", "ce-type": "org.kubeflow.serving.inference.request"},
+                )
                 for m in range(10):
                     headers, body = malformed[(n + m) % len(malformed)]
                     r = c.post("/events", content=body, headers={**ce, **headers})
                     codes[r.status_code] = codes.get(r.status_code, 0) + 1
                     sent_bad += 1
-                c.post("/events", content=json.dumps(res), headers={**ce, "ce-id": f"g{n}",
-                                                                     "ce-type": "org.kubeflow.serving.inference.response"})
+                c.post(
+                    "/events",
+                    content=json.dumps(res),
+                    headers={**ce, "ce-id": f"g{n}", "ce-type": "org.kubeflow.serving.inference.response"},
+                )
             time.sleep(1.5)
             metrics = c.get("/metrics").text
         frame = read_window(work / "sink" / "logs").frame
         good = 100 * 2 - 10  # every tenth response carries one record with a path for a version: dropped alone
         lost = good - len(frame)
-        dropped = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                      if line.startswith("fusionrec_sink_dropped_total{reason=\"record_invalid\"}"))
+        dropped = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("fusionrec_sink_dropped_total{reason=\"record_invalid\"}")
+        )
         ok = lost == 0 and max(codes) < 500 and dropped == 10
-        return (f"{sent_bad} malformed events (answers {dict(sorted(codes.items()))}); good records written "
-                f"{len(frame)}/{good} (lost {lost}); bad records dropped alone and counted: {dropped:.0f}/10"), ok
+        return (
+            f"{sent_bad} malformed events (answers {dict(sorted(codes.items()))}); good records written "
+            f"{len(frame)}/{good} (lost {lost}); bad records dropped alone and counted: {dropped:.0f}/10"
+        ), ok
     finally:
         sink.terminate()
         sink.wait(10)
@@ -321,8 +376,11 @@ def attack_registry(work: Path) -> tuple[str, bool]:
     start = time.time() + 2
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         a, b = pool.map(_register_many, [(str(root), "a", 20, start), (str(root), "b", 20, start)])
-    intact = sum((root / "versions" / v / "model.safetensors").read_bytes() == f"{t}{i}".encode() * 4096
-                 for t, vs in (("a", a), ("b", b)) for i, v in enumerate(vs))
+    intact = sum(
+        (root / "versions" / v / "model.safetensors").read_bytes() == f"{t}{i}".encode() * 4096
+        for t, vs in (("a", a), ("b", b))
+        for i, v in enumerate(vs)
+    )
     distinct = len(set(a) | set(b))
     return f"two processes x 20 registrations: {distinct} distinct versions, {intact} intact", distinct == intact == 40
 
@@ -340,16 +398,25 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="fusionrec-abuse-"))
     t0 = time.perf_counter()
     ds, histories, catalogue = setup(work, args.users, args.items)
-    print(f"setup: {args.users} users, {args.items} items, a model trained and served ({time.perf_counter() - t0:.0f} s)")
+    print(
+        f"setup: {args.users} users, {args.items} items, a model trained and served ({time.perf_counter() - t0:.0f} s)"
+    )
     (work / "api.key").write_text(KEY)
     shopper_sha = hashlib.sha256(SHOPPER.encode()).hexdigest()
-    env = {"FUSIONREC__SERVING__STORAGE_URI": str(work / "models"), "FUSIONREC__PATHS__CACHE": str(work / "cache"),
-           "FUSIONREC__PATHS__ARTIFACTS": str(work / "artifacts"), "FUSIONREC__ENCODERS__DEVICE": "cpu",
-           "FUSIONREC__MONITORING__FOLDER": str(work / "monitoring"), "FUSIONREC__MONITORING__LOG_KEY": LOG_KEY,
-           "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()), "FUSIONREC__SERVING__TRANSFORMER_PORT": str(_port()),
-           "FUSIONREC__SERVING__AUTH__KEY_FILE": str(work / "api.key"),
-           "FUSIONREC__SERVING__AUTH__CALLERS":
-               f"[{{name: shopper, key_sha256: {shopper_sha}, role: user, user_id: user-0000003}}]"}
+    env = {
+        "FUSIONREC__SERVING__STORAGE_URI": str(work / "models"),
+        "FUSIONREC__PATHS__CACHE": str(work / "cache"),
+        "FUSIONREC__PATHS__ARTIFACTS": str(work / "artifacts"),
+        "FUSIONREC__ENCODERS__DEVICE": "cpu",
+        "FUSIONREC__MONITORING__FOLDER": str(work / "monitoring"),
+        "FUSIONREC__MONITORING__LOG_KEY": LOG_KEY,
+        "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()),
+        "FUSIONREC__SERVING__TRANSFORMER_PORT": str(_port()),
+        "FUSIONREC__SERVING__AUTH__KEY_FILE": str(work / "api.key"),
+        "FUSIONREC__SERVING__AUTH__CALLERS": (
+            f"[{{name: shopper, key_sha256: {shopper_sha}, role: user, user_id: user-0000003}}]"
+        ),
+    }
     from fusionrec.config import ServingSettings
 
     if "auth" not in ServingSettings.model_fields:  # a build from before callers existed (a comparison run)
@@ -376,13 +443,19 @@ def main() -> None:
         if not results[-1][2]:  # the attack took serving down (an older build): start it again for the rest
             servers.stop()
             servers = local.serve(settings, feast=False, log_dir=work / "logs", env=env)
-        record("seen-items oracle, 20 users", lambda: attack_oracle(servers, histories, catalogue, auth, shopper),
-               "0 users told apart; another id: 403")
+        record(
+            "seen-items oracle, 20 users",
+            lambda: attack_oracle(servers, histories, catalogue, auth, shopper),
+            "0 users told apart; another id: 403",
+        )
         rows, _ = attack_bodies(servers, auth)
         for what, happened, ok in rows:
             record(f"body {what}", lambda h=happened, o=ok: (h, o), "413 before the body is read; RSS +<64 MB")
-        record("64 decompression bombs per request", lambda: attack_bombs(servers, auth, args.seconds, ds),
-               "413/429 only; p99 within 2x")
+        record(
+            "64 decompression bombs per request",
+            lambda: attack_bombs(servers, auth, args.seconds, ds),
+            "413/429 only; p99 within 2x",
+        )
     finally:
         servers.stop()
     record("1,000 malformed sink events", lambda: attack_sink(work), "0 good records lost; no 5xx")

@@ -73,16 +73,25 @@ def main() -> None:
     def std(runs, key):
         return float(np.std([r[key] for r in runs]))
 
-    means = {name: {k: mean(runs, k) for k in runs[0] if isinstance(runs[0][k], (int, float))} for name, runs in warm.items()}
+    means = {
+        name: {k: mean(runs, k) for k in runs[0] if isinstance(runs[0][k], (int, float))} for name, runs in warm.items()
+    }
     write_comparison(means, args.out / "random", f"movielens-100k-mm, random 8:1:1, mean of seeds {args.seeds}")
-    cold_means = {name: {k: mean(runs, k) for k in runs[0] if isinstance(runs[0][k], (int, float))} for name, runs in cold.items()}
-    write_comparison(cold_means, args.out / "cold_item", f"movielens-100k-mm, cold-item split, mean of seeds {args.seeds}")
+    cold_means = {
+        name: {k: mean(runs, k) for k in runs[0] if isinstance(runs[0][k], (int, float))} for name, runs in cold.items()
+    }
+    write_comparison(
+        cold_means, args.out / "cold_item", f"movielens-100k-mm, cold-item split, mean of seeds {args.seeds}"
+    )
 
     print(f"\nmovielens-100k-mm, random 8:1:1 split, mean (std) over seeds {args.seeds}; all models on the same splits")
     print(f"{'model':<14}{'Recall@20':>18}{'NDCG@20':>18}{'HitRate@20':>12}{'coverage':>10}{'train s':>9}")
     for name, runs in warm.items():
-        print(f"{name:<14}{mean(runs, 'recall@20'):>11.4f} ({std(runs, 'recall@20'):.3f}){mean(runs, 'ndcg@20'):>11.4f} "
-              f"({std(runs, 'ndcg@20'):.3f}){mean(runs, 'hit@20'):>12.4f}{mean(runs, 'coverage'):>10.3f}{mean(runs, 'seconds'):>9.0f}")
+        print(
+            f"{name:<14}{mean(runs, 'recall@20'):>11.4f} ({std(runs, 'recall@20'):.3f}){mean(runs, 'ndcg@20'):>11.4f} "
+            f"({std(runs, 'ndcg@20'):.3f}){mean(runs, 'hit@20'):>12.4f}"
+            f"{mean(runs, 'coverage'):>10.3f}{mean(runs, 'seconds'):>9.0f}"
+        )
     best = {k: max((mean(warm[p], k), p) for p in PEERS if p in warm) for k in ("recall@20", "ndcg@20")}
     for k, (value, peer) in best.items():
         ratio = mean(warm["fusion"], k) / value
@@ -90,20 +99,27 @@ def main() -> None:
     for k in ("recall@20", "ndcg@20"):
         ratio = mean(warm["fusion_sampled"], k) / mean(warm["fusion"], k)
         print(f"sampled / full softmax, {k}: {ratio:.4f} (bar: within 1%: {'met' if ratio >= 0.99 else 'NOT met'})")
-    print(f"fusion training throughput: {mean(warm['fusion'], 'samples_per_second'):,.0f} samples/s full softmax, "
-          f"{mean(warm['fusion_sampled'], 'samples_per_second'):,.0f} sampled; {mean(warm['fusion'], 'seconds'):.0f} s "
-          "per model")
+    print(
+        f"fusion training throughput: {mean(warm['fusion'], 'samples_per_second'):,.0f} samples/s full softmax, "
+        f"{mean(warm['fusion_sampled'], 'samples_per_second'):,.0f} sampled; {mean(warm['fusion'], 'seconds'):.0f} s "
+        "per model"
+    )
     print(f"\ncold-item split, mean over seeds {args.seeds}")
     print(f"{'model':<14}{'Recall@20':>18}{'NDCG@20':>18}")
     for name, runs in cold.items():
-        print(f"{name:<14}{mean(runs, 'recall@20'):>11.4f} ({std(runs, 'recall@20'):.3f}){mean(runs, 'ndcg@20'):>11.4f} "
-              f"({std(runs, 'ndcg@20'):.3f})")
+        print(
+            f"{name:<14}{mean(runs, 'recall@20'):>11.4f} ({std(runs, 'recall@20'):.3f}){mean(runs, 'ndcg@20'):>11.4f} "
+            f"({std(runs, 'ndcg@20'):.3f})"
+        )
     r_ours, r_rand, r_pop = (mean(cold[m], "recall@20") for m in ("fusion", "random", "mostpop"))
-    print(f"ours / random ranking of the cold items: {r_ours / max(r_rand, 1e-12):.2f} (bar 2.5: "
-          f"{'met' if r_ours >= 2.5 * r_rand else 'NOT met'}); above MostPop ({r_pop:.4f}): "
-          f"{'met' if r_ours > r_pop else 'NOT met'}")
-    (args.out / "summary.json").write_text(json.dumps({"random": means, "cold_item": cold_means, "seeds": args.seeds},
-                                                      indent=2, default=float))
+    print(
+        f"ours / random ranking of the cold items: {r_ours / max(r_rand, 1e-12):.2f} (bar 2.5: "
+        f"{'met' if r_ours >= 2.5 * r_rand else 'NOT met'}); above MostPop ({r_pop:.4f}): "
+        f"{'met' if r_ours > r_pop else 'NOT met'}"
+    )
+    (args.out / "summary.json").write_text(
+        json.dumps({"random": means, "cold_item": cold_means, "seeds": args.seeds}, indent=2, default=float)
+    )
 
 
 if __name__ == "__main__":

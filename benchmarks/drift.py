@@ -50,9 +50,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from retrieval import DATA, MODEL, ROOT, _port, a_sentence, phone_photo  # noqa: E402
 
 # fixed thresholds on the score; for the *_bootstrap methods the threshold is the quantile of the no-drift score
-METHODS = {"model": [0.55, 0.6, 0.65, 0.7], "distance": [0.01, 0.02, 0.05, 0.1], "mmd": [0.002, 0.005, 0.015, 0.05],
-           "ratio": [0.5, 0.7, 0.9], "model_bootstrap": [0.95, 0.99],
-           "distance_bootstrap": [0.95, 0.99, 0.999]}
+METHODS = {
+    "model": [0.55, 0.6, 0.65, 0.7],
+    "distance": [0.01, 0.02, 0.05, 0.1],
+    "mmd": [0.002, 0.005, 0.015, 0.05],
+    "ratio": [0.5, 0.7, 0.9],
+    "model_bootstrap": [0.95, 0.99],
+    "distance_bootstrap": [0.95, 0.99, 0.999],
+}
 SCENARIOS = {"topic": [0.1, 0.2, 0.35], "dark": [0.4, 0.6, 0.8], "taste": [0.5, 1.0], "popularity": [0.25, 0.5, 1.0]}
 MIX = {"user": 0.38, "history": 0.20, "text": 0.25, "image": 0.12, "anonymous": 0.05}
 AFFECTED = {"topic": "text", "dark": "image", "taste": "history", "popularity": "history"}
@@ -61,11 +66,21 @@ TOPICS = {
     "cars": ["brake pads and rotors", "a diesel pickup truck", "the timing belt", "winter tyres", "an oil change"],
     "health": ["seasonal influenza", "a sprained ankle", "childhood vaccines", "high blood pressure", "allergy season"],
     "garden": ["pruning tomato plants", "a greenhouse in spring", "composting kitchen scraps", "clay soil", "aphids"],
-    "finance": ["mortgage refinancing rates", "index fund fees", "a credit card balance", "pension savings", "bond yields"],
+    "finance": [
+        "mortgage refinancing rates",
+        "index fund fees",
+        "a credit card balance",
+        "pension savings",
+        "bond yields",
+    ],
     "cooking": ["sourdough starter", "a cast iron skillet", "slow cooked lentil soup", "knife sharpening", "meal prep"],
 }
-FRAMES = ["How to deal with {a} when {b} is also a problem.", "A practical checklist for {a} and {b} this month.",
-          "Experts compare {a} with {b} and explain the costs.", "What nobody tells you about {a} or {b}."]
+FRAMES = [
+    "How to deal with {a} when {b} is also a problem.",
+    "A practical checklist for {a} and {b} this month.",
+    "Experts compare {a} with {b} and explain the costs.",
+    "What nobody tells you about {a} or {b}.",
+]
 
 
 def off_topic(rng: np.random.Generator) -> str:
@@ -91,8 +106,11 @@ class Traffic:
     def __init__(self, art, ds, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
         items = art.items.sort_values("item_idx").reset_index(drop=True)
-        catalogue = (pd.read_csv(DATA / "items.csv", usecols=["movie_id", "overview"]).astype({"movie_id": str})
-                     .drop_duplicates("movie_id"))
+        catalogue = (
+            pd.read_csv(DATA / "items.csv", usecols=["movie_id", "overview"])
+            .astype({"movie_id": str})
+            .drop_duplicates("movie_id")
+        )
         items = items.merge(catalogue, left_on="item_id", right_on="movie_id", how="left")
         items["sentence"] = items["overview"].map(lambda o: a_sentence(o) if isinstance(o, str) else None)
         has_image = art.model.mask_image.numpy()
@@ -104,9 +122,31 @@ class Traffic:
         self.histories = {u: g["item_idx"].to_numpy() for u, g in inter.groupby("user_idx") if len(g) >= 15}
         # cohorts: users whose genre profile is furthest from the average (another taste), and users of the
         # least popular items (a popularity shift); 15 % of the users each
-        genres = [c for c in ds.items.columns if c in ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime",
-                                                       "Documentary", "Drama", "Fantasy", "FilmNoir", "Horror", "Musical",
-                                                       "Mystery", "Romance", "SciFi", "Thriller", "War", "Western")]
+        genres = [
+            c
+            for c in ds.items.columns
+            if c
+            in (
+                "Action",
+                "Adventure",
+                "Animation",
+                "Children",
+                "Comedy",
+                "Crime",
+                "Documentary",
+                "Drama",
+                "Fantasy",
+                "FilmNoir",
+                "Horror",
+                "Musical",
+                "Mystery",
+                "Romance",
+                "SciFi",
+                "Thriller",
+                "War",
+                "Western",
+            )
+        ]
         g = ds.items.set_index("item_idx")[genres].fillna(0).to_numpy(float)
         users = np.array(sorted(self.histories))
         profile = np.stack([g[self.histories[u]].mean(0) for u in users])
@@ -147,14 +187,15 @@ class Traffic:
                     photo = darker(photo, strength)
                 out.append(({"image": base64.b64encode(photo).decode("ascii"), "k": 20}, kind, [str(row.item_id)]))
             elif kind in ("user", "history"):
-                cohort = (scenario if scenario in ("taste", "popularity") and self.rng.random() < strength else "all")
+                cohort = scenario if scenario in ("taste", "popularity") and self.rng.random() < strength else "all"
                 u = int(self.rng.choice(self.cohorts[cohort]))
                 if kind == "user":
                     out.append(({"user_id": self.users[u], "k": 20}, kind, []))
                 else:
                     h = self.histories[u]
-                    out.append(({"history": self.item_ids[h[-35:-5]].tolist(), "k": 20}, kind,
-                                self.item_ids[h[-5:]].tolist()))
+                    out.append(
+                        ({"history": self.item_ids[h[-35:-5]].tolist(), "k": 20}, kind, self.item_ids[h[-5:]].tolist())
+                    )
             else:
                 out.append(({"k": 20}, kind, []))
         return out
@@ -164,7 +205,7 @@ def send(client, url: str, requests, batch: int = 32) -> dict[str, list[float]]:
     """Send the requests; Recall@20 per request kind that has right answers."""
     recall: dict[str, list[float]] = {}
     for start in range(0, len(requests), batch):
-        part = requests[start:start + batch]
+        part = requests[start : start + batch]
         r = client.post(url, json={"instances": [p[0] for p in part]})
         if r.status_code != 200:
             raise SystemExit(f"the transformer answered {r.status_code}: {r.text[:300]}")
@@ -180,7 +221,9 @@ def mark() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def method_verdicts(frame: pd.DataFrame, reference: pd.DataFrame, sample: int, seed: int) -> dict[tuple[str, float], dict]:
+def method_verdicts(
+    frame: pd.DataFrame, reference: pd.DataFrame, sample: int, seed: int
+) -> dict[tuple[str, float], dict]:
     """Per (method, threshold): each embedding signal's (score, drifted), by Evidently's methods on the same
     samples (a fixed-threshold method is computed once and compared with every threshold)."""
     from fusionrec.monitoring.drift import EMBEDDING_SIGNALS, _sample, _vectors, embedding_method
@@ -234,7 +277,7 @@ def a_span(text: str, rng: np.random.Generator) -> str:
         return text
     n = int(rng.integers(8, min(30, len(words)) + 1))
     at = int(rng.integers(0, len(words) - n + 1))
-    return " ".join(words[at:at + n])
+    return " ".join(words[at : at + n])
 
 
 def a_retake(path: str, rng: np.random.Generator) -> bytes:
@@ -248,8 +291,9 @@ def a_retake(path: str, rng: np.random.Generator) -> bytes:
     w, h = img.size
     cw, ch = int(w * rng.uniform(0.7, 0.95)), int(h * rng.uniform(0.7, 0.95))
     x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    img = img.crop((x, y, x + cw, y + ch)).rotate(float(rng.uniform(-4, 4)), resample=Image.BILINEAR,
-                                                  fillcolor=(128, 128, 128))
+    img = img.crop((x, y, x + cw, y + ch)).rotate(
+        float(rng.uniform(-4, 4)), resample=Image.BILINEAR, fillcolor=(128, 128, 128)
+    )
     for enhance in (ImageEnhance.Contrast, ImageEnhance.Color, ImageEnhance.Brightness):
         img = enhance(img).enhance(float(rng.uniform(0.8, 1.2)))
     scale = float(rng.uniform(0.5, 1.0))
@@ -272,26 +316,35 @@ def catalogue_as_queries(settings, art, ds, aa: list[pd.DataFrame], seed: int, n
     encoders = build_encoders(settings, {"text", "image"})
     texts = item_texts(items, ds.text_fields)
     pick = rng.permutation(len(items))[:n]
-    own = {m: getattr(art.model, f"feat_{m}").detach().cpu().numpy()[getattr(art.model, f"mask_{m}").numpy()]
-           for m in ("text", "image")}
-    variants = {"text": encoders["text"].encode([a_span(texts[i], rng) for i in pick if texts[i]]).values,
-                "image": encoders["image"].encode([a_retake(p, rng) for p in items["image"].iloc[pick]
-                                                   if isinstance(p, str)]).values}
+    own = {
+        m: getattr(art.model, f"feat_{m}").detach().cpu().numpy()[getattr(art.model, f"mask_{m}").numpy()]
+        for m in ("text", "image")
+    }
+    variants = {
+        "text": encoders["text"].encode([a_span(texts[i], rng) for i in pick if texts[i]]).values,
+        "image": encoders["image"]
+        .encode([a_retake(p, rng) for p in items["image"].iloc[pick] if isinstance(p, str)])
+        .values,
+    }
     method = embedding_method(settings.monitoring.embedding_method, settings.monitoring.embedding_threshold)
-    print("\n0. the model's own data as the reference of what callers bring: Evidently's classifier test "
-          f"({settings.monitoring.embedding_method} {settings.monitoring.embedding_threshold:g}) of each A/A window's "
-          "vectors against it (ROC AUC min-max; windows that drift)")
+    print(
+        "\n0. the model's own data as the reference of what callers bring: Evidently's classifier test "
+        f"({settings.monitoring.embedding_method} {settings.monitoring.embedding_threshold:g}) of each A/A window's "
+        "vectors against it (ROC AUC min-max; windows that drift)"
+    )
     for m in ("text", "image"):
         for label, ref in (("the items' own vectors", own[m]), ("query-like variants of the items", variants[m])):
             scores, drifted = [], 0
             for i, w in enumerate(aa):
                 cur = np.stack([v for v in w[f"query_{m}"] if v is not None])
-                sample = ref[np.random.default_rng(seed + i).permutation(len(ref))[:max(len(cur), 100)]]
+                sample = ref[np.random.default_rng(seed + i).permutation(len(ref))[: max(len(cur), 100)]]
                 score, d, _ = method(pd.DataFrame(cur), pd.DataFrame(sample))
                 scores.append(float(score))
                 drifted += bool(d)
-            print(f"  {m + ' queries':<13} vs {label:<34} AUC {min(scores):.2f}-{max(scores):.2f}; "
-                  f"{drifted} of {len(aa)} A/A windows drift")
+            print(
+                f"  {m + ' queries':<13} vs {label:<34} AUC {min(scores):.2f}-{max(scores):.2f}; "
+                f"{drifted} of {len(aa)} A/A windows drift"
+            )
     from fusionrec.recommender import Recommender, Row
 
     rec = Recommender(art)
@@ -303,13 +356,15 @@ def catalogue_as_queries(settings, art, ds, aa: list[pd.DataFrame], seed: int, n
         for h in new_users["history_length"].astype(int):
             u = int(rng.choice(np.flatnonzero(lengths >= h))) if (lengths >= h).any() else int(np.argmax(lengths))
             stored = art.history[u][art.history_mask[u]].numpy()
-            rows.append(Row(kind="recommend", k=20, history=rec.item_ids[stored[-max(h, 1):]].tolist()))
+            rows.append(Row(kind="recommend", k=20, history=rec.item_ids[stored[-max(h, 1) :]].tolist()))
         ref = np.stack([r.user_vector for r in rec.recommend(rows)])
         score, d, _ = method(pd.DataFrame(np.stack(new_users["user_vector"].to_list())), pd.DataFrame(ref))
         scores.append(float(score))
         drifted += bool(d)
-    print(f"  {'new users':<13} vs {'training users at the same lengths':<34} AUC {min(scores):.2f}-{max(scores):.2f}; "
-          f"{drifted} of {len(aa)} A/A windows drift")
+    print(
+        f"  {'new users':<13} vs {'training users at the same lengths':<34} AUC {min(scores):.2f}-{max(scores):.2f}; "
+        f"{drifted} of {len(aa)} A/A windows drift"
+    )
 
 
 def send_all(settings, env, traffic, work: Path, logs: Path, plan, args):
@@ -344,8 +399,10 @@ def send_all(settings, env, traffic, work: Path, logs: Path, plan, args):
     finally:
         servers.stop()
     sent = len(reference) + sum(len(f) for f in windows.values())
-    print(f"traffic: {sent:,} logged requests (and {args.probe} per Recall@20 probe) through the servers in "
-          f"{time.perf_counter() - t_send:.0f} s, logged under {work}")
+    print(
+        f"traffic: {sent:,} logged requests (and {args.probe} per Recall@20 probe) through the servers in "
+        f"{time.perf_counter() - t_send:.0f} s, logged under {work}"
+    )
     return windows, reference, probe
 
 
@@ -360,9 +417,13 @@ def main() -> int:
     parser.add_argument("--method", default=None, help="Embedding-drift method for the policy (default: settings).")
     parser.add_argument("--threshold", type=float, default=None, help="Its threshold (default: settings).")
     parser.add_argument("--storage-uri", default=str(ROOT / "artifacts" / "movielens-100k-mm" / "models"))
-    parser.add_argument("--replay", type=Path, default=None,
-                        help="Re-evaluate the traffic a previous run logged (its folder, printed at the start) "
-                             "instead of sending it again, e.g. with another --method; same --window/--aa/--reference.")
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        default=None,
+        help="Re-evaluate the traffic a previous run logged (its folder, printed at the start) "
+        "instead of sending it again, e.g. with another --method; same --window/--aa/--reference.",
+    )
     parser.add_argument("--skip-methods", action="store_true", help="Skip the table of every method and threshold.")
     args = parser.parse_args()
     if not DATA.exists():
@@ -377,21 +438,29 @@ def main() -> int:
     from fusionrec.registry import resolve_version
 
     work = args.replay or Path(tempfile.mkdtemp(prefix="drift-"))
-    env = {"FUSIONREC__SERVING__STORAGE_URI": args.storage_uri, "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()),
-           "FUSIONREC__SERVING__TRANSFORMER_PORT": str(_port()), "FUSIONREC__ENCODERS__DEVICE": "cpu",
-           "FUSIONREC__MONITORING__FOLDER": str(work / "monitoring"), "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.5"}
+    env = {
+        "FUSIONREC__SERVING__STORAGE_URI": args.storage_uri,
+        "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()),
+        "FUSIONREC__SERVING__TRANSFORMER_PORT": str(_port()),
+        "FUSIONREC__ENCODERS__DEVICE": "cpu",
+        "FUSIONREC__MONITORING__FOLDER": str(work / "monitoring"),
+        "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.5",
+    }
     settings = load_settings(env=env)
-    mon = settings.monitoring.model_copy(update={k: v for k, v in (("embedding_method", args.method),
-                                                                   ("embedding_threshold", args.threshold)) if v})
+    mon = settings.monitoring.model_copy(
+        update={k: v for k, v in (("embedding_method", args.method), ("embedding_threshold", args.threshold)) if v}
+    )
     art = load_artifact(resolve_version(args.storage_uri, settings.paths.cache))
     ds = Dataset.load(ROOT / "artifacts" / "movielens-100k-mm" / "validated")
     traffic = Traffic(art, ds, args.seed)
     popularity = _popularity(art)
     logs = work / "monitoring" / "logs"
-    print(f"model {art.version}: {len(traffic.item_ids)} items; windows of {args.window} requests "
-          f"(mix {', '.join(f'{k} {v:.0%}' for k, v in MIX.items())}), reference {args.reference}; "
-          f"policy: {mon.embedding_method} {mon.embedding_threshold:g} on embeddings, PSI > {mon.value_threshold:g}, "
-          f"fire on any of {', '.join(mon.fire_on)} or {mon.drift_share:.0%} of the signals")
+    print(
+        f"model {art.version}: {len(traffic.item_ids)} items; windows of {args.window} requests "
+        f"(mix {', '.join(f'{k} {v:.0%}' for k, v in MIX.items())}), reference {args.reference}; "
+        f"policy: {mon.embedding_method} {mon.embedding_threshold:g} on embeddings, PSI > {mon.value_threshold:g}, "
+        f"fire on any of {', '.join(mon.fire_on)} or {mon.drift_share:.0%} of the signals"
+    )
     plan = [("aa", 0.0, i) for i in range(args.aa)]
     plan += [(s, x, i) for s, strengths in SCENARIOS.items() for x in strengths for i in range(2)]
     windows: dict[tuple[str, float, int], pd.DataFrame] = {}
@@ -401,10 +470,10 @@ def main() -> int:
 
         probe = json.loads((work / "probe.json").read_text())
         logged = read_window(logs).frame.sort_values("time", kind="stable").reset_index(drop=True)
-        logged = logged.iloc[len(logged) - args.reference - len(plan) * args.window:].reset_index(drop=True)
-        reference = logged.iloc[:args.reference]
+        logged = logged.iloc[len(logged) - args.reference - len(plan) * args.window :].reset_index(drop=True)
+        reference = logged.iloc[: args.reference]
         for n, key in enumerate(plan):
-            windows[key] = logged.iloc[args.reference + n * args.window: args.reference + (n + 1) * args.window]
+            windows[key] = logged.iloc[args.reference + n * args.window : args.reference + (n + 1) * args.window]
         print(f"replaying {len(logged):,} logged requests from {work}")
     else:
         windows, reference, probe = send_all(settings, env, traffic, work, logs, plan, args)
@@ -413,21 +482,35 @@ def main() -> int:
     # 1. every embedding-drift method and threshold: false alarms on the A/A windows, and the smallest
     # strength of each shift it catches within two windows
     aa = [windows[("aa", 0.0, i)] for i in range(args.aa)]
-    aa_v = [] if args.skip_methods else [method_verdicts(f, reference, args.sample, args.seed + i) for i, f in enumerate(aa)]
-    det_v = {} if args.skip_methods else {k: method_verdicts(f, reference, args.sample, args.seed + 100)
-                                          for k, f in windows.items() if k[0] != "aa"}
+    aa_v = (
+        []
+        if args.skip_methods
+        else [method_verdicts(f, reference, args.sample, args.seed + i) for i, f in enumerate(aa)]
+    )
+    det_v = (
+        {}
+        if args.skip_methods
+        else {
+            k: method_verdicts(f, reference, args.sample, args.seed + 100) for k, f in windows.items() if k[0] != "aa"
+        }
+    )
     if not args.skip_methods:
-        print(f"\n1. embedding-drift methods (Evidently's) on the user, text-query and photo-query vectors; a window "
-              f"alarms when any of them drifts. False alarms over {args.aa} A/A windows; per shift, the smallest "
-              "strength caught within two windows (- : none):")
+        print(
+            f"\n1. embedding-drift methods (Evidently's) on the user, text-query and photo-query vectors; a window "
+            f"alarms when any of them drifts. False alarms over {args.aa} A/A windows; per shift, the smallest "
+            "strength caught within two windows (- : none):"
+        )
         print(f"{'method':<20}{'threshold':>10}{'false alarms':>14}" + "".join(f"{s:>12}" for s in SCENARIOS))
     for method, thresholds in ({} if args.skip_methods else METHODS).items():
         for t in thresholds:
             alarms = np.mean([any(d for _, d in w.get((method, t), {}).values()) for w in aa_v])
             caught = []
             for scenario, strengths in SCENARIOS.items():
-                hit = [x for x in strengths if any(any(d for _, d in det_v[(scenario, x, i)].get((method, t), {}).values())
-                                                   for i in range(2))]
+                hit = [
+                    x
+                    for x in strengths
+                    if any(any(d for _, d in det_v[(scenario, x, i)].get((method, t), {}).values()) for i in range(2))
+                ]
                 caught.append(f"{min(hit):g}" if hit else "-")
             chosen = "  <- settings" if (method, t) == (mon.embedding_method, mon.embedding_threshold) else ""
             print(f"{method:<20}{t:>10g}{alarms:>14.0%}" + "".join(f"{c:>12}" for c in caught) + chosen)
@@ -463,13 +546,17 @@ def main() -> int:
                 why[name] = why.get(name, 0) + 1
         rate = len(fired) / len(aa_decisions)
         ours = label.startswith("model")
-        print(f"\nreference: {label}. The policy ({mon.embedding_method} {mon.embedding_threshold:g} on embeddings, "
-              f"PSI > {mon.value_threshold:g}) on the A/A windows: {len(fired)} of {len(aa_decisions)} fired = {rate:.0%}"
-              + (f" (bar: at most 5 %: {'met' if rate <= 0.05 else 'NOT met'})" if ours else "")
-              + f"; windows per drifted signal: {why or 'none'}; {np.mean([t for _, t in aa_decisions]):.1f} s per window")
+        print(
+            f"\nreference: {label}. The policy ({mon.embedding_method} {mon.embedding_threshold:g} on embeddings, "
+            f"PSI > {mon.value_threshold:g}) on the A/A windows: {len(fired)} of {len(aa_decisions)} fired = {rate:.0%}"
+            + (f" (bar: at most 5 %: {'met' if rate <= 0.05 else 'NOT met'})" if ours else "")
+            + f"; windows per drifted signal: {why or 'none'}; {np.mean([t for _, t in aa_decisions]):.1f} s per window"
+        )
         # 2. detection by the policy, against the drop of Recall@20 on the affected traffic
-        print("2. the policy on injected drift, two windows per strength; Recall@20 of the affected traffic "
-              "(its probes' mixture at that strength) against no drift")
+        print(
+            "2. the policy on injected drift, two windows per strength; Recall@20 of the affected traffic "
+            "(its probes' mixture at that strength) against no drift"
+        )
         print(f"{'shift':<12}{'strength':>9}{'fired':>7}{'recall':>8}{'drop':>7}   drifted signals")
         caught = {}
         for scenario, strengths in SCENARIOS.items():
@@ -489,14 +576,19 @@ def main() -> int:
                 if drop >= 0.10 - 1e-9 and first_drop is None:
                     first_drop = x
                 names = sorted({n for d in ds_ for n in d.drifted})
-                print(f"{scenario:<12}{x:>9g}{'yes' if hit else 'no':>7}{rec:>8.3f}{drop:>7.0%}   {', '.join(names) or '-'}")
+                print(
+                    f"{scenario:<12}{x:>9g}{'yes' if hit else 'no':>7}{rec:>8.3f}{drop:>7.0%}"
+                    f"   {', '.join(names) or '-'}"
+                )
             met = first_drop is None or (first_detected is not None and first_detected <= first_drop)
             if ours:
                 ok &= met
             caught[scenario] = "-" if first_detected is None else f"{first_detected:g}"
-            print(f"{'':<12}smallest strength detected: {first_detected}; Recall@20 down 10 % from: {first_drop} "
-                  f"(of the strengths tried); bar "
-                  + ("not reached (Recall@20 never dropped 10 %)" if first_drop is None else "met" if met else "NOT met"))
+            print(
+                f"{'':<12}smallest strength detected: {first_detected}; Recall@20 down 10 % from: {first_drop} "
+                f"(of the strengths tried); bar "
+                + ("not reached (Recall@20 never dropped 10 %)" if first_drop is None else "met" if met else "NOT met")
+            )
         if ours:
             ok &= rate <= 0.05
         summary.append((label, f"{len(fired)} of {len(aa_decisions)}", caught))
@@ -515,7 +607,7 @@ def main() -> int:
         for r in rows:
             r["time"] = now
         for i in range(0, n, 5000):
-            write_records(folder, rows[i:i + 5000])
+            write_records(folder, rows[i : i + 5000])
         t = time.perf_counter()
         frame = read_window(folder).frame
         t_read = time.perf_counter() - t

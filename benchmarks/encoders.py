@@ -28,7 +28,9 @@ def inputs(n_texts: int, n_images: int, tmp: Path) -> tuple[list[str], list[str]
     else:
         from fusionrec.data.synth import SynthConfig, generate
 
-        r = generate(SynthConfig(users=10, items=max(n_texts, n_images), image_size=128, seed=0), tmp / "s", progress=False)
+        r = generate(
+            SynthConfig(users=10, items=max(n_texts, n_images), image_size=128, seed=0), tmp / "s", progress=False
+        )
         items = pd.read_csv(r.folder / "items.csv")
         texts = (items["title"] + ". " + items["description"]).tolist()
         posters = [str(r.folder / p) for p in items["image"]]
@@ -55,7 +57,7 @@ def bare_image(enc, paths: list[str]) -> float:
     from fusionrec.encoders.image import preprocess
 
     arrays = np.stack([preprocess(Path(p).read_bytes(), enc.size, enc.mean, enc.std) for p in paths])
-    batches = [torch.from_numpy(arrays[s: s + enc.batch_size]) for s in range(0, len(arrays), enc.batch_size)]
+    batches = [torch.from_numpy(arrays[s : s + enc.batch_size]) for s in range(0, len(arrays), enc.batch_size)]
     t = time.perf_counter()
     with torch.inference_mode():
         for b in batches:
@@ -87,8 +89,10 @@ def main() -> None:
         text_enc.encode(texts[:8])
         image_enc.encode(images[:4])
         print(f"inputs: {source}; device {text_enc.device}; torch threads {torch.get_num_threads()}")
-        print(f"{'modality':<8}{'items':>7}{'pipeline items/s':>18}{'bare forward items/s':>22}{'overhead':>10}"
-              f"{'cached re-run s':>17}{'cached items/s':>16}")
+        print(
+            f"{'modality':<8}{'items':>7}{'pipeline items/s':>18}{'bare forward items/s':>22}{'overhead':>10}"
+            f"{'cached re-run s':>17}{'cached items/s':>16}"
+        )
         for name, enc, data, bare in (("text", text_enc, texts, bare_text), ("image", image_enc, images, bare_image)):
             # Alternate bare and pipeline runs and keep each one's best, so that warm-up and noise from
             # the rest of the machine fall on neither side. Each pipeline run starts with an empty cache.
@@ -106,7 +110,9 @@ def main() -> None:
             assert again["computed"] == 0, again
             cache.close()
             n, p, b = len(data), min(pipe_s), min(bare_s)
-            print(f"{name:<8}{n:>7}{n / p:>18.1f}{n / b:>22.1f}{p / b - 1:>10.1%}{cached_s:>17.2f}{n / cached_s:>16.0f}")
+            print(
+                f"{name:<8}{n:>7}{n / p:>18.1f}{n / b:>22.1f}{p / b - 1:>10.1%}{cached_s:>17.2f}{n / cached_s:>16.0f}"
+            )
         print("target: pipeline overhead at most 10% over the bare forward pass")
 
 

@@ -63,22 +63,39 @@ def main() -> None:
     n_users, n_items = args.interactions // 50, args.interactions // 100
     t = time.perf_counter()
     split, emb = planted(n_users, n_items, args.interactions)
-    print(f"{len(split.train):,} training rows, {n_users:,} users, {n_items:,} items (built in "
-          f"{time.perf_counter() - t:.0f} s); device {args.device}"
-          + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""), flush=True)
+    print(
+        f"{len(split.train):,} training rows, {n_users:,} users, {n_items:,} items (built in "
+        f"{time.perf_counter() - t:.0f} s); device {args.device}"
+        + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""),
+        flush=True,
+    )
     cfg = FusionConfig(n_users=n_users, n_items=n_items, modalities={m: e.dim for m, e in emb.items()})
     random_recall = 20 / n_items  # a random top 20 holds about 20 / n of any user's held-out items
     print(f"{'softmax':<9}{'samples/s':>11}{'s/epoch':>9}{'peak GiB':>10}{'valid Recall@20':>17}")
     for softmax in ("full", "sampled"):
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        r = train(split, emb, cfg, TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device,
-                                               softmax=softmax, patience=args.epochs, deterministic=False),
-                  progress=False)
+        r = train(
+            split,
+            emb,
+            cfg,
+            TrainConfig(
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                device=args.device,
+                softmax=softmax,
+                patience=args.epochs,
+                deterministic=False,
+            ),
+            progress=False,
+        )
         per_epoch = np.mean(np.diff([0.0] + [h["seconds"] for h in r.history]))
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device == "cuda" else float("nan")
-        print(f"{softmax:<9}{r.samples_per_second:>11,.0f}{per_epoch:>9.1f}{peak:>10.2f}"
-              f"{r.history[-1]['valid_recall@20']:>17.4f}", flush=True)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
+        print(
+            f"{softmax:<9}{r.samples_per_second:>11,.0f}{per_epoch:>9.1f}{peak:>10.2f}"
+            f"{r.history[-1]['valid_recall@20']:>17.4f}",
+            flush=True,
+        )
     print(f"(a random ranking finds about {random_recall:.4f} of a user's validation items in its top 20)")
 
 

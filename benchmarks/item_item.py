@@ -38,7 +38,7 @@ def main() -> None:
         modeling.DENSE_ITEM_ITEM = dense_up_to
         h = torch.randint(0, args.items, (batch, window))
         mask = torch.zeros(batch, window, dtype=torch.bool)
-        mask[:, window - length:] = True
+        mask[:, window - length :] = True
         runs = []
         with torch.inference_mode():
             model.item_item(h, mask)
@@ -54,7 +54,7 @@ def main() -> None:
     for batch, length in ((1, 106), (1, 590), (64, 106), (64, 590)):
         gather = timed(batch, length, 0)
         chosen = timed(batch, length, default)
-        dense = args.items ** 2 <= default and batch * length * k > args.items ** 2
+        dense = args.items**2 <= default and batch * length * k > args.items**2
         print(f"{batch:>6}{length:>9}{gather:>10.2f}{chosen:>10.2f}  {'dense product' if dense else 'gather'}")
     modeling.DENSE_ITEM_ITEM = default
 

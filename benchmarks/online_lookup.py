@@ -59,18 +59,31 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                 "--dir", str(tmp)], stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+            stdout=subprocess.DEVNULL,
+        )
         try:
-            r = generate(SynthConfig(users=args.users, items=args.items, interactions=20 * args.users, seed=0),
-                         tmp / "synth", progress=False)
-            validate_dataset(r.contract_path, tmp / "valid", Settings(validation=ValidationSettings()).validation,
-                             progress=False)
+            r = generate(
+                SynthConfig(users=args.users, items=args.items, interactions=20 * args.users, seed=0),
+                tmp / "synth",
+                progress=False,
+            )
+            validate_dataset(
+                r.contract_path, tmp / "valid", Settings(validation=ValidationSettings()).validation, progress=False
+            )
             ds = Dataset.load(tmp / "valid")
             rng = np.random.default_rng(0)
             # a 384-d item embedding (the size of the text one) stands in for the encoders' output
-            emb = {"text": ModalityEmbeddings("text", rng.normal(size=(ds.n_items, 384)).astype(np.float32),
-                                              np.ones(ds.n_items, dtype=bool), [None] * ds.n_items, "bench")}
+            emb = {
+                "text": ModalityEmbeddings(
+                    "text",
+                    rng.normal(size=(ds.n_items, 384)).astype(np.float32),
+                    np.ones(ds.n_items, dtype=bool),
+                    [None] * ds.n_items,
+                    "bench",
+                )
+            }
             stores = {}
             for kind in ("sqlite", "redis"):
                 data = tmp / f"features-{kind}"
@@ -86,21 +99,32 @@ def main() -> None:
             client = redis.Redis(host="127.0.0.1", port=port)
             keys = [k for k in client.scan_iter(count=10_000)][: max(100, 1)]
 
-            print(f"{ds.n_users:,} users, {ds.n_items:,} items, history 20, 384-d item vectors; "
-                  f"{args.requests} calls each; milliseconds")
+            print(
+                f"{ds.n_users:,} users, {ds.n_items:,} items, history 20, 384-d item vectors; "
+                f"{args.requests} calls each; milliseconds"
+            )
             print(f"{'lookup':<34}{'entities':>9}{'p50':>9}{'p99':>9}")
             for n in (1, 100):
                 for kind, store in stores.items():
                     batches = [rng.choice(users, n, replace=False) for _ in range(args.requests + 1)]
                     it = iter(batches)
                     t = timed(lambda: fs.online_user_features(store, next(it)), args.requests)
-                    print(f"{'Feast ' + kind + ' users (serving)':<34}{n:>9}{percentile_ms(t, 50):>9.2f}{percentile_ms(t, 99):>9.2f}")
+                    print(
+                        f"{'Feast ' + kind + ' users (serving)':<34}{n:>9}"
+                        f"{percentile_ms(t, 50):>9.2f}{percentile_ms(t, 99):>9.2f}"
+                    )
                     ibatches = iter([rng.choice(items, n, replace=False) for _ in range(args.requests + 1)])
                     t = timed(lambda: fs.online_item_embeddings(store, next(ibatches), "text"), args.requests)
-                    print(f"{'Feast ' + kind + ' item embeddings':<34}{n:>9}{percentile_ms(t, 50):>9.2f}{percentile_ms(t, 99):>9.2f}")
+                    print(
+                        f"{'Feast ' + kind + ' item embeddings':<34}{n:>9}"
+                        f"{percentile_ms(t, 50):>9.2f}{percentile_ms(t, 99):>9.2f}"
+                    )
                 sample = iter([list(rng.choice(len(keys), n, replace=True)) for _ in range(args.requests + 1)])
                 t = timed(lambda: client.mget([keys[i] for i in next(sample)]), args.requests)
-                print(f"{'floor: redis-py MGET (no Feast)':<34}{n:>9}{percentile_ms(t, 50):>9.2f}{percentile_ms(t, 99):>9.2f}")
+                print(
+                    f"{'floor: redis-py MGET (no Feast)':<34}{n:>9}"
+                    f"{percentile_ms(t, 50):>9.2f}{percentile_ms(t, 99):>9.2f}"
+                )
         finally:
             proc.terminate()
             proc.wait(timeout=10)

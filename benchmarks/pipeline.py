@@ -37,10 +37,30 @@ def step_times(log: str) -> dict[str, float]:
 
 
 def run_pipeline(contract: str, work: Path, cache: Path, epochs: int, ports: tuple[int, int]) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "fusionrec", "pipeline", "run", "--local", "--contract", contract,
-           "--registry", str(work / "models"), "--root", str(work / "root"), "--epochs", str(epochs),
-           "--set", f"paths.cache={cache}", "--set", f"paths.artifacts={work / 'artifacts'}",
-           "--set", f"serving.predictor_port={ports[0]}", "--set", f"serving.transformer_port={ports[1]}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fusionrec",
+        "pipeline",
+        "run",
+        "--local",
+        "--contract",
+        contract,
+        "--registry",
+        str(work / "models"),
+        "--root",
+        str(work / "root"),
+        "--epochs",
+        str(epochs),
+        "--set",
+        f"paths.cache={cache}",
+        "--set",
+        f"paths.artifacts={work / 'artifacts'}",
+        "--set",
+        f"serving.predictor_port={ports[0]}",
+        "--set",
+        f"serving.transformer_port={ports[1]}",
+    ]
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - t
@@ -51,8 +71,12 @@ def run_pipeline(contract: str, work: Path, cache: Path, epochs: int, ports: tup
 
 
 def stop_servers(work: Path) -> None:
-    subprocess.run([sys.executable, "-m", "fusionrec", "serve", "--stop"], capture_output=True, cwd=ROOT,
-                   env={**os.environ, "FUSIONREC__PATHS__ARTIFACTS": str(work / "artifacts")})
+    subprocess.run(
+        [sys.executable, "-m", "fusionrec", "serve", "--stop"],
+        capture_output=True,
+        cwd=ROOT,
+        env={**os.environ, "FUSIONREC__PATHS__ARTIFACTS": str(work / "artifacts")},
+    )
 
 
 def run_direct(contract: str, work: Path, cache: Path, epochs: int, ports: tuple[int, int]) -> tuple[float, dict]:
@@ -70,8 +94,12 @@ def run_direct(contract: str, work: Path, cache: Path, epochs: int, ports: tuple
     from fusionrec.train.run import evaluate_candidate, train_candidate
     from fusionrec.validation import validate_dataset
 
-    s = settings_from({"paths": {"cache": str(cache), "artifacts": str(work / "artifacts")},
-                       "serving": {"predictor_port": ports[0], "transformer_port": ports[1]}})
+    s = settings_from(
+        {
+            "paths": {"cache": str(cache), "artifacts": str(work / "artifacts")},
+            "serving": {"predictor_port": ports[0], "transformer_port": ports[1]},
+        }
+    )
     times, t0 = {}, time.perf_counter()
 
     def timed(name, fn, *a, **k):
@@ -88,16 +116,33 @@ def run_direct(contract: str, work: Path, cache: Path, epochs: int, ports: tuple
         parts.append(work / f"emb-{m}")
     timed("collect", merge_embeddings, parts, emb)
     timed("features", build_store, data, emb, tables, s.features)
-    timed("train", train_candidate, data, emb, TrainSpec(epochs=epochs), model, device=s.encoders.device,
-          features_dir=tables, feature_settings=s.features, progress=False)
+    timed(
+        "train",
+        train_candidate,
+        data,
+        emb,
+        TrainSpec(epochs=epochs),
+        model,
+        device=s.encoders.device,
+        features_dir=tables,
+        feature_settings=s.features,
+        progress=False,
+    )
     timed("evaluate", evaluate_candidate, data, emb, model, work / "eval", device=s.encoders.device)
     registry = work / "models"
     decision = timed("gate", judge, registry, metrics_file.read(model))
     ds = Dataset.load(data)
     timed("gate", lambda: gallery_html(ds, sample_rows(ds, model, champion(registry)), title="gallery"))
     version = timed("register", register, registry, model, champion_too=decision.promoted, decision=decision)
-    timed("deploy", deploy_version, s, registry=str(registry), version=version.name, target="local",
-          features_dir=str(tables))
+    timed(
+        "deploy",
+        deploy_version,
+        s,
+        registry=str(registry),
+        version=version.name,
+        target="local",
+        features_dir=str(tables),
+    )
     total = time.perf_counter() - t0
     stop_servers(work)
     return total, times
@@ -126,11 +171,15 @@ def main() -> None:
     print(f"training pipeline on {Path(args.contract).name}, {args.epochs} epochs at most, {os.cpu_count()} CPUs")
     print(f"{'step':<10} {'cold cache':>11} {'warm cache':>11} {'direct':>9}")
     for step in STEPS:
-        print(f"{step:<10} {cold[1].get(step, 0):>10.1f}s {warm[1].get(step, 0):>10.1f}s {direct[1].get(step, 0):>8.1f}s")
+        print(
+            f"{step:<10} {cold[1].get(step, 0):>10.1f}s {warm[1].get(step, 0):>10.1f}s {direct[1].get(step, 0):>8.1f}s"
+        )
     print(f"{'total':<10} {cold[0]:>10.1f}s {warm[0]:>10.1f}s {direct[0]:>8.1f}s")
     overhead = warm[0] / direct[0] - 1
-    print(f"cold {cold[0] / 60:.1f} min (bar < 15), warm {warm[0] / 60:.1f} min (bar < 5), "
-          f"pipeline overhead over the direct run with a warm cache {overhead:+.0%} (bar < 20%)")
+    print(
+        f"cold {cold[0] / 60:.1f} min (bar < 15), warm {warm[0] / 60:.1f} min (bar < 5), "
+        f"pipeline overhead over the direct run with a warm cache {overhead:+.0%} (bar < 20%)"
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,13 @@ TEMPLATES = {
     "CREDIT_CARD": ["I paid with card {} yesterday.", "card no. {} was charged twice"],
     "IBAN_CODE": ["Refund to {} please.", "IBAN: {}"],
     "IP_ADDRESS": ["It failed from {} again.", "client {} timed out"],
-    "PERSON": ["My name is {} and I loved it.", "Regards, {}", "{} recommended this to me.",
-               "I watched it with {} last week.", "Thanks to {} for the tip."],
+    "PERSON": [
+        "My name is {} and I loved it.",
+        "Regards, {}",
+        "{} recommended this to me.",
+        "I watched it with {} last week.",
+        "Thanks to {} for the tip.",
+    ],
 }
 TEMPLATES["PERSON*"] = TEMPLATES["PERSON"]  # the same, with held-out names
 
@@ -61,7 +66,9 @@ def recall(pii, cases) -> dict[str, float]:
     hits: dict[str, list[bool]] = {}
     for text, entity, value in cases:
         start = text.index(value)
-        ok = any(f.entity == entity.rstrip("*") and f.start <= start and f.end >= start + len(value) for f in pii.find(text))
+        ok = any(
+            f.entity == entity.rstrip("*") and f.start <= start and f.end >= start + len(value) for f in pii.find(text)
+        )
         hits.setdefault(entity, []).append(ok)
     out = {e: sum(v) / len(v) for e, v in hits.items()}
     out["all"] = sum(sum(v) for v in hits.values()) / sum(len(v) for v in hits.values())
@@ -107,21 +114,34 @@ def main() -> None:
     configs = {
         "fusionrec (cue + dictionary names)": base,
         "fusionrec, cue names only": base.model_copy(update={"person_dictionary": False}),
-        "Presidio patterns alone (no names)": base.model_copy(update={"entities": tuple(e for e in base.entities if e != "PERSON")}),
+        "Presidio patterns alone (no names)": base.model_copy(
+            update={"entities": tuple(e for e in base.entities if e != "PERSON")}
+        ),
     }
     entities = list(TEMPLATES)
-    head = f"{'filter':<38}" + "".join(f"{e.split('_')[0][:8]:>9}" for e in entities) + f"{'all':>8}" + f"{'overview chars':>16}{'films hit':>11}{'synth chars':>13}"
+    head = (
+        f"{'filter':<38}"
+        + "".join(f"{e.split('_')[0][:8]:>9}" for e in entities)
+        + f"{'all':>8}"
+        + f"{'overview chars':>16}{'films hit':>11}{'synth chars':>13}"
+    )
     print("PERSON*: names from locales the dictionary does not use (" + ", ".join(HELD_OUT) + ")")
-    print(f"{len(cases)} planted cases over {len(LOCALES)} locales; {len(overviews)} distinct movie overviews"
-          + ("" if overviews else " (movielens-100k-mm absent: overview column skipped)"))
+    print(
+        f"{len(cases)} planted cases over {len(LOCALES)} locales; {len(overviews)} distinct movie overviews"
+        + ("" if overviews else " (movielens-100k-mm absent: overview column skipped)")
+    )
     print(head)
     for name, cfg in configs.items():
         pii = PiiFilter(cfg)
         r = recall(pii, cases)
         ov, hit = altered_share(pii, overviews) if overviews else (float("nan"), 0)
         sy, _ = altered_share(pii, synthetic)
-        print(f"{name:<38}" + "".join(f"{r.get(e, 0):>9.1%}" for e in entities) + f"{r['all']:>8.1%}"
-              + f"{ov:>16.3%}{hit:>11}{sy:>13.3%}")
+        print(
+            f"{name:<38}"
+            + "".join(f"{r.get(e, 0):>9.1%}" for e in entities)
+            + f"{r['all']:>8.1%}"
+            + f"{ov:>16.3%}{hit:>11}{sy:>13.3%}"
+        )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,9 @@ def phone_photo(path: str, rng: np.random.Generator) -> bytes:
     w, h = img.size
     cw, ch = int(w * rng.uniform(0.80, 0.95)), int(h * rng.uniform(0.80, 0.95))
     x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    img = img.crop((x, y, x + cw, y + ch)).rotate(float(rng.uniform(-5, 5)), resample=Image.BICUBIC, expand=False,
-                                                  fillcolor=(255, 255, 255))
+    img = img.crop((x, y, x + cw, y + ch)).rotate(
+        float(rng.uniform(-5, 5)), resample=Image.BICUBIC, expand=False, fillcolor=(255, 255, 255)
+    )
     img = ImageEnhance.Brightness(img).enhance(float(rng.uniform(0.75, 1.25)))
     scale = float(rng.uniform(0.7, 1.3))
     img = img.resize((max(16, int(img.width * scale)), max(16, int(img.height * scale))), Image.BILINEAR)
@@ -80,8 +81,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--blends", type=lambda v: [float(x) for x in v.split(",")], default=[0.05, 0.1, 0.2, 0.3, 0.5],
-                        help="Blends to try for a photo query re-ranked for a user.")
+    parser.add_argument(
+        "--blends",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[0.05, 0.1, 0.2, 0.3, 0.5],
+        help="Blends to try for a photo query re-ranked for a user.",
+    )
     parser.add_argument("--storage-uri", default=str(ROOT / "artifacts" / "movielens-100k-mm" / "models"))
     args = parser.parse_args()
     if not DATA.exists():
@@ -99,15 +104,22 @@ def main() -> int:
     from fusionrec.registry import resolve_version
     from fusionrec.search import ItemSearch
 
-    env = {"FUSIONREC__SERVING__STORAGE_URI": args.storage_uri, "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()),
-           "FUSIONREC__SERVING__TRANSFORMER_PORT": str(_port()), "FUSIONREC__ENCODERS__DEVICE": "cpu"}
+    env = {
+        "FUSIONREC__SERVING__STORAGE_URI": args.storage_uri,
+        "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()),
+        "FUSIONREC__SERVING__TRANSFORMER_PORT": str(_port()),
+        "FUSIONREC__ENCODERS__DEVICE": "cpu",
+    }
     settings = load_settings(env=env)
     path = resolve_version(args.storage_uri, settings.paths.cache)
     art = load_artifact(path)
     model = art.model
     items = art.items.sort_values("item_idx").reset_index(drop=True)
-    catalogue = (pd.read_csv(DATA / "items.csv", usecols=["movie_id", "overview"]).astype({"movie_id": str})
-                 .drop_duplicates("movie_id"))  # the raw file repeats some ids (a real defect)
+    catalogue = (
+        pd.read_csv(DATA / "items.csv", usecols=["movie_id", "overview"])
+        .astype({"movie_id": str})
+        .drop_duplicates("movie_id")
+    )  # the raw file repeats some ids (a real defect)
     items = items.merge(catalogue, left_on="item_id", right_on="movie_id", how="left")
     items["sentence"] = items["overview"].map(lambda o: a_sentence(o) if isinstance(o, str) else None)
     has_image = model.mask_image.numpy() if "image" in model.modality_names else np.zeros(len(items), bool)
@@ -169,7 +181,7 @@ def main() -> int:
             latency.append(time.perf_counter() - t)
             ours["image"].append([i["item_id"] for i in pred["items"]])
         for start in range(0, len(sentences), 32):
-            for pred in ask([{"text": s, "k": 10} for s in sentences[start:start + 32]]):
+            for pred in ask([{"text": s, "k": 10} for s in sentences[start : start + 32]]):
                 ours["text"].append([i["item_id"] for i in pred["items"]])
         users = art.users["user_id"].astype(str).to_numpy()
         who = [str(users[i]) for i in rng.integers(len(users), size=len(photos))]
@@ -177,15 +189,19 @@ def main() -> int:
         for blend in [0.0, *args.blends]:  # the same photo and user, one request with every blend
             personal[blend] = []
             for start in range(0, len(photos), 32):
-                batch = [{"image": base64.b64encode(p).decode("ascii"), "k": 10, "user_id": u, "blend": blend}
-                         for p, u in zip(photos[start:start + 32], who[start:start + 32])]
+                batch = [
+                    {"image": base64.b64encode(p).decode("ascii"), "k": 10, "user_id": u, "blend": blend}
+                    for p, u in zip(photos[start : start + 32], who[start : start + 32])
+                ]
                 personal[blend] += [[i["item_id"] for i in pred["items"]] for pred in ask(batch)]
     finally:
         servers.stop()
 
     bars = {"image": 0.99, "text": 0.95}
-    print(f"\n{'query':<22}{'ours top-1':>11}{'top-10':>8}   {'plain NN top-1':>14}{'top-10':>8}   "
-          f"{'item tower top-1':>16}{'top-10':>8}   bar (top-10)")
+    print(
+        f"\n{'query':<22}{'ours top-1':>11}{'top-10':>8}   {'plain NN top-1':>14}{'top-10':>8}   "
+        f"{'item tower top-1':>16}{'top-10':>8}   bar (top-10)"
+    )
     ok = True
     for m, label in (("image", "photo (altered)"), ("text", "overview sentence")):
         o1, o10 = hit_rates(ours[m], truth)
@@ -193,8 +209,10 @@ def main() -> int:
         t1, t10 = hit_rates(old[m], truth)
         met = o10 >= bars[m] and o10 >= p10 - 0.01
         ok &= met
-        print(f"{label:<22}{o1:>11.3f}{o10:>8.3f}   {p1:>14.3f}{p10:>8.3f}   {t1:>16.3f}{t10:>8.3f}   "
-              f">= {bars[m]:.2f} and >= plain - 0.01: {'met' if met else 'NOT met'}")
+        print(
+            f"{label:<22}{o1:>11.3f}{o10:>8.3f}   {p1:>14.3f}{p10:>8.3f}   {t1:>16.3f}{t10:>8.3f}   "
+            f">= {bars[m]:.2f} and >= plain - 0.01: {'met' if met else 'NOT met'}"
+        )
     print(f"\nphoto + a random known user, re-ranked by taste (default blend {settings.serving.blend}):")
     print(f"{'blend':>8}{'top-1':>8}{'top-10':>8}   top-10 changed vs blend 0")
     for blend, ranked in personal.items():
@@ -202,8 +220,10 @@ def main() -> int:
         changed = np.mean([len(set(a) - set(b)) / 10 for a, b in zip(ranked, personal[0.0])])
         print(f"{blend:>8.2f}{r1:>8.3f}{r10:>8.3f}   {changed:.2f}")
     lat = np.array(latency) * 1000
-    print(f"\nphoto query latency through the transformer (sequential, {len(lat)} requests): "
-          f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms")
+    print(
+        f"\nphoto query latency through the transformer (sequential, {len(lat)} requests): "
+        f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms"
+    )
     return 0 if ok else 1
 
 

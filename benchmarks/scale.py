@@ -43,7 +43,7 @@ def run(cmd: list[str], log: Path) -> tuple[float, float, str]:
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[2:6])} failed ({p.returncode}); see {log}")
-    return seconds, usage.ru_maxrss / 2 ** 20, out  # ru_maxrss is in KiB on Linux
+    return seconds, usage.ru_maxrss / 2**20, out  # ru_maxrss is in KiB on Linux
 
 
 def main() -> None:
@@ -52,8 +52,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "artifacts" / "benchmarks" / "scale")
     ap.add_argument("--softmax", choices=("auto", "full", "sampled"), default="auto")
     ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--reuse", type=Path, help="take the validated dataset and embeddings from this folder (its "
-                    "validated/ and embeddings/) and time only train and evaluate (one size)")
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        help="take the validated dataset and embeddings from this folder (its "
+        "validated/ and embeddings/) and time only train and evaluate (one size)",
+    )
     args = ap.parse_args()
 
     rows = []
@@ -66,16 +70,48 @@ def main() -> None:
         env = {"FUSIONREC__PATHS__CACHE": str(work / "cache")}  # a cold embedding cache: embed really embeds
         os.environ.update(env)
         stages = {
-            "synth": FUSIONREC + ["data", "synth", "--users", str(users), "--items", str(items), "--interactions",
-                                  str(size), "--seed", "0", "--out", str(work / "synth"), "--no-progress"],
-            "validate": FUSIONREC + ["data", "validate", str(work / "synth" / "dataset.yaml"), "--out",
-                                     str(work / "validated")],
+            "synth": FUSIONREC
+            + [
+                "data",
+                "synth",
+                "--users",
+                str(users),
+                "--items",
+                str(items),
+                "--interactions",
+                str(size),
+                "--seed",
+                "0",
+                "--out",
+                str(work / "synth"),
+                "--no-progress",
+            ],
+            "validate": FUSIONREC
+            + ["data", "validate", str(work / "synth" / "dataset.yaml"), "--out", str(work / "validated")],
             "embed": FUSIONREC + ["embed", str(work / "validated"), "--out", str(work / "embeddings"), "--no-progress"],
-            "train": FUSIONREC + ["train", str(data / "validated"), "--embeddings", str(data / "embeddings"),
-                                  "--candidate", str(work / "candidate"), "--epochs", str(args.epochs),
-                                  "--softmax", args.softmax, "--no-progress"],
-            "evaluate": [sys.executable, "-c", EVALUATE, str(data / "validated"), str(data / "embeddings"),
-                         str(work / "candidate"), str(work / "evaluation")],
+            "train": FUSIONREC
+            + [
+                "train",
+                str(data / "validated"),
+                "--embeddings",
+                str(data / "embeddings"),
+                "--candidate",
+                str(work / "candidate"),
+                "--epochs",
+                str(args.epochs),
+                "--softmax",
+                args.softmax,
+                "--no-progress",
+            ],
+            "evaluate": [
+                sys.executable,
+                "-c",
+                EVALUATE,
+                str(data / "validated"),
+                str(data / "embeddings"),
+                str(work / "candidate"),
+                str(work / "evaluation"),
+            ],
         }
         print(f"\n{size:,} interactions ({users:,} users, {items:,} items)", flush=True)
         for stage, cmd in stages.items():
@@ -96,11 +132,16 @@ def main() -> None:
         print(f"{size:>13,} {stage:<9}{seconds:>10.1f}{gib:>10.2f}  {note}")
     train = {size: s for size, stage, s, _, _ in rows if stage == "train"}
     if 1_000_000 in train:
-        print(f"\n10^6 interactions: trained to early stopping in {train[1_000_000] / 60:.1f} min "
-              f"(bar 15 min: {'met' if train[1_000_000] <= 900 else 'NOT met'})")
-    (args.work / "summary.json").write_text(json.dumps(
-        [{"interactions": s, "stage": st, "seconds": sec, "peak_gib": g, "note": n} for s, st, sec, g, n in rows],
-        indent=2))
+        print(
+            f"\n10^6 interactions: trained to early stopping in {train[1_000_000] / 60:.1f} min "
+            f"(bar 15 min: {'met' if train[1_000_000] <= 900 else 'NOT met'})"
+        )
+    (args.work / "summary.json").write_text(
+        json.dumps(
+            [{"interactions": s, "stage": st, "seconds": sec, "peak_gib": g, "note": n} for s, st, sec, g, n in rows],
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-async def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, warmup: float = 3.0,
-                      headers: dict | None = None):
+async def closed_loop(
+    url: str, bodies: list[dict], concurrency: int, seconds: float, warmup: float = 3.0, headers: dict | None = None
+):
     """``concurrency`` clients, each sending its next request as soon as the last one is answered."""
     latencies: list[float] = []
     errors = 0
@@ -61,8 +62,13 @@ async def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: f
 
         await asyncio.gather(*(worker(n) for n in range(concurrency)))
     lat = np.array(latencies) * 1000
-    return {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "rps": len(lat) / seconds,
-            "n": len(lat), "errors": errors}
+    return {
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "rps": len(lat) / seconds,
+        "n": len(lat),
+        "errors": errors,
+    }
 
 
 def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -97,16 +103,32 @@ def main() -> None:
     # the floor: two no-op model servers, transformer -> predictor over HTTP
     pp, tp = _port(), _port()
     noop = ROOT / "benchmarks" / "noop_server.py"
-    pred = local.start_process([sys.executable, str(noop), "predictor", "--model_name", MODEL, "--http_port", str(pp)],
-                               logs / "noop_predictor.log")
-    trans = local.start_process([sys.executable, str(noop), "transformer", "--model_name", MODEL, "--http_port", str(tp),
-                                 "--predictor_host", f"127.0.0.1:{pp}", "--predictor_protocol", "v1"],
-                                logs / "noop_transformer.log")
+    pred = local.start_process(
+        [sys.executable, str(noop), "predictor", "--model_name", MODEL, "--http_port", str(pp)],
+        logs / "noop_predictor.log",
+    )
+    trans = local.start_process(
+        [
+            sys.executable,
+            str(noop),
+            "transformer",
+            "--model_name",
+            MODEL,
+            "--http_port",
+            str(tp),
+            "--predictor_host",
+            f"127.0.0.1:{pp}",
+            "--predictor_protocol",
+            "v1",
+        ],
+        logs / "noop_transformer.log",
+    )
     try:
         _wait(f"http://127.0.0.1:{pp}", pred)
         _wait(f"http://127.0.0.1:{tp}", trans)
-        results["floor (no-op models)"] = asyncio.run(closed_loop(f"http://127.0.0.1:{tp}/v1/models/{MODEL}:predict",
-                                                                  bodies, args.concurrency, args.seconds))
+        results["floor (no-op models)"] = asyncio.run(
+            closed_loop(f"http://127.0.0.1:{tp}/v1/models/{MODEL}:predict", bodies, args.concurrency, args.seconds)
+        )
     finally:
         for p in (trans, pred):
             p.terminate()
@@ -114,33 +136,50 @@ def main() -> None:
 
     # ours, with the inference log on (the default: every answered request logged) and off
     for log in ("parquet", "none"):
-        env = {"FUSIONREC__FEATURES__DATA_DIR": str(args.data / "features"),
-               "FUSIONREC__MONITORING__INFERENCE_LOG": log, "FUSIONREC__MONITORING__FOLDER": str(logs / "monitoring")}
+        env = {
+            "FUSIONREC__FEATURES__DATA_DIR": str(args.data / "features"),
+            "FUSIONREC__MONITORING__INFERENCE_LOG": log,
+            "FUSIONREC__MONITORING__FOLDER": str(logs / "monitoring"),
+        }
         settings = load_settings(env={**os.environ, **env})
-        servers = local.serve(settings, storage_uri=str(args.data / "models"), predictor_port=_port(),
-                              transformer_port=_port(), protocol=args.protocol, log_dir=logs, env=env)
+        servers = local.serve(
+            settings,
+            storage_uri=str(args.data / "models"),
+            predictor_port=_port(),
+            transformer_port=_port(),
+            protocol=args.protocol,
+            log_dir=logs,
+            env=env,
+        )
         try:
             url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
             name = f"fusionrec (transformer + predictor), inference log {'on' if log == 'parquet' else 'off'}"
             from fusionrec.api.access import client_headers
 
-            results[name] = asyncio.run(closed_loop(url, bodies, args.concurrency, args.seconds,
-                                                    headers=client_headers(settings)))
+            results[name] = asyncio.run(
+                closed_loop(url, bodies, args.concurrency, args.seconds, headers=client_headers(settings))
+            )
         finally:
             servers.stop()
 
-    print(f"\nclosed loop, {args.concurrency} concurrent clients, {args.seconds:.0f} s, top-{args.k} over "
-          f"the whole catalogue, loopback, this machine ({os.cpu_count()} cores)")
+    print(
+        f"\nclosed loop, {args.concurrency} concurrent clients, {args.seconds:.0f} s, top-{args.k} over "
+        f"the whole catalogue, loopback, this machine ({os.cpu_count()} cores)"
+    )
     print(f"{'':<62}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}")
     for name, r in results.items():
         print(f"{name:<62}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['rps']:>9.0f}{r['errors']:>8}")
     ours = results["fusionrec (transformer + predictor), inference log on"]
     off, floor = results["fusionrec (transformer + predictor), inference log off"], results["floor (no-op models)"]
-    print(f"the inference log's cost: p99 {ours['p99'] / off['p99']:.2f}x, throughput {ours['rps'] / off['rps']:.2f}x "
-          "of the same servers with the log off")
+    print(
+        f"the inference log's cost: p99 {ours['p99'] / off['p99']:.2f}x, throughput {ours['rps'] / off['rps']:.2f}x "
+        "of the same servers with the log off"
+    )
     p99_ratio, rps_ratio = ours["p99"] / floor["p99"], ours["rps"] / floor["rps"]
-    print(f"p99 ours / floor: {p99_ratio:.2f} (bar <= 2: {'met' if p99_ratio <= 2 else 'NOT met'}); "
-          f"throughput ours / floor: {rps_ratio:.2f} (bar >= 0.5: {'met' if rps_ratio >= 0.5 else 'NOT met'})")
+    print(
+        f"p99 ours / floor: {p99_ratio:.2f} (bar <= 2: {'met' if p99_ratio <= 2 else 'NOT met'}); "
+        f"throughput ours / floor: {rps_ratio:.2f} (bar >= 0.5: {'met' if rps_ratio >= 0.5 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -25,10 +25,18 @@ def floor(folder: Path, users: int, items: int, interactions: int, size: int) ->
     blank = Image.new("RGB", (size, size), (128, 128, 128))
     for k in range(items):
         blank.save(folder / "images" / f"{k}.jpg", format="JPEG", quality=90)
-    pd.DataFrame({"item_id": [f"item-{k:06d}" for k in range(items)], "text": ["x" * 120] * items}).to_csv(folder / "items.csv")
+    pd.DataFrame({"item_id": [f"item-{k:06d}" for k in range(items)], "text": ["x" * 120] * items}).to_csv(
+        folder / "items.csv"
+    )
     pd.DataFrame({"user_id": [f"user-{k:07d}" for k in range(users)]}).to_csv(folder / "users.csv")
-    pd.DataFrame({"user_id": rng.integers(0, users, interactions).astype(str), "item_id": rng.integers(0, items, interactions).astype(str),
-                  "rating": rng.integers(1, 6, interactions), "timestamp": rng.integers(0, 10**9, interactions)}).to_parquet(folder / "i.parquet")
+    pd.DataFrame(
+        {
+            "user_id": rng.integers(0, users, interactions).astype(str),
+            "item_id": rng.integers(0, items, interactions).astype(str),
+            "rating": rng.integers(1, 6, interactions),
+            "timestamp": rng.integers(0, 10**9, interactions),
+        }
+    ).to_parquet(folder / "i.parquet")
     return time.perf_counter() - t
 
 

@@ -28,9 +28,16 @@ def monitor(settings: dict, kfp_host: str, training: dict, report: Output[HTML],
     else:
         with open(report.path, "w", encoding="utf-8") as f:
             f.write(f"<p>{d.status}: {d.reason}</p>")
-    log_metrics(drift, {"records": d.records, "retrain": int(d.retrain), "debounced": int(d.debounced),
-                        **({"drift_share": d.share} if d.share is not None else {}),
-                        **{f"score/{k}": v for k, v in d.scores.items()}})
+    log_metrics(
+        drift,
+        {
+            "records": d.records,
+            "retrain": int(d.retrain),
+            "debounced": int(d.debounced),
+            **({"drift_share": d.share} if d.share is not None else {}),
+            **{f"score/{k}": v for k, v in d.scores.items()},
+        },
+    )
     return d.status
 
 

@@ -42,9 +42,12 @@ def embed(dataset: Input[Dataset], modality: str, settings: dict, embeddings: Ou
     from fusionrec.config import settings_from
     from fusionrec.encoders.pipeline import embed_to_folder
 
-    done = embed_to_folder(dataset.path, embeddings.path, settings_from(settings), modalities={modality}, progress=False)
-    embeddings.metadata.update({m: {"identity": e.identity, "present": int(e.mask.sum()), **e.stats}
-                                for m, e in done.items()})
+    done = embed_to_folder(
+        dataset.path, embeddings.path, settings_from(settings), modalities={modality}, progress=False
+    )
+    embeddings.metadata.update(
+        {m: {"identity": e.identity, "present": int(e.mask.sum()), **e.stats} for m, e in done.items()}
+    )
 
 
 def collect(parts: Input[List[Dataset]], embeddings: Output[Dataset]):
@@ -63,8 +66,17 @@ def features(dataset: Input[Dataset], embeddings: Input[Dataset], settings: dict
     tables.metadata.update({"dataset": done.dataset, "modalities": done.modalities, "interactions": done.interactions})
 
 
-def train(dataset: Input[Dataset], embeddings: Input[Dataset], tables: Input[Dataset], spec: dict, settings: dict,
-          checkpoints: str, model: Output[Model], card: Output[Markdown], metrics: Output[Metrics]):
+def train(
+    dataset: Input[Dataset],
+    embeddings: Input[Dataset],
+    tables: Input[Dataset],
+    spec: dict,
+    settings: dict,
+    checkpoints: str,
+    model: Output[Model],
+    card: Output[Markdown],
+    metrics: Output[Metrics],
+):
     """Train the fusion model on the training set read from Feast; write the candidate artifact."""
     import shutil
     from pathlib import Path
@@ -75,34 +87,67 @@ def train(dataset: Input[Dataset], embeddings: Input[Dataset], tables: Input[Dat
     from fusionrec.train.run import train_candidate
 
     s = settings_from(settings)
-    c = train_candidate(dataset.path, embeddings.path, TrainSpec.parse(**spec), model.path, device=s.encoders.device,
-                        checkpoints=checkpoints or None, features_dir=tables.path, feature_settings=s.features,
-                        progress=False)
+    c = train_candidate(
+        dataset.path,
+        embeddings.path,
+        TrainSpec.parse(**spec),
+        model.path,
+        device=s.encoders.device,
+        checkpoints=checkpoints or None,
+        features_dir=tables.path,
+        feature_settings=s.features,
+        progress=False,
+    )
     shutil.copyfile(Path(c.path) / "model_card.md", card.path)
     log_metrics(metrics, {f"test/{k}": v for k, v in c.test.items()})
     model.metadata.update({"run": c.run_id, "source": c.source, "framework": "pytorch", **c.feast})
 
 
-def train_distributed(dataset: Input[Dataset], embeddings: Input[Dataset], tables: Input[Dataset], spec: dict,
-                      image: str, nodes: int, gpus_per_node: int, model: Output[Model], card: Output[Markdown],
-                      metrics: Output[Metrics]):
-    """Train across nodes and GPUs as a Kubeflow Trainer TrainJob (torchrun); its candidate becomes this step's Model."""
+def train_distributed(
+    dataset: Input[Dataset],
+    embeddings: Input[Dataset],
+    tables: Input[Dataset],
+    spec: dict,
+    image: str,
+    nodes: int,
+    gpus_per_node: int,
+    model: Output[Model],
+    card: Output[Markdown],
+    metrics: Output[Metrics],
+):
+    """Train across nodes and GPUs as a Kubeflow Trainer TrainJob (torchrun); its candidate becomes this
+    step's Model."""
     import shutil
     from pathlib import Path
 
     from fusionrec.io import log_metrics
     from fusionrec.platform.trainjob import train_on_cluster
 
-    done = train_on_cluster(dataset.path, embeddings.path, tables.path, spec, model.path, image=image, nodes=nodes,
-                            gpus_per_node=gpus_per_node)
+    done = train_on_cluster(
+        dataset.path,
+        embeddings.path,
+        tables.path,
+        spec,
+        model.path,
+        image=image,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+    )
     shutil.copyfile(Path(model.path) / "model_card.md", card.path)
     log_metrics(metrics, {f"test/{k}": v for k, v in done.test.items()})
     extra = done.model_extra or {}
     model.metadata.update({"run": extra.get("run", ""), "source": extra.get("source", ""), "trainjob_nodes": nodes})
 
 
-def evaluate(dataset: Input[Dataset], embeddings: Input[Dataset], model: Input[Model], baselines: List[str],
-             settings: dict, comparison: Output[Markdown], metrics: Output[Metrics]):
+def evaluate(
+    dataset: Input[Dataset],
+    embeddings: Input[Dataset],
+    model: Input[Model],
+    baselines: List[str],
+    settings: dict,
+    comparison: Output[Markdown],
+    metrics: Output[Metrics],
+):
     """The candidate beside the baselines, each fitted and measured on the candidate's own split."""
     import shutil
     import tempfile
@@ -113,14 +158,26 @@ def evaluate(dataset: Input[Dataset], embeddings: Input[Dataset], model: Input[M
     from fusionrec.train.run import evaluate_candidate
 
     with tempfile.TemporaryDirectory() as out:
-        result = evaluate_candidate(dataset.path, embeddings.path, model.path, out, baselines=tuple(baselines),
-                                    device=settings_from(settings).encoders.device)
+        result = evaluate_candidate(
+            dataset.path,
+            embeddings.path,
+            model.path,
+            out,
+            baselines=tuple(baselines),
+            device=settings_from(settings).encoders.device,
+        )
         shutil.copyfile(Path(out) / "comparison.md", comparison.path)
     log_metrics(metrics, {f"{name}/{k}": m[k] for name, m in result.results.items() for k in ("recall@20", "ndcg@20")})
 
 
-def gate(dataset: Input[Dataset], model: Input[Model], registry: str, margin: float, decision: Output[Markdown],
-         gallery: Output[HTML]) -> bool:
+def gate(
+    dataset: Input[Dataset],
+    model: Input[Model],
+    registry: str,
+    margin: float,
+    decision: Output[Markdown],
+    gallery: Output[HTML],
+) -> bool:
     """Does the candidate beat the champion by the margin? Writes nothing to the registry; shows sample users'
     history beside the top 10 of the candidate and of the champion. The reason is the decision's text.
 
@@ -137,8 +194,10 @@ def gate(dataset: Input[Dataset], model: Input[Model], registry: str, margin: fl
     Path(decision.path).write_text(f"# Gate: {verdict}\n\n{d.reason}\n", encoding="utf-8")
     data, current = Data.load(dataset.path), champion(registry)
     rows = sample_rows(data, Path(model.path), current if current is not None and current.exists() else None)
-    Path(gallery.path).write_text(gallery_html(data, rows, title=f"candidate vs champion {d.champion_before or '(none yet)'}"
-                                               f": {verdict}"), encoding="utf-8")
+    Path(gallery.path).write_text(
+        gallery_html(data, rows, title=f"candidate vs champion {d.champion_before or '(none yet)'}: {verdict}"),
+        encoding="utf-8",
+    )
     decision.metadata.update({"promoted": d.promoted, "reason": d.reason})
     return d.promoted
 
@@ -165,12 +224,20 @@ def deploy(version: str, registry: str, registry_uri: str, tables: Input[Dataset
     if not version:
         print("not deployed: the register step's re-check kept the champion")
         return "not deployed"
-    return deploy_version(settings_from(settings), registry=registry, registry_uri=registry_uri or None,
-                          version=version, target=target, features_dir=tables.path)
+    return deploy_version(
+        settings_from(settings),
+        registry=registry,
+        registry_uri=registry_uri or None,
+        version=version,
+        target=target,
+        features_dir=tables.path,
+    )
 
 
-STEPS: dict[str, Callable] = {f.__name__: f for f in (validate, embed, collect, features, train, train_distributed,
-                                                      evaluate, gate, register, deploy)}
+STEPS: dict[str, Callable] = {
+    f.__name__: f
+    for f in (validate, embed, collect, features, train, train_distributed, evaluate, gate, register, deploy)
+}
 
 
 def build(image: str) -> dict[str, Callable]:

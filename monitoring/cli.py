@@ -26,9 +26,12 @@ def _settings(sets, profile):
 
 @app.command("run")
 def run_cmd(
-    contract: Annotated[Path, typer.Option(help="The dataset contract a retraining run trains on.")] =
-    Path("configs/datasets/movielens-100k-mm.yaml"),
-    registry: Annotated[Optional[Path], typer.Option(help="The model registry (default: artifacts/<dataset>/models).")] = None,
+    contract: Annotated[Path, typer.Option(help="The dataset contract a retraining run trains on.")] = Path(
+        "configs/datasets/movielens-100k-mm.yaml"
+    ),
+    registry: Annotated[
+        Optional[Path], typer.Option(help="The model registry (default: artifacts/<dataset>/models).")
+    ] = None,
     root: Annotated[Path, typer.Option(help="The retraining run's pipeline root.")] = Path("artifacts/pipeline"),
     modalities: Annotated[Optional[str], typer.Option(help="Modalities to embed (default: the contract's).")] = None,
     spec: Spec = None,
@@ -36,11 +39,17 @@ def run_cmd(
     dim: Dim = None,
     margin: Margin = None,
     baselines: Baselines = None,
-    host: Annotated[Optional[str], typer.Option(help="Retrain on this Kubeflow Pipelines endpoint (kfp.Client); "
-                                                     "default: the KFP local runner here.")] = None,
+    host: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Retrain on this Kubeflow Pipelines endpoint (kfp.Client); default: the KFP local runner here."
+        ),
+    ] = None,
     retrain: Annotated[bool, typer.Option(help="Start retraining when the policy fires (off: record only).")] = True,
     deploy: Annotated[bool, typer.Option(help="A local retraining ends with the servers on the new champion.")] = True,
-    at: Annotated[Optional[str], typer.Option(help="Evaluate the window ending at this ISO time (default: now).")] = None,
+    at: Annotated[
+        Optional[str], typer.Option(help="Evaluate the window ending at this ISO time (default: now).")
+    ] = None,
     sets: Sets = None,
     profile: Annotated[Optional[str], typer.Option(help="Settings profile.")] = None,
 ) -> None:
@@ -51,10 +60,15 @@ def run_cmd(
 
     settings = _settings(sets, profile)
     name = load_contract(contract).name
-    training = {"contract": str(contract), "registry": str(registry or Path("artifacts") / name / "models"),
-                "modalities": _modalities(contract, modalities), "spec": _spec(spec, dim=dim, epochs=epochs),
-                "settings": _overrides(sets, profile), "margin": margin,
-                "baselines": _baselines(baselines)}
+    training = {
+        "contract": str(contract),
+        "registry": str(registry or Path("artifacts") / name / "models"),
+        "modalities": _modalities(contract, modalities),
+        "spec": _spec(spec, dim=dim, epochs=epochs),
+        "settings": _overrides(sets, profile),
+        "margin": margin,
+        "baselines": _baselines(baselines),
+    }
     if not host:
         training.update(pipeline_root=root, deploy=deploy)
     now = datetime.fromisoformat(at) if at else None
@@ -62,17 +76,35 @@ def run_cmd(
         now = now.replace(tzinfo=timezone.utc)
     outcome = run_once(settings, now=now, retrain=retrainer(host, training) if retrain else None)
     d = outcome.decision
-    typer.echo(json.dumps({"status": d.status, "retrain": d.retrain, "debounced": d.debounced, "reason": d.reason,
-                           "records": d.records, "drifted": d.drifted, "share": d.share, "run": d.run,
-                           "report": str(outcome.reports[0]) if outcome.reports else None}, indent=2))
+    typer.echo(
+        json.dumps(
+            {
+                "status": d.status,
+                "retrain": d.retrain,
+                "debounced": d.debounced,
+                "reason": d.reason,
+                "records": d.records,
+                "drifted": d.drifted,
+                "share": d.share,
+                "run": d.run,
+                "report": str(outcome.reports[0]) if outcome.reports else None,
+            },
+            indent=2,
+        )
+    )
 
 
 @app.command("ui")
 def ui_cmd(
     port: Annotated[int, typer.Option(help="Port of the Evidently UI.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    secret_file: Annotated[Optional[Path], typer.Option(help="A file holding Evidently's write token (a mounted "
-                                                         "Secret): without one its API takes writes from anyone.")] = None,
+    secret_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="A file holding Evidently's write token (a mounted "
+            "Secret): without one its API takes writes from anyone."
+        ),
+    ] = None,
     sets: Sets = None,
     profile: Annotated[Optional[str], typer.Option(help="Settings profile.")] = None,
 ) -> None:
@@ -87,8 +119,16 @@ def ui_cmd(
         typer.echo(f"the workspace {folder} is not writable ({e.strerror}); serving it as it is", err=True)
     typer.echo(f"Evidently UI on http://{host}:{port} (workspace {folder})")
     evidently = Path(sys.executable).with_name("evidently")
-    cmd = [str(evidently) if evidently.exists() else "evidently", "ui", "--workspace", str(folder),
-           "--host", host, "--port", str(port)]
+    cmd = [
+        str(evidently) if evidently.exists() else "evidently",
+        "ui",
+        "--workspace",
+        str(folder),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     sys.stdout.flush()
     # the UI replaces this process: a signal to it (Ctrl-C, a supervisor's SIGTERM) reaches the server itself
     env = {**os.environ, "DO_NOT_TRACK": "1"}
@@ -136,8 +176,9 @@ def reference_cmd(
 
 @app.command("compile")
 def compile_cmd(
-    out: Annotated[Path, typer.Option(help="Where to write the monitoring pipeline's IR YAML.")] =
-    Path("artifacts/monitoring-pipeline.yaml"),
+    out: Annotated[Path, typer.Option(help="Where to write the monitoring pipeline's IR YAML.")] = Path(
+        "artifacts/monitoring-pipeline.yaml"
+    ),
     image: Annotated[Optional[str], typer.Option(help="The component image.")] = None,
 ) -> None:
     """Compile the monitoring pipeline for the Kubeflow UI."""
@@ -151,27 +192,43 @@ def compile_cmd(
 def schedule_cmd(
     host: Annotated[str, typer.Option(help="The Kubeflow Pipelines API endpoint.")],
     contract: Annotated[str, typer.Option(help="The dataset contract as the steps see it.")],
-    registry: Annotated[Optional[str], typer.Option(help="The registry folder as the steps see it (default: the "
-                                                         "settings' cluster.registry_mount).")] = None,
+    registry: Annotated[
+        Optional[str],
+        typer.Option(help="The registry folder as the steps see it (default: the settings' cluster.registry_mount)."),
+    ] = None,
     cron: Annotated[str, typer.Option(help="KFP's six-field cron expression.")] = "0 5 * * * *",
     image: Annotated[Optional[str], typer.Option(help="The component image.")] = None,
     modalities: Annotated[str, typer.Option(help="Comma-separated modalities.")] = "text,image",
     spec: Spec = None,
     epochs: Epochs = None,
     dim: Dim = None,
-    service_account: Annotated[Optional[str], typer.Option(help="The ServiceAccount the monitoring runs run as "
-                                                                "(the bundle's: fusionrec-monitoring).")] = None,
-    training_service_account: Annotated[Optional[str], typer.Option(
-        help="The ServiceAccount of the training runs it starts (the bundle's: fusionrec-training).")] = None,
+    service_account: Annotated[
+        Optional[str],
+        typer.Option(help="The ServiceAccount the monitoring runs run as (the bundle's: fusionrec-monitoring)."),
+    ] = None,
+    training_service_account: Annotated[
+        Optional[str],
+        typer.Option(help="The ServiceAccount of the training runs it starts (the bundle's: fusionrec-training)."),
+    ] = None,
 ) -> None:
     """Create (or replace) the recurring run of the monitoring pipeline on a cluster."""
     from fusionrec.config import ClusterSettings
     from pipelines.monitoring import schedule
     from pipelines.training import DEFAULT_IMAGE
 
-    training = {"contract": contract, "registry": registry or ClusterSettings().registry_mount,
-                "modalities": modalities.split(","),
-                "spec": _spec(spec, dim=dim, epochs=epochs), "settings": {"profile": "cluster"}}
-    job = schedule(host, image=image or DEFAULT_IMAGE, training=training, cron=cron, service_account=service_account,
-                   training_service_account=training_service_account)
+    training = {
+        "contract": contract,
+        "registry": registry or ClusterSettings().registry_mount,
+        "modalities": modalities.split(","),
+        "spec": _spec(spec, dim=dim, epochs=epochs),
+        "settings": {"profile": "cluster"},
+    }
+    job = schedule(
+        host,
+        image=image or DEFAULT_IMAGE,
+        training=training,
+        cron=cron,
+        service_account=service_account,
+        training_service_account=training_service_account,
+    )
     typer.echo(f"recurring run {job} on {host}: {cron}")

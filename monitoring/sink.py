@@ -54,8 +54,12 @@ def build_app(settings, writer):
     pending: OrderedDict[str, tuple[datetime, list]] = OrderedDict()
     counts = {"requests": 0, "responses": 0, "records": 0, "unpaired": 0, "rejected": 0, "dropped": 0}
     metrics = CollectorRegistry()
-    dropped = Counter("fusionrec_sink_dropped", "Inference-log events or records the sink did not keep, by reason",
-                      ["reason"], registry=metrics)
+    dropped = Counter(
+        "fusionrec_sink_dropped",
+        "Inference-log events or records the sink did not keep, by reason",
+        ["reason"],
+        registry=metrics,
+    )
     written = Counter("fusionrec_sink_records", "Records the sink handed to the log writer", registry=metrics)
     app = FastAPI(title="fusionrec inference-log sink", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -85,21 +89,30 @@ def build_app(settings, writer):
         headers = {k.lower(): v for k, v in request.headers.items()}
         kind, event_id = headers.get("ce-type", ""), headers.get("ce-id")
         if not event_id or len(event_id) > MAX_EVENT_ID or not kind.startswith("org.kubeflow.serving.inference."):
-            return refuse("not_an_inference_event", "expected a KServe inference CloudEvent (ce-id, ce-type "
-                                                    "org.kubeflow.serving.inference.request/response)")
+            return refuse(
+                "not_an_inference_event",
+                "expected a KServe inference CloudEvent (ce-id, ce-type "
+                "org.kubeflow.serving.inference.request/response)",
+            )
         limit = settings.serving.max_body_bytes
         length = headers.get("content-length", "")
         if length and (not length.isdigit() or int(length) > limit):
             drop("too_large")
-            return Response(json.dumps({"error": f"the event body is over {limit:,} bytes"}), status_code=413,
-                            media_type="application/json")
+            return Response(
+                json.dumps({"error": f"the event body is over {limit:,} bytes"}),
+                status_code=413,
+                media_type="application/json",
+            )
         raw = bytearray()
         async for chunk in request.stream():  # a chunked body is counted as it arrives
             raw += chunk
             if len(raw) > limit:
                 drop("too_large")
-                return Response(json.dumps({"error": f"the event body is over {limit:,} bytes"}), status_code=413,
-                                media_type="application/json")
+                return Response(
+                    json.dumps({"error": f"the event body is over {limit:,} bytes"}),
+                    status_code=413,
+                    media_type="application/json",
+                )
         try:
             body = json.loads(bytes(raw))
         except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's depth
@@ -135,8 +148,13 @@ def build_app(settings, writer):
         good = []
         for summary, pred in zip(summaries, preds):  # one record at a time: a bad one goes alone
             try:
-                rec = records([summary], [pred], request_id=event_id, at=answered,
-                              latency_ms=(answered - asked_at).total_seconds() * 1000)[0]
+                rec = records(
+                    [summary],
+                    [pred],
+                    request_id=event_id,
+                    at=answered,
+                    latency_ms=(answered - asked_at).total_seconds() * 1000,
+                )[0]
             except (KeyError, TypeError, ValueError, AttributeError):
                 rec = None
             if rec is not None and valid_record(rec):
@@ -177,11 +195,22 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
     settings = load_settings()
     mon = settings.monitoring
-    writer = InferenceLogWriter(monitoring_dir(settings) / "logs", batch=mon.log_batch, flush_s=mon.log_flush_s,
-                                max_queue=mon.log_queue, max_bytes=mon.log_queue_bytes)
+    writer = InferenceLogWriter(
+        monitoring_dir(settings) / "logs",
+        batch=mon.log_batch,
+        flush_s=mon.log_flush_s,
+        max_queue=mon.log_queue,
+        max_bytes=mon.log_queue_bytes,
+    )
     try:
-        uvicorn.run(build_app(settings, writer), host=args.host or settings.serving.bind, port=args.port,
-                    log_level="warning", limit_concurrency=256, h11_max_incomplete_event_size=64 * 1024)
+        uvicorn.run(
+            build_app(settings, writer),
+            host=args.host or settings.serving.bind,
+            port=args.port,
+            log_level="warning",
+            limit_concurrency=256,
+            h11_max_incomplete_event_size=64 * 1024,
+        )
     finally:
         writer.close()
 

@@ -34,8 +34,9 @@ def retrainer(host: str | None, training: dict[str, Any]) -> Callable[[Any], str
     def start(decision) -> str:
         if host:  # the same image as this step's, on a cluster; the run's ServiceAccount when given
             target = Target(image=how["image"], cluster=True) if how.get("image") else Target(cluster=True)
-            return submit(host, run, target=target,
-                          service_account=how.get("service_account", TRAINING_SERVICE_ACCOUNT))
+            return submit(
+                host, run, target=target, service_account=how.get("service_account", TRAINING_SERVICE_ACCOUNT)
+            )
         done = run_local(run, **{k: v for k, v in how.items() if k in LOCAL})
         return f"local:{done.pipeline_root} promoted={done.promoted} champion={done.champion}"
 
@@ -51,10 +52,14 @@ def build_pipeline(image: str, cluster: bool = True):
 
     c = build(image)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Drift of the latest inference-log window against the serving "
-                                                  "model's reference (Evidently); retrain when the policy fires.")
-    def fusionrec_monitoring(settings: dict = {"profile": "cluster"} if cluster else {}, kfp_host: str = "",
-                             training: dict = {}):
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Drift of the latest inference-log window against the serving "
+        "model's reference (Evidently); retrain when the policy fires.",
+    )
+    def fusionrec_monitoring(
+        settings: dict = {"profile": "cluster"} if cluster else {}, kfp_host: str = "", training: dict = {}
+    ):
         task = c["monitor"](settings=settings, kfp_host=kfp_host, training=training)
         task.set_display_name("monitor").set_caching_options(False)  # every turn reads a new window
         if cluster:
@@ -64,11 +69,16 @@ def build_pipeline(image: str, cluster: bool = True):
             as_step_user(task)
             kubernetes.add_pod_label(task, *FEATURE_STORE_CLIENT)  # reads the feedback from the online store
             kubernetes.add_pod_label(task, *PIPELINE_STEP)
-            kubernetes.use_secret_as_env(task, secret_name="fusionrec-redis", secret_key_to_env=SECRETS["fusionrec-redis"],
-                                         optional=True)
+            kubernetes.use_secret_as_env(
+                task, secret_name="fusionrec-redis", secret_key_to_env=SECRETS["fusionrec-redis"], optional=True
+            )
             # the pseudonymisation key is required: without it the step fails rather than start a new key
-            kubernetes.use_secret_as_env(task, secret_name="fusionrec-monitoring",
-                                         secret_key_to_env={"log_key": "FUSIONREC__MONITORING__LOG_KEY"}, optional=False)
+            kubernetes.use_secret_as_env(
+                task,
+                secret_name="fusionrec-monitoring",
+                secret_key_to_env={"log_key": "FUSIONREC__MONITORING__LOG_KEY"},
+                optional=False,
+            )
             kubernetes.mount_pvc(task, pvc_name="fusionrec-monitoring", mount_path="/mnt/monitoring")
 
     return fusionrec_monitoring
@@ -84,10 +94,19 @@ def compile_pipeline(out: str | Path, image: str, cluster: bool = True) -> Path:
     return out
 
 
-def schedule(host: str, *, image: str, training: dict[str, Any], cron: str = DEFAULT_CRON,
-             experiment: str = "fusionrec-monitoring", kfp_host_in_cluster: str = "http://ml-pipeline.kubeflow:8888",
-             settings: dict[str, Any] | None = None, service_account: str | None = None,
-             training_service_account: str | None = None, client=None) -> str:
+def schedule(
+    host: str,
+    *,
+    image: str,
+    training: dict[str, Any],
+    cron: str = DEFAULT_CRON,
+    experiment: str = "fusionrec-monitoring",
+    kfp_host_in_cluster: str = "http://ml-pipeline.kubeflow:8888",
+    settings: dict[str, Any] | None = None,
+    service_account: str | None = None,
+    training_service_account: str | None = None,
+    client=None,
+) -> str:
     """Create the recurring run that runs the monitoring pipeline on ``cron`` (at most one at a time, no
     catch-up after a pause), replacing an earlier one of the same name; returns its id.
 
@@ -108,8 +127,17 @@ def schedule(host: str, *, image: str, training: dict[str, Any], cron: str = DEF
                 client.delete_recurring_run(job.recurring_run_id)
         package = compile_pipeline(Path(tmp) / "monitoring.yaml", image)
         job = client.create_recurring_run(
-            experiment_id=exp.experiment_id, job_name=RECURRING_RUN, cron_expression=cron, max_concurrency=1,
-            no_catchup=True, pipeline_package_path=str(package),
-            params={"settings": settings or {"profile": "cluster"}, "kfp_host": kfp_host_in_cluster,
-                    "training": training}, service_account=service_account)
+            experiment_id=exp.experiment_id,
+            job_name=RECURRING_RUN,
+            cron_expression=cron,
+            max_concurrency=1,
+            no_catchup=True,
+            pipeline_package_path=str(package),
+            params={
+                "settings": settings or {"profile": "cluster"},
+                "kfp_host": kfp_host_in_cluster,
+                "training": training,
+            },
+            service_account=service_account,
+        )
     return job.recurring_run_id

@@ -29,14 +29,21 @@ DEFAULT_IMAGE = "localhost/fusionrec:0.1.0-cpu"
 # Secrets on a cluster: Kubernetes Secret -> environment variables the settings read (never parameters).
 SECRETS = {
     "fusionrec-redis": {"connection": "FUSIONREC__FEATURES__REDIS_CONNECTION"},
-    "fusionrec-object-storage": {"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY",
-                                 "endpoint": "AWS_ENDPOINT_URL"},
+    "fusionrec-object-storage": {
+        "access_key": "AWS_ACCESS_KEY_ID",
+        "secret_key": "AWS_SECRET_ACCESS_KEY",
+        "endpoint": "AWS_ENDPOINT_URL",
+    },
 }
 # ... and only to the steps that use them: Redis to the step that materialises the online store, object
 # storage to the steps that read encoder checkpoints or write training checkpoints by URI.
-STEP_SECRETS = {"features": ("fusionrec-redis",), "embed": ("fusionrec-object-storage",),
-                "train": ("fusionrec-object-storage",), "train_distributed": ("fusionrec-object-storage",),
-                "evaluate": ("fusionrec-object-storage",)}
+STEP_SECRETS = {
+    "features": ("fusionrec-redis",),
+    "embed": ("fusionrec-object-storage",),
+    "train": ("fusionrec-object-storage",),
+    "train_distributed": ("fusionrec-object-storage",),
+    "evaluate": ("fusionrec-object-storage",),
+}
 # Every step's pod carries this label: the NetworkPolicy of the pipeline steps (their egress) selects it.
 PIPELINE_STEP = ("fusionrec.io/pipeline-step", "true")
 _CLUSTER = ClusterSettings()  # the bundle's names (settings section ``cluster``)
@@ -115,11 +122,21 @@ class Target:
     accelerator: str = "nvidia.com/gpu"
     trainer: str = "component"  # or "trainjob": train as a Kubeflow Trainer TrainJob (torchrun across nodes)
     nodes: int = 2  # TrainJob nodes
-    resources: dict[str, tuple[str, str]] = field(default_factory=lambda: {
-        # step: (cpu request, memory request)
-        "validate": ("1", "2G"), "embed": ("2", "4G"), "collect": ("500m", "1G"), "features": ("1", "4G"),
-        "train": ("4", "16G"), "evaluate": ("2", "8G"), "gate": ("1", "4G"), "register": ("500m", "1G"),
-        "deploy": ("500m", "1G"), "train_distributed": ("500m", "2G")})
+    resources: dict[str, tuple[str, str]] = field(
+        default_factory=lambda: {
+            # step: (cpu request, memory request)
+            "validate": ("1", "2G"),
+            "embed": ("2", "4G"),
+            "collect": ("500m", "1G"),
+            "features": ("1", "4G"),
+            "train": ("4", "16G"),
+            "evaluate": ("2", "8G"),
+            "gate": ("1", "4G"),
+            "register": ("500m", "1G"),
+            "deploy": ("500m", "1G"),
+            "train_distributed": ("500m", "2G"),
+        }
+    )
 
 
 def as_step_user(task):
@@ -166,15 +183,18 @@ def build_pipeline(target: Target = Target()):
             if name == "train_distributed":  # the cluster's TrainJob template (the bundle's ConfigMap)
                 from fusionrec.platform.trainjob import CLUSTER_TEMPLATE
 
-                kubernetes.use_config_map_as_volume(task, config_map_name="fusionrec-trainjob",
-                                                    mount_path=str(CLUSTER_TEMPLATE.parent), optional=True)
+                kubernetes.use_config_map_as_volume(
+                    task, config_map_name="fusionrec-trainjob", mount_path=str(CLUSTER_TEMPLATE.parent), optional=True
+                )
             if name == "train" and target.gpus:
                 task.set_accelerator_type(target.accelerator).set_accelerator_limit(target.gpus)
         return task
 
-    @dsl.pipeline(name=PIPELINE_NAME,
-                  description="Validate, embed per modality, build Feast features, train the fusion model, compare it "
-                              "with the baselines, and register and deploy it only when it beats the champion.")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Validate, embed per modality, build Feast features, train the fusion model, compare it "
+        "with the baselines, and register and deploy it only when it beats the champion.",
+    )
     def fusionrec_training(
         contract: str,
         registry: str,
@@ -196,22 +216,50 @@ def build_pipeline(target: Target = Target()):
         features = configure(c["features"](dataset=clean, embeddings=embeddings, settings=settings), "features")
         tables = features.outputs["tables"]
         if target.trainer == "trainjob":  # the step launches the TrainJob and waits; the GPUs are the job's
-            train = configure(c["train_distributed"](dataset=clean, embeddings=embeddings, tables=tables, spec=spec,
-                                                     image=target.image, nodes=target.nodes,
-                                                     gpus_per_node=target.gpus), "train_distributed")
+            train = configure(
+                c["train_distributed"](
+                    dataset=clean,
+                    embeddings=embeddings,
+                    tables=tables,
+                    spec=spec,
+                    image=target.image,
+                    nodes=target.nodes,
+                    gpus_per_node=target.gpus,
+                ),
+                "train_distributed",
+            )
         else:
-            train = configure(c["train"](dataset=clean, embeddings=embeddings, tables=tables, spec=spec,
-                                         settings=settings, checkpoints=checkpoints), "train")
+            train = configure(
+                c["train"](
+                    dataset=clean,
+                    embeddings=embeddings,
+                    tables=tables,
+                    spec=spec,
+                    settings=settings,
+                    checkpoints=checkpoints,
+                ),
+                "train",
+            )
         model = train.outputs["model"]
-        evaluate = configure(c["evaluate"](dataset=clean, embeddings=embeddings, model=model, baselines=baselines,
-                                           settings=settings), "evaluate")
+        evaluate = configure(
+            c["evaluate"](dataset=clean, embeddings=embeddings, model=model, baselines=baselines, settings=settings),
+            "evaluate",
+        )
         gate = configure(c["gate"](dataset=clean, model=model, registry=registry, margin=margin), "gate")
         gate.after(evaluate)  # the comparison is in the run before the decision
         with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712 (a KFP condition, not Python)
             register = configure(c["register"](model=model, registry=registry, margin=margin), "register")
-            configure(c["deploy"](version=register.output, registry=registry, registry_uri=serving_registry_uri,
-                                  tables=tables, target=deploy_target, settings=settings),
-                      "deploy")
+            configure(
+                c["deploy"](
+                    version=register.output,
+                    registry=registry,
+                    registry_uri=serving_registry_uri,
+                    tables=tables,
+                    target=deploy_target,
+                    settings=settings,
+                ),
+                "deploy",
+            )
         outputs = NamedTuple("Outputs", [("promoted", bool), ("decision", dsl.Markdown), ("features", dsl.Dataset)])
         return outputs(gate.outputs["Output"], gate.outputs["decision"], tables)
 
@@ -220,8 +268,16 @@ def build_pipeline(target: Target = Target()):
 
 # -- parameters: checked before anything runs ------------------------------------------------------
 
-def check_parameters(*, spec: dict[str, Any], settings: dict[str, Any], modalities: list[str], baselines: list[str],
-                     margin: float, contract: str | None = None) -> None:
+
+def check_parameters(
+    *,
+    spec: dict[str, Any],
+    settings: dict[str, Any],
+    modalities: list[str],
+    baselines: list[str],
+    margin: float,
+    contract: str | None = None,
+) -> None:
     """Refuse, with a message, parameters that would fail an hour into the run: an unknown encoder,
     fusion type or protocol, a modality the dataset lacks, an unknown baseline.
 
@@ -242,7 +298,9 @@ def check_parameters(*, spec: dict[str, Any], settings: dict[str, Any], modaliti
     if not 0 <= margin < 1:
         raise ConfigError(f"margin: {margin} is not a share in [0, 1)")
     if parsed.modalities and not set(parsed.modalities) <= set(modalities):
-        raise ConfigError(f"spec.modalities {sorted(parsed.modalities)} are not all embedded (modalities: {modalities})")
+        raise ConfigError(
+            f"spec.modalities {sorted(parsed.modalities)} are not all embedded (modalities: {modalities})"
+        )
     if contract and "://" not in contract and Path(contract).exists():
         from fusionrec.data.contract import load_contract
 
@@ -264,6 +322,7 @@ def compile_pipeline(out: str | Path, target: Target = Target()) -> Path:
 
 # -- running it ------------------------------------------------------------------------------------
 
+
 @dataclass
 class LocalRun:
     """How a local run ended."""
@@ -276,8 +335,16 @@ class LocalRun:
     serving_url: str | None = None
 
 
-def run_local(run: TrainingRun | None = None, *, pipeline_root: str | Path, runner: str = "subprocess",
-              image: str = DEFAULT_IMAGE, cache: bool = True, deploy: bool = True, **fields: Any) -> LocalRun:
+def run_local(
+    run: TrainingRun | None = None,
+    *,
+    pipeline_root: str | Path,
+    runner: str = "subprocess",
+    image: str = DEFAULT_IMAGE,
+    cache: bool = True,
+    deploy: bool = True,
+    **fields: Any,
+) -> LocalRun:
     """Run the whole pipeline (``run``, or a :class:`TrainingRun` of ``fields``) on this machine with the KFP
     local runner.
 
@@ -297,8 +364,14 @@ def run_local(run: TrainingRun | None = None, *, pipeline_root: str | Path, runn
 
     run = run or TrainingRun.of(**fields)
     contract, modalities, spec, settings = run.contract, run.modalities, run.spec, dict(run.settings)
-    check_parameters(spec=spec, settings=settings, modalities=modalities, baselines=run.baselines, margin=run.margin,
-                     contract=contract)
+    check_parameters(
+        spec=spec,
+        settings=settings,
+        modalities=modalities,
+        baselines=run.baselines,
+        margin=run.margin,
+        contract=contract,
+    )
     root = Path(pipeline_root).resolve()
     registry = Path(run.registry).resolve()
     registry.mkdir(parents=True, exist_ok=True)
@@ -315,27 +388,42 @@ def run_local(run: TrainingRun | None = None, *, pipeline_root: str | Path, runn
         settings = {**settings, "paths": {**settings.get("paths", {}), "cache": str(cache_dir)}}
         for writable in (root, cache_dir, registry, registry / "versions"):
             _writable_by_step_user(writable)
-        mounts = sorted({str(registry), str(cache_dir), str(Path(contract).resolve().parent),
-                         *(str(Path(p).resolve()) for p in _data_roots(contract))} - {str(root)})  # KFP mounts the root
+        mounts = sorted(
+            {
+                str(registry),
+                str(cache_dir),
+                str(Path(contract).resolve().parent),
+                *(str(Path(p).resolve()) for p in _data_roots(contract)),
+            }
+            - {str(root)}
+        )  # KFP mounts the root
         as_user = {} if os.getuid() == 0 else {"user": f"{os.getuid()}:{os.getgid()}"}  # a non-root host: its own uid
-        kfp_runner = docker_runner([Mount(m, m, type="bind") for m in mounts], network_mode="host",
-                                   environment=_forwarded_env(), **as_user)
+        kfp_runner = docker_runner(
+            [Mount(m, m, type="bind") for m in mounts], network_mode="host", environment=_forwarded_env(), **as_user
+        )
     else:
         raise ConfigError(f"runner {runner!r} is unknown; use subprocess or docker")
     local.init(runner=kfp_runner, pipeline_root=str(root), enable_caching=cache, cache_root=str(root / ".kfp_cache"))
     pipeline = build_pipeline(Target(image=image, cluster=False))
     start = time.perf_counter()
     try:
-        task = pipeline(**run.model_copy(update={
-            "contract": str(Path(contract).resolve()) if "://" not in contract else contract,
-            "registry": str(registry), "settings": settings}).arguments(),
-            deploy_target="local" if deploy and runner == "subprocess" else "none")
+        task = pipeline(
+            **run.model_copy(
+                update={
+                    "contract": str(Path(contract).resolve()) if "://" not in contract else contract,
+                    "registry": str(registry),
+                    "settings": settings,
+                }
+            ).arguments(),
+            deploy_target="local" if deploy and runner == "subprocess" else "none",
+        )
     except RuntimeError as e:
         raise PipelineFailed(_failure(str(e), root)) from e
     best = champion(registry)
     decision = Path(task.outputs["decision"].path).read_text(encoding="utf-8").strip().splitlines()
-    result = LocalRun(bool(task.outputs["promoted"]), decision[-1], best.name if best else None, root,
-                      time.perf_counter() - start)
+    result = LocalRun(
+        bool(task.outputs["promoted"]), decision[-1], best.name if best else None, root, time.perf_counter() - start
+    )
     if deploy and best is not None:
         from fusionrec.config import settings_from
         from fusionrec.platform.deploy import deploy_version
@@ -345,8 +433,9 @@ def run_local(run: TrainingRun | None = None, *, pipeline_root: str | Path, runn
         s = settings_from(settings)
         url = f"http://{s.serving.host}:{s.serving.transformer_port}"
         if not (result.promoted and runner == "subprocess"):
-            url = deploy_version(s, registry=str(registry), version=best.name, target="local",
-                                 features_dir=task.outputs["features"].path)
+            url = deploy_version(
+                s, registry=str(registry), version=best.name, target="local", features_dir=task.outputs["features"].path
+            )
         result.serving_url = url
     return result
 
@@ -381,9 +470,15 @@ def run_container(client, image: str, command: list[str], volumes: dict[str, Any
     """
     from kfp.local import docker_task_handler
 
-    container = client.containers.run(image=docker_task_handler.add_latest_tag_if_not_present(image),
-                                      command=command, detach=True, stdout=True, stderr=True, volumes=volumes,
-                                      **{**run_args, "auto_remove": False})
+    container = client.containers.run(
+        image=docker_task_handler.add_latest_tag_if_not_present(image),
+        command=command,
+        detach=True,
+        stdout=True,
+        stderr=True,
+        volumes=volumes,
+        **{**run_args, "auto_remove": False},
+    )
     try:
         for line in container.logs(stream=True, follow=True):
             print(line.decode(errors="replace"), end="")
@@ -414,13 +509,19 @@ def _failure(message: str, root: Path) -> str:
     step = re.search(r"Inner task failed: '([^']+)'", plain)
     runs = sorted(root.glob(f"{PIPELINE_NAME}-*"), key=lambda p: p.stat().st_mtime)
     where = runs[-1] if runs else root
-    text = f"step '{step.group(1)}' failed; nothing downstream of it ran (its log is above; outputs in {where})" \
-        if step else plain
+    text = (
+        f"step '{step.group(1)}' failed; nothing downstream of it ran (its log is above; outputs in {where})"
+        if step
+        else plain
+    )
     rejected = sorted(where.glob("validate/*.rejected/report.json"))
     if rejected:
         report = json.loads(rejected[0].read_text(encoding="utf-8"))
-        over = [f"{c['key']} ({c['failed']:,} of {c['records']:,} records, budget {c['budget']:.2%})"
-                for c in report["checks"] if not c["passed"]]
+        over = [
+            f"{c['key']} ({c['failed']:,} of {c['records']:,} records, budget {c['budget']:.2%})"
+            for c in report["checks"]
+            if not c["passed"]
+        ]
         text += f"\nchecks over budget: {'; '.join(over)}\nvalidation report: {rejected[0].with_suffix('.html')}"
     return text
 
@@ -445,8 +546,7 @@ def run_name(spec: dict[str, Any], contract: str, modalities: list[str]) -> str:
 
         dataset = load_contract(contract).name
     used = s.modalities or modalities
-    return (f"{dataset} {s.protocol} s{s.seed} {s.fusion} {'+'.join(used)} "
-            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}Z")
+    return f"{dataset} {s.protocol} s{s.seed} {s.fusion} {'+'.join(used)} {datetime.now(timezone.utc):%Y-%m-%d %H:%M}Z"
 
 
 @contextmanager
@@ -467,13 +567,22 @@ def kfp_api(host: str, client=None):
     except urllib3.exceptions.HTTPError as e:
         raise Unavailable(f"Kubeflow Pipelines at {host} does not answer: {getattr(e, 'reason', e)}") from e
     except kfp_server_api.ApiException as e:  # the API answered with an error
-        raise Unavailable(f"Kubeflow Pipelines at {host} refused the call: {getattr(e, 'status', '')} "
-                          f"{getattr(e, 'reason', '')}: {str(getattr(e, 'body', '') or '')[:300]}") from e
+        raise Unavailable(
+            f"Kubeflow Pipelines at {host} refused the call: {getattr(e, 'status', '')} "
+            f"{getattr(e, 'reason', '')}: {str(getattr(e, 'body', '') or '')[:300]}"
+        ) from e
 
 
-def submit(host: str, run: TrainingRun | None = None, *, experiment: str = "fusionrec",
-           target: Target = Target(cluster=True), service_account: str | None = TRAINING_SERVICE_ACCOUNT, client=None,
-           **fields: Any) -> str:
+def submit(
+    host: str,
+    run: TrainingRun | None = None,
+    *,
+    experiment: str = "fusionrec",
+    target: Target = Target(cluster=True),
+    service_account: str | None = TRAINING_SERVICE_ACCOUNT,
+    client=None,
+    **fields: Any,
+) -> str:
     """Compile for the cluster and start ``run`` (or a :class:`TrainingRun` of ``fields``; its settings
     default to the cluster profile) through ``kfp.Client``; returns the run id.
 
@@ -485,13 +594,23 @@ def submit(host: str, run: TrainingRun | None = None, *, experiment: str = "fusi
     run = run or TrainingRun.of(**fields)
     if not run.settings:
         run = run.model_copy(update={"settings": {"profile": "cluster"}})
-    check_parameters(spec=run.spec, settings=run.settings, modalities=run.modalities, baselines=run.baselines,
-                     margin=run.margin, contract=run.contract)
+    check_parameters(
+        spec=run.spec,
+        settings=run.settings,
+        modalities=run.modalities,
+        baselines=run.baselines,
+        margin=run.margin,
+        contract=run.contract,
+    )
     with kfp_api(host, client) as client, tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", target)
         started = client.create_run_from_pipeline_package(
-            str(package), arguments=run.arguments(), run_name=run_name(run.spec, run.contract, run.modalities),
-            experiment_name=experiment, service_account=service_account)
+            str(package),
+            arguments=run.arguments(),
+            run_name=run_name(run.spec, run.contract, run.modalities),
+            experiment_name=experiment,
+            service_account=service_account,
+        )
     return started.run_id
 
 
@@ -507,9 +626,11 @@ def upload(host: str, *, target: Target = Target(cluster=True), version: str | N
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", target)
         pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
         if pipeline_id is None:
-            created = client.upload_pipeline(str(package), pipeline_name=PIPELINE_NAME,
-                                             description="fusionrec: validate, embed, features, train, evaluate, "
-                                                         "gate, register, deploy")
+            created = client.upload_pipeline(
+                str(package),
+                pipeline_name=PIPELINE_NAME,
+                description="fusionrec: validate, embed, features, train, evaluate, gate, register, deploy",
+            )
             pipeline_id = created.pipeline_id
         done = client.upload_pipeline_version(str(package), pipeline_version_name=name, pipeline_id=pipeline_id)
     return done.pipeline_version_id

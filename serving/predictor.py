@@ -46,10 +46,17 @@ class FusionPredictor(kserve.Model):
         path = resolve_version(self.storage_uri, self.settings.paths.cache)
         art = load_artifact(path)
         encoders = build_encoders(self.settings, encoder_modalities(art))
-        self.recommender = Recommender(art, encoders, search_pool=self.settings.serving.search_pool,
-                                       blend=self.settings.serving.blend)
-        log.info("serving %s (%s): %d items, %d users, modalities %s", path, art.version,
-                 self.recommender.n_items, len(self.recommender.user_index), self.recommender.modalities)
+        self.recommender = Recommender(
+            art, encoders, search_pool=self.settings.serving.search_pool, blend=self.settings.serving.blend
+        )
+        log.info(
+            "serving %s (%s): %d items, %d users, modalities %s",
+            path,
+            art.version,
+            self.recommender.n_items,
+            len(self.recommender.user_index),
+            self.recommender.modalities,
+        )
         self.ready = True
         return self.ready
 
@@ -71,8 +78,12 @@ class FusionPredictor(kserve.Model):
         rec = self.recommender
         return v2_metadata(rec.terms, rec.model.config.dim)[1] if rec else []
 
-    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
-                      response_headers: dict[str, str] | None = None):
+    async def predict(
+        self,
+        payload: dict | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ):
         rec = self.recommender
         if rec is None:
             raise Unavailable("the model is not loaded yet; retry shortly")

@@ -71,8 +71,11 @@ def _counter(name: str, doc: str):
 
 def _fallback_counter():
     """``fusionrec_feature_store_fallbacks_total{reason}``: requests served without the online store."""
-    return _counter("fusionrec_feature_store_fallbacks", "Requests served from the model's own histories because the "
-                    "online feature store failed, was slow, or its circuit was open")
+    return _counter(
+        "fusionrec_feature_store_fallbacks",
+        "Requests served from the model's own histories because the "
+        "online feature store failed, was slow, or its circuit was open",
+    )
 
 
 async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float = 0.3) -> str:
@@ -93,11 +96,14 @@ async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float 
     try:
         feats = await breaker.call(lambda: online_user_features_async(store, ids), timeout_s)
     except Exception as e:  # never the store's error text in a response: it names internal addresses
-        reason = ("circuit_open" if isinstance(e, CircuitOpen) else "timeout" if isinstance(e, TimeoutError)
-                  else "error")
+        reason = "circuit_open" if isinstance(e, CircuitOpen) else "timeout" if isinstance(e, TimeoutError) else "error"
         _fallback_counter().labels(reason=reason).inc()
-        log.warning("online feature store %s (%s: %s); serving from the model's histories", reason,
-                    type(e).__name__, str(e)[:200])
+        log.warning(
+            "online feature store %s (%s: %s); serving from the model's histories",
+            reason,
+            type(e).__name__,
+            str(e)[:200],
+        )
         return "unavailable"
     history = dict(zip(feats.user_ids, feats.history))
     for r in rows:
@@ -108,8 +114,10 @@ async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float 
 
 def _dropped_counter():
     """``fusionrec_inference_log_dropped_total{reason}``: records the inference log could not keep."""
-    return _counter("fusionrec_inference_log_dropped", "Inference log records dropped because the log's queue was "
-                    "full or its sink could not be written")
+    return _counter(
+        "fusionrec_inference_log_dropped",
+        "Inference log records dropped because the log's queue was full or its sink could not be written",
+    )
 
 
 def inference_log(settings: Settings):
@@ -120,8 +128,14 @@ def inference_log(settings: Settings):
     if mon.inference_log != "parquet":
         return None
     counter = _dropped_counter()
-    return InferenceLogWriter(monitoring_dir(settings) / "logs", batch=mon.log_batch, flush_s=mon.log_flush_s,
-                              max_queue=mon.log_queue, max_bytes=mon.log_queue_bytes, on_drop=lambda reason, n: counter.labels(reason=reason).inc(n))
+    return InferenceLogWriter(
+        monitoring_dir(settings) / "logs",
+        batch=mon.log_batch,
+        flush_s=mon.log_flush_s,
+        max_queue=mon.log_queue,
+        max_bytes=mon.log_queue_bytes,
+        on_drop=lambda reason, n: counter.labels(reason=reason).inc(n),
+    )
 
 
 def warm_up(store, timeout_s: float = 10.0) -> bool:
@@ -138,12 +152,18 @@ def warm_up(store, timeout_s: float = 10.0) -> bool:
     try:
         pool.submit(online_user_features, store, ["__warm_up__"]).result(timeout=timeout_s)
     except FutureTimeout:
-        log.warning("the online feature store did not answer within %.0f s at start; requests use the model's own "
-                    "histories until it does", timeout_s)
+        log.warning(
+            "the online feature store did not answer within %.0f s at start; requests use the model's own "
+            "histories until it does",
+            timeout_s,
+        )
         return False
     except Exception as e:  # a store that is down at start: requests fall back until it is up
-        log.warning("the online feature store did not answer at start (%s); requests use the model's own histories "
-                    "until it does", type(e).__name__)
+        log.warning(
+            "the online feature store did not answer at start (%s); requests use the model's own histories "
+            "until it does",
+            type(e).__name__,
+        )
         return False
     finally:
         pool.shutdown(wait=False)
@@ -177,8 +197,11 @@ class FusionTransformer(kserve.Model):
         # request logger on the predictor (monitoring/sink.py), which sees the predictor's answer
         self.monitor = settings.monitoring.inference_log != "none"
         # the key pseudonymises users in the records this transformer writes (the sink has its own)
-        self.log_key = (log_key(settings.monitoring, monitoring_dir(settings), create=settings.profile == "local")
-                        if log_writer is not None else b"")
+        self.log_key = (
+            log_key(settings.monitoring, monitoring_dir(settings), create=settings.profile == "local")
+            if log_writer is not None
+            else b""
+        )
         self.ready = True
 
     def _redact(self, rows: list[Row]) -> None:
@@ -226,8 +249,9 @@ class FusionTransformer(kserve.Model):
             why = " (it did not answer in time)" if isinstance(e, httpx.TimeoutException) else ""
             raise Unavailable(f"the predictor is unavailable{why}; retry shortly") from None
 
-    async def predict(self, payload, headers: dict[str, str] | None = None,
-                      response_headers: dict[str, str] | None = None):
+    async def predict(
+        self, payload, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ):
         try:
             return await self._call_predictor(payload, headers, response_headers)
         except UpstreamError as e:
@@ -236,11 +260,11 @@ class FusionTransformer(kserve.Model):
             # as an anonymous one (their history, or popular items) instead of a 404
             if e.http_status != 404 or state is None or state.caller is None or state.caller.any_user:
                 raise
-            return await self._call_predictor(self._request(state.rows, anonymous=True), headers,
-                                              response_headers)
+            return await self._call_predictor(self._request(state.rows, anonymous=True), headers, response_headers)
 
-    async def postprocess(self, result, headers: dict[str, str] | None = None,
-                          response_headers: dict[str, str] | None = None):
+    async def postprocess(
+        self, result, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ):
         predictions = results_from_v2(result) if isinstance(result, InferResponse) else result["predictions"]
         state = _STATE.get()
         online = state.online if state is not None else "off"
@@ -283,8 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     if store is not None:
         warm_up(store)
     writer = inference_log(settings)
-    model = FusionTransformer(args.model_name, settings, store=store, pii=PiiFilter(settings.privacy),
-                                 log_writer=writer)
+    model = FusionTransformer(
+        args.model_name, settings, store=store, pii=PiiFilter(settings.privacy), log_writer=writer
+    )
     try:
         run_model_server(model, settings, args.http_port)
     finally:

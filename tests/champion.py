@@ -18,10 +18,17 @@ def trained_champion(models: Path, ds, emb):
     split = make_split(ds, "random", seed=0)
     cfg = fusion_config(ds, emb, ["text", "image"], dim=16)
     result, test = fit(ds, emb, split, cfg, TrainConfig(epochs=2, batch_size=256, device="cpu"), progress=False)
-    path = save_artifact(models, result.model, dataset=ds, encoders={m: {"identity": emb[m].identity, "dim": emb[m].dim}
-                                                                      for m in cfg.modalities},
-                         training={}, history=result.user_history, history_mask=result.user_history_mask,
-                         metrics={"test": test}, card=model_card(ds.name, split, cfg, result, test, {}),
-                         seen=pd.concat([split.train, split.valid, split.test]))
+    path = save_artifact(
+        models,
+        result.model,
+        dataset=ds,
+        encoders={m: {"identity": emb[m].identity, "dim": emb[m].dim} for m in cfg.modalities},
+        training={},
+        history=result.user_history,
+        history_mask=result.user_history_mask,
+        metrics={"test": test},
+        card=model_card(ds.name, split, cfg, result, test, {}),
+        seen=pd.concat([split.train, split.valid, split.test]),
+    )
     gate(models, path)
     return split, path

@@ -53,9 +53,23 @@ class RedisProcess:
         import subprocess
         import time
 
-        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.folder)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
@@ -140,8 +154,9 @@ def synth_embeddings(synth_validated, text_encoder, image_encoder, tmp_path_fact
 
     cache = tmp_path_factory.mktemp("cache")
     settings = Settings(paths=PathsSettings(artifacts=str(cache), cache=str(cache)))
-    return encode_dataset(synth_validated, settings, encoders={"text": text_encoder, "image": image_encoder},
-                          progress=False)
+    return encode_dataset(
+        synth_validated, settings, encoders={"text": text_encoder, "image": image_encoder}, progress=False
+    )
 
 
 @pytest.fixture(scope="session")

@@ -55,8 +55,10 @@ def verify_checksums(folder: Path) -> None:
     got = file_digests(folder)
     changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
     if changed:
-        raise DatasetError(f"{folder}: files changed since the version was written: {changed[:5]}; refusing to load "
-                           "it (restore the version from the registry's storage, or train again)")
+        raise DatasetError(
+            f"{folder}: files changed since the version was written: {changed[:5]}; refusing to load "
+            "it (restore the version from the registry's storage, or train again)"
+        )
 
 
 @dataclass
@@ -77,7 +79,7 @@ class Artifact:
 
     def seen(self, user_idx: int) -> np.ndarray:
         """The items user ``user_idx`` interacted with (the ``seen`` rows given at save time)."""
-        return self.seen_indices[self.seen_indptr[user_idx]: self.seen_indptr[user_idx + 1]]
+        return self.seen_indices[self.seen_indptr[user_idx] : self.seen_indptr[user_idx + 1]]
 
     @property
     def popularity(self) -> np.ndarray:
@@ -89,9 +91,21 @@ class Artifact:
         return self.path.name
 
 
-def write_artifact(target: str | Path, model: FusionRecModel, *, version: str, dataset, encoders: dict[str, Any],
-                   training: dict[str, Any], history: torch.Tensor, history_mask: torch.Tensor, metrics: dict[str, Any],
-                   card: str, curves: Path | None = None, seen: pd.DataFrame | None = None) -> Path:
+def write_artifact(
+    target: str | Path,
+    model: FusionRecModel,
+    *,
+    version: str,
+    dataset,
+    encoders: dict[str, Any],
+    training: dict[str, Any],
+    history: torch.Tensor,
+    history_mask: torch.Tensor,
+    metrics: dict[str, Any],
+    card: str,
+    curves: Path | None = None,
+    seen: pd.DataFrame | None = None,
+) -> Path:
     """Write a model artifact into the folder ``target`` (replaced atomically), labelled ``version``.
 
     A candidate that is not yet in a registry is written with its own label (e.g. ``candidate``) and
@@ -102,7 +116,9 @@ def write_artifact(target: str | Path, model: FusionRecModel, *, version: str, d
 
     target = Path(target)
     with atomic_dir(target) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors")
+        )
         (tmp / "config.json").write_text(model.config.model_dump_json(indent=2), encoding="utf-8")
         (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str), encoding="utf-8")
         (tmp / "encoders.json").write_text(json.dumps(encoders, indent=2), encoding="utf-8")
@@ -111,16 +127,18 @@ def write_artifact(target: str | Path, model: FusionRecModel, *, version: str, d
             if col in dataset.items:
                 items[col] = dataset.items[col]
         items.to_parquet(tmp / "items.parquet", index=False)
-        pd.DataFrame({"user_idx": dataset.users["user_idx"], "user_id": dataset.users["user_id"].astype(str)}).to_parquet(
-            tmp / "users.parquet", index=False)
+        pd.DataFrame(
+            {"user_idx": dataset.users["user_idx"], "user_id": dataset.users["user_id"].astype(str)}
+        ).to_parquet(tmp / "users.parquet", index=False)
         np.savez_compressed(tmp / "user_history.npz", history=history.numpy(), mask=history_mask.numpy())
         if seen is None:
             rows, cols = np.nonzero(history_mask.numpy())
             seen = pd.DataFrame({"user_idx": rows, "item_idx": history.numpy()[rows, cols]})
         indptr, indices = _csr(seen, dataset.n_users)
         np.savez_compressed(tmp / "seen.npz", indptr=indptr, indices=indices)
-        metrics_file.write(tmp, {**metrics, "version": version,
-                                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        metrics_file.write(
+            tmp, {**metrics, "version": version, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        )
         (tmp / "model_card.md").write_text(card.replace("{version}", version), encoding="utf-8")
         if curves is not None and curves.exists():
             (tmp / "curves.png").write_bytes(curves.read_bytes())
@@ -165,7 +183,16 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
     else:  # versions written before seen.npz: the stored histories
         rows, cols = np.nonzero(h["mask"])
         indptr, indices = _csr(pd.DataFrame({"user_idx": rows, "item_idx": h["history"][rows, cols]}), config.n_users)
-    return Artifact(path, model, config, pd.read_parquet(path / "items.parquet"), pd.read_parquet(path / "users.parquet"),
-                    torch.from_numpy(h["history"]), torch.from_numpy(h["mask"]),
-                    metrics_file.read(path).model_dump(exclude_none=True),
-                    json.loads((path / "encoders.json").read_text(encoding="utf-8")), indptr, indices)
+    return Artifact(
+        path,
+        model,
+        config,
+        pd.read_parquet(path / "items.parquet"),
+        pd.read_parquet(path / "users.parquet"),
+        torch.from_numpy(h["history"]),
+        torch.from_numpy(h["mask"]),
+        metrics_file.read(path).model_dump(exclude_none=True),
+        json.loads((path / "encoders.json").read_text(encoding="utf-8")),
+        indptr,
+        indices,
+    )

@@ -22,12 +22,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Datasets: validate a dataset against its contract, generate a synthetic one.",
-                       no_args_is_help=True)
+data_app = typer.Typer(
+    help="Datasets: validate a dataset against its contract, generate a synthetic one.", no_args_is_help=True
+)
 privacy_app = typer.Typer(help="The PII filter.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
-features_app = typer.Typer(help="The Feast feature store: build the offline tables, apply, materialise.",
-                           no_args_is_help=True)
+features_app = typer.Typer(
+    help="The Feast feature store: build the offline tables, apply, materialise.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(privacy_app, name="privacy")
@@ -53,17 +55,30 @@ def _root(
     profile: Annotated[Optional[str], typer.Option(help="Settings profile: local (default) or cluster.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("great_expectations", "presidio-analyzer", "presidio-anonymizer", "tldextract", "feast",
-                  "httpx", "urllib3", "filelock"):
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in (
+        "great_expectations",
+        "presidio-analyzer",
+        "presidio-anonymizer",
+        "tldextract",
+        "feast",
+        "httpx",
+        "urllib3",
+        "filelock",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
     state.config, state.profile = config, profile
 
 
 @data_app.command("validate")
 def data_validate(
-    contract: Annotated[Path, typer.Argument(help="The dataset contract YAML, e.g. configs/datasets/movielens-100k-mm.yaml.")],
+    contract: Annotated[
+        Path, typer.Argument(help="The dataset contract YAML, e.g. configs/datasets/movielens-100k-mm.yaml.")
+    ],
     out: Annotated[Path, typer.Option(help="Folder for the clean dataset and its report (replaced atomically).")],
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -88,12 +103,20 @@ def _print_checks(outcome) -> None:
     for col in ("check", "action", "failed", "share", "budget", "status"):
         table.add_column(col, justify="right" if col in ("failed", "share", "budget") else "left")
     for r in outcome.results:
-        table.add_row(escape(r.key), r.action, f"{r.failed:,}", f"{r.share:.2%}", f"{r.budget:.2%}",
-                      "[green]ok[/]" if r.passed else "[red]over budget[/]")
+        table.add_row(
+            escape(r.key),
+            r.action,
+            f"{r.failed:,}",
+            f"{r.share:.2%}",
+            f"{r.budget:.2%}",
+            "[green]ok[/]" if r.passed else "[red]over budget[/]",
+        )
     Console(stderr=False).print(table)
     q = outcome.quarantine
-    typer.echo(f"quarantine: {int((q['action'] == 'dropped').sum())} records dropped, "
-               f"{int((q['action'] == 'masked').sum())} kept with a field masked")
+    typer.echo(
+        f"quarantine: {int((q['action'] == 'dropped').sum())} records dropped, "
+        f"{int((q['action'] == 'masked').sum())} kept with a field masked"
+    )
 
 
 @data_app.command("synth")
@@ -101,7 +124,9 @@ def data_synth(
     out: Annotated[Path, typer.Option(help="Folder for the dataset and its contract (replaced atomically).")],
     users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 1000,
     items: Annotated[int, typer.Option(min=1, help="Number of items.")] = 500,
-    interactions: Annotated[Optional[int], typer.Option(min=1, help="Number of interactions (default 30 per user).")] = None,
+    interactions: Annotated[
+        Optional[int], typer.Option(min=1, help="Number of interactions (default 30 per user).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same dataset.")] = 0,
     image_size: Annotated[int, typer.Option(min=16, max=512, help="Side of the rendered images in pixels.")] = 64,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -119,8 +144,9 @@ def data_synth(
 def embed(
     dataset: Annotated[Path, typer.Argument(help="A validated dataset folder (the --out of 'data validate').")],
     out: Annotated[Path, typer.Option(help="Folder for the embeddings (replaced atomically).")],
-    modalities: Annotated[Optional[str], typer.Option(help="Comma-separated modalities (default: every one the "
-                                                           "dataset has).")] = None,
+    modalities: Annotated[
+        Optional[str], typer.Option(help="Comma-separated modalities (default: every one the dataset has).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Embed every item modality: text and images with the pretrained encoders, precomputed vectors as given.
@@ -133,9 +159,11 @@ def embed(
     wanted = {m.strip() for m in modalities.split(",") if m.strip()} if modalities else None
     embeddings = embed_to_folder(dataset, out, state.settings(), modalities=wanted, progress=progress)
     for name, m in embeddings.items():
-        typer.echo(f"{name:>8}: {m.dim}-d, {int(m.mask.sum()):,}/{len(m.mask):,} items, "
-                   f"{m.stats.get('cached', 0):,} from cache, {m.stats.get('computed', 0):,} computed, "
-                   f"{m.stats.get('seconds', 0):.1f} s  [{m.identity}]")
+        typer.echo(
+            f"{name:>8}: {m.dim}-d, {int(m.mask.sum()):,}/{len(m.mask):,} items, "
+            f"{m.stats.get('cached', 0):,} from cache, {m.stats.get('computed', 0):,} computed, "
+            f"{m.stats.get('seconds', 0):.1f} s  [{m.identity}]"
+        )
     typer.echo(f"embeddings: {out}")
 
 
@@ -143,7 +171,9 @@ def embed(
 def features_build(
     dataset: Annotated[Path, typer.Argument(help="A validated dataset folder.")],
     embeddings: Annotated[Path, typer.Option(help="The embeddings folder ('fusionrec embed --out').")],
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the offline tables (default: features.data_dir).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="Folder for the offline tables (default: features.data_dir).")
+    ] = None,
 ) -> None:
     """Write the offline feature tables (Parquet) that the Feast repository reads."""
     from fusionrec.features.store import write_tables
@@ -151,8 +181,10 @@ def features_build(
     cfg = state.settings().features
     out = out or Path(cfg.data_dir)
     manifest = write_tables(dataset, embeddings, out, cfg)
-    typer.echo(f"feature tables for {manifest.dataset}: modalities {manifest.modalities}, "
-               f"{manifest.interactions:,} interactions -> {out}")
+    typer.echo(
+        f"feature tables for {manifest.dataset}: modalities {manifest.modalities}, "
+        f"{manifest.interactions:,} interactions -> {out}"
+    )
 
 
 @features_app.command("apply")
@@ -184,26 +216,50 @@ def features_materialize(
 def train_cmd(
     dataset: Annotated[Path, typer.Argument(help="A validated dataset folder.")],
     embeddings: Annotated[Path, typer.Option(help="The embeddings folder ('fusionrec embed --out').")],
-    models: Annotated[Optional[Path], typer.Option(help="The model registry folder (versions/ and champion.json).")] = None,
-    candidate: Annotated[Optional[Path], typer.Option(help="Write the candidate artifact here instead (no registry, no "
-                                                           "gate: what a pipeline's TrainJob does).")] = None,
-    spec: Annotated[Optional[str], typer.Option(help="The training spec as a JSON object (or @FILE): every field of "
-                                                     "fusionrec.train.request.TrainSpec; the flags below override it.")] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="Split: random (8:1:1 per user), temporal, cold_item, "
-                                                         "given.")] = None,
+    models: Annotated[
+        Optional[Path], typer.Option(help="The model registry folder (versions/ and champion.json).")
+    ] = None,
+    candidate: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Write the candidate artifact here instead (no registry, no gate: what a pipeline's TrainJob does)."
+        ),
+    ] = None,
+    spec: Annotated[
+        Optional[str],
+        typer.Option(
+            help="The training spec as a JSON object (or @FILE): every field of "
+            "fusionrec.train.request.TrainSpec; the flags below override it."
+        ),
+    ] = None,
+    protocol: Annotated[
+        Optional[str], typer.Option(help="Split: random (8:1:1 per user), temporal, cold_item, given.")
+    ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the split, the initialisation and the batches.")] = None,
-    modalities: Annotated[Optional[str], typer.Option(help="Comma-separated modalities (default: all embedded).")] = None,
+    modalities: Annotated[
+        Optional[str], typer.Option(help="Comma-separated modalities (default: all embedded).")
+    ] = None,
     fusion: Annotated[Optional[str], typer.Option(help="gated (the default) or concat.")] = None,
     dim: Annotated[Optional[int], typer.Option(help="Shared embedding size.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Most epochs (early stopping on validation NDCG@20).")] = None,
-    ranking_head: Annotated[Optional[bool], typer.Option("--ranking-head/--no-ranking-head",
-                                                         help="Also train the ranking head (log loss).")] = None,
-    softmax: Annotated[Optional[str], typer.Option(help="Retrieval loss: full, sampled (logQ-corrected; for large "
-                                                        "catalogues) or auto (sampled above 5,000 items).")] = None,
-    margin: Annotated[Optional[float], typer.Option(help="Promote only when NDCG@20 beats the champion's by this share "
-                                                         "(default: the gate's, 0.01).")] = None,
-    features: Annotated[Optional[Path], typer.Option(help="Read the training set from these Feast tables "
-                                                          "('fusionrec features build --out').")] = None,
+    ranking_head: Annotated[
+        Optional[bool], typer.Option("--ranking-head/--no-ranking-head", help="Also train the ranking head (log loss).")
+    ] = None,
+    softmax: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Retrieval loss: full, sampled (logQ-corrected; for large "
+            "catalogues) or auto (sampled above 5,000 items)."
+        ),
+    ] = None,
+    margin: Annotated[
+        Optional[float],
+        typer.Option(help="Promote only when NDCG@20 beats the champion's by this share (default: the gate's, 0.01)."),
+    ] = None,
+    features: Annotated[
+        Optional[Path],
+        typer.Option(help="Read the training set from these Feast tables ('fusionrec features build --out')."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train the fusion model, measure it on the test split, write a versioned artifact, run the gate.
@@ -216,21 +272,56 @@ def train_cmd(
     from fusionrec.train.run import train_and_register, train_candidate
 
     # checked before anything is read or computed
-    spec_ = TrainSpec.from_options(spec, protocol=protocol, seed=seed, modalities=modalities, fusion=fusion, dim=dim,
-                                   epochs=epochs, ranking_head=ranking_head, softmax=softmax)
+    spec_ = TrainSpec.from_options(
+        spec,
+        protocol=protocol,
+        seed=seed,
+        modalities=modalities,
+        fusion=fusion,
+        dim=dim,
+        epochs=epochs,
+        ranking_head=ranking_head,
+        softmax=softmax,
+    )
     if (models is None) == (candidate is None):
         raise ConfigError("give one of --models (train, register, gate) or --candidate (train only)")
     settings = state.settings()
     if candidate is not None:
-        made = train_candidate(dataset, embeddings, spec_, candidate, device=settings.encoders.device,
-                               checkpoints=candidate.parent / "checkpoints", features_dir=features,
-                               feature_settings=settings.features, progress=progress)
+        made = train_candidate(
+            dataset,
+            embeddings,
+            spec_,
+            candidate,
+            device=settings.encoders.device,
+            checkpoints=candidate.parent / "checkpoints",
+            features_dir=features,
+            feature_settings=settings.features,
+            progress=progress,
+        )
         if made is not None:  # rank 0 (or a single process)
-            typer.echo(json.dumps({"candidate": str(made.path), "run": made.run_id, "source": made.source,
-                                   "test": {k: round(float(v), 4) for k, v in made.test.items()}}, indent=2))
+            typer.echo(
+                json.dumps(
+                    {
+                        "candidate": str(made.path),
+                        "run": made.run_id,
+                        "source": made.source,
+                        "test": {k: round(float(v), 4) for k, v in made.test.items()},
+                    },
+                    indent=2,
+                )
+            )
         return
-    outcome = train_and_register(dataset, embeddings, spec_, models, margin=margin, device=settings.encoders.device,
-                                 features_dir=features, feature_settings=settings.features, progress=progress)
+    outcome = train_and_register(
+        dataset,
+        embeddings,
+        spec_,
+        models,
+        margin=margin,
+        device=settings.encoders.device,
+        features_dir=features,
+        feature_settings=settings.features,
+        progress=progress,
+    )
     if outcome is not None:
         typer.echo(json.dumps(outcome.summary(), indent=2))
 
@@ -242,8 +333,12 @@ def evaluate_cmd(
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, comparison.md and comparison.png.")],
     protocol: Annotated[Optional[str], typer.Option(help="Split: random, temporal, cold_item, given.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the split and every model.")] = None,
-    models: Annotated[Optional[str], typer.Option(help="Comma-separated names of fusionrec.train.models.MODELS "
-                                                        "(default: fusionrec.train.compare.COMPARED).")] = None,
+    models: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Comma-separated names of fusionrec.train.models.MODELS (default: fusionrec.train.compare.COMPARED)."
+        ),
+    ] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Most epochs for the trained models.")] = None,
     dim: Annotated[Optional[int], typer.Option(help="Embedding size of every model that has one.")] = None,
 ) -> None:
@@ -256,22 +351,27 @@ def evaluate_cmd(
     settings = state.settings()
     spec = TrainSpec.from_options(protocol=protocol, seed=seed, epochs=epochs, dim=dim)
     names = tuple(m.strip() for m in models.split(",")) if models else COMPARED
-    results = compare_on_split(dataset, embeddings, out, spec=spec, models=names,
-                               device=settings.encoders.device).results
+    results = compare_on_split(
+        dataset, embeddings, out, spec=spec, models=names, device=settings.encoders.device
+    ).results
     typer.echo(comparison_table(results))
     typer.echo(f"comparison: {out / 'comparison.md'}, {out / 'comparison.png'}")
 
 
 @app.command("serve")
 def serve_cmd(
-    storage_uri: Annotated[Optional[str], typer.Option(help="Model registry (its champion), version folder or URI "
-                                                            "(default: serving.storage_uri).")] = None,
+    storage_uri: Annotated[
+        Optional[str],
+        typer.Option(help="Model registry (its champion), version folder or URI (default: serving.storage_uri)."),
+    ] = None,
     predictor_port: Annotated[Optional[int], typer.Option(help="Default: serving.predictor_port.")] = None,
     transformer_port: Annotated[Optional[int], typer.Option(help="Default: serving.transformer_port.")] = None,
     protocol: Annotated[str, typer.Option(help="Transformer -> predictor protocol: v2 (default) or v1.")] = "v2",
     feast: Annotated[bool, typer.Option(help="Look up user histories in Feast's online store.")] = True,
-    detach: Annotated[bool, typer.Option(help="Return once both are ready and leave them running "
-                                              "('fusionrec serve --stop' stops them).")] = False,
+    detach: Annotated[
+        bool,
+        typer.Option(help="Return once both are ready and leave them running ('fusionrec serve --stop' stops them)."),
+    ] = False,
     stop: Annotated[bool, typer.Option(help="Stop servers started with --detach.")] = False,
 ) -> None:
     """Start the predictor and the transformer as two KServe model servers on loopback (real HTTP)."""
@@ -287,16 +387,31 @@ def serve_cmd(
     if protocol not in ("v1", "v2"):
         raise ConfigError(f"--protocol {protocol!r} is unknown; use v1 or v2")
     if detach:
-        servers = serve_detached(settings, storage_uri=storage_uri, predictor_port=predictor_port,
-                                 transformer_port=transformer_port, protocol=protocol, feast=feast)
+        servers = serve_detached(
+            settings,
+            storage_uri=storage_uri,
+            predictor_port=predictor_port,
+            transformer_port=transformer_port,
+            protocol=protocol,
+            feast=feast,
+        )
     else:
         stop_from_pids(pids)  # a detached pair would hold the ports
-        servers = serve(settings, storage_uri=storage_uri, predictor_port=predictor_port,
-                        transformer_port=transformer_port, protocol=protocol, feast=feast, log_dir=run_dir)
+        servers = serve(
+            settings,
+            storage_uri=storage_uri,
+            predictor_port=predictor_port,
+            transformer_port=transformer_port,
+            protocol=protocol,
+            feast=feast,
+            log_dir=run_dir,
+        )
     m = settings.serving.model_name
-    typer.echo(f"predictor   {servers.predictor_url}/v1/models/{m}:predict  (v2: /v2/models/{m}/infer)\n"
-               f"transformer {servers.transformer_url}/v1/models/{m}:predict  metrics: {servers.transformer_url}/metrics\n"
-               f"logs: {run_dir}/")
+    typer.echo(
+        f"predictor   {servers.predictor_url}/v1/models/{m}:predict  (v2: /v2/models/{m}/infer)\n"
+        f"transformer {servers.transformer_url}/v1/models/{m}:predict  metrics: {servers.transformer_url}/metrics\n"
+        f"logs: {run_dir}/"
+    )
     if detach:
         return
     typer.echo("serving; Ctrl-C stops both")
@@ -310,13 +425,21 @@ def serve_cmd(
 
 @app.command("recommend")
 def recommend_cmd(
-    user: Annotated[Optional[str], typer.Option(help="A user id (with a query: re-rank the similar items by taste).")] = None,
+    user: Annotated[
+        Optional[str], typer.Option(help="A user id (with a query: re-rank the similar items by taste).")
+    ] = None,
     image: Annotated[Optional[Path], typer.Option(help="An image file: items that look like it.")] = None,
     text: Annotated[Optional[str], typer.Option(help="A text: items that read like it.")] = None,
     like: Annotated[Optional[str], typer.Option(help="An item id: more items like this one.")] = None,
     history: Annotated[Optional[str], typer.Option(help="Comma-separated item ids (a new user's history).")] = None,
-    blend: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="With a query and a user or history: "
-                                                   "the weight of taste against similarity (default: the server's).")] = None,
+    blend: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="With a query and a user or history: the weight of taste against similarity (default: the server's).",
+        ),
+    ] = None,
     k: Annotated[int, typer.Option(help="How many items.")] = 10,
     url: Annotated[Optional[str], typer.Option(help="Transformer URL (default: the local one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
@@ -348,19 +471,29 @@ def recommend_cmd(
         typer.echo(json.dumps(answer, indent=2))
         return
     pred = answer["predictions"][0]
-    query = " and ".join(w for w in ("an image" if image else "", "a text" if text else "",
-                                     f"item {like}" if like else "") if w)
-    who = (f"user {user}" if user else "a new user's history" if history else "")
-    what = (f"items like {query}" + (f", re-ranked for {who}" if who else "") if query
-            else who or "anyone (popular items)")
-    flags = ", ".join(f for f in ("fallback" if pred["fallback"] else "", "cold user" if pred["cold"] else "",
-                                  "feature store unavailable" if pred.get("online_features") == "unavailable" else "")
-                      if f)
+    query = " and ".join(
+        w for w in ("an image" if image else "", "a text" if text else "", f"item {like}" if like else "") if w
+    )
+    who = f"user {user}" if user else "a new user's history" if history else ""
+    what = (
+        f"items like {query}" + (f", re-ranked for {who}" if who else "") if query else who or "anyone (popular items)"
+    )
+    flags = ", ".join(
+        f
+        for f in (
+            "fallback" if pred["fallback"] else "",
+            "cold user" if pred["cold"] else "",
+            "feature store unavailable" if pred.get("online_features") == "unavailable" else "",
+        )
+        if f
+    )
     typer.echo(f"top {len(pred['items'])} for {what} (model {pred['model_version']}{'; ' + flags if flags else ''}):")
     for n, item in enumerate(pred["items"], 1):
         terms = " ".join(f"{t} {v:+.2f}" for t, v in item["explanation"].items())
-        typer.echo(f"{n:>3}. {item['item_id']:<10} {item['title'] or '':<45.45} {item['score']:8.3f}  "
-                   f"[{item['driver']}; {terms}]")
+        typer.echo(
+            f"{n:>3}. {item['item_id']:<10} {item['title'] or '':<45.45} {item['score']:8.3f}  "
+            f"[{item['driver']}; {terms}]"
+        )
 
 
 @privacy_app.command("redact")

@@ -134,7 +134,8 @@ class AuthSettings(_Strict):
     gateway_principals: tuple[str, ...] = (
         "spiffe://cluster.local/ns/istio-system/sa/cluster-local-gateway-service-account",
         "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
-        "spiffe://cluster.local/ns/knative-serving/sa/controller")
+        "spiffe://cluster.local/ns/knative-serving/sa/controller",
+    )
     history_principals: tuple[str, ...] = ()  # mesh: SPIFFE ids that may also learn seen items
     user_header: str = Field("x-fusionrec-user", pattern=r"^[a-z0-9-]+$")
     # token buckets per caller (services by name or principal, end users by subject): sustained rate, burst
@@ -199,7 +200,9 @@ class MonitoringSettings(_Strict):
     detection strength); see the figures there before changing them.
     """
 
-    folder: str | None = None  # logs/, reference/, reports/, decisions.jsonl, workspace/; default <paths.artifacts>/monitoring
+    folder: str | None = (
+        None  # logs/, reference/, reports/, decisions.jsonl, workspace/; default <paths.artifacts>/monitoring
+    )
     # Where the transformer's inference log goes: Parquet files under folder/logs ("parquet"); nothing,
     # because KServe's request logger sends the exchanges to the sink service in monitoring/ ("logger");
     # or nowhere ("none"; not "off", which YAML and the environment overrides read as false).
@@ -225,8 +228,9 @@ class MonitoringSettings(_Strict):
     # percentile of the AUC under no drift: no false alarm in 20 A/A windows and the weakest shifts caught
     # of every method tried (benchmarks/drift.py; the table is in docs/monitoring.md). For the fixed-threshold
     # methods the threshold is the score over which a signal drifts.
-    embedding_method: Literal["model", "distance", "mmd", "ratio", "model_bootstrap", "distance_bootstrap"] = \
+    embedding_method: Literal["model", "distance", "mmd", "ratio", "model_bootstrap", "distance_bootstrap"] = (
         "model_bootstrap"
+    )
     embedding_threshold: float = Field(0.99, gt=0.0)
     value_threshold: float = Field(0.2, gt=0.0)  # PSI over which a request feature or an answer signal drifts
     drift_share: float = Field(0.5, gt=0.0, le=1.0)  # retrain when this share of the signals drifts
@@ -348,8 +352,9 @@ def _shown(loc: tuple, value: Any) -> str:
 
 def describe_pydantic_errors(err: ValidationError) -> str:
     """Every problem of a pydantic error on one line: ``field: message (got value)``, joined by '; '."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {_shown(e['loc'], e['input'])})"
-                     for e in err.errors())
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {_shown(e['loc'], e['input'])})" for e in err.errors()
+    )
 
 
 def describe_pydantic_error(source: str, err: ValidationError) -> str:

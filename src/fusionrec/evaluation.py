@@ -41,9 +41,16 @@ def _lists(frame: pd.DataFrame, n_users: int) -> list[np.ndarray]:
     return out
 
 
-def evaluate_ranking(score_fn: ScoreFn, target: pd.DataFrame, exclude: list[pd.DataFrame], n_users: int,
-                     n_items: int, ks: tuple[int, ...] = (10, 20), candidates: np.ndarray | None = None,
-                     batch: int = 512) -> Metrics:
+def evaluate_ranking(
+    score_fn: ScoreFn,
+    target: pd.DataFrame,
+    exclude: list[pd.DataFrame],
+    n_users: int,
+    n_items: int,
+    ks: tuple[int, ...] = (10, 20),
+    candidates: np.ndarray | None = None,
+    batch: int = 512,
+) -> Metrics:
     """Rank every candidate item (default: the whole catalogue) for each user with targets.
 
     Args:
@@ -66,14 +73,18 @@ def evaluate_ranking(score_fn: ScoreFn, target: pd.DataFrame, exclude: list[pd.D
     hit = {k: 0.0 for k in ks}
     shown = np.zeros(n_items, dtype=bool)
     for s in range(0, len(users), batch):
-        ub = users[s: s + batch]
+        ub = users[s : s + batch]
         scores = np.asarray(score_fn(ub), dtype=np.float64).copy()
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
         for row, u in enumerate(ub):
             for ex in excluded:
                 scores[row, ex[u]] = -np.inf
-        top = np.argpartition(-scores, kmax - 1, axis=1)[:, :kmax] if kmax < n_items else np.tile(np.arange(n_items), (len(ub), 1))
+        top = (
+            np.argpartition(-scores, kmax - 1, axis=1)[:, :kmax]
+            if kmax < n_items
+            else np.tile(np.arange(n_items), (len(ub), 1))
+        )
         top_scores = np.take_along_axis(scores, top, axis=1)
         top = np.take_along_axis(top, np.argsort(-top_scores, axis=1, kind="stable"), axis=1)
         for row, u in enumerate(ub):
@@ -89,8 +100,13 @@ def evaluate_ranking(score_fn: ScoreFn, target: pd.DataFrame, exclude: list[pd.D
             shown[top[row][valid]] = True
     n = max(1, len(users))
     pool = int(allowed.sum()) if allowed is not None else n_items
-    return Metrics({k: v / n for k, v in recall.items()}, {k: v / n for k, v in ndcg.items()},
-                   {k: v / n for k, v in hit.items()}, float(shown.sum() / max(1, pool)), len(users))
+    return Metrics(
+        {k: v / n for k, v in recall.items()},
+        {k: v / n for k, v in ndcg.items()},
+        {k: v / n for k, v in hit.items()},
+        float(shown.sum() / max(1, pool)),
+        len(users),
+    )
 
 
 def auc_logloss(pos_logits: np.ndarray, neg_logits: np.ndarray) -> tuple[float, float]:
@@ -101,7 +117,9 @@ def auc_logloss(pos_logits: np.ndarray, neg_logits: np.ndarray) -> tuple[float, 
     scores = np.concatenate([pos_logits, neg_logits]).astype(np.float64)
     y = np.concatenate([np.ones(len(pos_logits)), np.zeros(len(neg_logits))])
     ranks = rankdata(scores, method="average")  # tied scores share their mean rank
-    auc = (ranks[y == 1].sum() - len(pos_logits) * (len(pos_logits) + 1) / 2) / max(1, len(pos_logits) * len(neg_logits))
+    auc = (ranks[y == 1].sum() - len(pos_logits) * (len(pos_logits) + 1) / 2) / max(
+        1, len(pos_logits) * len(neg_logits)
+    )
     p = torch.sigmoid(torch.as_tensor(scores)).clamp(1e-7, 1 - 1e-7).numpy()
     logloss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
     return float(auc), logloss

@@ -43,7 +43,11 @@ def ease(train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items
 
 def prune(B: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` largest weights by magnitude: (indices [n, k], values [n, k])."""
-    idx = np.argpartition(-np.abs(B), k - 1, axis=1)[:, :k] if k < B.shape[1] else np.tile(np.arange(B.shape[1]), (len(B), 1))
+    idx = (
+        np.argpartition(-np.abs(B), k - 1, axis=1)[:, :k]
+        if k < B.shape[1]
+        else np.tile(np.arange(B.shape[1]), (len(B), 1))
+    )
     return idx.astype(np.int64), np.take_along_axis(B, idx, axis=1)
 
 
@@ -52,12 +56,14 @@ def _ndcg(scores: np.ndarray, users: np.ndarray, split) -> float:
 
     row = {int(u): r for r, u in enumerate(users)}
     valid = split.valid[split.valid["user_idx"].isin(users)]
-    return evaluate_ranking(lambda us: scores[[row[int(u)] for u in us]], valid, [split.train], split.n_users,
-                            split.n_items, ks=(20,)).ndcg[20]
+    return evaluate_ranking(
+        lambda us: scores[[row[int(u)] for u in us]], valid, [split.train], split.n_users, split.n_items, ks=(20,)
+    ).ndcg[20]
 
 
-def fit_item_item(model, split, hist: torch.Tensor, hmask: torch.Tensor, network_scores, *, seed: int = 0,
-                  device: str = "cpu") -> dict[str, float]:
+def fit_item_item(
+    model, split, hist: torch.Tensor, hmask: torch.Tensor, network_scores, *, seed: int = 0, device: str = "cpu"
+) -> dict[str, float]:
     """Fit the model's item-item term in place (``model.ii_*`` buffers) and say what was chosen.
 
     ``network_scores(users)`` gives the two towers' scores; the term is chosen on ``split.valid``.
@@ -85,15 +91,24 @@ def fit_item_item(model, split, hist: torch.Tensor, hmask: torch.Tensor, network
         combined = {w: _ndcg(base + w * term, users, split) for w in WEIGHTS}
         w = max(combined, key=combined.get)  # the smallest of equally good weights
         ndcg = combined[w]
-        log.info("item-item: lambda %g, valid NDCG@20 %.4f at weight %g (%.4f on its own)", lam, ndcg, w,
-                 _ndcg(term, users, split))
+        log.info(
+            "item-item: lambda %g, valid NDCG@20 %.4f at weight %g (%.4f on its own)",
+            lam,
+            ndcg,
+            w,
+            _ndcg(term, users, split),
+        )
         if ndcg > best[0] or best[3] is None:
             best = (ndcg, w, lam, (index, value))
     ndcg, chosen, lam, (index, value) = best
     model.ii_index.copy_(torch.from_numpy(index))
     model.ii_value.copy_(torch.from_numpy(value))
     model.ii_weight.fill_(float(chosen))
-    out = {"lambda": lam, "weight": float(chosen), "valid_ndcg@20_network": network,
-           "valid_ndcg@20_with_item_item": ndcg if chosen else network}
+    out = {
+        "lambda": lam,
+        "weight": float(chosen),
+        "valid_ndcg@20_network": network,
+        "valid_ndcg@20_with_item_item": ndcg if chosen else network,
+    }
     log.info("item-item term: %s", out)
     return out

@@ -85,6 +85,7 @@ def of(values: Metrics | dict[str, Any]) -> Metrics:
 def write(folder: str | Path, metrics: Metrics | dict[str, Any]) -> Path:
     """Write ``metrics`` as the ``metrics.json`` of ``folder`` (numbers as floats)."""
     path = Path(folder) / FILE
-    path.write_text(json.dumps(of(metrics).model_dump(mode="json", exclude_none=True), indent=2, default=float),
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps(of(metrics).model_dump(mode="json", exclude_none=True), indent=2, default=float), encoding="utf-8"
+    )
     return path

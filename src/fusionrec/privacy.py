@@ -24,8 +24,10 @@ from functools import cached_property
 from fusionrec.config import PrivacySettings
 
 HONORIFICS = r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Herr|Frau)\.?"
-CUES = (r"(?:[Mm]y name is|[Mm]y name's|[Ii] am|[Ii]'m|[Tt]his is|[Cc]ontact|[Aa]sk for|[Ss]igned|"
-        r"[Rr]egards,|[Ss]incerely,|[Tt]hanks,|[Cc]heers,|[Ff]rom:|[Nn]ame:|[Cc]ustomer:|[Ww]ritten by|[Rr]eviewed by)")
+CUES = (
+    r"(?:[Mm]y name is|[Mm]y name's|[Ii] am|[Ii]'m|[Tt]his is|[Cc]ontact|[Aa]sk for|[Ss]igned|"
+    r"[Rr]egards,|[Ss]incerely,|[Tt]hanks,|[Cc]heers,|[Ff]rom:|[Nn]ame:|[Cc]ustomer:|[Ww]ritten by|[Rr]eviewed by)"
+)
 # A capitalised word in any Latin script (Álvaro, Ødegaard, O'Neil, Jean-Luc).
 _UP, _LOW = "A-ZÀ-ÖØ-ÞĀ-Ž", "a-zß-öø-ÿā-ž"
 NAME_WORD = rf"[{_UP}][{_LOW}]+(?:[-'][{_UP}]?[{_LOW}]+)?"
@@ -166,7 +168,7 @@ class PiiFilter:
         for rec in self._recognizers:
             for r in rec.analyze(text, rec.supported_entities, None):
                 if r.score >= self.settings.score_threshold:
-                    found.append(PiiFinding(r.entity_type, r.start, r.end, r.score, text[r.start:r.end]))
+                    found.append(PiiFinding(r.entity_type, r.start, r.end, r.score, text[r.start : r.end]))
         return sorted(found, key=lambda f: (f.start, -f.end))
 
     def redact(self, text: str | None) -> str | None:

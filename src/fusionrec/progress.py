@@ -19,8 +19,15 @@ log = logging.getLogger("fusionrec.progress")
 class LogProgress:
     """The part of tqdm's interface the platform uses, writing at most five log lines."""
 
-    def __init__(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-                 enabled: bool = True) -> None:
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        *,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        enabled: bool = True,
+    ) -> None:
         self.iterable = iterable
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.desc, self.unit, self.enabled = desc, unit, enabled
@@ -43,8 +50,12 @@ class LogProgress:
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        if (self.enabled and self.total and self.next_quarter < 4 and self.total * self.next_quarter / 4 <= self.n
-                < self.total):
+        if (
+            self.enabled
+            and self.total
+            and self.next_quarter < 4
+            and self.total * self.next_quarter / 4 <= self.n < self.total
+        ):
             self._line(f"{100 * self.n // self.total}%")
             self.next_quarter = int(4 * self.n / self.total) + 1
 
@@ -59,12 +70,29 @@ class LogProgress:
         seconds = time.perf_counter() - self.start
         rate = self.n / seconds if seconds > 0 else 0.0
         of = f"/{self.total:,}" if self.total else ""
-        log.info("%s: %s, %s%s %s in %.1f s (%.1f %s/s)%s", self.desc, what, f"{self.n:,}", of, self.unit, seconds, rate,
-                 self.unit, f" {self.postfix}" if self.postfix else "")
+        log.info(
+            "%s: %s, %s%s %s in %.1f s (%.1f %s/s)%s",
+            self.desc,
+            what,
+            f"{self.n:,}",
+            of,
+            self.unit,
+            seconds,
+            rate,
+            self.unit,
+            f" {self.postfix}" if self.postfix else "",
+        )
 
 
-def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-             enabled: bool = True, **tqdm_options: Any):
+def progress(
+    iterable: Iterable | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    enabled: bool = True,
+    **tqdm_options: Any,
+):
     """A progress bar: tqdm when stderr is a terminal, :class:`LogProgress` lines otherwise."""
     if enabled and sys.stderr.isatty():
         from tqdm.auto import tqdm

@@ -32,8 +32,11 @@ PRECOMPUTED = "precomputed/"
 def encoder_modalities(artifact: Artifact) -> set[str]:
     """The modalities a query by example can be encoded in here: text and image, unless the model was
     trained on precomputed vectors for them (no encoder here makes those)."""
-    return {m for m, e in artifact.encoders.items()
-            if m in ("text", "image") and not str(e.get("identity", "")).startswith(PRECOMPUTED)}
+    return {
+        m
+        for m, e in artifact.encoders.items()
+        if m in ("text", "image") and not str(e.get("identity", "")).startswith(PRECOMPUTED)
+    }
 
 
 @dataclass
@@ -79,8 +82,9 @@ class Result:
 class Recommender:
     """The serving logic over one loaded artifact, independent of KServe (batched, thread-safe for reads)."""
 
-    def __init__(self, artifact: Artifact, encoders: dict[str, Any] | None = None, *, search_pool: int = 100,
-                 blend: float = 0.1) -> None:
+    def __init__(
+        self, artifact: Artifact, encoders: dict[str, Any] | None = None, *, search_pool: int = 100, blend: float = 0.1
+    ) -> None:
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.version = artifact.version
@@ -95,8 +99,10 @@ class Recommender:
             if want is None or str(want).startswith(PRECOMPUTED):
                 continue  # the model has no such modality, or its vectors came precomputed: no query in it
             if want != enc.identity:
-                raise ConfigError(f"the {m} encoder here is {enc.identity!r} but the model was trained on {want!r}; "
-                                  f"configure the same checkpoint (encoders.{m}.checkpoint)")
+                raise ConfigError(
+                    f"the {m} encoder here is {enc.identity!r} but the model was trained on {want!r}; "
+                    f"configure the same checkpoint (encoders.{m}.checkpoint)"
+                )
             self.encoders[m] = enc
         with torch.inference_mode():
             parts = self.model.item_parts()
@@ -107,10 +113,16 @@ class Recommender:
         items = artifact.items.sort_values("item_idx")
         self.item_ids = items["item_id"].astype(str).to_numpy()
         self.item_index = {i: n for n, i in enumerate(self.item_ids)}
-        self.titles = (items["title"].fillna("").astype(str).to_numpy() if "title" in items
-                       else np.full(len(items), "", dtype=object))
-        self.images = (items["image"].fillna("").astype(str).map(lambda p: Path(p).name if p else "").to_numpy()
-                       if "image" in items else np.full(len(items), "", dtype=object))
+        self.titles = (
+            items["title"].fillna("").astype(str).to_numpy()
+            if "title" in items
+            else np.full(len(items), "", dtype=object)
+        )
+        self.images = (
+            items["image"].fillna("").astype(str).map(lambda p: Path(p).name if p else "").to_numpy()
+            if "image" in items
+            else np.full(len(items), "", dtype=object)
+        )
         self.user_index = dict(zip(artifact.users["user_id"].astype(str), artifact.users["user_idx"].astype(int)))
         self.popularity = torch.from_numpy(artifact.popularity.astype(np.float32))
         self.n_items = len(self.item_ids)
@@ -125,16 +137,22 @@ class Recommender:
         return [self.item_index[i] for i in ids]
 
     def _result(self, idx: np.ndarray, scores: np.ndarray, terms: np.ndarray) -> Result:
-        return Result(self.item_ids[idx].tolist(), self.titles[idx].tolist(), self.images[idx].tolist(),
-                      np.asarray(scores, dtype=np.float32), np.asarray(terms, dtype=np.float32))
+        return Result(
+            self.item_ids[idx].tolist(),
+            self.titles[idx].tolist(),
+            self.images[idx].tolist(),
+            np.asarray(scores, dtype=np.float32),
+            np.asarray(terms, dtype=np.float32),
+        )
 
     def _explain(self, user: torch.Tensor, idx: np.ndarray, item_item: torch.Tensor) -> np.ndarray:
         """The model's score terms [len(idx), len(self.terms)] of catalogue items ``idx`` for one user vector
         and that user's item-item term over the catalogue (``item_item``, [n])."""
         t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         with torch.inference_mode():
-            terms = explain(user[None], self.item_parts[t][None], self.item_part_bias[t][None],
-                            self.model.config.temperature)[0].numpy()
+            terms = explain(
+                user[None], self.item_parts[t][None], self.item_part_bias[t][None], self.model.config.temperature
+            )[0].numpy()
         if self.model.has_item_item:
             terms = np.insert(terms, terms.shape[1] - 1, item_item[t].numpy(), axis=1)
         return terms
@@ -149,8 +167,9 @@ class Recommender:
             allowed[excluded] = False
         return allowed
 
-    def _user_vectors(self, rows: list[Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                      list[list[int]], list[bool]]:
+    def _user_vectors(
+        self, rows: list[Row]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[list[int]], list[bool]]:
         """User vectors [B, d] from IDs and histories, the user indices (-1: none), the history masks, the
         item-item term [B, n]; per row the excluded items, and whether it is cold.
 
@@ -170,8 +189,10 @@ class Recommender:
             given = recent + asked
             u = self.user_index.get(row.user_id) if row.user_id is not None else None
             if row.user_id is not None and u is None and not given:
-                raise NotFound(f"unknown user {row.user_id!r}: the model has no such user; send the user's history "
-                               "('history': [item ids]) to be served as a new user, or omit user_id for popular items")
+                raise NotFound(
+                    f"unknown user {row.user_id!r}: the model has no such user; send the user's history "
+                    "('history': [item ids]) to be served as a new user, or omit user_id for popular items"
+                )
             items = given
             if u is not None:
                 users[n] = u
@@ -180,8 +201,8 @@ class Recommender:
                 items = stored + [i for i in given if i not in known]
             items = items[-H:]
             if items:  # right-aligned, the latest last, as in training: the tower reads the last columns
-                hist[n, H - len(items):] = torch.tensor(items, dtype=torch.long)
-                mask[n, H - len(items):] = True
+                hist[n, H - len(items) :] = torch.tensor(items, dtype=torch.long)
+                mask[n, H - len(items) :] = True
             ex = self._items(row.exclude, "exclude")
             if row.exclude_seen:
                 ex += given + (self.artifact.seen(u).tolist() if u is not None else [])
@@ -262,8 +283,10 @@ class Recommender:
         can = sorted(self.encoders)
         alternatives = f"query by {' or '.join(can)}, or" if can else "query"
         if m in self.modalities and identity.startswith(PRECOMPUTED):
-            return (f"this model's {m} vectors came precomputed ({identity}) and no encoder here makes them, so it "
-                    f"cannot be queried by {m}; {alternatives} by 'like': an item id")
+            return (
+                f"this model's {m} vectors came precomputed ({identity}) and no encoder here makes them, so it "
+                f"cannot be queried by {m}; {alternatives} by 'like': an item id"
+            )
         return f"this model has no {m} modality; {alternatives} by 'like': an item id"
 
     def query(self, rows: list[Row]) -> list[Result]:

@@ -30,6 +30,8 @@ VERSION = re.compile(r"v\d{4,9}")  # a version's name: the only form a logged or
 def is_version(name: object) -> bool:
     """Whether ``name`` is a version's name (``vNNNN``): never a path, however it arrived."""
     return isinstance(name, str) and VERSION.fullmatch(name) is not None
+
+
 SOURCE = "source.json"  # the digest of the candidate folder a version was registered from (a retry finds it)
 LOCK = ".registry.lock"  # held while a version number is allocated or the champion changes
 
@@ -86,8 +88,10 @@ def champion(root: str | Path) -> Path | None:
     try:
         name = json.loads(f.read_text(encoding="utf-8"))["version"]
     except (ValueError, KeyError, TypeError):
-        raise DatasetError(f"{f}: not a champion record (damaged?); make a version the champion again with "
-                           "'fusionrec deploy apply --model-version vNNNN --registry ...'") from None
+        raise DatasetError(
+            f"{f}: not a champion record (damaged?); make a version the champion again with "
+            "'fusionrec deploy apply --model-version vNNNN --registry ...'"
+        ) from None
     if not is_version(name):
         raise DatasetError(f"{f}: names {str(name)[:40]!r}, which is not a version (vNNNN)")
     return Path(root) / "versions" / name
@@ -107,12 +111,19 @@ def resolve_version(uri: str, cache_dir: str | Path) -> Path:
     best = champion(path)
     if best is not None and best.exists():
         return best
-    raise ConfigError(f"{uri}: neither a model version folder (model.safetensors) nor a registry with a champion "
-                      "(champion.json); train one with 'fusionrec train'")
+    raise ConfigError(
+        f"{uri}: neither a model version folder (model.safetensors) nor a registry with a champion "
+        "(champion.json); train one with 'fusionrec train'"
+    )
 
 
-def judge(root: str | Path, challenger_metrics: dict[str, Any], margin: float = MARGIN, metric: str = PRIMARY,
-          challenger: str = "candidate") -> GateDecision:
+def judge(
+    root: str | Path,
+    challenger_metrics: dict[str, Any],
+    margin: float = MARGIN,
+    metric: str = PRIMARY,
+    challenger: str = "candidate",
+) -> GateDecision:
     """Decide, without writing anything, whether a challenger beats the champion of ``root`` by ``margin``.
 
     ``challenger_metrics`` is a version's ``metrics.json`` (``test`` holds ``metric``). The comparison is
@@ -129,8 +140,10 @@ def judge(root: str | Path, challenger_metrics: dict[str, Any], margin: float = 
     old_value = old.figure(metric)
     better = value >= old_value * (1 + margin)
     note = "" if old.same_protocol(new) else " (different split protocols)"
-    reason = (f"{metric} {value:.4f} vs champion {old_value:.4f}: "
-              f"{'beats' if better else 'does not beat'} it by the {margin:.0%} margin{note}")
+    reason = (
+        f"{metric} {value:.4f} vs champion {old_value:.4f}: "
+        f"{'beats' if better else 'does not beat'} it by the {margin:.0%} margin{note}"
+    )
     return GateDecision(better, challenger, current.name, metric, value, old_value, margin, reason)
 
 
@@ -149,16 +162,26 @@ def _still_champion(root: Path, expected: str | None, what: str) -> None:
     """Raises: ChampionChanged: the champion of ``root`` is no longer ``expected`` (the lock is held)."""
     current = champion(root)
     if (current.name if current else None) != expected:
-        raise ChampionChanged(f"the champion of {root} is now {current.name if current else None}, not "
-                              f"{expected} as when {what}")
+        raise ChampionChanged(
+            f"the champion of {root} is now {current.name if current else None}, not {expected} as when {what}"
+        )
 
 
 def _promote(root: Path, version: Path, decision: GateDecision) -> None:
     _still_champion(root, decision.champion_before, f"{version.name} was judged; nothing was promoted")
-    atomic_write_text(Path(root) / "champion.json",
-                      json.dumps({"version": version.name, "metric": decision.metric, "value": decision.challenger_value,
-                                  "previous": decision.champion_before,
-                                  "promoted": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
+    atomic_write_text(
+        Path(root) / "champion.json",
+        json.dumps(
+            {
+                "version": version.name,
+                "metric": decision.metric,
+                "value": decision.challenger_value,
+                "previous": decision.champion_before,
+                "promoted": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+            indent=2,
+        ),
+    )
 
 
 def demote(root: str | Path, version: str) -> str | None:
@@ -174,8 +197,11 @@ def demote(root: str | Path, version: str) -> str | None:
         previous = json.loads((root / "champion.json").read_text(encoding="utf-8")).get("previous")
         if previous and (root / "versions" / str(previous) / "model.safetensors").exists():
             value = metrics_file.read(root / "versions" / previous).figure(PRIMARY)
-            _promote(root, root / "versions" / previous,
-                     GateDecision(True, previous, version, PRIMARY, value, None, 0.0, f"{version} rolled back"))
+            _promote(
+                root,
+                root / "versions" / previous,
+                GateDecision(True, previous, version, PRIMARY, value, None, 0.0, f"{version} rolled back"),
+            )
             return previous
         (root / "champion.json").unlink()
         return None
@@ -211,8 +237,9 @@ def reinstate(root: str | Path, version: str) -> GateDecision:
         raise ConfigError(f"{folder}: no such model version (no metrics.json)")
     before = champion(root)
     value = metrics_file.read(folder).figure(PRIMARY)
-    decision = GateDecision(True, version, before.name if before else None, PRIMARY, value, None, 0.0,
-                            f"rolled back to {version}")
+    decision = GateDecision(
+        True, version, before.name if before else None, PRIMARY, value, None, 0.0, f"rolled back to {version}"
+    )
     promote(root, folder, decision)
     return decision
 
@@ -230,8 +257,9 @@ def gate(root: str | Path, challenger: Path, margin: float = MARGIN, metric: str
     return decision
 
 
-def register(root: str | Path, candidate: str | Path, *, champion_too: bool = False,
-             decision: GateDecision | None = None) -> Path:
+def register(
+    root: str | Path, candidate: str | Path, *, champion_too: bool = False, decision: GateDecision | None = None
+) -> Path:
     """Copy a candidate artifact folder into ``root/versions`` under the next version number.
 
     Under the registry's lock: the number is allocated and its folder made once (never replacing one); a
@@ -258,8 +286,9 @@ def register(root: str | Path, candidate: str | Path, *, champion_too: bool = Fa
     return target
 
 
-def register_judged(root: str | Path, candidate: str | Path, margin: float = MARGIN, *,
-                    only_if_better: bool = True) -> tuple[Path | None, GateDecision]:
+def register_judged(
+    root: str | Path, candidate: str | Path, margin: float = MARGIN, *, only_if_better: bool = True
+) -> tuple[Path | None, GateDecision]:
     """Judge a candidate against the champion and register it, under one hold of the registry's lock (no
     other run can promote in between): the new version becomes the champion when it beats the champion.
     With ``only_if_better`` a candidate that does not is not registered at all (``None``).
@@ -303,8 +332,10 @@ def _copy_in(root: Path, candidate: Path) -> Path:
         metrics_file.write(tmp, metrics.model_copy(update={"version": version}))
         card = tmp / "model_card.md"
         if card.exists() and label:
-            card.write_text(card.read_text(encoding="utf-8").replace(f"model {label} on", f"model {version} on", 1),
-                            encoding="utf-8")
+            card.write_text(
+                card.read_text(encoding="utf-8").replace(f"model {label} on", f"model {version} on", 1),
+                encoding="utf-8",
+            )
         (tmp / SOURCE).write_text(json.dumps({"candidate_sha256": digest}), encoding="utf-8")
         write_checksums(tmp)
     return target

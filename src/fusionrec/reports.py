@@ -47,8 +47,9 @@ class GalleryRow:
     held_out: set[int]
 
 
-def sample_rows(dataset, challenger: Path, champion: Path | None, *, users: int = 4, k: int = 10,
-                seed: int = 0) -> list[GalleryRow]:
+def sample_rows(
+    dataset, challenger: Path, champion: Path | None, *, users: int = 4, k: int = 10, seed: int = 0
+) -> list[GalleryRow]:
     """Pick ``users`` users who have held-out test items (the challenger's split) and rank for them."""
     from fusionrec import metrics as metrics_file
     from fusionrec.artifact import load_artifact
@@ -71,12 +72,22 @@ def sample_rows(dataset, challenger: Path, champion: Path | None, *, users: int 
         uid = user_ids.loc[u]
         train = split.train[split.train["user_idx"] == u].sort_values("timestamp")
         # exclude what the models learnt from, not the held-out items (serving would exclude those too)
-        known = item_ids.loc[np.concatenate([train["item_idx"].to_numpy(),
-                                             split.valid.loc[split.valid["user_idx"] == u, "item_idx"].to_numpy()])]
+        known = item_ids.loc[
+            np.concatenate(
+                [train["item_idx"].to_numpy(), split.valid.loc[split.valid["user_idx"] == u, "item_idx"].to_numpy()]
+            )
+        ]
         row = Row("recommend", k, user_id=uid, exclude_seen=False, exclude=known.tolist())
         tops = {name: [item_index[i] for i in rec.recommend([row])[0].item_ids] for name, rec in models.items()}
-        rows.append(GalleryRow(uid, train["item_idx"].tolist()[-k:][::-1], tops["challenger"], tops.get("champion"),
-                               set(split.test.loc[split.test["user_idx"] == u, "item_idx"].tolist())))
+        rows.append(
+            GalleryRow(
+                uid,
+                train["item_idx"].tolist()[-k:][::-1],
+                tops["challenger"],
+                tops.get("champion"),
+                set(split.test.loc[split.test["user_idx"] == u, "item_idx"].tolist()),
+            )
+        )
     return rows
 
 
@@ -93,7 +104,8 @@ def gallery_html(dataset, rows: list[GalleryRow], *, title: str) -> str:
         src = cache[i]
         pic = f'<img src="{src}" alt="">' if src else '<div class="noimg">no image</div>'
         cls = "card" + (" hit" if hit else "") + (" only" if only else "")
-        return f'<div class="{cls}" title="{html.escape(titles.loc[i])}">{pic}<span>{html.escape(titles.loc[i][:40])}</span></div>'
+        title = html.escape(titles.loc[i])
+        return f'<div class="{cls}" title="{title}">{pic}<span>{html.escape(titles.loc[i][:40])}</span></div>'
 
     def strip(label: str, ids: list[int] | None, other: list[int] | None, held_out: set[int]) -> str:
         if ids is None:
@@ -104,16 +116,24 @@ def gallery_html(dataset, rows: list[GalleryRow], *, title: str) -> str:
 
     body = []
     for r in rows:
-        body.append(f'<h2>user {html.escape(r.user_id)}</h2><table>'
-                    f'<tr><th>history<br><small>latest first</small></th><td>{"".join(card(i) for i in r.history)}</td></tr>'
-                    f'{strip("challenger", r.challenger, r.champion, r.held_out)}'
-                    f'{strip("champion", r.champion, r.challenger, r.held_out)}</table>')
-    style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}th{text-align:left;width:8em;"
-             "vertical-align:top;padding:4px}td{padding:4px}.card{display:inline-block;width:84px;margin:2px;"
-             "vertical-align:top;font-size:10px;border:3px solid transparent}.card img,.noimg{width:72px;height:72px;"
-             "object-fit:cover;display:block;background:#eee;font-size:9px}.hit{border-color:#2a2}"
-             ".only{box-shadow:0 0 0 2px #e90 inset}.none{color:#888}")
-    legend = ('<p><span class="card hit">green frame</span>: an item the user went on to interact with (held out '
-              'from training); <span class="card only">orange edge</span>: shown by this model only.</p>')
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{legend}{''.join(body)}</body></html>")
+        body.append(
+            f'<h2>user {html.escape(r.user_id)}</h2><table>'
+            f'<tr><th>history<br><small>latest first</small></th><td>{"".join(card(i) for i in r.history)}</td></tr>'
+            f'{strip("challenger", r.challenger, r.champion, r.held_out)}'
+            f'{strip("champion", r.champion, r.challenger, r.held_out)}</table>'
+        )
+    style = (
+        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}th{text-align:left;width:8em;"
+        "vertical-align:top;padding:4px}td{padding:4px}.card{display:inline-block;width:84px;margin:2px;"
+        "vertical-align:top;font-size:10px;border:3px solid transparent}.card img,.noimg{width:72px;height:72px;"
+        "object-fit:cover;display:block;background:#eee;font-size:9px}.hit{border-color:#2a2}"
+        ".only{box-shadow:0 0 0 2px #e90 inset}.none{color:#888}"
+    )
+    legend = (
+        '<p><span class="card hit">green frame</span>: an item the user went on to interact with (held out '
+        'from training); <span class="card only">orange edge</span>: shown by this model only.</p>'
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{legend}{''.join(body)}</body></html>"
+    )

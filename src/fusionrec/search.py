@@ -48,8 +48,10 @@ def _new_index(dim: int, n: int):
 
 def _features(model) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A fusion model's frozen item embeddings and their masks, per modality."""
-    return ({m: getattr(model, f"feat_{m}").detach().cpu().numpy() for m in model.modality_names},
-            {m: getattr(model, f"mask_{m}").detach().cpu().numpy() for m in model.modality_names})
+    return (
+        {m: getattr(model, f"feat_{m}").detach().cpu().numpy() for m in model.modality_names},
+        {m: getattr(model, f"mask_{m}").detach().cpu().numpy() for m in model.modality_names},
+    )
 
 
 @dataclass
@@ -67,7 +69,9 @@ class SearchHits:
 class ItemSearch:
     """Per-modality FAISS indexes over a catalogue's encoder embeddings (see the module docstring)."""
 
-    def __init__(self, vectors: dict[str, np.ndarray], masks: dict[str, np.ndarray], indexes: dict | None = None) -> None:
+    def __init__(
+        self, vectors: dict[str, np.ndarray], masks: dict[str, np.ndarray], indexes: dict | None = None
+    ) -> None:
         self.modalities = sorted(vectors)
         self.vectors = {m: _normalised(v) * masks[m][:, None] for m, v in vectors.items()}  # zeros where absent
         self.masks = {m: np.asarray(masks[m], dtype=bool) for m in self.modalities}
@@ -95,8 +99,11 @@ class ItemSearch:
         meta = {}
         for m in self.modalities:
             faiss.write_index(self.indexes[m], str(folder / f"{m}.faiss"))
-            meta[m] = {"kind": type(self.indexes[m]).__name__, "items": int(len(self.rows[m])),
-                       "dim": int(self.vectors[m].shape[1])}
+            meta[m] = {
+                "kind": type(self.indexes[m]).__name__,
+                "items": int(len(self.rows[m])),
+                "dim": int(self.vectors[m].shape[1]),
+            }
         (folder / "index.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
@@ -107,16 +114,19 @@ class ItemSearch:
 
         folder = Path(folder)
         vectors, masks = _features(model)
-        meta = json.loads((folder / "index.json").read_text(encoding="utf-8")) if (folder / "index.json").exists() else {}
-        fits = set(meta) == set(vectors) and all(meta[m]["items"] == int(masks[m].sum()) and
-                                                 meta[m]["dim"] == vectors[m].shape[1] for m in vectors)
+        meta = (
+            json.loads((folder / "index.json").read_text(encoding="utf-8")) if (folder / "index.json").exists() else {}
+        )
+        fits = set(meta) == set(vectors) and all(
+            meta[m]["items"] == int(masks[m].sum()) and meta[m]["dim"] == vectors[m].shape[1] for m in vectors
+        )
         if not fits:
             log.warning("%s: no search index for this model's modalities; building it now", folder)
             return cls(vectors, masks)
         return cls(vectors, masks, {m: faiss.read_index(str(folder / f"{m}.faiss")) for m in vectors})
 
     def item_queries(self, items: list[int]) -> list[dict[str, np.ndarray]]:
-        """"More like this item": each item's own normalised embedding in every modality it has."""
+        """ "More like this item": each item's own normalised embedding in every modality it has."""
         return [{m: self.vectors[m][i] for m in self.modalities if self.masks[m][i]} for i in items]
 
     def search(self, queries: list[dict[str, np.ndarray]], pool: int) -> list[SearchHits]:

@@ -12,8 +12,9 @@ pytestmark = pytest.mark.e2e
 
 def cli(*args, cwd=None):
     env = {**os.environ, "FUSIONREC_PROFILE": "local"}
-    return subprocess.run([sys.executable, "-m", "fusionrec", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fusionrec", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 def test_help_lists_the_commands():
@@ -26,7 +27,19 @@ def test_help_lists_the_commands():
 
 
 def test_synth_then_validate(tmp_path):
-    r = cli("data", "synth", "--users", "60", "--items", "100", "--seed", "2", "--out", str(tmp_path / "ds"), "--no-progress")
+    r = cli(
+        "data",
+        "synth",
+        "--users",
+        "60",
+        "--items",
+        "100",
+        "--seed",
+        "2",
+        "--out",
+        str(tmp_path / "ds"),
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
     assert summary["items"] == 100 and summary["interactions"] == 60 * 30
@@ -61,15 +74,21 @@ def test_over_budget_exits_1_with_the_failing_check(tmp_path):
 
 
 def test_privacy_redact_reads_stdin():
-    r = subprocess.run([sys.executable, "-m", "fusionrec", "privacy", "redact"], input="mail me at a.b@example.com\n",
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "fusionrec", "privacy", "redact"],
+        input="mail me at a.b@example.com\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and r.stdout.strip() == "mail me at <EMAIL_ADDRESS>"
 
 
 def test_config_show_applies_env_overrides():
     env = {**os.environ, "FUSIONREC__VALIDATION__MAX_TEXT_CHARS": "123"}
-    r = subprocess.run([sys.executable, "-m", "fusionrec", "config", "show"], capture_output=True, text=True, env=env,
-                       timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "fusionrec", "config", "show"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert r.returncode == 0 and json.loads(r.stdout)["validation"]["max_text_chars"] == 123
 
 
@@ -101,7 +120,11 @@ def test_synth_to_trained_model_features_and_comparison(tmp_path):
     assert {n: meta[n]["dim"] for n in meta} == {"text": 384, "image": 1280, "audio": 16, "tabular": 4}  # price, year
     for name, info in meta.items():
         values, mask = np.load(e / f"{name}.npy"), np.load(e / f"{name}.mask.npy")
-        assert values.shape == (100, info["dim"]) and info["present"] == int(mask.sum()) and np.isfinite(values[mask]).all()
+        assert (
+            values.shape == (100, info["dim"])
+            and info["present"] == int(mask.sum())
+            and np.isfinite(values[mask]).all()
+        )
     masked = pd.read_csv(e / "masked.csv")
     assert list(masked.columns) == ["item_id", "modality", "reason"] and masked.empty  # a clean synthetic set
     items = pd.read_parquet(v / "items.parquet")
@@ -112,11 +135,17 @@ def test_synth_to_trained_model_features_and_comparison(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     masked = pd.read_csv(e / "masked.csv", dtype=str)
     assert masked[["item_id", "modality"]].values.tolist() == [[gone, "text"]] and masked["reason"].iloc[0]
-    assert not np.load(e / "text.mask.npy")[0] and json.loads((e / "embeddings.json").read_text())["modalities"]["text"]["present"] == 99
+    assert (
+        not np.load(e / "text.mask.npy")[0]
+        and json.loads((e / "embeddings.json").read_text())["modalities"]["text"]["present"] == 99
+    )
 
     # features: offline tables, the registry, the online store; the latest history of a user comes back online
-    for args in (("features", "build", str(v), "--embeddings", str(e), "--out", str(f)),
-                 ("features", "apply", "--data-dir", str(f)), ("features", "materialize", "--data-dir", str(f))):
+    for args in (
+        ("features", "build", str(v), "--embeddings", str(e), "--out", str(f)),
+        ("features", "apply", "--data-dir", str(f)),
+        ("features", "materialize", "--data-dir", str(f)),
+    ):
         r = cli(*args)
         assert r.returncode == 0, (args, r.stderr[-2000:])
     assert "applied to the sqlite profile" in r.stdout or "materialised up to" in r.stdout
@@ -128,33 +157,58 @@ def test_synth_to_trained_model_features_and_comparison(tmp_path):
     item_ids = items.set_index("item_idx")["item_id"].astype(str)
     mine = pos[pos["user_idx"] == 0].sort_values("timestamp", kind="stable")
     got = online_user_features(feature_store(FeatureSettings(), f), [users[0]]).history[0]
-    assert got == item_ids[mine["item_idx"]].tolist()[-FeatureSettings().history_length:]
+    assert got == item_ids[mine["item_idx"]].tolist()[-FeatureSettings().history_length :]
 
     # train: a versioned artifact with its curves, the seen items of every user and the encoders it needs
-    r = cli("train", str(v), "--embeddings", str(e), "--models", str(m), "--epochs", "2", "--dim", "16", "--no-progress")
+    r = cli(
+        "train", str(v), "--embeddings", str(e), "--models", str(m), "--epochs", "2", "--dim", "16", "--no-progress"
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    first = json.loads(r.stdout[r.stdout.index("{"):])
+    first = json.loads(r.stdout[r.stdout.index("{") :])
     art = m / "versions" / "v0001"
     assert first["promoted"] and (art / "model.safetensors").exists()
     assert (art / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     seen = np.load(art / "seen.npz")
     for u in (0, 7, 31):
         expected = sorted(set(pos.loc[pos["user_idx"] == u, "item_idx"]))
-        assert seen["indices"][seen["indptr"][u]: seen["indptr"][u + 1]].tolist() == expected
+        assert seen["indices"][seen["indptr"][u] : seen["indptr"][u + 1]].tolist() == expected
     encoders = json.loads((art / "encoders.json").read_text())
     assert {n: encoders[n]["identity"] for n in encoders} == {n: meta[n]["identity"] for n in meta}
     assert not (m / "checkpoints").exists() or not any((m / "checkpoints").iterdir())  # cleaned up after the run
 
-    r = cli("train", str(v), "--embeddings", str(e), "--models", str(m), "--epochs", "2", "--dim", "16", "--margin", "0.5",
-            "--no-progress")
-    second = json.loads(r.stdout[r.stdout.index("{"):])
+    r = cli(
+        "train",
+        str(v),
+        "--embeddings",
+        str(e),
+        "--models",
+        str(m),
+        "--epochs",
+        "2",
+        "--dim",
+        "16",
+        "--margin",
+        "0.5",
+        "--no-progress",
+    )
+    second = json.loads(r.stdout[r.stdout.index("{") :])
     assert not second["promoted"] and "does not beat" in second["gate"]  # a 50% margin is out of reach
     assert json.loads((m / "champion.json").read_text())["version"] == "v0001"
 
     # evaluate: every model on one split, each metric a probability, the fused model above popularity
     names = ["fusion", "mostpop", "bpr_mf", "cornac_bpr", "cornac_vbpr", "ease"]
-    r = cli("evaluate", str(v), "--embeddings", str(e), "--out", str(tmp_path / "eval"), "--models", ",".join(names),
-            "--epochs", "8")
+    r = cli(
+        "evaluate",
+        str(v),
+        "--embeddings",
+        str(e),
+        "--out",
+        str(tmp_path / "eval"),
+        "--models",
+        ",".join(names),
+        "--epochs",
+        "8",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     results = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert list(results) == names
@@ -170,8 +224,16 @@ def test_synth_to_trained_model_features_and_comparison(tmp_path):
 
 
 def test_unknown_fusion_type_fails_before_any_computation(tmp_path):
-    r = cli("train", str(tmp_path / "nowhere"), "--embeddings", str(tmp_path), "--models", str(tmp_path / "m"),
-            "--fusion", "sum")
+    r = cli(
+        "train",
+        str(tmp_path / "nowhere"),
+        "--embeddings",
+        str(tmp_path),
+        "--models",
+        str(tmp_path / "m"),
+        "--fusion",
+        "sum",
+    )
     assert r.returncode == 2 and "training spec: fusion: Input should be 'gated' or 'concat' (got 'sum')" in r.stderr
 
 
@@ -185,8 +247,21 @@ def test_a_diverged_run_exits_1_with_its_diagnosis_and_leaves_the_champion(tmp_p
     emb.mkdir()
     synth_validated.save(data)
     save_embeddings(synth_embeddings, synth_validated.items["item_id"].to_numpy(), emb)
-    train = ("train", str(data), "--embeddings", str(emb), "--models", str(models), "--epochs", "1", "--dim", "16",
-             "--modalities", "text,image", "--no-progress")
+    train = (
+        "train",
+        str(data),
+        "--embeddings",
+        str(emb),
+        "--models",
+        str(models),
+        "--epochs",
+        "1",
+        "--dim",
+        "16",
+        "--modalities",
+        "text,image",
+        "--no-progress",
+    )
     r = cli(*train)
     assert r.returncode == 0, r.stderr[-2000:]
     champion = (models / "champion.json").read_text()
@@ -195,8 +270,14 @@ def test_a_diverged_run_exits_1_with_its_diagnosis_and_leaves_the_champion(tmp_p
     np.save(emb / "image.npy", image)
     r = cli(*train)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1].startswith("error: training diverged: loss nan at epoch 1, step 0; "
-                                                        "non-finite input features in ['image']; no artifact written")
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: training diverged: loss nan at epoch 1, step 0; "
+            "non-finite input features in ['image']; no artifact written"
+        )
+    )
     assert sorted(p.name for p in (models / "versions").iterdir()) == ["v0001"]  # no artifact, no half-written one
     assert (models / "champion.json").read_text() == champion  # production untouched
 

@@ -18,14 +18,16 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/fusionrec:0.1.0-cpu"
 
 if shutil.which("podman") is None:
-    pytest.skip("podman is not installed here (scripts/podman-setup.sh installs it; .ci/run does)",
-                allow_module_level=True)
+    pytest.skip(
+        "podman is not installed here (scripts/podman-setup.sh installs it; .ci/run does)", allow_module_level=True
+    )
 
 
 @pytest.fixture(scope="module")
 def image():
-    r = subprocess.run([str(REPO / "scripts" / "images.sh"), "component", "cpu"], capture_output=True, text=True,
-                       timeout=3600)
+    r = subprocess.run(
+        [str(REPO / "scripts" / "images.sh"), "component", "cpu"], capture_output=True, text=True, timeout=3600
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return IMAGE
 
@@ -34,8 +36,11 @@ def image():
 def docker_host(tmp_path_factory):
     """podman's Docker-compatible API on a socket of our own."""
     sock = tmp_path_factory.mktemp("podman") / "podman.sock"
-    service = subprocess.Popen(["podman", "system", "service", "--time", "0", f"unix://{sock}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time", "0", f"unix://{sock}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(100):
         if sock.exists():
             break
@@ -47,18 +52,32 @@ def docker_host(tmp_path_factory):
 
 def test_the_image_runs_as_a_non_root_user_with_fusionrec_kfp_and_the_manifest_templates(image):
     """The deploy and TrainJob steps render manifests: the installed package finds them in the image."""
-    r = subprocess.run(["podman", "run", "--rm", image, "sh", "-c",
-                        "id -u && python -c 'import fusionrec, kfp, torch, components.training, serving.predictor; "
-                        "from fusionrec.platform.deploy import load_manifest; from fusionrec.platform.trainjob import render_trainjob; "
-                        "load_manifest(); render_trainjob(name=\"x\", image=\"i\", job_dir=\"/j\", spec={}); "
-                        "print(kfp.__version__, torch.__version__)'"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            "podman",
+            "run",
+            "--rm",
+            image,
+            "sh",
+            "-c",
+            "id -u && python -c 'import fusionrec, kfp, torch, components.training, serving.predictor; "
+            "from fusionrec.platform.deploy import load_manifest; "
+            "from fusionrec.platform.trainjob import render_trainjob; "
+            "load_manifest(); render_trainjob(name=\"x\", image=\"i\", job_dir=\"/j\", spec={}); "
+            "print(kfp.__version__, torch.__version__)'",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     uid, versions = r.stdout.split()[0], r.stdout.split()[1:]
     assert uid == "10001" and versions == ["2.17.3", "2.13.0+cpu"]
 
 
-def test_a_pipeline_step_runs_in_its_container_through_the_docker_api(image, docker_host, synth_clean, tmp_path,
-                                                                       monkeypatch):
+def test_a_pipeline_step_runs_in_its_container_through_the_docker_api(
+    image, docker_host, synth_clean, tmp_path, monkeypatch
+):
     """The validate component, as KFP's DockerRunner runs it on a laptop: its outputs land in the pipeline
     root, written by the image's user (uid 10001), not by root."""
     from docker.types import Mount
@@ -71,8 +90,9 @@ def test_a_pipeline_step_runs_in_its_container_through_the_docker_api(image, doc
     root = tmp_path / "root"
     root.mkdir()
     root.chmod(0o777)
-    local.init(runner=docker_runner([Mount(str(synth_clean), str(synth_clean), type="bind")]),
-               pipeline_root=str(root))  # the runner mounts the pipeline root itself
+    local.init(
+        runner=docker_runner([Mount(str(synth_clean), str(synth_clean), type="bind")]), pipeline_root=str(root)
+    )  # the runner mounts the pipeline root itself
     task = build(image)["validate"](contract=str(synth_clean / "dataset.yaml"), settings={})
     clean = Path(task.outputs["clean"].path)
     assert (clean / "items.parquet").exists() and (clean / "report.json").exists()
@@ -83,8 +103,9 @@ def test_a_pipeline_step_runs_in_its_container_through_the_docker_api(image, doc
 
 
 @pytest.mark.parametrize("code", [0, 3])
-def test_a_step_reports_its_containers_own_exit_status_even_when_it_exits_at_once(image, docker_host, monkeypatch,
-                                                                                    capsys, code):
+def test_a_step_reports_its_containers_own_exit_status_even_when_it_exits_at_once(
+    image, docker_host, monkeypatch, capsys, code
+):
     """kfp's own runner reads the status after an auto-removed container is gone: podman answers 500 (a CI
     run failed on it) and kfp takes a vanished container for success. Ours reads it first, then removes."""
     import docker
@@ -100,18 +121,50 @@ def test_a_step_reports_its_containers_own_exit_status_even_when_it_exits_at_onc
     assert {c.id for c in client.containers.list(all=True)} == before
 
 
-def test_the_whole_pipeline_runs_with_every_step_in_its_container(image, docker_host, synth_clean, tmp_path,
-                                                                   free_port):
+def test_the_whole_pipeline_runs_with_every_step_in_its_container(image, docker_host, synth_clean, tmp_path, free_port):
     env = {**os.environ, "DOCKER_HOST": docker_host, "FUSIONREC_PROFILE": "local"}
-    options = ["--set", f"serving.predictor_port={free_port()}", "--set", f"serving.transformer_port={free_port()}",
-               "--set", f"paths.artifacts={tmp_path / 'artifacts'}", "--set", f"paths.cache={tmp_path / 'cache'}"]
-    r = subprocess.run([sys.executable, "-m", "fusionrec", "pipeline", "run", "--local", "--runner", "docker",
-                        "--image", image, "--contract", str(synth_clean / "dataset.yaml"),
-                        "--registry", str(tmp_path / "models"), "--root", str(tmp_path / "root"), "--epochs", "2",
-                        "--dim", "16", *options], capture_output=True, text=True, env=env, timeout=1800)
+    options = [
+        "--set",
+        f"serving.predictor_port={free_port()}",
+        "--set",
+        f"serving.transformer_port={free_port()}",
+        "--set",
+        f"paths.artifacts={tmp_path / 'artifacts'}",
+        "--set",
+        f"paths.cache={tmp_path / 'cache'}",
+    ]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusionrec",
+            "pipeline",
+            "run",
+            "--local",
+            "--runner",
+            "docker",
+            "--image",
+            image,
+            "--contract",
+            str(synth_clean / "dataset.yaml"),
+            "--registry",
+            str(tmp_path / "models"),
+            "--root",
+            str(tmp_path / "root"),
+            "--epochs",
+            "2",
+            "--dim",
+            "16",
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
     try:
         assert r.returncode == 0, r.stderr[-4000:]
-        summary = json.loads(r.stdout[r.stdout.rindex('{\n  "promoted"'):])
+        summary = json.loads(r.stdout[r.stdout.rindex('{\n  "promoted"') :])
         assert summary["promoted"] is True and summary["champion"] == "v0001"
         assert summary["serving"]  # served on the host after the run: a container's servers die with it
         (run,) = (tmp_path / "root").glob("fusionrec-training-*")
@@ -121,8 +174,12 @@ def test_the_whole_pipeline_runs_with_every_step_in_its_container(image, docker_
         assert (run / "train" / "model" / "model.safetensors").stat().st_uid == 10001
         assert json.loads((tmp_path / "models" / "champion.json").read_text())["version"] == "v0001"
     finally:
-        subprocess.run([sys.executable, "-m", "fusionrec", "serve", "--stop"], capture_output=True, timeout=60,
-                       env={**env, "FUSIONREC__PATHS__ARTIFACTS": str(tmp_path / "artifacts")})
+        subprocess.run(
+            [sys.executable, "-m", "fusionrec", "serve", "--stop"],
+            capture_output=True,
+            timeout=60,
+            env={**env, "FUSIONREC__PATHS__ARTIFACTS": str(tmp_path / "artifacts")},
+        )
 
 
 def _free_port() -> int:
@@ -141,8 +198,11 @@ def test_the_bundles_services_run_in_the_image_as_their_manifests_say(image, nam
 
     from fusionrec.platform.bundle import kustomize
 
-    (dep,) = [d for d in kustomize(REPO / "manifests" / "overlays" / "dev")
-              if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+    (dep,) = [
+        d
+        for d in kustomize(REPO / "manifests" / "overlays" / "dev")
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == name
+    ]
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["image"] == image and c["securityContext"]["readOnlyRootFilesystem"] is True
@@ -150,8 +210,22 @@ def test_the_bundles_services_run_in_the_image_as_their_manifests_say(image, nam
     port = _free_port()  # host networking: the container's port must not collide with the servers here
     command = list(c["command"])
     command[command.index("--port") + 1] = str(port)
-    args = ["podman", "run", "-d", "--network", "host", "--read-only", "--user", f"{user}:{user}",
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--name", f"bundle-{name}-{port}"]
+    args = [
+        "podman",
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "--read-only",
+        "--user",
+        f"{user}:{user}",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--name",
+        f"bundle-{name}-{port}",
+    ]
     args += [a for e in c["env"] if "value" in e for a in ("-e", f"{e['name']}={e['value']}")]
     volumes = {v["name"]: v for v in pod["volumes"]}
     for m in c["volumeMounts"]:

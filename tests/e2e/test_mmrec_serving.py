@@ -26,38 +26,64 @@ def write_mmrec(folder, n_users=60, n_items=40, seed=0):
     inter.to_csv(folder / "tiny.inter", sep="\t", index=False)
     np.save(folder / "text_feat.npy", rng.normal(size=(n_items, 384)).astype(np.float32))
     np.save(folder / "image_feat.npy", rng.normal(size=(n_items, 32)).astype(np.float32))
-    contract = {"name": "tiny-mmrec", "format": "mmrec", "root": ".",
-                "interactions": {"path": "tiny.inter", "roles": {"user_id": "userID", "item_id": "itemID",
-                                                                  "rating": "rating", "split": "x_label"}},
-                "modalities": [{"name": "text", "path": "text_feat.npy"}, {"name": "image", "path": "image_feat.npy"}]}
+    contract = {
+        "name": "tiny-mmrec",
+        "format": "mmrec",
+        "root": ".",
+        "interactions": {
+            "path": "tiny.inter",
+            "roles": {"user_id": "userID", "item_id": "itemID", "rating": "rating", "split": "x_label"},
+        },
+        "modalities": [{"name": "text", "path": "text_feat.npy"}, {"name": "image", "path": "image_feat.npy"}],
+    }
     (folder / "dataset.yaml").write_text(yaml.safe_dump(contract))
     return folder / "dataset.yaml"
 
 
 def test_a_precomputed_dataset_without_timestamps_trains_builds_features_and_serves(tmp_path, free_port):
     contract = write_mmrec(tmp_path)
-    env = {**os.environ, "FUSIONREC_PROFILE": "local", "FUSIONREC__PATHS__ARTIFACTS": str(tmp_path / "art"),
-           "FUSIONREC__PATHS__CACHE": str(tmp_path / "cache"), "FUSIONREC__ENCODERS__DEVICE": "cpu",
-           "FUSIONREC__SERVING__STORAGE_URI": str(tmp_path / "models"),
-           "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
-           "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "FUSIONREC_PROFILE": "local",
+        "FUSIONREC__PATHS__ARTIFACTS": str(tmp_path / "art"),
+        "FUSIONREC__PATHS__CACHE": str(tmp_path / "cache"),
+        "FUSIONREC__ENCODERS__DEVICE": "cpu",
+        "FUSIONREC__SERVING__STORAGE_URI": str(tmp_path / "models"),
+        "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
+        "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
+    }
 
     def cli(*args, ok=True):
-        r = subprocess.run([sys.executable, "-m", "fusionrec", *args], capture_output=True, text=True, env=env,
-                           timeout=600)
+        r = subprocess.run(
+            [sys.executable, "-m", "fusionrec", *args], capture_output=True, text=True, env=env, timeout=600
+        )
         if ok:
             assert r.returncode == 0, (args, r.stderr[-3000:])
         return r
 
     cli("data", "validate", str(contract), "--out", str(tmp_path / "v"), "--no-progress")
     cli("embed", str(tmp_path / "v"), "--out", str(tmp_path / "e"), "--no-progress")
-    cli("train", str(tmp_path / "v"), "--embeddings", str(tmp_path / "e"), "--models", str(tmp_path / "models"),
-        "--protocol", "given", "--epochs", "2", "--dim", "16", "--no-progress")
+    cli(
+        "train",
+        str(tmp_path / "v"),
+        "--embeddings",
+        str(tmp_path / "e"),
+        "--models",
+        str(tmp_path / "models"),
+        "--protocol",
+        "given",
+        "--epochs",
+        "2",
+        "--dim",
+        "16",
+        "--no-progress",
+    )
     encoders = json.loads(next((tmp_path / "models" / "versions").glob("v*/encoders.json")).read_text())
     assert encoders["text"]["identity"] == "precomputed/text/384"
     # Feast features without timestamps: a documented default event time and a warning
-    built = cli("features", "build", str(tmp_path / "v"), "--embeddings", str(tmp_path / "e"),
-                "--out", str(tmp_path / "f"))
+    built = cli(
+        "features", "build", str(tmp_path / "v"), "--embeddings", str(tmp_path / "e"), "--out", str(tmp_path / "f")
+    )
     assert "no timestamps" in built.stderr and "2000-01-01" in built.stderr
     history = pd.read_parquet(tmp_path / "f" / "user_history.parquet")
     assert history["event_timestamp"].min() >= pd.Timestamp("2000-01-01", tz="UTC")

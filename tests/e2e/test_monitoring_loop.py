@@ -33,11 +33,13 @@ MODEL = "fusionrec"
 PII = ["Maria Gonzalez", "maria.gonzalez@example.com", "+1 415 555 0132", "4111 1111 1111 1111"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
 # another topic than the catalogue's: the text queries of the drifted traffic
-OFF_TOPIC = ["quarterly tax filing deadline for small business payroll accounts",
-             "replace the brake pads and rotors on a diesel pickup truck",
-             "symptoms of seasonal influenza in toddlers and when to call a doctor",
-             "mortgage refinancing rates fell again this week according to lenders",
-             "how to prune tomato plants in a greenhouse during early spring"]
+OFF_TOPIC = [
+    "quarterly tax filing deadline for small business payroll accounts",
+    "replace the brake pads and rotors on a diesel pickup truck",
+    "symptoms of seasonal influenza in toddlers and when to call a doctor",
+    "mortgage refinancing rates fell again this week according to lenders",
+    "how to prune tomato plants in a greenhouse during early spring",
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,26 +51,42 @@ def loop(tmp_path_factory, synth_clean, synth_validated, synth_embeddings, free_
     features = root / "features"  # a Feast store, where the feedback (later interactions) is pushed
     features.mkdir()
     build_feature_tables(ds, emb, features, 20)
-    env = {"FUSIONREC__SERVING__STORAGE_URI": str(models), "FUSIONREC__PATHS__ARTIFACTS": str(root / "artifacts"),
-           "FUSIONREC__PATHS__CACHE": str(root / "cache"), "FUSIONREC__ENCODERS__DEVICE": "cpu",
-           "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()), "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
-           "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"), "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.3",
-           "FUSIONREC__MONITORING__LOG_KEY": "test-only-key-0123456789abcdefghijklmnopqrstuvwxyz", "FUSIONREC__FEATURES__DATA_DIR": str(features)}
+    env = {
+        "FUSIONREC__SERVING__STORAGE_URI": str(models),
+        "FUSIONREC__PATHS__ARTIFACTS": str(root / "artifacts"),
+        "FUSIONREC__PATHS__CACHE": str(root / "cache"),
+        "FUSIONREC__ENCODERS__DEVICE": "cpu",
+        "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
+        "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
+        "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
+        "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.3",
+        "FUSIONREC__MONITORING__LOG_KEY": "test-only-key-0123456789abcdefghijklmnopqrstuvwxyz",
+        "FUSIONREC__FEATURES__DATA_DIR": str(features),
+    }
     settings = load_settings(env=env)
     store = fs.feature_store(settings.features, features)
     fs.apply(store, features)
     fs.materialize(store)
     servers = local.serve(settings, feast=False, log_dir=root / "logs", env=env)
-    yield {"servers": servers, "settings": settings, "ds": ds, "root": root, "models": models, "synth": synth_clean,
-           "store": store, "env": env}
+    yield {
+        "servers": servers,
+        "settings": settings,
+        "ds": ds,
+        "root": root,
+        "models": models,
+        "synth": synth_clean,
+        "store": store,
+        "env": env,
+    }
     servers.stop()
 
 
 def _send(loop, instances: list[dict], batch: int = 32) -> None:
     url = f"{loop['servers'].transformer_url}/v1/models/{MODEL}:predict"
     for i in range(0, len(instances), batch):
-        r = httpx.post(url, json={"instances": instances[i:i + batch]}, timeout=60,
-                       headers=client_headers(loop["settings"]))
+        r = httpx.post(
+            url, json={"instances": instances[i : i + batch]}, timeout=60, headers=client_headers(loop["settings"])
+        )
         assert r.status_code == 200, r.text
 
 
@@ -90,7 +108,7 @@ def _traffic(loop, n: int, seed: int, off_topic: float = 0.0) -> list[dict]:
         elif r < 0.55:
             out.append({"history": latest[int(rng.integers(len(latest)))], "k": 10})
         else:
-            text = (rng.choice(OFF_TOPIC) if rng.random() < off_topic else str(rng.choice(texts)))
+            text = rng.choice(OFF_TOPIC) if rng.random() < off_topic else str(rng.choice(texts))
             if rng.random() < 0.2:
                 text += f" Contact {PII[0]} at {PII[1]} or {PII[2]}, card {PII[3]}."
             out.append({"text": text, "k": 10})
@@ -99,8 +117,13 @@ def _traffic(loop, n: int, seed: int, off_topic: float = 0.0) -> list[dict]:
 
 def _window_settings(loop, start: datetime, end: datetime):
     hours = (end - start).total_seconds() / 3600
-    return loop["settings"].model_copy(update={"monitoring": loop["settings"].monitoring.model_copy(update={
-        "window_hours": hours, "min_records": 100, "cooldown_h": 24.0})})
+    return loop["settings"].model_copy(
+        update={
+            "monitoring": loop["settings"].monitoring.model_copy(
+                update={"window_hours": hours, "min_records": 100, "cooldown_h": 24.0}
+            )
+        }
+    )
 
 
 def _mark() -> datetime:
@@ -112,11 +135,19 @@ def test_drift_starts_retraining_once_quiet_traffic_starts_nothing_and_no_pii_is
     runs: list[str] = []
     from pipelines.monitoring import retrainer
 
-    local_pipeline = retrainer(None, {
-        "contract": str(loop["synth"] / "dataset.yaml"), "registry": str(loop["models"]),
-        "pipeline_root": str(tmp_path / "root"), "modalities": ["text", "image"],
-        "spec": {"epochs": 1, "dim": 8}, "baselines": ["mostpop"], "deploy": False,
-        "settings": {"paths": {"artifacts": str(tmp_path / "a"), "cache": str(loop["root"] / "cache")}}})
+    local_pipeline = retrainer(
+        None,
+        {
+            "contract": str(loop["synth"] / "dataset.yaml"),
+            "registry": str(loop["models"]),
+            "pipeline_root": str(tmp_path / "root"),
+            "modalities": ["text", "image"],
+            "spec": {"epochs": 1, "dim": 8},
+            "baselines": ["mostpop"],
+            "deploy": False,
+            "settings": {"paths": {"artifacts": str(tmp_path / "a"), "cache": str(loop["root"] / "cache")}},
+        },
+    )
 
     def retrain(decision):
         runs.append(decision.reason)
@@ -157,13 +188,25 @@ def test_drift_starts_retraining_once_quiet_traffic_starts_nothing_and_no_pii_is
     assert few.decision.status == "not enough data" and len(runs) == 1
 
     # the command an SRE (or cron) runs: the last hour holds the drifted traffic, and the debounce holds
-    cli = subprocess.run([sys.executable, "-m", "fusionrec", "monitor", "run", "--no-retrain"], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, **loop["env"]})
+    cli = subprocess.run(
+        [sys.executable, "-m", "fusionrec", "monitor", "run", "--no-retrain"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **loop["env"]},
+    )
     assert cli.returncode == 0, cli.stderr[-2000:]
-    said = json.loads(cli.stdout[cli.stdout.index("{"):])
-    assert said["status"] == "drift" and said["debounced"] and not said["retrain"] and said["report"].endswith("index.html")
+    said = json.loads(cli.stdout[cli.stdout.index("{") :])
+    assert (
+        said["status"] == "drift"
+        and said["debounced"]
+        and not said["retrain"]
+        and said["report"].endswith("index.html")
+    )
 
-    decisions = [json.loads(x) for x in (Path(loop["settings"].monitoring.folder) / "decisions.jsonl").read_text().splitlines()]
+    decisions = [
+        json.loads(x) for x in (Path(loop["settings"].monitoring.folder) / "decisions.jsonl").read_text().splitlines()
+    ]
     assert [d["status"] for d in decisions] == ["quiet", "drift", "drift", "not enough data", "drift"]
     leaks = _scan_for_pii(Path(loop["settings"].monitoring.folder))
     assert leaks == [], leaks
@@ -176,9 +219,17 @@ def _push_feedback(loop, start: datetime, end: datetime) -> int:
 
     frame = read_window(Path(loop["settings"].monitoring.folder) / "logs", start, end).frame
     frame = frame[frame["kind"].isin(["user"])].sort_values("time").drop_duplicates("user", keep="last")
-    ids = {pseudonymise(u, b"test-only-key-0123456789abcdefghijklmnopqrstuvwxyz"): u for u in loop["ds"].users["user_id"].astype(str)}
-    new = pd.DataFrame({"user_id": [ids[p] for p in frame["user"]], "item_id": [items[0] for items in frame["items"]],
-                        "timestamp": int(time.time())})
+    ids = {
+        pseudonymise(u, b"test-only-key-0123456789abcdefghijklmnopqrstuvwxyz"): u
+        for u in loop["ds"].users["user_id"].astype(str)
+    }
+    new = pd.DataFrame(
+        {
+            "user_id": [ids[p] for p in frame["user"]],
+            "item_id": [items[0] for items in frame["items"]],
+            "timestamp": int(time.time()),
+        }
+    )
     fs.push_interactions(loop["store"], new, 20)
     return len(new)
 
@@ -211,8 +262,11 @@ def test_a_sink_that_is_down_neither_fails_nor_slows_requests_and_is_counted(loo
         assert time.perf_counter() - start < 30
         time.sleep(1.0)
         metrics = httpx.get(f"{loop['servers'].transformer_url}/metrics", timeout=10).text
-        dropped = [line for line in metrics.splitlines()
-                   if line.startswith('fusionrec_inference_log_dropped_total{reason="write_failed"}')]
+        dropped = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith('fusionrec_inference_log_dropped_total{reason="write_failed"}')
+        ]
         assert dropped and float(dropped[0].split()[-1]) >= 64, metrics[-2000:]
     finally:
         logs.unlink()
@@ -229,8 +283,12 @@ def test_the_dashboard_shows_the_windows_in_a_real_browser(loop, free_port):
     windows = len((folder / "decisions.jsonl").read_text().splitlines())
     port = free_port()
     env = {**os.environ, "FUSIONREC__MONITORING__FOLDER": str(folder), "DO_NOT_TRACK": "1"}
-    ui = subprocess.Popen([sys.executable, "-m", "fusionrec", "monitor", "ui", "--port", str(port)], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "fusionrec", "monitor", "ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         projects = None
         for _ in range(120):
@@ -241,19 +299,32 @@ def test_the_dashboard_shows_the_windows_in_a_real_browser(loop, free_port):
                 time.sleep(0.5)
         assert projects and projects[0]["name"] == "fusionrec monitoring"
         url = f"http://127.0.0.1:{port}/projects/{projects[0]['id']}"
-        args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
-                "--window-size=1400,2400"]
+        args = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=20000",
+            "--window-size=1400,2400",
+        ]
         dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        subprocess.run([*args, f"--screenshot={ARTIFACTS / 'monitoring-dashboard.png'}", url], capture_output=True,
-                       timeout=120)
+        subprocess.run(
+            [*args, f"--screenshot={ARTIFACTS / 'monitoring-dashboard.png'}", url], capture_output=True, timeout=120
+        )
         assert (ARTIFACTS / "monitoring-dashboard.png").stat().st_size > 10_000
         panels = {}
         for card in dom.split("MuiCard-root")[1:]:
             for title in ("Drift share", "Retraining decisions", "Request volume", "Embedding drift", "Latency (ms)"):
                 if f">{title}<" in card:
                     panels[title] = card.count("MuiMarkElement-root") + card.count("MuiBarElement-root")
-        assert set(panels) == {"Drift share", "Retraining decisions", "Request volume", "Embedding drift", "Latency (ms)"}
+        assert set(panels) == {
+            "Drift share",
+            "Retraining decisions",
+            "Request volume",
+            "Embedding drift",
+            "Latency (ms)",
+        }
         evaluated = windows - 1  # one window had no data: it has a decision, no request report
         assert panels["Request volume"] == evaluated and panels["Drift share"] == windows, panels
     finally:
@@ -268,10 +339,18 @@ def test_the_cluster_sink_writes_the_same_records_from_kserve_logger_events(loop
     from fusionrec.monitoring.log import pseudonymise
 
     port = free_port()
-    env = {**os.environ, "FUSIONREC__MONITORING__FOLDER": str(tmp_path / "sink"),
-           "FUSIONREC__MONITORING__LOG_KEY": "test-only-key-0123456789abcdefghijklmnopqrstuvwxyz", "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.2"}
-    sink = subprocess.Popen([sys.executable, "-m", "monitoring.sink", "--port", str(port), "--host", "127.0.0.1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "FUSIONREC__MONITORING__FOLDER": str(tmp_path / "sink"),
+        "FUSIONREC__MONITORING__LOG_KEY": "test-only-key-0123456789abcdefghijklmnopqrstuvwxyz",
+        "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.2",
+    }
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "monitoring.sink", "--port", str(port), "--host", "127.0.0.1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         user = str(loop["ds"].users["user_id"].iloc[0])
         text = f"a colourful story, ask {PII[0]} at {PII[1]}"
@@ -283,12 +362,25 @@ def test_the_cluster_sink_writes_the_same_records_from_kserve_logger_events(loop
         local.wait_answering(f"http://127.0.0.1:{port}/healthz")
         # event times near the sink's clock (it replaces one more than a day off): a minute ago, UTC
         asked = (datetime.now(timezone.utc) - timedelta(minutes=1)).replace(tzinfo=None)
-        ce = {"ce-id": "exchange-1", "ce-specversion": "1.0", "ce-source": "http://localhost:9081/",
-              "ce-inferenceservicename": "fusionrec", "content-type": "application/json"}
-        sent = [httpx.post(f"http://127.0.0.1:{port}/events", json=body, timeout=10,
-                           headers={**ce, "ce-type": f"org.kubeflow.serving.inference.{kind}", "ce-time": at})
-                for kind, body, at in (("request", request, f"{asked:%Y-%m-%dT%H:%M:%S.%f}Z"),
-                                       ("response", answer.json(), f"{asked + timedelta(milliseconds=250):%Y-%m-%dT%H:%M:%S.%f}Z"))]
+        ce = {
+            "ce-id": "exchange-1",
+            "ce-specversion": "1.0",
+            "ce-source": "http://localhost:9081/",
+            "ce-inferenceservicename": "fusionrec",
+            "content-type": "application/json",
+        }
+        sent = [
+            httpx.post(
+                f"http://127.0.0.1:{port}/events",
+                json=body,
+                timeout=10,
+                headers={**ce, "ce-type": f"org.kubeflow.serving.inference.{kind}", "ce-time": at},
+            )
+            for kind, body, at in (
+                ("request", request, f"{asked:%Y-%m-%dT%H:%M:%S.%f}Z"),
+                ("response", answer.json(), f"{asked + timedelta(milliseconds=250):%Y-%m-%dT%H:%M:%S.%f}Z"),
+            )
+        ]
         assert [r.status_code for r in sent] == [202, 202]
         bad = httpx.post(f"http://127.0.0.1:{port}/events", json={}, timeout=10, headers={"ce-type": "something.else"})
         assert bad.status_code == 400 and "CloudEvent" in bad.json()["error"]
@@ -299,7 +391,10 @@ def test_the_cluster_sink_writes_the_same_records_from_kserve_logger_events(loop
             time.sleep(0.2)
         frame = frame.sort_values("kind").reset_index(drop=True)
         assert list(frame["kind"]) == ["text", "user"] and list(frame["k"]) == [3, 5]
-        assert frame.loc[1, "user"] == pseudonymise(user, b"test-only-key-0123456789abcdefghijklmnopqrstuvwxyz") and frame.loc[0, "user"] is None
+        assert (
+            frame.loc[1, "user"] == pseudonymise(user, b"test-only-key-0123456789abcdefghijklmnopqrstuvwxyz")
+            and frame.loc[0, "user"] is None
+        )
         assert len(frame.loc[0, "query_text"]) == 384 and len(frame.loc[1, "user_vector"]) == 16
         assert frame["latency_ms"].tolist() == [250.0, 250.0] and frame["items"].map(len).tolist() == [3, 5]
         assert _scan_for_pii(tmp_path / "sink", minimum=1) == []

@@ -17,26 +17,61 @@ pytestmark = pytest.mark.e2e
 
 def pipeline(contract, registry, root, options, *extra):
     env = {**os.environ, "FUSIONREC_PROFILE": "local"}
-    return subprocess.run([sys.executable, "-m", "fusionrec", "pipeline", "run", "--local", "--contract", str(contract),
-                           "--registry", str(registry), "--root", str(root), "--epochs", "3", "--dim", "16",
-                           *options, *extra], capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusionrec",
+            "pipeline",
+            "run",
+            "--local",
+            "--contract",
+            str(contract),
+            "--registry",
+            str(registry),
+            "--root",
+            str(root),
+            "--epochs",
+            "3",
+            "--dim",
+            "16",
+            *options,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
 def run(synth_clean, tmp_path_factory, free_port):
     work = tmp_path_factory.mktemp("pipeline")
     ports = free_port(), free_port()
-    options = ["--set", f"serving.predictor_port={ports[0]}", "--set", f"serving.transformer_port={ports[1]}",
-               "--set", f"paths.artifacts={work / 'artifacts'}", "--set", f"paths.cache={work / 'cache'}"]
+    options = [
+        "--set",
+        f"serving.predictor_port={ports[0]}",
+        "--set",
+        f"serving.transformer_port={ports[1]}",
+        "--set",
+        f"paths.artifacts={work / 'artifacts'}",
+        "--set",
+        f"paths.cache={work / 'cache'}",
+    ]
     first = pipeline(synth_clean / "dataset.yaml", work / "models", work / "root", options)
     yield first, work, options, f"http://127.0.0.1:{ports[1]}"
-    subprocess.run([sys.executable, "-m", "fusionrec", "serve", "--stop"], capture_output=True, timeout=60,
-                   env={**os.environ, "FUSIONREC__PATHS__ARTIFACTS": str(work / "artifacts")})
+    subprocess.run(
+        [sys.executable, "-m", "fusionrec", "serve", "--stop"],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "FUSIONREC__PATHS__ARTIFACTS": str(work / "artifacts")},
+    )
 
 
 def _summary(r):
     assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout[r.stdout.rindex('{\n  "promoted"'):])  # the summary after the steps' logs
+    return json.loads(r.stdout[r.stdout.rindex('{\n  "promoted"') :])  # the summary after the steps' logs
 
 
 def _run_dirs(work):
@@ -46,9 +81,12 @@ def _run_dirs(work):
 def _ask(url, synth_clean, work):
     user = str(pd.read_parquet(synth_clean / "interactions.parquet")["user_id"].iloc[0])
     key = (work / "artifacts" / "serving" / "api.key").read_text().strip()  # the local service key, made at start
-    answer = httpx.post(f"{url}/v1/models/fusionrec:predict",
-                        json={"instances": [{"user_id": user, "k": 5}]}, timeout=30,
-                        headers={"authorization": f"Bearer {key}"}).json()
+    answer = httpx.post(
+        f"{url}/v1/models/fusionrec:predict",
+        json={"instances": [{"user_id": user, "k": 5}]},
+        timeout=30,
+        headers={"authorization": f"Bearer {key}"},
+    ).json()
     return answer["predictions"][0]
 
 
@@ -66,7 +104,8 @@ def test_the_run_leaves_reports_that_render_in_the_ui(run, synth_clean):
     _, work, _, _ = run
     steps = _run_dirs(work)[0]
     assert {"validate", "collect", "features", "train", "evaluate", "gate", "register", "deploy"} <= {
-        p.name for p in steps.iterdir()}
+        p.name for p in steps.iterdir()
+    }
     assert "<html" in (steps / "validate" / "report").read_text().lower()
     table = (steps / "evaluate" / "comparison").read_text()
     names = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:]

@@ -26,14 +26,22 @@ DIGEST = "@sha256:" + "e" * 64
 CHECKOV = Path(sys.prefix) / "tools" / "checkov" / "bin" / "checkov"  # make install puts it beside this venv
 # what the platform is made of, written out here rather than read from the manifests
 EXPECTED = {
-    ("InferenceService", "fusionrec"), ("ServingRuntime", "fusionrec"),
-    ("StatefulSet", "redis"), ("Service", "redis"),
-    ("Deployment", "monitoring-sink"), ("Service", "monitoring-sink"),
-    ("Deployment", "evidently-ui"), ("Service", "evidently-ui"),
-    ("PersistentVolumeClaim", "fusionrec-models"), ("PersistentVolumeClaim", "fusionrec-artifacts"),
+    ("InferenceService", "fusionrec"),
+    ("ServingRuntime", "fusionrec"),
+    ("StatefulSet", "redis"),
+    ("Service", "redis"),
+    ("Deployment", "monitoring-sink"),
+    ("Service", "monitoring-sink"),
+    ("Deployment", "evidently-ui"),
+    ("Service", "evidently-ui"),
+    ("PersistentVolumeClaim", "fusionrec-models"),
+    ("PersistentVolumeClaim", "fusionrec-artifacts"),
     ("PersistentVolumeClaim", "fusionrec-monitoring"),
-    ("Job", "fusionrec-pipelines-setup"), ("ConfigMap", "fusionrec-pipelines"), ("ConfigMap", "fusionrec-trainjob"),
-    ("Role", "fusionrec-deployer"), ("Role", "fusionrec-retrainer"),
+    ("Job", "fusionrec-pipelines-setup"),
+    ("ConfigMap", "fusionrec-pipelines"),
+    ("ConfigMap", "fusionrec-trainjob"),
+    ("Role", "fusionrec-deployer"),
+    ("Role", "fusionrec-retrainer"),
 }
 SECRETS = {"fusionrec-redis", "fusionrec-monitoring", "fusionrec-object-storage", "fusionrec-evidently"}
 
@@ -59,6 +67,7 @@ def _pod_specs(doc):
 
 
 # -- kustomize and the schemas -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_overlay_builds_into_the_whole_platform_in_one_namespace(built, overlay):
@@ -88,15 +97,31 @@ def test_every_kserve_and_trainer_object_passes_its_crd(built, overlay):
     assert validate_bundle(docs) == []  # the TrainJob template (a ConfigMap's data) is checked as a TrainJob too
 
 
-@pytest.mark.parametrize("where,mutate,words", [
-    ("InferenceService", lambda d: d["spec"]["predictor"]["model"].__setitem__("storageURI", "pvc://x"),
-     "'storageURI' was unexpected"),
-    ("InferenceService", lambda d: d["spec"]["transformer"].__setitem__("minReplicas", "two"), "'two' is not of type"),
-    ("ServingRuntime", lambda d: d["spec"]["containers"][0]["securityContext"].__setitem__("runAsNonroot", True),
-     "'runAsNonroot' was unexpected"),
-    ("ConfigMap", lambda d: d["data"].__setitem__("trainjob.yaml", d["data"]["trainjob.yaml"].replace(
-        "numNodes:", "nodes:")), "'nodes' was unexpected"),
-])
+@pytest.mark.parametrize(
+    "where,mutate,words",
+    [
+        (
+            "InferenceService",
+            lambda d: d["spec"]["predictor"]["model"].__setitem__("storageURI", "pvc://x"),
+            "'storageURI' was unexpected",
+        ),
+        (
+            "InferenceService",
+            lambda d: d["spec"]["transformer"].__setitem__("minReplicas", "two"),
+            "'two' is not of type",
+        ),
+        (
+            "ServingRuntime",
+            lambda d: d["spec"]["containers"][0]["securityContext"].__setitem__("runAsNonroot", True),
+            "'runAsNonroot' was unexpected",
+        ),
+        (
+            "ConfigMap",
+            lambda d: d["data"].__setitem__("trainjob.yaml", d["data"]["trainjob.yaml"].replace("numNodes:", "nodes:")),
+            "'nodes' was unexpected",
+        ),
+    ],
+)
 def test_the_crd_check_refuses_what_the_api_server_would_prune_or_reject(built, where, mutate, words):
     if not default_crds().is_dir():
         pytest.skip(f"the CRDs are absent: {default_crds()} (../shared/schemas/crds)")
@@ -107,11 +132,18 @@ def test_the_crd_check_refuses_what_the_api_server_would_prune_or_reject(built, 
     assert len(errors) == 1 and words in errors[0], errors
 
 
-@pytest.mark.parametrize("mutate,words", [
-    (lambda d: d["spec"]["template"]["spec"]["containers"][0]["securityContext"].__setitem__("readOnlyRootFS", True),
-     "'readOnlyRootFS' was unexpected"),
-    (lambda d: d["spec"].__setitem__("replicas", "1"), "'1' is not of type 'integer'"),
-])
+@pytest.mark.parametrize(
+    "mutate,words",
+    [
+        (
+            lambda d: d["spec"]["template"]["spec"]["containers"][0]["securityContext"].__setitem__(
+                "readOnlyRootFS", True
+            ),
+            "'readOnlyRootFS' was unexpected",
+        ),
+        (lambda d: d["spec"].__setitem__("replicas", "1"), "'1' is not of type 'integer'"),
+    ],
+)
 def test_the_core_check_refuses_unknown_fields_and_wrong_types(built, mutate, words):
     docs = copy.deepcopy(built["dev"])
     mutate(_by(docs, "Deployment", "monitoring-sink"))
@@ -121,19 +153,25 @@ def test_the_core_check_refuses_unknown_fields_and_wrong_types(built, mutate, wo
 
 def test_without_the_crds_the_gate_says_so_instead_of_passing(built, tmp_path):
     errors = validate_bundle(built["dev"], crds=tmp_path / "absent")
-    assert sorted(e.split(":")[0] for e in errors) == ["ConfigMap/fusionrec-trainjob", "InferenceService/fusionrec",
-                                                       "ServingRuntime/fusionrec"]
+    assert sorted(e.split(":")[0] for e in errors) == [
+        "ConfigMap/fusionrec-trainjob",
+        "InferenceService/fusionrec",
+        "ServingRuntime/fusionrec",
+    ]
     assert all("not checked: the CRDs are absent" in e for e in errors)
 
 
 # -- what the bundle promises --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_is_non_root_read_only_limited_and_probed(built, overlay):
     checked = 0
     for doc in built[overlay]:
         for where, pod, containers in _pod_specs(doc):
-            assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] >= 10000, where
+            assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] >= 10000, (
+                where
+            )
             for c in containers:
                 sc = c["securityContext"]
                 assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, where
@@ -147,8 +185,14 @@ def test_every_container_is_non_root_read_only_limited_and_probed(built, overlay
 def test_secrets_are_referenced_by_name_only(built):
     text = yaml.safe_dump_all(built["prod"])
     referenced = set(re.findall(r"secretName: (\S+)", text)) | {
-        ref["name"] for d in built["prod"] for _, _, cs in _pod_specs(d) for c in cs for e in c.get("env", [])
-        for ref in [e.get("valueFrom", {}).get("secretKeyRef")] if ref}
+        ref["name"]
+        for d in built["prod"]
+        for _, _, cs in _pod_specs(d)
+        for c in cs
+        for e in c.get("env", [])
+        for ref in [e.get("valueFrom", {}).get("secretKeyRef")]
+        if ref
+    }
     assert referenced and referenced <= SECRETS, referenced
     assert not re.search(r"(?i)password\s*[:=]\s*[^\s\"$(]", text)
 
@@ -183,9 +227,13 @@ def test_the_model_storage_is_a_uri_the_storage_initializer_reads(built):
 
 # -- fusionrec deploy render ---------------------------------------------------------------------------
 
+
 def test_render_prod_pins_every_image_by_digest_and_serves_the_runs_model_version():
-    images = {"fusionrec": "reg.example/fusionrec" + DIGEST, "fusionrec-serving": "reg.example/serving" + DIGEST,
-              "redis": "reg.example/redis" + DIGEST}
+    images = {
+        "fusionrec": "reg.example/fusionrec" + DIGEST,
+        "fusionrec-serving": "reg.example/serving" + DIGEST,
+        "redis": "reg.example/redis" + DIGEST,
+    }
     docs = render_bundle("prod", Deploy(model_version="v0012", images=images, namespace="recs"))
     found = {img for d in docs for _, _, cs in _pod_specs(d) for c in cs for img in [c.get("image")] if img}
     found |= {c["image"] for d in docs if d["kind"] == "ServingRuntime" for c in d["spec"]["containers"]}
@@ -195,9 +243,18 @@ def test_render_prod_pins_every_image_by_digest_and_serves_the_runs_model_versio
     cluster_scoped = {"Namespace", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] not in cluster_scoped} == {"recs"}
     assert _by(docs, "Namespace", "recs")  # the Namespace itself, and the strings that name it, move too
-    principals = {p for d in docs if d["kind"] == "AuthorizationPolicy" for r in d["spec"].get("rules", [])
-                  for f in r.get("from", []) for p in f["source"].get("principals", [])}
-    assert not [p for p in principals if "/ns/fusionrec/" in p] and "cluster.local/ns/recs/sa/fusionrec-transformer" in principals
+    principals = {
+        p
+        for d in docs
+        if d["kind"] == "AuthorizationPolicy"
+        for r in d["spec"].get("rules", [])
+        for f in r.get("from", [])
+        for p in f["source"].get("principals", [])
+    }
+    assert (
+        not [p for p in principals if "/ns/fusionrec/" in p]
+        and "cluster.local/ns/recs/sa/fusionrec-transformer" in principals
+    )
     policy = _by(docs, "ValidatingAdmissionPolicy", "recs-deployer-rollout-only")
     assert "system:serviceaccount:recs:fusionrec-training" in policy["spec"]["matchConditions"][0]["expression"]
     binding = _by(docs, "ValidatingAdmissionPolicyBinding", "recs-deployer-rollout-only")
@@ -209,13 +266,18 @@ def test_render_prod_pins_every_image_by_digest_and_serves_the_runs_model_versio
     assert env["FUSIONREC_IMAGE"] == images["fusionrec"]  # the pipelines it registers run on the same image
 
 
-@pytest.mark.parametrize("images,words", [
-    ({}, "prod pins every image by digest"),
-    ({"fusionrec": "reg/fusionrec:1.0", "fusionrec-serving": "reg/s" + DIGEST, "redis": "reg/r" + DIGEST},
-     "Deployment/evidently-ui: reg/fusionrec:1.0"),
-    ({"fusionrec": "reg/fusionrec@sha256:abc"}, "a digest is sha256: and 64 hex digits"),
-    ({"postgres": "reg/pg" + DIGEST}, "--image postgres: no such image in the bundle"),
-])
+@pytest.mark.parametrize(
+    "images,words",
+    [
+        ({}, "prod pins every image by digest"),
+        (
+            {"fusionrec": "reg/fusionrec:1.0", "fusionrec-serving": "reg/s" + DIGEST, "redis": "reg/r" + DIGEST},
+            "Deployment/evidently-ui: reg/fusionrec:1.0",
+        ),
+        ({"fusionrec": "reg/fusionrec@sha256:abc"}, "a digest is sha256: and 64 hex digits"),
+        ({"postgres": "reg/pg" + DIGEST}, "--image postgres: no such image in the bundle"),
+    ],
+)
 def test_render_refuses_prod_images_without_digests(images, words):
     with pytest.raises(ConfigError, match=re.escape(words)):
         render_bundle("prod", Deploy(images=images))
@@ -223,8 +285,19 @@ def test_render_refuses_prod_images_without_digests(images, words):
 
 def test_render_from_the_command_line_writes_a_bundle_kubectl_can_apply(tmp_path):
     out = tmp_path / "bundle.yaml"
-    args = [sys.executable, "-m", "fusionrec", "deploy", "render", "--overlay", "prod", "--model-version", "v0003",
-            "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "fusionrec",
+        "deploy",
+        "render",
+        "--overlay",
+        "prod",
+        "--model-version",
+        "v0003",
+        "--out",
+        str(out),
+    ]
     for role in ("fusionrec", "fusionrec-serving", "redis"):
         args += ["--image", f"{role}=reg.example/{role}{DIGEST}"]
     done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
@@ -232,25 +305,36 @@ def test_render_from_the_command_line_writes_a_bundle_kubectl_can_apply(tmp_path
     assert f"wrote {out}: 50 objects" in done.stdout
     docs = [d for d in yaml.safe_load_all(out.read_text()) if d]
     assert len(docs) == 50 and _by(docs, "InferenceService", "fusionrec")["spec"]["predictor"]["model"][
-        "storageUri"].endswith("/versions/v0003")
+        "storageUri"
+    ].endswith("/versions/v0003")
     registry = tmp_path / "models"
     registry.mkdir()
     (registry / "champion.json").write_text(json.dumps({"version": "v0005", "metric": "ndcg@20", "value": 0.3}))
-    last = subprocess.run([sys.executable, "-m", "fusionrec", "deploy", "render", "--registry", str(registry)],
-                          capture_output=True, text=True, cwd=tmp_path)  # what the last pipeline run promoted
+    last = subprocess.run(
+        [sys.executable, "-m", "fusionrec", "deploy", "render", "--registry", str(registry)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )  # what the last pipeline run promoted
     assert last.returncode == 0 and "storageUri: pvc://fusionrec-models/versions/v0005" in last.stdout, last.stderr
-    bad = subprocess.run([sys.executable, "-m", "fusionrec", "deploy", "render", "--overlay", "staging"],
-                         capture_output=True, text=True, cwd=tmp_path)
+    bad = subprocess.run(
+        [sys.executable, "-m", "fusionrec", "deploy", "render", "--overlay", "staging"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert bad.returncode != 0 and "overlay 'staging' is unknown; use one of ['dev', 'prod']" in bad.stderr
 
 
 # -- policy scan and lint ------------------------------------------------------------------------------
 
+
 def _checkov(*args, cwd):
     if not CHECKOV.exists():
         pytest.fail(f"checkov is not installed at {CHECKOV}: run 'make install'")
-    done = subprocess.run([str(CHECKOV), "--skip-download", "--output", "json", "--quiet", *args],
-                          capture_output=True, text=True, cwd=cwd)
+    done = subprocess.run(
+        [str(CHECKOV), "--skip-download", "--output", "json", "--quiet", *args], capture_output=True, text=True, cwd=cwd
+    )
     assert done.returncode in (0, 1), done.stderr[-2000:]
     reports = json.loads(done.stdout) if done.stdout.strip() else []
     reports = reports if isinstance(reports, list) else [reports]
@@ -287,8 +371,9 @@ def test_the_policy_scan_fails_on_root_writable_unlimited_containers_and_inlined
     container["securityContext"] = {"readOnlyRootFilesystem": False}
     container["env"].append({"name": "AWS_ACCESS_KEY_ID", "value": "AKIAIOSFODNN7EXAMPLE"})
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump_all(docs))
-    failed = {check for check, resource in _checkov("-f", "broken.yaml", "--framework", "kubernetes", "secrets",
-                                                    cwd=tmp_path)}
+    failed = {
+        check for check, resource in _checkov("-f", "broken.yaml", "--framework", "kubernetes", "secrets", cwd=tmp_path)
+    }
     # CPU and memory limits, root containers, UID, read-only root filesystem; a secret in the manifest
     assert {"CKV_K8S_11", "CKV_K8S_13", "CKV_K8S_23", "CKV_K8S_40", "CKV_K8S_22"} <= failed, failed
     assert any(c.startswith("CKV_SECRET_") for c in failed), failed
@@ -325,14 +410,22 @@ def test_the_setup_jobs_command_is_one_the_image_runs(built, tmp_path):
     work, _, after = job["args"][0].partition("; status=$?;")
     assert "quitquitquit" in after and after.strip().endswith("exit $status")  # the sidecar stops, the status stays
     commands = work.split(" && ")
-    assert [c.split()[:3] for c in commands] == [["fusionrec", "pipeline", "upload"], ["fusionrec", "monitor", "schedule"]]
+    assert [c.split()[:3] for c in commands] == [
+        ["fusionrec", "pipeline", "upload"],
+        ["fusionrec", "monitor", "schedule"],
+    ]
     for command in commands:  # each on its own: the first stops the second where the API is absent
         done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, cwd=tmp_path)
         assert done.returncode != 0 and "No such option" not in done.stderr and "Usage:" not in done.stderr, done.stderr
-        assert done.stderr.strip().splitlines()[-1].startswith(
-            "error: Kubeflow Pipelines at http://127.0.0.1:9 does not answer"), done.stderr[-1000:]
+        assert (
+            done.stderr.strip()
+            .splitlines()[-1]
+            .startswith("error: Kubeflow Pipelines at http://127.0.0.1:9 does not answer")
+        ), done.stderr[-1000:]
     whole = subprocess.run(job["command"] + job["args"], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert whole.returncode == 2 and "Traceback" not in whole.stderr  # the failing step's status, not the sidecar call's
+    assert (
+        whole.returncode == 2 and "Traceback" not in whole.stderr
+    )  # the failing step's status, not the sidecar call's
 
 
 def test_the_redis_statefulset_runs_as_written_keeps_its_data_and_refuses_strangers(built, tmp_path):
@@ -363,7 +456,9 @@ def test_the_redis_statefulset_runs_as_written_keeps_its_data_and_refuses_strang
 
     def start():
         server = subprocess.Popen(c["command"] + [local(c["args"][0])], stdout=subprocess.DEVNULL)
-        probe = [a.replace("redis-cli ", f"redis-cli -p {port} ") for a in map(local, c["readinessProbe"]["exec"]["command"])]
+        probe = [
+            a.replace("redis-cli ", f"redis-cli -p {port} ") for a in map(local, c["readinessProbe"]["exec"]["command"])
+        ]
         for _ in range(100):
             if subprocess.run(probe).returncode == 0:
                 return server
@@ -398,8 +493,13 @@ def test_the_cluster_settings_name_the_registry_and_the_namespace_the_bundle_ren
     registry.mkdir()
     (registry / "champion.json").write_text(json.dumps({"version": "v0002", "metric": "ndcg@20", "value": 0.3}))
     env = {**os.environ, "FUSIONREC__CLUSTER__REGISTRY_PVC": "shared-models", "FUSIONREC__CLUSTER__NAMESPACE": "recs"}
-    done = subprocess.run([sys.executable, "-m", "fusionrec", "deploy", "render", "--registry", str(registry)],
-                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "fusionrec", "deploy", "render", "--registry", str(registry)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     docs = [d for d in yaml.safe_load_all(done.stdout) if d]
     isvc = _by(docs, "InferenceService", "fusionrec")

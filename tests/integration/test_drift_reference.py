@@ -44,22 +44,56 @@ def _served(rec: Recommender, art, n: int, at: datetime, seed: int, *, shift: fl
             rows.append(Row(kind="recommend", k=10, user_id=u))
         else:
             i = rec.user_index[u]
-            rows.append(Row(kind="recommend", k=10, history=rec.item_ids[art.history[i][art.history_mask[i]].numpy()][-5:]
-                            .tolist()))
+            rows.append(
+                Row(
+                    kind="recommend",
+                    k=10,
+                    history=rec.item_ids[art.history[i][art.history_mask[i]].numpy()][-5:].tolist(),
+                )
+            )
     direction = np.random.default_rng(7).normal(size=rec.model.config.dim).astype(np.float32)
     direction /= np.linalg.norm(direction)
     out = []
     for n_, (row, res) in enumerate(zip(rows, rec.recommend(rows) if rows else [])):
-        out.append({"time": at + timedelta(seconds=n_ % 3000), "request_id": f"{seed}-{n_}", "model_version": art.version,
-                    "kind": "user" if row.user_id else "history", "user": None, "history_length": len(row.history),
-                    "k": row.k, "cold": res.cold, "fallback": res.fallback, "items": res.item_ids,
-                    "scores": res.scores.tolist(), "latency_ms": 5.0,
-                    "user_vector": (res.user_vector + shift * np.linalg.norm(res.user_vector) * direction).tolist(), "query_text": None, "query_image": None})
+        out.append(
+            {
+                "time": at + timedelta(seconds=n_ % 3000),
+                "request_id": f"{seed}-{n_}",
+                "model_version": art.version,
+                "kind": "user" if row.user_id else "history",
+                "user": None,
+                "history_length": len(row.history),
+                "k": row.k,
+                "cold": res.cold,
+                "fallback": res.fallback,
+                "items": res.item_ids,
+                "scores": res.scores.tolist(),
+                "latency_ms": 5.0,
+                "user_vector": (res.user_vector + shift * np.linalg.norm(res.user_vector) * direction).tolist(),
+                "query_text": None,
+                "query_image": None,
+            }
+        )
     for n_, v in enumerate([] if text is None else text):
-        out.append({"time": at + timedelta(seconds=n_ % 3000), "request_id": f"{seed}-q{n_}", "model_version": art.version,
-                    "kind": "text", "user": None, "history_length": 0, "k": 10, "cold": False, "fallback": False,
-                    "items": [rec.item_ids[0]], "scores": [0.5], "latency_ms": 8.0,
-                    "user_vector": None, "query_text": np.asarray(v, dtype=np.float32).tolist(), "query_image": None})
+        out.append(
+            {
+                "time": at + timedelta(seconds=n_ % 3000),
+                "request_id": f"{seed}-q{n_}",
+                "model_version": art.version,
+                "kind": "text",
+                "user": None,
+                "history_length": 0,
+                "k": 10,
+                "cold": False,
+                "fallback": False,
+                "items": [rec.item_ids[0]],
+                "scores": [0.5],
+                "latency_ms": 8.0,
+                "user_vector": None,
+                "query_text": np.asarray(v, dtype=np.float32).tolist(),
+                "query_image": None,
+            }
+        )
     return out
 
 
@@ -74,14 +108,31 @@ def _texts(emb, n: int, seed: int, *, off_topic: bool = False) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def test_the_first_traffic_is_never_the_reference_and_queries_need_a_pinned_window(champion, tmp_path, synth_embeddings):
+def test_the_first_traffic_is_never_the_reference_and_queries_need_a_pinned_window(
+    champion, tmp_path, synth_embeddings
+):
     models, art = champion
     rec = Recommender(art)
-    settings = settings_from({"monitoring": {"folder": str(tmp_path / "m"), "min_records": 100},
-                              "serving": {"storage_uri": str(models)}, "paths": {"cache": str(tmp_path / "cache")}})
+    settings = settings_from(
+        {
+            "monitoring": {"folder": str(tmp_path / "m"), "min_records": 100},
+            "serving": {"storage_uri": str(models)},
+            "paths": {"cache": str(tmp_path / "cache")},
+        }
+    )
     logs = tmp_path / "m" / "logs"
-    flood = lambda at, seed: _served(rec, art, 600, at, seed, shift=1.0,  # noqa: E731
-                                     text=_texts(synth_embeddings, 200, seed, off_topic=True))
+
+    def flood(at, seed):
+        return _served(
+            rec,
+            art,
+            600,
+            at,
+            seed,
+            shift=1.0,
+            text=_texts(synth_embeddings, 200, seed, off_topic=True),
+        )
+
     # an attacker sends the new version's first requests: another population and off-topic queries
     write_records(logs, flood(T0, 1))
     # then the model's users, as the predictor serves them, and on-topic queries
@@ -102,8 +153,9 @@ def test_the_first_traffic_is_never_the_reference_and_queries_need_a_pinned_wind
     pinned = pd.read_parquet(pin_reference(settings, T0 + timedelta(hours=1), T0 + timedelta(hours=2)))
     assert set(pinned["kind"]) == {"history", "text"} and (pinned["kind"] == "text").sum() == 150
     assert pinned["user"].isna().all()
-    write_records(logs, _served(rec, art, 400, T0 + timedelta(hours=3), 4,
-                                text=_texts(synth_embeddings, 150, 4, off_topic=True)))
+    write_records(
+        logs, _served(rec, art, 400, T0 + timedelta(hours=3), 4, text=_texts(synth_embeddings, 150, 4, off_topic=True))
+    )
     off = run_once(settings, now=T0 + timedelta(hours=4), dashboard=False)
     assert off.decision.status == "drift" and "query_text" in off.decision.drifted, off.decision.reason
     assert "user_vector" not in off.decision.drifted
@@ -117,8 +169,14 @@ def test_the_reference_is_drawn_in_the_windows_shapes(champion, synth_embeddings
     rec = Recommender(art)
     callers = pd.DataFrame(_served(rec, art, 0, T0, 9, text=_texts(synth_embeddings, 300, 9)))
     reference = ModelReference(art, callers)
-    window = pd.DataFrame({"kind": ["user"] * 60 + ["fallback"] * 10 + ["text"] * 20 + ["like"] * 5,
-                           "k": [3] * 60 + [7] * 10 + [5] * 25, "history_length": 0, "latency_ms": 9.0})
+    window = pd.DataFrame(
+        {
+            "kind": ["user"] * 60 + ["fallback"] * 10 + ["text"] * 20 + ["like"] * 5,
+            "k": [3] * 60 + [7] * 10 + [5] * 25,
+            "history_length": 0,
+            "latency_ms": 9.0,
+        }
+    )
     assert reference.covers(window).tolist() == [True] * 90 + [False] * 5  # nothing pinned stands for "like"
     got = reference.draw(window, seed=0)
     assert got["kind"].value_counts().to_dict() == {"user": 120, "text": 40, "fallback": 20}  # two per window row

@@ -74,7 +74,9 @@ def test_pushed_interactions_reach_the_online_store(online_store, synth_validate
     users, items = _ids(synth_validated)
     user = users[-1]
     before = fs.online_user_features(online_store, [user]).history[0]
-    new = pd.DataFrame({"user_id": [user, user], "item_id": [items[0], items[1]], "timestamp": [1_900_000_000, 1_900_000_010]})
+    new = pd.DataFrame(
+        {"user_id": [user, user], "item_id": [items[0], items[1]], "timestamp": [1_900_000_000, 1_900_000_010]}
+    )
     assert fs.push_interactions(online_store, new, HISTORY) == 1
     after = fs.online_user_features(online_store, [user]).history[0]
     assert after == (before + [items[0], items[1]])[-HISTORY:]
@@ -87,11 +89,16 @@ def test_feedback_is_what_was_pushed_since_training_under_the_logged_pseudonym(o
 
     users, items = _ids(synth_validated)
     user, other = users[-2], users[-3]
-    trained = {user: set(fs.online_user_features(online_store, [user]).history[0]),
-               other: set(fs.online_user_features(online_store, [other]).history[0])}
+    trained = {
+        user: set(fs.online_user_features(online_store, [user]).history[0]),
+        other: set(fs.online_user_features(online_store, [other]).history[0]),
+    }
     fresh = [i for i in items if i not in trained[user]][:2]
-    fs.push_interactions(online_store, pd.DataFrame({"user_id": [user, user], "item_id": fresh,
-                                                     "timestamp": [1_950_000_000, 1_950_000_010]}), HISTORY)
+    fs.push_interactions(
+        online_store,
+        pd.DataFrame({"user_id": [user, user], "item_id": fresh, "timestamp": [1_950_000_000, 1_950_000_010]}),
+        HISTORY,
+    )
     key = b"k"
     logged = pd.DataFrame({"user": [pseudonymise(user, key), pseudonymise(other, key), None]})
     pseudonyms = served_users(logged, [user, other, users[0]], key)
@@ -111,8 +118,13 @@ def test_training_frame_never_sees_the_future(feature_tables, synth_validated):
     fs.apply(store, feature_tables)
     users, items = _ids(synth_validated)
     inter = synth_validated.interactions.reset_index(drop=True)
-    rows = pd.DataFrame({"user_id": users[inter["user_idx"]], "item_id": items[inter["item_idx"]],
-                         "event_timestamp": pd.to_datetime(inter["timestamp"], unit="s", utc=True)})
+    rows = pd.DataFrame(
+        {
+            "user_id": users[inter["user_idx"]],
+            "item_id": items[inter["item_idx"]],
+            "event_timestamp": pd.to_datetime(inter["timestamp"], unit="s", utc=True),
+        }
+    )
     # A user asked about twice at the same moment is two rows: the store must not fold them into one.
     doubled = pd.concat([rows, rows.iloc[:25]], ignore_index=True)
     frame = fs.training_frame(store, doubled)
@@ -155,13 +167,24 @@ def test_a_value_written_after_the_interaction_is_invisible(tmp_path, synth_vali
     users, items = _ids(synth_validated)
     u = users[0]
     t = synth_validated.interactions.loc[synth_validated.interactions["user_idx"] == 0, "timestamp"].max()
-    late = pd.DataFrame({"user_id": [u], "event_timestamp": [pd.Timestamp(int(t) + 1, unit="s", tz="UTC")],
-                         "history": [["LEAKED"]], "history_len": [1]})
+    late = pd.DataFrame(
+        {
+            "user_id": [u],
+            "event_timestamp": [pd.Timestamp(int(t) + 1, unit="s", tz="UTC")],
+            "history": [["LEAKED"]],
+            "history_len": [1],
+        }
+    )
     pd.concat([table, late]).to_parquet(out / "user_history.parquet", index=False)
     store = fs.feature_store(FeatureSettings(), out)
     fs.apply(store, out)
-    rows = pd.DataFrame({"user_id": [u, u], "item_id": [items[0], items[0]],
-                         "event_timestamp": pd.to_datetime([int(t), int(t) + 2], unit="s", utc=True)})
+    rows = pd.DataFrame(
+        {
+            "user_id": [u, u],
+            "item_id": [items[0], items[0]],
+            "event_timestamp": pd.to_datetime([int(t), int(t) + 2], unit="s", utc=True),
+        }
+    )
     frame = fs.training_frame(store, rows).sort_values("event_timestamp")
     assert "LEAKED" not in list(frame["history"].iloc[0])
     assert list(frame["history"].iloc[1]) == ["LEAKED"]  # and it is visible once its time has come

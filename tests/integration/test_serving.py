@@ -30,8 +30,10 @@ def _callers() -> str:
     import hashlib
 
     sha = lambda k: hashlib.sha256(k.encode()).hexdigest()  # noqa: E731
-    return (f"[{{name: shopper, key_sha256: {sha(SHOPPER)}, role: user, user_id: user-0000003}}, "
-            f"{{name: stranger, key_sha256: {sha(STRANGER)}, role: user, user_id: no-such-user}}]")
+    return (
+        f"[{{name: shopper, key_sha256: {sha(SHOPPER)}, role: user, user_id: user-0000003}}, "
+        f"{{name: stranger, key_sha256: {sha(STRANGER)}, role: user, user_id: no-such-user}}]"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,28 +47,45 @@ def stack(tmp_path_factory, synth_validated, synth_embeddings, free_port):
     features.mkdir()
     build_feature_tables(ds, emb, features, 20)
     (root / "api.key").write_text(KEY)
-    env = {"FUSIONREC__SERVING__AUTH__KEY_FILE": str(root / "api.key"), "FUSIONREC__SERVING__AUTH__CALLERS": _callers(),"FUSIONREC__SERVING__STORAGE_URI": str(models), "FUSIONREC__FEATURES__DATA_DIR": str(features),
-           "FUSIONREC__PATHS__CACHE": str(root / "cache"), "FUSIONREC__ENCODERS__DEVICE": "cpu",
-           "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
-           "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
-           "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
-           "FUSIONREC__SERVING__PREDICTOR_TIMEOUT_S": "3", "FUSIONREC__SERVING__MAX_IMAGE_BYTES": "200000",
-           # generous: a loaded CI machine must not send a request to the fallback (tested on its own below)
-           "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "3"}
+    env = {
+        "FUSIONREC__SERVING__AUTH__KEY_FILE": str(root / "api.key"),
+        "FUSIONREC__SERVING__AUTH__CALLERS": _callers(),
+        "FUSIONREC__SERVING__STORAGE_URI": str(models),
+        "FUSIONREC__FEATURES__DATA_DIR": str(features),
+        "FUSIONREC__PATHS__CACHE": str(root / "cache"),
+        "FUSIONREC__ENCODERS__DEVICE": "cpu",
+        "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
+        "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
+        "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
+        "FUSIONREC__SERVING__PREDICTOR_TIMEOUT_S": "3",
+        "FUSIONREC__SERVING__MAX_IMAGE_BYTES": "200000",
+        # generous: a loaded CI machine must not send a request to the fallback (tested on its own below)
+        "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "3",
+    }
     settings = load_settings(env={**env})
     store = fs.feature_store(settings.features, features)
     fs.apply(store, features)
     fs.materialize(store)
     servers = local.serve(settings, log_dir=root / "logs", env=env)
-    yield {"servers": servers, "settings": settings, "env": env, "ds": ds, "split": split, "store": store,
-           "logs": root / "logs", "model_dir": path, "emb": emb}
+    yield {
+        "servers": servers,
+        "settings": settings,
+        "env": env,
+        "ds": ds,
+        "split": split,
+        "store": store,
+        "logs": root / "logs",
+        "model_dir": path,
+        "emb": emb,
+    }
     servers.stop()
 
 
 def _post(url, body, headers=None, **kw):
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(url, content=data, headers={"content-type": "application/json", **AUTH, **(headers or {})},
-                      timeout=30, **kw)
+    return httpx.post(
+        url, content=data, headers={"content-type": "application/json", **AUTH, **(headers or {})}, timeout=30, **kw
+    )
 
 
 def _recommend(stack, *instances):
@@ -96,8 +115,16 @@ def _reference_terms(stack, user_idx: int) -> np.ndarray:
 
     art = load_artifact(stack["model_dir"])
     with torch.inference_mode():
-        uv = art.model.users(torch.tensor([user_idx]), art.history[[user_idx]], art.history_mask[[user_idx]],
-                             art.model.items().vectors)[0].numpy().astype(np.float64)
+        uv = (
+            art.model.users(
+                torch.tensor([user_idx]),
+                art.history[[user_idx]],
+                art.history_mask[[user_idx]],
+                art.model.items().vectors,
+            )[0]
+            .numpy()
+            .astype(np.float64)
+        )
     sd = load_file(str(stack["model_dir"] / "model.safetensors"))
     terms = score_terms(sd, ["image", "text"], art.config.temperature, uv)
     history = art.history[user_idx][art.history_mask[user_idx]].numpy()
@@ -120,8 +147,10 @@ def test_known_user_gets_k_unseen_items_explained_and_versioned(stack):
     # each score's terms per modality, ID and bias, against the equations over the served artifact (asked of
     # the predictor: the transformer adds the feature store's latest history, which moves the user vector)
     expected = _reference_terms(stack, int(user["user_idx"]))
-    direct = _post(f"{stack['servers'].predictor_url}/v1/models/{MODEL}:predict",
-                   {"instances": [{"user_id": str(user["user_id"]), "k": 7}]})
+    direct = _post(
+        f"{stack['servers'].predictor_url}/v1/models/{MODEL}:predict",
+        {"instances": [{"user_id": str(user["user_id"]), "k": 7}]},
+    )
     for item in direct.json()["predictions"][0]["items"]:
         row = expected[int(_index(stack)[item["item_id"]])]
         assert item["explanation"] == {t: pytest.approx(v, abs=2e-4) for t, v in zip(TERMS, row)}
@@ -220,17 +249,22 @@ def test_a_query_with_a_user_is_reranked_by_taste_with_the_blend(stack):
     similar items; between: the weighted sum, term by term."""
     user = str(stack["ds"].users.iloc[3]["user_id"])
     text = stack["ds"].items["description"].iloc[5]
-    plain, taste, half, default = _recommend(stack, {"text": text, "k": 8, "user_id": user, "blend": 0},
-                                             {"text": text, "k": 8, "user_id": user, "blend": 1},
-                                             {"text": text, "k": 8, "user_id": user, "blend": 0.5},
-                                             {"text": text, "k": 8, "user_id": user})
+    plain, taste, half, default = _recommend(
+        stack,
+        {"text": text, "k": 8, "user_id": user, "blend": 0},
+        {"text": text, "k": 8, "user_id": user, "blend": 1},
+        {"text": text, "k": 8, "user_id": user, "blend": 0.5},
+        {"text": text, "k": 8, "user_id": user},
+    )
     alone = _recommend(stack, {"text": text, "k": 8})[0]
     assert [x["item_id"] for x in plain["items"]] == [x["item_id"] for x in alone["items"]]
     pool = [x["item_id"] for x in taste["items"]]
     model = _recommend(stack, {"user_id": user, "candidates": pool, "k": 8, "exclude_seen": False})[0]
     T = 0.2  # FusionConfig.temperature
     assert pool == [x["item_id"] for x in model["items"]]  # the taste order is the model's order
-    np.testing.assert_allclose([x["score"] for x in taste["items"]], [T * x["score"] for x in model["items"]], atol=1e-3)
+    np.testing.assert_allclose(
+        [x["score"] for x in taste["items"]], [T * x["score"] for x in model["items"]], atol=1e-3
+    )
     sims = {x["item_id"]: x["score"] for x in _recommend(stack, {"text": text, "k": 100})[0]["items"]}
     shown = sorted({x["item_id"] for a in (half, default) for x in a["items"]})
     every = _recommend(stack, {"user_id": user, "candidates": shown, "k": len(shown), "exclude_seen": False})[0]
@@ -251,8 +285,9 @@ def test_explanations_differ_per_user_and_a_text_query_credits_text(stack):
     first = {x["item_id"]: x["explanation"] for x in a["items"]}
     assert all(first[x["item_id"]] != x["explanation"] for x in b["items"])
     text = _recommend(stack, {"text": items["description"].iloc[0], "k": 5})[0]
-    assert all(x["driver"] == "text" and x["explanation"]["text"] > 0 and x["explanation"]["image"] == 0
-               for x in text["items"])
+    assert all(
+        x["driver"] == "text" and x["explanation"]["text"] > 0 and x["explanation"]["image"] == 0 for x in text["items"]
+    )
 
 
 def test_a_known_item_is_found_by_its_own_description(stack):
@@ -265,13 +300,21 @@ def test_a_known_item_is_found_by_its_own_description(stack):
 def test_feast_push_is_seen_by_the_next_request(stack):
     user = stack["ds"].users.iloc[5]
     first = _recommend(stack, {"user_id": str(user["user_id"]), "k": 3})[0]["items"][0]["item_id"]
-    fs.push_interactions(stack["store"], pd.DataFrame({"user_id": [str(user["user_id"])], "item_id": [first],
-                                                       "timestamp": [int(time.time())]}), 20)
+    fs.push_interactions(
+        stack["store"],
+        pd.DataFrame({"user_id": [str(user["user_id"])], "item_id": [first], "timestamp": [int(time.time())]}),
+        20,
+    )
     again = _recommend(stack, {"user_id": str(user["user_id"]), "k": 3})[0]
     assert first not in {i["item_id"] for i in again["items"]}  # the pushed interaction is now excluded as seen
     # an item added to the catalogue after the model was trained shows up in the online history: skipped
-    fs.push_interactions(stack["store"], pd.DataFrame({"user_id": [str(user["user_id"])], "item_id": ["brand-new-item"],
-                                                       "timestamp": [int(time.time()) + 1]}), 20)
+    fs.push_interactions(
+        stack["store"],
+        pd.DataFrame(
+            {"user_id": [str(user["user_id"])], "item_id": ["brand-new-item"], "timestamp": [int(time.time()) + 1]}
+        ),
+        20,
+    )
     assert len(_recommend(stack, {"user_id": str(user["user_id"]), "k": 3})[0]["items"]) == 3
 
 
@@ -280,12 +323,20 @@ def test_predictor_speaks_v1_and_v2(stack):
     user = str(stack["ds"].users.iloc[3]["user_id"])
     v1 = _post(f"{url}/v1/models/{MODEL}:predict", {"instances": [{"user_id": user, "k": 4}]})
     assert v1.status_code == 200, v1.text
-    body = {"inputs": [{"name": "user_id", "shape": [2], "datatype": "BYTES", "data": [user, ""]},
-                       {"name": "k", "shape": [2], "datatype": "INT32", "data": [4, 2]}]}
+    body = {
+        "inputs": [
+            {"name": "user_id", "shape": [2], "datatype": "BYTES", "data": [user, ""]},
+            {"name": "k", "shape": [2], "datatype": "INT32", "data": [4, 2]},
+        ]
+    }
     v2 = _post(f"{url}/v2/models/{MODEL}/infer", body)
     assert v2.status_code == 200, v2.text
     out = {o["name"]: o for o in v2.json()["outputs"]}
-    assert out["item_id"]["shape"] == [2, 4] and out["count"]["data"] == [4, 2] and out["fallback"]["data"] == [False, True]
+    assert (
+        out["item_id"]["shape"] == [2, 4]
+        and out["count"]["data"] == [4, 2]
+        and out["fallback"]["data"] == [False, True]
+    )
     assert out["item_id"]["data"][:4] == [i["item_id"] for i in v1.json()["predictions"][0]["items"]]
     assert out["score_terms"]["shape"] == [2, 4, 5] and v2.json()["parameters"]["terms"] == ",".join(TERMS)
     meta = httpx.get(f"{url}/v2/models/{MODEL}").json()  # v2 model metadata names every tensor it takes
@@ -341,7 +392,12 @@ BAD = [
     ("corrupt image", {"instances": [{"image": base64.b64encode(b"GIF89a not really").decode()}]}, 400, "decode"),
     ("oversize image", {"instances": [{"image": base64.b64encode(b"\xff" * 300_000).decode()}]}, 413, "bytes"),
     ("text over limit", {"instances": [{"text": "word " * 1000}]}, 413, "characters"),
-    ("query with candidates", {"instances": [{"text": "x", "candidates": ["item-000001"]}]}, 400, "takes no candidates"),
+    (
+        "query with candidates",
+        {"instances": [{"text": "x", "candidates": ["item-000001"]}]},
+        400,
+        "takes no candidates",
+    ),
     ("blend out of range", {"instances": [{"like": "item-000001", "blend": 2}]}, 400, "between 0 and 1"),
     ("like an unknown item", {"instances": [{"like": "no-such-item"}]}, 404, "unknown item ids in like"),
     ("too many instances", {"instances": [{"k": 1}] * 100}, 413, "at most"),
@@ -365,8 +421,12 @@ def test_v2_request_to_the_transformer_is_a_400_naming_v1(stack):
 def test_v2_request_to_the_predictor_with_a_bad_tensor_is_a_400(stack):
     url = f"{stack['servers'].predictor_url}/v2/models/{MODEL}/infer"
     wrong_shape = {"inputs": [{"name": "k", "shape": [3], "datatype": "INT32", "data": [1, 2]}]}
-    unknown = {"inputs": [{"name": "k", "shape": [1], "datatype": "INT32", "data": [1]},
-                          {"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]}
+    unknown = {
+        "inputs": [
+            {"name": "k", "shape": [1], "datatype": "INT32", "data": [1]},
+            {"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]},
+        ]
+    }
     for body, words in ((wrong_shape, "shape"), (unknown, "colour")):
         r = _post(url, body)
         assert r.status_code == 400 and words in r.json()["error"], r.text
@@ -399,7 +459,9 @@ def test_predictor_down_is_a_503_within_the_timeout_and_recovers(stack):
         hung.close()
     assert r.status_code == 503 and "unavailable" in r.json()["error"] and "in time" in r.json()["error"], r.text
     assert timeout - 0.5 <= elapsed < timeout + 2, elapsed
-    servers.predictor = local.start_process(local.predictor_command(settings, port), stack["logs"] / "predictor.log", env)
+    servers.predictor = local.start_process(
+        local.predictor_command(settings, port), stack["logs"] / "predictor.log", env
+    )
     local.wait_ready(servers.predictor_url, MODEL, servers.predictor, 180)
     assert _recommend(stack, {"k": 2})[0]["fallback"]  # the transformer recovered by itself
 
@@ -420,8 +482,11 @@ def test_recommend_cli_prints_the_top_items(stack):
     from fusionrec.cli import app
 
     user = str(stack["ds"].users.iloc[3]["user_id"])
-    res = CliRunner().invoke(app, ["recommend", "--user", user, "--k", "3", "--url", stack["servers"].transformer_url,
-                                   "--json"], env=stack["env"])
+    res = CliRunner().invoke(
+        app,
+        ["recommend", "--user", user, "--k", "3", "--url", stack["servers"].transformer_url, "--json"],
+        env=stack["env"],
+    )
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.output)["predictions"][0]["items"]) == 3
     assert np.isfinite([i["score"] for i in json.loads(res.output)["predictions"][0]["items"]]).all()
@@ -443,10 +508,16 @@ def test_serve_detach_on_redis_with_a_v1_hop_and_every_recommend_kind(stack, tmp
     store = fs.feature_store(redis, features)
     fs.apply(store, features)
     fs.materialize(store)
-    env = {**os.environ, **stack["env"], "FUSIONREC__PATHS__ARTIFACTS": str(tmp_path),
-           "FUSIONREC__FEATURES__DATA_DIR": str(features), "FUSIONREC__FEATURES__ONLINE_STORE": "redis",
-           "FUSIONREC__FEATURES__REDIS_CONNECTION": redis_server,
-           "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()), "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        **stack["env"],
+        "FUSIONREC__PATHS__ARTIFACTS": str(tmp_path),
+        "FUSIONREC__FEATURES__DATA_DIR": str(features),
+        "FUSIONREC__FEATURES__ONLINE_STORE": "redis",
+        "FUSIONREC__FEATURES__REDIS_CONNECTION": redis_server,
+        "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
+        "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
+    }
     cli = [sys.executable, "-m", "fusionrec.cli"]
 
     def run(*args):
@@ -460,9 +531,13 @@ def test_serve_detach_on_redis_with_a_v1_hop_and_every_recommend_kind(stack, tmp
         user = str(stack["ds"].users.iloc[3]["user_id"])
         out = run("recommend", "--user", user, "--k", "4")
         assert f"top 4 for user {user}" in out and out.count(" bias ") == 4
-        top = json.loads(run("recommend", "--user", user, "--k", "4", "--json"))["predictions"][0]["items"][0]["item_id"]
+        top = json.loads(run("recommend", "--user", user, "--k", "4", "--json"))["predictions"][0]["items"][0][
+            "item_id"
+        ]
         # an interaction pushed to Redis only: the transformer reads Redis, so the item is now seen
-        fs.push_interactions(store, pd.DataFrame({"user_id": [user], "item_id": [top], "timestamp": [int(time.time())]}), 20)
+        fs.push_interactions(
+            store, pd.DataFrame({"user_id": [user], "item_id": [top], "timestamp": [int(time.time())]}), 20
+        )
         again = json.loads(run("recommend", "--user", user, "--k", "4", "--json"))["predictions"][0]
         assert top not in [i["item_id"] for i in again["items"]] and len(again["items"]) == 4
         items = stack["ds"].items
@@ -475,9 +550,16 @@ def test_serve_detach_on_redis_with_a_v1_hop_and_every_recommend_kind(stack, tmp
         assert "top 2 for items like an image" in image and image.count("[image; ") == 2
         like = items["item_id"].astype(str).iloc[4]
         more = run("recommend", "--like", like, "--user", user, "--blend", "0.5", "--k", "3")
-        assert f"top 3 for items like item {like}, re-ranked for user {user}" in more and like not in more.split(":", 1)[1]
-        bad = subprocess.run([*cli, "recommend", "--image", str(tmp_path / "none.jpg")], env=env, capture_output=True,
-                             text=True, timeout=60)
+        assert (
+            f"top 3 for items like item {like}, re-ranked for user {user}" in more and like not in more.split(":", 1)[1]
+        )
+        bad = subprocess.run(
+            [*cli, "recommend", "--image", str(tmp_path / "none.jpg")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert bad.returncode == 2 and "no such file" in bad.stderr
     finally:
         down = subprocess.run([*cli, "serve", "--stop"], env=env, capture_output=True, text=True, timeout=60)
@@ -500,8 +582,12 @@ def test_serve_detach_on_redis_with_a_v1_hop_and_every_recommend_kind(stack, tmp
 def _fallbacks(url: str) -> dict[str, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    return {s.labels["reason"]: s.value for f in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
-            for s in f.samples if s.name == "fusionrec_feature_store_fallbacks_total"}
+    return {
+        s.labels["reason"]: s.value
+        for f in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+        for s in f.samples
+        if s.name == "fusionrec_feature_store_fallbacks_total"
+    }
 
 
 def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
@@ -518,14 +604,21 @@ def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
     redis.start()
     features = tmp_path / "features"
     shutil.copytree(stack["env"]["FUSIONREC__FEATURES__DATA_DIR"], features)
-    store = fs.feature_store(FeatureSettings(online_store="redis", redis_connection=redis.address,
-                                             data_dir=str(features)), features)
+    store = fs.feature_store(
+        FeatureSettings(online_store="redis", redis_connection=redis.address, data_dir=str(features)), features
+    )
     fs.apply(store, features)
     fs.materialize(store)
     port = free_port()
-    env = {**stack["env"], "FUSIONREC__FEATURES__DATA_DIR": str(features), "FUSIONREC__FEATURES__ONLINE_STORE": "redis",
-           "FUSIONREC__FEATURES__REDIS_CONNECTION": redis.address, "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "0.5",
-           "FUSIONREC__SERVING__BREAKER_FAILURES": "2", "FUSIONREC__SERVING__BREAKER_RESET_S": "2"}
+    env = {
+        **stack["env"],
+        "FUSIONREC__FEATURES__DATA_DIR": str(features),
+        "FUSIONREC__FEATURES__ONLINE_STORE": "redis",
+        "FUSIONREC__FEATURES__REDIS_CONNECTION": redis.address,
+        "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "0.5",
+        "FUSIONREC__SERVING__BREAKER_FAILURES": "2",
+        "FUSIONREC__SERVING__BREAKER_RESET_S": "2",
+    }
     settings = load_settings(env=env)
     log = tmp_path / "transformer.log"
     proc = local.start_process(local.transformer_command(settings, port, settings.serving.predictor_port), log, env)
@@ -559,7 +652,9 @@ def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
             assert r.status_code == 200, r.text
             pred = r.json()["predictions"][0]
             assert pred["online_features"] == "unavailable" and elapsed < 2, (pred["online_features"], elapsed)
-            assert [i["item_id"] for i in pred["items"]] == [i["item_id"] for i in own["items"]]  # the model's histories
+            assert [i["item_id"] for i in pred["items"]] == [
+                i["item_id"] for i in own["items"]
+            ]  # the model's histories
             assert "127.0.0.1" not in r.text and "Error" not in r.text
         after = _fallbacks(url)
         assert sum(after.values()) - sum(before.values()) == 5
@@ -567,7 +662,9 @@ def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
         redis.start()  # back, empty: the online store is filled again and a new interaction pushed
         fs.materialize(store)
         top = up.json()["predictions"][0]["items"][0]["item_id"]
-        fs.push_interactions(store, pd.DataFrame({"user_id": [user], "item_id": [top], "timestamp": [int(time.time())]}), 20)
+        fs.push_interactions(
+            store, pd.DataFrame({"user_id": [user], "item_id": [top], "timestamp": [int(time.time())]}), 20
+        )
         deadline = time.monotonic() + 15
         while True:
             pred = _post(f"{url}/v1/models/{MODEL}:predict", body).json()["predictions"][0]
@@ -589,9 +686,15 @@ def test_the_model_repository_routes_and_docs_are_closed_on_both_servers(stack):
     """One anonymous POST to /v2/repository/.../unload used to take serving down while health said 200."""
     s = stack["servers"]
     for url in (s.predictor_url, s.transformer_url):
-        for method, path in [("POST", f"/v2/repository/models/{MODEL}/unload"), ("POST", f"/v2/repository/models/{MODEL}/load"),
-                             ("POST", f"/v1/models/{MODEL}:explain"), ("GET", "/docs"), ("GET", "/openapi.json"),
-                             ("GET", "/v2/repository/index"), ("DELETE", f"/v1/models/{MODEL}")]:
+        for method, path in [
+            ("POST", f"/v2/repository/models/{MODEL}/unload"),
+            ("POST", f"/v2/repository/models/{MODEL}/load"),
+            ("POST", f"/v1/models/{MODEL}:explain"),
+            ("GET", "/docs"),
+            ("GET", "/openapi.json"),
+            ("GET", "/v2/repository/index"),
+            ("DELETE", f"/v1/models/{MODEL}"),
+        ]:
             r = httpx.request(method, url + path, headers=AUTH, timeout=10)
             assert r.status_code == 404, (url, path, r.status_code, r.text)
         assert httpx.get(f"{url}/v2/health/ready", timeout=10).status_code == 200
@@ -622,8 +725,9 @@ def test_callers_need_a_key_and_end_users_only_get_their_own_recommendations(sta
     assert httpx.post(url, json=body, headers={"authorization": "Bearer wrong"}, timeout=30).status_code == 401
     mine = httpx.post(url, json=body, headers={"x-api-key": SHOPPER}, timeout=30)
     assert mine.status_code == 200 and not mine.json()["predictions"][0]["fallback"]
-    theirs = httpx.post(url, json={"instances": [{"user_id": "user-0000004", "k": 3}]}, headers={"x-api-key": SHOPPER},
-                        timeout=30)
+    theirs = httpx.post(
+        url, json={"instances": [{"user_id": "user-0000004", "k": 3}]}, headers={"x-api-key": SHOPPER}, timeout=30
+    )
     assert theirs.status_code == 403 and "own user" in theirs.json()["error"]
 
 
@@ -634,16 +738,21 @@ def test_the_seen_items_oracle_is_closed(stack):
     seen = sorted(_seen(stack, user_idx))[:3]
     unseen = sorted(set(_index(stack).index) - _seen(stack, user_idx))[:3]
     # a service (no history grant): the pair is refused ...
-    r = _post(f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict",
-              {"instances": [{"user_id": user, "candidates": seen + unseen, "k": 6, "exclude_seen": True}]})
+    r = _post(
+        f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict",
+        {"instances": [{"user_id": user, "candidates": seen + unseen, "k": 6, "exclude_seen": True}]},
+    )
     assert r.status_code == 403 and "history" in r.json()["error"], r.text
     # ... and a candidate list is scored as given by default: seen and unseen items alike come back
     got = _recommend(stack, {"user_id": user, "candidates": seen + unseen, "k": 6})[0]["items"]
     assert sorted(i["item_id"] for i in got) == sorted(seen + unseen)
     # the user themselves may ask
-    mine = httpx.post(f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict", headers={"x-api-key": SHOPPER},
-                      json={"instances": [{"user_id": user, "candidates": seen + unseen, "k": 6, "exclude_seen": True}]},
-                      timeout=30)
+    mine = httpx.post(
+        f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict",
+        headers={"x-api-key": SHOPPER},
+        json={"instances": [{"user_id": user, "candidates": seen + unseen, "k": 6, "exclude_seen": True}]},
+        timeout=30,
+    )
     assert mine.status_code == 200 and {i["item_id"] for i in mine.json()["predictions"][0]["items"]} == set(unseen)
 
 
@@ -659,8 +768,11 @@ def test_an_end_user_is_not_told_whether_an_id_exists(stack):
 
 def test_a_client_cannot_plant_the_transformers_request_state(stack):
     """The log's stash and the lookup's outcome used to travel in headers a client could set."""
-    r = _post(f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict", {"instances": [{"k": 2}]},
-              headers={"x-fusionrec-log": "{", "x-fusionrec-online-features": "used"})
+    r = _post(
+        f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict",
+        {"instances": [{"k": 2}]},
+        headers={"x-fusionrec-log": "{", "x-fusionrec-online-features": "used"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["predictions"][0]["online_features"] == "not needed"
 
@@ -696,11 +808,23 @@ def _png(width: int, height: int) -> str:
 HOSTILE = [
     ("decompression bomb", {"instances": [{"image": _png(6000, 6000)}]}, 413, "pixels"),
     ("pixels over the request budget", {"instances": [{"image": _png(3000, 3000)}] * 4}, 413, "per request"),
-    ("format off the allow-list", {"instances": [{"image": base64.b64encode(
-        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF").decode()}]}, 400, "does not decode"),
+    (
+        "format off the allow-list",
+        {
+            "instances": [
+                {
+                    "image": base64.b64encode(
+                        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF"
+                    ).decode()
+                }
+            ]
+        },
+        400,
+        "does not decode",
+    ),
     ("long user id", {"instances": [{"user_id": "u" * 10_000}]}, 413, "user_id"),
     ("long id in a history", {"instances": [{"history": ["i" * 10_000]}]}, 413, "history"),
-    ("huge integer id", {"instances": [{"like": 10 ** 300}]}, 400, "like"),
+    ("huge integer id", {"instances": [{"like": 10**300}]}, 400, "like"),
     ("deep JSON", {"instances": [{"history": [[[[[[["x"]]]]]]]}]}, 400, "history"),
 ]
 
@@ -715,8 +839,14 @@ def test_hostile_input_is_a_4xx_with_a_fixed_message(stack, body, status, words)
 
 V2_BAD = [
     ("numbers as BYTES", [{"name": "k", "shape": [1], "datatype": "BYTES", "data": ["3"]}], "datatype"),
-    ("blend as BYTES", [{"name": "k", "shape": [1], "datatype": "INT32", "data": [3]},
-                        {"name": "blend", "shape": [1], "datatype": "BYTES", "data": ["x"]}], "datatype"),
+    (
+        "blend as BYTES",
+        [
+            {"name": "k", "shape": [1], "datatype": "INT32", "data": [3]},
+            {"name": "blend", "shape": [1], "datatype": "BYTES", "data": ["x"]},
+        ],
+        "datatype",
+    ),
     ("shape that does not fit", [{"name": "k", "shape": [3], "datatype": "INT32", "data": [3]}], "k"),
     ("unknown datatype", [{"name": "k", "shape": [1], "datatype": "COMPLEX", "data": [3]}], "datatype"),
 ]
@@ -734,16 +864,26 @@ def test_invalid_utf8_in_a_v2_binary_tensor_is_a_400(stack):
     import struct
 
     raw = struct.pack("<I", 2) + b"\xff\xfe"
-    header = json.dumps({"inputs": [{"name": "k", "shape": [1], "datatype": "INT32", "data": [3]},
-                                    {"name": "user_id", "shape": [1], "datatype": "BYTES",
-                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
-    r = httpx.post(f"{stack['servers'].predictor_url}/v2/models/{MODEL}/infer", content=header + raw, timeout=30,
-                   headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "k", "shape": [1], "datatype": "INT32", "data": [3]},
+                {"name": "user_id", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}},
+            ]
+        }
+    ).encode()
+    r = httpx.post(
+        f"{stack['servers'].predictor_url}/v2/models/{MODEL}/infer",
+        content=header + raw,
+        timeout=30,
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))},
+    )
     assert r.status_code == 400 and "UTF-8" in r.json()["error"], r.text
 
 
-def fuzz(spec: dict, base_url: str, headers: dict | None = None, examples: int = 40,
-         path_parameters: dict | None = None) -> tuple[int, list[str]]:
+def fuzz(
+    spec: dict, base_url: str, headers: dict | None = None, examples: int = 40, path_parameters: dict | None = None
+) -> tuple[int, list[str]]:
     """Every operation of an OpenAPI document, fuzzed by schemathesis with valid and invalid inputs
     (``examples`` of each per operation) against a running server; returns the cases sent and every answer
     that was a 5xx or carried a heap address or a type name."""
@@ -758,8 +898,14 @@ def fuzz(spec: dict, base_url: str, headers: dict | None = None, examples: int =
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             strategy = op.as_strategy(generation_mode=mode, path_parameters=path_parameters)
 
-            @hypothesis.settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                                 suppress_health_check=list(hypothesis.HealthCheck), phases=[hypothesis.Phase.generate])
+            @hypothesis.settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(hypothesis.HealthCheck),
+                phases=[hypothesis.Phase.generate],
+            )
             @hypothesis.given(case=strategy)
             def one(case):
                 sent[0] += 1

@@ -22,10 +22,18 @@ CE = {"ce-specversion": "1.0", "ce-source": "http://predictor/", "content-type":
 
 def _exchange(n: int, version: str = "v0003") -> tuple[dict, dict]:
     request = {"instances": [{"user_id": f"user-{n}", "k": 2}, {"history": ["a", "b"], "k": 1}]}
-    response = {"predictions": [
-        {"items": [{"item_id": "a", "score": 0.5}, {"item_id": "b", "score": 0.25}], "fallback": False, "cold": False,
-         "model_version": version, "monitor": {"user_vector": [0.1, 0.2], "query": {}}},
-        {"items": [{"item_id": "c", "score": 0.1}], "fallback": False, "cold": True, "model_version": version}]}
+    response = {
+        "predictions": [
+            {
+                "items": [{"item_id": "a", "score": 0.5}, {"item_id": "b", "score": 0.25}],
+                "fallback": False,
+                "cold": False,
+                "model_version": version,
+                "monitor": {"user_vector": [0.1, 0.2], "query": {}},
+            },
+            {"items": [{"item_id": "c", "score": 0.1}], "fallback": False, "cold": True, "model_version": version},
+        ]
+    }
     return request, response
 
 
@@ -44,8 +52,13 @@ HOSTILE = [  # (headers, body) that must never become a record nor a 5xx
 
 @pytest.fixture
 def sink(tmp_path):
-    settings = load_settings(env={"FUSIONREC__MONITORING__FOLDER": str(tmp_path / "monitoring"),
-                                  "FUSIONREC__MONITORING__LOG_KEY": KEY, "FUSIONREC__SERVING__MAX_BODY_BYTES": "200000"})
+    settings = load_settings(
+        env={
+            "FUSIONREC__MONITORING__FOLDER": str(tmp_path / "monitoring"),
+            "FUSIONREC__MONITORING__LOG_KEY": KEY,
+            "FUSIONREC__SERVING__MAX_BODY_BYTES": "200000",
+        }
+    )
     writer = InferenceLogWriter(tmp_path / "monitoring" / "logs", batch=10_000, flush_s=0.2)
     yield build_app(settings, writer), writer, tmp_path / "monitoring" / "logs"
     writer.close()
@@ -53,8 +66,11 @@ def sink(tmp_path):
 
 async def _post(client, kind: str, event_id: str, body, **headers):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return await client.post("/events", content=data, headers={
-        **CE, "ce-type": f"org.kubeflow.serving.inference.{kind}", "ce-id": event_id, **headers})
+    return await client.post(
+        "/events",
+        content=data,
+        headers={**CE, "ce-type": f"org.kubeflow.serving.inference.{kind}", "ce-id": event_id, **headers},
+    )
 
 
 def _written(folder, n: int) -> int:
@@ -123,8 +139,11 @@ def test_a_body_over_the_limit_is_a_413(sink):
                 for _ in range(10):
                     yield b"x" * 50_000
 
-            chunked = await c.post("/events", content=chunks(), headers={
-                **CE, "ce-type": "org.kubeflow.serving.inference.request", "ce-id": "big2"})
+            chunked = await c.post(
+                "/events",
+                content=chunks(),
+                headers={**CE, "ce-type": "org.kubeflow.serving.inference.request", "ce-id": "big2"},
+            )
             return declared, chunked
 
     declared, chunked = asyncio.run(go())
@@ -133,8 +152,13 @@ def test_a_body_over_the_limit_is_a_413(sink):
 
 def test_the_log_queue_is_bounded_in_bytes(tmp_path):
     drops = []
-    writer = InferenceLogWriter(tmp_path / "logs", flush_s=30, max_queue=1_000_000, max_bytes=100_000,
-                                on_drop=lambda reason, n: drops.append((reason, n)))
+    writer = InferenceLogWriter(
+        tmp_path / "logs",
+        flush_s=30,
+        max_queue=1_000_000,
+        max_bytes=100_000,
+        on_drop=lambda reason, n: drops.append((reason, n)),
+    )
     try:
         big = {"model_version": "v0001", "items": [], "scores": [], "query_text": [0.0] * 2_000}  # ~24 KB each
         writer.append([dict(big) for _ in range(10)])
@@ -156,8 +180,12 @@ def test_no_input_from_the_openapi_fuzzer_answers_5xx_on_the_sink(tmp_path, free
 
     port = free_port()
     env = {**os.environ, "FUSIONREC__MONITORING__FOLDER": str(tmp_path / "sink"), "FUSIONREC__MONITORING__LOG_KEY": KEY}
-    sink = subprocess.Popen([sys.executable, "-m", "monitoring.sink", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "monitoring.sink", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_answering(f"http://127.0.0.1:{port}/healthz")
         total, bad = fuzz(sink_openapi(), f"http://127.0.0.1:{port}", examples=100)

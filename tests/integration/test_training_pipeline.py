@@ -24,16 +24,30 @@ pytestmark = pytest.mark.integration
 def trained(synth_validated, synth_embeddings):
     split = make_split(synth_validated, "random", seed=0)
     cfg = fusion_config(synth_validated, synth_embeddings, ["text", "image", "audio"], dim=16)
-    result, test = fit(synth_validated, synth_embeddings, split, cfg, TrainConfig(epochs=3, batch_size=256, device="cpu"),
-                       progress=False)
+    result, test = fit(
+        synth_validated,
+        synth_embeddings,
+        split,
+        cfg,
+        TrainConfig(epochs=3, batch_size=256, device="cpu"),
+        progress=False,
+    )
     return split, cfg, result, test
 
 
 def _save(root, ds, emb, split, cfg, result, test, ndcg=None):
     metrics = {"test": {**test, "ndcg@20": test["ndcg@20"] if ndcg is None else ndcg}, "split": split.summary()}
-    return save_artifact(root, result.model, dataset=ds, encoders={m: {"identity": emb[m].identity} for m in cfg.modalities},
-                         training={}, history=result.user_history, history_mask=result.user_history_mask,
-                         metrics=metrics, card=model_card(ds.name, split, cfg, result, test, {}))
+    return save_artifact(
+        root,
+        result.model,
+        dataset=ds,
+        encoders={m: {"identity": emb[m].identity} for m in cfg.modalities},
+        training={},
+        history=result.user_history,
+        history_mask=result.user_history_mask,
+        metrics=metrics,
+        card=model_card(ds.name, split, cfg, result, test, {}),
+    )
 
 
 def test_artifact_round_trip_scores_identically(tmp_path, trained, synth_validated, synth_embeddings):
@@ -56,8 +70,14 @@ def test_a_version_saved_before_the_item_item_term_still_loads(tmp_path, synth_v
 
     split = make_split(synth_validated, "random", seed=0)
     cfg = fusion_config(synth_validated, synth_embeddings, ["text"], dim=8).model_copy(update={"item_item": 0})
-    result, test = fit(synth_validated, synth_embeddings, split, cfg, TrainConfig(epochs=1, batch_size=256, device="cpu"),
-                       progress=False)
+    result, test = fit(
+        synth_validated,
+        synth_embeddings,
+        split,
+        cfg,
+        TrainConfig(epochs=1, batch_size=256, device="cpu"),
+        progress=False,
+    )
     path = _save(tmp_path, synth_validated, synth_embeddings, split, cfg, result, test)
     state = {k: v for k, v in load_file(str(path / "model.safetensors")).items() if not k.startswith("ii_")}
     save_file(state, str(path / "model.safetensors"))
@@ -68,9 +88,12 @@ def test_a_version_saved_before_the_item_item_term_still_loads(tmp_path, synth_v
     art = load_artifact(path)
     assert not art.model.has_item_item
     users = np.arange(5)
-    np.testing.assert_allclose(score_function(art.model, art.history, art.history_mask)(users),
-                               score_function(result.model, result.user_history, result.user_history_mask)(users),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        score_function(art.model, art.history, art.history_mask)(users),
+        score_function(result.model, result.user_history, result.user_history_mask)(users),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_gate_promotes_only_by_the_margin(tmp_path, trained, synth_validated, synth_embeddings):
@@ -91,7 +114,10 @@ def test_gate_promotes_only_by_the_margin(tmp_path, trained, synth_validated, sy
     assert (first / "model.safetensors").exists()  # the old champion stays, untouched
     # a rollback makes an earlier version the champion again; the next gate compares with it
     back = reinstate(tmp_path, first.name)
-    assert champion(tmp_path) == first and (back.champion_before, back.reason) == (over.name, f"rolled back to {first.name}")
+    assert champion(tmp_path) == first and (back.champion_before, back.reason) == (
+        over.name,
+        f"rolled back to {first.name}",
+    )
     assert gate(tmp_path, save(ndcg=0.2 * 1.011)).promoted  # 1.1% over the reinstated 0.2, not over 0.21
     with pytest.raises(ConfigError, match="v9999: no such model version"):
         reinstate(tmp_path, "v9999")
@@ -116,8 +142,14 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path, synth_validated, synth_em
     cfg = fusion_config(synth_validated, synth_embeddings, ["text", "image"], dim=16)
 
     def run(epochs, folder):
-        return train(split, synth_embeddings, cfg, TrainConfig(epochs=epochs, batch_size=256, device="cpu", patience=10),
-                     progress=False, checkpoint_dir=tmp_path / folder)
+        return train(
+            split,
+            synth_embeddings,
+            cfg,
+            TrainConfig(epochs=epochs, batch_size=256, device="cpu", patience=10),
+            progress=False,
+            checkpoint_dir=tmp_path / folder,
+        )
 
     whole = run(3, "whole")
     run(2, "interrupted")
@@ -131,7 +163,9 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path, synth_validated, synth_em
         assert torch.equal(v, b["model"][k]), k
     for k, v in resumed.model.state_dict().items():  # the best weights, which the run returns
         assert torch.equal(v, whole.model.state_dict()[k]), k
-    moments = [(s["exp_avg"], t["exp_avg"]) for s, t in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values())]
+    moments = [
+        (s["exp_avg"], t["exp_avg"]) for s, t in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values())
+    ]
     assert moments and all(torch.equal(x, y) for x, y in moments)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
     assert [h["valid_ndcg@20"] for h in resumed.history] == [h["valid_ndcg@20"] for h in whole.history]
@@ -177,8 +211,23 @@ def test_ddp_on_two_cpu_processes(tmp_path, synth_validated, synth_embeddings):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(script), str(data), str(emb_dir)], capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(data),
+            str(emb_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads([line for line in r.stdout.splitlines() if line.startswith("{")][-1])
     assert result["world"] == 2
@@ -201,8 +250,14 @@ def test_ddp_on_two_cpu_processes(tmp_path, synth_validated, synth_embeddings):
 def test_ranking_head_reports_auc_and_log_loss(synth_validated, synth_embeddings):
     split = make_split(synth_validated, "random", seed=0)
     cfg = fusion_config(synth_validated, synth_embeddings, ["text", "image"], dim=16, ranking_head=True)
-    _, test = fit(synth_validated, synth_embeddings, split, cfg, TrainConfig(epochs=4, batch_size=256, device="cpu"),
-                  progress=False)
+    _, test = fit(
+        synth_validated,
+        synth_embeddings,
+        split,
+        cfg,
+        TrainConfig(epochs=4, batch_size=256, device="cpu"),
+        progress=False,
+    )
     # trained with log loss against sampled items, it separates test positives from unseen items better than
     # chance (0.5; the standard error of AUC on these ~360 positives x 4 negatives is about 0.017; the run is seeded)
     assert test["auc"] > 0.55 and 0 < test["logloss"] < np.log(2) + 0.2

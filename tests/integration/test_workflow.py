@@ -22,10 +22,19 @@ def candidates(synth_validated_dir, synth_validated, synth_embeddings, synth_emb
     features = root / "features"
     features.mkdir()
     build_feature_tables(synth_validated, synth_embeddings, features, 20)
-    direct = train_candidate(synth_validated_dir, synth_embeddings_dir, SPEC, root / "direct", device="cpu",
-                             progress=False)
-    feast = train_candidate(synth_validated_dir, synth_embeddings_dir, SPEC, root / "feast", device="cpu",
-                            features_dir=features, checkpoints=root / "ckpt", progress=False)
+    direct = train_candidate(
+        synth_validated_dir, synth_embeddings_dir, SPEC, root / "direct", device="cpu", progress=False
+    )
+    feast = train_candidate(
+        synth_validated_dir,
+        synth_embeddings_dir,
+        SPEC,
+        root / "feast",
+        device="cpu",
+        features_dir=features,
+        checkpoints=root / "ckpt",
+        progress=False,
+    )
     return direct, feast, root
 
 
@@ -79,15 +88,17 @@ def test_a_bad_spec_names_the_field_and_the_value():
 
     with pytest.raises(ConfigError) as err:
         TrainSpec.parse(protocol="weekly")
-    assert str(err.value).startswith("training spec: protocol: Input should be 'random', 'temporal', 'cold_item' or "
-                                     "'given' (got 'weekly')")
+    assert str(err.value).startswith(
+        "training spec: protocol: Input should be 'random', 'temporal', 'cold_item' or 'given' (got 'weekly')"
+    )
     assert TrainSpec.parse(modalities="text, image").modalities == ("text", "image")
     with pytest.raises(ConfigError, match=r"softmax: Input should be 'auto', 'full' or 'sampled' \(got 'partial'\)"):
         TrainSpec.parse(softmax="partial")
 
 
-def test_the_trainjob_command_under_torchrun_writes_one_candidate_from_rank_0(candidates, synth_validated_dir,
-                                                                             synth_embeddings_dir, tmp_path):
+def test_the_trainjob_command_under_torchrun_writes_one_candidate_from_rank_0(
+    candidates, synth_validated_dir, synth_embeddings_dir, tmp_path
+):
     """What a Kubeflow Trainer TrainJob runs on each node, here on two CPU processes (gloo)."""
     import os
     import subprocess
@@ -95,12 +106,37 @@ def test_the_trainjob_command_under_torchrun_writes_one_candidate_from_rank_0(ca
 
     _, _, root = candidates
     out = tmp_path / "candidate"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        "-m", "fusionrec", "train", str(synth_validated_dir), "--embeddings", str(synth_embeddings_dir),
-                        "--features", str(root / "features"), "--candidate", str(out), "--epochs", "2", "--dim", "16",
-                        "--seed", "3", "--no-progress"],
-                       capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", "FUSIONREC_PROFILE": "local"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "fusionrec",
+            "train",
+            str(synth_validated_dir),
+            "--embeddings",
+            str(synth_embeddings_dir),
+            "--features",
+            str(root / "features"),
+            "--candidate",
+            str(out),
+            "--epochs",
+            "2",
+            "--dim",
+            "16",
+            "--seed",
+            "3",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "FUSIONREC_PROFILE": "local"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count('"candidate":') == 1  # rank 1 trained its share and wrote nothing
     metrics = json.loads((out / "metrics.json").read_text())

@@ -20,8 +20,10 @@ def _sha(key: str) -> str:
 
 
 def _settings(tmp_path, **env):
-    callers = (f"[{{name: shopper, key_sha256: {_sha(USER_KEY)}, role: user, user_id: u1}}, "
-               f"{{name: crm, key_sha256: {_sha(HISTORY_KEY)}, history: true}}]")
+    callers = (
+        f"[{{name: shopper, key_sha256: {_sha(USER_KEY)}, role: user, user_id: u1}}, "
+        f"{{name: crm, key_sha256: {_sha(HISTORY_KEY)}, history: true}}]"
+    )
     base = {"FUSIONREC__PATHS__ARTIFACTS": str(tmp_path / "artifacts"), "FUSIONREC__SERVING__AUTH__CALLERS": callers}
     return load_settings(env={**base, **env})
 
@@ -37,12 +39,15 @@ def test_the_local_service_key_is_made_once_owner_only_and_identifies_a_service(
     assert auth.caller({"x-api-key": path.read_text()}) == service
 
 
-@pytest.mark.parametrize("headers,words", [
-    ({}, "no API key"),
-    ({"authorization": "Bearer not-a-key"}, "not valid"),
-    ({"authorization": "Basic dXNlcjpwYXNz"}, "no API key"),
-    ({"x-api-key": "x" * 100_000}, "not valid"),
-])
+@pytest.mark.parametrize(
+    "headers,words",
+    [
+        ({}, "no API key"),
+        ({"authorization": "Bearer not-a-key"}, "not valid"),
+        ({"authorization": "Basic dXNlcjpwYXNz"}, "no API key"),
+        ({"x-api-key": "x" * 100_000}, "not valid"),
+    ],
+)
 def test_a_request_without_a_valid_key_is_a_401(tmp_path, headers, words):
     with pytest.raises(Unauthorized, match=words):
         Authenticator(_settings(tmp_path)).caller(headers)
@@ -62,15 +67,22 @@ def test_a_short_or_missing_key_file_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="shorter than 32"):
         Authenticator(_settings(tmp_path, FUSIONREC__SERVING__AUTH__KEY_FILE=str(short)))
     with pytest.raises(ConfigError, match="does not exist"):  # the cluster's Secret missing: never a new key
-        Authenticator(_settings(tmp_path, FUSIONREC_PROFILE="cluster", FUSIONREC__SERVING__AUTH__MODE="api_key",
-                                FUSIONREC__SERVING__AUTH__KEY_FILE=str(tmp_path / "absent.key")))
+        Authenticator(
+            _settings(
+                tmp_path,
+                FUSIONREC_PROFILE="cluster",
+                FUSIONREC__SERVING__AUTH__MODE="api_key",
+                FUSIONREC__SERVING__AUTH__KEY_FILE=str(tmp_path / "absent.key"),
+            )
+        )
     assert not (tmp_path / "absent.key").exists()
 
 
 def test_mesh_mode_trusts_the_sidecars_principal_and_the_verified_subject(tmp_path):
     spiffe = "spiffe://cluster.local/ns/shop/sa/frontend"
-    settings = _settings(tmp_path, FUSIONREC__SERVING__AUTH__MODE="mesh",
-                         FUSIONREC__SERVING__AUTH__SERVICE_PRINCIPALS=f"[{spiffe}]")
+    settings = _settings(
+        tmp_path, FUSIONREC__SERVING__AUTH__MODE="mesh", FUSIONREC__SERVING__AUTH__SERVICE_PRINCIPALS=f"[{spiffe}]"
+    )
     auth = Authenticator(settings)
     xfcc = f'By=spiffe://cluster.local/ns/fusionrec/sa/fusionrec-serving;Hash=abc;URI={spiffe}'
     assert auth.caller({"x-forwarded-client-cert": xfcc}) == Caller(spiffe, True, None, False)
@@ -113,8 +125,9 @@ def test_exclude_seen_over_candidates_needs_the_history_grant_or_the_user_themse
 
 def test_rate_limit_per_caller_refills_at_its_rate():
     now = [0.0]
-    settings = load_settings(env={"FUSIONREC__SERVING__AUTH__USER_RATE_PER_S": "2",
-                                  "FUSIONREC__SERVING__AUTH__USER_BURST": "3"})
+    settings = load_settings(
+        env={"FUSIONREC__SERVING__AUTH__USER_RATE_PER_S": "2", "FUSIONREC__SERVING__AUTH__USER_BURST": "3"}
+    )
     limiter = RateLimiter(settings.serving.auth, clock=lambda: now[0])
     a, b = Caller("user:a", False, "a"), Caller("user:b", False, "b")
     for _ in range(3):

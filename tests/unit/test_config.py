@@ -22,7 +22,11 @@ def test_profile_overrides_default_and_env_overrides_profile(tmp_path):
     p = write(tmp_path, "default:\n  paths: {artifacts: a}\nprofiles:\n  cluster:\n    paths: {artifacts: /mnt/x}\n")
     assert load_settings(p, env={}).paths.artifacts == "a"
     assert load_settings(p, "cluster", env={}).paths.artifacts == "/mnt/x"
-    env = {"FUSIONREC_PROFILE": "cluster", "FUSIONREC__PATHS__ARTIFACTS": "/data", "FUSIONREC__VALIDATION__MAX_TEXT_CHARS": "42"}
+    env = {
+        "FUSIONREC_PROFILE": "cluster",
+        "FUSIONREC__PATHS__ARTIFACTS": "/data",
+        "FUSIONREC__VALIDATION__MAX_TEXT_CHARS": "42",
+    }
     s = load_settings(p, env=env)
     assert (s.profile, s.paths.artifacts, s.validation.max_text_chars) == ("cluster", "/data", 42)
 

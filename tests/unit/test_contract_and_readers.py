@@ -22,22 +22,35 @@ def write_contract(folder, contract: dict):
 
 def tiny_catalogue(folder, *, ratings=("5", "3", "4"), parquet=False):
     """Three interactions over two users and two items, as CSV (or Parquet) files."""
-    inter = pd.DataFrame({"uid": ["a", "b", "a"], "iid": ["10", "20", "20"], "stars": list(ratings),
-                          "ts": ["1700000000", "1700000100", "1700000200"]})
-    items = pd.DataFrame({"iid": ["10", "20"], "name": ["Ten", "Twenty"], "blurb": ["first item", "second item"],
-                          "weight": ["1.5", "2"]})
+    inter = pd.DataFrame(
+        {
+            "uid": ["a", "b", "a"],
+            "iid": ["10", "20", "20"],
+            "stars": list(ratings),
+            "ts": ["1700000000", "1700000100", "1700000200"],
+        }
+    )
+    items = pd.DataFrame(
+        {"iid": ["10", "20"], "name": ["Ten", "Twenty"], "blurb": ["first item", "second item"], "weight": ["1.5", "2"]}
+    )
     if parquet:
         inter.to_parquet(folder / "inter.parquet")
     else:
         inter.to_csv(folder / "inter.csv", index=False)
     items.to_csv(folder / "items.csv", index=False)
     return {
-        "name": "tiny", "format": "raw_catalogue", "root": ".",
-        "interactions": {"path": "inter.parquet" if parquet else "inter.csv",
-                         "roles": {"user_id": "uid", "item_id": "iid", "rating": "stars", "timestamp": "ts"},
-                         "implicit": {"min_rating": 4}},
-        "items": {"path": "items.csv", "roles": {"item_id": "iid", "title": "name", "text": ["name", "blurb"],
-                                                 "side_features": ["weight"]}},
+        "name": "tiny",
+        "format": "raw_catalogue",
+        "root": ".",
+        "interactions": {
+            "path": "inter.parquet" if parquet else "inter.csv",
+            "roles": {"user_id": "uid", "item_id": "iid", "rating": "stars", "timestamp": "ts"},
+            "implicit": {"min_rating": 4},
+        },
+        "items": {
+            "path": "items.csv",
+            "roles": {"item_id": "iid", "title": "name", "text": ["name", "blurb"], "side_features": ["weight"]},
+        },
     }
 
 
@@ -53,9 +66,13 @@ def write_mmrec(folder, n_users=4, n_items=5, dim_text=3, dim_image=2, rows=None
     np.save(folder / "text_feat.npy", rng.normal(size=(rows or n_items, dim_text)).astype(np.float32))
     np.save(folder / "image_feat.npy", rng.normal(size=(n_items, dim_image)).astype(np.float32))
     return {
-        "name": "tiny-mmrec", "format": "mmrec", "root": ".",
-        "interactions": {"path": "tiny.inter", "roles": {"user_id": "userID", "item_id": "itemID", "split": "x_label",
-                                                          "timestamp": "timestamp"}},
+        "name": "tiny-mmrec",
+        "format": "mmrec",
+        "root": ".",
+        "interactions": {
+            "path": "tiny.inter",
+            "roles": {"user_id": "userID", "item_id": "itemID", "split": "x_label", "timestamp": "timestamp"},
+        },
         "modalities": [{"name": "text", "path": "text_feat.npy"}, {"name": "image", "path": "image_feat.npy"}],
     }, inter
 
@@ -139,8 +156,11 @@ def test_precomputed_matrix_with_wrong_rows_names_file_and_both_shapes(tmp_path)
     contract = tiny_catalogue(tmp_path)
     np.save(tmp_path / "audio.npy", np.zeros((3, 4), dtype=np.float32))
     contract["modalities"] = [{"name": "audio", "path": "audio.npy"}]
-    with pytest.raises(DatasetError, match=r"audio.npy: modality 'audio': matrix has shape \(3, 4\) but the items "
-                                           r"table .*items.csv has 2 rows; expected shape \(2, 4\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"audio.npy: modality 'audio': matrix has shape \(3, 4\) but the items "
+        r"table .*items.csv has 2 rows; expected shape \(2, 4\)",
+    ):
         read_raw(load_contract(write_contract(tmp_path, contract)))
 
 
@@ -148,7 +168,9 @@ def test_precomputed_matrix_with_wrong_columns_is_named(tmp_path):
     contract = tiny_catalogue(tmp_path)
     np.save(tmp_path / "audio.npy", np.zeros((2, 4), dtype=np.float32))
     contract["modalities"] = [{"name": "audio", "path": "audio.npy", "dim": 8}]
-    with pytest.raises(DatasetError, match=r"audio.npy: modality 'audio': matrix has shape \(2, 4\), expected 8 columns"):
+    with pytest.raises(
+        DatasetError, match=r"audio.npy: modality 'audio': matrix has shape \(2, 4\), expected 8 columns"
+    ):
         read_raw(load_contract(write_contract(tmp_path, contract)))
 
 

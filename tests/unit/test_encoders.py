@@ -71,8 +71,13 @@ def test_text_masks_empty_and_filters_pii_before_hashing(text_encoder):
 
 
 def test_text_embeddings_carry_meaning(text_encoder):
-    v = text_encoder.encode(["a detective solves a murder mystery", "an investigator hunts for clues to a killing",
-                             "football players win the championship"]).values
+    v = text_encoder.encode(
+        [
+            "a detective solves a murder mystery",
+            "an investigator hunts for clues to a killing",
+            "football players win the championship",
+        ]
+    ).values
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
 
 
@@ -84,8 +89,9 @@ def _tiny_bert(folder, seed):
     from fusionrec.encoders.text import default_text_checkpoint
 
     torch.manual_seed(seed)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=37)).save_pretrained(folder)
+    BertModel(
+        BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
+    ).save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         src = default_text_checkpoint() / name
         if src.exists():
@@ -147,7 +153,8 @@ def test_image_masks_missing_and_corrupt_with_reasons(image_encoder, tmp_path):
 
 def test_image_embeddings_see_shape_and_colour(image_encoder):
     red, red_again, blue, red_circle = image_encoder.encode(
-        [_png((200, 30, 30)), _png((205, 35, 30)), _png((30, 60, 210)), _png((200, 30, 30), "circle")]).values
+        [_png((200, 30, 30)), _png((205, 35, 30)), _png((30, 60, 210)), _png((200, 30, 30), "circle")]
+    ).values
     assert red @ red_again > red @ blue + 0.05  # colour moves the embedding
     assert red @ blue > red @ red_circle  # and shape moves it more (ImageNet features are shape-heavy)
 
@@ -158,8 +165,16 @@ def test_hf_vision_checkpoint_loads(tmp_path):
     from fusionrec.encoders.image import ImageEncoder
 
     folder = tmp_path / "tiny-vit"
-    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=30)).save_pretrained(folder)
+    ViTModel(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=24,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=30,
+        )
+    ).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     enc = ImageEncoder(folder, kind="hf", device="cpu").encode([_png((10, 200, 10))])
     assert enc.mask.all() and enc.values.shape == (1, 24)

@@ -60,10 +60,18 @@ def test_routes_outside_the_list_are_404_before_the_app_sees_them():
 
     async def go():
         async with _client(guard) as c:
-            codes = [(await c.request(m, p)).status_code for m, p in [
-                ("POST", "/v2/repository/models/fusionrec/unload"), ("POST", "/v2/repository/models/fusionrec/load"),
-                ("POST", "/v1/models/fusionrec:explain"), ("GET", "/docs"), ("GET", "/openapi.json"),
-                ("PUT", "/v1/models/fusionrec:predict"), ("GET", "/v1/models/a/b")]]
+            codes = [
+                (await c.request(m, p)).status_code
+                for m, p in [
+                    ("POST", "/v2/repository/models/fusionrec/unload"),
+                    ("POST", "/v2/repository/models/fusionrec/load"),
+                    ("POST", "/v1/models/fusionrec:explain"),
+                    ("GET", "/docs"),
+                    ("GET", "/openapi.json"),
+                    ("PUT", "/v1/models/fusionrec:predict"),
+                    ("GET", "/v1/models/a/b"),
+                ]
+            ]
             ok = (await c.post("/v1/models/fusionrec:predict", content=b"{}")).status_code
         return codes, ok
 
@@ -74,8 +82,10 @@ def test_routes_outside_the_list_are_404_before_the_app_sees_them():
 def test_readiness_is_503_until_the_model_is_loaded():
     async def go(loaded):
         async with _client(Guard(Echo(), [FakeModel(loaded)], 1000, 4)) as c:
-            return [(await c.get(p)).status_code for p in ("/v2/health/ready", "/v1/models/fusionrec",
-                                                           "/v2/models/fusionrec/ready", "/v2/health/live")]
+            return [
+                (await c.get(p)).status_code
+                for p in ("/v2/health/ready", "/v1/models/fusionrec", "/v2/models/fusionrec/ready", "/v2/health/live")
+            ]
 
     assert asyncio.run(go(False)) == [503, 503, 503, 200]
     assert asyncio.run(go(True)) == [200, 200, 200, 200]

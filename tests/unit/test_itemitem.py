@@ -77,13 +77,21 @@ def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation
     rng = np.random.default_rng(3)
     n_users, n_items = 60, 40
     taste = rng.integers(0, 4, n_users)  # four blocks of items; users mostly pick from their own block
-    rows = {(u, int(i)) for u in range(n_users) for i in
-            rng.choice(np.r_[taste[u] * 10: taste[u] * 10 + 10, rng.integers(0, n_items, 3)], 8, replace=False)}
+    rows = {
+        (u, int(i))
+        for u in range(n_users)
+        for i in rng.choice(np.r_[taste[u] * 10 : taste[u] * 10 + 10, rng.integers(0, n_items, 3)], 8, replace=False)
+    }
     rows = sorted(rows)
     order = rng.permutation(len(rows))
     part = {r: ("valid" if k % 4 == 0 else "train") for k, r in zip(order, rows)}
-    frame = lambda name: pd.DataFrame([(u, i, 0) for (u, i) in rows if part[(u, i)] == name],  # noqa: E731
-                                      columns=["user_idx", "item_idx", "timestamp"])
+
+    def frame(name):
+        return pd.DataFrame(
+            [(u, i, 0) for (u, i) in rows if part[(u, i)] == name],
+            columns=["user_idx", "item_idx", "timestamp"],
+        )
+
     split = Split("random", frame("train"), frame("valid"), frame("valid").iloc[:0], n_users, n_items)
     base = 0.01 * rng.normal(size=(n_users, n_items)).astype(np.float32)  # weak towers: a mid-grid ridge wins
     model = FusionRecModel(FusionConfig(n_users=n_users, n_items=n_items, dim=4, item_item=n_items))
@@ -92,20 +100,23 @@ def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation
     train = {(u, i) for (u, i) in rows if part[(u, i)] == "train"}
     for u in range(n_users):
         items = sorted(i for (v, i) in train if v == u)
-        hist[u, 20 - len(items):] = torch.tensor(items, dtype=torch.long)
-        hmask[u, 20 - len(items):] = True
+        hist[u, 20 - len(items) :] = torch.tensor(items, dtype=torch.long)
+        hmask[u, 20 - len(items) :] = True
     chosen = fit_item_item(model, split, hist, hmask, lambda us: base[us])
 
     valid = {}
-    for (u, i) in rows:
+    for u, i in rows:
         if part[(u, i)] == "valid":
             valid.setdefault(u, set()).add(i)
     X = np.zeros((n_users, n_items))
-    for (u, i) in train:
+    for u, i in train:
         X[u, i] = 1.0
     tu, ti = np.nonzero(X)
-    grid = {(lam, w): _ndcg20(base + w * (X @ ease(tu, ti, n_users, n_items, lam)), train, valid)
-            for lam in LAMBDAS for w in WEIGHTS}
+    grid = {
+        (lam, w): _ndcg20(base + w * (X @ ease(tu, ti, n_users, n_items, lam)), train, valid)
+        for lam in LAMBDAS
+        for w in WEIGHTS
+    }
     assert max(grid, key=grid.get)[0] != LAMBDAS[0]  # the data make the choice matter (not the first ridge)
     assert grid[(chosen["lambda"], chosen["weight"])] == pytest.approx(max(grid.values()), abs=1e-9)
     assert chosen["valid_ndcg@20_with_item_item"] == pytest.approx(max(grid.values()), abs=1e-6)
@@ -113,10 +124,13 @@ def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation
     assert chosen["weight"] > 0  # on block-structured tastes the term beats random tower scores
 
 
-@pytest.mark.parametrize("n_items, k, B, H", [
-    (1100, 1024, 256, 300),  # a small catalogue, many long histories: the dense product
-    (5000, 64, 512, 600),  # above 4,096 items: neighbours gathered in slices of the history (two here)
-])
+@pytest.mark.parametrize(
+    "n_items, k, B, H",
+    [
+        (1100, 1024, 256, 300),  # a small catalogue, many long histories: the dense product
+        (5000, 64, 512, 600),  # above 4,096 items: neighbours gathered in slices of the history (two here)
+    ],
+)
 def test_the_term_over_long_histories_sums_every_real_entry_whatever_the_batch(n_items, k, B, H):
     """Long, padded histories (one item twice) in batches too large for one gather: the same sums as the
     dense matrix the neighbours describe, by hand, row by row, whichever way the model computes them."""

@@ -30,8 +30,9 @@ def test_stopping_waits_until_the_old_servers_ports_are_free(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", SLOW], stdout=subprocess.PIPE, text=True, start_new_session=True)
     port = int(proc.stdout.readline())
     url = f"http://127.0.0.1:{port}"
-    (tmp_path / "servers.json").write_text(json.dumps({"predictor": proc.pid, "transformer": proc.pid,
-                                                      "predictor_url": url, "transformer_url": url}))
+    (tmp_path / "servers.json").write_text(
+        json.dumps({"predictor": proc.pid, "transformer": proc.pid, "predictor_url": url, "transformer_url": url})
+    )
     start = time.monotonic()
     assert stop_from_pids(tmp_path / "servers.json") == [proc.pid, proc.pid]
     assert time.monotonic() - start >= 0.8  # it waited for the graceful shutdown

@@ -26,15 +26,18 @@ def test_inferenceservice_has_what_the_cluster_needs():
     assert trans["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
 
 
-@pytest.mark.parametrize("mutate,words", [
-    (lambda m: m["spec"]["predictor"]["model"].__setitem__("storageURI", "gs://x"), "storageURI: unknown field"),
-    (lambda m: m["spec"]["predictor"].__setitem__("minReplicas", "one"), "minReplicas: expected int"),
-    (lambda m: m["spec"]["transformer"]["containers"][0].pop("name"), "`name`, must not be `None`"),
-    (lambda m: m["spec"]["transformer"].__setitem__("containers", {"name": "x"}), "expected a list"),
-    (lambda m: m["spec"]["predictor"].__setitem__("canaryTrafficPercent", 150), "within 0..100"),
-    (lambda m: m["spec"]["predictor"].__setitem__("maxReplicas", 0), "maxReplicas 0 < minReplicas"),
-    (lambda m: m.__setitem__("apiVersion", "serving.kserve.io/v1"), "apiVersion"),
-])
+@pytest.mark.parametrize(
+    "mutate,words",
+    [
+        (lambda m: m["spec"]["predictor"]["model"].__setitem__("storageURI", "gs://x"), "storageURI: unknown field"),
+        (lambda m: m["spec"]["predictor"].__setitem__("minReplicas", "one"), "minReplicas: expected int"),
+        (lambda m: m["spec"]["transformer"]["containers"][0].pop("name"), "`name`, must not be `None`"),
+        (lambda m: m["spec"]["transformer"].__setitem__("containers", {"name": "x"}), "expected a list"),
+        (lambda m: m["spec"]["predictor"].__setitem__("canaryTrafficPercent", 150), "within 0..100"),
+        (lambda m: m["spec"]["predictor"].__setitem__("maxReplicas", 0), "maxReplicas 0 < minReplicas"),
+        (lambda m: m.__setitem__("apiVersion", "serving.kserve.io/v1"), "apiVersion"),
+    ],
+)
 def test_schema_errors_name_the_bad_field(mutate, words):
     isvc = copy.deepcopy(load_manifest())
     mutate(isvc)
@@ -43,8 +46,14 @@ def test_schema_errors_name_the_bad_field(mutate, words):
 
 
 def test_render_fills_in_the_deploy_and_stays_valid():
-    isvc = render(load_manifest(), storage_uri="gs://bucket/v0007", image="registry/fusionrec:1.2", gpu=1,
-                  canary_percent=10, namespace="prod")
+    isvc = render(
+        load_manifest(),
+        storage_uri="gs://bucket/v0007",
+        image="registry/fusionrec:1.2",
+        gpu=1,
+        canary_percent=10,
+        namespace="prod",
+    )
     pred = isvc["spec"]["predictor"]
     assert pred["model"]["storageUri"] == "gs://bucket/v0007" and pred["canaryTrafficPercent"] == 10
     assert pred["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -60,7 +69,6 @@ def test_render_refuses_an_invalid_result():
         render(base)
 
 
-
 def kserve_error(status: int, reason: str):
     """Raise as KServeClient does: the API's ApiException re-raised as a RuntimeError while handling it."""
     from kubernetes.client.exceptions import ApiException
@@ -69,6 +77,7 @@ def kserve_error(status: int, reason: str):
         raise ApiException(status=status, reason=reason)
     except ApiException as e:
         raise RuntimeError(f"Exception when calling CustomObjectsApi->get_namespaced_custom_object: {e}")
+
 
 class FakeKServe:
     """The KServeClient calls deploy() makes, over a dict instead of a cluster. Every patch bumps
@@ -84,15 +93,19 @@ class FakeKServe:
         obj = self.objects[(namespace, name)]
         generation = obj["metadata"].setdefault("generation", 1)
         if not self.stale:
-            obj["status"] = {"observedGeneration": generation,
-                             "conditions": [{"type": "Ready", "status": "True" if self.ready else "False"}]}
+            obj["status"] = {
+                "observedGeneration": generation,
+                "conditions": [{"type": "Ready", "status": "True" if self.ready else "False"}],
+            }
         return obj
 
     def create(self, obj, namespace=None):
         self.calls.append("create")
-        self.objects[(namespace, obj["metadata"]["name"])] = {**copy.deepcopy(obj), "metadata": {
-            **obj["metadata"], "generation": 1}, "status": {"observedGeneration": 1,
-                                                            "conditions": [{"type": "Ready", "status": "True"}]}}
+        self.objects[(namespace, obj["metadata"]["name"])] = {
+            **copy.deepcopy(obj),
+            "metadata": {**obj["metadata"], "generation": 1},
+            "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]},
+        }
 
     def patch(self, name, obj, namespace=None):
         pct = obj["spec"]["predictor"].get("canaryTrafficPercent")
@@ -118,16 +131,27 @@ def test_first_deploy_creates_then_a_good_canary_is_promoted():
     assert kube.objects[("fusionrec", "fusionrec")]["spec"]["predictor"]["model"]["storageUri"] == "gs://m/v2"
 
 
-@pytest.mark.parametrize("ready,stale,smoke,why", [(False, False, None, "did not become ready"),
-                                                   (True, False, lambda: False, "smoke"),
-                                                   (True, True, lambda: True, "generation 2 was not observed")])
+@pytest.mark.parametrize(
+    "ready,stale,smoke,why",
+    [
+        (False, False, None, "did not become ready"),
+        (True, False, lambda: False, "smoke"),
+        (True, True, lambda: True, "generation 2 was not observed"),
+    ],
+)
 def test_a_failing_canary_is_rolled_back(ready, stale, smoke, why):
     """A stale Ready (the status of the revision before the patch) used to promote an unverified canary."""
     kube = FakeKServe()
     deploy(kube, render(load_manifest(), storage_uri="gs://m/v1"))
     kube.ready, kube.stale = ready, stale
-    result = deploy(kube, render(load_manifest(), storage_uri="gs://m/bad"), canary_percent=10, smoke=smoke,
-                    timeout_s=0.2, poll_s=0.05)
+    result = deploy(
+        kube,
+        render(load_manifest(), storage_uri="gs://m/bad"),
+        canary_percent=10,
+        smoke=smoke,
+        timeout_s=0.2,
+        poll_s=0.05,
+    )
     assert result.action == "rolled_back" and why in result.reason
     assert kube.calls[1:] == ["patch 10", "patch 0"]  # traffic pinned back to the previous revision
 
@@ -169,13 +193,18 @@ def test_publishing_features_replaces_the_folder_whole(tmp_path):
     (new / "registry.db").write_text("new"), (new / "features.json").write_text("{}")
     assert publish_features(new, old) == old
     assert sorted(p.name for p in old.iterdir()) == ["features.json", "registry.db"]
-    assert (old / "registry.db").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run", "served"]
+    assert (old / "registry.db").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "run",
+        "served",
+    ]
     # kept for a rollback, and given back
     from fusionrec.platform.deploy import restore_features
 
     (new / "registry.db").write_text("newer")
     publish_features(new, old, keep_previous=True)
-    assert (old / "registry.db").read_text() == "newer" and (tmp_path / ".served.previous" / "registry.db").read_text() == "new"
+    assert (old / "registry.db").read_text() == "newer" and (
+        tmp_path / ".served.previous" / "registry.db"
+    ).read_text() == "new"
     assert restore_features(old) and (old / "registry.db").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "served"]
 
@@ -205,10 +234,17 @@ def test_a_rolled_back_canary_gives_back_the_champion_and_the_features(tmp_path,
     deploy(kube, render(load_manifest(), storage_uri="pvc://fusionrec-models/versions/v0001"))
     kube.ready = False
     monkeypatch.setattr("kserve.KServeClient", lambda: kube)
-    monkeypatch.setattr(deploy_module, "wait_generation",
-                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("not ready")))
+    monkeypatch.setattr(
+        deploy_module, "wait_generation", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("not ready"))
+    )
     settings = load_settings(env={"FUSIONREC__FEATURES__DATA_DIR": str(live)})
     with pytest.raises(Unavailable, match="the champion is v0001 again"):
-        deploy_module.deploy_version(settings, registry=str(registry), version="v0002", target="kserve",
-                                     registry_uri="pvc://fusionrec-models", features_dir=str(new))
+        deploy_module.deploy_version(
+            settings,
+            registry=str(registry),
+            version="v0002",
+            target="kserve",
+            registry_uri="pvc://fusionrec-models",
+            features_dir=str(new),
+        )
     assert champion(registry).name == "v0001" and (live / "registry.db").read_text() == "old"

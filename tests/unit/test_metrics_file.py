@@ -11,8 +11,15 @@ pytestmark = pytest.mark.unit
 
 
 def test_metrics_round_trip_keep_what_the_trainer_added(tmp_path):
-    metrics_file.write(tmp_path, {"test": {"ndcg@20": 0.25, "recall@20": 0.5}, "split": {"protocol": "temporal", "seed": 3,
-                                  "users": 10}, "run": "r-1", "best_epoch": 7})
+    metrics_file.write(
+        tmp_path,
+        {
+            "test": {"ndcg@20": 0.25, "recall@20": 0.5},
+            "split": {"protocol": "temporal", "seed": 3, "users": 10},
+            "run": "r-1",
+            "best_epoch": 7,
+        },
+    )
     back = metrics_file.read(tmp_path)
     assert back.figure("ndcg@20") == 0.25 and back.split.protocol == "temporal" and back.split.seed == 3
     assert back.model_extra == {"run": "r-1", "best_epoch": 7} and back.split.model_extra == {"users": 10}

@@ -54,14 +54,22 @@ def test_given_split_is_exactly_the_datasets_own(tmp_path):
     from tests.unit.test_contract_and_readers import write_contract, write_mmrec
 
     contract, inter = write_mmrec(tmp_path, n_users=6, n_items=7)
-    ds = normalise(validate(read_raw(load_contract(write_contract(tmp_path, contract))), ValidationSettings(),
-                            progress=False).clean)
+    ds = normalise(
+        validate(
+            read_raw(load_contract(write_contract(tmp_path, contract))), ValidationSettings(), progress=False
+        ).clean
+    )
     s = make_split(ds, "given")
     users = ds.users.set_index("user_idx")["user_id"].astype(str)
     items = ds.items.set_index("item_idx")["item_id"].astype(str)
     for k, part in enumerate((s.train, s.valid, s.test)):  # x_label 0, 1, 2 in the .inter file, row for row
         got = sorted(zip(users[part["user_idx"]], items[part["item_idx"]]))
-        want = sorted(zip(inter.loc[inter["x_label"] == k, "userID"].astype(str), inter.loc[inter["x_label"] == k, "itemID"].astype(str)))
+        want = sorted(
+            zip(
+                inter.loc[inter["x_label"] == k, "userID"].astype(str),
+                inter.loc[inter["x_label"] == k, "itemID"].astype(str),
+            )
+        )
         assert got == want and want, k
     with pytest.raises(ConfigError, match="carries no split"):
         make_split(ds.__class__(**{**ds.__dict__, "interactions": ds.interactions.drop(columns="split")}), "given")
@@ -121,7 +129,9 @@ def test_cold_item_gets_a_content_vector_without_an_id():
     with torch.no_grad():
         model.item_id.weight[3:] = 100.0  # untrained ID rows of cold items must not leak in
     vec = model.items().vectors
-    new = model.items(content={m: (torch.from_numpy(e.values[3:]), torch.from_numpy(e.mask[3:])) for m, e in emb.items()})
+    new = model.items(
+        content={m: (torch.from_numpy(e.values[3:]), torch.from_numpy(e.mask[3:])) for m, e in emb.items()}
+    )
     assert torch.allclose(vec[3:], new.vectors, atol=1e-6)
     assert torch.isfinite(vec).all() and torch.allclose(vec.norm(dim=-1), torch.ones(6), atol=1e-5)
 
@@ -136,7 +146,9 @@ def test_item_bias_of_a_cold_item_comes_from_its_content_only():
         torch.nn.init.normal_(model.content_bias.weight)
         model.id_bias.weight[:] = 50.0  # only seen items may carry their ID bias
     out = model.items()
-    new = model.items(content={m: (torch.from_numpy(e.values[3:]), torch.from_numpy(e.mask[3:])) for m, e in emb.items()})
+    new = model.items(
+        content={m: (torch.from_numpy(e.values[3:]), torch.from_numpy(e.mask[3:])) for m, e in emb.items()}
+    )
     assert torch.allclose(out.bias[3:], new.bias, atol=1e-5)  # cold: content bias, the same as for new content
     assert (out.bias[:3] > 40).all() and (out.bias[3:].abs() < 40).all()
     users = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
@@ -169,8 +181,9 @@ def test_fused_model_beats_popularity_on_planted_tastes(synth_validated, synth_e
     r = train(split, synth_embeddings, cfg, TrainConfig(epochs=8, batch_size=256, device="cpu"), progress=False)
     ours = evaluate_model(r.model, r.user_history, r.user_history_mask, split)
     pop = np.bincount(split.train["item_idx"], minlength=synth_validated.n_items).astype(float)
-    most_pop = evaluate_ranking(lambda u: np.tile(pop, (len(u), 1)), split.test, [split.train, split.valid],
-                                split.n_users, split.n_items)
+    most_pop = evaluate_ranking(
+        lambda u: np.tile(pop, (len(u), 1)), split.test, [split.train, split.valid], split.n_users, split.n_items
+    )
     assert ours.recall[20] > most_pop.recall[20]
     assert r.samples_per_second > 0 and r.best_epoch >= 1
 
@@ -192,8 +205,11 @@ def test_an_exploding_learning_rate_stops_with_a_diagnosis(synth_validated):
     emb = fake_embeddings(synth_validated.n_items)
     mods = {m: emb[m].values.shape[1] for m in ("text", "image")}
     cfg = FusionConfig(n_users=synth_validated.n_users, n_items=synth_validated.n_items, modalities=mods, dim=16)
-    with pytest.raises(TrainingDiverged, match=r"training diverged: loss .* at epoch 1, step \d+; .*lower the learning "
-                                               r"rate \(now 1e\+30\).*; no artifact written"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"training diverged: loss .* at epoch 1, step \d+; .*lower the learning "
+        r"rate \(now 1e\+30\).*; no artifact written",
+    ):
         train(split, emb, cfg, TrainConfig(epochs=1, batch_size=256, lr=1e30, device="cpu"), progress=False)
 
 
@@ -204,8 +220,10 @@ def test_non_finite_weights_are_named_in_the_diagnosis():
     with torch.no_grad():
         model.user_mix.weight[0, 0] = float("inf")
     message = _diagnose(model, torch.tensor(float("nan")), 3, 7, TrainConfig(lr=0.5))
-    assert message == ("training diverged: loss nan at epoch 3, step 7; non-finite weights in ['user_mix.weight']: "
-                       "lower the learning rate (now 0.5); no artifact written")
+    assert message == (
+        "training diverged: loss nan at epoch 3, step 7; non-finite weights in ['user_mix.weight']: "
+        "lower the learning rate (now 0.5); no artifact written"
+    )
 
 
 def test_coverage_by_hand():
@@ -227,7 +245,6 @@ def test_metrics_by_hand():
     assert m.recall[1] == 0.5 and m.recall[3] == 1.0 and m.hit[1] == 1.0
     ideal = 1 + 1 / np.log2(3)
     assert m.ndcg[3] == pytest.approx((1 + 1 / np.log2(4)) / ideal)
-
 
 
 def test_auc_and_log_loss_by_hand():
@@ -266,8 +283,11 @@ def test_score_terms_add_up_to_the_score_and_match_the_equations():
     np.testing.assert_allclose(terms.sum(-1).numpy(), scores.numpy(), atol=1e-4)
     sd = state_dict_numpy(model)
     for b in range(2):
-        np.testing.assert_allclose(terms[b].numpy(), score_terms(sd, model.modality_names, cfg.temperature,
-                                                                 users[b].numpy().astype(np.float64)), atol=1e-4)
+        np.testing.assert_allclose(
+            terms[b].numpy(),
+            score_terms(sd, model.modality_names, cfg.temperature, users[b].numpy().astype(np.float64)),
+            atol=1e-4,
+        )
     text = model.modality_names.index("text")
     assert (terms[:, ::5, text] == 0).all()  # items 0 and 5 have no text: text credits nothing
     image = model.modality_names.index("image")
@@ -278,13 +298,21 @@ def test_score_terms_add_up_to_the_score_and_match_the_equations():
 
 def _tiny_model(n_items=9, seen=None, seed=0):
     torch.manual_seed(seed)
-    cfg = FusionConfig(n_users=4, n_items=n_items, modalities={"text": 12, "image": 8}, dim=8, dropout=0.0,
-                       modality_dropout=0.0, id_dropout=0.0)
+    cfg = FusionConfig(
+        n_users=4,
+        n_items=n_items,
+        modalities={"text": 12, "image": 8},
+        dim=8,
+        dropout=0.0,
+        modality_dropout=0.0,
+        id_dropout=0.0,
+    )
     model = FusionRecModel(cfg)
     emb = fake_embeddings(n_items, seed)
     seen_mask = torch.ones(n_items, dtype=torch.bool) if seen is None else torch.as_tensor(seen)
-    model.set_item_features({m: (torch.from_numpy(e.values), torch.from_numpy(e.mask)) for m, e in emb.items()},
-                            seen_mask)
+    model.set_item_features(
+        {m: (torch.from_numpy(e.values), torch.from_numpy(e.mask)) for m, e in emb.items()}, seen_mask
+    )
     users = torch.tensor([0, 1, 2, 3])
     history = torch.tensor([[1, 2, 0], [3, 4, 5], [6, 0, 0], [2, 7, 8]])
     mask = torch.tensor([[True, True, False], [True, True, True], [True, False, False], [True, True, True]])
@@ -309,8 +337,9 @@ def test_items_never_seen_in_training_are_no_ones_negatives():
     with torch.inference_mode():
         items = model.items()
         logits = model.logits(model.users(users, history, mask, items.vectors), items.vectors, items.bias).numpy()
-    assert loss == pytest.approx(_cross_entropy(logits[:, seen], np.searchsorted(np.flatnonzero(seen), targets.numpy())),
-                                 rel=1e-5)
+    assert loss == pytest.approx(
+        _cross_entropy(logits[:, seen], np.searchsorted(np.flatnonzero(seen), targets.numpy())), rel=1e-5
+    )
     assert loss != pytest.approx(_cross_entropy(logits, targets.numpy()), rel=1e-3)  # the unseen items would count
 
 
@@ -345,15 +374,25 @@ def test_negative_sampler_counts_each_candidate_as_often_as_it_is_expected_to_be
 
 def test_a_sampled_softmax_run_learns_the_planted_tastes(synth_validated, synth_embeddings):
     split = make_split(synth_validated, "random", seed=0)
-    cfg = FusionConfig(n_users=split.n_users, n_items=split.n_items,
-                       modalities={m: synth_embeddings[m].dim for m in ("text", "image")}, dim=32)
-    sampled = train(split, synth_embeddings, cfg, TrainConfig(epochs=8, batch_size=256, softmax="sampled",
-                                                              negatives=128, device="cpu"), progress=False)
+    cfg = FusionConfig(
+        n_users=split.n_users,
+        n_items=split.n_items,
+        modalities={m: synth_embeddings[m].dim for m in ("text", "image")},
+        dim=32,
+    )
+    sampled = train(
+        split,
+        synth_embeddings,
+        cfg,
+        TrainConfig(epochs=8, batch_size=256, softmax="sampled", negatives=128, device="cpu"),
+        progress=False,
+    )
     got = evaluate_model(sampled.model, sampled.user_history, sampled.user_history_mask, split).recall[20]
     from fusionrec.train.peers import most_popular
 
-    pop = evaluate_ranking(most_popular(split), split.test, [split.train, split.valid], split.n_users,
-                           split.n_items).recall[20]
+    pop = evaluate_ranking(
+        most_popular(split), split.test, [split.train, split.valid], split.n_users, split.n_items
+    ).recall[20]
     assert got > pop  # the bar the full softmax meets in test_fused_model_beats_popularity_on_planted_tastes
 
 
@@ -387,14 +426,24 @@ def test_long_epochs_validate_within_the_epoch_and_stop_there(synth_validated):
     cfg = FusionConfig(n_users=synth_validated.n_users, n_items=synth_validated.n_items, modalities=mods, dim=16)
     quarter = len(split.train) // 4
     steps = -(-len(split.train) // 128)
-    r = train(split, emb, cfg, TrainConfig(epochs=1, batch_size=128, device="cpu", valid_every=quarter, patience=50),
-              progress=False)
+    r = train(
+        split,
+        emb,
+        cfg,
+        TrainConfig(epochs=1, batch_size=128, device="cpu", valid_every=quarter, patience=50),
+        progress=False,
+    )
     within = sorted(s for s in check_steps(steps, 128, quarter) if s != steps - 1)
     assert len(within) == 3
     assert [h["epoch"] for h in r.history] == [*(round((s + 1) / steps, 2) for s in within), 1]
     assert all(h["loss"] > 0 for h in r.history)
-    worse = train(split, emb, cfg, TrainConfig(epochs=2, batch_size=64, lr=5.0, device="cpu", valid_every=quarter,
-                                               patience=1), progress=False)
+    worse = train(
+        split,
+        emb,
+        cfg,
+        TrainConfig(epochs=2, batch_size=64, lr=5.0, device="cpu", valid_every=quarter, patience=1),
+        progress=False,
+    )
     assert len(worse.history) < 4 and worse.history[-1]["epoch"] < 1  # stopped mid-epoch, one check after its best
     best = max(worse.history, key=lambda h: h["valid_ndcg@20"])
     assert worse.best_epoch == best["epoch"] == worse.history[-2]["epoch"]
@@ -406,8 +455,14 @@ def test_compare_looks_peers_up_by_name_and_skips_one_the_data_cannot_feed(synth
 
     split = make_split(synth_validated, "random", seed=0)
     emb = {"text": fake_embeddings(synth_validated.n_items)["text"]}
-    got = compare(synth_validated, emb, split, models=("mostpop", "random", "cornac_vbpr"),
-                  train_cfg=TrainConfig(epochs=1, device="cpu"), dim=16)
+    got = compare(
+        synth_validated,
+        emb,
+        split,
+        models=("mostpop", "random", "cornac_vbpr"),
+        train_cfg=TrainConfig(epochs=1, device="cpu"),
+        dim=16,
+    )
     assert set(got) == {"mostpop", "random"}  # VBPR needs images; none here
     assert got["mostpop"]["ndcg@20"] > got["random"]["ndcg@20"]
     with pytest.raises(ConfigError, match="unknown model 'bprr'.*'cornac_bpr'"):

@@ -27,8 +27,16 @@ pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc)
 
 
-def traffic(n: int, at: datetime, *, seed: int, user_shift: float = 0.0, text_shift: float = 0.0,
-            kinds=("user", "history", "text", "fallback"), p=(0.5, 0.2, 0.2, 0.1)) -> list[dict]:
+def traffic(
+    n: int,
+    at: datetime,
+    *,
+    seed: int,
+    user_shift: float = 0.0,
+    text_shift: float = 0.0,
+    kinds=("user", "history", "text", "fallback"),
+    p=(0.5, 0.2, 0.2, 0.1),
+) -> list[dict]:
     """Log records as the transformer writes them: vectors around a fixed direction (as real embeddings
     are), ``*_shift`` moving the user or the text-query vectors along another one."""
     rng = np.random.default_rng(seed)
@@ -40,12 +48,25 @@ def traffic(n: int, at: datetime, *, seed: int, user_shift: float = 0.0, text_sh
         fallback = kind == "fallback"
         user = None if fallback or kind == "text" else base[0] + 0.8 * rng.normal(size=32) + user_shift * base[1]
         text = text_base[0] + 0.8 * rng.normal(size=64) + text_shift * text_base[1] if kind == "text" else None
-        out.append({"time": at + timedelta(seconds=float(rng.uniform(0, 3000))), "request_id": f"{seed}-{i}",
-                    "model_version": "v0001", "kind": str(kind), "user": None, "history_length": int(rng.integers(1, 40)),
-                    "k": 20, "cold": kind == "history", "fallback": bool(fallback),
-                    "items": [str(j) for j in rng.integers(0, 300, 20)], "scores": sorted(rng.normal(size=20))[::-1],
-                    "latency_ms": float(rng.gamma(2.0, 5.0)), "user_vector": user, "query_text": text,
-                    "query_image": None})
+        out.append(
+            {
+                "time": at + timedelta(seconds=float(rng.uniform(0, 3000))),
+                "request_id": f"{seed}-{i}",
+                "model_version": "v0001",
+                "kind": str(kind),
+                "user": None,
+                "history_length": int(rng.integers(1, 40)),
+                "k": 20,
+                "cold": kind == "history",
+                "fallback": bool(fallback),
+                "items": [str(j) for j in rng.integers(0, 300, 20)],
+                "scores": sorted(rng.normal(size=20))[::-1],
+                "latency_ms": float(rng.gamma(2.0, 5.0)),
+                "user_vector": user,
+                "query_text": text,
+                "query_image": None,
+            }
+        )
     return out
 
 
@@ -57,7 +78,9 @@ def test_pseudonymised_user_ids_are_keyed_and_stable(tmp_path):
     settings = MonitoringSettings()
     folder = tmp_path / "monitoring"
     k1, k2 = log_key(settings, folder), log_key(settings, folder)
-    made = tmp_path / "secrets" / "monitoring.log.key"  # beside the monitoring folder (the dashboard reads it), not in it
+    made = (
+        tmp_path / "secrets" / "monitoring.log.key"
+    )  # beside the monitoring folder (the dashboard reads it), not in it
     assert k1 == k2 and len(k1) == 64 and made.stat().st_mode & 0o077 == 0 and not folder.exists()
     long = "s3cret-0123456789abcdefghijklmnopqrstuv"
     assert log_key(load_settings(env={"FUSIONREC__MONITORING__LOG_KEY": long}).monitoring, folder) == long.encode()
@@ -76,12 +99,21 @@ def test_a_short_empty_or_missing_pseudonymisation_key_is_refused(tmp_path):
 
 def test_records_keep_no_text_and_take_vectors_from_the_predictors_answer():
     summaries = [RequestSummary("text", None, 0, 5), RequestSummary("user", pseudonymise("7", b"k"), 3, 2)]
-    predictions = [{"items": [{"item_id": "a", "score": 0.9}], "fallback": False, "cold": False, "model_version": "v3",
-                    "monitor": {"user_vector": None, "query": {"text": [0.5, 0.25]}}},
-                   {"items": [], "fallback": True, "cold": False, "model_version": "v3"}]
+    predictions = [
+        {
+            "items": [{"item_id": "a", "score": 0.9}],
+            "fallback": False,
+            "cold": False,
+            "model_version": "v3",
+            "monitor": {"user_vector": None, "query": {"text": [0.5, 0.25]}},
+        },
+        {"items": [], "fallback": True, "cold": False, "model_version": "v3"},
+    ]
     recs = records(summaries, predictions, latency_ms=12.5, request_id="r1", at=T0)
     assert recs[0]["query_text"] == [0.5, 0.25] and recs[0]["user_vector"] is None and recs[0]["items"] == ["a"]
-    assert recs[1]["kind"] == "fallback" and recs[1]["user"] == pseudonymise("7", b"k") and recs[1]["latency_ms"] == 12.5
+    assert (
+        recs[1]["kind"] == "fallback" and recs[1]["user"] == pseudonymise("7", b"k") and recs[1]["latency_ms"] == 12.5
+    )
 
 
 def test_hourly_files_read_back_and_a_corrupt_file_is_skipped_and_counted(tmp_path):
@@ -93,8 +125,11 @@ def test_hourly_files_read_back_and_a_corrupt_file_is_skipped_and_counted(tmp_pa
     w = read_window(tmp_path, T0, T0 + timedelta(hours=1))
     assert len(w.frame) == 50 and w.files == 2 and len(w.skipped) == 1 and "broken" in w.skipped[0]
     assert len(read_window(tmp_path).frame) == 80
-    assert np.allclose(w.frame.sort_values("request_id")["latency_ms"].iloc[0],
-                       sorted(recs[:50], key=lambda r: r["request_id"])[0]["latency_ms"], rtol=1e-6)
+    assert np.allclose(
+        w.frame.sort_values("request_id")["latency_ms"].iloc[0],
+        sorted(recs[:50], key=lambda r: r["request_id"])[0]["latency_ms"],
+        rtol=1e-6,
+    )
 
 
 def test_writer_batches_off_the_caller_and_counts_what_it_cannot_write(tmp_path):
@@ -118,8 +153,9 @@ def test_writer_batches_off_the_caller_and_counts_what_it_cannot_write(tmp_path)
     assert full.dropped == {"queue_full": 3}
 
 
-SETTINGS = MonitoringSettings(min_records=100, embedding_method="distance", embedding_threshold=0.02,
-                              value_threshold=0.2)
+SETTINGS = MonitoringSettings(
+    min_records=100, embedding_method="distance", embedding_threshold=0.02, value_threshold=0.2
+)
 
 
 def _frame(recs):
@@ -174,7 +210,11 @@ def test_decisions_round_trip_and_a_bad_line_is_skipped(tmp_path):
         f.write("{not json\n")
     policy.record(tmp_path / "decisions.jsonl", d)
     back = policy.load_decisions(tmp_path / "decisions.jsonl")
-    assert len(back) == 2 and back[0] == d and json.loads((tmp_path / "decisions.jsonl").read_text().splitlines()[0])["retrain"]
+    assert (
+        len(back) == 2
+        and back[0] == d
+        and json.loads((tmp_path / "decisions.jsonl").read_text().splitlines()[0])["retrain"]
+    )
 
 
 def test_quality_from_feedback_matches_a_hand_count_and_orders_popularity_bias():
@@ -183,22 +223,34 @@ def test_quality_from_feedback_matches_a_hand_count_and_orders_popularity_bias()
     rng = np.random.default_rng(0)
     popular, rare = [f"p{i}" for i in range(10)], [f"r{i}" for i in range(40)]
     # training data: every user touched the popular items, each rare item one user
-    train = pd.DataFrame([(f"u{u}", i) for u in range(30) for i in popular] +
-                         [(f"u{n % 30}", i) for n, i in enumerate(rare)], columns=["user", "item"])
+    train = pd.DataFrame(
+        [(f"u{u}", i) for u in range(30) for i in popular] + [(f"u{n % 30}", i) for n, i in enumerate(rare)],
+        columns=["user", "item"],
+    )
 
     def window(items_for):
-        return pd.DataFrame({"user": [f"u{u}" for u in range(30)], "kind": "user", "time": T0,
-                             "items": [items_for(u) for u in range(30)]})
+        return pd.DataFrame(
+            {
+                "user": [f"u{u}" for u in range(30)],
+                "kind": "user",
+                "time": T0,
+                "items": [items_for(u) for u in range(30)],
+            }
+        )
 
     # each user liked their first recommendation and one item never recommended: Recall@10 = 1/2 for all
     shown = window(lambda u: [rare[(u + j) % 40] for j in range(10)])
-    feedback = pd.DataFrame([(f"u{u}", rare[u % 40]) for u in range(30)] + [(f"u{u}", "elsewhere") for u in range(30)],
-                            columns=["user", "item"])
+    feedback = pd.DataFrame(
+        [(f"u{u}", rare[u % 40]) for u in range(30)] + [(f"u{u}", "elsewhere") for u in range(30)],
+        columns=["user", "item"],
+    )
     q = quality.evaluate(shown, feedback, train, k=10, min_users=20)
     assert q.users == 30 and q.values["recall"] == pytest.approx(0.5)
     assert 0 < q.values["ndcg"] <= 1
     popular_shown = window(lambda u: list(rng.permutation(popular)))
-    assert quality.evaluate(popular_shown, feedback, train, k=10).values["popularity_bias"] > q.values["popularity_bias"]
+    assert (
+        quality.evaluate(popular_shown, feedback, train, k=10).values["popularity_bias"] > q.values["popularity_bias"]
+    )
     assert quality.evaluate(shown.head(10), feedback, train, k=10, min_users=20) is None  # too few users: none
 
 
@@ -206,8 +258,12 @@ def test_a_turn_never_takes_its_reference_from_the_traffic(tmp_path):
     from fusionrec.config import settings_from
     from fusionrec.monitoring.loop import run_once
 
-    settings = settings_from({"monitoring": {"folder": str(tmp_path), "min_records": 100},
-                              "serving": {"storage_uri": str(tmp_path / "no-registry")}})
+    settings = settings_from(
+        {
+            "monitoring": {"folder": str(tmp_path), "min_records": 100},
+            "serving": {"storage_uri": str(tmp_path / "no-registry")},
+        }
+    )
     write_records(tmp_path / "logs", traffic(600, T0 - timedelta(hours=1), seed=20))
     write_records(tmp_path / "logs", traffic(800, T0, seed=21, text_shift=2.0))
     out = run_once(settings, now=T0 + timedelta(hours=1), dashboard=False)
@@ -222,9 +278,13 @@ def test_log_hours_and_references_expire_after_the_retention(tmp_path):
 
     from fusionrec.monitoring.loop import expire
 
-    settings = load_settings(env={"FUSIONREC__MONITORING__FOLDER": str(tmp_path / "m"),
-                                  "FUSIONREC__MONITORING__RETENTION_DAYS": "7",
-                                  "FUSIONREC__SERVING__STORAGE_URI": str(tmp_path / "registry")})
+    settings = load_settings(
+        env={
+            "FUSIONREC__MONITORING__FOLDER": str(tmp_path / "m"),
+            "FUSIONREC__MONITORING__RETENTION_DAYS": "7",
+            "FUSIONREC__SERVING__STORAGE_URI": str(tmp_path / "registry"),
+        }
+    )
     now = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
     logs = tmp_path / "m" / "logs"
     for hour in ("2026-11-20T10", "2026-11-24T11", "2026-11-30T09"):

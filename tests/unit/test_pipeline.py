@@ -96,8 +96,12 @@ def test_credentials_reach_only_the_steps_that_use_them_as_kubernetes_secrets(ir
     """Every step used to get the Redis and object-storage Secrets; now each gets what it reads, nothing more."""
     _, platform = ir
     assert len(platform) == 9
-    want = {"exec-features": {"fusionrec-redis"}, "exec-embed": {"fusionrec-object-storage"},
-            "exec-train": {"fusionrec-object-storage"}, "exec-evaluate": {"fusionrec-object-storage"}}
+    want = {
+        "exec-features": {"fusionrec-redis"},
+        "exec-embed": {"fusionrec-object-storage"},
+        "exec-train": {"fusionrec-object-storage"},
+        "exec-evaluate": {"fusionrec-object-storage"},
+    }
     for name, ex in platform.items():
         secrets = {s["secretName"]: {k["envVar"] for k in s["keyToEnv"]} for s in ex.get("secretAsEnv", [])}
         assert set(secrets) == want.get(name, set()), name
@@ -110,16 +114,21 @@ def test_credentials_reach_only_the_steps_that_use_them_as_kubernetes_secrets(ir
     assert platform["exec-register"]["pvcMount"][0]["mountPath"] == "/mnt/registry"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"spec": {"fusion": "sum"}}, "training spec: fusion: Input should be 'gated' or 'concat' (got 'sum')"),
-    ({"settings": {"encoders": {"image": {"kind": "resnet50"}}}},
-     "'encoders.image.kind': Input should be 'efficientnet_lite0' or 'hf' (got 'resnet50')"),
-    ({"settings": {"encoders": {"vision": {}}}}, "unknown key 'encoders.vision'"),
-    ({"baselines": ["mostpop", "lightgcn"]}, "baselines: ['lightgcn'] unknown"),
-    ({"modalities": ["text", "text"]}, "names one twice"),
-    ({"spec": {"modalities": "audio"}}, "spec.modalities ['audio'] are not all embedded"),
-    ({"margin": 1.5}, "margin: 1.5 is not a share"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"spec": {"fusion": "sum"}}, "training spec: fusion: Input should be 'gated' or 'concat' (got 'sum')"),
+        (
+            {"settings": {"encoders": {"image": {"kind": "resnet50"}}}},
+            "'encoders.image.kind': Input should be 'efficientnet_lite0' or 'hf' (got 'resnet50')",
+        ),
+        ({"settings": {"encoders": {"vision": {}}}}, "unknown key 'encoders.vision'"),
+        ({"baselines": ["mostpop", "lightgcn"]}, "baselines: ['lightgcn'] unknown"),
+        ({"modalities": ["text", "text"]}, "names one twice"),
+        ({"spec": {"modalities": "audio"}}, "spec.modalities ['audio'] are not all embedded"),
+        ({"margin": 1.5}, "margin: 1.5 is not a share"),
+    ],
+)
 def test_a_bad_parameter_is_refused_before_the_run_with_its_name(kwargs, message):
     args = {"spec": {}, "settings": {}, "modalities": ["text", "image"], "baselines": ["mostpop"], "margin": 0.01}
     with pytest.raises(ConfigError) as err:
@@ -129,11 +138,14 @@ def test_a_bad_parameter_is_refused_before_the_run_with_its_name(kwargs, message
 
 def test_a_modality_the_dataset_lacks_is_refused_at_submit(tmp_path):
     contract = tmp_path / "c.yaml"
-    contract.write_text("name: tiny\nformat: raw_catalogue\ninteractions: {path: i.csv, roles: {user_id: u, item_id: i}}\n"
-                        "items: {path: items.csv, roles: {item_id: i, text: [title]}}\n")
+    contract.write_text(
+        "name: tiny\nformat: raw_catalogue\ninteractions: {path: i.csv, roles: {user_id: u, item_id: i}}\n"
+        "items: {path: items.csv, roles: {item_id: i, text: [title]}}\n"
+    )
     with pytest.raises(ConfigError, match=r"has no \['image'\]; it has \['text'\]"):
-        check_parameters(spec={}, settings={}, modalities=["text", "image"], baselines=[], margin=0.0,
-                         contract=str(contract))
+        check_parameters(
+            spec={}, settings={}, modalities=["text", "image"], baselines=[], margin=0.0, contract=str(contract)
+        )
 
 
 class _Client:
@@ -150,10 +162,16 @@ class _Client:
 
 def test_submit_names_the_run_after_what_it_trains_and_passes_no_credentials():
     client = _Client()
-    run = submit("http://kfp.example", contract="/data/movielens.yaml", registry="/mnt/registry",
-                 modalities=["text", "image"], spec={"protocol": "temporal", "fusion": "concat", "seed": 2},
-                 experiment="nightly", client=client)
-    (spec, arguments, run_name, experiment), = client.calls
+    run = submit(
+        "http://kfp.example",
+        contract="/data/movielens.yaml",
+        registry="/mnt/registry",
+        modalities=["text", "image"],
+        spec={"protocol": "temporal", "fusion": "concat", "seed": 2},
+        experiment="nightly",
+        client=client,
+    )
+    ((spec, arguments, run_name, experiment),) = client.calls
     assert run == "run-1" and experiment == "nightly"
     assert run_name.startswith("movielens temporal s2 concat text+image ")
     assert spec["pipelineInfo"]["name"] == "fusionrec-training"
@@ -164,12 +182,19 @@ def test_submit_names_the_run_after_what_it_trains_and_passes_no_credentials():
 def test_submit_refuses_an_unknown_encoder_without_calling_the_server():
     client = _Client()
     with pytest.raises(ConfigError, match="encoders.text.max_lenght"):
-        submit("http://kfp.example", contract="/data/x.yaml", registry="/r", modalities=["text"],
-               settings={"encoders": {"text": {"max_lenght": 64}}}, client=client)
+        submit(
+            "http://kfp.example",
+            contract="/data/x.yaml",
+            registry="/r",
+            modalities=["text"],
+            settings={"encoders": {"text": {"max_lenght": 64}}},
+            client=client,
+        )
     assert client.calls == []
 
 
 # -- the monitoring pipeline -------------------------------------------------------------------------
+
 
 class _SchedulingClient:
     """Records what kfp.Client would be asked to schedule."""
@@ -212,8 +237,9 @@ def test_the_recurring_run_is_hourly_one_at_a_time_without_catch_up():
     from pipelines.monitoring import schedule
 
     client = _SchedulingClient()
-    job = schedule("http://kfp.example", image="img:1", training={"contract": "/data/ml.yaml", "registry": "/mnt/r"},
-                   client=client)
+    job = schedule(
+        "http://kfp.example", image="img:1", training={"contract": "/data/ml.yaml", "registry": "/mnt/r"}, client=client
+    )
     (call,) = client.jobs
     assert job == "job-1" and call["experiment_id"] == "exp-fusionrec-monitoring"
     assert call["cron_expression"] == "0 5 * * * *" and call["max_concurrency"] == 1 and call["no_catchup"] is True
@@ -225,8 +251,14 @@ def test_scheduling_again_replaces_the_recurring_run_and_runs_as_the_bundles_ser
     from pipelines.monitoring import schedule
 
     client = _SchedulingClient(existing=[("fusionrec-monitoring-hourly", "old-7"), ("someone-elses", "x-1")])
-    schedule("http://kfp.example", image="reg/fusionrec@sha256:" + "c" * 64, training={"contract": "/c.yaml"},
-             service_account="fusionrec-monitoring", training_service_account="fusionrec-training", client=client)
+    schedule(
+        "http://kfp.example",
+        image="reg/fusionrec@sha256:" + "c" * 64,
+        training={"contract": "/c.yaml"},
+        service_account="fusionrec-monitoring",
+        training_service_account="fusionrec-training",
+        client=client,
+    )
     (call,) = client.jobs
     assert client.deleted == ["old-7"] and call["service_account"] == "fusionrec-monitoring"
     # the retraining runs it starts use the same image, as the ServiceAccount with the rollout rights
@@ -259,27 +291,41 @@ def test_upload_creates_the_pipeline_once_then_adds_versions_named_after_the_ima
     first = upload("http://kfp", target=Target(image="reg/fusionrec@sha256:" + "d" * 64, cluster=True), client=client)
     second = upload("http://kfp", target=Target(image="reg/fusionrec:0.2", cluster=True), version="0.2", client=client)
     assert [u[0] for u in client.uploads] == ["pipeline", "version", "version"] and (first, second) == ("v-2", "v-3")
-    assert client.uploads[1][1].startswith("fusionrec@" + "d" * 8) and client.uploads[1][2:] == ("p-1", "fusionrec-training")
+    assert client.uploads[1][1].startswith("fusionrec@" + "d" * 8) and client.uploads[1][2:] == (
+        "p-1",
+        "fusionrec-training",
+    )
     assert client.uploads[2][1] == "0.2"
 
 
 def test_on_a_cluster_the_steps_run_as_non_root_and_only_the_feature_writer_is_labelled_for_redis(tmp_path):
     from pipelines.training import Target, compile_pipeline
 
-    docs = list(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", Target(cluster=True, trainer="trainjob"))
-                                   .read_text()))
+    docs = list(
+        yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", Target(cluster=True, trainer="trainjob")).read_text())
+    )
     executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     by_step = {name.removeprefix("exec-"): spec for name, spec in executors.items()}
     for step, spec in by_step.items():
-        assert spec["securityContext"] == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}, step  # int64 as JSON string
-    labelled = sorted(s for s, spec in by_step.items() if "fusionrec.io/feature-store-client" in
-                      spec.get("podMetadata", {}).get("labels", {}))
+        assert spec["securityContext"] == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}, (
+            step
+        )  # int64 as JSON string
+    labelled = sorted(
+        s
+        for s, spec in by_step.items()
+        if "fusionrec.io/feature-store-client" in spec.get("podMetadata", {}).get("labels", {})
+    )
     assert labelled == ["features"]
     assert [(v["constant"], v["mountPath"]) for v in by_step["deploy"]["pvcMount"]] == [
-        ("fusionrec-models", "/mnt/registry"), ("fusionrec-artifacts", "/mnt/artifacts")]
+        ("fusionrec-models", "/mnt/registry"),
+        ("fusionrec-artifacts", "/mnt/artifacts"),
+    ]
     (template,) = by_step["train-distributed"]["configMapAsVolume"]
-    assert (template["configMapName"], template["mountPath"], template["optional"]) == \
-        ("fusionrec-trainjob", "/etc/fusionrec/trainjob", True)  # the bundle's ConfigMap, where the step reads it
+    assert (template["configMapName"], template["mountPath"], template["optional"]) == (
+        "fusionrec-trainjob",
+        "/etc/fusionrec/trainjob",
+        True,
+    )  # the bundle's ConfigMap, where the step reads it
 
 
 def test_an_api_that_refuses_the_call_is_unavailable_with_its_status():

@@ -105,7 +105,12 @@ def test_no_network_is_needed():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", NO_NETWORK], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "HF_HUB_OFFLINE": "0", "TLDEXTRACT_CACHE": "/nonexistent"})
+    r = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "0", "TLDEXTRACT_CACHE": "/nonexistent"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "<EMAIL_ADDRESS>, call <PHONE_NUMBER>"

@@ -13,8 +13,12 @@ def test_a_log_gets_a_line_per_quarter_and_one_at_the_end(caplog):
     caplog.set_level(logging.INFO, logger="fusionrec.progress")
     assert sum(progress(range(1000), desc="embed text", unit="item")) == sum(range(1000))  # stderr is no TTY here
     lines = [r.getMessage() for r in caplog.records]
-    assert [line.split(", ")[0] for line in lines] == ["embed text: 25%", "embed text: 50%", "embed text: 75%",
-                                                      "embed text: done"]
+    assert [line.split(", ")[0] for line in lines] == [
+        "embed text: 25%",
+        "embed text: 50%",
+        "embed text: 75%",
+        "embed text: done",
+    ]
     assert "1,000/1,000 item in" in lines[-1]
 
 

@@ -55,8 +55,12 @@ def _matches(selector: dict | None, labels: dict) -> bool:
         return False
     for e in selector.get("matchExpressions") or []:
         has, value = e["key"] in labels, labels.get(e["key"])
-        ok = {"In": has and value in e.get("values", []), "NotIn": not has or value not in e.get("values", []),
-              "Exists": has, "DoesNotExist": not has}[e["operator"]]
+        ok = {
+            "In": has and value in e.get("values", []),
+            "NotIn": not has or value not in e.get("values", []),
+            "Exists": has,
+            "DoesNotExist": not has,
+        }[e["operator"]]
         if not ok:
             return False
     return True
@@ -68,7 +72,8 @@ def _peer(peer: dict, policy_ns: str, who: str) -> bool:
             return False  # pod addresses under an ipBlock are implementation-defined: never counted on
         net = ipaddress.ip_network(peer["ipBlock"]["cidr"])
         return ipaddress.ip_address(EXTERNAL[who]) in net and not any(
-            ipaddress.ip_address(EXTERNAL[who]) in ipaddress.ip_network(x) for x in peer["ipBlock"].get("except", []))
+            ipaddress.ip_address(EXTERNAL[who]) in ipaddress.ip_network(x) for x in peer["ipBlock"].get("except", [])
+        )
     if who in EXTERNAL:
         return False
     ns, labels = PODS[who]
@@ -82,8 +87,9 @@ def _peer(peer: dict, policy_ns: str, who: str) -> bool:
 
 def _port(rule_ports, port: str) -> bool:
     number, _, protocol = port.partition("/")
-    return not rule_ports or any(str(p.get("port")) == number and p.get("protocol", "TCP") == (protocol or "TCP")
-                                 for p in rule_ports)
+    return not rule_ports or any(
+        str(p.get("port")) == number and p.get("protocol", "TCP") == (protocol or "TCP") for p in rule_ports
+    )
 
 
 def _side(policies, pod: str, peer: str, port: str, direction: str) -> bool:
@@ -96,24 +102,37 @@ def _side(policies, pod: str, peer: str, port: str, direction: str) -> bool:
     if not selecting:
         return True
     key = "from" if direction == "ingress" else "to"
-    return any((key not in rule or any(_peer(x, NS, peer) for x in rule[key])) and _port(rule.get("ports"), port)
-               for p in selecting for rule in p["spec"].get(direction, []))
+    return any(
+        (key not in rule or any(_peer(x, NS, peer) for x in rule[key])) and _port(rule.get("ports"), port)
+        for p in selecting
+        for rule in p["spec"].get(direction, [])
+    )
 
 
 def network_flows(docs) -> set[tuple[str, str, str]]:
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
     everyone = [*PODS, *EXTERNAL]
-    return {(src, dst, port) for src in PODS for dst in everyone if src != dst for port in PORTS
-            if _side(policies, src, dst, port, "egress") and _side(policies, dst, src, port, "ingress")
-            and (PODS[src][0] == NS or (dst not in EXTERNAL and PODS[dst][0] == NS))}
+    return {
+        (src, dst, port)
+        for src in PODS
+        for dst in everyone
+        if src != dst
+        for port in PORTS
+        if _side(policies, src, dst, port, "egress")
+        and _side(policies, dst, src, port, "ingress")
+        and (PODS[src][0] == NS or (dst not in EXTERNAL and PODS[dst][0] == NS))
+    }
 
 
 def _table(heading: str) -> list[list[str]]:
     """The rows of the markdown table under ``heading`` in docs/deploy.md."""
     text = DOCS.read_text(encoding="utf-8")
     section = text.split(f"### {heading}", 1)[1].split("\n#", 1)[0]
-    rows = [[c.strip().strip("`") for c in line.strip().strip("|").split("|")] for line in section.splitlines()
-            if line.startswith("|") and not re.match(r"^\|[\s:-]+\|", line)]
+    rows = [
+        [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("|") and not re.match(r"^\|[\s:-]+\|", line)
+    ]
     return rows[1:]  # without the header
 
 
@@ -149,26 +168,49 @@ def test_a_label_alone_does_not_reach_redis_through_the_mesh(prod):
     assert not _mesh_allows(prod, "cluster.local/ns/fusionrec/sa/default", "redis", "6379")
 
 
-SAS = ["fusionrec-transformer", "fusionrec-predictor", "fusionrec-training", "fusionrec-monitoring",
-       "fusionrec-monitoring-sink", "fusionrec-evidently-ui", "fusionrec-redis", "fusionrec-pipelines-setup", "default"]
+SAS = [
+    "fusionrec-transformer",
+    "fusionrec-predictor",
+    "fusionrec-training",
+    "fusionrec-monitoring",
+    "fusionrec-monitoring-sink",
+    "fusionrec-evidently-ui",
+    "fusionrec-redis",
+    "fusionrec-pipelines-setup",
+    "default",
+]
 PRINCIPALS = [f"cluster.local/ns/{NS}/sa/{sa}" for sa in SAS] + [
     "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
     "cluster.local/ns/istio-system/sa/cluster-local-gateway-service-account",
-    "cluster.local/ns/knative-serving/sa/controller", "cluster.local/ns/default/sa/default"]
+    "cluster.local/ns/knative-serving/sa/controller",
+    "cluster.local/ns/default/sa/default",
+]
 WORKLOAD_PORTS = {"transformer": "8080", "predictor": "8080", "redis": "6379", "sink": "8080", "evidently-ui": "8000"}
-WORKLOAD_PATHS = {"transformer": "/v1/models/fusionrec:predict", "predictor": "/v2/models/fusionrec/infer",
-                  "redis": None, "sink": "/events", "evidently-ui": "/"}
+WORKLOAD_PATHS = {
+    "transformer": "/v1/models/fusionrec:predict",
+    "predictor": "/v2/models/fusionrec/infer",
+    "redis": None,
+    "sink": "/events",
+    "evidently-ui": "/",
+}
 
 
 def _glob(pattern: str, value: str) -> bool:
-    return value == pattern or pattern == "*" or (pattern.endswith("*") and value.startswith(pattern[:-1])) or (
-        pattern.startswith("*") and value.endswith(pattern[1:]))
+    return (
+        value == pattern
+        or pattern == "*"
+        or (pattern.endswith("*") and value.startswith(pattern[:-1]))
+        or (pattern.startswith("*") and value.endswith(pattern[1:]))
+    )
 
 
 def _mesh_allows(docs, principal: str, workload: str, port: str, method: str = "POST", path: str | None = None) -> bool:
     labels = PODS[workload][1]
-    policies = [d for d in docs if d["kind"] == "AuthorizationPolicy"
-                and _matches((d["spec"].get("selector") or {"matchLabels": {}}), labels)]
+    policies = [
+        d
+        for d in docs
+        if d["kind"] == "AuthorizationPolicy" and _matches((d["spec"].get("selector") or {"matchLabels": {}}), labels)
+    ]
     if not policies:
         return True
     for p in policies:
@@ -179,41 +221,64 @@ def _mesh_allows(docs, principal: str, workload: str, port: str, method: str = "
             if sources and not any(any(_glob(x, principal) for x in s.get("principals", [])) for s in sources):
                 continue
             ops = [t["operation"] for t in rule.get("to", [])]
-            if ops and not any((not o.get("ports") or port in o["ports"])
-                               and (not o.get("methods") or method in o["methods"])
-                               and (not o.get("paths") or path is None or any(_glob(x, path) for x in o["paths"]))
-                               for o in ops):
+            if ops and not any(
+                (not o.get("ports") or port in o["ports"])
+                and (not o.get("methods") or method in o["methods"])
+                and (not o.get("paths") or path is None or any(_glob(x, path) for x in o["paths"]))
+                for o in ops
+            ):
                 continue
             return True
     return False
 
 
 def test_the_mesh_admits_the_listed_callers_and_nothing_else(prod):
-    listed = {(p, w) for principal, workloads in _table("Callers by principal") for w in _expand(workloads, [])
-              for p in [principal]}
-    got = {(p, w) for p in PRINCIPALS for w in WORKLOAD_PORTS
-           if _mesh_allows(prod, p, w, WORKLOAD_PORTS[w], "POST" if w != "evidently-ui" else "GET", WORKLOAD_PATHS[w])}
+    listed = {
+        (p, w)
+        for principal, workloads in _table("Callers by principal")
+        for w in _expand(workloads, [])
+        for p in [principal]
+    }
+    got = {
+        (p, w)
+        for p in PRINCIPALS
+        for w in WORKLOAD_PORTS
+        if _mesh_allows(prod, p, w, WORKLOAD_PORTS[w], "POST" if w != "evidently-ui" else "GET", WORKLOAD_PATHS[w])
+    }
     assert got - listed == set(), sorted(got - listed)
     assert listed - got == set(), sorted(listed - got)
     # the repository routes stay closed to everyone, the transformer included
-    assert not _mesh_allows(prod, f"cluster.local/ns/{NS}/sa/fusionrec-transformer", "predictor", "8080", "POST",
-                            "/v2/repository/models/fusionrec/unload")
+    assert not _mesh_allows(
+        prod,
+        f"cluster.local/ns/{NS}/sa/fusionrec-transformer",
+        "predictor",
+        "8080",
+        "POST",
+        "/v2/repository/models/fusionrec/unload",
+    )
 
 
 # -- the deployer's admission policy -------------------------------------------------------------------
+
 
 def _admit(policy: dict, old: dict, new: dict, user: str) -> list[str]:
     """The messages of the validations ``new`` fails (none: admitted), as the API server would evaluate them."""
     import celpy
 
     env = celpy.Environment()
-    activation = {"object": celpy.json_to_cel(new), "oldObject": celpy.json_to_cel(old),
-                  "request": celpy.json_to_cel({"userInfo": {"username": user}})}
+    activation = {
+        "object": celpy.json_to_cel(new),
+        "oldObject": celpy.json_to_cel(old),
+        "request": celpy.json_to_cel({"userInfo": {"username": user}}),
+    }
     for cond in policy["spec"].get("matchConditions", []):
         if not env.program(env.compile(cond["expression"])).evaluate(activation):
             return []  # the policy does not apply to this request
-    return [v["message"] for v in policy["spec"]["validations"]
-            if not env.program(env.compile(v["expression"])).evaluate(activation)]
+    return [
+        v["message"]
+        for v in policy["spec"]["validations"]
+        if not env.program(env.compile(v["expression"])).evaluate(activation)
+    ]
 
 
 def test_the_deployer_may_roll_a_version_out_and_change_nothing_else(prod):
@@ -230,7 +295,9 @@ def test_the_deployer_may_roll_a_version_out_and_change_nothing_else(prod):
         "the logger URL": lambda o: o["spec"]["predictor"]["logger"].__setitem__("url", "http://attacker/"),
         "the runtime": lambda o: o["spec"]["predictor"]["model"].__setitem__("runtime", "other"),
         "a model outside the registry": lambda o: o["spec"]["predictor"]["model"].__setitem__("storageUri", "s3://x/y"),
-        "the annotations": lambda o: o["metadata"]["annotations"].__setitem__("serving.kserve.io/deploymentMode", "Raw"),
+        "the annotations": lambda o: o["metadata"]["annotations"].__setitem__(
+            "serving.kserve.io/deploymentMode", "Raw"
+        ),
         "a removed field": lambda o: o["spec"]["predictor"].pop("logger"),
     }
     for what, change in refused.items():
@@ -241,6 +308,7 @@ def test_the_deployer_may_roll_a_version_out_and_change_nothing_else(prod):
 
 
 # -- Pod Security `restricted` --------------------------------------------------------------------------
+
 
 def _pods(doc):
     spec = doc.get("spec") or {}
@@ -258,7 +326,9 @@ def test_every_pod_of_the_bundle_meets_pod_security_restricted(prod):
         for where, pod in _pods(doc):
             checked += 1
             ctx = pod.get("securityContext") or {}
-            assert ctx.get("runAsNonRoot") is True and (ctx.get("seccompProfile") or {}).get("type") == "RuntimeDefault", where
+            assert (
+                ctx.get("runAsNonRoot") is True and (ctx.get("seccompProfile") or {}).get("type") == "RuntimeDefault"
+            ), where
             containers = [*pod.get("containers", []), *pod.get("initContainers", [])]
             if "model" in pod:
                 containers.append(pod["model"])

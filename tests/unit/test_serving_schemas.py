@@ -37,12 +37,18 @@ PNG = _png_bytes()
 
 
 def test_v2_round_trip_keeps_ragged_lists_and_tells_empty_candidates_from_none():
-    rows = parse_v1({"instances": [{"user_id": 7, "history": ["a", "b", "c"], "k": 3, "candidates": []},
-                                   {"history": ["d"], "exclude": ["x"], "exclude_seen": False},
-                                   {"text": "red dress", "image": base64.b64encode(PNG).decode(), "k": 2},
-                                   {"like": "i9", "user_id": "u1", "blend": 0.5, "k": 4},
-                                   {"text": "a red coat", "history": ["a"], "exclude_seen": True}]},
-                    LIMITS)
+    rows = parse_v1(
+        {
+            "instances": [
+                {"user_id": 7, "history": ["a", "b", "c"], "k": 3, "candidates": []},
+                {"history": ["d"], "exclude": ["x"], "exclude_seen": False},
+                {"text": "red dress", "image": base64.b64encode(PNG).decode(), "k": 2},
+                {"like": "i9", "user_id": "u1", "blend": 0.5, "k": 4},
+                {"text": "a red coat", "history": ["a"], "exclude_seen": True},
+            ]
+        },
+        LIMITS,
+    )
     from kserve import InferRequest
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
@@ -62,28 +68,44 @@ def test_v2_round_trip_keeps_ragged_lists_and_tells_empty_candidates_from_none()
 def test_v2_results_round_trip_to_the_v1_answer():
     from kserve import InferResponse
 
-    results = [Result(["i1", "i2"], ["One", "Two"], ["1.jpg", "2.jpg"], np.array([2.0, 1.0], dtype=np.float32),
-                      np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32)),
-               Result(["i3"], ["Three"], [""], np.array([0.5], dtype=np.float32), np.array([[1.0, 0.0]], dtype=np.float32),
-                      fallback=True)]
+    results = [
+        Result(
+            ["i1", "i2"],
+            ["One", "Two"],
+            ["1.jpg", "2.jpg"],
+            np.array([2.0, 1.0], dtype=np.float32),
+            np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32),
+        ),
+        Result(
+            ["i3"],
+            ["Three"],
+            [""],
+            np.array([0.5], dtype=np.float32),
+            np.array([[1.0, 0.0]], dtype=np.float32),
+            fallback=True,
+        ),
+    ]
     wire = results_to_v2(results, ["image", "text"], "v0009", "m")
     back = results_from_v2(InferResponse.from_rest(wire.to_rest()[0]))
     assert back == [result_to_dict(r, ["image", "text"], "v0009") for r in results]
     assert back[1]["fallback"] and len(back[1]["items"]) == 1  # padding to the largest k is removed
 
 
-@pytest.mark.parametrize("payload,err,words", [
-    ({"instances": [{"k": True}]}, BadRequest, "k"),
-    ({"instances": [{"user_id": 1.5}]}, BadRequest, "user_id"),
-    ({"instances": [{"candidates": ["a"] * 6000}]}, PayloadTooLarge, "candidates"),
-    ({"instances": [{"text": "   "}]}, BadRequest, "empty"),
-    ({"instances": [{"image": ""}]}, BadRequest, "empty"),
-    ({"instances": [], "extra": 1}, BadRequest, "extra"),
-    ({"instances": [{"like": "a", "blend": 1.5}]}, BadRequest, "between 0 and 1"),
-    ({"instances": [{"user_id": "u", "blend": 0.5}]}, BadRequest, "no query"),
-    ({"instances": [{"text": "red", "candidates": ["a"]}]}, BadRequest, "takes no candidates"),
-    ({"instances": [{"like": ["a"]}]}, BadRequest, "like"),
-])
+@pytest.mark.parametrize(
+    "payload,err,words",
+    [
+        ({"instances": [{"k": True}]}, BadRequest, "k"),
+        ({"instances": [{"user_id": 1.5}]}, BadRequest, "user_id"),
+        ({"instances": [{"candidates": ["a"] * 6000}]}, PayloadTooLarge, "candidates"),
+        ({"instances": [{"text": "   "}]}, BadRequest, "empty"),
+        ({"instances": [{"image": ""}]}, BadRequest, "empty"),
+        ({"instances": [], "extra": 1}, BadRequest, "extra"),
+        ({"instances": [{"like": "a", "blend": 1.5}]}, BadRequest, "between 0 and 1"),
+        ({"instances": [{"user_id": "u", "blend": 0.5}]}, BadRequest, "no query"),
+        ({"instances": [{"text": "red", "candidates": ["a"]}]}, BadRequest, "takes no candidates"),
+        ({"instances": [{"like": ["a"]}]}, BadRequest, "like"),
+    ],
+)
 def test_schema_refuses_with_a_message(payload, err, words):
     with pytest.raises(err, match=words):
         parse_v1(payload, LIMITS)
@@ -97,7 +119,10 @@ def test_transformer_redacts_query_text_before_the_predictor_sees_it(tmp_path):
 
     settings = load_settings(env={"FUSIONREC__PATHS__ARTIFACTS": str(tmp_path)})
     model = FusionTransformer("fusionrec", settings, store=None, pii=PiiFilter())
-    out = asyncio.run(model.preprocess({"instances": [{"text": "like the one jane.doe@example.com sent me", "k": 3}]},
-                                       client_headers(settings)))
+    out = asyncio.run(
+        model.preprocess(
+            {"instances": [{"text": "like the one jane.doe@example.com sent me", "k": 3}]}, client_headers(settings)
+        )
+    )
     text = out["instances"][0]["text"]
     assert "jane.doe@example.com" not in text and "<EMAIL_ADDRESS>" in text

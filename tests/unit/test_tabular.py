@@ -10,11 +10,13 @@ pytestmark = pytest.mark.unit
 
 
 def items():
-    return pd.DataFrame({
-        "price": [1.0, 2.0, 3.0, np.nan, 2.0, 4.0],
-        "votes": [0.0, 3.0, 10.0, 5000.0, 2.0, 1.0],  # a count with a long tail
-        "lang": ["en", "en", "fr", "en", None, "en"],
-    })
+    return pd.DataFrame(
+        {
+            "price": [1.0, 2.0, 3.0, np.nan, 2.0, 4.0],
+            "votes": [0.0, 3.0, 10.0, 5000.0, 2.0, 1.0],  # a count with a long tail
+            "lang": ["en", "en", "fr", "en", None, "en"],
+        }
+    )
 
 
 def test_each_column_is_encoded_as_its_values_call_for():

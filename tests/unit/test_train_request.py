@@ -14,8 +14,16 @@ from fusionrec.train.request import TrainSpec
 pytestmark = pytest.mark.unit
 
 # every field away from its default (the test fails when a field is added without a value here)
-ODD = TrainSpec(protocol="temporal", seed=7, modalities=("text",), fusion="concat", dim=24, epochs=3, ranking_head=True,
-                softmax="sampled")
+ODD = TrainSpec(
+    protocol="temporal",
+    seed=7,
+    modalities=("text",),
+    fusion="concat",
+    dim=24,
+    epochs=3,
+    ranking_head=True,
+    softmax="sampled",
+)
 
 
 def test_the_odd_spec_sets_every_field_away_from_its_default():
@@ -45,12 +53,26 @@ def _train(args: list[str]):
 def test_fusionrec_train_takes_the_spec_whole_and_flags_over_it(trainer, tmp_path):
     _train(["data", "--embeddings", "emb", "--candidate", str(tmp_path / "c"), "--spec", ODD.model_dump_json()])
     (tmp_path / "spec.json").write_text(ODD.model_dump_json())
-    _train(["data", "--embeddings", "emb", "--models", str(tmp_path / "m"), "--spec", f"@{tmp_path / 'spec.json'}",
-            "--epochs", "5", "--no-ranking-head"])
+    _train(
+        [
+            "data",
+            "--embeddings",
+            "emb",
+            "--models",
+            str(tmp_path / "m"),
+            "--spec",
+            f"@{tmp_path / 'spec.json'}",
+            "--epochs",
+            "5",
+            "--no-ranking-head",
+        ]
+    )
     assert trainer == [ODD, ODD.model_copy(update={"epochs": 5, "ranking_head": False})]
     from fusionrec.cli import app
 
-    bad = CliRunner().invoke(app, ["train", "data", "--embeddings", "e", "--candidate", "c", "--spec", '{"softmax": 1}'])
+    bad = CliRunner().invoke(
+        app, ["train", "data", "--embeddings", "e", "--candidate", "c", "--spec", '{"softmax": 1}']
+    )
     assert bad.exit_code != 0 and "softmax" in str(bad.exception)
 
 
@@ -75,31 +97,58 @@ def test_the_pipeline_commands_the_retrainer_and_the_schedule_pass_the_spec_whol
         promoted, reason, champion, pipeline_root, seconds, serving_url = False, "kept", None, tmp_path, 0.0, None
 
     def arrived(run, fields) -> dict:  # the run as run_local and submit see it: given whole, or as its fields
-        return (run or training.TrainingRun.of(**{k: v for k, v in fields.items() if k in training.TrainingRun.model_fields}
-                                               )).spec
+        return (
+            run
+            or training.TrainingRun.of(**{k: v for k, v in fields.items() if k in training.TrainingRun.model_fields})
+        ).spec
 
-    monkeypatch.setattr(training, "run_local", lambda run=None, **kw: seen.append(("run_local", arrived(run, kw))) or Run())
-    monkeypatch.setattr(training, "submit",
-                        lambda host, run=None, **kw: seen.append(("submit", arrived(run, kw))) or "run-1")
+    monkeypatch.setattr(
+        training, "run_local", lambda run=None, **kw: seen.append(("run_local", arrived(run, kw))) or Run()
+    )
+    monkeypatch.setattr(
+        training, "submit", lambda host, run=None, **kw: seen.append(("submit", arrived(run, kw))) or "run-1"
+    )
     contract = "configs/datasets/movielens-100k-mm.yaml"
     spec = ODD.model_dump_json()
-    for args in (["run", "--local", "--contract", contract, "--modalities", "text", "--spec", spec, "--no-deploy"],
-                 ["submit", "--host", "http://kfp", "--contract", contract, "--modalities", "text", "--spec", spec]):
+    for args in (
+        ["run", "--local", "--contract", contract, "--modalities", "text", "--spec", spec, "--no-deploy"],
+        ["submit", "--host", "http://kfp", "--contract", contract, "--modalities", "text", "--spec", spec],
+    ):
         res = CliRunner().invoke(pipeline_app, args)
         assert res.exit_code == 0, res.output
     # the monitoring loop's retrainer, here and on a cluster
     from pipelines.monitoring import retrainer
 
     for host in (None, "http://kfp"):
-        retrainer(host, {"contract": contract, "registry": str(tmp_path), "modalities": ["text"],
-                         "spec": json.loads(spec), "pipeline_root": str(tmp_path)})(None)
+        retrainer(
+            host,
+            {
+                "contract": contract,
+                "registry": str(tmp_path),
+                "modalities": ["text"],
+                "spec": json.loads(spec),
+                "pipeline_root": str(tmp_path),
+            },
+        )(None)
     assert [TrainSpec.parse(**s) for _, s in seen] == [ODD] * 4
     assert [w for w, _ in seen] == ["run_local", "submit", "run_local", "submit"]
     # the monitor command builds the retrainer's spec from the same options
     built = {}
     monkeypatch.setattr("pipelines.monitoring.retrainer", lambda host, training_: built.update(training_) or None)
-    res = CliRunner().invoke(monitor_app, ["run", "--contract", contract, "--spec", spec, "--epochs", "9",
-                                           "--set", f"monitoring.folder={tmp_path / 'mon'}"])
+    res = CliRunner().invoke(
+        monitor_app,
+        [
+            "run",
+            "--contract",
+            contract,
+            "--spec",
+            spec,
+            "--epochs",
+            "9",
+            "--set",
+            f"monitoring.folder={tmp_path / 'mon'}",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert TrainSpec.parse(**built["spec"]) == ODD.model_copy(update={"epochs": 9})
 
@@ -131,8 +180,10 @@ def test_the_schedule_command_builds_the_spec_from_its_options(monkeypatch):
 
     got = {}
     monkeypatch.setattr("pipelines.monitoring.schedule", lambda host, **kw: got.update(kw["training"]) or "r")
-    res = CliRunner().invoke(monitor_app, ["schedule", "--host", "http://kfp", "--contract", "c.yaml",
-                                           "--spec", ODD.model_dump_json(), "--dim", "32"])
+    res = CliRunner().invoke(
+        monitor_app,
+        ["schedule", "--host", "http://kfp", "--contract", "c.yaml", "--spec", ODD.model_dump_json(), "--dim", "32"],
+    )
     assert res.exit_code == 0, res.output
     assert TrainSpec.parse(**got["spec"]) == ODD.model_copy(update={"dim": 32})
 

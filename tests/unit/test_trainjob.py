@@ -29,9 +29,15 @@ def _errors(validator, obj):
 
 def test_the_manifest_and_a_rendered_job_pass_the_trainjob_crd(validator):
     assert _errors(validator, read_yaml(manifests_dir() / "base" / "training" / "trainjob.yaml")) == []
-    job = render_trainjob(name="fusionrec-train-ab12", image="registry.example/fusionrec@sha256:" + "b" * 64,
-                          job_dir="/mnt/registry/jobs/fusionrec-train-ab12", spec={"epochs": 30, "fusion": "concat"},
-                          nodes=4, gpus_per_node=8, namespace="ml")
+    job = render_trainjob(
+        name="fusionrec-train-ab12",
+        image="registry.example/fusionrec@sha256:" + "b" * 64,
+        job_dir="/mnt/registry/jobs/fusionrec-train-ab12",
+        spec={"epochs": 30, "fusion": "concat"},
+        nodes=4,
+        gpus_per_node=8,
+        namespace="ml",
+    )
     assert _errors(validator, job) == []
 
 
@@ -42,16 +48,26 @@ def test_the_validator_refuses_what_the_api_server_would_prune(validator):
 
 
 def test_the_job_runs_the_same_trainer_under_torchrun_and_writes_a_candidate():
-    job = render_trainjob(name="run-7", image="img", job_dir="/mnt/registry/jobs/run-7/",
-                          spec={"protocol": "temporal", "seed": 3, "modalities": "text,image"}, nodes=3, gpus_per_node=2)
+    job = render_trainjob(
+        name="run-7",
+        image="img",
+        job_dir="/mnt/registry/jobs/run-7/",
+        spec={"protocol": "temporal", "seed": 3, "modalities": "text,image"},
+        nodes=3,
+        gpus_per_node=2,
+    )
     t = job["spec"]["trainer"]
     assert t["command"] == ["torchrun"] and (t["numNodes"], t["numProcPerNode"]) == (3, 2)
     assert t["args"][:4] == ["-m", "fusionrec", "train", "/mnt/registry/jobs/run-7/clean"]
     args = dict(zip(t["args"][4::2], t["args"][5::2]))
     assert args["--features"] == "/mnt/registry/jobs/run-7/features"  # the training set comes from Feast
     assert args["--candidate"] == "/mnt/registry/jobs/run-7/candidate"  # no registry: the pipeline's gate decides
-    assert json.loads(args["--spec"]) == {**TrainSpec().model_dump(mode="json"), "protocol": "temporal", "seed": 3,
-                                          "modalities": ["text", "image"]}  # the spec whole, never re-spelled
+    assert json.loads(args["--spec"]) == {
+        **TrainSpec().model_dump(mode="json"),
+        "protocol": "temporal",
+        "seed": 3,
+        "modalities": ["text", "image"],
+    }  # the spec whole, never re-spelled
     assert t["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "2"
     pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
     spec = pod["template"]["spec"]["template"]["spec"]
@@ -123,7 +139,11 @@ def test_the_clusters_template_from_the_bundles_configmap_wins_over_the_images(t
     template["spec"]["runtimeRef"]["name"] = "torch-distributed-a100"
     mounted = tmp_path / "trainjob.yaml"
     mounted.write_text(yaml.safe_dump(template))
-    assert render_trainjob(name="x", image="i", job_dir="/j", spec={})["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    assert (
+        render_trainjob(name="x", image="i", job_dir="/j", spec={})["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    )
     monkeypatch.setattr(trainjob, "CLUSTER_TEMPLATE", mounted)
-    assert render_trainjob(name="x", image="i", job_dir="/j", spec={})["spec"]["runtimeRef"]["name"] == \
-        "torch-distributed-a100"
+    assert (
+        render_trainjob(name="x", image="i", job_dir="/j", spec={})["spec"]["runtimeRef"]["name"]
+        == "torch-distributed-a100"
+    )

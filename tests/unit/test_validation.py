@@ -21,8 +21,9 @@ NOW = 1_800_000_000.0
 
 
 def run(folder, contract, cfg=None):
-    return validate(read_raw(load_contract(write_contract(folder, contract))), cfg or ValidationSettings(),
-                    progress=False, now=NOW)
+    return validate(
+        read_raw(load_contract(write_contract(folder, contract))), cfg or ValidationSettings(), progress=False, now=NOW
+    )
 
 
 def test_planted_defects_are_found_and_counted_exactly(synth_defects, settings, tmp_path):
@@ -49,7 +50,9 @@ def test_planted_defects_are_found_and_counted_exactly(synth_defects, settings, 
     assert "<html>" in (out / "report.html").read_text()
 
 
-def test_over_budget_fails_writes_nothing_and_keeps_the_last_good_output(synth_clean, synth_defects, settings, tmp_path):
+def test_over_budget_fails_writes_nothing_and_keeps_the_last_good_output(
+    synth_clean, synth_defects, settings, tmp_path
+):
     out = tmp_path / "validated"
     validate_dataset(synth_clean / "dataset.yaml", out, settings.validation, progress=False)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -81,9 +84,14 @@ def test_wrong_typed_ratings_column_fails_naming_file_column_and_value(tmp_path)
 def test_referential_integrity_and_duplicates_drop_interactions(tmp_path):
     contract = tiny_catalogue(tmp_path)
     inter = pd.read_csv(tmp_path / "inter.csv", dtype=str)
-    extra = pd.DataFrame({"uid": ["a", "a"], "iid": ["99", "10"], "stars": ["5", "5"], "ts": ["1700000300", "1700000000"]})
+    extra = pd.DataFrame(
+        {"uid": ["a", "a"], "iid": ["99", "10"], "stars": ["5", "5"], "ts": ["1700000300", "1700000000"]}
+    )
     pd.concat([inter, extra]).to_csv(tmp_path / "inter.csv", index=False)
-    contract["checks"] = {"interactions.item_known": {"budget": 0.5}, "interactions.interaction_unique": {"budget": 0.5}}
+    contract["checks"] = {
+        "interactions.item_known": {"budget": 0.5},
+        "interactions.interaction_unique": {"budget": 0.5},
+    }
     outcome = run(tmp_path, contract)
     assert outcome.counts()["interactions.item_known"] == 1
     assert outcome.counts()["interactions.interaction_unique"] == 1  # (a, 10, 1700000000) repeated
@@ -107,8 +115,14 @@ def test_timestamps_in_the_future_or_unparseable_are_rejected(tmp_path):
 def test_images_that_are_bombs_corrupt_or_tiny_are_masked_not_decoded(tmp_path):
     contract = tiny_catalogue(tmp_path)
     items = pd.read_csv(tmp_path / "items.csv", dtype=str)
-    items = pd.concat([items, pd.DataFrame({"iid": ["30", "40"], "name": ["Thirty", "Forty"],
-                                            "blurb": ["third", "fourth"], "weight": ["1", "1"]})])
+    items = pd.concat(
+        [
+            items,
+            pd.DataFrame(
+                {"iid": ["30", "40"], "name": ["Thirty", "Forty"], "blurb": ["third", "fourth"], "weight": ["1", "1"]}
+            ),
+        ]
+    )
     items["img"] = ["big.png", "bad.jpg", "tiny.png", "ok.png"]
     items.to_csv(tmp_path / "items.csv", index=False)
     # 6000x6000 is 36 Mpx: over the 1 Mpx limit set below. A 1-bit PNG of it is tiny on disk.
@@ -137,8 +151,9 @@ def test_text_over_the_length_limit_is_masked(tmp_path):
     assert outcome.clean.items["blurb"].isna().tolist() == [True, False]
     # Free text never reaches the report: its length does.
     assert "<52 characters>" in outcome.quarantine["reason"].iloc[0]
-    everything = json.dumps(outcome.gx_results) + outcome.quarantine.to_csv() + json.dumps(
-        [r.examples for r in outcome.results])
+    everything = (
+        json.dumps(outcome.gx_results) + outcome.quarantine.to_csv() + json.dumps([r.examples for r in outcome.results])
+    )
     assert "jane@example.com" not in everything
 
 
@@ -175,25 +190,46 @@ def test_non_finite_precomputed_vectors_are_masked(tmp_path):
 def test_every_record_check_counts_exactly_the_records_planted_for_it(tmp_path):
     """One planted defect per check, each in its own record; every other check finds nothing."""
     T = 1_700_000_000
-    pd.DataFrame({"uid": ["a", "b", "a", None, "b", "zz", "b", "a"],
-                  "iid": ["10", "20", "20", "10", None, "10", "10", "20"],
-                  "stars": [5.0, 3.0, 4.0, 4.0, 4.0, 4.0, 9.0, 2.0],
-                  "ts": [T, T + 1, T + 2, T + 3, T + 4, T + 5, T + 6, 1_500_000_000]}).to_parquet(tmp_path / "inter.parquet")
-    pd.DataFrame({"iid": ["10", "20", None], "name": ["Ten", "Twenty", "Nobody"], "img": ["ok.png", "wide.png", "ok.png"]}
-                 ).to_parquet(tmp_path / "items.parquet")
+    pd.DataFrame(
+        {
+            "uid": ["a", "b", "a", None, "b", "zz", "b", "a"],
+            "iid": ["10", "20", "20", "10", None, "10", "10", "20"],
+            "stars": [5.0, 3.0, 4.0, 4.0, 4.0, 4.0, 9.0, 2.0],
+            "ts": [T, T + 1, T + 2, T + 3, T + 4, T + 5, T + 6, 1_500_000_000],
+        }
+    ).to_parquet(tmp_path / "inter.parquet")
+    pd.DataFrame(
+        {"iid": ["10", "20", None], "name": ["Ten", "Twenty", "Nobody"], "img": ["ok.png", "wide.png", "ok.png"]}
+    ).to_parquet(tmp_path / "items.parquet")
     pd.DataFrame({"uid": ["a", "b", "a", None], "age": [30.0, 40.0, 50.0, 60.0]}).to_parquet(tmp_path / "users.parquet")
     Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
     Image.new("RGB", (300, 20)).save(tmp_path / "wide.png")  # wider than max_image_side below
     contract = {
-        "name": "planted", "format": "raw_catalogue", "root": ".",
-        "interactions": {"path": "inter.parquet", "rating_range": [1, 5],
-                         "roles": {"user_id": "uid", "item_id": "iid", "rating": "stars", "timestamp": "ts"}},
-        "items": {"path": "items.parquet", "roles": {"item_id": "iid", "title": "name", "text": ["name"], "image": "img"}},
+        "name": "planted",
+        "format": "raw_catalogue",
+        "root": ".",
+        "interactions": {
+            "path": "inter.parquet",
+            "rating_range": [1, 5],
+            "roles": {"user_id": "uid", "item_id": "iid", "rating": "stars", "timestamp": "ts"},
+        },
+        "items": {
+            "path": "items.parquet",
+            "roles": {"item_id": "iid", "title": "name", "text": ["name"], "image": "img"},
+        },
         "users": {"path": "users.parquet", "roles": {"user_id": "uid", "side_features": ["age"]}},
     }
-    planted = {"interactions.user_id_present": 1, "interactions.item_id_present": 1, "interactions.user_known": 1,
-               "interactions.rating_in_range": 1, "interactions.timestamp_in_range": 1, "users.user_id_present": 1,
-               "users.user_id_unique": 1, "items.item_id_present": 1, "items.image_size": 1}
+    planted = {
+        "interactions.user_id_present": 1,
+        "interactions.item_id_present": 1,
+        "interactions.user_known": 1,
+        "interactions.rating_in_range": 1,
+        "interactions.timestamp_in_range": 1,
+        "users.user_id_present": 1,
+        "users.user_id_unique": 1,
+        "items.item_id_present": 1,
+        "items.image_size": 1,
+    }
     contract["checks"] = {k: {"budget": 1.0} for k in planted}
     cfg = ValidationSettings(max_image_side=256, min_timestamp=1_600_000_000)
     outcome = run(tmp_path, contract, cfg)
@@ -202,7 +238,10 @@ def test_every_record_check_counts_exactly_the_records_planted_for_it(tmp_path):
     assert outcome.passed  # within the budgets given
     # the interactions with a missing id, an unknown user, a rating out of range or a timestamp too old are gone
     assert len(outcome.clean.interactions) == 8 - 5
-    assert outcome.clean.users["user_id"].tolist() == ["a", "b"] and outcome.clean.items["item_id"].tolist() == ["10", "20"]
+    assert outcome.clean.users["user_id"].tolist() == ["a", "b"] and outcome.clean.items["item_id"].tolist() == [
+        "10",
+        "20",
+    ]
     # the same data under the default budgets fails, naming each check over its budget
     contract.pop("checks")
     failed = {r.key for r in run(tmp_path, contract, cfg).failures()}
@@ -210,14 +249,26 @@ def test_every_record_check_counts_exactly_the_records_planted_for_it(tmp_path):
 
 
 def test_labels_other_than_0_or_1_are_rejected(tmp_path):
-    pd.DataFrame({"uid": ["a", "b", "a", "b"], "iid": ["10", "20", "20", "10"], "clicked": [1, 0, 2, 1],
-                  "ts": [1_700_000_000 + k for k in range(4)]}).to_parquet(tmp_path / "inter.parquet")
+    pd.DataFrame(
+        {
+            "uid": ["a", "b", "a", "b"],
+            "iid": ["10", "20", "20", "10"],
+            "clicked": [1, 0, 2, 1],
+            "ts": [1_700_000_000 + k for k in range(4)],
+        }
+    ).to_parquet(tmp_path / "inter.parquet")
     pd.DataFrame({"iid": ["10", "20"], "name": ["Ten", "Twenty"]}).to_parquet(tmp_path / "items.parquet")
-    contract = {"name": "labels", "format": "raw_catalogue", "root": ".",
-                "interactions": {"path": "inter.parquet",
-                                 "roles": {"user_id": "uid", "item_id": "iid", "label": "clicked", "timestamp": "ts"}},
-                "items": {"path": "items.parquet", "roles": {"item_id": "iid", "text": ["name"]}},
-                "checks": {"interactions.label_is_binary": {"budget": 0.5}}}
+    contract = {
+        "name": "labels",
+        "format": "raw_catalogue",
+        "root": ".",
+        "interactions": {
+            "path": "inter.parquet",
+            "roles": {"user_id": "uid", "item_id": "iid", "label": "clicked", "timestamp": "ts"},
+        },
+        "items": {"path": "items.parquet", "roles": {"item_id": "iid", "text": ["name"]}},
+        "checks": {"interactions.label_is_binary": {"budget": 0.5}},
+    }
     outcome = run(tmp_path, contract)
     assert {k: v for k, v in outcome.counts().items() if v} == {"interactions.label_is_binary": 1}
     assert sorted(outcome.clean.interactions["label"].astype(int).tolist()) == [0, 1, 1]

@@ -75,8 +75,10 @@ def ensure_key_file(settings: Settings) -> Path:
     path = key_file(settings)
     if not path.exists():
         if settings.profile != "local":
-            raise ConfigError(f"serving.auth.key_file {path} does not exist; mount the Secret that holds the "
-                              "transformer's service key there")
+            raise ConfigError(
+                f"serving.auth.key_file {path} does not exist; mount the Secret that holds the "
+                "transformer's service key there"
+            )
         make_secret_file(path, secrets.token_urlsafe(32))
     read_key(path)
     return path
@@ -93,8 +95,10 @@ def read_key(path: Path) -> str:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: the service key cannot be read ({type(e).__name__})") from None
     if len(key) < MIN_KEY_CHARS:
-        raise ConfigError(f"{path}: the service key is shorter than {MIN_KEY_CHARS} characters; write a random one "
-                          "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        raise ConfigError(
+            f"{path}: the service key is shorter than {MIN_KEY_CHARS} characters; write a random one "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     return key
 
 
@@ -146,9 +150,11 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.auth: AuthSettings = settings.serving.auth
         self.keys: dict[str, Caller] = {
-            c.key_sha256: Caller(c.name, c.role == "service", c.user_id if c.role == "user" else None,
-                                 c.history and c.role == "service")
-            for c in self.auth.callers}
+            c.key_sha256: Caller(
+                c.name, c.role == "service", c.user_id if c.role == "user" else None, c.history and c.role == "service"
+            )
+            for c in self.auth.callers
+        }
         if self.auth.mode == "api_key":
             self.keys[_digest(read_key(ensure_key_file(settings)))] = Caller("service-key", True, None, False)
 
@@ -176,8 +182,9 @@ class Authenticator:
         subject = h.get(self.auth.user_header, "").strip()
         if subject and len(subject) <= 128:
             return Caller(f"user:{subject}", False, subject, False)
-        raise Unauthorized("no authenticated caller: a trusted service principal or a verified end-user token "
-                           "is required")
+        raise Unauthorized(
+            "no authenticated caller: a trusted service principal or a verified end-user token is required"
+        )
 
 
 def authorise(caller: Caller, rows) -> None:
@@ -192,8 +199,10 @@ def authorise(caller: Caller, rows) -> None:
         if uid is not None and not caller.any_user and uid != caller.user_id:
             raise Forbidden(f"instances[{n}]: this caller may only ask for its own user")
         if uid is not None and row.exclude_seen and row.candidates is not None and not caller.may_read_history(uid):
-            raise Forbidden(f"instances[{n}]: exclude_seen with candidates tells which items the user has seen; this "
-                            "caller may not learn another user's history (send exclude_seen: false)")
+            raise Forbidden(
+                f"instances[{n}]: exclude_seen with candidates tells which items the user has seen; this "
+                "caller may not learn another user's history (send exclude_seen: false)"
+            )
 
 
 class RateLimiter:
@@ -206,16 +215,21 @@ class RateLimiter:
 
     def take(self, caller: Caller) -> None:
         """Raises: TooManyRequests: the caller's bucket is empty (with the seconds until a token is back)."""
-        rate, burst = ((self.auth.service_rate_per_s, self.auth.service_burst) if caller.any_user
-                       else (self.auth.user_rate_per_s, self.auth.user_burst))
+        rate, burst = (
+            (self.auth.service_rate_per_s, self.auth.service_burst)
+            if caller.any_user
+            else (self.auth.user_rate_per_s, self.auth.user_burst)
+        )
         now = self.clock()
         with self._lock:
             tokens, last = self._buckets.pop(caller.name, (float(burst), now))
             tokens = min(float(burst), tokens + (now - last) * rate)
             if tokens < 1.0:
                 self._buckets[caller.name] = (tokens, now)
-                raise TooManyRequests("rate limit exceeded for this caller; retry later",
-                                      retry_after=max(1, math.ceil((1.0 - tokens) / rate)))
+                raise TooManyRequests(
+                    "rate limit exceeded for this caller; retry later",
+                    retry_after=max(1, math.ceil((1.0 - tokens) / rate)),
+                )
             self._buckets[caller.name] = (tokens - 1.0, now)
             while len(self._buckets) > self.max_callers:
                 self._buckets.popitem(last=False)

@@ -24,13 +24,22 @@ from fusionrec.errors import FusionRecError, PayloadTooLarge
 log = logging.getLogger(__name__)
 
 # (method, path) of every route either server answers; the transformer drops the v2 inference route
-ROUTES = frozenset({
-    ("GET", "/"), ("GET", "/metrics"),
-    ("GET", "/v1/models"), ("GET", "/v1/models/{model_name}"), ("POST", "/v1/models/{model_name}:predict"),
-    ("GET", "/v2"), ("GET", "/v2/health/live"), ("GET", "/v2/health/ready"), ("GET", "/v2/models"),
-    ("GET", "/v2/models/{model_name}"), ("GET", "/v2/models/{model_name}/ready"),
-    ("POST", "/v2/models/{model_name}/infer"),
-})
+ROUTES = frozenset(
+    {
+        ("GET", "/"),
+        ("GET", "/metrics"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/{model_name}"),
+        ("POST", "/v1/models/{model_name}:predict"),
+        ("GET", "/v2"),
+        ("GET", "/v2/health/live"),
+        ("GET", "/v2/health/ready"),
+        ("GET", "/v2/models"),
+        ("GET", "/v2/models/{model_name}"),
+        ("GET", "/v2/models/{model_name}/ready"),
+        ("POST", "/v2/models/{model_name}/infer"),
+    }
+)
 INFERENCE = ("/v1/models/", "/v2/models/")  # path prefixes of the routes the admission limit counts
 INTERNAL_ERROR = "internal error; the server logged it"
 
@@ -76,8 +85,9 @@ class Guard:
         if not any(m == probe and rx.match(path) for m, rx in self.allowed):
             return await self._answer(send, 404, {"error": "not found"})
         if probe == "GET" and any(rx.match(path) for rx in self.ready_paths) and not await self.loaded():
-            return await self._answer(send, 503, {"ready": False, "error": "the model is not loaded"},
-                                      {"retry-after": "1"})
+            return await self._answer(
+                send, 503, {"ready": False, "error": "the model is not loaded"}, {"retry-after": "1"}
+            )
         length = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
         limit = self.max_body_bytes
         if length is not None:
@@ -87,8 +97,12 @@ class Guard:
                 return await self._answer(send, 413, {"error": f"the request body is over {limit:,} bytes"})
         counted = method == "POST" and path.startswith(INFERENCE)
         if counted and self.inflight >= self.max_inflight:
-            return await self._answer(send, 429, {"error": "the server is at its limit of requests in flight; retry "
-                                                           "shortly"}, {"retry-after": "1"})
+            return await self._answer(
+                send,
+                429,
+                {"error": "the server is at its limit of requests in flight; retry shortly"},
+                {"retry-after": "1"},
+            )
         received = 0
 
         async def limited():
@@ -139,23 +153,36 @@ def install_error_handlers(app=None) -> None:
             reason = re.sub(r"0x[0-9a-fA-F]+", "0x…", str(getattr(exc, "reason", "") or exc))[:200]
             return JSONResponse(status_code=400, content={"error": reason or "the request does not fit the protocol"})
         if isinstance(exc, kerrors.InferenceError) and isinstance(exc.__context__, (UnicodeDecodeError, ValueError)):
-            return JSONResponse(status_code=400, content={"error": "a tensor's data could not be decoded (BYTES "
-                                                                   "elements must be UTF-8 text)"})
+            return JSONResponse(
+                status_code=400,
+                content={"error": "a tensor's data could not be decoded (BYTES elements must be UTF-8 text)"},
+            )
         if isinstance(exc, UnicodeDecodeError):
             return JSONResponse(status_code=400, content={"error": "the request does not fit the protocol"})
         if isinstance(exc, kerrors.ModelNotFound):
             return JSONResponse(status_code=404, content={"error": "no such model"})
         if isinstance(exc, (kerrors.ModelNotReady, kerrors.ServerNotReady)):
-            return JSONResponse(status_code=503, content={"error": "the model is not ready"},
-                                headers={"retry-after": "1"})
+            return JSONResponse(
+                status_code=503, content={"error": "the model is not ready"}, headers={"retry-after": "1"}
+            )
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(status_code=500, content={"error": INTERNAL_ERROR})
 
     app.add_exception_handler(FusionRecError, ours)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(HTTPException, http)
-    for kind in (kerrors.InvalidInput, kerrors.ModelNotFound, kerrors.ModelNotReady, kerrors.ServerNotReady,
-                 kerrors.InferenceError, UnicodeDecodeError, ValueError, TypeError, KeyError, Exception):
+    for kind in (
+        kerrors.InvalidInput,
+        kerrors.ModelNotFound,
+        kerrors.ModelNotReady,
+        kerrors.ServerNotReady,
+        kerrors.InferenceError,
+        UnicodeDecodeError,
+        ValueError,
+        TypeError,
+        KeyError,
+        Exception,
+    ):
         app.add_exception_handler(kind, unexpected)
 
 
@@ -171,13 +198,21 @@ def run_model_server(model, settings, http_port: int, allowed=ROUTES) -> None:
     s = settings.serving
     server = kserve.ModelServer(http_port=http_port, enable_grpc=False, workers=1, enable_docs_url=False)
     server._register_and_check_atleast_one_model_is_ready([model])
-    rest = RESTServer("kserve.model_server:app", server.dataplane, server.model_repository_extension, http_port,
-                      workers=1, grace_period=server.grace_period, timeout_keep_alive=server.timeout_keep_alive)
+    rest = RESTServer(
+        "kserve.model_server:app",
+        server.dataplane,
+        server.model_repository_extension,
+        http_port,
+        workers=1,
+        grace_period=server.grace_period,
+        timeout_keep_alive=server.timeout_keep_alive,
+    )
     rest.config.host = s.bind
     rest.create_application()
     install_error_handlers(app)
-    app.add_middleware(Guard, models=[model], max_body_bytes=s.max_body_bytes, max_inflight=s.max_inflight,
-                       allowed=allowed)
+    app.add_middleware(
+        Guard, models=[model], max_body_bytes=s.max_body_bytes, max_inflight=s.max_inflight, allowed=allowed
+    )
     server._rest_server = rest
     server.servers.append(rest._server.serve())
     server.setup_event_loop()
@@ -191,4 +226,3 @@ def error_message(response) -> str:
         return str(response.json().get("error", response.text))
     except (ValueError, AttributeError):
         return response.text
-

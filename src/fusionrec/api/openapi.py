@@ -26,6 +26,7 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
         return node
 
     out = walk(schema)
+
     # JSON Schema's anyOf with {"type": "null"} is OpenAPI 3.0's nullable
     def nullable(node):
         if isinstance(node, dict):
@@ -48,8 +49,11 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-ANSWERS = {"200": {"description": "the answer"}, "4XX": {"description": "the request was refused: {\"error\": ...}"},
-           "503": {"description": "not ready, or overloaded: retry after Retry-After"}}
+ANSWERS = {
+    "200": {"description": "the answer"},
+    "4XX": {"description": "the request was refused: {\"error\": ...}"},
+    "503": {"description": "not ready, or overloaded: retry after Retry-After"},
+}
 MODEL = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -61,39 +65,80 @@ def serving_openapi(model_name: str = "fusionrec", *, v2: bool = True) -> dict[s
     from fusionrec.api.schemas import Instance
 
     instance = _inline(Instance.model_json_schema())
-    v1 = {"type": "object", "required": ["instances"], "additionalProperties": False,
-          "properties": {"instances": {"type": "array", "items": instance},
-                         "parameters": {"type": "object"}}}
+    v1 = {
+        "type": "object",
+        "required": ["instances"],
+        "additionalProperties": False,
+        "properties": {"instances": {"type": "array", "items": instance}, "parameters": {"type": "object"}},
+    }
     get = {"get": {"responses": ANSWERS}}
     with_model = {"get": {"parameters": [MODEL], "responses": ANSWERS}}
     paths: dict[str, Any] = {
-        "/": get, "/metrics": get, "/v1/models": get, "/v2": get, "/v2/health/live": get,
-        "/v2/health/ready": get, "/v2/models": get,
-        "/v1/models/{model_name}": with_model, "/v2/models/{model_name}": with_model,
+        "/": get,
+        "/metrics": get,
+        "/v1/models": get,
+        "/v2": get,
+        "/v2/health/live": get,
+        "/v2/health/ready": get,
+        "/v2/models": get,
+        "/v1/models/{model_name}": with_model,
+        "/v2/models/{model_name}": with_model,
         "/v2/models/{model_name}/ready": with_model,
-        "/v1/models/{model_name}:predict": {"post": {"parameters": [MODEL], "requestBody": _json_body(v1),
-                                                     "responses": ANSWERS}},
+        "/v1/models/{model_name}:predict": {
+            "post": {"parameters": [MODEL], "requestBody": _json_body(v1), "responses": ANSWERS}
+        },
     }
     if v2:
-        paths["/v2/models/{model_name}/infer"] = {"post": {
-            "parameters": [MODEL], "requestBody": _json_body(_inline(InferenceRequest.model_json_schema())),
-            "responses": ANSWERS}}
-    return {"openapi": "3.0.3", "info": {"title": f"fusionrec serving ({model_name})", "version": "1"},
-            "paths": paths}
+        paths["/v2/models/{model_name}/infer"] = {
+            "post": {
+                "parameters": [MODEL],
+                "requestBody": _json_body(_inline(InferenceRequest.model_json_schema())),
+                "responses": ANSWERS,
+            }
+        }
+    return {"openapi": "3.0.3", "info": {"title": f"fusionrec serving ({model_name})", "version": "1"}, "paths": paths}
 
 
 def sink_openapi() -> dict[str, Any]:
     """The inference-log sink's API: KServe's request logger posts CloudEvents in binary mode."""
-    headers = [{"name": "ce-id", "in": "header", "required": True, "schema": {"type": "string"}},
-               {"name": "ce-type", "in": "header", "required": True, "schema": {
-                   "type": "string", "enum": ["org.kubeflow.serving.inference.request",
-                                              "org.kubeflow.serving.inference.response"]}},
-               {"name": "ce-time", "in": "header", "required": False, "schema": {"type": "string"}}]
-    body = _json_body({"type": "object", "properties": {"instances": {"type": "array"},
-                                                        "predictions": {"type": "array"},
-                                                        "inputs": {"type": "array"}, "outputs": {"type": "array"}}})
-    event = {"post": {"parameters": headers, "requestBody": body, "responses": {"202": {"description": "taken"},
-                                                                               "4XX": {"description": "refused"}}}}
-    return {"openapi": "3.0.3", "info": {"title": "fusionrec inference-log sink", "version": "1"},
-            "paths": {"/events": event, "/": event, "/healthz": {"get": {"responses": ANSWERS}},
-                      "/metrics": {"get": {"responses": ANSWERS}}}}
+    headers = [
+        {"name": "ce-id", "in": "header", "required": True, "schema": {"type": "string"}},
+        {
+            "name": "ce-type",
+            "in": "header",
+            "required": True,
+            "schema": {
+                "type": "string",
+                "enum": ["org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response"],
+            },
+        },
+        {"name": "ce-time", "in": "header", "required": False, "schema": {"type": "string"}},
+    ]
+    body = _json_body(
+        {
+            "type": "object",
+            "properties": {
+                "instances": {"type": "array"},
+                "predictions": {"type": "array"},
+                "inputs": {"type": "array"},
+                "outputs": {"type": "array"},
+            },
+        }
+    )
+    event = {
+        "post": {
+            "parameters": headers,
+            "requestBody": body,
+            "responses": {"202": {"description": "taken"}, "4XX": {"description": "refused"}},
+        }
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "fusionrec inference-log sink", "version": "1"},
+        "paths": {
+            "/events": event,
+            "/": event,
+            "/healthz": {"get": {"responses": ANSWERS}},
+            "/metrics": {"get": {"responses": ANSWERS}},
+        },
+    }

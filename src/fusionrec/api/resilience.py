@@ -66,7 +66,9 @@ class CircuitBreaker:
             Exception: whatever the call raised.
         """
         if not self.allow():
-            raise CircuitOpen(f"circuit open for another {max(0.0, self.reset_s - (self.clock() - self.opened_at)):.1f} s")
+            raise CircuitOpen(
+                f"circuit open for another {max(0.0, self.reset_s - (self.clock() - self.opened_at)):.1f} s"
+            )
         try:
             out = await asyncio.wait_for(fn(), timeout_s)
         except asyncio.CancelledError:  # the request went away: no verdict on the dependency

@@ -106,8 +106,12 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
             _check_id(value, f"an id in {name}", limits, where)
     if not 1 <= inst.k <= limits.max_k:
         raise BadRequest(f"{where}: k must be between 1 and {limits.max_k}, got {inst.k}")
-    for name, limit in (("history", limits.max_history), ("recent", limits.max_history), ("exclude", limits.max_history),
-                        ("candidates", limits.max_candidates)):
+    for name, limit in (
+        ("history", limits.max_history),
+        ("recent", limits.max_history),
+        ("exclude", limits.max_history),
+        ("candidates", limits.max_candidates),
+    ):
         values = getattr(inst, name)
         if values is not None and len(values) > limit:
             raise PayloadTooLarge(f"{where}: {name} has {len(values)} items; at most {limit}")
@@ -133,20 +137,36 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
                 raise BadRequest(f"{where}: image is empty")
             image_pixels(image, limits, where)
         text = inst.text if inst.text is not None and inst.text.strip() else None
-        return Row("query", inst.k, user_id=None if inst.user_id is None else str(inst.user_id),
-                   history=[str(i) for i in inst.history or []], recent=[str(i) for i in inst.recent or []],
-                   exclude_seen=bool(inst.exclude_seen), exclude=exclude, text=text, image=image,
-                   like=None if inst.like is None else str(inst.like),
-                   blend=None if inst.blend is None else float(inst.blend))
+        return Row(
+            "query",
+            inst.k,
+            user_id=None if inst.user_id is None else str(inst.user_id),
+            history=[str(i) for i in inst.history or []],
+            recent=[str(i) for i in inst.recent or []],
+            exclude_seen=bool(inst.exclude_seen),
+            exclude=exclude,
+            text=text,
+            image=image,
+            like=None if inst.like is None else str(inst.like),
+            blend=None if inst.blend is None else float(inst.blend),
+        )
     if inst.blend is not None:
-        raise BadRequest(f"{where}: blend weighs a query by example (text/image/like) against the user's taste; "
-                         "this instance has no query")
-    return Row("recommend", inst.k, user_id=None if inst.user_id is None else str(inst.user_id),
-               history=[str(i) for i in inst.history or []], recent=[str(i) for i in inst.recent or []],
-               # the caller's own candidate list is scored as given unless it asks for seen items to go (which
-               # tells which items the user has seen: fusionrec.api.access decides who may)
-               exclude_seen=inst.exclude_seen if inst.exclude_seen is not None else inst.candidates is None,
-               exclude=exclude, candidates=None if inst.candidates is None else [str(i) for i in inst.candidates])
+        raise BadRequest(
+            f"{where}: blend weighs a query by example (text/image/like) against the user's taste; "
+            "this instance has no query"
+        )
+    return Row(
+        "recommend",
+        inst.k,
+        user_id=None if inst.user_id is None else str(inst.user_id),
+        history=[str(i) for i in inst.history or []],
+        recent=[str(i) for i in inst.recent or []],
+        # the caller's own candidate list is scored as given unless it asks for seen items to go (which
+        # tells which items the user has seen: fusionrec.api.access decides who may)
+        exclude_seen=inst.exclude_seen if inst.exclude_seen is not None else inst.candidates is None,
+        exclude=exclude,
+        candidates=None if inst.candidates is None else [str(i) for i in inst.candidates],
+    )
 
 
 def parse_v1(payload: Any, limits: ServingSettings) -> list[Row]:
@@ -161,8 +181,9 @@ def parse_v1(payload: Any, limits: ServingSettings) -> list[Row]:
         raise BadRequest("instances must be a non-empty list")
     if len(instances) > limits.max_batch:
         raise PayloadTooLarge(f"{len(instances)} instances; at most {limits.max_batch} per request")
-    return _within_pixel_budget([parse_instance(obj, limits, f"instances[{n}]") for n, obj in enumerate(instances)],
-                                limits)
+    return _within_pixel_budget(
+        [parse_instance(obj, limits, f"instances[{n}]") for n, obj in enumerate(instances)], limits
+    )
 
 
 def _within_pixel_budget(rows: list[Row], limits: ServingSettings) -> list[Row]:
@@ -171,8 +192,9 @@ def _within_pixel_budget(rows: list[Row], limits: ServingSettings) -> list[Row]:
     if len(images) > 1:
         total = sum(image_pixels(img, limits, "image") for img in images)
         if total > limits.max_request_pixels:
-            raise PayloadTooLarge(f"the request's images add up to {total:,} pixels; at most "
-                                  f"{limits.max_request_pixels:,} per request")
+            raise PayloadTooLarge(
+                f"the request's images add up to {total:,} pixels; at most {limits.max_request_pixels:,} per request"
+            )
     return rows
 
 
@@ -224,8 +246,16 @@ def wants_monitor(payload: Any) -> bool:
 
 # -- v2 (open inference protocol) --------------------------------------------------------------------
 
-_V2_SCALARS = {"user_id": "BYTES", "k": "INT32", "exclude_seen": "BOOL", "has_candidates": "BOOL", "text": "BYTES",
-               "image": "BYTES", "like": "BYTES", "blend": "FP32"}
+_V2_SCALARS = {
+    "user_id": "BYTES",
+    "k": "INT32",
+    "exclude_seen": "BOOL",
+    "has_candidates": "BOOL",
+    "text": "BYTES",
+    "image": "BYTES",
+    "like": "BYTES",
+    "blend": "FP32",
+}
 
 
 def _padded(lists: list[list[str]]) -> np.ndarray:
@@ -255,8 +285,10 @@ def to_v2(rows: list[Row], model_name: str, monitor: bool = False):
     if any(r.text is not None for r in rows):
         tensors["text"] = ("BYTES", np.array([r.text or "" for r in rows], dtype=object))
     if any(r.image is not None for r in rows):
-        tensors["image"] = ("BYTES", np.array([base64.b64encode(r.image).decode("ascii") if r.image else ""
-                                               for r in rows], dtype=object))
+        tensors["image"] = (
+            "BYTES",
+            np.array([base64.b64encode(r.image).decode("ascii") if r.image else "" for r in rows], dtype=object),
+        )
     if any(r.like is not None for r in rows):
         tensors["like"] = ("BYTES", np.array([r.like or "" for r in rows], dtype=object))
     if any(r.blend is not None for r in rows):  # NaN: the default blend
@@ -270,30 +302,34 @@ def to_v2(rows: list[Row], model_name: str, monitor: bool = False):
 
 def v2_metadata(terms: list[str], dim: int) -> tuple[list[dict], list[dict]]:
     """The predictor's v2 input and output tensors, for ``GET /v2/models/<name>`` (-1: any size)."""
-    inputs = [{"name": "k", "datatype": "INT32", "shape": [-1]},
-              {"name": "user_id", "datatype": "BYTES", "shape": [-1]},
-              {"name": "exclude_seen", "datatype": "BOOL", "shape": [-1]},
-              *({"name": n, "datatype": "BYTES", "shape": [-1, -1]} for n in LIST_FIELDS),
-              {"name": "has_candidates", "datatype": "BOOL", "shape": [-1]},
-              {"name": "text", "datatype": "BYTES", "shape": [-1]},
-              {"name": "image", "datatype": "BYTES", "shape": [-1]},
-              {"name": "like", "datatype": "BYTES", "shape": [-1]},
-              {"name": "blend", "datatype": "FP32", "shape": [-1]}]
-    outputs = [{"name": "item_id", "datatype": "BYTES", "shape": [-1, -1]},
-               {"name": "title", "datatype": "BYTES", "shape": [-1, -1]},
-               {"name": "image", "datatype": "BYTES", "shape": [-1, -1]},
-               {"name": "score", "datatype": "FP32", "shape": [-1, -1]},
-               {"name": "score_terms", "datatype": "FP32", "shape": [-1, -1, len(terms)]},
-               {"name": "count", "datatype": "INT32", "shape": [-1]},
-               {"name": "fallback", "datatype": "BOOL", "shape": [-1]},
-               {"name": "cold", "datatype": "BOOL", "shape": [-1]},
-               {"name": "embedding", "datatype": "FP32", "shape": [-1, dim]},
-               # with the request parameter monitor=true: the inference log's vectors (a row without one: zeros,
-               # and false in the *_present tensor)
-               {"name": "user_vector", "datatype": "FP32", "shape": [-1, dim]},
-               {"name": "user_vector_present", "datatype": "BOOL", "shape": [-1]},
-               *({"name": f"query_{m}", "datatype": "FP32", "shape": [-1, -1]} for m in QUERY_MODALITIES),
-               *({"name": f"query_{m}_present", "datatype": "BOOL", "shape": [-1]} for m in QUERY_MODALITIES)]
+    inputs = [
+        {"name": "k", "datatype": "INT32", "shape": [-1]},
+        {"name": "user_id", "datatype": "BYTES", "shape": [-1]},
+        {"name": "exclude_seen", "datatype": "BOOL", "shape": [-1]},
+        *({"name": n, "datatype": "BYTES", "shape": [-1, -1]} for n in LIST_FIELDS),
+        {"name": "has_candidates", "datatype": "BOOL", "shape": [-1]},
+        {"name": "text", "datatype": "BYTES", "shape": [-1]},
+        {"name": "image", "datatype": "BYTES", "shape": [-1]},
+        {"name": "like", "datatype": "BYTES", "shape": [-1]},
+        {"name": "blend", "datatype": "FP32", "shape": [-1]},
+    ]
+    outputs = [
+        {"name": "item_id", "datatype": "BYTES", "shape": [-1, -1]},
+        {"name": "title", "datatype": "BYTES", "shape": [-1, -1]},
+        {"name": "image", "datatype": "BYTES", "shape": [-1, -1]},
+        {"name": "score", "datatype": "FP32", "shape": [-1, -1]},
+        {"name": "score_terms", "datatype": "FP32", "shape": [-1, -1, len(terms)]},
+        {"name": "count", "datatype": "INT32", "shape": [-1]},
+        {"name": "fallback", "datatype": "BOOL", "shape": [-1]},
+        {"name": "cold", "datatype": "BOOL", "shape": [-1]},
+        {"name": "embedding", "datatype": "FP32", "shape": [-1, dim]},
+        # with the request parameter monitor=true: the inference log's vectors (a row without one: zeros,
+        # and false in the *_present tensor)
+        {"name": "user_vector", "datatype": "FP32", "shape": [-1, dim]},
+        {"name": "user_vector_present", "datatype": "BOOL", "shape": [-1]},
+        *({"name": f"query_{m}", "datatype": "FP32", "shape": [-1, -1]} for m in QUERY_MODALITIES),
+        *({"name": f"query_{m}_present", "datatype": "BOOL", "shape": [-1]} for m in QUERY_MODALITIES),
+    ]
     return inputs, outputs
 
 
@@ -316,8 +352,9 @@ def parse_v2(request, limits: ServingSettings) -> list[Row]:
         if inp.name not in known:
             raise BadRequest(f"unknown input tensor {str(inp.name)[:64]!r}; expected some of {sorted(known)}")
         want = _V2_SCALARS.get(inp.name, "BYTES")
-        if inp.datatype != want and not (want == "INT32" and inp.datatype in ("INT8", "INT16", "INT64", "UINT8",
-                                                                             "UINT16", "UINT32", "UINT64")):
+        if inp.datatype != want and not (
+            want == "INT32" and inp.datatype in ("INT8", "INT16", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+        ):
             raise BadRequest(f"input {inp.name!r}: datatype must be {want}, got {str(inp.datatype)[:16]}")
         try:
             arr = inp.as_numpy()
@@ -366,15 +403,27 @@ def _explanation(terms: list[str], values) -> dict[str, Any]:
 
 
 def _monitor_part(r: Result) -> dict[str, Any]:
-    return {"user_vector": None if r.user_vector is None else [float(x) for x in r.user_vector],
-            "query": {m: [float(x) for x in v] for m, v in r.query.items() if m in QUERY_MODALITIES}}
+    return {
+        "user_vector": None if r.user_vector is None else [float(x) for x in r.user_vector],
+        "query": {m: [float(x) for x in v] for m, v in r.query.items() if m in QUERY_MODALITIES},
+    }
 
 
 def result_to_dict(r: Result, terms: list[str], version: str, monitor: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "items": [{"item_id": r.item_ids[j], "title": r.titles[j], "image": r.images[j], "score": float(r.scores[j]),
-                   **_explanation(terms, r.terms[j])} for j in range(len(r.item_ids))],
-        "fallback": r.fallback, "cold": r.cold, "model_version": version,
+        "items": [
+            {
+                "item_id": r.item_ids[j],
+                "title": r.titles[j],
+                "image": r.images[j],
+                "score": float(r.scores[j]),
+                **_explanation(terms, r.terms[j]),
+            }
+            for j in range(len(r.item_ids))
+        ],
+        "fallback": r.fallback,
+        "cold": r.cold,
+        "model_version": version,
     }
     if r.embedding is not None:
         out["embedding"] = [float(x) for x in r.embedding]
@@ -412,22 +461,34 @@ def results_to_v2(results: list[Result], terms: list[str], version: str, model_n
         ids[i, :c], titles[i, :c], images[i, :c] = r.item_ids, r.titles, r.images
         scores[i, :c] = r.scores
         parts[i, :c] = r.terms
-    tensors = [("item_id", "BYTES", ids), ("title", "BYTES", titles), ("image", "BYTES", images),
-               ("score", "FP32", scores), ("score_terms", "FP32", parts),
-               ("count", "INT32", np.array([len(r.item_ids) for r in results], dtype=np.int32)),
-               ("fallback", "BOOL", np.array([r.fallback for r in results])),
-               ("cold", "BOOL", np.array([r.cold for r in results]))]
+    tensors = [
+        ("item_id", "BYTES", ids),
+        ("title", "BYTES", titles),
+        ("image", "BYTES", images),
+        ("score", "FP32", scores),
+        ("score_terms", "FP32", parts),
+        ("count", "INT32", np.array([len(r.item_ids) for r in results], dtype=np.int32)),
+        ("fallback", "BOOL", np.array([r.fallback for r in results])),
+        ("cold", "BOOL", np.array([r.cold for r in results])),
+    ]
     if all(r.embedding is not None for r in results):
         tensors.append(("embedding", "FP32", np.stack([r.embedding for r in results]).astype(np.float32)))
     if monitor:
-        for name, vectors in [("user_vector", [r.user_vector for r in results]),
-                              *((f"query_{m}", [r.query.get(m) for r in results]) for m in QUERY_MODALITIES)]:
+        for name, vectors in [
+            ("user_vector", [r.user_vector for r in results]),
+            *((f"query_{m}", [r.query.get(m) for r in results]) for m in QUERY_MODALITIES),
+        ]:
             got = _stacked(vectors)
             if got is not None:
                 tensors += [(name, "FP32", got[0]), (f"{name}_present", "BOOL", got[1])]
     outputs = [InferOutput(name, list(arr.shape), dtype, arr.flatten().tolist()) for name, dtype, arr in tensors]
-    return InferResponse(response_id="", model_name=model_name, infer_outputs=outputs, model_version=version,
-                         parameters={"terms": ",".join(terms), "model_version": version})
+    return InferResponse(
+        response_id="",
+        model_name=model_name,
+        infer_outputs=outputs,
+        model_version=version,
+        parameters={"terms": ",".join(terms), "model_version": version},
+    )
 
 
 def results_from_v2(response) -> list[dict[str, Any]]:
@@ -438,17 +499,36 @@ def results_from_v2(response) -> list[dict[str, Any]]:
     version = _as_text(_param(params, "model_version"))
     rows = []
     for i, count in enumerate(out["count"].reshape(-1)):
-        items = [{"item_id": _as_text(out["item_id"][i, j]), "title": _as_text(out["title"][i, j]),
-                  "image": _as_text(out["image"][i, j]), "score": float(out["score"][i, j]),
-                  **_explanation(terms, out["score_terms"][i, j])}
-                 for j in range(int(count))]
-        row = {"items": items, "fallback": bool(out["fallback"][i]), "cold": bool(out["cold"][i]), "model_version": version}
+        items = [
+            {
+                "item_id": _as_text(out["item_id"][i, j]),
+                "title": _as_text(out["title"][i, j]),
+                "image": _as_text(out["image"][i, j]),
+                "score": float(out["score"][i, j]),
+                **_explanation(terms, out["score_terms"][i, j]),
+            }
+            for j in range(int(count))
+        ]
+        row = {
+            "items": items,
+            "fallback": bool(out["fallback"][i]),
+            "cold": bool(out["cold"][i]),
+            "model_version": version,
+        }
         if "embedding" in out:
             row["embedding"] = [float(x) for x in out["embedding"][i]]
         if "user_vector_present" in out or any(f"query_{m}_present" in out for m in QUERY_MODALITIES):
-            row["monitor"] = {"user_vector": ([float(x) for x in out["user_vector"][i]]
-                                              if "user_vector" in out and out["user_vector_present"][i] else None),
-                              "query": {m: [float(x) for x in out[f"query_{m}"][i]] for m in QUERY_MODALITIES
-                                        if f"query_{m}" in out and out[f"query_{m}_present"][i]}}
+            row["monitor"] = {
+                "user_vector": (
+                    [float(x) for x in out["user_vector"][i]]
+                    if "user_vector" in out and out["user_vector_present"][i]
+                    else None
+                ),
+                "query": {
+                    m: [float(x) for x in out[f"query_{m}"][i]]
+                    for m in QUERY_MODALITIES
+                    if f"query_{m}" in out and out[f"query_{m}_present"][i]
+                },
+            }
         rows.append(row)
     return rows

@@ -96,7 +96,6 @@ class ModalitySpec(_Strict):
     dim: int | None = Field(None, ge=1)  # when given, the matrix must have exactly this many columns
 
 
-
 class CheckOverride(_Strict):
     """Per-check policy: the error budget (share of records allowed to fail) and an off switch."""
 
@@ -146,7 +145,11 @@ class DatasetContract(_Strict):
         if self.items is not None:
             own += ["text"] if self.items.roles.text else []
             own += ["image"] if (self.items.roles.image or self.items.image_template) else []
-            own += ["tabular"] if self.items.roles.side_features and "tabular" not in {m.name for m in self.modalities} else []
+            own += (
+                ["tabular"]
+                if self.items.roles.side_features and "tabular" not in {m.name for m in self.modalities}
+                else []
+            )
         return own + sorted(m.name for m in self.modalities)
 
     def resolve(self, relative: str) -> Path:

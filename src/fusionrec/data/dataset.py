@@ -150,7 +150,9 @@ def _strict_number(df: pd.DataFrame, col: str, file: str) -> pd.Series:
     bad = df[col].notna() & parsed.isna()
     if bad.any():
         i = int(np.argmax(bad.to_numpy()))
-        raise DatasetError(f"{file}: column '{col}': value {df[col].iloc[i]!r} at line {df[LINE].iloc[i]} is not a number")
+        raise DatasetError(
+            f"{file}: column '{col}': value {df[col].iloc[i]!r} at line {df[LINE].iloc[i]} is not a number"
+        )
     return parsed
 
 
@@ -186,8 +188,10 @@ def normalise(tables: RawTables) -> Dataset:
         items_raw["item_id"] = as_id(items_raw["item_id"])
         if items_raw["item_id"].duplicated().any() or items_raw["item_id"].isna().any():
             bad = items_raw["item_id"][items_raw["item_id"].duplicated() | items_raw["item_id"].isna()].iloc[0]
-            raise DatasetError(f"{files.get('items')}: column 'item_id': id {bad!r} is missing or repeated; "
-                               "run 'fusionrec data validate' to quarantine such records")
+            raise DatasetError(
+                f"{files.get('items')}: column 'item_id': id {bad!r} is missing or repeated; "
+                "run 'fusionrec data validate' to quarantine such records"
+            )
         item_keys = items_raw["item_id"].astype(str)
     else:
         n = min(m.shape[0] for m, _ in tables.modalities.values())
@@ -211,21 +215,27 @@ def normalise(tables: RawTables) -> Dataset:
     for name, idx, col in (("user", u, "user_id"), ("item", i, "item_id")):
         if (idx < 0).any():
             k = int(np.argmax(idx < 0))
-            raise DatasetError(f"{files.get('interactions')}: column '{col}': unknown {name} {inter[col].iloc[k]!r} "
-                               f"at line {inter[LINE].iloc[k]}")
+            raise DatasetError(
+                f"{files.get('interactions')}: column '{col}': unknown {name} {inter[col].iloc[k]!r} "
+                f"at line {inter[LINE].iloc[k]}"
+            )
 
     out = pd.DataFrame({"user_idx": u.astype(np.int32), "item_idx": i.astype(np.int32)})
     if "timestamp" in inter:
         ts, bad = parse_timestamp(inter["timestamp"], c.interactions.timestamp_unit)
         if bad.any():
             k = int(np.argmax(bad.to_numpy()))
-            raise DatasetError(f"{files.get('interactions')}: column 'timestamp': value {inter['timestamp'].iloc[k]!r} "
-                               f"at line {inter[LINE].iloc[k]} does not parse as unit {c.interactions.timestamp_unit}")
+            raise DatasetError(
+                f"{files.get('interactions')}: column 'timestamp': value {inter['timestamp'].iloc[k]!r} "
+                f"at line {inter[LINE].iloc[k]} does not parse as unit {c.interactions.timestamp_unit}"
+            )
         out["timestamp"] = ts.fillna(-1).astype(np.int64).to_numpy()
     else:
         out["timestamp"] = np.full(len(inter), -1, dtype=np.int64)
     rating = _strict_number(inter, "rating", files.get("interactions", "")) if "rating" in inter else None
-    out["rating"] = (rating if rating is not None else pd.Series(np.nan, index=inter.index)).astype(np.float32).to_numpy()
+    out["rating"] = (
+        (rating if rating is not None else pd.Series(np.nan, index=inter.index)).astype(np.float32).to_numpy()
+    )
     if "label" in inter:
         out["label"] = _strict_number(inter, "label", files.get("interactions", "")).astype(np.float32).to_numpy()
     elif rating is not None and c.interactions.implicit.min_rating is not None:
@@ -235,21 +245,27 @@ def normalise(tables: RawTables) -> Dataset:
     if "split" in inter:
         out["split"] = _strict_number(inter, "split", files.get("interactions", "")).astype(np.int8).to_numpy()
 
-    items = pd.DataFrame({"item_idx": np.arange(len(items_raw), dtype=np.int32),
-                          "item_id": _typed_ids(items_raw["item_id"])})
+    items = pd.DataFrame(
+        {"item_idx": np.arange(len(items_raw), dtype=np.int32), "item_id": _typed_ids(items_raw["item_id"])}
+    )
     if "title" in items_raw:
         items["title"] = items_raw["title"].to_numpy()
     for f in tables.text_fields:
         items[f] = items_raw[f].to_numpy()
     if "image" in items_raw:
-        items["image"] = [None if p is None or (isinstance(p, float) and np.isnan(p)) else
-                          (str(p) if "://" in str(p) else str(c.resolve(str(p)))) for p in items_raw["image"]]
+        items["image"] = [
+            None
+            if p is None or (isinstance(p, float) and np.isnan(p))
+            else (str(p) if "://" in str(p) else str(c.resolve(str(p))))
+            for p in items_raw["image"]
+        ]
     side_items = _side_features(items_raw, tables.side_item)
     for col in side_items:
         items[col] = side_items[col].to_numpy()
 
-    users = pd.DataFrame({"user_idx": np.arange(len(users_raw), dtype=np.int32),
-                          "user_id": _typed_ids(users_raw["user_id"])})
+    users = pd.DataFrame(
+        {"user_idx": np.arange(len(users_raw), dtype=np.int32), "user_id": _typed_ids(users_raw["user_id"])}
+    )
     side_users = _side_features(users_raw, tables.side_user)
     for col in side_users:
         users[col] = side_users[col].to_numpy()
@@ -270,5 +286,13 @@ def normalise(tables: RawTables) -> Dataset:
         values[~mask] = 0.0
         modalities[name] = Modality(values, mask)
 
-    return Dataset(c.name, out, items, users, tuple(tables.text_fields), tuple(side_items.columns),
-                   tuple(side_users.columns), modalities)
+    return Dataset(
+        c.name,
+        out,
+        items,
+        users,
+        tuple(tables.text_fields),
+        tuple(side_items.columns),
+        tuple(side_users.columns),
+        modalities,
+    )

@@ -60,8 +60,9 @@ def read_table(path: Path, sep: str | None = None, columns: dict[str, str] | Non
             df = pd.read_parquet(path)
             header_lines = 0
         else:
-            df = pd.read_csv(path, sep=_sep_for(path, sep), dtype=str, keep_default_na=False,
-                             na_values=[""], encoding="utf-8")
+            df = pd.read_csv(
+                path, sep=_sep_for(path, sep), dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8"
+            )
             header_lines = 1
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -69,9 +70,7 @@ def read_table(path: Path, sep: str | None = None, columns: dict[str, str] | Non
     if columns is not None:
         missing = [f"{col!r} (role {role})" for role, col in columns.items() if col not in df.columns]
         if missing:
-            raise DatasetError(
-                f"{path}: column {', '.join(missing)} not found; the file has {list(df.columns)[:30]}"
-            )
+            raise DatasetError(f"{path}: column {', '.join(missing)} not found; the file has {list(df.columns)[:30]}")
         df = pd.DataFrame({role: df[col] for role, col in columns.items()})
     df[ROW] = np.arange(len(df), dtype=np.int64)
     df[LINE] = df[ROW] + 1 + header_lines
@@ -111,9 +110,7 @@ def _read_modality(contract: DatasetContract, spec: ModalitySpec) -> tuple[np.nd
             raise DatasetError(f"{ids_file}: modality {spec.name!r}: ids file not found")
         ids = np.array([s.strip() for s in ids_file.read_text(encoding="utf-8").splitlines() if s.strip()])
     if ids is not None and len(ids) != matrix.shape[0]:
-        raise DatasetError(
-            f"{path}: modality {spec.name!r}: matrix has {matrix.shape[0]} rows but {len(ids)} item ids"
-        )
+        raise DatasetError(f"{path}: modality {spec.name!r}: matrix has {matrix.shape[0]} rows but {len(ids)} item ids")
     return matrix.astype(np.float32, copy=False), ids
 
 
@@ -170,5 +167,4 @@ def read_raw(contract: DatasetContract) -> RawTables:
             )
     for m in contract.modalities:
         files[f"modality:{m.name}"] = str(contract.resolve(m.path))
-    return RawTables(contract, interactions, items, users, text_fields, side_item, side_user,
-                     modalities, files)
+    return RawTables(contract, interactions, items, users, text_fields, side_item, side_user, modalities, files)

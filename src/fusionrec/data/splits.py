@@ -35,8 +35,14 @@ class Split:
     seed: int = 0
 
     def summary(self) -> dict[str, int | str]:
-        return {"protocol": self.protocol, "train": len(self.train), "valid": len(self.valid), "test": len(self.test),
-                "cold_items": len(self.cold_items), "seed": self.seed}
+        return {
+            "protocol": self.protocol,
+            "train": len(self.train),
+            "valid": len(self.valid),
+            "test": len(self.test),
+            "cold_items": len(self.cold_items),
+            "seed": self.seed,
+        }
 
 
 def make_split(dataset, protocol: Protocol = "random", seed: int = 0, cold_share: float = 0.1) -> Split:
@@ -51,7 +57,9 @@ def make_split(dataset, protocol: Protocol = "random", seed: int = 0, cold_share
     rng = np.random.default_rng(seed)
     if protocol == "given":
         if "split" not in pos:
-            raise ConfigError(f"dataset {dataset.name!r} carries no split (no 'split' role); use random, temporal or cold_item")
+            raise ConfigError(
+                f"dataset {dataset.name!r} carries no split (no 'split' role); use random, temporal or cold_item"
+            )
         parts = [pos.loc[pos["split"] == k, cols].reset_index(drop=True) for k in (0, 1, 2)]
         return Split("given", *parts, dataset.n_users, dataset.n_items, seed=seed)
     pos = pos[cols].drop_duplicates(["user_idx", "item_idx"]).reset_index(drop=True)
@@ -77,10 +85,25 @@ def make_split(dataset, protocol: Protocol = "random", seed: int = 0, cold_share
         p = pos.reset_index(drop=True)
         is_cold = np.isin(p["item_idx"].to_numpy(), cold)
         part = np.where(is_cold, 2, np.where(rng.random(len(p)) < 0.1, 1, 0))
-        split = Split("cold_item", p.loc[part == 0].reset_index(drop=True), p.loc[part == 1].reset_index(drop=True),
-                      p.loc[part == 2].reset_index(drop=True), dataset.n_users, dataset.n_items, cold, seed)
+        split = Split(
+            "cold_item",
+            p.loc[part == 0].reset_index(drop=True),
+            p.loc[part == 1].reset_index(drop=True),
+            p.loc[part == 2].reset_index(drop=True),
+            dataset.n_users,
+            dataset.n_items,
+            cold,
+            seed,
+        )
         return split
     else:
         raise ConfigError(f"unknown split protocol {protocol!r}; use random, temporal, cold_item or given")
-    return Split(protocol, p.loc[part == 0].reset_index(drop=True), p.loc[part == 1].reset_index(drop=True),
-                 p.loc[part == 2].reset_index(drop=True), dataset.n_users, dataset.n_items, seed=seed)
+    return Split(
+        protocol,
+        p.loc[part == 0].reset_index(drop=True),
+        p.loc[part == 1].reset_index(drop=True),
+        p.loc[part == 2].reset_index(drop=True),
+        dataset.n_users,
+        dataset.n_items,
+        seed=seed,
+    )

@@ -31,16 +31,36 @@ GENRES = {
     "sport": ["football", "stadium", "champion", "race", "coach", "tournament", "athlete"],
 }
 COLOURS = {
-    "red": (210, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 210),
-    "yellow": (230, 200, 30), "purple": (140, 50, 170), "orange": (240, 130, 20),
+    "red": (210, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 210),
+    "yellow": (230, 200, 30),
+    "purple": (140, 50, 170),
+    "orange": (240, 130, 20),
 }
 SHAPES = ("circle", "square", "triangle", "star")
 TEXTURES = ("plain", "stripes", "dots")
 TEMPOS = ("slow", "medium", "fast")
 MOODS = ["quiet", "bold", "gentle", "strange", "bright", "dark", "warm", "restless", "classic", "modern"]
 FILLER = ["story", "tale", "journey", "chronicle", "portrait", "adventure", "saga", "sketch"]
-NOUNS = ["Harbor", "Window", "Garden", "Bridge", "River", "Tower", "Letter", "Island", "Market", "Mirror",
-         "Forest", "Lantern", "Station", "Canyon", "Orchard", "Signal"]
+NOUNS = [
+    "Harbor",
+    "Window",
+    "Garden",
+    "Bridge",
+    "River",
+    "Tower",
+    "Letter",
+    "Island",
+    "Market",
+    "Mirror",
+    "Forest",
+    "Lantern",
+    "Station",
+    "Canyon",
+    "Orchard",
+    "Signal",
+]
 REGIONS = ["north", "south", "east", "west", "centre"]
 AUDIO_DIM = 16
 START_TS = 1_704_067_200  # 2024-01-01
@@ -74,8 +94,12 @@ class SynthResult:
     seconds: float = 0.0
 
     def summary(self) -> dict[str, object]:
-        return {"folder": str(self.folder), **self.counts, "planted_defects": self.defects,
-                "seconds": round(self.seconds, 2)}
+        return {
+            "folder": str(self.folder),
+            **self.counts,
+            "planted_defects": self.defects,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def _render(args: tuple[str, str, str, str, int, int]) -> None:
@@ -120,8 +144,10 @@ def _render(args: tuple[str, str, str, str, int, int]) -> None:
 def _describe(rng: np.random.Generator, genre: str) -> str:
     words = rng.choice(GENRES[genre], size=3, replace=False)
     mood, filler = rng.choice(MOODS), rng.choice(FILLER)
-    return (f"A {mood} {filler} of {words[0]} and {words[1]}. "
-            f"Everything turns on the {words[2]}, and nothing is quite what it seems.")
+    return (
+        f"A {mood} {filler} of {words[0]} and {words[1]}. "
+        f"Everything turns on the {words[2]}, and nothing is quite what it seems."
+    )
 
 
 def _contract(cfg: SynthConfig) -> dict:
@@ -139,8 +165,13 @@ def _contract(cfg: SynthConfig) -> dict:
         },
         "items": {
             "path": "items.csv",
-            "roles": {"item_id": "item_id", "title": "title", "text": ["title", "description"],
-                      "image": "image", "side_features": ["price", "year"]},
+            "roles": {
+                "item_id": "item_id",
+                "title": "title",
+                "text": ["title", "description"],
+                "image": "image",
+                "side_features": ["price", "year"],
+            },
         },
         "users": {"path": "users.csv", "roles": {"user_id": "user_id", "side_features": ["age", "region"]}},
         "modalities": [{"name": "audio", "path": "audio.npy", "ids_path": "audio_ids.txt", "dim": AUDIO_DIM}],
@@ -195,12 +226,19 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
     for prof in progress_bar(np.unique(profiles), desc="interactions", unit="profile", enabled=progress):
         users = np.flatnonzero(profiles == prof)
         g, c = divmod(int(prof), len(colours))
-        score = (cfg.popularity_weight * popularity + cfg.genre_weight * (item_genre == g)
-                 + cfg.colour_weight * (item_colour == c))
+        score = (
+            cfg.popularity_weight * popularity
+            + cfg.genre_weight * (item_genre == g)
+            + cfg.colour_weight * (item_colour == c)
+        )
         k_max = int(per_user[users].max())
         for chunk in np.array_split(users, max(1, len(users) * n_i // 5_000_000 + 1)):
             keys = score[None, :] + rng.gumbel(size=(len(chunk), n_i))
-            top = np.argpartition(-keys, k_max - 1, axis=1)[:, :k_max] if k_max < n_i else np.tile(np.arange(n_i), (len(chunk), 1))
+            top = (
+                np.argpartition(-keys, k_max - 1, axis=1)[:, :k_max]
+                if k_max < n_i
+                else np.tile(np.arange(n_i), (len(chunk), 1))
+            )
             for row, u in enumerate(chunk):
                 chosen = top[row, : per_user[u]]
                 rows_u.append(np.full(len(chosen), u))
@@ -216,29 +254,47 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
     n_bad_items = int(round(cfg.defects * n_i))
     n_bad_inter = int(round(cfg.defects * len(u_idx)))
 
-    items = pd.DataFrame({
-        "item_id": item_ids,
-        "title": [f"The {MOODS[k % len(MOODS)].title()} {NOUNS[(k // len(MOODS)) % len(NOUNS)]} {k}" for k in range(n_i)],
-        "description": [_describe(rng, genres[g]) for g in item_genre],
-        "image": [f"images/{i}.jpg" for i in item_ids],
-        "price": np.round(rng.lognormal(2.5, 0.6, n_i), 2),
-        "year": rng.integers(1990, 2025, n_i),
-    })
-    users = pd.DataFrame({"user_id": user_ids, "age": rng.integers(16, 80, n_u),
-                          "region": rng.choice(REGIONS, n_u)})
-    inter = pd.DataFrame({"user_id": user_ids[u_idx], "item_id": item_ids[i_idx],
-                          "rating": rating, "timestamp": timestamp})
-    audio = np.eye(len(TEMPOS), AUDIO_DIM, dtype=np.float32)[item_tempo] * 2.0 + rng.normal(0, 0.3, (n_i, AUDIO_DIM)).astype(np.float32)
+    items = pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "title": [
+                f"The {MOODS[k % len(MOODS)].title()} {NOUNS[(k // len(MOODS)) % len(NOUNS)]} {k}" for k in range(n_i)
+            ],
+            "description": [_describe(rng, genres[g]) for g in item_genre],
+            "image": [f"images/{i}.jpg" for i in item_ids],
+            "price": np.round(rng.lognormal(2.5, 0.6, n_i), 2),
+            "year": rng.integers(1990, 2025, n_i),
+        }
+    )
+    users = pd.DataFrame({"user_id": user_ids, "age": rng.integers(16, 80, n_u), "region": rng.choice(REGIONS, n_u)})
+    inter = pd.DataFrame(
+        {"user_id": user_ids[u_idx], "item_id": item_ids[i_idx], "rating": rating, "timestamp": timestamp}
+    )
+    audio = np.eye(len(TEMPOS), AUDIO_DIM, dtype=np.float32)[item_tempo] * 2.0 + rng.normal(
+        0, 0.3, (n_i, AUDIO_DIM)
+    ).astype(np.float32)
 
     with atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
-        jobs = [(str(tmp / "images" / f"{item_ids[k]}.jpg"), colours[item_colour[k]], SHAPES[item_shape[k]],
-                 TEXTURES[item_texture[k]], cfg.image_size, cfg.seed * 1_000_003 + k) for k in range(n_i)]
+        jobs = [
+            (
+                str(tmp / "images" / f"{item_ids[k]}.jpg"),
+                colours[item_colour[k]],
+                SHAPES[item_shape[k]],
+                TEXTURES[item_texture[k]],
+                cfg.image_size,
+                cfg.seed * 1_000_003 + k,
+            )
+            for k in range(n_i)
+        ]
         workers = cfg.workers or os.cpu_count() or 1
         if workers > 1 and n_i >= 200:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                list(progress_bar(pool.map(_render, jobs, chunksize=256), total=n_i, desc="images", unit="img",
-                                  enabled=progress))
+                list(
+                    progress_bar(
+                        pool.map(_render, jobs, chunksize=256), total=n_i, desc="images", unit="img", enabled=progress
+                    )
+                )
         else:
             for job in progress_bar(jobs, desc="images", unit="img", enabled=progress):
                 _render(job)
@@ -252,8 +308,12 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
                 (tmp / "images" / f"{item_ids[k]}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
             items.loc[no_text, "description"] = None
             items = pd.concat([items, items.iloc[dupes]], ignore_index=True)
-            defects.update(missing_images=len(missing), corrupt_images=len(corrupt), missing_text=len(no_text),
-                           duplicate_items=len(dupes))
+            defects.update(
+                missing_images=len(missing),
+                corrupt_images=len(corrupt),
+                missing_text=len(no_text),
+                duplicate_items=len(dupes),
+            )
         if n_bad_inter:
             bad = rng.choice(len(inter), size=n_bad_inter, replace=False)
             unknown, bad_rating = np.array_split(bad, 2)
@@ -269,22 +329,42 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
         np.save(tmp / "audio.npy", audio)
         (tmp / "audio_ids.txt").write_text("\n".join(item_ids) + "\n", encoding="utf-8")
         (tmp / "truth").mkdir()
-        pd.DataFrame({"item_id": item_ids, "genre": np.array(genres)[item_genre], "colour": np.array(colours)[item_colour],
-                      "shape": np.array(SHAPES)[item_shape], "texture": np.array(TEXTURES)[item_texture],
-                      "tempo": np.array(TEMPOS)[item_tempo]}).to_parquet(tmp / "truth" / "items.parquet", index=False)
-        pd.DataFrame({"user_id": user_ids, "genre": np.array(genres)[user_genre],
-                      "colour": np.array(colours)[user_colour]}).to_parquet(tmp / "truth" / "users.parquet", index=False)
+        pd.DataFrame(
+            {
+                "item_id": item_ids,
+                "genre": np.array(genres)[item_genre],
+                "colour": np.array(colours)[item_colour],
+                "shape": np.array(SHAPES)[item_shape],
+                "texture": np.array(TEXTURES)[item_texture],
+                "tempo": np.array(TEMPOS)[item_tempo],
+            }
+        ).to_parquet(tmp / "truth" / "items.parquet", index=False)
+        pd.DataFrame(
+            {"user_id": user_ids, "genre": np.array(genres)[user_genre], "colour": np.array(colours)[user_colour]}
+        ).to_parquet(tmp / "truth" / "users.parquet", index=False)
         counts = {"users": n_u, "items": n_i, "interactions": len(inter)}
-        (tmp / "truth" / "truth.json").write_text(json.dumps({"config": cfg.model_dump(exclude={"workers"}), "counts": counts,
-                                                              "defects": defects}, indent=2), encoding="utf-8")
+        (tmp / "truth" / "truth.json").write_text(
+            json.dumps({"config": cfg.model_dump(exclude={"workers"}), "counts": counts, "defects": defects}, indent=2),
+            encoding="utf-8",
+        )
         contract = _contract(cfg)
         if n_bad_items or n_bad_inter:  # the planted defects fit inside these budgets
             budget = min(0.5, 2 * cfg.defects + 0.01)
-            contract["checks"] = {k: {"budget": budget} for k in (
-                "items.item_id_unique", "items.text_present", "items.image_present", "items.image_decodes",
-                "interactions.item_known", "interactions.rating_is_number")}
+            contract["checks"] = {
+                k: {"budget": budget}
+                for k in (
+                    "items.item_id_unique",
+                    "items.text_present",
+                    "items.image_present",
+                    "items.image_decodes",
+                    "interactions.item_known",
+                    "interactions.rating_is_number",
+                )
+            }
         (tmp / "dataset.yaml").write_text(
             "# Written by 'fusionrec data synth'; paths are relative to this folder.\n"
-            + yaml.safe_dump(contract, sort_keys=False), encoding="utf-8")
+            + yaml.safe_dump(contract, sort_keys=False),
+            encoding="utf-8",
+        )
     out = Path(out)
     return SynthResult(out, out / "dataset.yaml", counts, defects, time.perf_counter() - t0)

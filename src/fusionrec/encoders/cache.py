@@ -35,10 +35,11 @@ class EmbeddingCache:
             position.setdefault(k, []).append(i)
         unique = list(position)
         for s in range(0, len(unique), 500):
-            chunk = unique[s: s + 500]
+            chunk = unique[s : s + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT key, dim, vector FROM embeddings WHERE identity = ? AND key IN ({marks})", [identity, *chunk])
+                f"SELECT key, dim, vector FROM embeddings WHERE identity = ? AND key IN ({marks})", [identity, *chunk]
+            )
             for key, d, blob in rows:
                 if d != dim:
                     continue
@@ -54,7 +55,8 @@ class EmbeddingCache:
         with self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO embeddings (identity, key, dim, vector) VALUES (?, ?, ?, ?)",
-                [(identity, k, values.shape[1], values[i].tobytes()) for i, k in enumerate(keys)])
+                [(identity, k, values.shape[1], values[i].tobytes()) for i, k in enumerate(keys)],
+            )
 
     def count(self, identity: str | None = None) -> int:
         """Vectors stored (for one identity, or all)."""

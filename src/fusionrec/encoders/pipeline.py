@@ -36,8 +36,9 @@ class ModalityEmbeddings:
         return int(self.values.shape[1])
 
 
-def run_encoder(encoder: Encoder, inputs: list, cache: EmbeddingCache | None, *, chunk: int = 512,
-                progress: bool = True) -> tuple[Encoded, dict[str, Any]]:
+def run_encoder(
+    encoder: Encoder, inputs: list, cache: EmbeddingCache | None, *, chunk: int = 512, progress: bool = True
+) -> tuple[Encoded, dict[str, Any]]:
     """Prepare, look up the cache, embed only the misses (in chunks, with a progress bar), store them.
 
     Returns:
@@ -63,7 +64,7 @@ def run_encoder(encoder: Encoder, inputs: list, cache: EmbeddingCache | None, *,
         misses, miss_keys = misses[order], [miss_keys[j] for j in order]
     with progress_bar(total=len(misses), desc=f"embed {encoder.modality}", unit="item", enabled=progress) as bar:
         for s in range(0, len(misses), chunk):
-            part = misses[s: s + chunk]
+            part = misses[s : s + chunk]
             values, ok, why = encoder.embed([prepared[i] for i in part])
             enc.values[part[ok]] = values[ok]
             enc.mask[part] = ok
@@ -73,8 +74,13 @@ def run_encoder(encoder: Encoder, inputs: list, cache: EmbeddingCache | None, *,
             if cache is not None and ok.any():
                 cache.put_many(encoder.identity, [miss_keys[s + j] for j in np.flatnonzero(ok)], values[ok])
             bar.update(len(part))
-    stats = {"items": len(inputs), "cached": int(found.sum()), "computed": int(len(misses)),
-             "masked": int((~enc.mask).sum()), "seconds": round(time.perf_counter() - t0, 3)}
+    stats = {
+        "items": len(inputs),
+        "cached": int(found.sum()),
+        "computed": int(len(misses)),
+        "masked": int((~enc.mask).sum()),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     return enc, stats
 
 
@@ -82,7 +88,11 @@ def item_texts(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str | None]
     """Each item's text fields joined in contract order (". " between them); None when all are empty."""
     out = []
     for row in items[list(fields)].itertuples(index=False):
-        parts = [str(v).strip() for v in row if v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v).strip()]
+        parts = [
+            str(v).strip()
+            for v in row
+            if v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v).strip()
+        ]
         out.append(". ".join(parts) if parts else None)
     return out
 
@@ -98,14 +108,24 @@ def build_encoders(settings, modalities: set[str]) -> dict[str, Encoder]:
         from fusionrec.encoders.text import TextEncoder
 
         ckpt = resolve_checkpoint(cfg.text.checkpoint, settings.paths.cache) if cfg.text.checkpoint else None
-        out["text"] = TextEncoder(ckpt, max_length=cfg.text.max_length, batch_size=cfg.text.batch_size,
-                                  device=cfg.device, pii=PiiFilter(settings.privacy))
+        out["text"] = TextEncoder(
+            ckpt,
+            max_length=cfg.text.max_length,
+            batch_size=cfg.text.batch_size,
+            device=cfg.device,
+            pii=PiiFilter(settings.privacy),
+        )
     if "image" in modalities and "image" in cfg.modalities:
         from fusionrec.encoders.image import ImageEncoder
 
         ckpt = resolve_checkpoint(cfg.image.checkpoint, settings.paths.cache) if cfg.image.checkpoint else None
-        out["image"] = ImageEncoder(ckpt, kind=cfg.image.kind, batch_size=cfg.image.batch_size, device=cfg.device,
-                                    max_pixels=settings.validation.max_image_pixels)
+        out["image"] = ImageEncoder(
+            ckpt,
+            kind=cfg.image.kind,
+            batch_size=cfg.image.batch_size,
+            device=cfg.device,
+            max_pixels=settings.validation.max_image_pixels,
+        )
     return out
 
 
@@ -117,8 +137,14 @@ def dataset_modalities(dataset) -> list[str]:
     return have + sorted(dataset.modalities)
 
 
-def encode_dataset(dataset, settings, *, encoders: dict[str, Any] | None = None, progress: bool = True,
-                   modalities: set[str] | None = None) -> dict[str, ModalityEmbeddings]:
+def encode_dataset(
+    dataset,
+    settings,
+    *,
+    encoders: dict[str, Any] | None = None,
+    progress: bool = True,
+    modalities: set[str] | None = None,
+) -> dict[str, ModalityEmbeddings]:
     """Embed every modality of a dataset (or those in ``modalities``): text and images with pretrained
     encoders, precomputed vectors as given.
 
@@ -136,8 +162,9 @@ def encode_dataset(dataset, settings, *, encoders: dict[str, Any] | None = None,
     available = dataset_modalities(dataset)
     wanted = set(available) if modalities is None else set(modalities)
     if wanted - set(available):
-        raise ConfigError(f"dataset {dataset.name!r} has no modality {sorted(wanted - set(available))}; "
-                          f"it has {available}")
+        raise ConfigError(
+            f"dataset {dataset.name!r} has no modality {sorted(wanted - set(available))}; it has {available}"
+        )
     # pretrained encoders for the items' own text and image columns; a precomputed modality named text or
     # image (MMRec's text_feat.npy) is taken as given
     have = (wanted & {"text", "image"}) - set(dataset.modalities)
@@ -146,8 +173,10 @@ def encode_dataset(dataset, settings, *, encoders: dict[str, Any] | None = None,
     cache = EmbeddingCache(Path(settings.paths.cache) / "embeddings.sqlite")
     out: dict[str, ModalityEmbeddings] = {}
     try:
-        inputs = {"text": lambda: item_texts(dataset.items, dataset.text_fields),
-                  "image": lambda: dataset.items["image"].tolist()}
+        inputs = {
+            "text": lambda: item_texts(dataset.items, dataset.text_fields),
+            "image": lambda: dataset.items["image"].tolist(),
+        }
         for name, encoder in encoders.items():
             enc, stats = run_encoder(encoder, inputs[name](), cache, progress=progress)
             out[name] = ModalityEmbeddings(name, enc.values, enc.mask, enc.reasons, encoder.identity, stats)
@@ -160,9 +189,14 @@ def encode_dataset(dataset, settings, *, encoders: dict[str, Any] | None = None,
         if name not in wanted:
             continue
         reasons = [None if ok else "no vector given" for ok in m.mask]
-        out[name] = ModalityEmbeddings(name, m.values, m.mask, reasons, f"precomputed/{name}/{m.dim}",
-                                       {"items": len(m.mask), "cached": 0, "computed": 0,
-                                        "masked": int((~m.mask).sum()), "seconds": 0.0})
+        out[name] = ModalityEmbeddings(
+            name,
+            m.values,
+            m.mask,
+            reasons,
+            f"precomputed/{name}/{m.dim}",
+            {"items": len(m.mask), "cached": 0, "computed": 0, "masked": int((~m.mask).sum()), "seconds": 0.0},
+        )
     return out
 
 
@@ -173,9 +207,14 @@ def _tabular(dataset) -> ModalityEmbeddings:
     spec = tabular.fit_columns(dataset.items, dataset.item_features)
     values, mask = tabular.encode(dataset.items, spec)
     reasons = [None if ok else "no side feature present" for ok in mask]
-    stats = {"items": len(mask), "cached": 0, "computed": int(mask.sum()), "masked": int((~mask).sum()),
-             "seconds": time.perf_counter() - t0,
-             "columns": {c.name: c.kind + (" (log1p)" if c.log else "") for c in spec}}
+    stats = {
+        "items": len(mask),
+        "cached": 0,
+        "computed": int(mask.sum()),
+        "masked": int((~mask).sum()),
+        "seconds": time.perf_counter() - t0,
+        "columns": {c.name: c.kind + (" (log1p)" if c.log else "") for c in spec},
+    }
     log.info("tabular: %d columns -> %d numbers", len(spec), values.shape[1])
     return ModalityEmbeddings(TABULAR, values, mask, reasons, tabular.identity(spec), stats)
 
@@ -190,8 +229,13 @@ def save_embeddings(embeddings: dict[str, ModalityEmbeddings], item_ids: np.ndar
         np.save(folder / f"{name}.mask.npy", m.mask)
         for i in np.flatnonzero(~m.mask):
             rows.append({"item_id": item_ids[i], "modality": name, "reason": m.reasons[i]})
-        meta[name] = {"identity": m.identity, "dim": m.dim, "present": int(m.mask.sum()), **m.stats,
-                      "reasons": dict(Counter(r for r in m.reasons if r))}
+        meta[name] = {
+            "identity": m.identity,
+            "dim": m.dim,
+            "present": int(m.mask.sum()),
+            **m.stats,
+            "reasons": dict(Counter(r for r in m.reasons if r)),
+        }
     pd.DataFrame(rows, columns=["item_id", "modality", "reason"]).to_csv(folder / "masked.csv", index=False)
     (folder / "embeddings.json").write_text(json.dumps({"modalities": meta}, indent=2), encoding="utf-8")
 
@@ -209,13 +253,20 @@ def load_embeddings(folder: str | Path) -> dict[str, ModalityEmbeddings]:
     for name, m in meta.items():
         values = np.load(folder / f"{name}.npy")
         mask = np.load(folder / f"{name}.mask.npy")
-        out[name] = ModalityEmbeddings(name, values, mask, [None] * len(mask), m["identity"],
-                                       {k: m[k] for k in ("items", "cached", "computed", "masked", "seconds") if k in m})
+        out[name] = ModalityEmbeddings(
+            name,
+            values,
+            mask,
+            [None] * len(mask),
+            m["identity"],
+            {k: m[k] for k in ("items", "cached", "computed", "masked", "seconds") if k in m},
+        )
     return out
 
 
-def embed_to_folder(dataset_dir: str | Path, out: str | Path, settings, *, modalities: set[str] | None = None,
-                    progress: bool = True) -> dict[str, ModalityEmbeddings]:
+def embed_to_folder(
+    dataset_dir: str | Path, out: str | Path, settings, *, modalities: set[str] | None = None, progress: bool = True
+) -> dict[str, ModalityEmbeddings]:
     """Embed a validated dataset folder and write the embeddings folder ``out`` (replaced atomically)."""
     from fusionrec.data.dataset import Dataset
     from fusionrec.io import atomic_dir
@@ -254,7 +305,9 @@ def merge_embeddings(folders: list[str | Path], out: str | Path) -> list[str]:
                 for suffix in (".npy", ".mask.npy"):
                     shutil.copyfile(folder / f"{name}{suffix}", tmp / f"{name}{suffix}")
             masked.append(pd.read_csv(folder / "masked.csv", dtype=str))
-        frame = pd.concat(masked, ignore_index=True) if masked else pd.DataFrame(columns=["item_id", "modality", "reason"])
+        frame = (
+            pd.concat(masked, ignore_index=True) if masked else pd.DataFrame(columns=["item_id", "modality", "reason"])
+        )
         frame.to_csv(tmp / "masked.csv", index=False)
         (tmp / "embeddings.json").write_text(json.dumps({"modalities": meta}, indent=2), encoding="utf-8")
     return sorted(meta)

@@ -22,7 +22,7 @@ def resolve_checkpoint(uri: str, cache_dir: str | Path) -> Path:
         ConfigError: the path does not exist, or the URI's protocol cannot be served here.
     """
     if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
     if "://" not in uri:
         path = Path(uri).expanduser()
         if not path.exists():
@@ -30,7 +30,9 @@ def resolve_checkpoint(uri: str, cache_dir: str | Path) -> Path:
         return path
     protocol = uri.split("://", 1)[0]
     if protocol in ("hf", "huggingface"):
-        raise ConfigError(f"checkpoint {uri!r}: model hubs are not reached at run time; give a local folder or storage URI")
+        raise ConfigError(
+            f"checkpoint {uri!r}: model hubs are not reached at run time; give a local folder or storage URI"
+        )
     import fsspec
 
     target = Path(cache_dir) / "checkpoints" / hashlib.sha256(uri.encode()).hexdigest()[:16]

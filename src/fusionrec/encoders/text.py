@@ -34,8 +34,15 @@ class TextEncoder:
 
     modality = "text"
 
-    def __init__(self, checkpoint: str | Path | None = None, *, max_length: int = 256, batch_size: int = 64,
-                 device: str = "auto", pii=None) -> None:
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        *,
+        max_length: int = 256,
+        batch_size: int = 64,
+        device: str = "auto",
+        pii=None,
+    ) -> None:
         import os
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: the folder is local anyway
@@ -50,9 +57,13 @@ class TextEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(self.checkpoint, local_files_only=True)
         self.model = AutoModel.from_pretrained(self.checkpoint, local_files_only=True).to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
-        weights = [p for p in self.checkpoint.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json"]
-        self.identity = (f"text/{self.model.config.model_type}/{hash_files(weights)}/max{max_length}/mean-l2"
-                         f"/pii-{'on' if pii is not None else 'off'}")
+        weights = [
+            p for p in self.checkpoint.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json"
+        ]
+        self.identity = (
+            f"text/{self.model.config.model_type}/{hash_files(weights)}/max{max_length}/mean-l2"
+            f"/pii-{'on' if pii is not None else 'off'}"
+        )
         self._torch = torch
 
     # -- the three steps the embedding pipeline drives ------------------------------------------
@@ -84,9 +95,14 @@ class TextEncoder:
         """Yield (positions, tokens) batches, texts of similar length together to waste little padding."""
         order = np.argsort([self.cost(t) for t in prepared], kind="stable")
         for s in range(0, len(order), self.batch_size):
-            pos = order[s: s + self.batch_size]
-            tok = self.tokenizer([prepared[i] for i in pos], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
+            pos = order[s : s + self.batch_size]
+            tok = self.tokenizer(
+                [prepared[i] for i in pos],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
             yield pos, tok.to(self.device)
 
     def embed(self, prepared: list[str]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:

@@ -25,7 +25,9 @@ def embedding_view_name(modality: str) -> str:
     return f"item_{modality}_embedding"
 
 
-def feature_definitions(data_dir: str | Path, modalities: list[str], user_features: dict[str, str]) -> dict[str, object]:
+def feature_definitions(
+    data_dir: str | Path, modalities: list[str], user_features: dict[str, str]
+) -> dict[str, object]:
     """Every Feast object of the repository, by name.
 
     Args:
@@ -38,25 +40,44 @@ def feature_definitions(data_dir: str | Path, modalities: list[str], user_featur
 
     data = Path(data_dir).resolve()
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A user, by original id")
-    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="An item, by original id")
+    item = Entity(
+        name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="An item, by original id"
+    )
     objects: dict[str, object] = {"user": user, "item": item}
 
     embedding_views = []
     for m in modalities:
-        source = FileSource(name=f"{m}_embedding_source", path=str(data / f"item_{m}_embedding.parquet"),
-                            timestamp_field="event_timestamp")
+        source = FileSource(
+            name=f"{m}_embedding_source",
+            path=str(data / f"item_{m}_embedding.parquet"),
+            timestamp_field="event_timestamp",
+        )
         view = FeatureView(
-            name=embedding_view_name(m), entities=[item], ttl=timedelta(0), source=source, online=True,
-            schema=[Field(name=f"{m}_embedding", dtype=Array(Float32),
-                          description=f"{m} embedding from the pretrained encoder; absent when the item lacks {m}")],
+            name=embedding_view_name(m),
+            entities=[item],
+            ttl=timedelta(0),
+            source=source,
+            online=True,
+            schema=[
+                Field(
+                    name=f"{m}_embedding",
+                    dtype=Array(Float32),
+                    description=f"{m} embedding from the pretrained encoder; absent when the item lacks {m}",
+                )
+            ],
             tags={"kind": "embedding", "modality": m},
         )
         objects[view.name] = view
         embedding_views.append(view)
 
     item_stats = FeatureView(
-        name="item_stats", entities=[item], ttl=timedelta(0), online=True,
-        source=FileSource(name="item_stats_source", path=str(data / "item_stats.parquet"), timestamp_field="event_timestamp"),
+        name="item_stats",
+        entities=[item],
+        ttl=timedelta(0),
+        online=True,
+        source=FileSource(
+            name="item_stats_source", path=str(data / "item_stats.parquet"), timestamp_field="event_timestamp"
+        ),
         schema=[
             Field(name="popularity", dtype=Int64, description="interactions before this snapshot"),
             Field(name="mean_rating", dtype=Float64, description="mean rating before this snapshot (NaN: none)"),
@@ -65,31 +86,52 @@ def feature_definitions(data_dir: str | Path, modalities: list[str], user_featur
         tags={"kind": "statistics"},
     )
     user_profile = FeatureView(
-        name="user_profile", entities=[user], ttl=timedelta(0), online=True,
-        source=FileSource(name="user_profile_source", path=str(data / "user_profile.parquet"), timestamp_field="event_timestamp"),
-        schema=[Field(name=f"u_{name}", dtype=Float64 if kind == "float" else String) for name, kind in user_features.items()]
+        name="user_profile",
+        entities=[user],
+        ttl=timedelta(0),
+        online=True,
+        source=FileSource(
+            name="user_profile_source", path=str(data / "user_profile.parquet"), timestamp_field="event_timestamp"
+        ),
+        schema=[
+            Field(name=f"u_{name}", dtype=Float64 if kind == "float" else String)
+            for name, kind in user_features.items()
+        ]
         or [Field(name="u_known", dtype=Int64)],
         tags={"kind": "profile"},
     )
-    history_batch = FileSource(name="user_history_source", path=str(data / "user_history.parquet"),
-                               timestamp_field="event_timestamp")
+    history_batch = FileSource(
+        name="user_history_source", path=str(data / "user_history.parquet"), timestamp_field="event_timestamp"
+    )
     history_push = PushSource(name=HISTORY_PUSH_SOURCE, batch_source=history_batch)
     user_history = FeatureView(
-        name="user_history", entities=[user], ttl=timedelta(0), online=True, source=history_push,
+        name="user_history",
+        entities=[user],
+        ttl=timedelta(0),
+        online=True,
+        source=history_push,
         schema=[
             Field(name="history", dtype=Array(String), description="the latest item ids, oldest first"),
             Field(name="history_len", dtype=Int64),
         ],
         tags={"kind": "history"},
     )
-    objects.update({"item_stats": item_stats, "user_profile": user_profile, HISTORY_PUSH_SOURCE: history_push,
-                    "user_history": user_history})
+    objects.update(
+        {
+            "item_stats": item_stats,
+            "user_profile": user_profile,
+            HISTORY_PUSH_SOURCE: history_push,
+            "user_history": user_history,
+        }
+    )
     objects["training"] = FeatureService(
-        name="training", features=[*embedding_views, item_stats, user_profile, user_history],
+        name="training",
+        features=[*embedding_views, item_stats, user_profile, user_history],
         description="What the fusion model trains on: per interaction, as of its time",
     )
     objects["serving"] = FeatureService(
-        name="serving", features=[user_profile, user_history],
+        name="serving",
+        features=[user_profile, user_history],
         description="What the transformer looks up per request (the predictor holds item embeddings)",
     )
     return objects

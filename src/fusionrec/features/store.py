@@ -32,8 +32,9 @@ def project_name(dataset: str) -> str:
     return "fusionrec_" + re.sub(r"[^A-Za-z0-9_]", "_", dataset).lower()
 
 
-def feature_store(cfg: FeatureSettings, data_dir: str | Path, repo: str | Path | None = None,
-                  registry: str | Path | None = None):
+def feature_store(
+    cfg: FeatureSettings, data_dir: str | Path, repo: str | Path | None = None, registry: str | Path | None = None
+):
     """A Feast ``FeatureStore`` for the feature tables in ``data_dir``, configured by the profile's settings.
 
     The repository's YAML (``feature_store.yaml`` for SQLite, ``feature_store.production.yaml`` for
@@ -99,8 +100,10 @@ def verify_registry(data_dir: str | Path) -> None:
     if not digest.exists() or not registry.exists():
         return
     if digest.read_text(encoding="utf-8").strip() != sha256_file(registry):
-        raise ConfigError(f"{registry}: the Feast registry changed since it was applied (its sha256 differs from "
-                          f"{digest.name}); apply the feature repository again ('fusionrec features apply')")
+        raise ConfigError(
+            f"{registry}: the Feast registry changed since it was applied (its sha256 differs from "
+            f"{digest.name}); apply the feature repository again ('fusionrec features apply')"
+        )
 
 
 def materialize(store, end: datetime | None = None) -> datetime:
@@ -157,8 +160,9 @@ def training_set(store, dataset, train: pd.DataFrame, embeddings: dict, *, chunk
 
     start = time.perf_counter()
     if (train["timestamp"] < 0).any():
-        raise DatasetError("training rows without timestamps cannot be joined point-in-time; "
-                           "train from the embeddings folder instead")
+        raise DatasetError(
+            "training rows without timestamps cannot be joined point-in-time; train from the embeddings folder instead"
+        )
     user_ids = dataset.users.sort_values("user_idx")["user_id"].astype(str).to_numpy()
     item_ids = dataset.items.sort_values("item_idx")["item_id"].astype(str).to_numpy()
     item_index = {i: n for n, i in enumerate(item_ids)}
@@ -171,7 +175,9 @@ def training_set(store, dataset, train: pd.DataFrame, embeddings: dict, *, chunk
     def take(frame: pd.DataFrame) -> np.ndarray:
         idx = frame["item_id"].map(item_index)
         if idx.isna().any():
-            raise DatasetError(f"the training frame names unknown items: {frame.loc[idx.isna(), 'item_id'].unique()[:5]}")
+            raise DatasetError(
+                f"the training frame names unknown items: {frame.loc[idx.isna(), 'item_id'].unique()[:5]}"
+            )
         idx = idx.to_numpy(np.int64)
         first = ~pd.Series(idx).duplicated().to_numpy() & ~filled[idx]
         for m in embeddings:
@@ -184,16 +190,26 @@ def training_set(store, dataset, train: pd.DataFrame, embeddings: dict, *, chunk
 
     rows = []
     for lo in range(0, len(train), chunk):
-        part = train.iloc[lo:lo + chunk]
-        entity = pd.DataFrame({"user_id": user_ids[part["user_idx"].to_numpy()],
-                               "item_id": item_ids[part["item_idx"].to_numpy()],
-                               "event_timestamp": pd.to_datetime(part["timestamp"].to_numpy(), unit="s", utc=True)})
+        part = train.iloc[lo : lo + chunk]
+        entity = pd.DataFrame(
+            {
+                "user_id": user_ids[part["user_idx"].to_numpy()],
+                "item_id": item_ids[part["item_idx"].to_numpy()],
+                "event_timestamp": pd.to_datetime(part["timestamp"].to_numpy(), unit="s", utc=True),
+            }
+        )
         frame = training_frame(store, entity)
         idx = take(frame)
         users = frame["user_id"].map(user_index).to_numpy(np.int64)
-        rows.append(pd.DataFrame({"user_idx": users, "item_idx": idx,
-                                  "timestamp": (frame["event_timestamp"] - pd.Timestamp(0, tz="UTC"))
-                                  // pd.Timedelta(seconds=1)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "user_idx": users,
+                    "item_idx": idx,
+                    "timestamp": (frame["event_timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1),
+                }
+            )
+        )
     got = pd.concat(rows, ignore_index=True) if rows else train.iloc[:0][["user_idx", "item_idx", "timestamp"]]
     if len(got) != len(train):
         raise DatasetError(f"the Feast training frame has {len(got):,} rows for {len(train):,} training interactions")
@@ -201,9 +217,17 @@ def training_set(store, dataset, train: pd.DataFrame, embeddings: dict, *, chunk
     if len(rest):
         when = pd.to_datetime(int(train["timestamp"].max()) if len(train) else 0, unit="s", utc=True)
         take(training_frame(store, pd.DataFrame({"user_id": "", "item_id": item_ids[rest], "event_timestamp": when})))
-    out = {m: ModalityEmbeddings(m, values[m], masks[m], [None if ok else "no vector in Feast" for ok in masks[m]],
-                                 e.identity, {"items": n, "from_feast": int(masks[m].sum())})
-           for m, e in embeddings.items()}
+    out = {
+        m: ModalityEmbeddings(
+            m,
+            values[m],
+            masks[m],
+            [None if ok else "no vector in Feast" for ok in masks[m]],
+            e.identity,
+            {"items": n, "from_feast": int(masks[m].sum())},
+        )
+        for m, e in embeddings.items()
+    }
     # the training rows in the split's own order, so that a seed gives the same batches either way
     keys = ["user_idx", "item_idx"]
     got = train[keys].astype(np.int64).merge(got.drop_duplicates(keys), on=keys, how="left", validate="many_to_one")
@@ -244,8 +268,9 @@ def service_features(store, service: str = "serving") -> list[str]:
 def online_user_features(store, user_ids: Sequence[object]) -> UserFeatures:
     """Look up the ``serving`` features for a batch of users in one call."""
     ids = [str(u) for u in user_ids]
-    resp = store.get_online_features(features=service_features(store),
-                                     entity_rows=[{"user_id": u} for u in ids]).to_dict()
+    resp = store.get_online_features(
+        features=service_features(store), entity_rows=[{"user_id": u} for u in ids]
+    ).to_dict()
     return _user_features(ids, resp)
 
 
@@ -259,8 +284,9 @@ async def online_user_features_async(store, user_ids: Sequence[object]) -> UserF
 
     ids = [str(u) for u in user_ids]
     try:
-        resp = await store.get_online_features_async(features=service_features(store),
-                                                     entity_rows=[{"user_id": u} for u in ids])
+        resp = await store.get_online_features_async(
+            features=service_features(store), entity_rows=[{"user_id": u} for u in ids]
+        )
     except NotImplementedError:
         return await asyncio.to_thread(online_user_features, store, ids)
     return _user_features(ids, resp.to_dict())
@@ -307,8 +333,14 @@ def push_interactions(store, new: pd.DataFrame, history_length: int) -> int:
     for user, hist in zip(users, current.history):
         mine = new[new["user_id"] == user]
         merged = (hist + mine["item_id"].tolist())[-history_length:]
-        rows.append({"user_id": user, "event_timestamp": mine["event_timestamp"].max() + pd.Timedelta(microseconds=1),
-                     "history": merged, "history_len": len(merged)})
+        rows.append(
+            {
+                "user_id": user,
+                "event_timestamp": mine["event_timestamp"].max() + pd.Timedelta(microseconds=1),
+                "history": merged,
+                "history_len": len(merged),
+            }
+        )
     store.push(HISTORY_PUSH_SOURCE, pd.DataFrame(rows), to=PushMode.ONLINE)
     return len(rows)
 
@@ -333,12 +365,19 @@ def write_tables(dataset_dir: str | Path, embeddings_dir: str | Path, out: str |
     from fusionrec.io import atomic_dir
 
     with atomic_dir(Path(out)) as tmp:
-        return build_feature_tables(Dataset.load(dataset_dir), load_embeddings(embeddings_dir), tmp,
-                                    cfg.history_length, cfg.default_event_time)
+        return build_feature_tables(
+            Dataset.load(dataset_dir), load_embeddings(embeddings_dir), tmp, cfg.history_length, cfg.default_event_time
+        )
 
 
-def build_store(dataset_dir: str | Path, embeddings_dir: str | Path, out: str | Path, cfg: FeatureSettings, *,
-                materialize_online: bool = True) -> FeatureBuild:
+def build_store(
+    dataset_dir: str | Path,
+    embeddings_dir: str | Path,
+    out: str | Path,
+    cfg: FeatureSettings,
+    *,
+    materialize_online: bool = True,
+) -> FeatureBuild:
     """The feature step in one call: write the offline tables to ``out`` (:func:`write_tables`), register
     the definitions, and load the latest values into the profile's online store (SQLite or Redis)."""
     out = Path(out)

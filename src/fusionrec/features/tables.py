@@ -61,23 +61,34 @@ def item_stats_table(inter: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:
     ``inter`` needs item_idx, timestamp (unix s) and rating (NaN when none).
     """
     day = inter["timestamp"].to_numpy() // DAY
-    df = pd.DataFrame({"item_idx": inter["item_idx"].to_numpy(), "day": day, "ts": inter["timestamp"].to_numpy(),
-                       "rating": inter["rating"].to_numpy(dtype=np.float64)})
+    df = pd.DataFrame(
+        {
+            "item_idx": inter["item_idx"].to_numpy(),
+            "day": day,
+            "ts": inter["timestamp"].to_numpy(),
+            "rating": inter["rating"].to_numpy(dtype=np.float64),
+        }
+    )
     df["rated"] = df["rating"].notna()
-    g = df.groupby(["item_idx", "day"], sort=True).agg(n=("ts", "size"), s=("rating", "sum"), r=("rated", "sum"),
-                                                       last=("ts", "max")).reset_index()
+    g = (
+        df.groupby(["item_idx", "day"], sort=True)
+        .agg(n=("ts", "size"), s=("rating", "sum"), r=("rated", "sum"), last=("ts", "max"))
+        .reset_index()
+    )
     g["popularity"] = g.groupby("item_idx")["n"].cumsum()
     rating_sum = g.groupby("item_idx")["s"].cumsum()
     rated = g.groupby("item_idx")["r"].cumsum()
     g["mean_rating"] = np.where(rated > 0, rating_sum / rated.clip(lower=1), np.nan)
     g["last_interaction_ts"] = g.groupby("item_idx")["last"].cummax()
-    return pd.DataFrame({
-        "item_id": item_ids[g["item_idx"].to_numpy()],
-        "event_timestamp": _stamp((g["day"].to_numpy() + 1) * DAY),
-        "popularity": g["popularity"].astype(np.int64).to_numpy(),
-        "mean_rating": g["mean_rating"].astype(np.float64).to_numpy(),
-        "last_interaction_ts": g["last_interaction_ts"].astype(np.int64).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "item_id": item_ids[g["item_idx"].to_numpy()],
+            "event_timestamp": _stamp((g["day"].to_numpy() + 1) * DAY),
+            "popularity": g["popularity"].astype(np.int64).to_numpy(),
+            "mean_rating": g["mean_rating"].astype(np.float64).to_numpy(),
+            "last_interaction_ts": g["last_interaction_ts"].astype(np.int64).to_numpy(),
+        }
+    )
 
 
 def user_history_table(inter: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, length: int) -> pa.Table:
@@ -95,12 +106,14 @@ def user_history_table(inter: pd.DataFrame, user_ids: np.ndarray, item_ids: np.n
     take = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])  # flattened windows
     values = pa.array(item_ids[items[take]].astype(str) if n else np.zeros(0, dtype=str), type=pa.string())
     history = pa.LargeListArray.from_arrays(pa.array(offsets), values).cast(pa.list_(pa.string()))
-    return pa.table({
-        "user_id": pa.array(user_ids[users].astype(str) if n else [], type=pa.string()),
-        "event_timestamp": pa.array(_stamp(ts, extra_us=1)),
-        "history": history,
-        "history_len": pa.array(sizes.astype(np.int64)),
-    })
+    return pa.table(
+        {
+            "user_id": pa.array(user_ids[users].astype(str) if n else [], type=pa.string()),
+            "event_timestamp": pa.array(_stamp(ts, extra_us=1)),
+            "history": history,
+            "history_len": pa.array(sizes.astype(np.int64)),
+        }
+    )
 
 
 def default_timestamps(inter: pd.DataFrame, default_event_time: str) -> tuple[pd.DataFrame, str]:
@@ -118,17 +131,22 @@ def default_timestamps(inter: pd.DataFrame, default_event_time: str) -> tuple[pd
     if not missing.any():
         return inter, "given"
     if not missing.all():
-        raise DatasetError(f"{int(missing.sum()):,} of {len(inter):,} interactions have no timestamp; "
-                           "either every interaction has one or none does")
+        raise DatasetError(
+            f"{int(missing.sum()):,} of {len(inter):,} interactions have no timestamp; "
+            "either every interaction has one or none does"
+        )
     start = int(pd.Timestamp(default_event_time).timestamp())
-    log.warning("the interactions have no timestamps: feature rows are stamped from %s, one second per interaction "
-                "in file order (features.default_event_time); point-in-time features follow the file order",
-                default_event_time)
+    log.warning(
+        "the interactions have no timestamps: feature rows are stamped from %s, one second per interaction "
+        "in file order (features.default_event_time); point-in-time features follow the file order",
+        default_event_time,
+    )
     return inter.assign(timestamp=start + np.arange(len(inter), dtype=np.int64)), f"default from {default_event_time}"
 
 
-def build_feature_tables(dataset, embeddings: dict, out: Path, history_length: int = 20,
-                         default_event_time: str = "2000-01-01T00:00:00Z") -> FeatureManifest:
+def build_feature_tables(
+    dataset, embeddings: dict, out: Path, history_length: int = 20, default_event_time: str = "2000-01-01T00:00:00Z"
+) -> FeatureManifest:
     """Write every offline table for a dataset and its embeddings into ``out`` (which must exist).
 
     Args:
@@ -147,15 +165,22 @@ def build_feature_tables(dataset, embeddings: dict, out: Path, history_length: i
     for name, emb in embeddings.items():
         present = np.flatnonzero(emb.mask)
         vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.values[present].reshape(-1)), emb.dim)
-        pq.write_table(pa.table({
-            "item_id": pa.array(item_ids[present].astype(str), type=pa.string()),
-            "event_timestamp": pa.array(pd.DatetimeIndex([EPOCH] * len(present))),
-            f"{name}_embedding": vectors.cast(pa.list_(pa.float32())),
-        }), out / f"item_{name}_embedding.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "item_id": pa.array(item_ids[present].astype(str), type=pa.string()),
+                    "event_timestamp": pa.array(pd.DatetimeIndex([EPOCH] * len(present))),
+                    f"{name}_embedding": vectors.cast(pa.list_(pa.float32())),
+                }
+            ),
+            out / f"item_{name}_embedding.parquet",
+        )
 
     item_stats_table(inter, item_ids).to_parquet(out / "item_stats.parquet", index=False)
 
-    kinds = {c: ("float" if pd.api.types.is_numeric_dtype(dataset.users[c]) else "string") for c in dataset.user_features}
+    kinds = {
+        c: ("float" if pd.api.types.is_numeric_dtype(dataset.users[c]) else "string") for c in dataset.user_features
+    }
     profile = pd.DataFrame({"user_id": user_ids.astype(str), "event_timestamp": EPOCH})
     for c, kind in kinds.items():
         col = dataset.users[c]
@@ -166,7 +191,15 @@ def build_feature_tables(dataset, embeddings: dict, out: Path, history_length: i
 
     pq.write_table(user_history_table(inter, user_ids, item_ids, history_length), out / "user_history.parquet")
 
-    manifest = FeatureManifest(dataset.name, sorted(embeddings), kinds, history_length, dataset.n_users,
-                               dataset.n_items, len(inter), event_time)
+    manifest = FeatureManifest(
+        dataset.name,
+        sorted(embeddings),
+        kinds,
+        history_length,
+        dataset.n_users,
+        dataset.n_items,
+        len(inter),
+        event_time,
+    )
     manifest.save(out)
     return manifest

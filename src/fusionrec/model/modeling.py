@@ -10,7 +10,8 @@ Users: an ID embedding plus attention over the items of the user's history.
 
 Retrieval: dot products of unit vectors over the whole catalogue (scaled by a temperature), trained
 with a full softmax over the items seen in training, or, on a large catalogue, a sampled softmax with
-the logQ correction (in-batch positives and uniformly drawn items as negatives). An optional ranking head scores (user, item) pairs and is trained with log loss.
+the logQ correction (in-batch positives and uniformly drawn items as negatives). An optional ranking
+head scores (user, item) pairs and is trained with log loss.
 """
 
 from __future__ import annotations
@@ -102,13 +103,20 @@ class FusionRecModel(nn.Module):
         self.config = config
         d = config.dim
         self.modality_names = sorted(config.modalities)
-        self.projections = nn.ModuleDict({
-            m: nn.Sequential(nn.Linear(config.modalities[m], d), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(d, d),
-                             nn.LayerNorm(d))
-            for m in self.modality_names
-        })
+        self.projections = nn.ModuleDict(
+            {
+                m: nn.Sequential(
+                    nn.Linear(config.modalities[m], d),
+                    nn.GELU(),
+                    nn.Dropout(config.dropout),
+                    nn.Linear(d, d),
+                    nn.LayerNorm(d),
+                )
+                for m in self.modality_names
+            }
+        )
         if self.modality_names:
-            self.fusion = (GatedFusion(d) if config.fusion == "gated" else ConcatFusion(d, len(self.modality_names)))
+            self.fusion = GatedFusion(d) if config.fusion == "gated" else ConcatFusion(d, len(self.modality_names))
         self.item_id = nn.Embedding(config.n_items, d) if config.use_item_id else None
         self.user_id = nn.Embedding(config.n_users, d) if config.use_user_id else None
         self.history_query = nn.Parameter(torch.zeros(d))
@@ -124,7 +132,7 @@ class FusionRecModel(nn.Module):
             nn.init.zeros_(self.content_bias.weight)
             nn.init.zeros_(self.content_bias.bias)
             nn.init.zeros_(self.id_bias.weight)
-        self.rank_head = (nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, 1)) if config.ranking_head else None)
+        self.rank_head = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, 1)) if config.ranking_head else None
         # Set from the data: which items have an ID embedding worth using (seen in training) and the
         # frozen modality features. Buffers, so that they travel with the weights.
         self.register_buffer("item_seen", torch.zeros(config.n_items, dtype=torch.bool))
@@ -148,16 +156,20 @@ class FusionRecModel(nn.Module):
 
     # -- towers --------------------------------------------------------------------------------
 
-    def item_parts(self, idx: torch.Tensor | None = None, *,
-                   content: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> ItemParts:
+    def item_parts(
+        self, idx: torch.Tensor | None = None, *, content: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> ItemParts:
         """The items' vectors and biases split by source (see :class:`ItemParts`); arguments as :meth:`items`."""
         cfg = self.config
         device = self.history_query.device
         if content is not None:
             n = next(iter(content.values()))[0].shape[0]
-            feats = {m: content[m] if m in content else (torch.zeros(n, cfg.modalities[m], device=device),
-                                                          torch.zeros(n, dtype=torch.bool, device=device))
-                     for m in self.modality_names}
+            feats = {
+                m: content[m]
+                if m in content
+                else (torch.zeros(n, cfg.modalities[m], device=device), torch.zeros(n, dtype=torch.bool, device=device))
+                for m in self.modality_names
+            }
             seen = torch.zeros(n, dtype=torch.bool, device=device)
             ids = None
         else:
@@ -192,18 +204,26 @@ class FusionRecModel(nn.Module):
             bias = torch.zeros(n, n_mod + 2, device=seen.device)
         return ItemParts(torch.stack([*modal, id_part, const], dim=1), bias, weights)
 
-    def items(self, idx: torch.Tensor | None = None, *, content: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-              ) -> ItemOutput:
+    def items(
+        self, idx: torch.Tensor | None = None, *, content: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> ItemOutput:
         """Item vectors for catalogue items ``idx`` (default all), or for new content given as tensors.
 
         ``content``: modality -> (values [n, d_m], mask [n]) for items outside the catalogue (query by
         example); such items have no ID embedding.
         """
         p = self.item_parts(idx, content=content)
-        return ItemOutput(F.normalize(p.parts.sum(1), dim=-1), p.weights, p.bias.sum(1) if self.config.item_bias else None)
+        return ItemOutput(
+            F.normalize(p.parts.sum(1), dim=-1), p.weights, p.bias.sum(1) if self.config.item_bias else None
+        )
 
-    def users(self, user_idx: torch.Tensor | None, history: torch.Tensor, history_mask: torch.Tensor,
-              item_vectors: torch.Tensor) -> torch.Tensor:
+    def users(
+        self,
+        user_idx: torch.Tensor | None,
+        history: torch.Tensor,
+        history_mask: torch.Tensor,
+        item_vectors: torch.Tensor,
+    ) -> torch.Tensor:
         """User vectors from the ID (None: cold users) and attention over their history.
 
         Args:
@@ -229,7 +249,7 @@ class FusionRecModel(nn.Module):
         # attention = softmax over the history of key(item) . query: each item's key is computed once (not
         # once per history entry), and the pooling is a weighted bag of item vectors, with no [B, H, d]
         # product tensor (at 10^6 interactions those and their backward were most of a step)
-        att = torch.bmm(self.history_key(item_vectors)[h], query.unsqueeze(-1)).squeeze(-1) / d ** 0.5
+        att = torch.bmm(self.history_key(item_vectors)[h], query.unsqueeze(-1)).squeeze(-1) / d**0.5
         att = att.masked_fill(~history_mask, float("-inf"))
         w = torch.nan_to_num(torch.softmax(att, dim=-1), nan=0.0)
         pooled = F.embedding_bag(h, item_vectors, per_sample_weights=w.to(item_vectors.dtype), mode="sum")
@@ -258,8 +278,8 @@ class FusionRecModel(nn.Module):
         out = torch.zeros(B, n, device=h.device)
         step = max(1, (1 << 24) // max(1, B * k))  # [B, step, k] gathers of at most 16M values at a time
         for s in range(0, h.shape[1], step):
-            hs = h[:, s:s + step]
-            values = self.ii_value[hs] * history_mask[:, s:s + step].unsqueeze(-1)  # [B, step, k]
+            hs = h[:, s : s + step]
+            values = self.ii_value[hs] * history_mask[:, s : s + step].unsqueeze(-1)  # [B, step, k]
             out.scatter_add_(1, self.ii_index[hs].flatten(1), values.flatten(1))
         return out * self.ii_weight
 
@@ -268,9 +288,15 @@ class FusionRecModel(nn.Module):
         scores = users @ items.T / self.config.temperature
         return scores if bias is None else scores + bias
 
-    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor, history: torch.Tensor,
-                history_mask: torch.Tensor, rank_negatives: int = 1,
-                sampled: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        user_idx: torch.Tensor,
+        item_idx: torch.Tensor,
+        history: torch.Tensor,
+        history_mask: torch.Tensor,
+        rank_negatives: int = 1,
+        sampled: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """The training loss for a batch of (user, positive item) pairs.
 
         Retrieval: a full softmax over the items seen in training, or, with ``sampled = (candidates,
@@ -294,22 +320,30 @@ class FusionRecModel(nn.Module):
             pos, rank_pool = item_idx, None
         else:
             candidates, log_q = sampled
-            rank_pool = torch.randint(0, self.config.n_items, (len(item_idx) * rank_negatives if self.rank_head else 0,),
-                                      device=item_idx.device)
-            need, where = torch.unique(torch.cat([candidates, history.clamp(min=0).flatten(), rank_pool]),
-                                       return_inverse=True)
+            rank_pool = torch.randint(
+                0,
+                self.config.n_items,
+                (len(item_idx) * rank_negatives if self.rank_head else 0,),
+                device=item_idx.device,
+            )
+            need, where = torch.unique(
+                torch.cat([candidates, history.clamp(min=0).flatten(), rank_pool]), return_inverse=True
+            )
             items = self.items(need)
             vectors, bias = items.vectors, items.bias
             n_c, n_h = len(candidates), history.numel()
-            users = self.users(user_idx, where[n_c:n_c + n_h].view_as(history), history_mask, vectors)
+            users = self.users(user_idx, where[n_c : n_c + n_h].view_as(history), history_mask, vectors)
             cand = where[:n_c]
             logits = self.logits(users, vectors[cand], None if bias is None else bias[cand]) - log_q
             loss = F.cross_entropy(logits, torch.searchsorted(candidates, item_idx))
             pos = cand[torch.searchsorted(candidates, item_idx)]
-            rank_pool = where[n_c + n_h:]
+            rank_pool = where[n_c + n_h :]
         if self.rank_head is not None:
-            neg = (torch.randint(0, self.config.n_items, (len(item_idx) * rank_negatives,), device=item_idx.device)
-                   if rank_pool is None else rank_pool)
+            neg = (
+                torch.randint(0, self.config.n_items, (len(item_idx) * rank_negatives,), device=item_idx.device)
+                if rank_pool is None
+                else rank_pool
+            )
             pos_logit = self.rank(users, vectors[pos])
             neg_logit = self.rank(users.repeat_interleave(rank_negatives, 0), vectors[neg])
             logits = torch.cat([pos_logit, neg_logit])

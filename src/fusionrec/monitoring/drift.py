@@ -80,9 +80,16 @@ class DriftResult:
 
 def scalar_features(frame: pd.DataFrame, popularity: dict[str, float] | None = None) -> pd.DataFrame:
     """The per-record scalar columns the drift and the dashboard read, from logged records."""
-    out = pd.DataFrame({"kind": frame["kind"].astype(str), "history_length": frame["history_length"].astype(float),
-                        "k": frame["k"].astype(float), "latency_ms": frame["latency_ms"].astype(float),
-                        "fallback": frame["fallback"].astype(float), "cold": frame["cold"].astype(float)})
+    out = pd.DataFrame(
+        {
+            "kind": frame["kind"].astype(str),
+            "history_length": frame["history_length"].astype(float),
+            "k": frame["k"].astype(float),
+            "latency_ms": frame["latency_ms"].astype(float),
+            "fallback": frame["fallback"].astype(float),
+            "cold": frame["cold"].astype(float),
+        }
+    )
     # a fallback's score is an interaction count, not the model's: it has no place in the score's distribution;
     # a query's score is a similarity in an encoder's space, not the model's logit: a signal of its own
     top = np.array([float(s[0]) if len(s) else np.nan for s in frame["scores"]])
@@ -92,8 +99,10 @@ def scalar_features(frame: pd.DataFrame, popularity: dict[str, float] | None = N
     if popularity is None:  # no popularity at hand: the signal is not evaluated
         out["popularity"] = np.nan
     else:
-        out["popularity"] = [float(np.mean([np.log1p(popularity.get(i, 0.0)) for i in items])) if len(items)
-                             else np.nan for items in frame["items"]]
+        out["popularity"] = [
+            float(np.mean([np.log1p(popularity.get(i, 0.0)) for i in items])) if len(items) else np.nan
+            for items in frame["items"]
+        ]
     return out
 
 
@@ -129,7 +138,9 @@ def embedding_method(name: str, threshold: float):
         "mmd": lambda: MMDDriftMethod(threshold=threshold, bootstrap=False),
         "ratio": lambda: RatioDriftMethod(threshold=threshold),
         "model_bootstrap": lambda: ModelDriftMethod(bootstrap=True, quantile_probability=threshold),
-        "distance_bootstrap": lambda: DistanceDriftMethod(bootstrap=True, quantile_probability=threshold, dist="cosine"),
+        "distance_bootstrap": lambda: DistanceDriftMethod(
+            bootstrap=True, quantile_probability=threshold, dist="cosine"
+        ),
     }
     if name in methods:
         return methods[name]()
@@ -145,8 +156,15 @@ def _value_of(snapshot, metric: str, **config: Any) -> float:
     raise KeyError(f"{metric} {config} is not in the snapshot")
 
 
-def evaluate(frame: pd.DataFrame, reference, settings: MonitoringSettings, *,
-             popularity: dict[str, float] | None = None, seed: int = 0, timestamp=None) -> DriftResult:
+def evaluate(
+    frame: pd.DataFrame,
+    reference,
+    settings: MonitoringSettings,
+    *,
+    popularity: dict[str, float] | None = None,
+    seed: int = 0,
+    timestamp=None,
+) -> DriftResult:
     """Drift of ``frame`` (logged records) against ``reference``: the model's own answers drawn in the
     window's shapes (a :class:`fusionrec.monitoring.reference.ModelReference`), or logged records drawn in
     the window's mix of kinds (:func:`fusionrec.monitoring.reference.matched`).
@@ -170,8 +188,13 @@ def evaluate(frame: pd.DataFrame, reference, settings: MonitoringSettings, *,
     reference = reference.draw(frame, seed + 1) if hasattr(reference, "draw") else matched(reference, frame, seed + 1)
     cur, ref = scalar_features(frame, popularity), scalar_features(reference, popularity)
     definition = DataDefinition(numerical_columns=list(NUMERIC), categorical_columns=["kind"])
-    metrics = [RowCount(), MeanValue(column="latency_ms"), QuantileValue(column="latency_ms", quantile=0.95),
-               MeanValue(column="fallback"), MeanValue(column="cold")]
+    metrics = [
+        RowCount(),
+        MeanValue(column="latency_ms"),
+        QuantileValue(column="latency_ms", quantile=0.95),
+        MeanValue(column="fallback"),
+        MeanValue(column="cold"),
+    ]
     valued = []
     for name in VALUE_SIGNALS:
         n_cur, n_ref = int(cur[name].notna().sum()), int(ref[name].notna().sum())
@@ -181,25 +204,42 @@ def evaluate(frame: pd.DataFrame, reference, settings: MonitoringSettings, *,
         else:
             result.signals.append(Signal(name, None, settings.value_threshold, None, n_cur, "psi"))
     report = Report(metrics)
-    snap = report.run(Dataset.from_pandas(cur, data_definition=definition),
-                      Dataset.from_pandas(ref, data_definition=definition), timestamp=timestamp, tags=["requests"])
+    snap = report.run(
+        Dataset.from_pandas(cur, data_definition=definition),
+        Dataset.from_pandas(ref, data_definition=definition),
+        timestamp=timestamp,
+        tags=["requests"],
+    )
     result.snapshots["requests"] = snap
     kinds = frame["kind"].astype(str)
-    result.stats = {"records": float(result.records), "latency_mean_ms": float(frame["latency_ms"].mean()),
-                    "latency_p95_ms": float(frame["latency_ms"].quantile(0.95)),
-                    "fallback_rate": float(frame["fallback"].mean()),
-                    "cold_rate": float(frame["cold"].mean()), "k_mean": float(frame["k"].mean()),
-                    "history_length_mean": float(frame["history_length"].mean()),
-                    **{f"share_{k}": float(n) for k, n in kinds.value_counts(normalize=True).items()}}
+    result.stats = {
+        "records": float(result.records),
+        "latency_mean_ms": float(frame["latency_ms"].mean()),
+        "latency_p95_ms": float(frame["latency_ms"].quantile(0.95)),
+        "fallback_rate": float(frame["fallback"].mean()),
+        "cold_rate": float(frame["cold"].mean()),
+        "k_mean": float(frame["k"].mean()),
+        "history_length_mean": float(frame["history_length"].mean()),
+        **{f"share_{k}": float(n) for k, n in kinds.value_counts(normalize=True).items()},
+    }
     for name in valued:
         score = _value_of(snap, "ValueDrift", column=name)
-        result.signals.append(Signal(name, score, settings.value_threshold, score >= settings.value_threshold,
-                                     int(cur[name].notna().sum()), "psi"))
+        result.signals.append(
+            Signal(
+                name,
+                score,
+                settings.value_threshold,
+                score >= settings.value_threshold,
+                int(cur[name].notna().sum()),
+                "psi",
+            )
+        )
     for name in EMBEDDING_SIGNALS:
         cv, rv = _vectors(frame, name), _vectors(reference, name)
         if min(len(cv), len(rv)) < settings.min_records or cv.shape[1] != rv.shape[1]:
-            result.signals.append(Signal(name, None, settings.embedding_threshold, None, len(cv),
-                                         settings.embedding_method))
+            result.signals.append(
+                Signal(name, None, settings.embedding_threshold, None, len(cv), settings.embedding_method)
+            )
             continue
         cols = [f"{name}_{j}" for j in range(cv.shape[1])]
         definition = DataDefinition(numerical_columns=cols, embeddings={name: cols})
@@ -209,8 +249,11 @@ def evaluate(frame: pd.DataFrame, reference, settings: MonitoringSettings, *,
         snap = Report([RowCount(), EmbeddingsDrift(embeddings_name=name, drift_method=method)]).run(
             Dataset.from_pandas(pd.DataFrame(cv, columns=cols), data_definition=definition),
             Dataset.from_pandas(pd.DataFrame(rv, columns=cols), data_definition=definition),
-            timestamp=timestamp, tags=[name])
+            timestamp=timestamp,
+            tags=[name],
+        )
         result.snapshots[name] = snap
-        result.signals.append(Signal(name, float(score), settings.embedding_threshold, bool(drifted), len(cv),
-                                     settings.embedding_method))
+        result.signals.append(
+            Signal(name, float(score), settings.embedding_threshold, bool(drifted), len(cv), settings.embedding_method)
+        )
     return result

@@ -45,22 +45,24 @@ def _schema():
     import pyarrow as pa
 
     vec = pa.list_(pa.float32())
-    return pa.schema([
-        ("time", pa.timestamp("us", tz="UTC")),
-        ("request_id", pa.string()),
-        ("model_version", pa.string()),
-        ("kind", pa.string()),
-        ("user", pa.string()),  # keyed hash, or null
-        ("history_length", pa.int32()),
-        ("k", pa.int32()),
-        ("cold", pa.bool_()),
-        ("fallback", pa.bool_()),
-        ("items", pa.list_(pa.string())),
-        ("scores", vec),
-        ("latency_ms", pa.float32()),
-        ("user_vector", vec),
-        *((f"query_{m}", vec) for m in QUERY_MODALITIES),
-    ])
+    return pa.schema(
+        [
+            ("time", pa.timestamp("us", tz="UTC")),
+            ("request_id", pa.string()),
+            ("model_version", pa.string()),
+            ("kind", pa.string()),
+            ("user", pa.string()),  # keyed hash, or null
+            ("history_length", pa.int32()),
+            ("k", pa.int32()),
+            ("cold", pa.bool_()),
+            ("fallback", pa.bool_()),
+            ("items", pa.list_(pa.string())),
+            ("scores", vec),
+            ("latency_ms", pa.float32()),
+            ("user_vector", vec),
+            *((f"query_{m}", vec) for m in QUERY_MODALITIES),
+        ]
+    )
 
 
 MIN_KEY_BYTES = 32  # a shorter key lets pseudonyms of a small id space be brute-forced back to ids
@@ -82,12 +84,16 @@ def log_key(settings: MonitoringSettings, folder: str | Path, *, create: bool = 
         path = Path(settings.log_key_file)
         key = path.read_bytes().strip() if path.is_file() else b""
         if not key:
-            raise ConfigError(f"monitoring.log_key_file {path} is missing or empty; mount the Secret that holds the "
-                              "inference log's pseudonymisation key there")
+            raise ConfigError(
+                f"monitoring.log_key_file {path} is missing or empty; mount the Secret that holds the "
+                "inference log's pseudonymisation key there"
+            )
         return _long_enough(key, f"monitoring.log_key_file {path}")
     if not create:
-        raise ConfigError("no pseudonymisation key: set monitoring.log_key (FUSIONREC__MONITORING__LOG_KEY, from the "
-                          "fusionrec-monitoring Secret) or monitoring.log_key_file")
+        raise ConfigError(
+            "no pseudonymisation key: set monitoring.log_key (FUSIONREC__MONITORING__LOG_KEY, from the "
+            "fusionrec-monitoring Secret) or monitoring.log_key_file"
+        )
     path = Path(folder).resolve().parent / "secrets" / f"{Path(folder).resolve().name}.log.key"
     make_secret_file(path, secrets.token_hex(32))
     return _long_enough(path.read_bytes().strip(), str(path))
@@ -95,8 +101,10 @@ def log_key(settings: MonitoringSettings, folder: str | Path, *, create: bool = 
 
 def _long_enough(key: bytes, where: str) -> bytes:
     if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(f"{where}: the pseudonymisation key has {len(key)} bytes; at least {MIN_KEY_BYTES} are "
-                          "required (e.g. python -c 'import secrets; print(secrets.token_hex(32))')")
+        raise ConfigError(
+            f"{where}: the pseudonymisation key has {len(key)} bytes; at least {MIN_KEY_BYTES} are "
+            "required (e.g. python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
     return key
 
 
@@ -134,8 +142,14 @@ def _vector(v: Any) -> list[float] | None:
     return None if v is None else np.asarray(v, dtype=np.float32).tolist()
 
 
-def records(summaries: list[RequestSummary], predictions: list[dict[str, Any]], *, latency_ms: float,
-            request_id: str, at: datetime | None = None) -> list[dict[str, Any]]:
+def records(
+    summaries: list[RequestSummary],
+    predictions: list[dict[str, Any]],
+    *,
+    latency_ms: float,
+    request_id: str,
+    at: datetime | None = None,
+) -> list[dict[str, Any]]:
     """Log records for one request: its instances' summaries beside the predictor's answers (v1 dicts, with
     the ``monitor`` part the predictor adds when asked: ``user_vector`` and ``query`` vectors)."""
     at = at or datetime.now(timezone.utc)
@@ -143,16 +157,24 @@ def records(summaries: list[RequestSummary], predictions: list[dict[str, Any]], 
     for s, p in zip(summaries, predictions):
         mon = p.get("monitor") or {}
         query = mon.get("query") or {}
-        out.append({
-            "time": at, "request_id": request_id, "model_version": p.get("model_version"),
-            "kind": "fallback" if p.get("fallback") else s.kind, "user": s.user,
-            "history_length": s.history_length, "k": s.k, "cold": bool(p.get("cold")),
-            "fallback": bool(p.get("fallback")),
-            "items": [str(i["item_id"]) for i in p.get("items", [])],
-            "scores": [float(i["score"]) for i in p.get("items", [])],
-            "latency_ms": float(latency_ms), "user_vector": _vector(mon.get("user_vector")),
-            **{f"query_{m}": _vector(query.get(m)) for m in QUERY_MODALITIES},
-        })
+        out.append(
+            {
+                "time": at,
+                "request_id": request_id,
+                "model_version": p.get("model_version"),
+                "kind": "fallback" if p.get("fallback") else s.kind,
+                "user": s.user,
+                "history_length": s.history_length,
+                "k": s.k,
+                "cold": bool(p.get("cold")),
+                "fallback": bool(p.get("fallback")),
+                "items": [str(i["item_id"]) for i in p.get("items", [])],
+                "scores": [float(i["score"]) for i in p.get("items", [])],
+                "latency_ms": float(latency_ms),
+                "user_vector": _vector(mon.get("user_vector")),
+                **{f"query_{m}": _vector(query.get(m)) for m in QUERY_MODALITIES},
+            }
+        )
     return out
 
 
@@ -164,13 +186,20 @@ def valid_record(r: dict[str, Any]) -> bool:
     from fusionrec.registry import is_version
 
     def vector(v) -> bool:
-        return v is None or (isinstance(v, list) and len(v) <= 4096 and all(isinstance(x, (int, float))
-                                                                            and math.isfinite(x) for x in v))
+        return v is None or (
+            isinstance(v, list) and len(v) <= 4096 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+        )
 
-    return (is_version(r.get("model_version"))
-            and isinstance(r.get("items"), list) and all(isinstance(i, str) and len(i) <= 256 for i in r["items"])
-            and isinstance(r.get("scores"), list) and vector(r["scores"]) and len(r["scores"]) == len(r["items"])
-            and all(vector(r.get(f"query_{m}")) for m in QUERY_MODALITIES) and vector(r.get("user_vector")))
+    return (
+        is_version(r.get("model_version"))
+        and isinstance(r.get("items"), list)
+        and all(isinstance(i, str) and len(i) <= 256 for i in r["items"])
+        and isinstance(r.get("scores"), list)
+        and vector(r["scores"])
+        and len(r["scores"]) == len(r["items"])
+        and all(vector(r.get(f"query_{m}")) for m in QUERY_MODALITIES)
+        and vector(r.get("user_vector"))
+    )
 
 
 def hour_partition(at: datetime) -> str:
@@ -216,8 +245,16 @@ class InferenceLogWriter:
     reports them through ``on_drop(reason, count)`` (the transformer counts them on ``/metrics``); a
     request never waits for the disk and never fails because of it."""
 
-    def __init__(self, folder: str | Path, *, batch: int = 512, flush_s: float = 2.0, max_queue: int = 100_000,
-                 max_bytes: int = 256 * 1024 * 1024, on_drop: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        batch: int = 512,
+        flush_s: float = 2.0,
+        max_queue: int = 100_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        on_drop: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.batch, self.flush_s = batch, flush_s
         self.max_bytes, self.queued_bytes = max_bytes, 0
@@ -260,8 +297,13 @@ class InferenceLogWriter:
             write_records(self.folder, pending)
             self.written += len(pending)
         except Exception as e:  # disk full, folder gone or not writable: count, warn, carry on
-            log.warning("inference log: %d records could not be written to %s (%s: %s)", len(pending), self.folder,
-                        type(e).__name__, e)
+            log.warning(
+                "inference log: %d records could not be written to %s (%s: %s)",
+                len(pending),
+                self.folder,
+                type(e).__name__,
+                e,
+            )
             self._drop("write_failed", len(pending))
 
     def _run(self) -> None:

@@ -4,7 +4,8 @@ people look: the HTML reports, the snapshots on the dashboard, the decision in `
 
 A window is compared with the served version's own answers to requests of the window's shapes about its
 training users and, for what callers bring (new users' histories, queries by example), with the callers'
-window an operator pinned (``fusionrec monitor reference``); never with the first traffic after a deploy, so no caller decides what drift is
+window an operator pinned (``fusionrec monitor reference``); never with the first traffic after a
+deploy, so no caller decides what drift is
 (``monitoring/reference.py``). The caller passes ``retrain``, the function that starts a run (the KFP
 local runner here, a ``kfp.Client`` run on a cluster): the core does not know how pipelines are run.
 """
@@ -59,8 +60,11 @@ def expire(settings: Settings, now: datetime | None = None) -> list[Path]:
             ref.unlink(missing_ok=True)
             gone.append(ref)
     if gone:
-        log.info("monitor: %d inference-log hours and references older than %.0f days deleted", len(gone),
-                 settings.monitoring.retention_days)
+        log.info(
+            "monitor: %d inference-log hours and references older than %.0f days deleted",
+            len(gone),
+            settings.monitoring.retention_days,
+        )
     return gone
 
 
@@ -75,16 +79,20 @@ def pin_reference(settings: Settings, start: datetime, end: datetime) -> Path:
 
     art = _served(settings, None)
     if art is None:
-        raise FusionRecError(f"the served model at {settings.serving.storage_uri} cannot be read: its encoders "
-                             "name the callers' reference")
+        raise FusionRecError(
+            f"the served model at {settings.serving.storage_uri} cannot be read: its encoders "
+            "name the callers' reference"
+        )
     frame = read_window(monitoring_dir(settings) / "logs", start, end).frame
     identities = query_identities(art)
     same = frame["model_version"].map(_same_encoders(settings, identities)).astype(bool)
     frame = frame[~is_known(frame["kind"]) & (same | ~is_query(frame["kind"]))]
     if len(frame) < settings.monitoring.min_records:
-        raise FusionRecError(f"not enough new-user and query requests for a reference between {start:%Y-%m-%dT%H:%M} "
-                             f"and {end:%Y-%m-%dT%H:%M}: {len(frame)} logged, at least "
-                             f"{settings.monitoring.min_records} needed")
+        raise FusionRecError(
+            f"not enough new-user and query requests for a reference between {start:%Y-%m-%dT%H:%M} "
+            f"and {end:%Y-%m-%dT%H:%M}: {len(frame)} logged, at least "
+            f"{settings.monitoring.min_records} needed"
+        )
     return pin_callers(frame, identities, monitoring_dir(settings) / "reference", window=(start, end))
 
 
@@ -132,8 +140,12 @@ def _served(settings: Settings, version: str | None):
             path = path.parent / version
         return load_artifact(path)
     except Exception as e:  # the popularity and quality signals are then not evaluated; the rest is
-        log.warning("monitor: the served model at %s could not be read (%s: %s)", settings.serving.storage_uri,
-                    type(e).__name__, e)
+        log.warning(
+            "monitor: the served model at %s could not be read (%s: %s)",
+            settings.serving.storage_uri,
+            type(e).__name__,
+            e,
+        )
         return None
 
 
@@ -163,19 +175,26 @@ def _quality(settings: Settings, art, frame: pd.DataFrame, timestamp) -> quality
             return None
         index = {u: n for n, u in enumerate(users)}
         seen = {u: set(items[art.seen(index[u])]) for u in pseudonyms.values()}
-        feedback = quality.feedback_from_feast(feature_store(settings.features, settings.features.data_dir),
-                                               pseudonyms, seen)
+        feedback = quality.feedback_from_feast(
+            feature_store(settings.features, settings.features.data_dir), pseudonyms, seen
+        )
         rows = np.repeat(np.arange(len(users)), np.diff(art.seen_indptr))
         train = pd.DataFrame({"user": [pseudonymise(users[r], key) for r in rows], "item": items[art.seen_indices]})
-        return quality.evaluate(frame, feedback, train, k=mon.quality_k, min_users=mon.quality_min_users,
-                                timestamp=timestamp)
+        return quality.evaluate(
+            frame, feedback, train, k=mon.quality_k, min_users=mon.quality_min_users, timestamp=timestamp
+        )
     except Exception as e:  # the feature store down: drift is still evaluated
         log.warning("monitor: no recommendation quality this window (%s: %s)", type(e).__name__, str(e)[:200])
         return None
 
 
-def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callable[[policy.Decision], str] | None = None,
-             dashboard: bool = True) -> Outcome:
+def run_once(
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    retrain: Callable[[policy.Decision], str] | None = None,
+    dashboard: bool = True,
+) -> Outcome:
     """Evaluate the window ending at ``now`` (default: the current time) and act on it."""
     from fusionrec.monitoring import dashboard as dash
     from fusionrec.monitoring.reports import write_reports
@@ -197,8 +216,9 @@ def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callab
     reference, whence = _reference(folder, version, art)
     if reference is None:
         result = drift.DriftResult(records=len(frame), enough=False)
-        decision = policy.decide(result, history, mon, now=now, window=(start, now), model_version=version,
-                                 skipped_files=len(window.skipped))
+        decision = policy.decide(
+            result, history, mon, now=now, window=(start, now), model_version=version, skipped_files=len(window.skipped)
+        )
         if len(frame) >= mon.min_records:
             decision.reason = f"no reference for {version}: {whence}"
     else:
@@ -207,17 +227,21 @@ def run_once(settings: Settings, *, now: datetime | None = None, retrain: Callab
         if len(reference.callers):  # the pinned window is not its own window
             current = current[~current["request_id"].isin(set(reference.callers["request_id"]))]
         result = drift.evaluate(current, reference, mon, popularity=_popularity(art), timestamp=now)
-        decision = policy.decide(result, history, mon, now=now, window=(start, now), model_version=version,
-                                 skipped_files=len(window.skipped))
+        decision = policy.decide(
+            result, history, mon, now=now, window=(start, now), model_version=version, skipped_files=len(window.skipped)
+        )
         if not covered.all():
             left = frame.loc[~covered, "kind"].value_counts()
-            decision.reason += (f"; {int(left.sum())} requests not compared ("
-                                f"{', '.join(f'{n} {k}' for k, n in left.items())}): {whence}")
+            decision.reason += (
+                f"; {int(left.sum())} requests not compared ("
+                f"{', '.join(f'{n} {k}' for k, n in left.items())}): {whence}"
+            )
         measured = _quality(settings, art, current, now) if result.enough else None
         if measured is not None:
             result.snapshots["quality"] = measured.snapshot
-            decision.quality = {f"{k}@{measured.k}" if k in ("recall", "ndcg") else k: round(v, 6)
-                                for k, v in measured.values.items()} | {"users": measured.users}
+            decision.quality = {
+                f"{k}@{measured.k}" if k in ("recall", "ndcg") else k: round(v, 6) for k, v in measured.values.items()
+            } | {"users": measured.users}
     if window.skipped:
         decision.reason += f"; {len(window.skipped)} unreadable log files skipped"
     if decision.retrain and retrain is not None:

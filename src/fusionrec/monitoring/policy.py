@@ -1,7 +1,8 @@
 """The retraining policy: from a window's drift to a decision, with a debounce, every decision recorded.
 
 A window fires when any signal named in ``fire_on`` drifts (the embeddings of users and queries, and the
-queries' match to the catalogue) or when the share of drifted signals reaches ``drift_share``, for ``consecutive`` evaluated windows in a row. A firing window within
+queries' match to the catalogue) or when the share of drifted signals reaches ``drift_share``, for
+``consecutive`` evaluated windows in a row. A firing window within
 ``cooldown_h`` of the last retraining is debounced: recorded, not acted on. A window with too few records
 is "not enough data" and never fires.
 """
@@ -63,29 +64,62 @@ def _drifting(result: DriftResult, settings: MonitoringSettings) -> bool:
     return result.share is not None and result.share >= settings.drift_share
 
 
-def decide(result: DriftResult, history: list[Decision], settings: MonitoringSettings, *, now: datetime,
-           window: tuple[datetime, datetime], model_version: str | None, skipped_files: int = 0) -> Decision:
+def decide(
+    result: DriftResult,
+    history: list[Decision],
+    settings: MonitoringSettings,
+    *,
+    now: datetime,
+    window: tuple[datetime, datetime],
+    model_version: str | None,
+    skipped_files: int = 0,
+) -> Decision:
     """The decision for one window given the earlier ones (``history``, oldest first)."""
-    base = dict(at=now.isoformat(), window_start=window[0].isoformat(), window_end=window[1].isoformat(),
-                model_version=model_version, records=result.records, skipped_files=skipped_files,
-                scores={s.name: round(s.score, 6) for s in result.evaluated}, share=result.share,
-                drifted=[s.name for s in result.drifted])
+    base = dict(
+        at=now.isoformat(),
+        window_start=window[0].isoformat(),
+        window_end=window[1].isoformat(),
+        model_version=model_version,
+        records=result.records,
+        skipped_files=skipped_files,
+        scores={s.name: round(s.score, 6) for s in result.evaluated},
+        share=result.share,
+        drifted=[s.name for s in result.drifted],
+    )
     if not result.enough or not result.evaluated:
-        return Decision(**base, status="not enough data", retrain=False, debounced=False,
-                        reason=f"not enough data: {result.records} records in the window, "
-                               f"at least {settings.min_records} needed")
+        return Decision(
+            **base,
+            status="not enough data",
+            retrain=False,
+            debounced=False,
+            reason=f"not enough data: {result.records} records in the window, at least {settings.min_records} needed",
+        )
     if not _drifting(result, settings):
-        return Decision(**base, status="quiet", retrain=False, debounced=False,
-                        reason=f"no drift: {len(result.drifted)} of {len(result.evaluated)} signals drifted")
+        return Decision(
+            **base,
+            status="quiet",
+            retrain=False,
+            debounced=False,
+            reason=f"no drift: {len(result.drifted)} of {len(result.evaluated)} signals drifted",
+        )
     evaluated = [d for d in history if d.status in ("quiet", "drift")]
-    earlier = evaluated[len(evaluated) - (settings.consecutive - 1):] if settings.consecutive > 1 else []
+    earlier = evaluated[len(evaluated) - (settings.consecutive - 1) :] if settings.consecutive > 1 else []
     what = f"drift in {', '.join(base['drifted'])} ({len(result.drifted)} of {len(result.evaluated)} signals)"
     if len(earlier) < settings.consecutive - 1 or any(d.status != "drift" for d in earlier):
-        return Decision(**base, status="drift", retrain=False, debounced=False,
-                        reason=f"{what}; waiting for {settings.consecutive} drifting windows in a row")
+        return Decision(
+            **base,
+            status="drift",
+            retrain=False,
+            debounced=False,
+            reason=f"{what}; waiting for {settings.consecutive} drifting windows in a row",
+        )
     last = next((d for d in reversed(history) if d.retrain), None)
     if last is not None and now - datetime.fromisoformat(last.at) < timedelta(hours=settings.cooldown_h):
-        return Decision(**base, status="drift", retrain=False, debounced=True,
-                        reason=f"{what}; debounced: the last retraining started at {last.at} "
-                               f"(cooldown {settings.cooldown_h:g} h)")
+        return Decision(
+            **base,
+            status="drift",
+            retrain=False,
+            debounced=True,
+            reason=f"{what}; debounced: the last retraining started at {last.at} (cooldown {settings.cooldown_h:g} h)",
+        )
     return Decision(**base, status="drift", retrain=True, debounced=False, reason=f"{what}; retraining")

@@ -51,8 +51,12 @@ def feedback_from_feast(store, pseudonyms: dict[str, str], seen: dict[str, set[s
         return pd.DataFrame(columns=["user", "item"])
     by_id = {u: p for p, u in pseudonyms.items()}
     feats = online_user_features(store, list(by_id))
-    rows = [(by_id[u], str(i)) for u, hist in zip(feats.user_ids, feats.history)
-            for i in dict.fromkeys(str(x) for x in hist) if i not in seen.get(u, set())]
+    rows = [
+        (by_id[u], str(i))
+        for u, hist in zip(feats.user_ids, feats.history)
+        for i in dict.fromkeys(str(x) for x in hist)
+        if i not in seen.get(u, set())
+    ]
     return pd.DataFrame(rows, columns=["user", "item"])
 
 
@@ -67,8 +71,15 @@ def served_users(frame: pd.DataFrame, users: list[str], key: bytes) -> dict[str,
     return out
 
 
-def evaluate(frame: pd.DataFrame, feedback: pd.DataFrame, train: pd.DataFrame, *, k: int = 10, min_users: int = 20,
-             timestamp=None) -> Quality | None:
+def evaluate(
+    frame: pd.DataFrame,
+    feedback: pd.DataFrame,
+    train: pd.DataFrame,
+    *,
+    k: int = 10,
+    min_users: int = 20,
+    timestamp=None,
+) -> Quality | None:
     """Evidently's recsys metrics for the window's latest recommendation per user against the feedback.
 
     Args:
@@ -92,22 +103,40 @@ def evaluate(frame: pd.DataFrame, feedback: pd.DataFrame, train: pd.DataFrame, *
     rows = []
     for user, items in zip(recs["user"], recs["items"]):
         top = [str(i) for i in items][:k]
-        rows += [{"user": user, "item": i, "rank": float(r + 1), "target": float(i in liked[user])}
-                 for r, i in enumerate(top)]
+        rows += [
+            {"user": user, "item": i, "rank": float(r + 1), "target": float(i in liked[user])}
+            for r, i in enumerate(top)
+        ]
         rows += [{"user": user, "item": i, "rank": np.nan, "target": 1.0} for i in sorted(liked[user] - set(top))]
     ranking = [Recsys(user_id="user", item_id="item", target="target", prediction="rank", recommendations_type="rank")]
-    current = Dataset.from_pandas(pd.DataFrame(rows), data_definition=DataDefinition(
-        numerical_columns=["rank", "target"], categorical_columns=["user", "item"], ranking=ranking))
-    trained = Dataset.from_pandas(train.assign(target=1.0, rank=1.0), data_definition=DataDefinition(
-        numerical_columns=["rank", "target"], categorical_columns=["user", "item"], ranking=ranking))
+    current = Dataset.from_pandas(
+        pd.DataFrame(rows),
+        data_definition=DataDefinition(
+            numerical_columns=["rank", "target"], categorical_columns=["user", "item"], ranking=ranking
+        ),
+    )
+    trained = Dataset.from_pandas(
+        train.assign(target=1.0, rank=1.0),
+        data_definition=DataDefinition(
+            numerical_columns=["rank", "target"], categorical_columns=["user", "item"], ranking=ranking
+        ),
+    )
     snap = Report([RecallTopK(k=k), NDCG(k=k), PopularityBiasMetric(k=k), Novelty(k=k), Personalization(k=k)]).run(
-        current, None, additional_data={"current_train_data": trained}, timestamp=timestamp, tags=["quality"])
+        current, None, additional_data={"current_train_data": trained}, timestamp=timestamp, tags=["quality"]
+    )
     values = {}
     for m in snap.dict()["metrics"]:
         kind = m["config"]["type"].rsplit(":", 1)[-1]
         v = m["value"]
         if isinstance(v, dict):  # a value per rank: the one at k
             v = list(v["value"].values())[-1]
-        values[{"RecallTopK": "recall", "NDCG": "ndcg", "PopularityBiasMetric": "popularity_bias",
-                "Novelty": "novelty", "Personalization": "personalization"}[kind]] = float(v)
+        values[
+            {
+                "RecallTopK": "recall",
+                "NDCG": "ndcg",
+                "PopularityBiasMetric": "popularity_bias",
+                "Novelty": "novelty",
+                "Personalization": "personalization",
+            }[kind]
+        ] = float(v)
     return Quality(users=len(recs), k=k, values=values, snapshot=snap)

@@ -81,8 +81,11 @@ class ModelReference:
         brought = window[~is_known(window["kind"])]
         pinned = self.callers
         groups = _groups(brought, self.theirs)
-        times = scale(pd.concat([known[["kind"]], groups[groups.notna()].to_frame("kind")]),
-                      _groups(pinned, self.theirs).value_counts().to_dict(), self.draws)
+        times = scale(
+            pd.concat([known[["kind"]], groups[groups.notna()].to_frame("kind")]),
+            _groups(pinned, self.theirs).value_counts().to_dict(),
+            self.draws,
+        )
         parts = []
         for kind, group in known.groupby("kind"):
             shapes = group.iloc[rng.choice(len(group), int(times * len(group)), replace=times > 1)]
@@ -115,11 +118,18 @@ def scale(window: pd.DataFrame, available: dict[str, int], most: float = DRAWS) 
 
 def _record(res, n: int) -> dict:
     """A reference answer in the log's columns (the shape columns are the window's)."""
-    return {"time": datetime.now(timezone.utc), "request_id": f"reference-{n}", "model_version": None,
-            "user": None, "cold": bool(res.cold), "fallback": bool(res.fallback), "items": list(res.item_ids),
-            "scores": [float(s) for s in res.scores],
-            "user_vector": None if res.user_vector is None else res.user_vector.astype(np.float32).tolist(),
-            **{f"query_{m}": None for m in QUERY_MODALITIES}}
+    return {
+        "time": datetime.now(timezone.utc),
+        "request_id": f"reference-{n}",
+        "model_version": None,
+        "user": None,
+        "cold": bool(res.cold),
+        "fallback": bool(res.fallback),
+        "items": list(res.item_ids),
+        "scores": [float(s) for s in res.scores],
+        "user_vector": None if res.user_vector is None else res.user_vector.astype(np.float32).tolist(),
+        **{f"query_{m}": None for m in QUERY_MODALITIES},
+    }
 
 
 def query_identities(artifact) -> dict[str, str]:
@@ -146,10 +156,14 @@ def pin_callers(frame: pd.DataFrame, identities: dict[str, str], folder: str | P
     tmp = folder / f".{CALLERS_FILE}.tmp"
     pq.write_table(pa.Table.from_pylist(rows.to_dict("records"), schema=_schema()), tmp, compression="zstd")
     tmp.replace(folder / CALLERS_FILE)
-    meta = {"encoders": identities, "start": str(window[0]), "end": str(window[1]),
-            "kinds": {str(k): int(n) for k, n in rows["kind"].value_counts().items()},
-            "versions": sorted(str(v) for v in rows["model_version"].unique()),
-            "pinned": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "encoders": identities,
+        "start": str(window[0]),
+        "end": str(window[1]),
+        "kinds": {str(k): int(n) for k, n in rows["kind"].value_counts().items()},
+        "versions": sorted(str(v) for v in rows["model_version"].unique()),
+        "pinned": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     atomic_write_text(folder / CALLERS_META, json.dumps(meta, indent=2))
     return folder / CALLERS_FILE
 
@@ -169,8 +183,10 @@ def pinned_callers(folder: str | Path, identities: dict[str, str], version: str)
         return None, f"the pinned callers' window cannot be read ({type(e).__name__})"
     same = isinstance(meta, dict) and meta.get("encoders") == identities
     keep = (is_query(frame["kind"]) & same) | ((frame["kind"] == "history") & (frame["model_version"] == version))
-    missing = [*([] if same else ["its queries were made by other encoders"]),
-               *([] if (keep & (frame["kind"] == "history")).any() else [f"it holds no history requests of {version}"])]
+    missing = [
+        *([] if same else ["its queries were made by other encoders"]),
+        *([] if (keep & (frame["kind"] == "history")).any() else [f"it holds no history requests of {version}"]),
+    ]
     why = f"the callers' window pinned {str(meta.get('pinned'))[:25]}" + (f" ({'; '.join(missing)})" if missing else "")
     return (frame[keep].reset_index(drop=True) if keep.any() else None), why
 
@@ -178,8 +194,11 @@ def pinned_callers(folder: str | Path, identities: dict[str, str], version: str)
 def _groups(frame: pd.DataFrame, kinds: set[str]) -> pd.Series:
     """Each row's group: its kind, or a composite query's first part the reference has (``text+image`` ->
     ``text``), or None when the reference has none."""
-    return frame["kind"].astype(str).map(
-        lambda kind: kind if kind in kinds else next((p for p in kind.split("+") if p in kinds), None))
+    return (
+        frame["kind"]
+        .astype(str)
+        .map(lambda kind: kind if kind in kinds else next((p for p in kind.split("+") if p in kinds), None))
+    )
 
 
 def matched(reference: pd.DataFrame, window: pd.DataFrame, seed: int = 0, times: float | None = None) -> pd.DataFrame:

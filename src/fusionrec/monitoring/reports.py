@@ -22,8 +22,11 @@ def write_reports(folder: Path, result: DriftResult, decision: Decision, at: dat
         pages.append(target / f"{name}.html")
     rows = "".join(
         f"<tr><td>{html.escape(s.name)}</td><td>{s.method}</td><td>{'' if s.score is None else f'{s.score:.4f}'}</td>"
-        f"<td>{s.threshold:g}</td><td>{s.rows}</td><td>{'not enough data' if s.drifted is None else 'DRIFT' if s.drifted else 'ok'}"
-        "</td></tr>" for s in result.signals)
+        f"<td>{s.threshold:g}</td><td>{s.rows}</td>"
+        f"<td>{'not enough data' if s.drifted is None else 'DRIFT' if s.drifted else 'ok'}"
+        "</td></tr>"
+        for s in result.signals
+    )
     links = "".join(f'<li><a href="{p.name}">{p.stem}</a></li>' for p in pages)
     index = target / "index.html"
     index.write_text(
@@ -32,5 +35,7 @@ def write_reports(folder: Path, result: DriftResult, decision: Decision, at: dat
         f"<p>Model {html.escape(str(decision.model_version))}, {decision.records} records. "
         f"<b>{html.escape(decision.status)}</b>: {html.escape(decision.reason)}</p>"
         "<table border=1 cellpadding=4><tr><th>signal</th><th>method</th><th>score</th><th>threshold</th><th>rows</th>"
-        f"<th>verdict</th></tr>{rows}</table><h2>Evidently reports</h2><ul>{links}</ul>", encoding="utf-8")
+        f"<th>verdict</th></tr>{rows}</table><h2>Evidently reports</h2><ul>{links}</ul>",
+        encoding="utf-8",
+    )
     return [index, *pages]

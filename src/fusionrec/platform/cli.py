@@ -14,8 +14,9 @@ import typer
 
 from fusionrec.errors import ConfigError
 
-app = typer.Typer(help="The cluster: render, validate and deploy the InferenceService (canary, rollback).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The cluster: render, validate and deploy the InferenceService (canary, rollback).", no_args_is_help=True
+)
 
 
 def _settings():
@@ -27,20 +28,40 @@ def _settings():
 @app.command("render")
 def deploy_render(
     overlay: Annotated[str, typer.Option(help="The bundle's overlay: dev or prod (manifests/overlays).")] = "dev",
-    model_version: Annotated[Optional[str], typer.Option(help="The registry version to serve, e.g. v0007 (a "
-                                                               "pipeline run's register output).")] = None,
-    registry: Annotated[Optional[Path], typer.Option(help="A registry folder: serve its champion (what the last "
-                                                          "pipeline run promoted) unless --model-version says.")] = None,
-    registry_uri: Annotated[Optional[str], typer.Option(help="The registry as KServe's storage initializer reads it "
-                                                             "(default: the settings' cluster.registry_pvc).")] = None,
-    images: Annotated[Optional[list[str]], typer.Option("--image", help="ROLE=REFERENCE for the roles fusionrec, "
-                                                                        "fusionrec-serving, redis (repeatable); prod "
-                                                                        "takes REPOSITORY@sha256:DIGEST only.")] = None,
-    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace (default: the settings' "
-                                                           "cluster.namespace).")] = None,
+    model_version: Annotated[
+        Optional[str],
+        typer.Option(help="The registry version to serve, e.g. v0007 (a pipeline run's register output)."),
+    ] = None,
+    registry: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="A registry folder: serve its champion (what the last "
+            "pipeline run promoted) unless --model-version says."
+        ),
+    ] = None,
+    registry_uri: Annotated[
+        Optional[str],
+        typer.Option(
+            help="The registry as KServe's storage initializer reads it (default: the settings' cluster.registry_pvc)."
+        ),
+    ] = None,
+    images: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--image",
+            help="ROLE=REFERENCE for the roles fusionrec, "
+            "fusionrec-serving, redis (repeatable); prod "
+            "takes REPOSITORY@sha256:DIGEST only.",
+        ),
+    ] = None,
+    namespace: Annotated[
+        Optional[str], typer.Option(help="Kubernetes namespace (default: the settings' cluster.namespace).")
+    ] = None,
     gpu: Annotated[int, typer.Option(min=0, help="GPUs per predictor replica.")] = 0,
-    crds: Annotated[Optional[Path], typer.Option(help="The CRDs to validate KServe and Trainer objects against "
-                                                      "(default: ../shared/schemas/crds).")] = None,
+    crds: Annotated[
+        Optional[Path],
+        typer.Option(help="The CRDs to validate KServe and Trainer objects against (default: ../shared/schemas/crds)."),
+    ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the YAML here (default: print it).")] = None,
 ) -> None:
     """Render the whole cluster bundle (kustomize overlay) with a deploy's model version and image digests,
@@ -64,8 +85,17 @@ def deploy_render(
             raise ConfigError(f"--image {item!r}: expected ROLE=REFERENCE")
         roles[role] = ref
     cluster = _settings().cluster
-    docs = render_bundle(overlay, Deploy(model_version=model_version, registry_uri=registry_uri or cluster.registry_uri,
-                                         images=roles, namespace=namespace or cluster.namespace, gpu=gpu), crds=crds)
+    docs = render_bundle(
+        overlay,
+        Deploy(
+            model_version=model_version,
+            registry_uri=registry_uri or cluster.registry_uri,
+            images=roles,
+            namespace=namespace or cluster.namespace,
+            gpu=gpu,
+        ),
+        crds=crds,
+    )
     text = yaml.safe_dump_all(docs, sort_keys=False)
     if out is None:
         typer.echo(text)
@@ -95,17 +125,30 @@ def deploy_validate(
 
 @app.command("apply")
 def deploy_apply(
-    model_version: Annotated[Optional[str], typer.Option(help="The registry version to serve (or --storage-uri).")] = None,
-    registry_uri: Annotated[Optional[str], typer.Option(help="The registry as KServe's storage initializer reads it "
-                                                             "(default: the settings' cluster.registry_pvc).")] = None,
-    storage_uri: Annotated[Optional[str], typer.Option(help="The model version's URI, instead of --model-version.")] = None,
-    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace (default: the settings' "
-                                                           "cluster.namespace).")] = None,
+    model_version: Annotated[
+        Optional[str], typer.Option(help="The registry version to serve (or --storage-uri).")
+    ] = None,
+    registry_uri: Annotated[
+        Optional[str],
+        typer.Option(
+            help="The registry as KServe's storage initializer reads it (default: the settings' cluster.registry_pvc)."
+        ),
+    ] = None,
+    storage_uri: Annotated[
+        Optional[str], typer.Option(help="The model version's URI, instead of --model-version.")
+    ] = None,
+    namespace: Annotated[
+        Optional[str], typer.Option(help="Kubernetes namespace (default: the settings' cluster.namespace).")
+    ] = None,
     canary: Annotated[int, typer.Option(min=1, max=100, help="Traffic share for the new revision.")] = 10,
     smoke_url: Annotated[Optional[str], typer.Option(help="The service URL to send a smoke request to.")] = None,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for readiness.")] = 600,
-    registry: Annotated[Optional[Path], typer.Option(help="The registry folder (mounted): once promoted, the "
-                                                          "version becomes its champion again (a rollback).")] = None,
+    registry: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="The registry folder (mounted): once promoted, the version becomes its champion again (a rollback)."
+        ),
+    ] = None,
 ) -> None:
     """Roll a model version out on the bundle's InferenceService as a canary: promote or roll back. Also
     the way back to an earlier version: --model-version of the previous champion (with --registry)."""
@@ -122,8 +165,14 @@ def deploy_apply(
         version_folder(registry, model_version)
     uri = storage_uri or version_uri(registry_uri or _settings().cluster.registry_uri, model_version)
     smoke = smoke_check(smoke_url, "fusionrec") if smoke_url else None
-    result = rollout(KServeClient(), uri, namespace=namespace or _settings().cluster.namespace,
-                     canary_percent=canary, timeout_s=timeout, smoke=smoke)
+    result = rollout(
+        KServeClient(),
+        uri,
+        namespace=namespace or _settings().cluster.namespace,
+        canary_percent=canary,
+        timeout_s=timeout,
+        smoke=smoke,
+    )
     typer.echo(f"{result.action}: {result.namespace}/{result.name}: {result.reason} ({' -> '.join(result.steps)})")
     if result.action == "rolled_back":
         raise typer.Exit(1)

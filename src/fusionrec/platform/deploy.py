@@ -25,6 +25,7 @@ KINDS = {"InferenceService": "V1beta1InferenceService", "ServingRuntime": "V1alp
 
 # -- validation ---------------------------------------------------------------------------------------
 
+
 def _model_class(name: str):
     import kserve.models
     import kubernetes.client.models
@@ -49,12 +50,18 @@ def _check(value: Any, type_name: str, path: str, errors: list[str]) -> None:
         if not isinstance(value, dict):
             errors.append(f"{path}: expected a mapping, got {type(value).__name__}")
             return
-        inner = type_name[type_name.index(",") + 1: -1].strip()
+        inner = type_name[type_name.index(",") + 1 : -1].strip()
         for k, v in value.items():
             _check(v, inner, f"{path}.{k}", errors)
         return
-    primitive = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "datetime": (str,),
-                 "date": (str,)}
+    primitive = {
+        "str": (str,),
+        "int": (int,),
+        "float": (int, float),
+        "bool": (bool,),
+        "datetime": (str,),
+        "date": (str,),
+    }
     if type_name in primitive:
         ok = isinstance(value, primitive[type_name]) and not (type_name in ("int", "float") and isinstance(value, bool))
         if not ok:
@@ -121,13 +128,21 @@ def validate(obj: dict[str, Any], source: str = "manifest") -> None:
 
 # -- rendering -----------------------------------------------------------------------------------------
 
+
 def load_manifest(name: str = "base/serving/inferenceservice.yaml", folder: Path | None = None) -> dict[str, Any]:
     """A manifest template from ``folder`` (default: :func:`fusionrec.config.manifests_dir`)."""
     return read_yaml((folder or manifests_dir()) / name)
 
 
-def render(base: dict[str, Any], *, storage_uri: str | None = None, image: str | None = None,
-           namespace: str | None = None, gpu: int = 0, canary_percent: int | None = None) -> dict[str, Any]:
+def render(
+    base: dict[str, Any],
+    *,
+    storage_uri: str | None = None,
+    image: str | None = None,
+    namespace: str | None = None,
+    gpu: int = 0,
+    canary_percent: int | None = None,
+) -> dict[str, Any]:
     """A copy of the InferenceService with the deploy's values filled in, validated.
 
     ``gpu``: GPUs per predictor replica (``nvidia.com/gpu`` limits; the encoders then run on CUDA).
@@ -145,7 +160,9 @@ def render(base: dict[str, Any], *, storage_uri: str | None = None, image: str |
         res = pred["model"].setdefault("resources", {})
         res.setdefault("limits", {})["nvidia.com/gpu"] = str(gpu)
         res.setdefault("requests", {})["nvidia.com/gpu"] = str(gpu)
-        pred.setdefault("tolerations", []).append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+        pred.setdefault("tolerations", []).append(
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        )
         pred["model"].setdefault("env", []).append({"name": "FUSIONREC__ENCODERS__DEVICE", "value": "cuda"})
     if canary_percent is not None:
         pred["canaryTrafficPercent"] = int(canary_percent)
@@ -154,6 +171,7 @@ def render(base: dict[str, Any], *, storage_uri: str | None = None, image: str |
 
 
 # -- deploy with a canary ------------------------------------------------------------------------------
+
 
 @dataclass
 class DeployResult:
@@ -182,8 +200,9 @@ def _generation(obj: Any) -> int | None:
         return None
 
 
-def wait_generation(client, name: str, namespace: str, generation: int | None, timeout_s: float,
-                    poll_s: float = 2.0) -> None:
+def wait_generation(
+    client, name: str, namespace: str, generation: int | None, timeout_s: float, poll_s: float = 2.0
+) -> None:
     """Wait until the InferenceService's status describes ``generation`` (``status.observedGeneration``) and
     says Ready. Without a generation to wait for (an API server that reports none), the client's own wait.
 
@@ -200,8 +219,10 @@ def wait_generation(client, name: str, namespace: str, generation: int | None, t
         if int(status.get("observedGeneration") or 0) >= generation and ready:
             return
         if time.monotonic() >= deadline:
-            raise RuntimeError(f"generation {generation} was not observed Ready within {timeout_s:.0f} s "
-                               f"(observed {status.get('observedGeneration')}, ready {ready})")
+            raise RuntimeError(
+                f"generation {generation} was not observed Ready within {timeout_s:.0f} s "
+                f"(observed {status.get('observedGeneration')}, ready {ready})"
+            )
         time.sleep(poll_s)
 
 
@@ -217,8 +238,15 @@ def canary_url(client, name: str = "fusionrec", namespace: str = "fusionrec") ->
     return next((t.get("url") for t in traffic if t.get("tag") == "latest" and t.get("url")), None)
 
 
-def deploy(client, isvc: dict[str, Any], *, canary_percent: int = 10, timeout_s: int = 600,
-           smoke: Callable[[], bool] | None = None, poll_s: float = 2.0) -> DeployResult:
+def deploy(
+    client,
+    isvc: dict[str, Any],
+    *,
+    canary_percent: int = 10,
+    timeout_s: int = 600,
+    smoke: Callable[[], bool] | None = None,
+    poll_s: float = 2.0,
+) -> DeployResult:
     """Create the InferenceService, or roll a new revision out as a canary.
 
     A new service is created and waited for. An existing one is patched with the new spec and
@@ -259,8 +287,12 @@ def deploy(client, isvc: dict[str, Any], *, canary_percent: int = 10, timeout_s:
             reason = "the canary is ready but failed the smoke request"
     except RuntimeError as e:
         reason = f"the canary did not become ready: {e}"
-    rollback = {"apiVersion": isvc["apiVersion"], "kind": isvc["kind"], "metadata": {"name": name, "namespace": ns},
-                "spec": {"predictor": {"canaryTrafficPercent": 0 if reason else 100}}}
+    rollback = {
+        "apiVersion": isvc["apiVersion"],
+        "kind": isvc["kind"],
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"predictor": {"canaryTrafficPercent": 0 if reason else 100}},
+    }
     client.patch(name, rollback, namespace=ns)
     if reason:
         steps.append("patch canary 0% (rollback)")
@@ -270,8 +302,9 @@ def deploy(client, isvc: dict[str, Any], *, canary_percent: int = 10, timeout_s:
     return DeployResult("promoted", name, ns, f"canary at {canary_percent}% was ready and answered; promoted", steps)
 
 
-def smoke_check(url: str, model: str, timeout_s: float = 10.0, attempts: int = 3,
-                headers: dict[str, str] | None = None) -> Callable[[], bool]:
+def smoke_check(
+    url: str, model: str, timeout_s: float = 10.0, attempts: int = 3, headers: dict[str, str] | None = None
+) -> Callable[[], bool]:
     """A smoke request against a deployed transformer: the popular items must come back (``headers``: the
     caller's credentials where the transformer asks for an API key)."""
     import httpx
@@ -279,8 +312,12 @@ def smoke_check(url: str, model: str, timeout_s: float = 10.0, attempts: int = 3
     def check() -> bool:
         for _ in range(attempts):
             try:
-                r = httpx.post(f"{url}/v1/models/{model}:predict", json={"instances": [{"k": 5}]}, timeout=timeout_s,
-                               headers=headers)
+                r = httpx.post(
+                    f"{url}/v1/models/{model}:predict",
+                    json={"instances": [{"k": 5}]},
+                    timeout=timeout_s,
+                    headers=headers,
+                )
                 if r.status_code == 200 and r.json()["predictions"][0]["items"]:
                     return True
             except (httpx.HTTPError, KeyError, IndexError, ValueError):
@@ -291,9 +328,17 @@ def smoke_check(url: str, model: str, timeout_s: float = 10.0, attempts: int = 3
     return check
 
 
-def rollout(client, storage_uri: str, *, name: str = "fusionrec", namespace: str = "fusionrec",
-            canary_percent: int = 10, timeout_s: int = 600, smoke: Callable[[], bool] | None = None,
-            poll_s: float = 2.0) -> DeployResult:
+def rollout(
+    client,
+    storage_uri: str,
+    *,
+    name: str = "fusionrec",
+    namespace: str = "fusionrec",
+    canary_percent: int = 10,
+    timeout_s: int = 600,
+    smoke: Callable[[], bool] | None = None,
+    poll_s: float = 2.0,
+) -> DeployResult:
     """Roll a model version out on the live InferenceService that the bundle created: only
     ``spec.predictor.model.storageUri`` changes (images, replicas, resources and security settings stay the
     overlay's), as a canary that :func:`deploy` promotes or rolls back.
@@ -306,10 +351,16 @@ def rollout(client, storage_uri: str, *, name: str = "fusionrec", namespace: str
     except RuntimeError as e:
         if not _not_found(e):
             raise
-        raise ConfigError(f"InferenceService {namespace}/{name} does not exist: apply the bundle first "
-                          "(fusionrec deploy render --overlay ... | kubectl apply -f -)") from e
-    isvc = {"apiVersion": live["apiVersion"], "kind": live["kind"], "metadata": {"name": name, "namespace": namespace},
-            "spec": copy.deepcopy(live["spec"])}
+        raise ConfigError(
+            f"InferenceService {namespace}/{name} does not exist: apply the bundle first "
+            "(fusionrec deploy render --overlay ... | kubectl apply -f -)"
+        ) from e
+    isvc = {
+        "apiVersion": live["apiVersion"],
+        "kind": live["kind"],
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": copy.deepcopy(live["spec"]),
+    }
     isvc["spec"]["predictor"]["model"]["storageUri"] = storage_uri
     isvc["spec"]["predictor"].pop("canaryTrafficPercent", None)
     return deploy(client, isvc, canary_percent=canary_percent, timeout_s=timeout_s, smoke=smoke, poll_s=poll_s)
@@ -348,8 +399,17 @@ def restore_features(data_dir: str | Path) -> bool:
     return True
 
 
-def deploy_version(settings, *, registry: str, version: str, target: str, registry_uri: str | None = None,
-                   features_dir: str | None = None, canary_percent: int = 10, timeout_s: int = 600) -> str:
+def deploy_version(
+    settings,
+    *,
+    registry: str,
+    version: str,
+    target: str,
+    registry_uri: str | None = None,
+    features_dir: str | None = None,
+    canary_percent: int = 10,
+    timeout_s: int = 600,
+) -> str:
     """Put a registered model version into service; returns where it answers.
 
     ``local``: the predictor and transformer as detached local processes on loopback (replacing a
@@ -377,11 +437,15 @@ def deploy_version(settings, *, registry: str, version: str, target: str, regist
         env = {}
         if features_dir:
             env["FUSIONREC__FEATURES__DATA_DIR"] = str(Path(features_dir).resolve())
-            settings = settings.model_copy(update={"features": settings.features.model_copy(
-                update={"data_dir": env["FUSIONREC__FEATURES__DATA_DIR"]})})
+            settings = settings.model_copy(
+                update={
+                    "features": settings.features.model_copy(update={"data_dir": env["FUSIONREC__FEATURES__DATA_DIR"]})
+                }
+            )
         servers = serve_detached(settings, storage_uri=str(Path(uri).resolve()), env=env, feast=bool(features_dir))
-        answer = call(servers.transformer_url, settings.serving.model_name, [{"k": 3}],
-                      headers=client_headers(settings))
+        answer = call(
+            servers.transformer_url, settings.serving.model_name, [{"k": 3}], headers=client_headers(settings)
+        )
         served = answer["predictions"][0]["model_version"]
         if served != version:
             raise Unavailable(f"the local servers answer with model {served!r}, not {version!r}")
@@ -395,6 +459,7 @@ def deploy_version(settings, *, registry: str, version: str, target: str, regist
         client = KServeClient()
         if features_dir:
             publish_features(features_dir, settings.features.data_dir, keep_previous=True)
+
         def smoke() -> bool:  # asked once the canary is ready, when its tagged route exists
             url = canary_url(client)
             return url is not None and smoke_check(url, settings.serving.model_name)()
@@ -406,7 +471,9 @@ def deploy_version(settings, *, registry: str, version: str, target: str, regist
             restored = demote(registry, version)
             if features_dir:
                 restore_features(settings.features.data_dir)
-            raise Unavailable(f"{result.namespace}/{result.name}: rolled back: {result.reason}; the champion is "
-                              f"{restored or 'none'} again")
+            raise Unavailable(
+                f"{result.namespace}/{result.name}: rolled back: {result.reason}; the champion is "
+                f"{restored or 'none'} again"
+            )
         return f"{result.action}: {result.namespace}/{result.name}"
     raise ConfigError(f"deploy target {target!r} is unknown; use local, kserve or none")

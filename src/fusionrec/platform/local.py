@@ -42,17 +42,40 @@ class Servers:
 
 
 def predictor_command(settings: Settings, port: int, storage_uri: str | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "serving.predictor", "--model_name", settings.serving.model_name,
-           "--http_port", str(port), "--enable_grpc", "false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "serving.predictor",
+        "--model_name",
+        settings.serving.model_name,
+        "--http_port",
+        str(port),
+        "--enable_grpc",
+        "false",
+    ]
     return cmd + (["--storage_uri", storage_uri] if storage_uri else [])
 
 
-def transformer_command(settings: Settings, port: int, predictor_port: int, protocol: str = "v2",
-                        feast: bool = True) -> list[str]:
-    cmd = [sys.executable, "-m", "serving.transformer", "--model_name", settings.serving.model_name,
-           "--http_port", str(port), "--enable_grpc", "false",
-           "--predictor_host", f"{settings.serving.host}:{predictor_port}", "--predictor_protocol", protocol,
-           "--predictor_request_timeout_seconds", str(settings.serving.predictor_timeout_s)]
+def transformer_command(
+    settings: Settings, port: int, predictor_port: int, protocol: str = "v2", feast: bool = True
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "serving.transformer",
+        "--model_name",
+        settings.serving.model_name,
+        "--http_port",
+        str(port),
+        "--enable_grpc",
+        "false",
+        "--predictor_host",
+        f"{settings.serving.host}:{predictor_port}",
+        "--predictor_protocol",
+        protocol,
+        "--predictor_request_timeout_seconds",
+        str(settings.serving.predictor_timeout_s),
+    ]
     return cmd + ([] if feast else ["--no_feast"])
 
 
@@ -62,8 +85,10 @@ def wait_ready(url: str, model: str, proc: subprocess.Popen, timeout: float, log
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-            raise FusionRecError(f"{' '.join(proc.args[2:4])} exited with {proc.returncode} before it was ready"
-                                 + (f"; its log ends:\n{tail}" if tail else ""))
+            raise FusionRecError(
+                f"{' '.join(proc.args[2:4])} exited with {proc.returncode} before it was ready"
+                + (f"; its log ends:\n{tail}" if tail else "")
+            )
         try:
             r = httpx.get(f"{url}/v1/models/{model}", timeout=2.0)
             if r.status_code == 200 and r.json().get("ready"):
@@ -89,19 +114,31 @@ def wait_answering(url: str, timeout: float = 30.0) -> bool:
 def start_process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+        )
 
 
-def serve(settings: Settings, *, storage_uri: str | None = None, predictor_port: int | None = None,
-          transformer_port: int | None = None, protocol: str = "v2", feast: bool = True, log_dir: Path,
-          timeout: float = 180.0, env: dict[str, str] | None = None) -> Servers:
+def serve(
+    settings: Settings,
+    *,
+    storage_uri: str | None = None,
+    predictor_port: int | None = None,
+    transformer_port: int | None = None,
+    protocol: str = "v2",
+    feast: bool = True,
+    log_dir: Path,
+    timeout: float = 180.0,
+    env: dict[str, str] | None = None,
+) -> Servers:
     """Start the predictor, wait until it is ready, then the transformer; return both."""
     s = settings.serving
     pp, tp = predictor_port or s.predictor_port, transformer_port or s.transformer_port
     if feast and not (Path(settings.features.data_dir) / "registry.db").exists():
-        raise ConfigError(f"no Feast registry under {settings.features.data_dir}: run 'fusionrec features build/apply/"
-                          "materialize' first (make run does), or serve without Feast (--no-feast)")
+        raise ConfigError(
+            f"no Feast registry under {settings.features.data_dir}: run 'fusionrec features build/apply/"
+            "materialize' first (make run does), or serve without Feast (--no-feast)"
+        )
     if s.auth.mode == "api_key":
         from fusionrec.api.access import ensure_key_file
 
@@ -126,8 +163,9 @@ def serve(settings: Settings, *, storage_uri: str | None = None, predictor_port:
     return Servers(pred, trans, purl, turl, s.model_name)
 
 
-def serve_detached(settings: Settings, *, storage_uri: str | None = None, env: dict[str, str] | None = None,
-                   **options: Any) -> Servers:
+def serve_detached(
+    settings: Settings, *, storage_uri: str | None = None, env: dict[str, str] | None = None, **options: Any
+) -> Servers:
     """Replace the detached pair (if any) with a new one that outlives this process; record its pids.
 
     The pids go to ``<paths.artifacts>/serving/servers.json``, where ``fusionrec serve --stop`` finds
@@ -141,8 +179,16 @@ def serve_detached(settings: Settings, *, storage_uri: str | None = None, env: d
 
 
 def write_pids(servers: Servers, path: Path) -> None:
-    path.write_text(json.dumps({"predictor": servers.predictor.pid, "transformer": servers.transformer.pid,
-                                "predictor_url": servers.predictor_url, "transformer_url": servers.transformer_url}))
+    path.write_text(
+        json.dumps(
+            {
+                "predictor": servers.predictor.pid,
+                "transformer": servers.transformer.pid,
+                "predictor_url": servers.predictor_url,
+                "transformer_url": servers.transformer_url,
+            }
+        )
+    )
 
 
 def stop_from_pids(path: Path, timeout_s: float = 30.0) -> list[int]:
@@ -192,13 +238,15 @@ def _released(urls: list[str], timeout_s: float) -> bool:
         time.sleep(0.2)
 
 
-def call(url: str, model: str, instances: list[dict[str, Any]], timeout: float = 30.0,
-         headers: dict[str, str] | None = None) -> dict[str, Any]:
+def call(
+    url: str, model: str, instances: list[dict[str, Any]], timeout: float = 30.0, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """POST v1 instances to a model server (``headers``: the caller's credentials, see
     :func:`fusionrec.api.access.client_headers`); a 4xx/5xx comes back as an error with the server's message."""
     try:
-        r = httpx.post(f"{url}/v1/models/{model}:predict", json={"instances": instances}, timeout=timeout,
-                       headers=headers)
+        r = httpx.post(
+            f"{url}/v1/models/{model}:predict", json={"instances": instances}, timeout=timeout, headers=headers
+        )
     except httpx.TransportError as e:
         raise Unavailable(f"{url} does not answer ({type(e).__name__}); start it with 'fusionrec serve'") from None
     if r.status_code != 200:

@@ -29,9 +29,19 @@ class TrainJobFailed(FusionRecError):
     exit_code = 1
 
 
-def render_trainjob(*, name: str, image: str, job_dir: str, spec: dict[str, Any], nodes: int = 2,
-                    gpus_per_node: int = 1, namespace: str | None = None, registry_pvc: str | None = None,
-                    mount: str | None = None, template: Path | None = None) -> dict[str, Any]:
+def render_trainjob(
+    *,
+    name: str,
+    image: str,
+    job_dir: str,
+    spec: dict[str, Any],
+    nodes: int = 2,
+    gpus_per_node: int = 1,
+    namespace: str | None = None,
+    registry_pvc: str | None = None,
+    mount: str | None = None,
+    template: Path | None = None,
+) -> dict[str, Any]:
     """The TrainJob for one training run.
 
     ``job_dir`` (on the registry volume, under ``mount``) holds ``clean/``, ``embeddings/`` and
@@ -44,9 +54,13 @@ def render_trainjob(*, name: str, image: str, job_dir: str, spec: dict[str, Any]
     cluster = ClusterSettings()
     registry_pvc, mount = registry_pvc or cluster.registry_pvc, mount or cluster.registry_mount
     if nodes < 1 or gpus_per_node < 0:
-        raise ConfigError(f"a TrainJob needs at least one node and no negative GPU count (got {nodes}, {gpus_per_node})")
+        raise ConfigError(
+            f"a TrainJob needs at least one node and no negative GPU count (got {nodes}, {gpus_per_node})"
+        )
     if template is None:
-        template = CLUSTER_TEMPLATE if CLUSTER_TEMPLATE.exists() else manifests_dir() / "base" / "training" / "trainjob.yaml"
+        template = (
+            CLUSTER_TEMPLATE if CLUSTER_TEMPLATE.exists() else manifests_dir() / "base" / "training" / "trainjob.yaml"
+        )
     job = copy.deepcopy(read_yaml(template))
     job["metadata"]["name"] = name
     if namespace:
@@ -55,9 +69,21 @@ def render_trainjob(*, name: str, image: str, job_dir: str, spec: dict[str, Any]
     trainer.update(image=image, numNodes=nodes, numProcPerNode=max(gpus_per_node, 1))
     d = job_dir.rstrip("/")
     # the spec whole, as JSON: never re-spelled as flags (a field a flag list forgot would train with its default)
-    trainer["args"] = ["-m", "fusionrec", "train", f"{d}/clean", "--embeddings", f"{d}/embeddings",
-                       "--features", f"{d}/features", "--candidate", f"{d}/candidate",
-                       "--spec", s.model_dump_json(), "--no-progress"]
+    trainer["args"] = [
+        "-m",
+        "fusionrec",
+        "train",
+        f"{d}/clean",
+        "--embeddings",
+        f"{d}/embeddings",
+        "--features",
+        f"{d}/features",
+        "--candidate",
+        f"{d}/candidate",
+        "--spec",
+        s.model_dump_json(),
+        "--no-progress",
+    ]
     for part in ("requests", "limits"):
         res = trainer["resourcesPerNode"][part]
         if gpus_per_node:
@@ -99,9 +125,21 @@ def run_trainjob(api, job: dict[str, Any], *, namespace: str, timeout_s: int = 6
     raise TrainJobFailed(f"TrainJob {namespace}/{name} did not complete within {timeout_s} s")
 
 
-def train_on_cluster(dataset_dir: str, embeddings_dir: str, features_dir: str, spec: dict[str, Any], out: str, *,
-                     image: str, nodes: int, gpus_per_node: int, namespace: str | None = None,
-                     mount: str | None = None, run: str | None = None, api=None):
+def train_on_cluster(
+    dataset_dir: str,
+    embeddings_dir: str,
+    features_dir: str,
+    spec: dict[str, Any],
+    out: str,
+    *,
+    image: str,
+    nodes: int,
+    gpus_per_node: int,
+    namespace: str | None = None,
+    mount: str | None = None,
+    run: str | None = None,
+    api=None,
+):
     """Stage the inputs on the registry volume, run the TrainJob, and copy its candidate to ``out``.
 
     Runs inside a pipeline step on the cluster (in-cluster Kubernetes credentials, the registry volume
@@ -123,8 +161,16 @@ def train_on_cluster(dataset_dir: str, embeddings_dir: str, features_dir: str, s
     try:
         for part, src in (("clean", dataset_dir), ("embeddings", embeddings_dir), ("features", features_dir)):
             shutil.copytree(src, job_dir / part)
-        job = render_trainjob(name=name, image=image, job_dir=str(job_dir), spec=spec, nodes=nodes,
-                              gpus_per_node=gpus_per_node, namespace=namespace, mount=mount)
+        job = render_trainjob(
+            name=name,
+            image=image,
+            job_dir=str(job_dir),
+            spec=spec,
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            namespace=namespace,
+            mount=mount,
+        )
         run_trainjob(api, job, namespace=namespace)
         if not (job_dir / "candidate" / "model.safetensors").exists():
             raise TrainJobFailed(f"TrainJob {namespace}/{name} completed without writing {job_dir / 'candidate'}")

@@ -37,48 +37,92 @@ def fusion_config(dataset, embeddings: dict, modalities: list[str] | None, **ove
     from fusionrec.config import describe_pydantic_errors
 
     try:
-        return FusionConfig(n_users=dataset.n_users, n_items=dataset.n_items,
-                            modalities={m: embeddings[m].dim for m in modalities}, **overrides)
+        return FusionConfig(
+            n_users=dataset.n_users,
+            n_items=dataset.n_items,
+            modalities={m: embeddings[m].dim for m in modalities},
+            **overrides,
+        )
     except ValidationError as e:
         raise ConfigError(f"model config: {describe_pydantic_errors(e)}") from None
 
 
-def fit(dataset, embeddings: dict, split: Split, cfg: FusionConfig, train_cfg: TrainConfig, *, progress: bool = True,
-        checkpoint_dir: Path | None = None, curves: Path | None = None) -> tuple[TrainResult, dict[str, float]]:
+def fit(
+    dataset,
+    embeddings: dict,
+    split: Split,
+    cfg: FusionConfig,
+    train_cfg: TrainConfig,
+    *,
+    progress: bool = True,
+    checkpoint_dir: Path | None = None,
+    curves: Path | None = None,
+) -> tuple[TrainResult, dict[str, float]]:
     """Train, then measure on the test part. Returns (result, test metrics)."""
-    result = train(split, embeddings, cfg, train_cfg, progress=progress, checkpoint_dir=checkpoint_dir, curves_png=curves)
+    result = train(
+        split, embeddings, cfg, train_cfg, progress=progress, checkpoint_dir=checkpoint_dir, curves_png=curves
+    )
     metrics = evaluate_model(result.model, result.user_history, result.user_history_mask, split).flat()
     if cfg.ranking_head:  # AUC and log loss of the ranking head against sampled unseen items
-        metrics.update(ranking_head_metrics(result.model, result.user_history, result.user_history_mask, split,
-                                            seed=train_cfg.seed))
+        metrics.update(
+            ranking_head_metrics(
+                result.model, result.user_history, result.user_history_mask, split, seed=train_cfg.seed
+            )
+        )
     return result, metrics
 
 
-def model_card(dataset_name: str, split: Split, cfg: FusionConfig, result: TrainResult, test: dict[str, float],
-               encoders: dict[str, Any], compared: dict[str, dict[str, float]] | None = None) -> str:
+def model_card(
+    dataset_name: str,
+    split: Split,
+    cfg: FusionConfig,
+    result: TrainResult,
+    test: dict[str, float],
+    encoders: dict[str, Any],
+    compared: dict[str, dict[str, float]] | None = None,
+) -> str:
     """The model card, in Markdown."""
-    lines = [f"# fusionrec model {{version}} on `{dataset_name}`", "",
-             "Multimodal-fusion retrieval model: frozen pretrained item embeddings per modality, projected and fused "
-             f"by {cfg.fusion} fusion, plus item and user ID embeddings and attention over the user's history; "
-             "dot-product retrieval over the whole catalogue, plus an item-item term over the user's history.", "",
-             "## Data and split", "", f"- split: {json.dumps(split.summary())}",
-             "- modalities: " + ", ".join(f"{m} ({d}-d, {encoders.get(m, {}).get('identity', m)})"
-                                           for m, d in cfg.modalities.items()),
-             "", "## Training", "",
-             f"- best epoch {result.best_epoch} ({len(result.history)} validation checks), {result.seconds:.0f} s, "
-             f"{result.samples_per_second:,.0f} samples/s", f"- config: `{cfg.model_dump_json()}`", "",
-             "## What moves the score", "", *_contributions(cfg, result), "",
-             "## Test metrics (full ranking, training and validation items excluded)", "",
-             "| metric | value |", "|---|---|"]
+    lines = [
+        f"# fusionrec model {{version}} on `{dataset_name}`",
+        "",
+        "Multimodal-fusion retrieval model: frozen pretrained item embeddings per modality, projected and fused "
+        f"by {cfg.fusion} fusion, plus item and user ID embeddings and attention over the user's history; "
+        "dot-product retrieval over the whole catalogue, plus an item-item term over the user's history.",
+        "",
+        "## Data and split",
+        "",
+        f"- split: {json.dumps(split.summary())}",
+        "- modalities: "
+        + ", ".join(f"{m} ({d}-d, {encoders.get(m, {}).get('identity', m)})" for m, d in cfg.modalities.items()),
+        "",
+        "## Training",
+        "",
+        f"- best epoch {result.best_epoch} ({len(result.history)} validation checks), {result.seconds:.0f} s, "
+        f"{result.samples_per_second:,.0f} samples/s",
+        f"- config: `{cfg.model_dump_json()}`",
+        "",
+        "## What moves the score",
+        "",
+        *_contributions(cfg, result),
+        "",
+        "## Test metrics (full ranking, training and validation items excluded)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.4f} |" for k, v in test.items() if k != "users"]
     if compared:
         lines += ["", "## Compared on the same split", "", comparison_table(compared)]
-    lines += ["", "## Use and limits", "",
-              "- Intended for ranking catalogue items for known users, and for new items and users through their "
-              "content and history.",
-              "- Text passes the PII filter before it is embedded. Known data defects (mismatched posters or "
-              "overviews) are kept as they are and blur the content signal.",
-              "- Metrics come from one offline split; online behaviour is watched by the monitoring jobs."]
+    lines += [
+        "",
+        "## Use and limits",
+        "",
+        "- Intended for ranking catalogue items for known users, and for new items and users through their "
+        "content and history.",
+        "- Text passes the PII filter before it is embedded. Known data defects (mismatched posters or "
+        "overviews) are kept as they are and blur the content signal.",
+        "- Metrics come from one offline split; online behaviour is watched by the monitoring jobs.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -91,31 +135,46 @@ def _contributions(cfg: FusionConfig, result: TrainResult) -> list[str]:
     if model.modality_names:
         with torch.inference_mode():
             w = model.items().modality_weights.mean(0).tolist()
-        lines.append("- mean fusion weight per modality over the catalogue: "
-                     + ", ".join(f"{m} {v:.2f}" for m, v in zip(model.modality_names, w)))
+        lines.append(
+            "- mean fusion weight per modality over the catalogue: "
+            + ", ".join(f"{m} {v:.2f}" for m, v in zip(model.modality_names, w))
+        )
     ii = result.item_item
     if ii:
-        lines.append(f"- item-item term (EASE over the user's last {cfg.item_item_history} items, ridge {ii['lambda']:g}, "
-                     f"weight {ii['weight']:g}): validation NDCG@20 {ii['valid_ndcg@20_network']:.4f} from the two "
-                     f"towers alone, {ii['valid_ndcg@20_with_item_item']:.4f} with it")
+        lines.append(
+            f"- item-item term (EASE over the user's last {cfg.item_item_history} items, ridge {ii['lambda']:g}, "
+            f"weight {ii['weight']:g}): validation NDCG@20 {ii['valid_ndcg@20_network']:.4f} from the two "
+            f"towers alone, {ii['valid_ndcg@20_with_item_item']:.4f} with it"
+        )
     else:
-        lines.append("- no item-item term (turned off, or the catalogue is above "
-                     f"{cfg.item_item_max_items:,} items)")
-    lines.append("- what each change brought on movielens-100k-mm (mean of 3 seeds): docs/model.md, 'What moved "
-                 "the figures'")
+        lines.append(f"- no item-item term (turned off, or the catalogue is above {cfg.item_item_max_items:,} items)")
+    lines.append(
+        "- what each change brought on movielens-100k-mm (mean of 3 seeds): docs/model.md, 'What moved the figures'"
+    )
     return lines
 
 
-def comparison_table(results: dict[str, dict[str, float]], keys=("recall@20", "ndcg@20", "hit@20", "recall@10",
-                                                                 "ndcg@10", "coverage")) -> str:
+def comparison_table(
+    results: dict[str, dict[str, float]], keys=("recall@20", "ndcg@20", "hit@20", "recall@10", "ndcg@10", "coverage")
+) -> str:
     """A Markdown table of models by metrics."""
     head = "| model | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys)
-    rows = [f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in keys) + " |" for name, m in results.items()]
+    rows = [
+        f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in keys) + " |" for name, m in results.items()
+    ]
     return head + "\n" + "\n".join(rows)
 
 
-def compare(dataset, embeddings: dict, split: Split, *, models=COMPARED, train_cfg: TrainConfig, dim: int,
-            progress: bool = False) -> dict[str, dict[str, float]]:
+def compare(
+    dataset,
+    embeddings: dict,
+    split: Split,
+    *,
+    models=COMPARED,
+    train_cfg: TrainConfig,
+    dim: int,
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
     """Every model in ``models`` (names of :data:`fusionrec.train.models.MODELS`) fitted and measured on the
     same split, test metrics by model name; a model this data cannot feed is left out."""
     from fusionrec.train.models import MODELS, Context
@@ -132,12 +191,19 @@ def compare(dataset, embeddings: dict, split: Split, *, models=COMPARED, train_c
         if model is None:  # this data cannot feed it (VBPR without images, text_only without text)
             continue
         model.fit(split)
-        metrics = evaluate_ranking(model.score, split.test, [split.train, split.valid], split.n_users, split.n_items,
-                                   candidates=candidates).flat()
+        metrics = evaluate_ranking(
+            model.score, split.test, [split.train, split.valid], split.n_users, split.n_items, candidates=candidates
+        ).flat()
         metrics.update(model.extra())
         metrics["seconds"] = time.perf_counter() - t
         out[name] = metrics
-        log.info("%s: recall@20 %.4f ndcg@20 %.4f (%.0f s)", name, metrics["recall@20"], metrics["ndcg@20"], metrics["seconds"])
+        log.info(
+            "%s: recall@20 %.4f ndcg@20 %.4f (%.0f s)",
+            name,
+            metrics["recall@20"],
+            metrics["ndcg@20"],
+            metrics["seconds"],
+        )
     return out
 
 

@@ -72,12 +72,12 @@ class TrainResult:
     item_item: dict[str, float] = field(default_factory=dict)  # what fit_item_item chose (empty: no term)
 
 
-
 def _plain(value):
     """``value`` with numpy scalars turned into Python numbers (what ``torch.load(weights_only=True)`` reads)."""
     import json
 
     return json.loads(json.dumps(value, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
+
 
 def user_histories(train, n_users: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[n_users, length] item indices of each user's latest training items (oldest first) and a mask."""
@@ -88,15 +88,20 @@ def user_histories(train, n_users: int, length: int) -> tuple[torch.Tensor, torc
     t = train.sort_values(["user_idx", "timestamp"], kind="stable")
     for u, g in t.groupby("user_idx")["item_idx"]:
         items = g.to_numpy()[-length:]
-        hist[int(u), -len(items):] = items
-        mask[int(u), -len(items):] = True
+        hist[int(u), -len(items) :] = items
+        mask[int(u), -len(items) :] = True
     return torch.from_numpy(hist), torch.from_numpy(mask)
 
 
 def item_features(embeddings: dict, modalities: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """modality -> (values, mask) tensors from the embedding pipeline's output."""
-    return {m: (torch.from_numpy(np.ascontiguousarray(embeddings[m].values, dtype=np.float32)),
-                torch.from_numpy(np.asarray(embeddings[m].mask, dtype=bool))) for m in modalities}
+    return {
+        m: (
+            torch.from_numpy(np.ascontiguousarray(embeddings[m].values, dtype=np.float32)),
+            torch.from_numpy(np.asarray(embeddings[m].mask, dtype=bool)),
+        )
+        for m in modalities
+    }
 
 
 def build_model(cfg: FusionConfig, split: Split, embeddings: dict) -> FusionRecModel:
@@ -108,8 +113,9 @@ def build_model(cfg: FusionConfig, split: Split, embeddings: dict) -> FusionRecM
     return model
 
 
-def score_function(model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor, device: str = "cpu", *,
-                   item_item: bool = True):
+def score_function(
+    model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor, device: str = "cpu", *, item_item: bool = True
+):
     """user indices -> retrieval scores over the whole catalogue (eval mode, no gradients); with
     ``item_item=False`` the two towers' scores alone."""
     model.eval()
@@ -131,9 +137,13 @@ def score_function(model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor
 def _diagnose(model: FusionRecModel, loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig) -> str:
     bad_inputs = [m for m in model.modality_names if not torch.isfinite(getattr(model, f"feat_{m}")).all()]
     bad_params = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-    hint = (f"non-finite input features in {bad_inputs}" if bad_inputs else
-            f"non-finite weights in {bad_params[:3]}: lower the learning rate (now {cfg.lr})" if bad_params else
-            f"lower the learning rate (now {cfg.lr}) or raise the temperature")
+    hint = (
+        f"non-finite input features in {bad_inputs}"
+        if bad_inputs
+        else f"non-finite weights in {bad_params[:3]}: lower the learning rate (now {cfg.lr})"
+        if bad_params
+        else f"lower the learning rate (now {cfg.lr}) or raise the temperature"
+    )
     return f"training diverged: loss {loss.item()} at epoch {epoch}, step {step}; {hint}; no artifact written"
 
 
@@ -171,17 +181,27 @@ class NegativeSampler:
         self.seen = torch.nonzero(counts > 0).flatten()
         self.negatives = cfg.negatives
 
-    def draw(self, positives: torch.Tensor, generator: torch.Generator, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(
+        self, positives: torch.Tensor, generator: torch.Generator, device: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         uniform = self.seen[torch.randint(len(self.seen), (self.negatives,), generator=generator)]
         candidates = torch.unique(torch.cat([positives.cpu(), uniform]))
         expected = len(positives) * self.share[candidates] + self.negatives / len(self.seen)
         return candidates.to(device), torch.log(expected).float().to(device)
 
 
-def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainConfig, *, progress: bool = True,
-          checkpoint_dir: Path | None = None, curves_png: Path | None = None,
-          on_epoch_end: Callable[[int, FusionRecModel], None] | None = None,
-          on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> TrainResult:
+def train(
+    split: Split,
+    embeddings: dict,
+    model_cfg: FusionConfig,
+    cfg: TrainConfig,
+    *,
+    progress: bool = True,
+    checkpoint_dir: Path | None = None,
+    curves_png: Path | None = None,
+    on_epoch_end: Callable[[int, FusionRecModel], None] | None = None,
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> TrainResult:
     """Train on ``split.train``, early-stop on ``split.valid`` NDCG@20, return the best model.
 
     Under ``torchrun`` (more than one process) the model is wrapped in DistributedDataParallel (gloo on
@@ -236,13 +256,20 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
         state = torch.load(ckpt, map_location=device, weights_only=True)  # tensors and plain values only: no code
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        start_epoch, best, best_epoch, history, bad = (state["epoch"] + 1, state["best"], state["best_epoch"],
-                                                       state["history"], state["bad"])
+        start_epoch, best, best_epoch, history, bad = (
+            state["epoch"] + 1,
+            state["best"],
+            state["best_epoch"],
+            state["history"],
+            state["bad"],
+        )
         best_state = state["best_state"]
         torch.set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     t0 = time.perf_counter()
     seen_samples, steps_taken = 0, 0
     for epoch in range(start_epoch, cfg.epochs):
@@ -250,15 +277,16 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         perm = torch.randperm(n, generator=g)
         size = batch_size(cfg, n, sampler is not None)
-        batches = [perm[s: s + size] for s in range(0, n, size)]
+        batches = [perm[s : s + size] for s in range(0, n, size)]
         mine = batches[rank::world]
         if distributed:  # every rank must take the same number of steps
             steps = min(len(batches[r::world]) for r in range(world))
             mine = mine[:steps]
         total, rows_done = 0.0, 0
         checks = check_steps(len(mine), size * world, cfg.valid_every)
-        bar = progress_bar(mine, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                           enabled=progress and rank == 0, leave=False)
+        bar = progress_bar(
+            mine, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=progress and rank == 0, leave=False
+        )
         stop = torch.zeros(1)
         for step, b in enumerate(bar):
             u, i = users[b].to(device), items[b].to(device)
@@ -285,11 +313,24 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
                 on_epoch_end(epoch + 1, model)
             if rank == 0:  # validate: at the epoch's end, and within long epochs (a fractional epoch)
                 at = epoch + 1 if last else round(epoch + (step + 1) / len(mine), 2)
-                metrics = evaluate_ranking(score_function(model, hist, hmask, device), valid, [split.train],
-                                           model_cfg.n_users, model_cfg.n_items, ks=(20,))
+                metrics = evaluate_ranking(
+                    score_function(model, hist, hmask, device),
+                    valid,
+                    [split.train],
+                    model_cfg.n_users,
+                    model_cfg.n_items,
+                    ks=(20,),
+                )
                 val = metrics.ndcg[20]
-                history.append({"epoch": at, "loss": total / max(1, rows_done), "valid_ndcg@20": val,
-                                "valid_recall@20": metrics.recall[20], "seconds": time.perf_counter() - t0})
+                history.append(
+                    {
+                        "epoch": at,
+                        "loss": total / max(1, rows_done),
+                        "valid_ndcg@20": val,
+                        "valid_recall@20": metrics.recall[20],
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
                 log.info("epoch %s: loss %.4f valid NDCG@20 %.4f", at, history[-1]["loss"], val)
                 total, rows_done = 0.0, 0
                 if val > best:
@@ -302,10 +343,20 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
                 if ckpt is not None and last:
                     ckpt.parent.mkdir(parents=True, exist_ok=True)
                     # plain values only (no numpy scalars): the checkpoint loads with weights_only=True
-                    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": int(epoch),
-                                "best": float(best), "best_epoch": int(best_epoch), "history": _plain(history),
-                                "bad": int(bad), "best_state": best_state, "rng": torch.get_rng_state()},
-                               ckpt.with_suffix(".tmp"))
+                    torch.save(
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": opt.state_dict(),
+                            "epoch": int(epoch),
+                            "best": float(best),
+                            "best_epoch": int(best_epoch),
+                            "history": _plain(history),
+                            "bad": int(bad),
+                            "best_state": best_state,
+                            "rng": torch.get_rng_state(),
+                        },
+                        ckpt.with_suffix(".tmp"),
+                    )
                     ckpt.with_suffix(".tmp").replace(ckpt)
             net.train()  # scoring put the model in eval mode; the epoch may go on
             if distributed:
@@ -321,8 +372,15 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
     if rank == 0 and model.has_item_item:  # fitted once the network is final (fusionrec.itemitem)
         from fusionrec.itemitem import fit_item_item
 
-        item_item = fit_item_item(model, split, hist, hmask, score_function(model, hist, hmask, device, item_item=False),
-                                  seed=cfg.seed, device=device)
+        item_item = fit_item_item(
+            model,
+            split,
+            hist,
+            hmask,
+            score_function(model, hist, hmask, device, item_item=False),
+            seed=cfg.seed,
+            device=device,
+        )
     if distributed:  # rank 0's best weights everywhere
         for t in model.state_dict().values():
             dist.broadcast(t, src=0)
@@ -330,8 +388,18 @@ def train(split: Split, embeddings: dict, model_cfg: FusionConfig, cfg: TrainCon
     if rank == 0 and curves_png is not None and history:
         save_curves(history, curves_png)
     best_valid = next((h for h in history if h["epoch"] == best_epoch), {})
-    return TrainResult(model, history, best_epoch, best_valid, seen_samples / max(seconds, 1e-9), seconds, hist, hmask,
-                       steps_taken, item_item)
+    return TrainResult(
+        model,
+        history,
+        best_epoch,
+        best_valid,
+        seen_samples / max(seconds, 1e-9),
+        seconds,
+        hist,
+        hmask,
+        steps_taken,
+        item_item,
+    )
 
 
 def save_curves(history: list[dict[str, float]], path: Path) -> None:
@@ -353,21 +421,33 @@ def save_curves(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def evaluate_model(model: FusionRecModel, hist, hmask, split: Split, part: str = "test", device: str = "cpu") -> Metrics:
+def evaluate_model(
+    model: FusionRecModel, hist, hmask, split: Split, part: str = "test", device: str = "cpu"
+) -> Metrics:
     """The model's full-ranking metrics on ``split.test`` (train and valid excluded) or ``split.valid``."""
     target = split.test if part == "test" else split.valid
     exclude = [split.train, split.valid] if part == "test" else [split.train]
-    return evaluate_ranking(score_function(model, hist, hmask, device), target, exclude, split.n_users, split.n_items,
-                            candidates=split.cold_items if len(split.cold_items) else None)
+    return evaluate_ranking(
+        score_function(model, hist, hmask, device),
+        target,
+        exclude,
+        split.n_users,
+        split.n_items,
+        candidates=split.cold_items if len(split.cold_items) else None,
+    )
 
 
-def ranking_head_metrics(model: FusionRecModel, hist, hmask, split: Split, negatives: int = 4, seed: int = 0,
-                         device: str = "cpu") -> dict[str, float]:
+def ranking_head_metrics(
+    model: FusionRecModel, hist, hmask, split: Split, negatives: int = 4, seed: int = 0, device: str = "cpu"
+) -> dict[str, float]:
     """AUC and log loss of the ranking head on the test positives against ``negatives`` sampled items per
     positive that the user never interacted with (in any part of the split)."""
     rng = np.random.default_rng(seed)
-    seen = {(int(u), int(i)) for part in (split.train, split.valid, split.test)
-            for u, i in zip(part["user_idx"], part["item_idx"])}
+    seen = {
+        (int(u), int(i))
+        for part in (split.train, split.valid, split.test)
+        for u, i in zip(part["user_idx"], part["item_idx"])
+    }
     users = split.test["user_idx"].to_numpy(np.int64)
     pos = split.test["item_idx"].to_numpy(np.int64)
     neg_u = np.repeat(users, negatives)
@@ -382,9 +462,9 @@ def ranking_head_metrics(model: FusionRecModel, hist, hmask, split: Split, negat
         def logits(u: np.ndarray, i: np.ndarray) -> np.ndarray:
             out = []
             for s in range(0, len(u), 4096):
-                ub = torch.from_numpy(u[s: s + 4096])
+                ub = torch.from_numpy(u[s : s + 4096])
                 uv = model.users(ub.to(device), hist[ub].to(device), hmask[ub].to(device), items)
-                out.append(model.rank(uv, items[torch.from_numpy(i[s: s + 4096]).to(device)]).float().cpu().numpy())
+                out.append(model.rank(uv, items[torch.from_numpy(i[s : s + 4096]).to(device)]).float().cpu().numpy())
             return np.concatenate(out) if out else np.zeros(0)
 
         auc, logloss = auc_logloss(logits(users, pos), logits(neg_u, neg))

@@ -49,8 +49,9 @@ class Context:
 
 def valid_ndcg(split: Split) -> Callable:
     """Validation NDCG@20 of a score function: what the peers that tune choose by."""
-    return lambda score: evaluate_ranking(score, split.valid, [split.train], split.n_users, split.n_items,
-                                          ks=(20,)).ndcg[20]
+    return lambda score: evaluate_ranking(
+        score, split.valid, [split.train], split.n_users, split.n_items, ks=(20,)
+    ).ndcg[20]
 
 
 @dataclass
@@ -95,8 +96,9 @@ class FusionVariant:
         self._score = score_function(r.model, r.user_history, r.user_history_mask)
         self._extra = {"samples_per_second": r.samples_per_second}
         if cfg.ranking_head:  # AUC and log loss of the ranking head against sampled unseen items
-            self._extra.update(ranking_head_metrics(r.model, r.user_history, r.user_history_mask, split,
-                                                    seed=train_cfg.seed))
+            self._extra.update(
+                ranking_head_metrics(r.model, r.user_history, r.user_history_mask, split, seed=train_cfg.seed)
+            )
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
@@ -109,9 +111,11 @@ class FusionVariant:
 def _variant(modalities: Callable[[dict], list[str] | None], overrides=None, training=None):
     """A registry entry for a fusion variant; ``modalities`` of the embeddings (None: this data has not
     what the variant needs)."""
+
     def make(ctx: Context) -> FusionVariant | None:
         mods = modalities(ctx.embeddings)
         return None if mods is None else FusionVariant(ctx, mods, dict(overrides or {}), dict(training or {}))
+
     return make
 
 
@@ -142,8 +146,9 @@ VARIANTS: dict[str, Callable[[Context], Compared | None]] = {
 }
 PEERS: dict[str, Callable[[Context], Compared | None]] = {
     "mostpop": _peer(lambda c, s: peers.most_popular(s)),
-    "bpr_mf": _peer(lambda c, s: peers.bpr_mf(s, dim=c.dim, epochs=c.train_cfg.epochs, seed=c.seed,
-                                              valid_fn=valid_ndcg(s))),
+    "bpr_mf": _peer(
+        lambda c, s: peers.bpr_mf(s, dim=c.dim, epochs=c.train_cfg.epochs, seed=c.seed, valid_fn=valid_ndcg(s))
+    ),
     "cornac_bpr": _peer(lambda c, s: peers.cornac_bpr(s, k=c.dim, seed=c.seed)),
     "cornac_vbpr": _peer(lambda c, s: peers.cornac_vbpr(s, c.embeddings["image"].values, seed=c.seed), needs="image"),
     "ease": _peer(lambda c, s: peers.ease(s, valid_fn=valid_ndcg(s))),

@@ -25,8 +25,18 @@ def random_scores(split: Split, seed: int = 0):
     return lambda users: rng.random((len(users), split.n_items))
 
 
-def bpr_mf(split: Split, *, dim: int, epochs: int, lr: float = 5e-3, reg: float = 1e-5, batch: int = 2048,
-           seed: int = 0, patience: int = 4, valid_fn=None):
+def bpr_mf(
+    split: Split,
+    *,
+    dim: int,
+    epochs: int,
+    lr: float = 5e-3,
+    reg: float = 1e-5,
+    batch: int = 2048,
+    seed: int = 0,
+    patience: int = 4,
+    valid_fn=None,
+):
     """ID-only matrix factorisation trained with BPR (uniform negatives), early-stopped on validation."""
     torch.manual_seed(seed)
     U = torch.nn.Embedding(split.n_users, dim)
@@ -50,11 +60,13 @@ def bpr_mf(split: Split, *, dim: int, epochs: int, lr: float = 5e-3, reg: float 
     for _ in range(epochs):
         perm = torch.randperm(len(users), generator=g)
         for s in range(0, len(perm), batch):
-            idx = perm[s: s + batch]
+            idx = perm[s : s + batch]
             u, i = users[idx], items[idx]
             j = torch.randint(0, split.n_items, (len(idx),), generator=g)
             x = (U(u) * (V(i) - V(j))).sum(-1) + (b(i) - b(j)).squeeze(-1)
-            loss = -torch.nn.functional.logsigmoid(x).mean() + reg * (U(u).pow(2).sum() + V(i).pow(2).sum() + V(j).pow(2).sum()) / len(idx)
+            loss = -torch.nn.functional.logsigmoid(x).mean() + reg * (
+                U(u).pow(2).sum() + V(i).pow(2).sum() + V(j).pow(2).sum()
+            ) / len(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -137,13 +149,25 @@ def cornac_bpr(split: Split, k: int = 64, max_iter: int = 200, lr: float = 0.01,
     return _cornac_scores(model, train, split)
 
 
-def cornac_vbpr(split: Split, image: np.ndarray, k: int = 32, k2: int = 32, n_epochs: int = 30, lr: float = 0.005,
-                seed: int = 0):
+def cornac_vbpr(
+    split: Split, image: np.ndarray, k: int = 32, k2: int = 32, n_epochs: int = 30, lr: float = 0.005, seed: int = 0
+):
     """Cornac's VBPR, fed our image embeddings as the visual features."""
     import cornac
 
     train, _ = _cornac_sets(split, image.astype(np.float32))
-    model = cornac.models.VBPR(k=k, k2=k2, n_epochs=n_epochs, batch_size=512, learning_rate=lr, lambda_w=0.01,
-                               lambda_b=0.01, lambda_e=0.0, use_gpu=torch.cuda.is_available(), seed=seed, verbose=False)
+    model = cornac.models.VBPR(
+        k=k,
+        k2=k2,
+        n_epochs=n_epochs,
+        batch_size=512,
+        learning_rate=lr,
+        lambda_w=0.01,
+        lambda_b=0.01,
+        lambda_e=0.0,
+        use_gpu=torch.cuda.is_available(),
+        seed=seed,
+        verbose=False,
+    )
     model.fit(train)
     return _cornac_scores(model, train, split)

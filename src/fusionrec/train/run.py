@@ -46,15 +46,29 @@ class TrainOutcome:
 
     def summary(self) -> dict[str, Any]:
         m = self.candidate.metrics
-        return {"artifact": str(self.version), "run": self.candidate.run_id, "source": self.candidate.source,
-                "test": {k: round(float(v), 4) for k, v in self.candidate.test.items()},
-                "samples_per_second": round(m["samples_per_second"]), "promoted": self.decision.promoted,
-                "gate": self.decision.reason}
+        return {
+            "artifact": str(self.version),
+            "run": self.candidate.run_id,
+            "source": self.candidate.source,
+            "test": {k: round(float(v), 4) for k, v in self.candidate.test.items()},
+            "samples_per_second": round(m["samples_per_second"]),
+            "promoted": self.decision.promoted,
+            "gate": self.decision.reason,
+        }
 
 
-def train_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, spec: TrainSpec, out: str | Path, *,
-                    device: str = "auto", checkpoints: str | Path | None = None, features_dir: str | Path | None = None,
-                    feature_settings=None, progress: bool = True) -> Candidate | None:
+def train_candidate(
+    dataset_dir: str | Path,
+    embeddings_dir: str | Path,
+    spec: TrainSpec,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    checkpoints: str | Path | None = None,
+    features_dir: str | Path | None = None,
+    feature_settings=None,
+    progress: bool = True,
+) -> Candidate | None:
     """Train the fusion model on a split of a validated dataset and write the candidate artifact to ``out``.
 
     With ``features_dir`` (the Feast tables of ``fusionrec features build``) the training rows and every
@@ -80,8 +94,14 @@ def train_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, spec: T
 
     ds = Dataset.load(dataset_dir)
     emb = load_embeddings(embeddings_dir)
-    cfg = fusion_config(ds, emb, list(spec.modalities) if spec.modalities else None, fusion=spec.fusion, dim=spec.dim,
-                        ranking_head=spec.ranking_head)
+    cfg = fusion_config(
+        ds,
+        emb,
+        list(spec.modalities) if spec.modalities else None,
+        fusion=spec.fusion,
+        dim=spec.dim,
+        ranking_head=spec.ranking_head,
+    )
     emb = {m: e for m, e in emb.items() if m in cfg.modalities}
     train_cfg = TrainConfig(epochs=spec.epochs, seed=spec.seed, device=device, softmax=spec.softmax)
     split = make_split(ds, spec.protocol, seed=spec.seed)
@@ -94,11 +114,17 @@ def train_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, spec: T
         with tempfile.TemporaryDirectory(prefix="fusionrec-feast-") as tmp:
             # a private registry: the features folder may be read-only (a pipeline's input artifact) and
             # the paths recorded in its own registry may be another machine's
-            store = feature_store(feature_settings or FeatureSettings(), features_dir, registry=Path(tmp) / "registry.db")
+            store = feature_store(
+                feature_settings or FeatureSettings(), features_dir, registry=Path(tmp) / "registry.db"
+            )
             apply(store, features_dir)
             fts = training_set(store, ds, split.train, emb)
         split, emb, source = replace(split, train=fts.train), fts.embeddings, "feast"
-        feast_info = {"frame_rows": fts.frame_rows, "catalogue_rows": fts.catalogue_rows, "seconds": round(fts.seconds, 1)}
+        feast_info = {
+            "frame_rows": fts.frame_rows,
+            "catalogue_rows": fts.catalogue_rows,
+            "seconds": round(fts.seconds, 1),
+        }
         log.info("training set from Feast: %s", feast_info)
     ckpt = Path(checkpoints) / run_id if checkpoints is not None else None
     with tempfile.TemporaryDirectory(prefix="fusionrec-curves-") as tmp:
@@ -107,19 +133,39 @@ def train_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, spec: T
         if _rank() != 0:  # under torchrun every rank trains; rank 0 alone writes the artifact
             return None
         encoders = {m: {"identity": e.identity, "dim": e.dim} for m, e in emb.items()}
-        metrics = {"test": test, "valid": result.best_valid, "split": split.summary(), "best_epoch": result.best_epoch,
-                   "samples_per_second": result.samples_per_second, "train_seconds": result.seconds,
-                   "run": run_id, "source": source, **({"feast": feast_info} if feast_info else {})}
-        path = write_artifact(out, result.model, version="candidate", dataset=ds, encoders=encoders,
-                              training={"train": train_cfg.model_dump(), "spec": spec.model_dump(mode="json"),
-                                        "split": split.summary(), "history": result.history},
-                              history=result.user_history, history_mask=result.user_history_mask, metrics=metrics,
-                              card=model_card(ds.name, split, cfg, result, test, encoders), curves=curves,
-                              seen=pd.concat([split.train, split.valid, split.test]))  # what serving excludes as seen
+        metrics = {
+            "test": test,
+            "valid": result.best_valid,
+            "split": split.summary(),
+            "best_epoch": result.best_epoch,
+            "samples_per_second": result.samples_per_second,
+            "train_seconds": result.seconds,
+            "run": run_id,
+            "source": source,
+            **({"feast": feast_info} if feast_info else {}),
+        }
+        path = write_artifact(
+            out,
+            result.model,
+            version="candidate",
+            dataset=ds,
+            encoders=encoders,
+            training={
+                "train": train_cfg.model_dump(),
+                "spec": spec.model_dump(mode="json"),
+                "split": split.summary(),
+                "history": result.history,
+            },
+            history=result.user_history,
+            history_mask=result.user_history_mask,
+            metrics=metrics,
+            card=model_card(ds.name, split, cfg, result, test, encoders),
+            curves=curves,
+            seen=pd.concat([split.train, split.valid, split.test]),
+        )  # what serving excludes as seen
     if ckpt is not None:
         shutil.rmtree(ckpt, ignore_errors=True)  # the run finished: its checkpoints are no longer needed
-    return Candidate(path, run_id, test, metrics_file.read(path).model_dump(exclude_none=True), source,
-                     feast_info)
+    return Candidate(path, run_id, test, metrics_file.read(path).model_dump(exclude_none=True), source, feast_info)
 
 
 def _rank() -> int:
@@ -128,9 +174,18 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec: TrainSpec, registry: str | Path, *,
-                       margin: float | None = None, device: str = "auto", features_dir: str | Path | None = None,
-                       feature_settings=None, progress: bool = True) -> TrainOutcome | None:
+def train_and_register(
+    dataset_dir: str | Path,
+    embeddings_dir: str | Path,
+    spec: TrainSpec,
+    registry: str | Path,
+    *,
+    margin: float | None = None,
+    device: str = "auto",
+    features_dir: str | Path | None = None,
+    feature_settings=None,
+    progress: bool = True,
+) -> TrainOutcome | None:
     """Train a candidate, register it as the next version, and promote it when the gate says so.
 
     Every trained model is kept as a version; only the gate moves the champion. ``margin``: the gate's
@@ -140,14 +195,23 @@ def train_and_register(dataset_dir: str | Path, embeddings_dir: str | Path, spec
 
     registry = Path(registry)
     staging = registry / "staging"
-    candidate = train_candidate(dataset_dir, embeddings_dir, spec, staging / "candidate", device=device,
-                                checkpoints=registry / "checkpoints", features_dir=features_dir,
-                                feature_settings=feature_settings, progress=progress)
+    candidate = train_candidate(
+        dataset_dir,
+        embeddings_dir,
+        spec,
+        staging / "candidate",
+        device=device,
+        checkpoints=registry / "checkpoints",
+        features_dir=features_dir,
+        feature_settings=feature_settings,
+        progress=progress,
+    )
     if candidate is None:  # a rank other than 0 under torchrun
         return None
     try:
-        version, decision = register_judged(registry, candidate.path, *([] if margin is None else [margin]),
-                                            only_if_better=False)
+        version, decision = register_judged(
+            registry, candidate.path, *([] if margin is None else [margin]), only_if_better=False
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return TrainOutcome(candidate, version, decision)
@@ -170,9 +234,17 @@ class Evaluation:
     title: str
 
 
-def compare_on_split(dataset_dir: str | Path, embeddings_dir: str | Path, out: str | Path, *, spec: TrainSpec,
-                     models: tuple[str, ...], device: str = "auto", first: dict[str, dict[str, float]] | None = None,
-                     progress: bool = False) -> Evaluation:
+def compare_on_split(
+    dataset_dir: str | Path,
+    embeddings_dir: str | Path,
+    out: str | Path,
+    *,
+    spec: TrainSpec,
+    models: tuple[str, ...],
+    device: str = "auto",
+    first: dict[str, dict[str, float]] | None = None,
+    progress: bool = False,
+) -> Evaluation:
     """Fit and measure ``models`` on the split ``spec`` names (its size, epochs and seed for each), after the
     rows of ``first``; write metrics.json, comparison.md and comparison.png to ``out``."""
     from fusionrec.data.dataset import Dataset
@@ -184,16 +256,32 @@ def compare_on_split(dataset_dir: str | Path, embeddings_dir: str | Path, out: s
     ds = Dataset.load(dataset_dir)
     split = make_split(ds, spec.protocol, seed=spec.seed)
     results = dict(first or {})
-    results.update(compare(ds, load_embeddings(embeddings_dir), split, models=models, dim=spec.dim,
-                           train_cfg=TrainConfig(epochs=spec.epochs, seed=spec.seed, device=device), progress=progress))
+    results.update(
+        compare(
+            ds,
+            load_embeddings(embeddings_dir),
+            split,
+            models=models,
+            dim=spec.dim,
+            train_cfg=TrainConfig(epochs=spec.epochs, seed=spec.seed, device=device),
+            progress=progress,
+        )
+    )
     title = f"{ds.name}, {split.protocol} split, seed {split.seed}"
     write_comparison(results, Path(out), title)
     return Evaluation(results, title)
 
 
-def evaluate_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, candidate: str | Path, out: str | Path, *,
-                       baselines: tuple[str, ...] | None = None, device: str = "auto",
-                       progress: bool = False) -> Evaluation:
+def evaluate_candidate(
+    dataset_dir: str | Path,
+    embeddings_dir: str | Path,
+    candidate: str | Path,
+    out: str | Path,
+    *,
+    baselines: tuple[str, ...] | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> Evaluation:
     """Measure the baselines (default :data:`fusionrec.train.request.BASELINES`) on the split the candidate was
     trained on and write the comparison to ``out``.
 
@@ -208,5 +296,13 @@ def evaluate_candidate(dataset_dir: str | Path, embeddings_dir: str | Path, cand
     train = json.loads((candidate / "training.json").read_text(encoding="utf-8"))["train"]
     dim = json.loads((candidate / "config.json").read_text(encoding="utf-8"))["dim"]
     spec = TrainSpec(protocol=metrics.split.protocol, seed=metrics.split.seed, dim=dim, epochs=int(train["epochs"]))
-    return compare_on_split(dataset_dir, embeddings_dir, out, spec=spec, models=tuple(baselines), device=device,
-                            first={"fusion (candidate)": dict(metrics.test)}, progress=progress)
+    return compare_on_split(
+        dataset_dir,
+        embeddings_dir,
+        out,
+        spec=spec,
+        models=tuple(baselines),
+        device=device,
+        first={"fusion (candidate)": dict(metrics.test)},
+        progress=progress,
+    )

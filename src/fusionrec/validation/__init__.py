@@ -14,8 +14,9 @@ __all__ = ["CheckResult", "ValidationOutcome", "validate", "validate_dataset"]
 log = logging.getLogger(__name__)
 
 
-def validate_dataset(contract_path: str | Path, out: str | Path, cfg: ValidationSettings,
-                     *, progress: bool = True) -> ValidationOutcome:
+def validate_dataset(
+    contract_path: str | Path, out: str | Path, cfg: ValidationSettings, *, progress: bool = True
+) -> ValidationOutcome:
     """Read a dataset, validate it, and write the clean dataset with its report to ``out``.
 
     On success ``out`` is replaced in one rename by a folder holding the normalised dataset

@@ -99,7 +99,11 @@ class Prepared:
 def as_id(series: pd.Series) -> pd.Series:
     """Ids as stripped strings, nulls as None (one representation whatever the file format)."""
     out = series.astype("object").where(series.notna(), None)
-    return out.map(lambda v: None if v is None else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip()) or None)
+    return out.map(
+        lambda v: (
+            None if v is None else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip()) or None
+        )
+    )
 
 
 def parse_number(series: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -177,42 +181,95 @@ def _dup_keep_first(frame: pd.DataFrame, cols: list[str]) -> pd.Series:
     return frame.duplicated(subset=cols, keep="first") & present
 
 
-def items_checks(frame: pd.DataFrame, text_fields: tuple[str, ...], has_image: bool, root: Path,
-                 cfg: ValidationSettings, progress: bool = True) -> Prepared:
+def items_checks(
+    frame: pd.DataFrame,
+    text_fields: tuple[str, ...],
+    has_image: bool,
+    root: Path,
+    cfg: ValidationSettings,
+    progress: bool = True,
+) -> Prepared:
     """Derive columns and list the checks for the items table."""
     f = frame.copy()
     f["item_id"] = as_id(f["item_id"])
     f["__dup_item"] = _dup_keep_first(f, ["item_id"])
     checks = [
-        Check("item_id_present", "items", "item id is present",
-              ("ExpectColumnValuesToNotBeNull", {"column": "item_id"}), column="item_id"),
-        Check("item_id_unique", "items", "item id is unique (the first record is kept)",
-              _flag("__dup_item"), column="item_id"),
+        Check(
+            "item_id_present",
+            "items",
+            "item id is present",
+            ("ExpectColumnValuesToNotBeNull", {"column": "item_id"}),
+            column="item_id",
+        ),
+        Check(
+            "item_id_unique",
+            "items",
+            "item id is unique (the first record is kept)",
+            _flag("__dup_item"),
+            column="item_id",
+        ),
     ]
     for col in text_fields:
-        checks.append(Check("text_present", "items", f"text field '{col}' is present",
-                            ("ExpectColumnValuesToNotBeNull", {"column": col}),
-                            action="mask", column=col, mask=(col,)))
-        checks.append(Check("text_length", "items",
-                            f"text field '{col}' has {cfg.min_text_chars}..{cfg.max_text_chars} characters",
-                            ("ExpectColumnValueLengthsToBeBetween",
-                             {"column": col, "min_value": cfg.min_text_chars, "max_value": cfg.max_text_chars}),
-                            action="mask", column=col, mask=(col,), sensitive=True))
+        checks.append(
+            Check(
+                "text_present",
+                "items",
+                f"text field '{col}' is present",
+                ("ExpectColumnValuesToNotBeNull", {"column": col}),
+                action="mask",
+                column=col,
+                mask=(col,),
+            )
+        )
+        checks.append(
+            Check(
+                "text_length",
+                "items",
+                f"text field '{col}' has {cfg.min_text_chars}..{cfg.max_text_chars} characters",
+                (
+                    "ExpectColumnValueLengthsToBeBetween",
+                    {"column": col, "min_value": cfg.min_text_chars, "max_value": cfg.max_text_chars},
+                ),
+                action="mask",
+                column=col,
+                mask=(col,),
+                sensitive=True,
+            )
+        )
     if has_image:
         f["__image_status"] = image_status(f["image"], root, cfg, progress)
         checks += [
-            Check("image_present", "items", "image file exists",
-                  ("ExpectColumnValuesToNotBeInSet", {"column": "__image_status", "value_set": ["missing", "no_path"]}),
-                  action="mask", column="image", mask=("image",)),
-            Check("image_decodes", "items", "image decodes",
-                  ("ExpectColumnValuesToNotBeInSet", {"column": "__image_status", "value_set": ["undecodable"]}),
-                  action="mask", column="image", mask=("image",)),
-            Check("image_size", "items",
-                  f"image within bounds ({cfg.min_image_side}..{cfg.max_image_side} px a side, "
-                  f"<= {cfg.max_image_pixels:,} px, <= {cfg.max_image_bytes:,} bytes)",
-                  ("ExpectColumnValuesToNotBeInSet",
-                   {"column": "__image_status", "value_set": ["too_large", "bomb", "too_small"]}),
-                  action="mask", column="image", mask=("image",)),
+            Check(
+                "image_present",
+                "items",
+                "image file exists",
+                ("ExpectColumnValuesToNotBeInSet", {"column": "__image_status", "value_set": ["missing", "no_path"]}),
+                action="mask",
+                column="image",
+                mask=("image",),
+            ),
+            Check(
+                "image_decodes",
+                "items",
+                "image decodes",
+                ("ExpectColumnValuesToNotBeInSet", {"column": "__image_status", "value_set": ["undecodable"]}),
+                action="mask",
+                column="image",
+                mask=("image",),
+            ),
+            Check(
+                "image_size",
+                "items",
+                f"image within bounds ({cfg.min_image_side}..{cfg.max_image_side} px a side, "
+                f"<= {cfg.max_image_pixels:,} px, <= {cfg.max_image_bytes:,} bytes)",
+                (
+                    "ExpectColumnValuesToNotBeInSet",
+                    {"column": "__image_status", "value_set": ["too_large", "bomb", "too_small"]},
+                ),
+                action="mask",
+                column="image",
+                mask=("image",),
+            ),
         ]
     return Prepared("items", f, checks)
 
@@ -223,36 +280,70 @@ def users_checks(frame: pd.DataFrame) -> Prepared:
     f["user_id"] = as_id(f["user_id"])
     f["__dup_user"] = _dup_keep_first(f, ["user_id"])
     checks = [
-        Check("user_id_present", "users", "user id is present",
-              ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}), column="user_id"),
-        Check("user_id_unique", "users", "user id is unique (the first record is kept)",
-              _flag("__dup_user"), column="user_id"),
+        Check(
+            "user_id_present",
+            "users",
+            "user id is present",
+            ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}),
+            column="user_id",
+        ),
+        Check(
+            "user_id_unique",
+            "users",
+            "user id is unique (the first record is kept)",
+            _flag("__dup_user"),
+            column="user_id",
+        ),
     ]
     return Prepared("users", f, checks)
 
 
-def interactions_checks(frame: pd.DataFrame, *, timestamp_unit: str, rating_range: tuple[float, float] | None,
-                        known_users: set[str] | None, known_items: set[str] | None,
-                        cfg: ValidationSettings, now: float | None = None) -> Prepared:
+def interactions_checks(
+    frame: pd.DataFrame,
+    *,
+    timestamp_unit: str,
+    rating_range: tuple[float, float] | None,
+    known_users: set[str] | None,
+    known_items: set[str] | None,
+    cfg: ValidationSettings,
+    now: float | None = None,
+) -> Prepared:
     """Derive columns and list the checks for the interactions table."""
     f = frame.copy()
     f["user_id"] = as_id(f["user_id"])
     f["item_id"] = as_id(f["item_id"])
     checks = [
-        Check("user_id_present", "interactions", "user id is present",
-              ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}), column="user_id"),
-        Check("item_id_present", "interactions", "item id is present",
-              ("ExpectColumnValuesToNotBeNull", {"column": "item_id"}), column="item_id"),
+        Check(
+            "user_id_present",
+            "interactions",
+            "user id is present",
+            ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}),
+            column="user_id",
+        ),
+        Check(
+            "item_id_present",
+            "interactions",
+            "item id is present",
+            ("ExpectColumnValuesToNotBeNull", {"column": "item_id"}),
+            column="item_id",
+        ),
     ]
     if "rating" in f:
         f["__rating"], f["__bad_rating"] = parse_number(f["rating"])
-        checks.append(Check("rating_is_number", "interactions", "rating is a number",
-                            _flag("__bad_rating"), column="rating"))
+        checks.append(
+            Check("rating_is_number", "interactions", "rating is a number", _flag("__bad_rating"), column="rating")
+        )
         if rating_range is not None:
             lo, hi = rating_range
-            checks.append(Check("rating_in_range", "interactions", f"rating within [{lo:g}, {hi:g}]",
-                                ("ExpectColumnValuesToBeBetween", {"column": "__rating", "min_value": lo, "max_value": hi}),
-                                column="rating"))
+            checks.append(
+                Check(
+                    "rating_in_range",
+                    "interactions",
+                    f"rating within [{lo:g}, {hi:g}]",
+                    ("ExpectColumnValuesToBeBetween", {"column": "__rating", "min_value": lo, "max_value": hi}),
+                    column="rating",
+                )
+            )
     if "label" in f:
         f["__label"], _ = parse_number(f["label"])
         f["__bad_label"] = ~f["__label"].isin([0.0, 1.0])
@@ -261,31 +352,66 @@ def interactions_checks(frame: pd.DataFrame, *, timestamp_unit: str, rating_rang
         f["__ts"], f["__bad_ts"] = parse_timestamp(f["timestamp"], timestamp_unit)
         upper = (time.time() if now is None else now) + cfg.future_tolerance_s
         checks += [
-            Check("timestamp_parses", "interactions", f"timestamp parses (unit {timestamp_unit})",
-                  _flag("__bad_ts"), column="timestamp"),
-            Check("timestamp_in_range", "interactions",
-                  f"timestamp not before {pd.Timestamp(cfg.min_timestamp, unit='s').date()} and not in the future",
-                  ("ExpectColumnValuesToBeBetween", {"column": "__ts", "min_value": float(cfg.min_timestamp), "max_value": upper}),
-                  column="timestamp"),
+            Check(
+                "timestamp_parses",
+                "interactions",
+                f"timestamp parses (unit {timestamp_unit})",
+                _flag("__bad_ts"),
+                column="timestamp",
+            ),
+            Check(
+                "timestamp_in_range",
+                "interactions",
+                f"timestamp not before {pd.Timestamp(cfg.min_timestamp, unit='s').date()} and not in the future",
+                (
+                    "ExpectColumnValuesToBeBetween",
+                    {"column": "__ts", "min_value": float(cfg.min_timestamp), "max_value": upper},
+                ),
+                column="timestamp",
+            ),
         ]
     if "split" in f:
         f["split"] = as_id(f["split"])
-        checks.append(Check("split_is_known", "interactions", "split is 0 (train), 1 (valid) or 2 (test)",
-                            ("ExpectColumnValuesToBeInSet", {"column": "split", "value_set": ["0", "1", "2"]}),
-                            column="split"))
+        checks.append(
+            Check(
+                "split_is_known",
+                "interactions",
+                "split is 0 (train), 1 (valid) or 2 (test)",
+                ("ExpectColumnValuesToBeInSet", {"column": "split", "value_set": ["0", "1", "2"]}),
+                column="split",
+            )
+        )
     if known_users is not None:
-        checks.append(Check("user_known", "interactions", "user exists in the users table",
-                            ("ExpectColumnValuesToBeInSet", {"column": "user_id", "value_set": sorted(known_users)}),
-                            column="user_id"))
+        checks.append(
+            Check(
+                "user_known",
+                "interactions",
+                "user exists in the users table",
+                ("ExpectColumnValuesToBeInSet", {"column": "user_id", "value_set": sorted(known_users)}),
+                column="user_id",
+            )
+        )
     if known_items is not None:
-        checks.append(Check("item_known", "interactions", "item exists in the catalogue",
-                            ("ExpectColumnValuesToBeInSet", {"column": "item_id", "value_set": sorted(known_items)}),
-                            column="item_id"))
+        checks.append(
+            Check(
+                "item_known",
+                "interactions",
+                "item exists in the catalogue",
+                ("ExpectColumnValuesToBeInSet", {"column": "item_id", "value_set": sorted(known_items)}),
+                column="item_id",
+            )
+        )
     keys = ["user_id", "item_id"] + (["timestamp"] if "timestamp" in f else [])
     f["__dup_inter"] = _dup_keep_first(f, keys)
-    checks.append(Check("interaction_unique", "interactions",
-                        f"no repeated ({', '.join(keys)}) record (the first is kept)",
-                        _flag("__dup_inter"), column="item_id"))
+    checks.append(
+        Check(
+            "interaction_unique",
+            "interactions",
+            f"no repeated ({', '.join(keys)}) record (the first is kept)",
+            _flag("__dup_inter"),
+            column="item_id",
+        )
+    )
     return Prepared("interactions", f, checks)
 
 
@@ -293,6 +419,13 @@ def modality_checks(name: str, matrix: np.ndarray, item_ids: list[str]) -> Prepa
     """Rows of a precomputed modality that are not finite get the modality masked for that item."""
     finite = np.isfinite(matrix).all(axis=1) if matrix.size else np.ones(len(matrix), dtype=bool)
     f = pd.DataFrame({"item_id": item_ids, "__bad_vector": ~finite, "_line": np.arange(len(matrix)) + 1})
-    check = Check("modality_finite", f"modality:{name}", f"'{name}' vector is finite",
-                  _flag("__bad_vector"), action="mask", column=name, mask=(name,))
+    check = Check(
+        "modality_finite",
+        f"modality:{name}",
+        f"'{name}' vector is finite",
+        _flag("__bad_vector"),
+        action="mask",
+        column=name,
+        mask=(name,),
+    )
     return Prepared(f"modality:{name}", f, [check])

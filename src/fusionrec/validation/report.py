@@ -24,9 +24,20 @@ def report_dict(outcome: ValidationOutcome, dataset_summary: dict[str, Any] | No
         "passed": outcome.passed,
         "seconds": round(outcome.seconds, 3),
         "checks": [
-            {"key": r.key, "table": r.table, "column": r.column, "description": r.description,
-             "action": r.action, "budget": r.budget, "records": r.records, "failed": r.failed,
-             "share": round(r.share, 6), "passed": r.passed, "file": r.file, "examples": r.examples}
+            {
+                "key": r.key,
+                "table": r.table,
+                "column": r.column,
+                "description": r.description,
+                "action": r.action,
+                "budget": r.budget,
+                "records": r.records,
+                "failed": r.failed,
+                "share": round(r.share, 6),
+                "passed": r.passed,
+                "file": r.file,
+                "examples": r.examples,
+            }
             for r in outcome.results
         ],
         "quarantine": {
@@ -54,16 +65,21 @@ code{font-size:12px;color:#555}
 
 def _bar(share: float, budget: float) -> str:
     scale = max(share, budget, 1e-9) * 1.25
-    return (f'<span class="bar" title="failed {share:.2%}, budget {budget:.2%}">'
-            f'<i style="width:{min(100, share / scale * 100):.1f}%"></i>'
-            f'<b style="left:{min(100, budget / scale * 100):.1f}%"></b></span>')
+    return (
+        f'<span class="bar" title="failed {share:.2%}, budget {budget:.2%}">'
+        f'<i style="width:{min(100, share / scale * 100):.1f}%"></i>'
+        f'<b style="left:{min(100, budget / scale * 100):.1f}%"></b></span>'
+    )
 
 
 def render_html(report: dict[str, Any], outcome: ValidationOutcome) -> str:
     """One self-contained page: verdict, the checks with their budgets, the clean counts, the quarantine."""
     e = html.escape
-    verdict = ('<span class="ok">PASSED</span>' if report["passed"]
-               else '<span class="bad">FAILED: nothing downstream was written</span>')
+    verdict = (
+        '<span class="ok">PASSED</span>'
+        if report["passed"]
+        else '<span class="bad">FAILED: nothing downstream was written</span>'
+    )
     rows = []
     for r in report["checks"]:
         status = '<span class="ok">ok</span>' if r["passed"] else '<span class="bad">over budget</span>'
@@ -72,13 +88,16 @@ def render_html(report: dict[str, Any], outcome: ValidationOutcome) -> str:
             f"<tr><td><code>{e(r['key'])}</code></td><td>{e(r['description'])}</td><td>{e(r['action'])}</td>"
             f"<td class=num>{r['records']:,}</td><td class=num>{r['failed']:,}</td>"
             f"<td class=num>{r['share']:.2%}</td><td class=num>{r['budget']:.2%}</td>"
-            f"<td>{_bar(r['share'], r['budget'])}</td><td>{status}</td><td>{eg}</td></tr>")
+            f"<td>{_bar(r['share'], r['budget'])}</td><td>{status}</td><td>{eg}</td></tr>"
+        )
     q = outcome.quarantine.head(QUARANTINE_ROWS_SHOWN)
     qrows = "".join(
         f"<tr><td>{e(str(t.table))}</td><td class=num>{t.line}</td><td>{e(str(t.record_id))}</td>"
-        f"<td>{e(str(t.action))}</td><td>{e(str(t.reason))}</td></tr>" for t in q.itertuples())
+        f"<td>{e(str(t.action))}</td><td>{e(str(t.reason))}</td></tr>"
+        for t in q.itertuples()
+    )
     clean = report.get("clean")
-    clean_html = (f"<h2>Clean dataset</h2><pre>{e(json.dumps(clean, indent=2))}</pre>" if clean else "")
+    clean_html = f"<h2>Clean dataset</h2><pre>{e(json.dumps(clean, indent=2))}</pre>" if clean else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Validation: {e(report['dataset'])}</title>
 <style>{_CSS}</style></head><body>
 <h1>Validation of <code>{e(report['dataset'])}</code>: {verdict}</h1>

@@ -57,8 +57,10 @@ class CheckResult:
             eg = f", e.g. value {e['value']!r} at line {e['line']}"
         where = f"{self.file}: " if self.file else ""
         col = f"column '{self.column}': " if self.column else ""
-        return (f"{where}{col}{self.failed:,} of {self.records:,} records ({self.share:.2%}) fail "
-                f"'{self.description}' [{self.key}]{eg}; budget {self.budget:.2%}")
+        return (
+            f"{where}{col}{self.failed:,} of {self.records:,} records ({self.share:.2%}) fail "
+            f"'{self.description}' [{self.key}]{eg}; budget {self.budget:.2%}"
+        )
 
 
 @dataclass
@@ -124,7 +126,9 @@ class _GX:
         self.context = gx.get_context(mode="ephemeral", project_config=config)
         self.source = self.context.data_sources.add_pandas("fusionrec")
 
-    def run(self, prepared: Prepared, checks: list[Check]) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    def run(
+        self, prepared: Prepared, checks: list[Check]
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
         """Validate one table; returns (suite JSON, result JSON with one entry per check, in order, and the
         lines of the records that fail each check, by check key)."""
         gx = self.gx
@@ -135,7 +139,9 @@ class _GX:
         for check in checks:
             kind, kwargs = check.expectation
             expectation = getattr(gx.expectations, kind)(
-                **kwargs, mostly=max(0.0, 1.0 - check.budget), meta={"check": check.key},
+                **kwargs,
+                mostly=max(0.0, 1.0 - check.budget),
+                meta={"check": check.key},
             )
             suite.add_expectation(expectation)
         definition = self.context.validation_definitions.add(
@@ -144,8 +150,11 @@ class _GX:
         result = definition.run(
             batch_parameters={"dataframe": prepared.frame},
             # COMPLETE: every failing record, identified by its line in the file
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [LINE],
-                           "return_unexpected_index_query": False},
+            result_format={
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": [LINE],
+                "return_unexpected_index_query": False,
+            },
         )
         by_key = {(r.expectation_config.meta or {}).get("check"): r.to_json_dict() for r in result.results}
         ordered = [by_key[c.key] for c in checks]
@@ -160,8 +169,15 @@ class _GX:
         return suite.to_json_dict(), {"success": bool(result.success), "results": ordered}, lines
 
 
-def _run_table(gx: _GX, prepared: Prepared, overrides: dict[str, Any], file: str,
-               results: list[CheckResult], gx_results: dict, gx_suites: dict) -> dict[int, list[tuple[Check, Any]]]:
+def _run_table(
+    gx: _GX,
+    prepared: Prepared,
+    overrides: dict[str, Any],
+    file: str,
+    results: list[CheckResult],
+    gx_results: dict,
+    gx_suites: dict,
+) -> dict[int, list[tuple[Check, Any]]]:
     """Run one table's checks; return line -> [(check, offending value)] for its failing records."""
     active = []
     for c in prepared.checks:
@@ -185,12 +201,21 @@ def _run_table(gx: _GX, prepared: Prepared, overrides: dict[str, Any], file: str
         for line, value in zip(lines, values):
             failing.setdefault(int(line), []).append((check, value))
         failed = len(lines)
-        results.append(CheckResult(
-            key=check.key, table=check.table, column=check.column, description=check.description,
-            action=check.action, budget=check.budget, records=n, failed=failed,
-            passed=(failed <= check.budget * n + 1e-9), file=file,
-            examples=[{"line": int(n), "value": _short(v)} for n, v in list(zip(lines, values))[:EXAMPLES]],
-        ))
+        results.append(
+            CheckResult(
+                key=check.key,
+                table=check.table,
+                column=check.column,
+                description=check.description,
+                action=check.action,
+                budget=check.budget,
+                records=n,
+                failed=failed,
+                passed=(failed <= check.budget * n + 1e-9),
+                file=file,
+                examples=[{"line": int(n), "value": _short(v)} for n, v in list(zip(lines, values))[:EXAMPLES]],
+            )
+        )
     return failing
 
 
@@ -201,8 +226,9 @@ def _short(value: Any, limit: int = 80) -> Any:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
-def _apply(prepared: Prepared, failing: dict[int, list[tuple[Check, Any]]], original: pd.DataFrame,
-           quarantine: list[dict]) -> pd.DataFrame:
+def _apply(
+    prepared: Prepared, failing: dict[int, list[tuple[Check, Any]]], original: pd.DataFrame, quarantine: list[dict]
+) -> pd.DataFrame:
     """Drop or mask the failing records of a table; log each in the quarantine list."""
     if not failing:
         return original
@@ -218,17 +244,25 @@ def _apply(prepared: Prepared, failing: dict[int, list[tuple[Check, Any]]], orig
                 if m in out.columns:
                     out.at[line, m] = None
         row = out.loc[line]
-        quarantine.append({
-            "table": prepared.table,
-            "line": line,
-            "record_id": str(row.get("item_id") if prepared.table == "items" else row.get("user_id") if prepared.table == "users"
-                             else f"{row.get('user_id')}|{row.get('item_id')}" if prepared.table == "interactions"
-                             else row.get("item_id")),
-            "action": "dropped" if dropped else "masked",
-            "masked": ",".join(masked) if not dropped else "",
-            "checks": ",".join(c.key for c, _ in hits),
-            "reason": "; ".join(f"{c.description} (value {_short(v)!r})" for c, v in hits),
-        })
+        quarantine.append(
+            {
+                "table": prepared.table,
+                "line": line,
+                "record_id": str(
+                    row.get("item_id")
+                    if prepared.table == "items"
+                    else row.get("user_id")
+                    if prepared.table == "users"
+                    else f"{row.get('user_id')}|{row.get('item_id')}"
+                    if prepared.table == "interactions"
+                    else row.get("item_id")
+                ),
+                "action": "dropped" if dropped else "masked",
+                "masked": ",".join(masked) if not dropped else "",
+                "checks": ",".join(c.key for c, _ in hits),
+                "reason": "; ".join(f"{c.description} (value {_short(v)!r})" for c, v in hits),
+            }
+        )
     out = out.drop(index=drop_lines)
     return out.reset_index(drop=True)
 
@@ -242,7 +276,9 @@ def _normalised_ids(prepared: Prepared, original: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def validate(raw: RawTables, cfg: ValidationSettings, *, progress: bool = True, now: float | None = None) -> ValidationOutcome:
+def validate(
+    raw: RawTables, cfg: ValidationSettings, *, progress: bool = True, now: float | None = None
+) -> ValidationOutcome:
     """Validate a dataset as read; return clean tables, the quarantine table and every check's result.
 
     Items and users are checked first, so that referential integrity of the interactions is checked
@@ -295,23 +331,41 @@ def validate(raw: RawTables, cfg: ValidationSettings, *, progress: bool = True, 
             matrix = matrix.copy()
             matrix[bad_rows] = np.nan  # normalise() turns non-finite rows into masked rows
             for line, hits in failing.items():
-                quarantine.append({"table": p.table, "line": line, "record_id": item_ids[line - 1],
-                                   "action": "masked", "masked": name, "checks": hits[0][0].key,
-                                   "reason": hits[0][0].description})
+                quarantine.append(
+                    {
+                        "table": p.table,
+                        "line": line,
+                        "record_id": item_ids[line - 1],
+                        "action": "masked",
+                        "masked": name,
+                        "checks": hits[0][0].key,
+                        "reason": hits[0][0].description,
+                    }
+                )
         modalities[name] = (matrix, ids)
 
     ispec = contract.interactions
-    p = interactions_checks(raw.interactions, timestamp_unit=ispec.timestamp_unit, rating_range=ispec.rating_range,
-                            known_users=known_users, known_items=known_items, cfg=cfg, now=now)
+    p = interactions_checks(
+        raw.interactions,
+        timestamp_unit=ispec.timestamp_unit,
+        rating_range=ispec.rating_range,
+        known_users=known_users,
+        known_items=known_items,
+        cfg=cfg,
+        now=now,
+    )
     interactions = run(p, raw.interactions, raw.files.get("interactions", ""))
 
     unknown = set(overrides) - _known_keys(prepared_all)
     if unknown:
-        raise ConfigError(f"dataset contract {contract.name!r}: unknown check(s) {sorted(unknown)} in 'checks'; "
-                          f"known: {sorted(_known_keys(prepared_all))}")
+        raise ConfigError(
+            f"dataset contract {contract.name!r}: unknown check(s) {sorted(unknown)} in 'checks'; "
+            f"known: {sorted(_known_keys(prepared_all))}"
+        )
 
-    clean = RawTables(contract, interactions, items, users, raw.text_fields, raw.side_item, raw.side_user,
-                      modalities, raw.files)
+    clean = RawTables(
+        contract, interactions, items, users, raw.text_fields, raw.side_item, raw.side_user, modalities, raw.files
+    )
     qcols = ["table", "line", "record_id", "action", "masked", "checks", "reason"]
     qframe = pd.DataFrame(quarantine, columns=qcols)
     return ValidationOutcome(clean, qframe, results, gx_results, gx_suites, time.perf_counter() - start)
