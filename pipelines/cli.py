@@ -33,21 +33,9 @@ Sets = Annotated[
 
 
 def _overrides(sets: list[str] | None, profile: str | None) -> dict:
-    import yaml
+    from fusionrec.config import set_overrides
 
-    from fusionrec.errors import ConfigError
-
-    tree: dict = {"profile": profile} if profile else {}
-    for item in sets or []:
-        key, eq, raw = item.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        *parents, leaf = key.split(".")
-        node = tree
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = yaml.safe_load(raw)
-    return tree
+    return {**({"profile": profile} if profile else {}), **set_overrides(sets or [])}
 
 
 def _modalities(contract: Path, given: str | None) -> list[str]:

@@ -12,7 +12,7 @@ The only module that reads environment variables or settings files. Resolution o
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -300,29 +300,57 @@ def _secret_paths(model: type[BaseModel] = None, prefix: tuple[str, ...] = ()) -
     return out
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+def nested_overrides(pairs: Iterable[tuple[str, Sequence[str], str]]) -> dict[str, Any]:
+    """Settings overrides as a nested mapping, from ``(label, key path, text)`` triples: each text parsed as
+    YAML, but a secret's, taken as written (never ``a: b``, ``123456``, ``x #y`` or ``null`` turned into
+    something else). The one parser of ``KEY=VALUE`` overrides: environment variables and ``--set``.
+
+    Raises:
+        ConfigError: a text is not valid YAML, or two overrides conflict (``label`` names the first).
+    """
     tree: dict[str, Any] = {}
     secrets = _secret_paths()
-    for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
+    for label, path, raw in pairs:
+        keys = [k.lower() for k in path if k]
         if not keys:
             continue
         if tuple(keys) in secrets:
-            value = raw  # a secret is taken as written: never YAML-parsed (``a: b``, ``123456``, ``x #y``, ``null``)
+            value = raw
         else:
             try:
                 value = yaml.safe_load(raw) if raw != "" else ""
             except yaml.YAMLError:
-                raise ConfigError(f"environment variable {name}: value {raw!r} is not valid YAML") from None
+                raise ConfigError(f"{label}: value {raw!r} is not valid YAML") from None
         node = tree
         for key in keys[:-1]:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"environment variable {name} conflicts with another override")
+                raise ConfigError(f"{label} conflicts with another override")
         node[keys[-1]] = value
     return tree
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    return nested_overrides(
+        (f"environment variable {name}", name[len(ENV_PREFIX) :].split("__"), raw)
+        for name, raw in env.items()
+        if name.startswith(ENV_PREFIX)
+    )
+
+
+def set_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` options (``KEY`` dotted, e.g. ``encoders.text.checkpoint``) as settings overrides.
+
+    Raises:
+        ConfigError: an item is not KEY=VALUE, or its value is not valid YAML.
+    """
+    pairs = []
+    for item in items:
+        key, eq, raw = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        pairs.append((f"--set {key}", key.split("."), raw))
+    return nested_overrides(pairs)
 
 
 def read_yaml(path: Path) -> Any:

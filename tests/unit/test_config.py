@@ -80,3 +80,23 @@ def test_a_bad_secret_is_never_shown_in_the_error():
         load_settings(env={"FUSIONREC__MONITORING__LOG_KEY__PART": "topsecretvalue"})
     assert "topsecretvalue" not in str(e.value) and "secret, not shown" in str(e.value)
     assert "topsecretvalue" not in repr(load_settings(env={"FUSIONREC__MONITORING__LOG_KEY": "topsecretvalue"}))
+
+
+def test_set_options_are_read_like_the_environment():
+    """--set goes through the same parser as FUSIONREC__ variables: YAML values, nested keys, secrets as written."""
+    from fusionrec.config import _env_overrides, set_overrides
+
+    sets = ["validation.max_text_chars=42", "encoders.text.checkpoint=s3://m/minilm", "monitoring.log_key=123456"]
+    tree = set_overrides(sets)
+    assert tree["validation"]["max_text_chars"] == 42 and tree["encoders"]["text"]["checkpoint"] == "s3://m/minilm"
+    assert tree["monitoring"]["log_key"] == "123456"  # a secret: not YAML-parsed into a number
+    s = load_settings(env={}, overrides=tree)
+    assert s.validation.max_text_chars == 42 and s.monitoring.log_key.get_secret_value() == "123456"
+    assert set_overrides(sets) == _env_overrides(
+        {"FUSIONREC__" + k.split("=")[0].upper().replace(".", "__"): k.split("=", 1)[1] for k in sets}
+    )
+    for bad in ("no-equals-sign", "=value"):
+        with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+            set_overrides([bad])
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        set_overrides(["validation.max_text_chars=[1, 2"])
