@@ -1,14 +1,20 @@
-"""Usage: python tests/mutants.py [--only NAME ...] [--list] [--keep] [--tests-from GIT_REV]
+"""Usage: python tests/mutants.py [--only NAME ...] [--ci] [--all] [--list] [--keep] [--tests-from GIT_REV]
 
 Shows that the suite can fail: breaks the code on purpose, one way at a time, on a scratch copy of the
-repository, and runs the tests that name the broken behaviour. Each must fail. Prints one line per
-mutant (caught or MISSED, with the time taken) and exits 1 when any mutant survives.
+repository, and runs the tests that name the broken behaviour. Each must fail. Before a mutant counts as
+caught, its tests are run on the unmutated copy (once per distinct selection): a selection that fails or
+selects nothing there is reported as a red BASELINE, never as a catch, so a flaky or broken test cannot
+pass for a caught mutant. Prints one line per mutant and exits 1 when any mutant survives or any
+baseline is red.
 
-The working tree is never touched: the copy lives in a temporary folder and shadows the installed
-package through PYTHONPATH, which the model servers the serving tests start inherit. Not collected by
-pytest (the name does not start with ``test_``); about 9 minutes on 2 cores for the whole list.
-``--tests-from REV`` runs the same breakages against the ``tests/`` folder of an older commit, every test
-in the named files (the ``-k`` selections name today's tests), to compare two suites.
+``--all`` also writes the whole run as one table (``build/mutants/summary.md`` and ``results.json``): the
+commit, each mutant's baseline, verdict and seconds, and the count caught. ``--ci`` runs the short subset
+:data:`CI_SUBSET` (the mutants whose tests took least time in a full run), which ``.ci/run`` runs on every
+submission. The working tree is never touched: the copy lives in a temporary folder and shadows the
+installed package through PYTHONPATH, which the model servers the serving tests start inherit. Not
+collected by pytest (the name does not start with ``test_``). ``--tests-from REV`` runs the same
+breakages against the ``tests/`` folder of an older commit, every test in the named files (the ``-k``
+selections name today's tests), to compare two suites; its baselines are that suite's on today's code.
 """
 
 from __future__ import annotations
@@ -575,6 +581,10 @@ MUTANTS = [
     ),
 ]
 
+# The mutants CI runs on every submission (``--ci``): those whose tests took least time in a full run
+# (``--all``; build/mutants/results.json), spread over the layers.
+CI_SUBSET: tuple[str, ...] = ()
+
 
 def scratch_copy(tests_from: str | None = None) -> Path:
     """The repository's tracked and untracked sources, without the virtual environment or artifacts;
@@ -596,20 +606,16 @@ def scratch_copy(tests_from: str | None = None) -> Path:
     return target
 
 
-def run(mutant: Mutant, copy: Path, whole_files: bool = False) -> tuple[str, float, str]:
-    """Apply one mutant in ``copy``, run its tests (``whole_files``: every test in the named files, not only the
-    ``-k`` selection), restore the file. Returns (verdict, seconds, last line)."""
-    path = copy / mutant.file
-    original = path.read_text(encoding="utf-8")
-    if original.count(mutant.old) != 1:
-        return "STALE (its anchor is not in the code once)", 0.0, ""
-    path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
+def _selection(mutant: Mutant, whole_files: bool) -> tuple[str, ...]:
+    """The pytest arguments of a mutant's tests (``whole_files``: the named files without the ``-k`` filter)."""
+    if not whole_files:
+        return tuple(mutant.tests)
+    return tuple(a for n, a in enumerate(mutant.tests) if "-k" not in mutant.tests[max(0, n - 1) : n + 1])
+
+
+def _pytest(copy: Path, tests: tuple[str, ...]) -> tuple[int, float, str]:
+    """Run ``tests`` in ``copy``; returns (exit code, seconds, pytest's last line)."""
     env = {**os.environ, "PYTHONPATH": f"{copy / 'src'}{os.pathsep}{copy}"}
-    tests = (
-        [a for n, a in enumerate(mutant.tests) if "-k" not in mutant.tests[max(0, n - 1) : n + 1]]
-        if whole_files
-        else list(mutant.tests)
-    )
     t = time.perf_counter()
     try:
         r = subprocess.run(
@@ -620,19 +626,65 @@ def run(mutant: Mutant, copy: Path, whole_files: bool = False) -> tuple[str, flo
             text=True,
             timeout=900,
         )
+    except subprocess.TimeoutExpired:
+        return 124, time.perf_counter() - t, "timed out after 900 s"
+    return r.returncode, time.perf_counter() - t, (r.stdout.strip().splitlines() or [""])[-1]
+
+
+def baseline(copy: Path, tests: tuple[str, ...]) -> tuple[str, float, str]:
+    """The selection on the unmutated copy: ("green", seconds, last line) when it passes, else why not."""
+    code, seconds, last = _pytest(copy, tests)
+    if code == 0:
+        return "green", seconds, last
+    return ("selects no test" if code == 5 else f"red (exit {code})"), seconds, last
+
+
+def run(mutant: Mutant, copy: Path, whole_files: bool = False) -> tuple[str, float, str]:
+    """Apply one mutant in ``copy``, run its tests, restore the file. Returns (verdict, seconds, last line).
+    Call it only for a mutant whose :func:`baseline` is green."""
+    path = copy / mutant.file
+    original = path.read_text(encoding="utf-8")
+    if original.count(mutant.old) != 1:
+        return "STALE (its anchor is not in the code once)", 0.0, ""
+    path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
+    try:
+        code, seconds, last = _pytest(copy, _selection(mutant, whole_files))
     finally:
         path.write_text(original, encoding="utf-8")
-    last = (r.stdout.strip().splitlines() or [""])[-1]
     verdict = (
         "caught"
-        if r.returncode == 1 and "failed" in last
+        if code == 1 and "failed" in last
         else "MISSED"
-        if r.returncode == 0
+        if code == 0
         else "MISSED (no test selected)"
-        if r.returncode == 5
-        else f"error (exit {r.returncode})"
+        if code == 5
+        else f"error (exit {code})"
     )
-    return verdict, time.perf_counter() - t, last
+    return verdict, seconds, last
+
+
+def write_summary(rows: list[dict], out: Path) -> None:
+    """One table of a whole run at one commit: ``summary.md`` and ``results.json`` in ``out``."""
+    import json
+
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True)
+    label = (commit.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    caught = sum(r["verdict"] == "caught" for r in rows)
+    green = sum(r["baseline"] == "green" for r in rows)
+    lines = [
+        f"# Mutants at {label}",
+        "",
+        f"{caught} of {len(rows)} caught; {green} of {len(rows)} baselines green "
+        f"({sum(r['seconds'] for r in rows):.0f} s of mutated runs).",
+        "",
+        "| mutant | file | baseline | verdict | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['name']} | `{r['file']}` | {r['baseline']} | {r['verdict']} | {r['seconds']:.0f} |" for r in rows]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "results.json").write_text(json.dumps({"commit": label, "mutants": rows}, indent=2), encoding="utf-8")
 
 
 def main() -> int:
@@ -640,28 +692,60 @@ def main() -> int:
     parser.add_argument(
         "--only", nargs="*", default=None, help="Run the mutants whose name contains one of these words."
     )
+    parser.add_argument("--ci", action="store_true", help="Run the short subset CI runs (CI_SUBSET).")
+    parser.add_argument("--all", action="store_true", help="Also write the run as one table (build/mutants/).")
     parser.add_argument("--list", action="store_true", help="List the mutants and exit.")
     parser.add_argument("--keep", action="store_true", help="Keep the scratch copy (its path is printed).")
     parser.add_argument("--tests-from", default=None, help="Run an older commit's tests/ against the same breakages.")
     args = parser.parse_args()
     chosen = [m for m in MUTANTS if not args.only or any(w.lower() in m.name.lower() for w in args.only)]
+    if args.ci:
+        unknown = sorted(set(CI_SUBSET) - {m.name for m in MUTANTS})
+        if unknown:
+            print(f"CI_SUBSET names no mutant: {unknown}")
+            return 1
+        chosen = [m for m in chosen if m.name in CI_SUBSET]
     if args.list:
         for m in chosen:
             print(f"{m.name}: {m.file} -> {' '.join(m.tests)}")
         return 0
     copy = scratch_copy(args.tests_from)
     print(f"scratch copy: {copy}")
-    missed = 0
+    whole = bool(args.tests_from)
+    baselines: dict[tuple[str, ...], tuple[str, float, str]] = {}
+    rows = []
     try:
         for m in chosen:
-            verdict, seconds, last = run(m, copy, whole_files=bool(args.tests_from))
-            missed += verdict != "caught"
-            print(f"{verdict:>8}  {m.name}  ({seconds:.0f} s; {last})", flush=True)
+            tests = _selection(m, whole)
+            if tests not in baselines:
+                baselines[tests] = baseline(copy, tests)
+            base, base_s, base_last = baselines[tests]
+            if base == "green":
+                verdict, seconds, last = run(m, copy, whole_files=whole)
+            else:
+                verdict, seconds, last = f"BASELINE {base}", base_s, base_last
+            rows.append(
+                {
+                    "name": m.name,
+                    "file": m.file,
+                    "tests": list(tests),
+                    "baseline": base,
+                    "baseline_seconds": round(base_s, 1),
+                    "verdict": verdict,
+                    "seconds": round(seconds, 1),
+                }
+            )
+            print(f"{verdict:>8}  {m.name}  (baseline {base} in {base_s:.0f} s; {seconds:.0f} s; {last})", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(copy.parent, ignore_errors=True)
-    print(f"{len(chosen) - missed} of {len(chosen)} mutants caught")
-    return 1 if missed else 0
+    caught = sum(r["verdict"] == "caught" for r in rows)
+    red = sum(r["baseline"] != "green" for r in rows)
+    print(f"{caught} of {len(rows)} mutants caught; {red} red baselines")
+    if args.all:
+        write_summary(rows, REPO / "build" / "mutants")
+        print(f"table: {REPO / 'build' / 'mutants' / 'summary.md'}")
+    return 1 if caught < len(rows) else 0
 
 
 if __name__ == "__main__":
