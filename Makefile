@@ -1,11 +1,11 @@
-# Usage: make test | make run | make stop | make install | make images | make lock | make clean
+# Usage: make test | make run | make stop | make bench [BENCH=name] | make install | make images | make lock | make clean
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/movielens-100k-mm
 OUT    ?= artifacts
 
-.PHONY: install test run stop images lock clean
+.PHONY: install test run stop bench images lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ run: install $(CONTRACT)
 	$(BIN)/fusionrec pipeline run --local --contract $(CONTRACT) --registry $(OUT)/$(NAME)/models --root $(OUT)/pipeline
 	$(BIN)/fusionrec recommend --user $(ASK) --k 10
 	@echo "both servers are still up (transformer: http://127.0.0.1:8080); 'make stop' stops them"
+
+# The benchmarks: prepares what they need (reusing make run's caches), runs each, writes build/bench/<name>.json
+# and build/bench/summary.md; 'python benchmarks/summary.py --publish' then regenerates the README's table.
+bench: install
+	$(BIN)/python benchmarks/run.py $(if $(BENCH),--only $(BENCH))
 
 images:
 	scripts/images.sh all cpu

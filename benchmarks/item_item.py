@@ -13,6 +13,7 @@ import argparse
 import statistics
 import time
 
+import record
 import torch
 
 
@@ -51,12 +52,30 @@ def main() -> None:
     default = modeling.DENSE_ITEM_ITEM
     print(f"item-item term, {args.items:,} items, {k} neighbours, {args.threads} thread(s); ms per call (median of 30)")
     print(f"{'users':>6}{'history':>9}{'gather':>10}{'model':>10}  path")
+    rows = []
     for batch, length in ((1, 106), (1, 590), (64, 106), (64, 590)):
         gather = timed(batch, length, 0)
         chosen = timed(batch, length, default)
         dense = args.items**2 <= default and batch * length * k > args.items**2
+        rows.append((batch, length, gather, chosen, dense))
         print(f"{batch:>6}{length:>9}{gather:>10.2f}{chosen:>10.2f}  {'dense product' if dense else 'gather'}")
     modeling.DENSE_ITEM_ITEM = default
+    record.write(
+        "item_item",
+        "python benchmarks/item_item.py",
+        [
+            record.Figure(
+                f"u{b}_h{n}",
+                f"item-item term, {args.items:,} items, {b} user(s), history {n}: {c:.2f} ms a call "
+                f"({'dense product' if d else 'gather'})",
+                f"always gathering: {g:.2f} ms",
+                value=c,
+            )
+            for b, n, g, c, d in rows
+        ],
+        threads=args.threads,
+        neighbours=k,
+    )
 
 
 if __name__ == "__main__":

@@ -685,6 +685,26 @@ def write_summary(rows: list[dict], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "results.json").write_text(json.dumps({"commit": label, "mutants": rows}, indent=2), encoding="utf-8")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import record
+
+    record.write(
+        "mutants",
+        "python tests/mutants.py --all",
+        [
+            record.Figure(
+                "caught",
+                f"{caught} of {len(rows)} deliberate breakages caught, each by the tests that name it; {green} of "
+                f"{len(rows)} baselines green (the tests pass on the unmutated code first)",
+                readme=f"deliberate breakages caught: {caught} of {len(rows)}, every baseline green"
+                if green == len(rows)
+                else f"deliberate breakages caught: {caught} of {len(rows)} ({len(rows) - green} baselines red)",
+                value=caught,
+                bar="all caught, every baseline green",
+                met=caught == len(rows) == green,
+            )
+        ],
+    )
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ class Compared(Protocol):
 
     def score(self, users: np.ndarray) -> np.ndarray: ...
 
-    def extra(self) -> dict[str, float]: ...
+    def extra(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,9 @@ class Peer:
     def score(self, users: np.ndarray) -> np.ndarray:
         return self._score(users)
 
-    def extra(self) -> dict[str, float]:
-        return {}
+    def extra(self) -> dict[str, Any]:
+        chosen = getattr(self._score, "chosen", None)
+        return {"chosen": chosen} if chosen else {}
 
 
 @dataclass
@@ -144,14 +145,47 @@ VARIANTS: dict[str, Callable[[Context], Compared | None]] = {
     "no_item_item": _variant(sorted, {"item_item": 0}),
     "fusion_sampled": _variant(sorted, training={"softmax": "sampled"}),
 }
+# Each peer with settings gets a validation search over a grid of them (validation NDCG@20), as the fusion model
+# searches its item-item ridge and weight on validation; the embedding size is every model's, the run's. Cornac
+# VBPR costs minutes a fit on 2 cores: its grid was searched once on a development seed's validation
+# (benchmarks/accuracy.py --tune-vbpr) and its defaults are the setting chosen there.
+GRIDS: dict[str, dict[str, tuple]] = {
+    "cornac_bpr": {"lr": (0.005, 0.01, 0.05), "lambda_reg": (0.001, 0.01), "max_iter": (100, 200, 400)},
+    "bpr_mf": {"lr": (1e-3, 5e-3, 2e-2), "reg": (1e-5, 1e-4)},
+    "cornac_vbpr": {"lr": (0.001, 0.005, 0.02), "lambda_w": (0.001, 0.01)},
+}
+
+
+def _tuned(name: str, fit: Callable[..., Callable]):
+    """A peer fitted at every setting of its grid, the best on validation kept; the score function carries
+    the chosen setting (``chosen``) for the comparison to report."""
+
+    def fit_tuned(c: Context, s: Split) -> Callable:
+        score, chosen = peers.tuned(lambda **kw: fit(c, s, **kw), GRIDS[name], valid_ndcg(s))
+
+        def scored(users):
+            return score(users)
+
+        scored.chosen = chosen  # what the comparison reports
+        return scored
+
+    return fit_tuned
+
+
 PEERS: dict[str, Callable[[Context], Compared | None]] = {
     "mostpop": _peer(lambda c, s: peers.most_popular(s)),
     "bpr_mf": _peer(
-        lambda c, s: peers.bpr_mf(s, dim=c.dim, epochs=c.train_cfg.epochs, seed=c.seed, valid_fn=valid_ndcg(s))
+        _tuned(
+            "bpr_mf",
+            lambda c, s, **kw: peers.bpr_mf(
+                s, dim=c.dim, epochs=c.train_cfg.epochs, seed=c.seed, valid_fn=valid_ndcg(s), **kw
+            ),
+        )
     ),
-    "cornac_bpr": _peer(lambda c, s: peers.cornac_bpr(s, k=c.dim, seed=c.seed)),
+    "cornac_bpr": _peer(_tuned("cornac_bpr", lambda c, s, **kw: peers.cornac_bpr(s, k=c.dim, seed=c.seed, **kw))),
     "cornac_vbpr": _peer(lambda c, s: peers.cornac_vbpr(s, c.embeddings["image"].values, seed=c.seed), needs="image"),
     "ease": _peer(lambda c, s: peers.ease(s, valid_fn=valid_ndcg(s))),
+    "content_knn": _peer(lambda c, s: peers.content_knn(s, c.embeddings)),
     "random": _peer(lambda c, s: peers.random_scores(s, c.seed)),
 }
 MODELS = {**VARIANTS, **PEERS}

@@ -7,6 +7,10 @@ Each returns a score function (user indices -> scores over all items) for
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -139,18 +143,62 @@ def _cornac_scores(model, train, split: Split):
     return scores
 
 
-def cornac_bpr(split: Split, k: int = 64, max_iter: int = 200, lr: float = 0.01, seed: int = 0):
+def tuned(fit: Callable[..., Callable], grid: dict[str, tuple], valid_fn) -> tuple[Callable, dict[str, Any]]:
+    """``fit(**setting)`` for every setting of ``grid`` (the product of its values), the one with the best
+    ``valid_fn`` (validation NDCG@20) kept: (its score function, the setting and its validation figure).
+    The same kind of search the fusion model gets (its item-item ridge and weight, early stopping)."""
+    best, chosen, best_value = None, {}, -1.0
+    for values in itertools.product(*grid.values()):
+        setting = dict(zip(grid, values))
+        score = fit(**setting)
+        value = valid_fn(score)
+        if value > best_value:
+            best, chosen, best_value = score, setting, value
+    return best, {
+        **chosen,
+        "valid_ndcg@20": round(best_value, 4),
+        "tried": len(list(itertools.product(*grid.values()))),
+    }
+
+
+def content_knn(split: Split, embeddings: dict):
+    """The content peer a user would try first: each item as its encoder vectors (each modality
+    unit-normalised, then concatenated), each user as the mean of their training items' vectors, every
+    item ranked by cosine to it. It scores cold items as well as warm ones."""
+    parts = []
+    for name in sorted(embeddings):
+        m = embeddings[name]
+        v = np.asarray(m.values, dtype=np.float32) * np.asarray(m.mask, dtype=np.float32)[:, None]
+        parts.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
+    items = np.concatenate(parts, axis=1)
+    items /= np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
+    users = np.zeros((split.n_users, items.shape[1]), dtype=np.float32)
+    np.add.at(users, split.train["user_idx"].to_numpy(), items[split.train["item_idx"].to_numpy()])
+    users /= np.maximum(np.linalg.norm(users, axis=1, keepdims=True), 1e-12)
+    return lambda us: users[np.asarray(us)] @ items.T
+
+
+def cornac_bpr(
+    split: Split, k: int = 64, max_iter: int = 200, lr: float = 0.01, lambda_reg: float = 0.01, seed: int = 0
+):
     """Cornac's BPR (Cython SGD), fitted on the training part."""
     import cornac
 
     train, _ = _cornac_sets(split, None)
-    model = cornac.models.BPR(k=k, max_iter=max_iter, learning_rate=lr, lambda_reg=0.01, seed=seed, verbose=False)
+    model = cornac.models.BPR(k=k, max_iter=max_iter, learning_rate=lr, lambda_reg=lambda_reg, seed=seed, verbose=False)
     model.fit(train)
     return _cornac_scores(model, train, split)
 
 
 def cornac_vbpr(
-    split: Split, image: np.ndarray, k: int = 32, k2: int = 32, n_epochs: int = 30, lr: float = 0.005, seed: int = 0
+    split: Split,
+    image: np.ndarray,
+    k: int = 32,
+    k2: int = 32,
+    n_epochs: int = 30,
+    lr: float = 0.005,
+    lambda_w: float = 0.01,
+    seed: int = 0,
 ):
     """Cornac's VBPR, fed our image embeddings as the visual features."""
     import cornac
@@ -162,7 +210,7 @@ def cornac_vbpr(
         n_epochs=n_epochs,
         batch_size=512,
         learning_rate=lr,
-        lambda_w=0.01,
+        lambda_w=lambda_w,
         lambda_b=0.01,
         lambda_e=0.0,
         use_gpu=torch.cuda.is_available(),
