@@ -147,6 +147,8 @@ def test_known_user_gets_k_unseen_items_explained_and_versioned(stack):
     # each score's terms per modality, ID and bias, against the equations over the served artifact (asked of
     # the predictor: the transformer adds the feature store's latest history, which moves the user vector)
     expected = _reference_terms(stack, int(user["user_idx"]))
+    # the served model has an item-item term that moves this user's scores (else leaving it out would go unseen)
+    assert np.abs(expected[:, TERMS.index("history")]).max() > 1e-3
     direct = _post(
         f"{stack['servers'].predictor_url}/v1/models/{MODEL}:predict",
         {"instances": [{"user_id": str(user["user_id"]), "k": 7}]},

@@ -142,3 +142,35 @@ def test_the_trainjob_command_under_torchrun_writes_one_candidate_from_rank_0(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["version"] == "candidate" and metrics["source"] == "feast"
     assert not any((tmp_path / "checkpoints").glob("*"))  # the run's checkpoints go once the candidate is written
+
+
+def test_with_feast_the_item_vectors_come_from_feast_not_the_embeddings_folder(
+    synth_validated_dir, synth_validated, synth_embeddings, synth_embeddings_dir, tmp_path
+):
+    """Feast's tables are built from other text vectors than the embeddings folder holds: the model trained
+    with ``features_dir`` carries Feast's vectors as its frozen item features, and not the folder's."""
+    import dataclasses
+
+    import numpy as np
+
+    moved = dict(synth_embeddings)
+    text = moved["text"]
+    moved["text"] = dataclasses.replace(text, values=np.roll(text.values, 1, axis=0))  # each item another's vector
+    features = tmp_path / "features"
+    features.mkdir()
+    build_feature_tables(synth_validated, moved, features, 20)
+    spec = TrainSpec(epochs=1, dim=8, seed=3)
+    made = train_candidate(
+        synth_validated_dir,
+        synth_embeddings_dir,
+        spec,
+        tmp_path / "c",
+        device="cpu",
+        features_dir=features,
+        progress=False,
+    )
+    got = load_file(str(made.path / "model.safetensors"))["feat_text"]
+    mask = text.mask & np.roll(text.mask, 1)
+    assert mask.sum() > 10
+    np.testing.assert_allclose(got[mask], moved["text"].values[mask], atol=1e-6)
+    assert not np.allclose(got[mask], text.values[mask], atol=1e-3)

@@ -171,8 +171,25 @@ def test_drift_flags_a_moved_embedding_and_stays_quiet_on_the_same_traffic():
     moved = drift.evaluate(_frame(traffic(800, T0, seed=12, text_shift=1.5)), ref, SETTINGS)
     assert [s.name for s in moved.drifted] == ["query_text"]
     assert {s.name: s.drifted for s in moved.signals}["query_image"] is None  # no image queries: not enough data
+    # a shift five times as strong in a window too small to judge: no signal drifts, and the window starts nothing
     few = drift.evaluate(_frame(traffic(50, T0, seed=13, text_shift=5)), ref, SETTINGS)
-    assert not few.enough and few.signals == [] and few.drifted == []
+    assert few.drifted == [] and all(s.drifted is None for s in few.signals)
+    decided = _decide(few, [], T0)
+    assert decided.status == "not enough data" and not decided.retrain
+    assert not few.enough
+
+
+def test_a_signal_with_too_few_rows_in_a_full_window_is_not_judged():
+    """800 records, but only about 40 text queries, shifted hard: the text-query signal is "not enough data"
+    (neither drift nor quiet), while the signals with enough rows are judged."""
+    ref = _frame(traffic(800, T0, seed=10))
+    sparse = traffic(800, T0, seed=14, text_shift=5, p=(0.55, 0.2, 0.05, 0.2))
+    assert 10 < sum(r["kind"] == "text" for r in sparse) < SETTINGS.min_records
+    result = drift.evaluate(_frame(sparse), ref, SETTINGS)
+    by_name = {s.name: s for s in result.signals}
+    assert result.enough and by_name["query_text"].drifted is None and by_name["query_text"].score is None
+    assert "query_text" not in [s.name for s in result.drifted]
+    assert by_name["user_vector"].drifted is False  # judged, and the same population
 
 
 def _result(drifted: list[str], evaluated: int = 6, enough: bool = True) -> drift.DriftResult:
