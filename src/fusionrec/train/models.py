@@ -147,8 +147,8 @@ VARIANTS: dict[str, Callable[[Context], Compared | None]] = {
 }
 # Each peer with settings gets a validation search over a grid of them (validation NDCG@20), as the fusion model
 # searches its item-item ridge and weight on validation; the embedding size is every model's, the run's. Cornac
-# VBPR costs minutes a fit on 2 cores: its grid was searched once on a development seed's validation
-# (benchmarks/accuracy.py --tune-vbpr) and its defaults are the setting chosen there.
+# VBPR costs minutes a fit on 2 cores, so it is not searched in a comparison: `benchmarks/accuracy.py
+# --tune-vbpr` searches its grid on a development seed's validation, for its defaults.
 GRIDS: dict[str, dict[str, tuple]] = {
     "cornac_bpr": {"lr": (0.005, 0.01, 0.05), "lambda_reg": (0.001, 0.01), "max_iter": (100, 200, 400)},
     "bpr_mf": {"lr": (1e-3, 5e-3, 2e-2), "reg": (1e-5, 1e-4)},
