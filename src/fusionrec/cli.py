@@ -47,6 +47,8 @@ class _State:
 
 
 state = _State()
+Validated = Annotated[Path, typer.Argument(help="A validated dataset folder (the --out of 'fusionrec data validate').")]
+Embeddings = Annotated[Path, typer.Option(help="The embeddings folder ('fusionrec embed --out').")]
 
 
 @app.callback()
@@ -142,7 +144,7 @@ def data_synth(
 
 @app.command("embed")
 def embed(
-    dataset: Annotated[Path, typer.Argument(help="A validated dataset folder (the --out of 'data validate').")],
+    dataset: Validated,
     out: Annotated[Path, typer.Option(help="Folder for the embeddings (replaced atomically).")],
     modalities: Annotated[
         Optional[str], typer.Option(help="Comma-separated modalities (default: every one the dataset has).")
@@ -169,8 +171,8 @@ def embed(
 
 @features_app.command("build")
 def features_build(
-    dataset: Annotated[Path, typer.Argument(help="A validated dataset folder.")],
-    embeddings: Annotated[Path, typer.Option(help="The embeddings folder ('fusionrec embed --out').")],
+    dataset: Validated,
+    embeddings: Embeddings,
     out: Annotated[
         Optional[Path], typer.Option(help="Folder for the offline tables (default: features.data_dir).")
     ] = None,
@@ -214,8 +216,8 @@ def features_materialize(
 
 @app.command("train")
 def train_cmd(
-    dataset: Annotated[Path, typer.Argument(help="A validated dataset folder.")],
-    embeddings: Annotated[Path, typer.Option(help="The embeddings folder ('fusionrec embed --out').")],
+    dataset: Validated,
+    embeddings: Embeddings,
     models: Annotated[
         Optional[Path], typer.Option(help="The model registry folder (versions/ and champion.json).")
     ] = None,
@@ -328,8 +330,8 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    dataset: Annotated[Path, typer.Argument(help="A validated dataset folder.")],
-    embeddings: Annotated[Path, typer.Option(help="The embeddings folder.")],
+    dataset: Validated,
+    embeddings: Embeddings,
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, comparison.md and comparison.png.")],
     protocol: Annotated[Optional[str], typer.Option(help="Split: random, temporal, cold_item, given.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the split and every model.")] = None,

@@ -19,6 +19,17 @@ app = typer.Typer(
 )
 
 
+RegistryUri = Annotated[
+    Optional[str],
+    typer.Option(
+        help="The registry as KServe's storage initializer reads it (default: the settings' cluster.registry_pvc)."
+    ),
+]
+Namespace = Annotated[
+    Optional[str], typer.Option(help="Kubernetes namespace (default: the settings' cluster.namespace).")
+]
+
+
 def _settings():
     from fusionrec.cli import state
 
@@ -39,12 +50,7 @@ def deploy_render(
             "pipeline run promoted) unless --model-version says."
         ),
     ] = None,
-    registry_uri: Annotated[
-        Optional[str],
-        typer.Option(
-            help="The registry as KServe's storage initializer reads it (default: the settings' cluster.registry_pvc)."
-        ),
-    ] = None,
+    registry_uri: RegistryUri = None,
     images: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -54,9 +60,7 @@ def deploy_render(
             "takes REPOSITORY@sha256:DIGEST only.",
         ),
     ] = None,
-    namespace: Annotated[
-        Optional[str], typer.Option(help="Kubernetes namespace (default: the settings' cluster.namespace).")
-    ] = None,
+    namespace: Namespace = None,
     gpu: Annotated[int, typer.Option(min=0, help="GPUs per predictor replica.")] = 0,
     crds: Annotated[
         Optional[Path],
@@ -128,18 +132,11 @@ def deploy_apply(
     model_version: Annotated[
         Optional[str], typer.Option(help="The registry version to serve (or --storage-uri).")
     ] = None,
-    registry_uri: Annotated[
-        Optional[str],
-        typer.Option(
-            help="The registry as KServe's storage initializer reads it (default: the settings' cluster.registry_pvc)."
-        ),
-    ] = None,
+    registry_uri: RegistryUri = None,
     storage_uri: Annotated[
         Optional[str], typer.Option(help="The model version's URI, instead of --model-version.")
     ] = None,
-    namespace: Annotated[
-        Optional[str], typer.Option(help="Kubernetes namespace (default: the settings' cluster.namespace).")
-    ] = None,
+    namespace: Namespace = None,
     canary: Annotated[int, typer.Option(min=1, max=100, help="Traffic share for the new revision.")] = 10,
     smoke_url: Annotated[Optional[str], typer.Option(help="The service URL to send a smoke request to.")] = None,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for readiness.")] = 600,

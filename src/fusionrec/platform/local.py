@@ -41,34 +41,21 @@ class Servers:
                 p.kill()
 
 
+def _server_command(module: str, settings: Settings, port: int) -> list[str]:
+    """The command line of one of the two KServe model servers (``serving.predictor`` or ``serving.transformer``)."""
+    return [sys.executable, "-m", module, "--model_name", settings.serving.model_name, "--http_port", str(port),
+            "--enable_grpc", "false"]  # fmt: skip
+
+
 def predictor_command(settings: Settings, port: int, storage_uri: str | None = None) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "serving.predictor",
-        "--model_name",
-        settings.serving.model_name,
-        "--http_port",
-        str(port),
-        "--enable_grpc",
-        "false",
-    ]
+    cmd = _server_command("serving.predictor", settings, port)
     return cmd + (["--storage_uri", storage_uri] if storage_uri else [])
 
 
 def transformer_command(
     settings: Settings, port: int, predictor_port: int, protocol: str = "v2", feast: bool = True
 ) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "serving.transformer",
-        "--model_name",
-        settings.serving.model_name,
-        "--http_port",
-        str(port),
-        "--enable_grpc",
-        "false",
+    cmd = _server_command("serving.transformer", settings, port) + [
         "--predictor_host",
         f"{settings.serving.host}:{predictor_port}",
         "--predictor_protocol",

@@ -181,6 +181,26 @@ def _dup_keep_first(frame: pd.DataFrame, cols: list[str]) -> pd.Series:
     return frame.duplicated(subset=cols, keep="first") & present
 
 
+def _id_checks(f: pd.DataFrame, table: str, entity: str) -> list[Check]:
+    """An entity table's id column normalised in ``f``, and its two checks: present, and unique (the first
+    record is kept)."""
+    column, dup = f"{entity}_id", f"__dup_{entity}"
+    f[column] = as_id(f[column])
+    f[dup] = _dup_keep_first(f, [column])
+    return [
+        Check(
+            f"{column}_present",
+            table,
+            f"{entity} id is present",
+            ("ExpectColumnValuesToNotBeNull", {"column": column}),
+            column=column,
+        ),
+        Check(
+            f"{column}_unique", table, f"{entity} id is unique (the first record is kept)", _flag(dup), column=column
+        ),
+    ]
+
+
 def items_checks(
     frame: pd.DataFrame,
     text_fields: tuple[str, ...],
@@ -191,24 +211,7 @@ def items_checks(
 ) -> Prepared:
     """Derive columns and list the checks for the items table."""
     f = frame.copy()
-    f["item_id"] = as_id(f["item_id"])
-    f["__dup_item"] = _dup_keep_first(f, ["item_id"])
-    checks = [
-        Check(
-            "item_id_present",
-            "items",
-            "item id is present",
-            ("ExpectColumnValuesToNotBeNull", {"column": "item_id"}),
-            column="item_id",
-        ),
-        Check(
-            "item_id_unique",
-            "items",
-            "item id is unique (the first record is kept)",
-            _flag("__dup_item"),
-            column="item_id",
-        ),
-    ]
+    checks = _id_checks(f, "items", "item")
     for col in text_fields:
         checks.append(
             Check(
@@ -277,24 +280,7 @@ def items_checks(
 def users_checks(frame: pd.DataFrame) -> Prepared:
     """Derive columns and list the checks for the users table."""
     f = frame.copy()
-    f["user_id"] = as_id(f["user_id"])
-    f["__dup_user"] = _dup_keep_first(f, ["user_id"])
-    checks = [
-        Check(
-            "user_id_present",
-            "users",
-            "user id is present",
-            ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}),
-            column="user_id",
-        ),
-        Check(
-            "user_id_unique",
-            "users",
-            "user id is unique (the first record is kept)",
-            _flag("__dup_user"),
-            column="user_id",
-        ),
-    ]
+    checks = _id_checks(f, "users", "user")
     return Prepared("users", f, checks)
 
 
