@@ -461,7 +461,7 @@ MUTANTS = [
         "from fusionrec.io import atomic_write_text, file_lock, new_dir",
         "from contextlib import nullcontext\nfrom fusionrec.io import atomic_write_text, new_dir\n"
         "file_lock = lambda path: nullcontext()",
-        (REGISTRY, "-k", "concurrent"),
+        (REGISTRY, "-k", "concurrent or waits_for_the_registry_lock"),
     ),
     Mutant(
         "promotion without the compare-and-swap",

@@ -53,6 +53,31 @@ def test_concurrent_registrations_get_distinct_versions_and_both_stay_intact(tmp
             verify_checksums(folder)
 
 
+def _hold_the_lock(root: str, seconds: float, ready) -> None:
+    from fusionrec.io import file_lock
+
+    with file_lock(Path(root) / ".registry.lock"):
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_registration_waits_for_the_registry_lock(tmp_path):
+    """Another process holds the registry's lock (it is allocating a version): a registration waits for it
+    to be released instead of taking a number at the same time (the race above, made certain)."""
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_the_lock, args=(str(tmp_path), 2.0, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        t = time.perf_counter()
+        register(tmp_path, _candidate(tmp_path / "c", b"weights", 0.1))
+        waited = time.perf_counter() - t
+    finally:
+        holder.join(30)
+    assert waited >= 1.0, f"registered after {waited:.2f} s while another process held the lock for 2 s"
+
+
 def test_a_retried_registration_gets_its_version_back(tmp_path):
     cand = _candidate(tmp_path / "c", b"weights", 0.1)
     first = register(tmp_path, cand)
