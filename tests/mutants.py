@@ -675,13 +675,17 @@ def run(mutant: Mutant, copy: Path, whole_files: bool = False) -> tuple[str, flo
     return verdict, seconds, last
 
 
-def write_summary(rows: list[dict], out: Path) -> None:
-    """One table of a whole run at one commit: ``summary.md`` and ``results.json`` in ``out``."""
-    import json
-
+def checkout_label() -> str:
+    """The commit the scratch copy is taken from (marked when the working tree has uncommitted changes)."""
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True)
-    label = (commit.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    return (commit.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def write_summary(rows: list[dict], out: Path, label: str) -> None:
+    """One table of a whole run at one commit (``label``): ``summary.md`` and ``results.json`` in ``out``."""
+    import json
+
     caught = sum(r["verdict"] == "caught" for r in rows)
     green = sum(r["baseline"] == "green" for r in rows)
     lines = [
@@ -741,6 +745,7 @@ def main() -> int:
         for m in chosen:
             print(f"{m.name}: {m.file} -> {' '.join(m.tests)}")
         return 0
+    label = checkout_label()  # before the run: the working tree may move on while it runs
     copy = scratch_copy(args.tests_from)
     print(f"scratch copy: {copy}")
     whole = bool(args.tests_from)
@@ -775,7 +780,7 @@ def main() -> int:
     red = sum(r["baseline"] != "green" for r in rows)
     print(f"{caught} of {len(rows)} mutants caught; {red} red baselines")
     if args.all:
-        write_summary(rows, REPO / "build" / "mutants")
+        write_summary(rows, REPO / "build" / "mutants", label)
         print(f"table: {REPO / 'build' / 'mutants' / 'summary.md'}")
     return 1 if caught < len(rows) else 0
 
