@@ -41,6 +41,8 @@ BENCHES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "online_lookup": ([], ("redis",)),
     "encoders": (["--repeats", "3"], ()),
     "accuracy": ([], ("data",)),
+    "pipeline": ([], ("data",)),
+    "retrieval": ([], ("data", "model")),
 }
 
 
