@@ -676,10 +676,11 @@ def run(mutant: Mutant, copy: Path, whole_files: bool = False) -> tuple[str, flo
 
 
 def checkout_label() -> str:
-    """The commit the scratch copy is taken from (marked when the working tree has uncommitted changes)."""
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True)
-    return (commit.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    """The commit the scratch copy is taken from (``+changes`` when the working tree has uncommitted changes)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import record
+
+    return record.commit()
 
 
 def write_summary(rows: list[dict], out: Path, label: str) -> None:
@@ -701,8 +702,7 @@ def write_summary(rows: list[dict], out: Path, label: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "results.json").write_text(json.dumps({"commit": label, "mutants": rows}, indent=2), encoding="utf-8")
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import record
+    import record  # benchmarks/, put on the path by checkout_label
 
     record.write(
         "mutants",

@@ -162,12 +162,8 @@ def _tuned(name: str, fit: Callable[..., Callable]):
 
     def fit_tuned(c: Context, s: Split) -> Callable:
         score, chosen = peers.tuned(lambda **kw: fit(c, s, **kw), GRIDS[name], valid_ndcg(s))
-
-        def scored(users):
-            return score(users)
-
-        scored.chosen = chosen  # what the comparison reports
-        return scored
+        score.chosen = chosen  # what the comparison reports (each fit makes its own score function)
+        return score
 
     return fit_tuned
 
