@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import record as bench_record
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -461,7 +462,25 @@ def main() -> None:
     record("1,000 malformed sink events", lambda: attack_sink(work), "0 good records lost; no 5xx")
     record("concurrent registrations", lambda: attack_registry(work), "40 distinct, 40 intact")
     failed = [r[0] for r in results if not r[2]]
-    print(f"\n{len(results) - len(failed)}/{len(results)} attacks held" + (f"; failed: {failed}" if failed else ""))
+    held = len(results) - len(failed)
+    print(f"\n{held}/{len(results)} attacks held" + (f"; failed: {failed}" if failed else ""))
+    bench_record.write(
+        "abuse",
+        "python benchmarks/abuse.py",
+        [
+            bench_record.Figure(
+                "attacks",
+                f"hostile callers against the running servers and sink: {held} of {len(results)} attacks held"
+                + (f"; failed: {', '.join(failed)}" if failed else ""),
+                beside="; ".join(f"{name}: {happened}" for name, happened, _, _ in results),
+                readme=f"hostile callers against the running servers and sink: {held} of {len(results)} attacks held",
+                value=held,
+                bar="every attack held",
+                met=not failed,
+            )
+        ],
+        attacks=[{"attack": n, "happened": h, "held": ok, "expected": e} for n, h, ok, e in results],
+    )
     sys.exit(1 if failed else 0)
 
 

@@ -43,6 +43,10 @@ BENCHES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "accuracy": ([], ("data",)),
     "pipeline": ([], ("data",)),
     "retrieval": ([], ("data", "model")),
+    "serving": ([], ("data", "model")),
+    "drift": ([], ("data", "model")),
+    "abuse": ([], ()),
+    "scale": ([], ()),
 }
 
 

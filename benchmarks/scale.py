@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import record
+
 ROOT = Path(__file__).resolve().parents[1]
 FUSIONREC = [sys.executable, "-m", "fusionrec"]
 EVALUATE = """
@@ -130,18 +132,43 @@ def main() -> None:
     print(f"\n{'interactions':>13} {'stage':<9}{'seconds':>10}{'peak GiB':>10}")
     for size, stage, seconds, gib, note in rows:
         print(f"{size:>13,} {stage:<9}{seconds:>10.1f}{gib:>10.2f}  {note}")
-    train = {size: s for size, stage, s, _, _ in rows if stage == "train"}
-    if 1_000_000 in train:
-        print(
-            f"\n10^6 interactions: trained to early stopping in {train[1_000_000] / 60:.1f} min "
-            f"(bar 15 min: {'met' if train[1_000_000] <= 900 else 'NOT met'})"
+    stages_run = [
+        {"interactions": s, "stage": st, "seconds": sec, "peak_gib": g, "note": n} for s, st, sec, g, n in rows
+    ]
+    (args.work / "summary.json").write_text(json.dumps(stages_run, indent=2))
+    figures = []
+    for size in args.sizes:
+        at = {st: (sec, g) for s, st, sec, g, _ in rows if s == size}
+        if "train" not in at:
+            continue
+        met = at["train"][0] <= 900 if size == 1_000_000 else None
+        others = ", ".join(f"{st} {sec:.0f} s" for st, (sec, _) in at.items() if st != "train")
+        figures.append(
+            record.Figure(
+                f"train_{size:.0e}".replace("+0", ""),
+                f"the main job's stages at {size:,} interactions ({max(100, size // 50):,} users, "
+                f"{max(50, size // 100):,} items), each the user's own command in a fresh process: train "
+                f"({args.softmax} softmax, to early stopping, with the item-item fit and the test evaluation) "
+                f"{at['train'][0]:.1f} s, {at['train'][1]:.2f} GiB peak",
+                beside=others,
+                readme=(
+                    f"{size:,} interactions, training to early stopping: {at['train'][0]:.0f} s, "
+                    f"{at['train'][1]:.2f} GiB peak"
+                )
+                if size == max(args.sizes)
+                else None,
+                value=at["train"][0],
+                bar="15 min" if size == 1_000_000 else None,
+                met=met,
+            )
         )
-    (args.work / "summary.json").write_text(
-        json.dumps(
-            [{"interactions": s, "stage": st, "seconds": sec, "peak_gib": g, "note": n} for s, st, sec, g, n in rows],
-            indent=2,
-        )
-    )
+        if size == 1_000_000:
+            print(
+                f"\n10^6 interactions: trained to early stopping in {at['train'][0] / 60:.1f} min "
+                f"(bar 15 min: {'met' if met else 'NOT met'})"
+            )
+    sizes = " ".join(map(str, args.sizes))
+    record.write("scale", f"python benchmarks/scale.py --sizes {sizes}", figures, stages=stages_run)
 
 
 if __name__ == "__main__":

@@ -81,3 +81,20 @@ def item_item_term(sd: dict[str, np.ndarray], history: np.ndarray) -> np.ndarray
     for h in range(len(index)):
         dense[h, index[h]] = value[h]
     return float(sd["ii_weight"]) * dense[np.asarray(history, dtype=np.int64)].sum(0)
+
+
+def content_term(sd: dict[str, np.ndarray], modalities: list[str], history: np.ndarray) -> np.ndarray:
+    """The content term of every item for one user [n_items]: weight * cos(the sum of the history items'
+    content vectors, each item's), an item's content vector its modalities' features each scaled to unit
+    length (zero where masked), concatenated and scaled to unit length."""
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        n = np.linalg.norm(x, axis=-1, keepdims=True)
+        return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+
+    c = unit(
+        np.concatenate(
+            [unit(np.asarray(sd[f"feat_{m}"], dtype=np.float64)) * sd[f"mask_{m}"][:, None] for m in modalities], 1
+        )
+    )
+    return float(sd["cc_weight"]) * c @ unit(c[np.asarray(history, dtype=np.int64)].sum(0))

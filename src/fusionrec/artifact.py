@@ -168,12 +168,14 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
     raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
     raw.setdefault("item_bias", False)  # versions written before the item bias existed
     raw.setdefault("item_item", 0)  # and before the item-item term
+    raw.setdefault("content_term", False)  # and before the content term
     config = FusionConfig.model_validate(raw)
     model = FusionRecModel(config)
     state = load_file(str(path / "model.safetensors"), device=device)
     if config.item_item == 0:  # versions written before the item-item term have none of its (empty) buffers
         for name in ("ii_index", "ii_value", "ii_weight"):
             state.setdefault(name, model.state_dict()[name])
+    state.setdefault("cc_weight", model.state_dict()["cc_weight"])  # versions before the content term: weight 0
     model.load_state_dict(state)
     model.to(device).eval()
     h = np.load(path / "user_history.npz")

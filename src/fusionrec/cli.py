@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -121,6 +122,13 @@ def _print_checks(outcome) -> None:
     )
 
 
+class Catalogue(str, Enum):
+    """The synthetic generator's catalogues (fusionrec.data.synth.SynthConfig.catalogue)."""
+
+    dense = "dense"
+    longtail = "longtail"
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Folder for the dataset and its contract (replaced atomically).")],
@@ -131,12 +139,21 @@ def data_synth(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same dataset.")] = 0,
     image_size: Annotated[int, typer.Option(min=16, max=512, help="Side of the rendered images in pixels.")] = 64,
+    catalogue: Annotated[
+        Catalogue,
+        typer.Option(
+            help="dense (movie-like) or longtail (shop-like: product families in several colours, most items "
+            "bought once or twice, 8 interactions per user by default).",
+        ),
+    ] = Catalogue.dense,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Generate a synthetic multimodal dataset: items with text and rendered images, users with planted tastes."""
     from fusionrec.data.synth import SynthConfig, generate
 
-    cfg = SynthConfig(users=users, items=items, interactions=interactions, seed=seed, image_size=image_size)
+    cfg = SynthConfig(
+        users=users, items=items, interactions=interactions, seed=seed, image_size=image_size, catalogue=catalogue.value
+    )
     result = generate(cfg, out, progress=progress)
     typer.echo(json.dumps(result.summary(), indent=2))
     typer.echo(f"contract: {result.contract_path}")

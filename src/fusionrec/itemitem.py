@@ -23,7 +23,9 @@ import torch
 log = logging.getLogger(__name__)
 
 LAMBDAS = (100.0, 250.0, 500.0, 1000.0, 2000.0)
-WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0)
+WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
+# the content term's weights: its cosine lies in [-1, 1] where the towers' logits span about +-5 (temperature 0.2)
+CONTENT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0)
 DEFAULT_LAMBDA = 500.0
 LAMBDA_SEARCH_UP_TO = 4000  # items; above, one closed form costs tens of seconds: the default ridge only
 VALID_USERS = 4000  # validation users the choices are made on (a random sample beyond that)
@@ -111,4 +113,41 @@ def fit_item_item(
         "valid_ndcg@20_with_item_item": ndcg if chosen else network,
     }
     log.info("item-item term: %s", out)
+    return out
+
+
+def fit_content_term(
+    model, split, hist: torch.Tensor, hmask: torch.Tensor, scores, *, seed: int = 0, device: str = "cpu"
+):
+    """Choose the content term's weight (``model.cc_weight``) in place, on ``split.valid`` NDCG@20 added to
+    ``scores(users)`` (the towers and the item-item term as fitted); then the item-item weight again beside
+    it. Returns what was chosen ({} without the term)."""
+    if not (model.config.content_term and model.modality_names) or len(split.valid) == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    users = np.unique(split.valid["user_idx"].to_numpy())
+    if len(users) > VALID_USERS:
+        users = np.sort(rng.choice(users, VALID_USERS, replace=False))
+    u = torch.from_numpy(users)
+    h, m = hist[u].to(device), hmask[u].to(device)
+    with torch.inference_mode():
+        content = model.content_term(h, m, weight=1.0).float().cpu().numpy()
+        ii = model.item_item(h, m).float().cpu().numpy() if model.has_item_item else None
+    base = np.asarray(scores(users), dtype=np.float32)  # with the item-item term at its fitted weight
+    before = _ndcg(base, users, split)
+    combined = {w: _ndcg(base + w * content, users, split) for w in CONTENT_WEIGHTS}
+    w = max(combined, key=combined.get)  # the smallest of equally good weights
+    out = {"weight": float(w), "valid_ndcg@20_before": before, "valid_ndcg@20_alone": _ndcg(content, users, split)}
+    if ii is not None and w != 0.0 and float(model.ii_weight) != 0.0:  # the item-item weight again, beside it
+        w_ii = float(model.ii_weight)
+        towers = base - ii  # item_item() carries its weight
+        again = {x: _ndcg(towers + (x / w_ii) * ii + w * content, users, split) for x in WEIGHTS}
+        best = max(again, key=again.get)
+        if again[best] > combined[w]:
+            model.ii_weight.fill_(float(best))
+            out["item_item_weight"] = float(best)
+            combined[w] = again[best]
+    model.cc_weight.fill_(float(w))
+    out["valid_ndcg@20_with_content"] = combined[w]
+    log.info("content term: %s", out)
     return out

@@ -91,7 +91,13 @@ class Recommender:
         self.modalities = list(self.model.modality_names)
         # the score's terms: one per modality, the item ID, the item-item term over the user's history (when
         # the model has one), the bias; the bias stays last
-        self.terms = [*self.modalities, "id", *(["history"] if self.model.has_item_item else []), "bias"]
+        # the terms a user's history adds beside the towers': the item-item and the content term, where the
+        # model has them
+        self.history_terms = [
+            *(["history"] if self.model.has_item_item else []),
+            *(["content"] if self.model.has_content_term else []),
+        ]
+        self.terms = [*self.modalities, "id", *self.history_terms, "bias"]
         self.search_pool, self.blend = search_pool, blend
         self.encoders = {}
         for m, enc in (encoders or {}).items():
@@ -145,16 +151,17 @@ class Recommender:
             np.asarray(terms, dtype=np.float32),
         )
 
-    def _explain(self, user: torch.Tensor, idx: np.ndarray, item_item: torch.Tensor) -> np.ndarray:
+    def _explain(self, user: torch.Tensor, idx: np.ndarray, by_history: torch.Tensor) -> np.ndarray:
         """The model's score terms [len(idx), len(self.terms)] of catalogue items ``idx`` for one user vector
-        and that user's item-item term over the catalogue (``item_item``, [n])."""
+        and that user's history terms over the catalogue (``by_history``, [n, len(self.history_terms)]: the
+        item-item and the content term)."""
         t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         with torch.inference_mode():
             terms = explain(
                 user[None], self.item_parts[t][None], self.item_part_bias[t][None], self.model.config.temperature
             )[0].numpy()
-        if self.model.has_item_item:
-            terms = np.insert(terms, terms.shape[1] - 1, item_item[t].numpy(), axis=1)
+        if self.history_terms:
+            terms = np.concatenate([terms[:, :-1], by_history[t].numpy(), terms[:, -1:]], axis=1)
         return terms
 
     def _allowed(self, row: Row, excluded: list[int]) -> torch.Tensor:
@@ -209,9 +216,13 @@ class Recommender:
             excluded.append(ex)
         with torch.inference_mode():
             uv = self.model.users(users, hist, mask, self.item_vectors)
-            item_item = self.model.item_item(hist, mask)
+            parts = [
+                *([self.model.item_item(hist, mask)] if self.model.has_item_item else []),
+                *([self.model.content_term(hist, mask)] if self.model.has_content_term else []),
+            ]
+            by_history = torch.stack(parts, -1) if parts else torch.zeros(len(rows), self.n_items, 0)
         cold = [bool(users[n] < 0 and mask[n].any()) for n in range(len(rows))]
-        return uv, users, mask, item_item, excluded, cold
+        return uv, users, mask, by_history, excluded, cold
 
     # -- the two requests ------------------------------------------------------------------------
 
@@ -232,9 +243,9 @@ class Recommender:
         """Top-K for users: known users by ID and history, cold users by the given history, anonymous
         requests (no user, no history) by popularity with ``fallback`` set (its score is the item's
         interaction count, credited to the bias term)."""
-        uv, users, mask, item_item, excluded, cold = self._user_vectors(rows)
+        uv, users, mask, by_history, excluded, cold = self._user_vectors(rows)
         with torch.inference_mode():
-            scores = self.model.logits(uv, self.item_vectors, self.item_bias) + item_item
+            scores = self.model.logits(uv, self.item_vectors, self.item_bias) + by_history.sum(-1)
         results = []
         for n, row in enumerate(rows):
             fallback = bool(users[n] < 0 and not mask[n].any())
@@ -246,7 +257,7 @@ class Recommender:
                 terms = np.zeros((k, len(self.terms)), dtype=np.float32)
                 terms[:, -1] = s[idx].numpy()
             else:
-                terms = self._explain(uv[n], idx, item_item[n])
+                terms = self._explain(uv[n], idx, by_history[n])
             res = self._result(idx, s[idx].numpy(), terms)
             res.fallback, res.cold = fallback, cold[n]
             res.user_vector = None if fallback else uv[n].numpy()
@@ -296,8 +307,8 @@ class Recommender:
         personal = [i for i, r in enumerate(rows) if r.personal]
         taste: dict[int, tuple[torch.Tensor, list[int], bool, torch.Tensor]] = {}
         if personal:
-            uv, _, _, item_item, excluded, cold = self._user_vectors([rows[i] for i in personal])
-            taste = {i: (uv[j], excluded[j], cold[j], item_item[j]) for j, i in enumerate(personal)}
+            uv, _, _, by_history, excluded, cold = self._user_vectors([rows[i] for i in personal])
+            taste = {i: (uv[j], excluded[j], cold[j], by_history[j]) for j, i in enumerate(personal)}
         with torch.inference_mode():
             vectors = self.tower(queries).vectors
         hits = self.search.search(queries, max(self.search_pool, max(r.k for r in rows)))

@@ -196,7 +196,7 @@ def test_synth_to_trained_model_features_and_comparison(tmp_path):
     assert json.loads((m / "champion.json").read_text())["version"] == "v0001"
 
     # evaluate: every model on one split, each metric a probability, the fused model above popularity
-    names = ["fusion", "mostpop", "bpr_mf", "cornac_bpr", "cornac_vbpr", "ease"]
+    names = ["fusion", "mostpop", "bpr_mf", "cornac_bpr", "cornac_vbpr", "ease", "content_knn"]
     r = cli(
         "evaluate",
         str(v),

@@ -109,7 +109,7 @@ def test_the_run_leaves_reports_that_render_in_the_ui(run, synth_clean):
     assert "<html" in (steps / "validate" / "report").read_text().lower()
     table = (steps / "evaluate" / "comparison").read_text()
     names = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:]
-    assert names == ["fusion (candidate)", "mostpop", "bpr_mf", "cornac_bpr", "ease"]
+    assert names == ["fusion (candidate)", "mostpop", "bpr_mf", "cornac_bpr", "ease", "content_knn"]
     gallery = (steps / "gate" / "gallery").read_text()
     assert gallery.count("<h2>user ") == 4  # four sample users
     assert gallery.count("data:image/jpeg;base64,") >= 4 * 10  # pictures inlined: no file links in the UI

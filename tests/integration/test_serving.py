@@ -101,17 +101,18 @@ def _seen(stack, user_idx):
     return set(items[parts.loc[parts["user_idx"] == user_idx, "item_idx"]])
 
 
-TERMS = ("image", "text", "id", "history", "bias")  # the history term: the item-item term over the user's history
+# the history term: the item-item term over the user's history; content: the content term over it
+TERMS = ("image", "text", "id", "history", "content", "bias")
 
 
 def _reference_terms(stack, user_idx: int) -> np.ndarray:
-    """Every item's score terms for a known user [n_items, image, text, id, history, bias], from the equations
-    (tests/reference.py) over the served artifact's weights; the user vector from its user tower."""
+    """Every item's score terms for a known user [n_items, image, text, id, history, content, bias], from the
+    equations (tests/reference.py) over the served artifact's weights; the user vector from its user tower."""
     import torch
     from safetensors.numpy import load_file
 
     from fusionrec.artifact import load_artifact
-    from tests.reference import item_item_term, score_terms
+    from tests.reference import content_term, item_item_term, score_terms
 
     art = load_artifact(stack["model_dir"])
     with torch.inference_mode():
@@ -128,7 +129,8 @@ def _reference_terms(stack, user_idx: int) -> np.ndarray:
     sd = load_file(str(stack["model_dir"] / "model.safetensors"))
     terms = score_terms(sd, ["image", "text"], art.config.temperature, uv)
     history = art.history[user_idx][art.history_mask[user_idx]].numpy()
-    return np.insert(terms, 3, item_item_term(sd, history), axis=1)
+    by_history = np.stack([item_item_term(sd, history), content_term(sd, ["image", "text"], history)], 1)
+    return np.concatenate([terms[:, :3], by_history, terms[:, 3:]], axis=1)
 
 
 def _index(stack) -> pd.Series:
@@ -149,6 +151,7 @@ def test_known_user_gets_k_unseen_items_explained_and_versioned(stack):
     expected = _reference_terms(stack, int(user["user_idx"]))
     # the served model has an item-item term that moves this user's scores (else leaving it out would go unseen)
     assert np.abs(expected[:, TERMS.index("history")]).max() > 1e-3
+    assert np.abs(expected[:, TERMS.index("content")]).max() > 1e-3  # and a content term
     direct = _post(
         f"{stack['servers'].predictor_url}/v1/models/{MODEL}:predict",
         {"instances": [{"user_id": str(user["user_id"]), "k": 7}]},
@@ -340,7 +343,7 @@ def test_predictor_speaks_v1_and_v2(stack):
         and out["fallback"]["data"] == [False, True]
     )
     assert out["item_id"]["data"][:4] == [i["item_id"] for i in v1.json()["predictions"][0]["items"]]
-    assert out["score_terms"]["shape"] == [2, 4, 5] and v2.json()["parameters"]["terms"] == ",".join(TERMS)
+    assert out["score_terms"]["shape"] == [2, 4, 6] and v2.json()["parameters"]["terms"] == ",".join(TERMS)
     meta = httpx.get(f"{url}/v2/models/{MODEL}").json()  # v2 model metadata names every tensor it takes
     assert {"k", "user_id", "history", "candidates", "text", "image"} <= {i["name"] for i in meta["inputs"]}
     assert set(out) <= {o["name"] for o in meta["outputs"]}

@@ -201,3 +201,27 @@ def test_dataset_round_trips_through_disk(tmp_path):
 def test_loading_a_folder_that_is_not_a_dataset_says_what_to_do(tmp_path):
     with pytest.raises(DatasetError, match="run 'fusionrec data validate'"):
         Dataset.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "ids, kept",
+    [
+        (["0108775015", "0108775016"], ["0108775015", "0108775016"]),  # article numbers with a leading zero
+        (["7", "0042"], ["7", "0042"]),  # one with a leading zero: every id keeps its written form
+        (["+7", "8"], ["+7", "8"]),
+        (["1e3", "8"], ["1e3", "8"]),
+        (["12345678901234567890", "8"], ["12345678901234567890", "8"]),  # beyond an int64
+        (["-3", "0"], [-3, 0]),  # written as integers are written: integers
+    ],
+)
+def test_item_ids_come_out_as_the_data_wrote_them(tmp_path, ids, kept):
+    contract = tiny_catalogue(tmp_path)
+    inter = pd.read_csv(tmp_path / "inter.csv", dtype=str)
+    items = pd.read_csv(tmp_path / "items.csv", dtype=str)
+    inter["iid"] = inter["iid"].map(dict(zip(["10", "20"], ids)))
+    items["iid"] = ids
+    inter.to_csv(tmp_path / "inter.csv", index=False)
+    items.to_csv(tmp_path / "items.csv", index=False)
+    ds = normalise(read_raw(load_contract(write_contract(tmp_path, contract))))
+    assert list(ds.items["item_id"]) == kept
+    assert [str(i) for i in ds.items["item_id"]] == ids  # what an answer writes is what the data wrote

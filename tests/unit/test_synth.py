@@ -68,3 +68,31 @@ def test_written_contract_validates(synth_clean, settings, tmp_path):
 
     outcome = validate_dataset(synth_clean / "dataset.yaml", tmp_path / "v", settings.validation, progress=False)
     assert outcome.passed and len(outcome.quarantine) == 0
+
+
+def test_the_long_tail_shop_has_product_families_rare_items_and_article_numbers(tmp_path):
+    """catalogue=longtail: families of one genre, shape, texture and description in 2-6 distinct colours;
+    8 purchases a user; most items bought once or twice; ids with a leading zero that stay strings."""
+    from fusionrec.data.contract import load_contract
+    from fusionrec.data.dataset import normalise
+    from fusionrec.data.raw import read_raw
+
+    r = generate(
+        SynthConfig(users=300, items=1800, seed=2, workers=1, image_size=16, catalogue="longtail"),
+        tmp_path / "s",
+        progress=False,
+    )
+    truth = pd.read_parquet(r.folder / "truth" / "items.parquet")
+    items = pd.read_csv(r.folder / "items.csv", dtype=str)
+    inter = pd.read_parquet(r.folder / "interactions.parquet")
+    families = truth.merge(items[["item_id", "description"]], on="item_id").groupby("family")
+    assert families.size().between(2, 6).all()
+    assert (families["colour"].nunique() == families.size()).all()  # each member its own colour
+    for column in ("genre", "shape", "texture", "description"):
+        assert (families[column].nunique() == 1).all(), column
+    assert len(inter) == 8 * 300
+    per_item = inter["item_id"].value_counts().reindex(items["item_id"], fill_value=0)
+    assert ((per_item >= 1) & (per_item <= 2)).sum() > 0.5 * (per_item >= 1).sum()
+    assert items["item_id"].str.fullmatch(r"0\d{9}").all()
+    ds = normalise(read_raw(load_contract(r.contract_path)))
+    assert ds.items["item_id"].tolist() == items["item_id"].tolist()  # "0000670001" stays "0000670001"

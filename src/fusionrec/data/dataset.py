@@ -137,11 +137,12 @@ class Dataset:
 
 
 def _typed_ids(ids: pd.Series) -> np.ndarray:
-    """Integers when every id is an integer, strings otherwise."""
+    """Integers when every id is an integer written as Python writes it (``42``; so it comes back out as it
+    went in), strings otherwise: ``0108775015``, ``+7`` or ``1e3`` keep the form the data wrote."""
     as_str = ids.astype(str).str.strip()
-    as_int = pd.to_numeric(as_str, errors="coerce")
-    if as_int.notna().all() and (as_int == as_int.round()).all():
-        return as_int.astype(np.int64).to_numpy()
+    canonical = as_str.str.fullmatch(r"0|-?[1-9][0-9]{0,17}")  # 18 digits at most: an int64 holds them all
+    if canonical.all():
+        return as_str.astype(np.int64).to_numpy()
     return as_str.to_numpy(dtype=object)
 
 

@@ -17,6 +17,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,7 @@ NOUNS = [
 ]
 REGIONS = ["north", "south", "east", "west", "centre"]
 AUDIO_DIM = 16
+LONGTAIL = {"per_user": 8, "popularity_weight": 0.25, "variants": (2, 6)}
 START_TS = 1_704_067_200  # 2024-01-01
 
 
@@ -81,6 +83,11 @@ class SynthConfig(BaseModel):
     popularity_weight: float = 1.0
     defects: float = Field(0.0, ge=0.0, le=0.5)  # share of items/interactions given a planted defect
     workers: int = Field(0, ge=0)  # image-rendering processes; 0 = number of CPUs
+    # "dense": movie-like, every item drawn by popularity and taste. "longtail": shop-like (see LONGTAIL):
+    # product families of one shape, texture and description in 2-6 colours, article numbers with a
+    # leading zero as ids, a flat popularity, 8 interactions per user by default: most items are bought
+    # once or twice, and a user's taste shows in the content of what they bought.
+    catalogue: Literal["dense", "longtail"] = "dense"
 
 
 @dataclass
@@ -150,9 +157,17 @@ def _describe(rng: np.random.Generator, genre: str) -> str:
     )
 
 
+def _descriptions(rng: np.random.Generator, genres: list[str], item_genre: np.ndarray, family: np.ndarray) -> list[str]:
+    """One description per family (an item of its own family in the dense catalogue)."""
+    first = np.r_[True, family[1:] != family[:-1]]
+    text = {int(f): _describe(rng, genres[g]) for f, g, new in zip(family, item_genre, first) if new}
+    return [text[int(f)] for f in family]
+
+
 def _contract(cfg: SynthConfig) -> dict:
+    kind = "" if cfg.catalogue == "dense" else f"-{cfg.catalogue}"
     return {
-        "name": f"synthetic-{cfg.users}u-{cfg.items}i-s{cfg.seed}",
+        "name": f"synthetic{kind}-{cfg.users}u-{cfg.items}i-s{cfg.seed}",
         "format": "raw_catalogue",
         "description": "fusionrec synthetic dataset: genre in the text, colour and shape in the image, tempo in audio",
         "root": ".",
@@ -194,16 +209,32 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     n_u, n_i = cfg.users, cfg.items
-    target = cfg.interactions or 30 * n_u
+    longtail = cfg.catalogue == "longtail"
+    target = cfg.interactions or (LONGTAIL["per_user"] if longtail else 30) * n_u
+    popularity_weight = LONGTAIL["popularity_weight"] if longtail else cfg.popularity_weight
 
     genres, colours = list(GENRES), list(COLOURS)
-    item_genre = rng.integers(0, len(genres), n_i)
-    item_colour = rng.integers(0, len(colours), n_i)
-    item_shape = rng.integers(0, len(SHAPES), n_i)
-    item_texture = rng.integers(0, len(TEXTURES), n_i)
+    if longtail:  # families of one genre, shape and texture in 2-6 distinct colours
+        low, high = LONGTAIL["variants"]
+        sizes = []
+        while sum(sizes) < n_i:
+            sizes.append(int(rng.integers(low, high + 1)))
+        sizes[-1] -= sum(sizes) - n_i
+        family = np.repeat(np.arange(len(sizes)), sizes)
+        fam_genre, fam_shape, fam_texture = (rng.integers(0, n, len(sizes)) for n in (len(genres), 4, 3))
+        item_genre, item_shape, item_texture = fam_genre[family], fam_shape[family], fam_texture[family]
+        item_colour = np.concatenate([rng.permutation(len(colours))[:k] for k in sizes])
+        variant = np.concatenate([np.arange(k) for k in sizes])
+        item_ids = np.array([f"0{f:06d}{v:03d}" for f, v in zip(family, variant)])  # article numbers
+    else:
+        family = np.arange(n_i)
+        item_genre = rng.integers(0, len(genres), n_i)
+        item_colour = rng.integers(0, len(colours), n_i)
+        item_shape = rng.integers(0, len(SHAPES), n_i)
+        item_texture = rng.integers(0, len(TEXTURES), n_i)
+        item_ids = np.array([f"item-{k:06d}" for k in range(n_i)])
     item_tempo = rng.integers(0, len(TEMPOS), n_i)
     popularity = -np.log(np.arange(1, n_i + 1, dtype=np.float64))[rng.permutation(n_i)] * 0.5
-    item_ids = np.array([f"item-{k:06d}" for k in range(n_i)])
     user_ids = np.array([f"user-{k:07d}" for k in range(n_u)])
     user_genre = rng.integers(0, len(genres), n_u)
     user_colour = rng.integers(0, len(colours), n_u)
@@ -212,7 +243,7 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
     weights = rng.lognormal(0.0, 0.8, n_u)
     cap = max(1, n_i // 2)
     share = target * weights / weights.sum()
-    per_user = np.clip(np.floor(share), 1, cap).astype(np.int64)
+    per_user = np.clip(np.floor(share), 2 if longtail else 1, cap).astype(np.int64)
     order = np.argsort(-(share - np.floor(share)), kind="stable")  # largest remainder first
     short = target - int(per_user.sum())
     while short > 0 and (per_user < cap).any():
@@ -227,7 +258,7 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
         users = np.flatnonzero(profiles == prof)
         g, c = divmod(int(prof), len(colours))
         score = (
-            cfg.popularity_weight * popularity
+            popularity_weight * popularity
             + cfg.genre_weight * (item_genre == g)
             + cfg.colour_weight * (item_colour == c)
         )
@@ -243,7 +274,7 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
                 chosen = top[row, : per_user[u]]
                 rows_u.append(np.full(len(chosen), u))
                 rows_i.append(chosen)
-                rows_s.append(score[chosen] - cfg.popularity_weight * popularity[chosen])
+                rows_s.append(score[chosen] - popularity_weight * popularity[chosen])
     u_idx = np.concatenate(rows_u)
     i_idx = np.concatenate(rows_i)
     affinity = np.concatenate(rows_s)
@@ -260,7 +291,8 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
             "title": [
                 f"The {MOODS[k % len(MOODS)].title()} {NOUNS[(k // len(MOODS)) % len(NOUNS)]} {k}" for k in range(n_i)
             ],
-            "description": [_describe(rng, genres[g]) for g in item_genre],
+            # a family shares one description (a shop's product text names the product, not the colour)
+            "description": _descriptions(rng, genres, item_genre, family),
             "image": [f"images/{i}.jpg" for i in item_ids],
             "price": np.round(rng.lognormal(2.5, 0.6, n_i), 2),
             "year": rng.integers(1990, 2025, n_i),
@@ -336,6 +368,7 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
                 "colour": np.array(colours)[item_colour],
                 "shape": np.array(SHAPES)[item_shape],
                 "texture": np.array(TEXTURES)[item_texture],
+                "family": family,
                 "tempo": np.array(TEMPOS)[item_tempo],
             }
         ).to_parquet(tmp / "truth" / "items.parquet", index=False)

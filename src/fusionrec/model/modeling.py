@@ -25,6 +25,10 @@ from torch import nn
 from fusionrec.model.config import FusionConfig
 
 DENSE_ITEM_ITEM = 1 << 24  # the item-item term may build a dense n x n matrix up to this size (4,096 items)
+# The content term keeps the catalogue's content vectors (n_items x the encoders' summed width); above this
+# many values it keeps a seeded random projection of them to CONTENT_DIM (cosines kept to about +-0.05)
+CONTENT_VALUES = 1 << 27
+CONTENT_DIM = 512
 
 
 @dataclass
@@ -140,6 +144,8 @@ class FusionRecModel(nn.Module):
         self.register_buffer("ii_index", torch.zeros(config.n_items, k, dtype=torch.long))
         self.register_buffer("ii_value", torch.zeros(config.n_items, k))
         self.register_buffer("ii_weight", torch.zeros(()))
+        self.register_buffer("cc_weight", torch.zeros(()))  # the content term's weight (fit_content_term)
+        self._content: torch.Tensor | None = None  # the content vectors, made from the features when first used
         for m in self.modality_names:
             self.register_buffer(f"feat_{m}", torch.zeros(config.n_items, config.modalities[m]))
             self.register_buffer(f"mask_{m}", torch.zeros(config.n_items, dtype=torch.bool))
@@ -153,6 +159,7 @@ class FusionRecModel(nn.Module):
             getattr(self, f"feat_{m}").copy_(values)
             getattr(self, f"mask_{m}").copy_(mask)
         self.item_seen.copy_(seen)
+        self._content = None
 
     # -- towers --------------------------------------------------------------------------------
 
@@ -282,6 +289,39 @@ class FusionRecModel(nn.Module):
             values = self.ii_value[hs] * history_mask[:, s : s + step].unsqueeze(-1)  # [B, step, k]
             out.scatter_add_(1, self.ii_index[hs].flatten(1), values.flatten(1))
         return out * self.ii_weight
+
+    @property
+    def has_content_term(self) -> bool:
+        return bool(self.config.content_term and self.modality_names and float(self.cc_weight) != 0.0)
+
+    def content_vectors(self) -> torch.Tensor:
+        """The catalogue's content vectors [n_items, D], unit rows (zeros for an item with no content): each
+        modality's features unit-normalised (zeros where masked), concatenated, normalised again."""
+        device = self.cc_weight.device
+        if self._content is None or self._content.device != device:
+            parts = [
+                F.normalize(getattr(self, f"feat_{m}").float(), dim=-1) * getattr(self, f"mask_{m}").unsqueeze(-1)
+                for m in self.modality_names
+            ]
+            c = torch.cat(parts, dim=1) if parts else torch.zeros(self.config.n_items, 0, device=device)
+            if c.numel() > CONTENT_VALUES and c.shape[1] > CONTENT_DIM:
+                g = torch.Generator().manual_seed(0)
+                c = c @ (torch.randn(c.shape[1], CONTENT_DIM, generator=g) / CONTENT_DIM**0.5).to(device)
+            self._content = F.normalize(c, dim=-1)
+        return self._content
+
+    def content_term(self, history: torch.Tensor, history_mask: torch.Tensor, weight: float | None = None):
+        """The content term [B, n_items]: ``weight`` (default ``cc_weight``) times the cosine between the mean
+        of each user's history items' content vectors (the last ``item_item_history``) and each item's."""
+        w = float(self.cc_weight) if weight is None else weight
+        B, n = history.shape[0], self.config.n_items
+        if not self.modality_names or w == 0.0:
+            return torch.zeros(B, n, device=history.device)
+        c = self.content_vectors()
+        start = max(0, history.shape[1] - self.config.item_item_history)
+        h, m = history[:, start:].clamp(min=0), history_mask[:, start:]
+        pooled = F.embedding_bag(h, c, per_sample_weights=m.to(c.dtype), mode="sum")
+        return F.normalize(pooled, dim=-1) @ c.T * w
 
     def logits(self, users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """Retrieval scores [B, n]: dot products of unit vectors scaled by the temperature, plus the item bias."""

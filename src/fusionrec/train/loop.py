@@ -70,6 +70,7 @@ class TrainResult:
     user_history_mask: torch.Tensor = field(repr=False, default=None)
     steps: int = 0  # optimizer steps this process took in this call (under DDP: this rank's share)
     item_item: dict[str, float] = field(default_factory=dict)  # what fit_item_item chose (empty: no term)
+    content: dict[str, float] = field(default_factory=dict)  # what fit_content_term chose (empty: no term)
 
 
 def _plain(value):
@@ -117,7 +118,7 @@ def score_function(
     model: FusionRecModel, hist: torch.Tensor, mask: torch.Tensor, device: str = "cpu", *, item_item: bool = True
 ):
     """user indices -> retrieval scores over the whole catalogue (eval mode, no gradients); with
-    ``item_item=False`` the two towers' scores alone."""
+    ``item_item=False`` the two towers' scores alone (no item-item and no content term)."""
     model.eval()
     with torch.inference_mode():
         items = model.items()
@@ -129,6 +130,8 @@ def score_function(
             s = model.logits(model.users(u.to(device), h, m, items.vectors), items.vectors, items.bias)
             if item_item and model.has_item_item and float(model.ii_weight) != 0.0:
                 s = s + model.item_item(h, m)
+            if item_item and model.has_content_term:
+                s = s + model.content_term(h, m)
             return s.float().cpu().numpy()
 
     return scores
@@ -381,6 +384,13 @@ def train(
             seed=cfg.seed,
             device=device,
         )
+    content = {}
+    if rank == 0 and model.config.content_term and model.modality_names:  # then the content term beside it
+        from fusionrec.itemitem import fit_content_term
+
+        content = fit_content_term(
+            model, split, hist, hmask, score_function(model, hist, hmask, device), seed=cfg.seed, device=device
+        )
     if distributed:  # rank 0's best weights everywhere
         for t in model.state_dict().values():
             dist.broadcast(t, src=0)
@@ -399,6 +409,7 @@ def train(
         hmask,
         steps_taken,
         item_item,
+        content,
     )
 
 

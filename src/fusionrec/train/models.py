@@ -143,6 +143,7 @@ VARIANTS: dict[str, Callable[[Context], Compared | None]] = {
     "image_only": _variant(_only("image")),
     "no_tabular": _variant(_content),
     "no_item_item": _variant(sorted, {"item_item": 0}),
+    "no_content": _variant(sorted, {"content_term": False}),
     "fusion_sampled": _variant(sorted, training={"softmax": "sampled"}),
 }
 # Each peer with settings gets a validation search over a grid of them (validation NDCG@20), as the fusion model
@@ -150,8 +151,9 @@ VARIANTS: dict[str, Callable[[Context], Compared | None]] = {
 # VBPR costs minutes a fit on 2 cores, so it is not searched in a comparison: `benchmarks/accuracy.py
 # --tune-vbpr` searches its grid on a development seed's validation, for its defaults.
 GRIDS: dict[str, dict[str, tuple]] = {
-    "cornac_bpr": {"lr": (0.005, 0.01, 0.05), "lambda_reg": (0.001, 0.01), "max_iter": (100, 200, 400)},
-    "bpr_mf": {"lr": (1e-3, 5e-3, 2e-2), "reg": (1e-5, 1e-4)},
+    # widened where a grid's edge was chosen on the development seeds (Cornac BPR's 400 iterations, BPR-MF's 1e-3)
+    "cornac_bpr": {"lr": (0.005, 0.01, 0.05), "lambda_reg": (0.001, 0.01), "max_iter": (100, 200, 400, 800)},
+    "bpr_mf": {"lr": (3e-4, 1e-3, 5e-3, 2e-2), "reg": (1e-5, 1e-4)},
     "cornac_vbpr": {"lr": (0.001, 0.005, 0.02), "lambda_w": (0.001, 0.01)},
 }
 

@@ -16,7 +16,7 @@ from fusionrec.config import describe_pydantic_errors
 from fusionrec.errors import ConfigError
 
 PROTOCOLS = ("random", "temporal", "cold_item", "given")
-BASELINES = ("mostpop", "bpr_mf", "cornac_bpr", "ease")  # what a run's evaluate step compares with
+BASELINES = ("mostpop", "bpr_mf", "cornac_bpr", "ease", "content_knn")  # what a run's evaluate step compares with
 MARGIN = 0.01  # the gate's default: promote only when the primary metric beats the champion's by this share
 
 

@@ -1,0 +1,47 @@
+"""Every bar a published figure names is met, or is a known gap listed here as a strict xfail.
+
+The figures are the benchmarks' records in docs/figures (benchmarks/summary.py --publish copies them
+there). A new figure that misses its bar fails this test until it is met or listed below with the
+reason; a listed gap that a new record meets fails it too (strict), so the list cannot outlive the gap.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+KEPT = Path(__file__).resolve().parents[2] / "docs" / "figures"
+
+# (benchmark, figure key) -> why the bar is not met yet (docs/benchmarks.md has the figures)
+KNOWN_GAPS = {
+    ("accuracy", "sampled"): "the sampled-softmax loss is not within 1% of the full softmax (NDCG@20)",
+    ("mutants", "caught"): "the published full run missed one mutant (since given a deterministic test)",
+}
+
+
+def _barred() -> list[tuple[str, str, dict]]:
+    out = []
+    for path in sorted(KEPT.glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        out += [(record["benchmark"], f["key"], f) for f in record["figures"] if f.get("bar") is not None]
+    return out
+
+
+def test_the_known_gaps_name_published_figures_with_bars():
+    barred = {(b, k) for b, k, _ in _barred()}
+    assert barred  # the records name bars
+    assert set(KNOWN_GAPS) <= barred, set(KNOWN_GAPS) - barred
+
+
+@pytest.mark.parametrize(
+    "benchmark, key, figure",
+    [
+        pytest.param(b, k, f, id=f"{b}-{k}", marks=[pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[(b, k)])])
+        if (b, k) in KNOWN_GAPS
+        else pytest.param(b, k, f, id=f"{b}-{k}")
+        for b, k, f in _barred()
+    ],
+)
+def test_a_published_figure_meets_its_bar(benchmark, key, figure):
+    assert figure["met"] is True, f"{benchmark} {key}: {figure['figure']} (bar: {figure['bar']})"
