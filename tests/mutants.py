@@ -257,11 +257,25 @@ MUTANTS = [
         ("tests/unit/test_itemitem.py",),
     ),
     Mutant(
-        "the served score leaves out the item-item term",
+        "the served score leaves out the item-item and content terms",
         "src/fusionrec/recommender.py",
-        "self.model.logits(uv, self.item_vectors, self.item_bias) + item_item",
+        "self.model.logits(uv, self.item_vectors, self.item_bias) + by_history.sum(-1)",
         "self.model.logits(uv, self.item_vectors, self.item_bias)",
         (SERVING, "-k", "explained_and_versioned"),
+    ),
+    Mutant(
+        "the content term ignores its weight",
+        "src/fusionrec/model/modeling.py",
+        "return F.normalize(pooled, dim=-1) @ c.T * w",
+        "return F.normalize(pooled, dim=-1) @ c.T",
+        ("tests/unit/test_itemitem.py", "-k", "content_term_is_the_cosine"),
+    ),
+    Mutant(
+        "the content weight taken from the grid's start, not the validation",
+        "src/fusionrec/itemitem.py",
+        "weight = max(combined, key=combined.get)",
+        "weight = CONTENT_WEIGHTS[1]",
+        ("tests/unit/test_itemitem.py", "-k", "content_weight_is_chosen"),
     ),
     Mutant(
         "the item-item ridge left at the first in the grid",

@@ -136,18 +136,18 @@ def fit_content_term(
     base = np.asarray(scores(users), dtype=np.float32)  # with the item-item term at its fitted weight
     before = _ndcg(base, users, split)
     combined = {w: _ndcg(base + w * content, users, split) for w in CONTENT_WEIGHTS}
-    w = max(combined, key=combined.get)  # the smallest of equally good weights
-    out = {"weight": float(w), "valid_ndcg@20_before": before, "valid_ndcg@20_alone": _ndcg(content, users, split)}
-    if ii is not None and w != 0.0 and float(model.ii_weight) != 0.0:  # the item-item weight again, beside it
+    weight = max(combined, key=combined.get)  # the smallest of equally good weights
+    out = {"weight": float(weight), "valid_ndcg@20_before": before, "valid_ndcg@20_alone": _ndcg(content, users, split)}
+    if ii is not None and weight != 0.0 and float(model.ii_weight) != 0.0:  # the item-item weight again, beside it
         w_ii = float(model.ii_weight)
         towers = base - ii  # item_item() carries its weight
-        again = {x: _ndcg(towers + (x / w_ii) * ii + w * content, users, split) for x in WEIGHTS}
+        again = {x: _ndcg(towers + (x / w_ii) * ii + weight * content, users, split) for x in WEIGHTS}
         best = max(again, key=again.get)
-        if again[best] > combined[w]:
+        if again[best] > combined[weight]:
             model.ii_weight.fill_(float(best))
             out["item_item_weight"] = float(best)
-            combined[w] = again[best]
-    model.cc_weight.fill_(float(w))
-    out["valid_ndcg@20_with_content"] = combined[w]
+            combined[weight] = again[best]
+    model.cc_weight.fill_(float(weight))
+    out["valid_ndcg@20_with_content"] = combined[weight]
     log.info("content term: %s", out)
     return out

@@ -231,7 +231,7 @@ def test_the_content_weight_is_chosen_on_validation_and_zero_when_content_says_n
     import pandas as pd
 
     from fusionrec.data.splits import Split
-    from fusionrec.itemitem import fit_content_term
+    from fusionrec.itemitem import CONTENT_WEIGHTS, fit_content_term
 
     rng = np.random.default_rng(4)
     n_users, n_items, groups = 80, 60, 6
@@ -250,7 +250,11 @@ def test_the_content_weight_is_chosen_on_validation_and_zero_when_content_says_n
         items = [i for v, i in train_rows if v == u]
         hist[u, 8 - len(items) :] = torch.tensor(items)
         hmask[u, 8 - len(items) :] = True
-    base = 0.01 * rng.normal(size=(n_users, n_items)).astype(np.float32)
+    base = rng.normal(size=(n_users, n_items)).astype(np.float32)  # towers as strong as noise: small weights lose
+    train = set(train_rows)
+    valid = {}
+    for u, i in valid_rows:
+        valid.setdefault(u, set()).add(i)
     centres = rng.normal(size=(groups, 16))
     for content, positive in (
         (centres[group] + 0.3 * rng.normal(size=(n_items, 16)), True),
@@ -265,8 +269,12 @@ def test_the_content_weight_is_chosen_on_validation_and_zero_when_content_says_n
         )
         chosen = fit_content_term(model, split, hist, hmask, lambda us: base[us])
         assert float(model.cc_weight) == chosen["weight"]
+        # every weight of the grid scored here by hand (the term's own values: the test above checks them)
+        term = model.content_term(hist, hmask, weight=1.0).numpy()
+        grid = {w: _ndcg20(base + w * term, train, valid) for w in CONTENT_WEIGHTS}
+        assert grid[chosen["weight"]] == pytest.approx(max(grid.values()), abs=1e-9)
         if positive:
-            assert chosen["weight"] > 0
+            assert chosen["weight"] > CONTENT_WEIGHTS[1] and max(grid, key=grid.get) == chosen["weight"]
             assert chosen["valid_ndcg@20_with_content"] > chosen["valid_ndcg@20_before"] + 0.2
         else:
             assert chosen["valid_ndcg@20_with_content"] < chosen["valid_ndcg@20_before"] + 0.1
