@@ -19,8 +19,8 @@ pytestmark = pytest.mark.unit
 SLOW = """
 import signal, socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", 0)); s.listen()
-print(s.getsockname()[1], flush=True)
 signal.signal(signal.SIGTERM, lambda *a: (time.sleep(1.0), sys.exit(0)))
+print(s.getsockname()[1], flush=True)  # after the handler: a SIGTERM sent on reading the port finds it there
 while True:
     time.sleep(0.1)
 """
