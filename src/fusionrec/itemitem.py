@@ -63,6 +63,14 @@ def _ndcg(scores: np.ndarray, users: np.ndarray, split) -> float:
     ).ndcg[20]
 
 
+def valid_users(split, seed: int) -> np.ndarray:
+    """The validation users the choices are made on: all of them, or a random ``VALID_USERS``, sorted."""
+    users = np.unique(split.valid["user_idx"].to_numpy())
+    if len(users) > VALID_USERS:
+        users = np.sort(np.random.default_rng(seed).choice(users, VALID_USERS, replace=False))
+    return users
+
+
 def fit_item_item(
     model, split, hist: torch.Tensor, hmask: torch.Tensor, network_scores, *, seed: int = 0, device: str = "cpu"
 ) -> dict[str, float]:
@@ -73,10 +81,7 @@ def fit_item_item(
     k = model.ii_index.shape[1]
     if k == 0 or len(split.valid) == 0:
         return {}
-    rng = np.random.default_rng(seed)
-    users = np.unique(split.valid["user_idx"].to_numpy())
-    if len(users) > VALID_USERS:
-        users = np.sort(rng.choice(users, VALID_USERS, replace=False))
+    users = valid_users(split, seed)
     u = torch.from_numpy(users)
     base = np.asarray(network_scores(users), dtype=np.float32)
     tu, ti = split.train["user_idx"].to_numpy(), split.train["item_idx"].to_numpy()
@@ -124,10 +129,7 @@ def fit_content_term(
     it. Returns what was chosen ({} without the term)."""
     if not (model.config.content_term and model.modality_names) or len(split.valid) == 0:
         return {}
-    rng = np.random.default_rng(seed)
-    users = np.unique(split.valid["user_idx"].to_numpy())
-    if len(users) > VALID_USERS:
-        users = np.sort(rng.choice(users, VALID_USERS, replace=False))
+    users = valid_users(split, seed)
     u = torch.from_numpy(users)
     h, m = hist[u].to(device), hmask[u].to(device)
     with torch.inference_mode():

@@ -16,6 +16,8 @@ KEPT = Path(__file__).resolve().parents[2] / "docs" / "figures"
 # (benchmark, figure key) -> why the bar is not met yet (docs/benchmarks.md has the figures)
 KNOWN_GAPS = {
     ("accuracy", "sampled"): "the sampled-softmax loss is not within 1% of the full softmax (NDCG@20)",
+    ("drift", "policy"): "on fresh windows off-topic text queries are caught at a share of 0.2, not at the 0.1 where "
+    "Recall@20 is already down 10% (met on the development windows)",
     ("mutants", "caught"): "the published full run missed one mutant (since given a deterministic test)",
 }
 
