@@ -183,6 +183,13 @@ def main() -> None:
     body_file = logs / "bodies.jsonl"
     body_file.write_text("\n".join(bodies) + "\n")
 
+    if not (args.data / "features" / "registry.db").exists():  # make bench's prepare writes the tables only
+        from fusionrec.features import store as fs
+
+        feast_settings = load_settings(env={**os.environ, "FUSIONREC__FEATURES__DATA_DIR": str(args.data / "features")})
+        store = fs.feature_store(feast_settings.features, args.data / "features")
+        fs.apply(store, args.data / "features")
+        fs.materialize(store)
     arms: dict[str, tuple[str, dict]] = {}
     stops = []
     try:
@@ -251,7 +258,7 @@ def main() -> None:
     floor = {m: float(np.median([r["floor"][m] for r in rounds])) for m in ("rps", "p99")}
     record.write(
         "serving",
-        f"python benchmarks/serving.py --pairs {args.pairs}",
+        f"python benchmarks/serving.py --pairs {args.pairs} --seconds {args.seconds:g} --warmup {args.warmup:g}",
         [
             record.Figure(
                 "serving",
