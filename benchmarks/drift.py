@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import re
 import sys
 import tempfile
 import time
@@ -57,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retrieval import DATA, MODEL, ROOT, _port, phone_photo  # noqa: E402
+from retrieval import DATA, MODEL, ROOT, _port, phone_photo, sentences  # noqa: E402
 
 # fixed thresholds on the score; for the *_bootstrap methods the threshold is the quantile of the no-drift score
 METHODS = {
@@ -215,13 +214,6 @@ class Traffic:
             else:
                 out.append(({"k": 20}, kind, []))
         return out
-
-
-def sentences(overview) -> list[str]:
-    """The overview's sentences of at least six words (a text query is one of them)."""
-    if not isinstance(overview, str):
-        return []
-    return [x.strip() for x in re.split(r"(?<=[.!?])\s+", overview) if len(x.split()) >= 6]
 
 
 def send(client, url: str, requests, tag: str = "probe", batch: int = 32) -> dict[str, list[float]]:

@@ -66,10 +66,17 @@ def phone_photo(path: str, rng: np.random.Generator) -> bytes:
     return out.getvalue()
 
 
+def sentences(overview) -> list[str]:
+    """The overview's sentences of at least six words."""
+    if not isinstance(overview, str):
+        return []
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", overview) if len(s.split()) >= 6]
+
+
 def a_sentence(overview: str) -> str | None:
     """The longest of the overview's first three sentences (at least six words), or None."""
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", overview or "") if len(s.split()) >= 6][:3]
-    return max(sentences, key=len) if sentences else None
+    first = sentences(overview)[:3]
+    return max(first, key=len) if first else None
 
 
 def hit_rates(ranked: list[list[str]], truth: list[str]) -> tuple[float, float]:

@@ -183,13 +183,8 @@ def main() -> None:
     body_file = logs / "bodies.jsonl"
     body_file.write_text("\n".join(bodies) + "\n")
 
-    if not (args.data / "features" / "registry.db").exists():  # make bench's prepare writes the tables only
-        from fusionrec.features import store as fs
-
-        feast_settings = load_settings(env={**os.environ, "FUSIONREC__FEATURES__DATA_DIR": str(args.data / "features")})
-        store = fs.feature_store(feast_settings.features, args.data / "features")
-        fs.apply(store, args.data / "features")
-        fs.materialize(store)
+    if not (args.data / "features" / "registry.db").exists():
+        raise SystemExit(f"{args.data}/features: no Feast store; run 'make bench BENCH=serving' (it prepares one)")
     arms: dict[str, tuple[str, dict]] = {}
     stops = []
     try:

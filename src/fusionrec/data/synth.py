@@ -159,9 +159,11 @@ def _describe(rng: np.random.Generator, genre: str) -> str:
 
 def _descriptions(rng: np.random.Generator, genres: list[str], item_genre: np.ndarray, family: np.ndarray) -> list[str]:
     """One description per family (an item of its own family in the dense catalogue)."""
-    first = np.r_[True, family[1:] != family[:-1]]
-    text = {int(f): _describe(rng, genres[g]) for f, g, new in zip(family, item_genre, first) if new}
-    return [text[int(f)] for f in family]
+    text: dict[int, str] = {}
+    for f, g in zip(family.tolist(), item_genre):
+        if f not in text:
+            text[f] = _describe(rng, genres[g])
+    return [text[f] for f in family.tolist()]
 
 
 def _contract(cfg: SynthConfig) -> dict:
