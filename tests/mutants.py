@@ -292,6 +292,20 @@ MUTANTS = [
         ("tests/unit/test_itemitem.py", "-k", "together"),
     ),
     Mutant(
+        "the sparse item-item form leaves out the Gram matrix's top eigenpairs",
+        "src/fusionrec/itemitem.py",
+        "c = (1.0 / (s + lam) - 1.0 / lam + s / lam**2).astype(np.float32)",
+        "c = np.zeros_like(s, dtype=np.float32)",
+        ("tests/unit/test_itemitem.py", "-k", "sparse_form"),
+    ),
+    Mutant(
+        "the co-occurrence slices leave each item paired with itself",
+        "src/fusionrec/itemitem.py",
+        "other = C.col != start + C.row",
+        "other = C.col != C.row",
+        ("tests/unit/test_itemitem.py", "-k", "slice_budget"),
+    ),
+    Mutant(
         "the item-item term sums only the first slice of a long history",
         "src/fusionrec/model/modeling.py",
         "for s in range(0, h.shape[1], step):",

@@ -169,6 +169,9 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
     raw.setdefault("item_bias", False)  # versions written before the item bias existed
     raw.setdefault("item_item", 0)  # and before the item-item term
     raw.setdefault("content_term", False)  # and before the content term
+    above, n = raw.pop("item_item_max_items", None), raw.get("n_items")
+    if isinstance(above, int) and isinstance(n, int) and n > above:
+        raw["item_item"] = 0  # versions before the sparse form had no item-item term above that size
     config = FusionConfig.model_validate(raw)
     model = FusionRecModel(config)
     state = load_file(str(path / "model.safetensors"), device=device)

@@ -11,6 +11,15 @@ alone best is not the one that complements the towers best: on movielens-100k-mm
 the sum 250 (all 3 seeds).
 Each item keeps its ``k`` strongest neighbours (largest ``|B[h, j]|``), so the term costs
 ``history x k`` per user and ``n_items x k`` in the artifact.
+
+Above ``FusionConfig.item_item_dense_up_to`` items the ``n x n`` inverse costs too much (memory
+``8 n^2`` bytes, time ``n^3``), and the term is the sparse form (`SparseEase`): ``P`` from the Gram
+matrix's top ``r`` eigenpairs (a randomized SVD of ``X``) exactly and its remaining spectrum to first
+order, ``P ~ I/lambda - G/lambda^2 + V diag(1/(s+lambda) - 1/lambda + s/lambda^2) V'``, evaluated only
+where two items were bought together (each item's ``k`` most co-occurring items): memory linear in the
+items and interactions, never ``n^2``. The remainder it leaves out is of order ``(s_r/lambda)^2`` for
+the eigenvalues ``s_r`` below the top ``r``. ``benchmarks/item_item_scale.py`` measures it against the
+dense form (time, peak memory, Recall@20) and alone up to 10^6 items.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 log = logging.getLogger(__name__)
@@ -27,7 +37,6 @@ WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0
 # the content term's weights: its cosine lies in [-1, 1] where the towers' logits span about +-5 (temperature 0.2)
 CONTENT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0)
 DEFAULT_LAMBDA = 500.0
-LAMBDA_SEARCH_UP_TO = 4000  # items; above, one closed form costs tens of seconds: the default ridge only
 VALID_USERS = 4000  # validation users the choices are made on (a random sample beyond that)
 
 
@@ -51,6 +60,102 @@ def prune(B: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         else np.tile(np.arange(B.shape[1]), (len(B), 1))
     )
     return idx.astype(np.int64), np.take_along_axis(B, idx, axis=1)
+
+
+def interactions(train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
+    """The binary users-by-items matrix of the training positives (float32 CSR, repeats counted once)."""
+    X = sp.csr_matrix((np.ones(len(train_users), np.float32), (train_users, train_items)), shape=(n_users, n_items))
+    X.sum_duplicates()
+    X.data[:] = 1.0
+    return X
+
+
+def cooccurring(X: sp.csr_matrix, width: int, budget: int = 20_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's ``width`` most co-occurring other items, as one symmetric set of pairs ``(i, j)``,
+    ``i != j``, sorted by ``i`` then ``j``: (pairs [p, 2] int64, co-occurrence counts [p] float32).
+
+    ``X' X`` is formed a slice of items at a time, each slice's product holding about ``budget`` values,
+    so memory stays linear in the items (``width`` each) whatever the users' history lengths."""
+    n = X.shape[1]
+    XT = X.T.tocsr()
+    rowlen = np.diff(X.indptr)
+    cost = np.zeros(n, np.int64)  # values the product's row for each item holds at most
+    has = np.diff(XT.indptr) > 0
+    if XT.nnz:
+        cost[has] = np.add.reduceat(rowlen[XT.indices], XT.indptr[:-1][has])
+    csum = np.cumsum(cost)
+    heads, tails, counts = [], [], []
+    start = 0
+    while start < n:
+        base = csum[start - 1] if start else 0
+        end = min(n, max(start + 1, int(np.searchsorted(csum, base + budget, side="right"))))
+        C = (XT[start:end] @ X).tocoo()
+        other = C.col != start + C.row  # an item's count with itself is the diagonal, kept elsewhere
+        order = np.lexsort((C.col[other], -C.data[other], C.row[other]))  # by row, the most co-occurring first
+        r, c, v = C.row[other][order], C.col[other][order], C.data[other][order]
+        first = np.searchsorted(r, np.arange(end - start))
+        keep = (np.arange(len(r)) - first[r]) < width
+        heads.append(start + r[keep].astype(np.int64))
+        tails.append(c[keep].astype(np.int64))
+        counts.append(v[keep])
+        start = end
+    i, j, g = np.concatenate(heads), np.concatenate(tails), np.concatenate(counts)
+    key = np.concatenate([i * n + j, j * n + i])  # symmetric: (i, j) kept where either kept the other
+    key, first = np.unique(key, return_index=True)
+    g = np.concatenate([g, g])[first]
+    return np.stack([key // n, key % n], 1), g.astype(np.float32)
+
+
+def top_eigen(X: sp.csr_matrix, rank: int, seed: int = 0, power: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``rank`` eigenpairs of ``X' X`` by a randomized SVD of ``X`` (Halko et al. 2011):
+    (eigenvalues [r] float64, eigenvectors [n_items, r] float32)."""
+    m, n = X.shape
+    rank = max(1, min(rank, m, n))
+    width = min(n, rank + 10)
+    rng = np.random.default_rng(seed)
+    XT = X.T.tocsr()
+    Y = X @ rng.standard_normal((n, width)).astype(np.float32)
+    for _ in range(power):  # power iterations, orthonormalised each time
+        Y = np.linalg.qr(Y)[0]
+        Y = X @ np.linalg.qr(XT @ Y)[0]
+    Q = np.linalg.qr(Y)[0]
+    _, s, Vt = np.linalg.svd(np.asarray((XT @ Q).T), full_matrices=False)
+    return s[:rank].astype(np.float64) ** 2, np.ascontiguousarray(Vt[:rank].T, dtype=np.float32)
+
+
+class SparseEase:
+    """EASE's weights where the dense inverse does not fit (the module docstring has the form). Built once
+    per training matrix; ``weights(lambda, k)`` is cheap, so every ridge of the grid is tried."""
+
+    def __init__(self, X: sp.csr_matrix, width: int, rank: int, seed: int = 0) -> None:
+        self.n = X.shape[1]
+        self.pairs, self.gram = cooccurring(X, width)
+        self.count = np.asarray(X.sum(0), dtype=np.float64).ravel()  # the Gram matrix's diagonal
+        self.eigenvalues, self.vectors = top_eigen(X, rank, seed)
+
+    def weights(self, lam: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each item's ``k`` strongest weights ``B[h, :]`` by magnitude: (indices [n, k], values [n, k]);
+        a row with fewer than ``k`` pairs is filled with its own index at weight 0."""
+        s, V = self.eigenvalues, self.vectors
+        c = (1.0 / (s + lam) - 1.0 / lam + s / lam**2).astype(np.float32)
+        p_jj = 1.0 / lam - self.count / lam**2 + np.einsum("nr,nr->n", V * c, V, dtype=np.float64)
+        p_jj = np.maximum(p_jj, 1.0 / (lam + self.count))  # P_jj >= 1 / A_jj for A = G + lambda I
+        i, j = self.pairs[:, 0], self.pairs[:, 1]
+        b = np.empty(len(i), np.float32)
+        chunk = max(1, 2**24 // V.shape[1])  # pairs a slice: two gathers of 64 MiB
+        for a in range(0, len(i), chunk):
+            ia, ja = i[a : a + chunk], j[a : a + chunk]
+            p_ij = -self.gram[a : a + chunk] / lam**2 + np.einsum("nr,nr->n", V[ia] * c, V[ja])
+            b[a : a + chunk] = -p_ij / p_jj[ja]
+        order = np.lexsort((j, -np.abs(b), i))  # pairs come sorted by i; the strongest first within each
+        i, j, b = i[order], j[order], b[order]
+        rank = np.arange(len(i)) - np.searchsorted(i, np.arange(self.n))[i]
+        keep = rank < k
+        index = np.repeat(np.arange(self.n, dtype=np.int64)[:, None], k, axis=1)  # B[h, h] = 0
+        value = np.zeros((self.n, k), np.float32)
+        index[i[keep], rank[keep]] = j[keep]
+        value[i[keep], rank[keep]] = b[keep]
+        return index, value
 
 
 def _ndcg(scores: np.ndarray, users: np.ndarray, split) -> float:
@@ -87,9 +192,16 @@ def fit_item_item(
     tu, ti = split.train["user_idx"].to_numpy(), split.train["item_idx"].to_numpy()
     network = _ndcg(base, users, split)
     best = (network, 0.0, DEFAULT_LAMBDA, None)  # (combined NDCG, weight, ridge, (index, value))
-    lambdas = LAMBDAS if split.n_items <= LAMBDA_SEARCH_UP_TO else (DEFAULT_LAMBDA,)
-    for lam in lambdas:  # the ridge and the weight together, by the combined validation NDCG@20
-        index, value = prune(ease(tu, ti, split.n_users, split.n_items, lam), k)
+    cfg = model.config
+    if cfg.n_items <= cfg.item_item_dense_up_to:
+        form = "dense"
+        weights = lambda lam: prune(ease(tu, ti, split.n_users, split.n_items, lam), k)  # noqa: E731
+    else:
+        form = "sparse"
+        sparse = SparseEase(interactions(tu, ti, split.n_users, split.n_items), k, cfg.item_item_rank, seed)
+        weights = lambda lam: sparse.weights(lam, k)  # noqa: E731
+    for lam in LAMBDAS:  # the ridge and the weight together, by the combined validation NDCG@20
+        index, value = weights(lam)
         model.ii_index.copy_(torch.from_numpy(index))
         model.ii_value.copy_(torch.from_numpy(value))
         model.ii_weight.fill_(1.0)
@@ -99,7 +211,8 @@ def fit_item_item(
         w = max(combined, key=combined.get)  # the smallest of equally good weights
         ndcg = combined[w]
         log.info(
-            "item-item: lambda %g, valid NDCG@20 %.4f at weight %g (%.4f on its own)",
+            "item-item (%s): lambda %g, valid NDCG@20 %.4f at weight %g (%.4f on its own)",
+            form,
             lam,
             ndcg,
             w,
@@ -114,6 +227,7 @@ def fit_item_item(
     out = {
         "lambda": lam,
         "weight": float(chosen),
+        "sparse": float(form == "sparse"),
         "valid_ndcg@20_network": network,
         "valid_ndcg@20_with_item_item": ndcg if chosen else network,
     }

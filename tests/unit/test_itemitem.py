@@ -48,8 +48,8 @@ def test_the_item_item_term_adds_each_history_items_weights_times_the_learned_we
     assert got == pytest.approx(expected, abs=1e-6)
 
 
-def test_no_term_above_the_size_where_the_closed_form_costs_too_much():
-    assert FusionConfig(n_users=2, n_items=30_000).item_item_neighbours == 0
+def test_the_term_keeps_its_neighbours_at_every_catalogue_size():
+    assert FusionConfig(n_users=2, n_items=300_000).item_item_neighbours == 512
     assert FusionConfig(n_users=2, n_items=50, item_item=128).item_item_neighbours == 50
     assert FusionConfig(n_users=2, n_items=50, item_item=0).item_item_neighbours == 0
 
@@ -66,9 +66,11 @@ def _ndcg20(scores: np.ndarray, train: set, valid: dict) -> float:
     return total / len(valid)
 
 
-def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation_ndcg():
+@pytest.mark.parametrize("form", ["dense", "sparse"])
+def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation_ndcg(form):
     """fit_item_item keeps the (ridge, weight) pair whose towers-plus-term validation NDCG@20 is the best
-    of the whole grid, each pair scored here by hand from EASE's closed form."""
+    of the whole grid, each pair scored here by hand from EASE's closed form (for the sparse form, at full
+    rank, the closed form where two items were bought together), every ridge tried in both forms."""
     import pandas as pd
 
     from fusionrec.data.splits import Split
@@ -94,7 +96,12 @@ def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation
 
     split = Split("random", frame("train"), frame("valid"), frame("valid").iloc[:0], n_users, n_items)
     base = 0.01 * rng.normal(size=(n_users, n_items)).astype(np.float32)  # weak towers: a mid-grid ridge wins
-    model = FusionRecModel(FusionConfig(n_users=n_users, n_items=n_items, dim=4, item_item=n_items))
+    dense_up_to = n_items if form == "dense" else 0
+    config = FusionConfig(
+        n_users=n_users, n_items=n_items, dim=4, item_item=n_items, item_item_dense_up_to=dense_up_to,
+        item_item_rank=n_items,
+    )  # fmt: skip
+    model = FusionRecModel(config)
     hist = torch.zeros(n_users, 20, dtype=torch.long)
     hmask = torch.zeros(n_users, 20, dtype=torch.bool)
     train = {(u, i) for (u, i) in rows if part[(u, i)] == "train"}
@@ -111,17 +118,97 @@ def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation
     X = np.zeros((n_users, n_items))
     for u, i in train:
         X[u, i] = 1.0
-    tu, ti = np.nonzero(X)
-    grid = {
-        (lam, w): _ndcg20(base + w * (X @ ease(tu, ti, n_users, n_items, lam)), train, valid)
-        for lam in LAMBDAS
-        for w in WEIGHTS
-    }
+    support = (X.T @ X > 0) if form == "sparse" else np.ones((n_items, n_items), dtype=bool)
+
+    def closed_form(lam):
+        P = np.linalg.inv(X.T @ X + lam * np.eye(n_items))
+        B = -P / np.diag(P)
+        np.fill_diagonal(B, 0.0)
+        return np.where(support, B, 0.0)
+
+    grid = {(lam, w): _ndcg20(base + w * (X @ closed_form(lam)), train, valid) for lam in LAMBDAS for w in WEIGHTS}
     assert max(grid, key=grid.get)[0] != LAMBDAS[0]  # the data make the choice matter (not the first ridge)
     assert grid[(chosen["lambda"], chosen["weight"])] == pytest.approx(max(grid.values()), abs=1e-9)
     assert chosen["valid_ndcg@20_with_item_item"] == pytest.approx(max(grid.values()), abs=1e-6)
     assert chosen["valid_ndcg@20_network"] == pytest.approx(_ndcg20(base, train, valid), abs=1e-6)
     assert chosen["weight"] > 0  # on block-structured tastes the term beats random tower scores
+    assert chosen["sparse"] == float(form == "sparse")
+    if form == "sparse":  # pairs never bought together exist, and the sparse form leaves them out
+        assert not support.all()
+
+
+def _blocks(n_users: int, n_items: int, seed: int) -> np.ndarray:
+    """Users who mostly buy from one block of 20 items, a few from anywhere: a binary matrix."""
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n_users, n_items))
+    for u in range(n_users):
+        block = rng.integers(0, n_items // 20)
+        X[u, rng.choice(np.r_[block * 20 : block * 20 + 20, rng.integers(0, n_items, 4)], 6)] = 1.0
+    return X
+
+
+def test_the_sparse_form_at_full_rank_is_the_closed_form_where_items_were_bought_together():
+    """With every eigenpair the sparse form's P is the exact inverse, so each kept weight B[h, j] is the
+    closed form's (an explicit inverse here); a row keeps its k strongest co-occurring items."""
+    from fusionrec.itemitem import SparseEase, interactions
+
+    X = _blocks(200, 60, 0)
+    lam, k = 20.0, 8
+    tu, ti = np.nonzero(X)
+    P = np.linalg.inv(X.T @ X + lam * np.eye(60))
+    B = -P / np.diag(P)
+    G = X.T @ X
+    index, value = SparseEase(interactions(tu, ti, 200, 60), width=60, rank=60).weights(lam, k)
+    for h in range(60):
+        pairs = [j for j in range(60) if j != h and G[h, j] > 0]
+        expected = sorted(pairs, key=lambda j: -abs(B[h, j]))[:k]
+        real = value[h] != 0
+        assert sorted(index[h][real].tolist()) == sorted(expected)
+        assert value[h][real] == pytest.approx(B[h, index[h][real]], rel=1e-3, abs=1e-5)
+        assert np.all(index[h][~real] == h)  # a short row is filled with its own index at weight 0
+
+
+def test_the_sparse_form_at_low_rank_ranks_as_the_closed_form_does():
+    """At a quarter of the rank, with the ridge well above the eigenvalues left out (about 44 here, against
+    500: the remainder is of order (44/500)^2), the sparse form keeps most of the closed form's top 5 per
+    row, and the kept weights close to its."""
+    from fusionrec.itemitem import SparseEase, interactions
+
+    X = _blocks(3000, 400, 1)
+    lam, k = 500.0, 5
+    tu, ti = np.nonzero(X)
+    P = np.linalg.inv(X.T @ X + lam * np.eye(400))
+    B = -P / np.diag(P)
+    np.fill_diagonal(B, 0.0)
+    B = np.where(X.T @ X > 0, B, 0.0)
+    index, value = SparseEase(interactions(tu, ti, 3000, 400), width=400, rank=100).weights(lam, k)
+    exact = np.argsort(-np.abs(B), axis=1)[:, :k]
+    overlap = np.mean([len(set(index[h]) & set(exact[h])) / k for h in range(400)])
+    assert overlap > 0.9
+    err = np.abs(value - np.take_along_axis(B, index, 1)).max() / np.abs(B).max()
+    assert err < 0.08  # (and the first-order part alone is off by more than 0.2, below)
+    # leaving the low-rank part out (first order alone) is far off: the test can tell
+    first_order = -(X.T @ X) / lam**2 / (1 / lam - np.diag(X.T @ X) / lam**2)
+    assert np.abs(np.where(X.T @ X > 0, first_order, 0) - B).max() / np.abs(B).max() > 0.2
+
+
+def test_co_occurring_pairs_are_the_same_whatever_the_slice_budget():
+    from fusionrec.itemitem import cooccurring, interactions
+
+    X = _blocks(300, 100, 2)
+    tu, ti = np.nonzero(X)
+    M = interactions(tu, ti, 300, 100)
+    pairs, counts = cooccurring(M, width=7, budget=10**9)
+    sliced, sliced_counts = cooccurring(M, width=7, budget=50)  # many slices
+    assert np.array_equal(pairs, sliced) and np.array_equal(counts, sliced_counts)
+    G = X.T @ X
+    assert np.all(counts == G[pairs[:, 0], pairs[:, 1]]) and np.all(pairs[:, 0] != pairs[:, 1])
+    kept = set(map(tuple, pairs.tolist()))
+    assert all((j, i) in kept for i, j in kept)  # symmetric
+    for i in range(100):  # each item's 7 most co-occurring are among its pairs (ties aside)
+        seventh = np.sort(np.delete(G[i], i))[::-1][6]
+        strong = [j for j in range(100) if j != i and G[i, j] > seventh]
+        assert all((i, j) in kept for j in strong)
 
 
 @pytest.mark.parametrize(

@@ -32,11 +32,15 @@ class FusionConfig(BaseModel):
     # An item-item term (EASE, Steck 2019): score += w * sum over the user's history h of B[h, item], B
     # fitted in closed form on the training rows after the network is trained, its ridge and the weight w
     # chosen together on validation NDCG@20 (fusionrec.itemitem). Each item keeps its `item_item` strongest
-    # neighbours; 0 turns the term off (and it is off above `item_item_max_items`, where the closed form
-    # costs too much). 512 rather than 128 neighbours, with the whole history below: what each brought is in
-    # docs/model.md ('What moved the figures'; benchmarks/accuracy.py measures it).
+    # neighbours; 0 turns the term off. 512 rather than 128 neighbours, with the whole history below: what
+    # each brought is in docs/model.md ('What moved the figures'; benchmarks/accuracy.py measures it).
+    # Up to `item_item_dense_up_to` items B is the exact n x n inverse; above, the sparse form (the Gram
+    # matrix's top `item_item_rank` eigenpairs exactly, the rest to first order, only where two items
+    # were bought together; fusionrec.itemitem.SparseEase), so the term never switches off
+    # (benchmarks/item_item_scale.py measures both).
     item_item: int = Field(512, ge=0)
-    item_item_max_items: int = Field(20_000, ge=0)
+    item_item_dense_up_to: int = Field(4000, ge=0)
+    item_item_rank: int = Field(512, ge=1)
     # The user's latest items the item-item term sums over (EASE's own score sums over the whole row); longer
     # than the tower's window (docs/model.md has what it brought), and 1,000 covers every user's whole
     # training history on movielens-100k-mm. No cost in training, where the term is not used.
@@ -57,4 +61,4 @@ class FusionConfig(BaseModel):
     @property
     def item_item_neighbours(self) -> int:
         """Neighbours kept per item (0: no item-item term)."""
-        return min(self.item_item, self.n_items) if self.n_items <= self.item_item_max_items else 0
+        return min(self.item_item, self.n_items)

@@ -153,12 +153,13 @@ def _contributions(cfg: FusionConfig, result: TrainResult) -> list[str]:
     ii = result.item_item
     if ii:
         lines.append(
-            f"- item-item term (EASE over the user's last {cfg.item_item_history} items, ridge {ii['lambda']:g}, "
-            f"weight {ii['weight']:g}): validation NDCG@20 {ii['valid_ndcg@20_network']:.4f} from the two "
+            f"- item-item term ({'sparse' if ii.get('sparse') else 'dense'} EASE over the user's last "
+            f"{cfg.item_item_history} items, ridge {ii['lambda']:g}, weight {ii['weight']:g}): validation NDCG@20 "
+            f"{ii['valid_ndcg@20_network']:.4f} from the two "
             f"towers alone, {ii['valid_ndcg@20_with_item_item']:.4f} with it"
         )
     else:
-        lines.append(f"- no item-item term (turned off, or the catalogue is above {cfg.item_item_max_items:,} items)")
+        lines.append("- no item-item term (turned off)")
     c = result.content
     if c:
         lines.append(

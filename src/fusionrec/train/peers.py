@@ -94,9 +94,9 @@ def bpr_mf(
 def ease(split: Split, lam: float | None = None, valid_fn=None):
     """EASE (Steck 2019): a closed-form item-item linear model, B = -P / diag(P) with P = (X'X + lam I)^-1
     and a zero diagonal. ``lam`` chosen by ``valid_fn`` (validation NDCG@20) among
-    :data:`fusionrec.itemitem.LAMBDAS` when not given, as our own item-item term's is (up to the same
-    catalogue size; the default above it)."""
-    from fusionrec.itemitem import DEFAULT_LAMBDA, LAMBDA_SEARCH_UP_TO, LAMBDAS
+    :data:`fusionrec.itemitem.LAMBDAS` when not given, as our own item-item term's is (at every catalogue
+    size: the peer's cost is its own)."""
+    from fusionrec.itemitem import DEFAULT_LAMBDA, LAMBDAS
     from fusionrec.itemitem import ease as ease_weights
 
     X = np.zeros((split.n_users, split.n_items), dtype=np.float32)
@@ -107,7 +107,7 @@ def ease(split: Split, lam: float | None = None, valid_fn=None):
         B = ease_weights(users, items, split.n_users, split.n_items, lam)
         return lambda us: X[np.asarray(us)] @ B
 
-    if lam is not None or valid_fn is None or split.n_items > LAMBDA_SEARCH_UP_TO:
+    if lam is not None or valid_fn is None:
         return fitted(DEFAULT_LAMBDA if lam is None else lam)
     return max((fitted(v) for v in LAMBDAS), key=valid_fn)
 
