@@ -292,6 +292,13 @@ MUTANTS = [
         ("tests/unit/test_itemitem.py", "-k", "together"),
     ),
     Mutant(
+        "ids with a leading zero read as integers",
+        "src/fusionrec/data/dataset.py",
+        'as_str.str.fullmatch(r"0|-?[1-9][0-9]{0,17}")',
+        'as_str.str.fullmatch(r"-?[0-9]{1,18}")',
+        ("tests/unit/test_contract_and_readers.py", "-k", "as_the_data_wrote_them"),
+    ),
+    Mutant(
         "the sparse item-item form leaves out the Gram matrix's top eigenpairs",
         "src/fusionrec/itemitem.py",
         "c = (1.0 / (s + lam) - 1.0 / lam + s / lam**2).astype(np.float32)",

@@ -1,7 +1,8 @@
 """The one normalised representation every format is read into, and its on-disk form.
 
 Users and items get contiguous integer indices (``user_idx``, ``item_idx``); their original ids are
-kept (``user_id``, ``item_id``: integers when every id is an integer, strings otherwise).
+kept (``user_id``, ``item_id``: integers when every id is written as one without a leading zero, else
+strings as written).
 """
 
 from __future__ import annotations
