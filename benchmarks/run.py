@@ -38,6 +38,7 @@ BENCHES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "synth_speed": ([], ()),
     "privacy_filter": ([], ()),
     "item_item": ([], ()),
+    "item_item_scale": ([], ()),
     "online_lookup": ([], ("redis",)),
     "encoders": (["--repeats", "3"], ()),
     "accuracy": ([], ("data",)),

@@ -72,7 +72,7 @@ def interactions(train_users: np.ndarray, train_items: np.ndarray, n_users: int,
 
 def cooccurring(X: sp.csr_matrix, width: int, budget: int = 20_000_000) -> tuple[np.ndarray, np.ndarray]:
     """Each item's ``width`` most co-occurring other items, as one symmetric set of pairs ``(i, j)``,
-    ``i != j``, sorted by ``i`` then ``j``: (pairs [p, 2] int64, co-occurrence counts [p] float32).
+    ``i != j``, sorted by ``i`` then ``j``: (pairs [p, 2] int32, co-occurrence counts [p] float32).
 
     ``X' X`` is formed a slice of items at a time, each slice's product holding about ``budget`` values,
     so memory stays linear in the items (``width`` each) whatever the users' history lengths."""
@@ -99,11 +99,18 @@ def cooccurring(X: sp.csr_matrix, width: int, budget: int = 20_000_000) -> tuple
         tails.append(c[keep].astype(np.int64))
         counts.append(v[keep])
         start = end
-    i, j, g = np.concatenate(heads), np.concatenate(tails), np.concatenate(counts)
+    i, j = np.concatenate(heads), np.concatenate(tails)
+    del heads, tails
     key = np.concatenate([i * n + j, j * n + i])  # symmetric: (i, j) kept where either kept the other
+    del i, j
     key, first = np.unique(key, return_index=True)
-    g = np.concatenate([g, g])[first]
-    return np.stack([key // n, key % n], 1), g.astype(np.float32)
+    g = np.concatenate(counts)
+    g = g[first % len(g)].astype(np.float32)  # the count is the same both ways
+    del first
+    pairs = np.empty((len(key), 2), np.int32 if n < 2**31 else np.int64)
+    np.floor_divide(key, n, out=pairs[:, 0], casting="unsafe")
+    np.remainder(key, n, out=pairs[:, 1], casting="unsafe")
+    return pairs, g
 
 
 def top_eigen(X: sp.csr_matrix, rank: int, seed: int = 0, power: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -147,13 +154,14 @@ class SparseEase:
             ia, ja = i[a : a + chunk], j[a : a + chunk]
             p_ij = -self.gram[a : a + chunk] / lam**2 + np.einsum("nr,nr->n", V[ia] * c, V[ja])
             b[a : a + chunk] = -p_ij / p_jj[ja]
-        order = np.lexsort((j, -np.abs(b), i))  # pairs come sorted by i; the strongest first within each
+        order = np.lexsort((-np.abs(b), i))  # by row (pairs come sorted by i, then j), the strongest first
         i, j, b = i[order], j[order], b[order]
+        del order
         rank = np.arange(len(i)) - np.searchsorted(i, np.arange(self.n))[i]
         keep = rank < k
         index = np.repeat(np.arange(self.n, dtype=np.int64)[:, None], k, axis=1)  # B[h, h] = 0
         value = np.zeros((self.n, k), np.float32)
-        index[i[keep], rank[keep]] = j[keep]
+        index[i[keep], rank[keep]] = j[keep].astype(np.int64)
         value[i[keep], rank[keep]] = b[keep]
         return index, value
 

@@ -49,7 +49,8 @@ def test_the_item_item_term_adds_each_history_items_weights_times_the_learned_we
 
 
 def test_the_term_keeps_its_neighbours_at_every_catalogue_size():
-    assert FusionConfig(n_users=2, n_items=300_000).item_item_neighbours == 512
+    assert FusionConfig(n_users=2, n_items=200_000).item_item_neighbours == 512
+    assert FusionConfig(n_users=2, n_items=1_000_000).item_item_neighbours == 134  # buffers under 2^27 values
     assert FusionConfig(n_users=2, n_items=50, item_item=128).item_item_neighbours == 50
     assert FusionConfig(n_users=2, n_items=50, item_item=0).item_item_neighbours == 0
 

@@ -60,5 +60,6 @@ class FusionConfig(BaseModel):
 
     @property
     def item_item_neighbours(self) -> int:
-        """Neighbours kept per item (0: no item-item term)."""
-        return min(self.item_item, self.n_items)
+        """Neighbours kept per item (0: no item-item term): ``item_item``, fewer where the catalogue times it
+        would pass 2^27 values (the term's buffers at most 1.5 GiB: 134 neighbours at 10^6 items)."""
+        return min(self.item_item, self.n_items, max(1, 2**27 // self.n_items))
