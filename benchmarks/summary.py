@@ -38,6 +38,7 @@ ORDER = (
     "encoders",
     "synth_speed",
     "item_item",
+    "item_item_scale",
     "bundle_scan",
     "mutants",
     "suite",
