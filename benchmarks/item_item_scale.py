@@ -157,7 +157,10 @@ def main() -> int:
     figures = []
     for n in args.sizes:
         s, d = by.get((n, "sparse")), by.get((n, "dense"))
-        if s is None:
+        if s is None:  # killed (out of memory) or failed: said, not left out
+            figures.append(
+                record.Figure(f"items_{n}", f"item-item term, sparse form, {n:,} items: the fit failed", value=None)
+            )
             continue
         beside = (
             f"dense form: {d['seconds']:.1f} s, {d['peak_mib']:,.0f} MiB, R@20 {d['recall@20']:.4f}, NDCG@20 "
