@@ -121,13 +121,23 @@ def top_eigen(X: sp.csr_matrix, rank: int, seed: int = 0, power: int = 1) -> tup
     width = min(n, rank + 10)
     rng = np.random.default_rng(seed)
     XT = X.T.tocsr()
-    Y = X @ rng.standard_normal((n, width)).astype(np.float32)
+    Y = X @ rng.standard_normal((n, width), dtype=np.float32)
     for _ in range(power):  # power iterations, orthonormalised each time
         Y = np.linalg.qr(Y)[0]
         Y = X @ np.linalg.qr(XT @ Y)[0]
     Q = np.linalg.qr(Y)[0]
-    _, s, Vt = np.linalg.svd(np.asarray((XT @ Q).T), full_matrices=False)
-    return s[:rank].astype(np.float64) ** 2, np.ascontiguousarray(Vt[:rank].T, dtype=np.float32)
+    del Y
+    Bt = np.asarray(XT @ Q)  # [n, width]: X' Q, whose small Gram matrix gives the eigenpairs
+    del Q
+    small = np.zeros((width, width))
+    for a in range(0, n, 65536):  # in float64, a slice of items at a time
+        block = Bt[a : a + 65536].astype(np.float64)
+        small += block.T @ block
+    values, U = np.linalg.eigh(small)
+    top = np.argsort(values)[::-1][:rank]
+    values = np.maximum(values[top], 0.0)
+    scale = (U[:, top] / np.sqrt(np.maximum(values, 1e-12))).astype(np.float32)
+    return values, np.ascontiguousarray(Bt @ scale, dtype=np.float32)
 
 
 class SparseEase:
