@@ -155,8 +155,8 @@ def _contributions(cfg: FusionConfig, result: TrainResult) -> list[str]:
         lines.append(
             f"- item-item term ({'sparse' if ii.get('sparse') else 'dense'} EASE over the user's last "
             f"{cfg.item_item_history} items, ridge {ii['lambda']:g}, weight {ii['weight']:g}): validation NDCG@20 "
-            f"{ii['valid_ndcg@20_network']:.4f} from the two "
-            f"towers alone, {ii['valid_ndcg@20_with_item_item']:.4f} with it"
+            f"{ii['valid_ndcg@20_network']:.4f} from the two towers alone, {ii['valid_ndcg@20_with_item_item']:.4f} "
+            "with it"
         )
     else:
         lines.append("- no item-item term (turned off)")
