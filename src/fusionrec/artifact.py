@@ -169,6 +169,7 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
     raw.setdefault("item_bias", False)  # versions written before the item bias existed
     raw.setdefault("item_item", 0)  # and before the item-item term
     raw.setdefault("content_term", False)  # and before the content term
+    raw.setdefault("content_neighbours", 0)  # and before its neighbourhood
     above, n = raw.pop("item_item_max_items", None), raw.get("n_items")
     if isinstance(above, int) and isinstance(n, int) and n > above:
         raw["item_item"] = 0  # versions before the sparse form had no item-item term above that size
@@ -178,7 +179,8 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
     if config.item_item == 0:  # versions written before the item-item term have none of its (empty) buffers
         for name in ("ii_index", "ii_value", "ii_weight"):
             state.setdefault(name, model.state_dict()[name])
-    state.setdefault("cc_weight", model.state_dict()["cc_weight"])  # versions before the content term: weight 0
+    for name in ("cc_weight", "cn_index", "cn_value", "cn_weight"):  # versions before the content term (or its
+        state.setdefault(name, model.state_dict()[name])  # neighbourhood): weight 0, no neighbours
     model.load_state_dict(state)
     model.to(device).eval()
     h = np.load(path / "user_history.npz")

@@ -33,9 +33,12 @@ import torch
 log = logging.getLogger(__name__)
 
 LAMBDAS = (100.0, 250.0, 500.0, 1000.0, 2000.0)
-WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
+WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0)
 # the content term's weights: its cosine lies in [-1, 1] where the towers' logits span about +-5 (temperature 0.2)
 CONTENT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0)
+# the content neighbourhood's weight and sharpness p (its values are cos^p), chosen with the weight above
+NEIGHBOUR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+NEIGHBOUR_POWERS = (1.0, 4.0, 16.0)
 DEFAULT_LAMBDA = 500.0
 VALID_USERS = 4000  # validation users the choices are made on (a random sample beyond that)
 
@@ -253,35 +256,83 @@ def fit_item_item(
     return out
 
 
+def content_neighbours(c: torch.Tensor, k: int, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each item's ``k`` nearest other items by content: (index [n, k], cosine [n, k], at least 0), from
+    unit content vectors ``c`` [n, D], a slice of ``chunk`` items at a time (n^2 D products)."""
+    n = c.shape[0]
+    index = torch.zeros(n, k, dtype=torch.long)
+    cosine = torch.zeros(n, k)
+    with torch.inference_mode():
+        for s in range(0, n, chunk):
+            sims = c[s : s + chunk] @ c.T
+            rows = torch.arange(sims.shape[0], device=sims.device)
+            sims[rows, rows + s] = float("-inf")  # never its own neighbour
+            v, i = sims.topk(k, dim=1)
+            index[s : s + chunk], cosine[s : s + chunk] = i.cpu(), v.clamp(min=0).float().cpu()
+    return index, cosine
+
+
 def fit_content_term(
     model, split, hist: torch.Tensor, hmask: torch.Tensor, scores, *, seed: int = 0, device: str = "cpu"
 ):
-    """Choose the content term's weight (``model.cc_weight``) in place, on ``split.valid`` NDCG@20 added to
-    ``scores(users)`` (the towers and the item-item term as fitted); then the item-item weight again beside
-    it. Returns what was chosen ({} without the term)."""
+    """Choose the content term in place, on ``split.valid`` NDCG@20 added to ``scores(users)`` (the towers
+    and the item-item term as fitted): the mean-cosine weight (``cc_weight``) together with the content
+    neighbourhood's weight and sharpness (``cn_weight``; ``cn_value`` = cos^p, scaled so that an item's
+    nearest neighbour weighs 1 on average), by coordinate ascent (the mean's weight alone, then for each p
+    the neighbourhood's weight, then the mean's again); then the item-item weight again beside it.
+    Returns what was chosen ({} without the term)."""
     if not (model.config.content_term and model.modality_names) or len(split.valid) == 0:
         return {}
     users = valid_users(split, seed)
     u = torch.from_numpy(users)
     h, m = hist[u].to(device), hmask[u].to(device)
     with torch.inference_mode():
-        content = model.content_term(h, m, weight=1.0).float().cpu().numpy()
+        content = model.content_term(h, m, weight=1.0, neighbour_weight=0.0).float().cpu().numpy()
         ii = model.item_item(h, m).float().cpu().numpy() if model.has_item_item else None
     base = np.asarray(scores(users), dtype=np.float32)  # with the item-item term at its fitted weight
     before = _ndcg(base, users, split)
-    combined = {w: _ndcg(base + w * content, users, split) for w in CONTENT_WEIGHTS}
-    weight = max(combined, key=combined.get)  # the smallest of equally good weights
-    out = {"weight": float(weight), "valid_ndcg@20_before": before, "valid_ndcg@20_alone": _ndcg(content, users, split)}
-    if ii is not None and weight != 0.0 and float(model.ii_weight) != 0.0:  # the item-item weight again, beside it
+    combined = {(w, 0.0, 0.0): _ndcg(base + w * content, users, split) for w in CONTENT_WEIGHTS}
+    kc = model.cn_index.shape[1]
+    if kc:
+        index, cosine = content_neighbours(model.content_vectors(), kc)
+        model.cn_index.copy_(index.to(device))
+        w0 = max(combined, key=combined.get)[0]
+        for power in NEIGHBOUR_POWERS:  # coordinate ascent: the neighbourhood's weight, then the mean's again
+            values = cosine**power
+            model.cn_value.copy_((values / max(float(values[:, 0].mean()), 1e-12)).to(device))
+            with torch.inference_mode():
+                nb = model.content_term(h, m, weight=0.0, neighbour_weight=1.0).float().cpu().numpy()
+            tried = {wn: _ndcg(base + w0 * content + wn * nb, users, split) for wn in NEIGHBOUR_WEIGHTS[1:]}
+            combined.update({(w0, wn, power): v for wn, v in tried.items()})
+            wn = max(tried, key=tried.get)
+            combined.update(
+                {(w, wn, power): _ndcg(base + w * content + wn * nb, users, split) for w in CONTENT_WEIGHTS}
+            )
+    weight, wn, power = max(combined, key=combined.get)  # the first tried of equally good settings
+    if kc and wn:
+        values = cosine**power
+        model.cn_value.copy_((values / max(float(values[:, 0].mean()), 1e-12)).to(device))
+    out = {
+        "weight": float(weight),
+        "neighbour_weight": float(wn),
+        "neighbour_power": float(power),
+        "valid_ndcg@20_before": before,
+        "valid_ndcg@20_alone": combined.get((1.0, 0.0, 0.0), before),
+    }
+    model.cc_weight.fill_(float(weight))
+    model.cn_weight.fill_(float(wn))
+    best = combined[(weight, wn, power)]
+    if ii is not None and (weight or wn) and float(model.ii_weight) != 0.0:  # the item-item weight again, beside it
+        with torch.inference_mode():
+            both = model.content_term(h, m).float().cpu().numpy()
         w_ii = float(model.ii_weight)
         towers = base - ii  # item_item() carries its weight
-        again = {x: _ndcg(towers + (x / w_ii) * ii + weight * content, users, split) for x in WEIGHTS}
-        best = max(again, key=again.get)
-        if again[best] > combined[weight]:
-            model.ii_weight.fill_(float(best))
-            out["item_item_weight"] = float(best)
-            combined[weight] = again[best]
-    model.cc_weight.fill_(float(weight))
-    out["valid_ndcg@20_with_content"] = combined[weight]
+        again = {x: _ndcg(towers + (x / w_ii) * ii + both, users, split) for x in WEIGHTS}
+        x = max(again, key=again.get)
+        if again[x] > best:
+            model.ii_weight.fill_(float(x))
+            out["item_item_weight"] = float(x)
+            best = again[x]
+    out["valid_ndcg@20_with_content"] = best
     log.info("content term: %s", out)
     return out

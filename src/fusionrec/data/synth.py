@@ -64,7 +64,10 @@ NOUNS = [
 ]
 REGIONS = ["north", "south", "east", "west", "centre"]
 AUDIO_DIM = 16
-LONGTAIL = {"per_user": 8, "popularity_weight": 0.25, "variants": (2, 6)}
+# The long-tail shop: 8 purchases a user, a flat popularity, families of 2-6 colours; about half of a
+# shopper's purchases are another colour of a product they already bought (drawn by their colour), the
+# way shop baskets repeat a cut in several colours: an ID model never sees the new colour, content does.
+LONGTAIL = {"per_user": 8, "popularity_weight": 0.25, "variants": (2, 6), "siblings": 0.5}
 START_TS = 1_704_067_200  # 2024-01-01
 
 
@@ -155,6 +158,30 @@ def _describe(rng: np.random.Generator, genre: str) -> str:
         f"A {mood} {filler} of {words[0]} and {words[1]}. "
         f"Everything turns on the {words[2]}, and nothing is quite what it seems."
     )
+
+
+def _with_siblings(
+    rng: np.random.Generator,
+    chosen: np.ndarray,
+    ranked: np.ndarray,
+    family: np.ndarray,
+    starts: np.ndarray,
+    liked_colour: np.ndarray,
+) -> np.ndarray:
+    """A long-tail shopper's ``len(chosen)`` purchases: the first by taste (``ranked``, best first), the
+    rest (a share LONGTAIL["siblings"]) other colours of the families already bought, the shopper's own
+    colour first (then at random); taste fills in where the families have run out."""
+    n = len(chosen)
+    anchors = chosen[: max(1, n - int(n * LONGTAIL["siblings"]))]
+    members = np.concatenate([np.arange(starts[f], starts[f + 1]) for f in family[anchors]])
+    members = np.setdiff1d(members, anchors)
+    key = liked_colour[members] * 2.0 + rng.random(len(members))
+    picked = members[np.argsort(-key, kind="stable")][: n - len(anchors)]
+    out = np.concatenate([anchors, picked])
+    if len(out) < n:
+        rest = ranked[~np.isin(ranked, out)]
+        out = np.concatenate([out, rest[: n - len(out)]])
+    return out
 
 
 def _descriptions(rng: np.random.Generator, genres: list[str], item_genre: np.ndarray, family: np.ndarray) -> list[str]:
@@ -254,6 +281,7 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
         short -= len(room)
 
     # Sample each user's items without replacement by Gumbel-top-k, one taste profile at a time.
+    starts = np.searchsorted(family, np.arange(family.max() + 2))  # family f: items starts[f]:starts[f + 1]
     rows_u, rows_i, rows_s = [], [], []
     profiles = user_genre * len(colours) + user_colour
     for prof in progress_bar(np.unique(profiles), desc="interactions", unit="profile", enabled=progress):
@@ -272,8 +300,13 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
                 if k_max < n_i
                 else np.tile(np.arange(n_i), (len(chunk), 1))
             )
+            # best first, so that a user's first per_user[u] are their Gumbel top-k (a sample without
+            # replacement by taste), not any per_user[u] of the chunk's top k_max
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
             for row, u in enumerate(chunk):
                 chosen = top[row, : per_user[u]]
+                if longtail:
+                    chosen = _with_siblings(rng, chosen, top[row], family, starts, item_colour == c)
                 rows_u.append(np.full(len(chosen), u))
                 rows_i.append(chosen)
                 rows_s.append(score[chosen] - popularity_weight * popularity[chosen])

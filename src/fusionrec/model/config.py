@@ -51,6 +51,13 @@ class FusionConfig(BaseModel):
     # NDCG@20 after the item-item term (fusionrec.itemitem.fit_content_term; 0 when it does not help). It
     # carries sparse catalogues, where most items have one or two interactions (docs/model.md).
     content_term: bool = True
+    # Beside it, the content neighbourhood: score += w_n * sum over the history h of cos(c_h, c_item)^p,
+    # over each item's `content_neighbours` most similar items by content (kept sparse, like the item-item
+    # term): an item close to any one history item scores, where the mean above blurs a mixed history (a
+    # shopper's new colour of a product bought before). w_n and p are chosen on validation with w
+    # (fit_content_term). Built up to `content_neighbours_up_to` items (brute force, n^2 products).
+    content_neighbours: int = Field(32, ge=0)
+    content_neighbours_up_to: int = Field(100_000, ge=0)
 
     @property
     def history_window(self) -> int:
@@ -63,3 +70,10 @@ class FusionConfig(BaseModel):
         """Neighbours kept per item (0: no item-item term): ``item_item``, fewer where the catalogue times it
         would pass 2^27 values (the term's buffers at most 1.5 GiB: 134 neighbours at 10^6 items)."""
         return min(self.item_item, self.n_items, max(1, 2**27 // self.n_items))
+
+    @property
+    def content_neighbour_count(self) -> int:
+        """Content neighbours kept per item (0: no content neighbourhood)."""
+        if not (self.content_term and self.modalities) or self.n_items > self.content_neighbours_up_to:
+            return 0
+        return min(self.content_neighbours, self.n_items - 1)

@@ -31,6 +31,21 @@ CONTENT_VALUES = 1 << 27
 CONTENT_DIM = 512
 
 
+def _neighbour_sum(
+    h: torch.Tensor, mask: torch.Tensor, index: torch.Tensor, value: torch.Tensor, n: int
+) -> torch.Tensor:
+    """[B, n]: the sum over each row's history ``h`` (where ``mask``) of the history item's sparse row
+    (``index``, ``value``: [n, k], its neighbours and their weights)."""
+    B, k = h.shape[0], index.shape[1]
+    out = torch.zeros(B, n, device=h.device)
+    step = max(1, (1 << 24) // max(1, B * k))  # [B, step, k] gathers of at most 16M values at a time
+    for s in range(0, h.shape[1], step):
+        hs = h[:, s : s + step]
+        values = value[hs] * mask[:, s : s + step].unsqueeze(-1)  # [B, step, k]
+        out.scatter_add_(1, index[hs].flatten(1), values.flatten(1))
+    return out
+
+
 @dataclass
 class ItemOutput:
     """The item tower's output for a set of items."""
@@ -145,6 +160,10 @@ class FusionRecModel(nn.Module):
         self.register_buffer("ii_value", torch.zeros(config.n_items, k))
         self.register_buffer("ii_weight", torch.zeros(()))
         self.register_buffer("cc_weight", torch.zeros(()))  # the content term's weight (fit_content_term)
+        kc = config.content_neighbour_count  # and its neighbourhood (fit_content_term)
+        self.register_buffer("cn_index", torch.zeros(config.n_items, kc, dtype=torch.long))
+        self.register_buffer("cn_value", torch.zeros(config.n_items, kc))
+        self.register_buffer("cn_weight", torch.zeros(()))
         self._content: torch.Tensor | None = None  # the content vectors, made from the features when first used
         for m in self.modality_names:
             self.register_buffer(f"feat_{m}", torch.zeros(config.n_items, config.modalities[m]))
@@ -282,17 +301,12 @@ class FusionRecModel(nn.Module):
             counts = torch.zeros(B, n, device=h.device).scatter_add_(1, h, history_mask.float())
             dense = torch.zeros(n, n, device=h.device).scatter_(1, self.ii_index, self.ii_value)
             return counts @ dense * self.ii_weight
-        out = torch.zeros(B, n, device=h.device)
-        step = max(1, (1 << 24) // max(1, B * k))  # [B, step, k] gathers of at most 16M values at a time
-        for s in range(0, h.shape[1], step):
-            hs = h[:, s : s + step]
-            values = self.ii_value[hs] * history_mask[:, s : s + step].unsqueeze(-1)  # [B, step, k]
-            out.scatter_add_(1, self.ii_index[hs].flatten(1), values.flatten(1))
-        return out * self.ii_weight
+        return _neighbour_sum(h, history_mask, self.ii_index, self.ii_value, n) * self.ii_weight
 
     @property
     def has_content_term(self) -> bool:
-        return bool(self.config.content_term and self.modality_names and float(self.cc_weight) != 0.0)
+        weights = float(self.cc_weight) != 0.0 or float(self.cn_weight) != 0.0
+        return bool(self.config.content_term and self.modality_names and weights)
 
     def content_vectors(self) -> torch.Tensor:
         """The catalogue's content vectors [n_items, D], unit rows (zeros for an item with no content): each
@@ -310,18 +324,32 @@ class FusionRecModel(nn.Module):
             self._content = F.normalize(c, dim=-1)
         return self._content
 
-    def content_term(self, history: torch.Tensor, history_mask: torch.Tensor, weight: float | None = None):
-        """The content term [B, n_items]: ``weight`` (default ``cc_weight``) times the cosine between the mean
-        of each user's history items' content vectors (the last ``item_item_history``) and each item's."""
+    def content_term(
+        self,
+        history: torch.Tensor,
+        history_mask: torch.Tensor,
+        weight: float | None = None,
+        neighbour_weight: float | None = None,
+    ):
+        """The content term [B, n_items] over each user's last ``item_item_history`` items: ``weight``
+        (default ``cc_weight``) times the cosine between the mean of their content vectors and each item's,
+        plus ``neighbour_weight`` (default ``cn_weight``) times the sum over them of their content
+        neighbourhood (``cn_value``: cos^p to each of an item's nearest items by content)."""
         w = float(self.cc_weight) if weight is None else weight
+        wn = float(self.cn_weight) if neighbour_weight is None else neighbour_weight
         B, n = history.shape[0], self.config.n_items
-        if not self.modality_names or w == 0.0:
-            return torch.zeros(B, n, device=history.device)
-        c = self.content_vectors()
+        out = torch.zeros(B, n, device=history.device)
+        if not self.modality_names:
+            return out
         start = max(0, history.shape[1] - self.config.item_item_history)
         h, m = history[:, start:].clamp(min=0), history_mask[:, start:]
-        pooled = F.embedding_bag(h, c, per_sample_weights=m.to(c.dtype), mode="sum")
-        return F.normalize(pooled, dim=-1) @ c.T * w
+        if w != 0.0:
+            c = self.content_vectors()
+            pooled = F.embedding_bag(h, c, per_sample_weights=m.to(c.dtype), mode="sum")
+            out += F.normalize(pooled, dim=-1) @ c.T * w
+        if wn != 0.0 and self.cn_index.shape[1] > 0:
+            out += _neighbour_sum(h, m, self.cn_index, self.cn_value, n) * wn
+        return out
 
     def logits(self, users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """Retrieval scores [B, n]: dot products of unit vectors scaled by the temperature, plus the item bias."""
