@@ -26,6 +26,7 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 # the README's order: the benchmarks a user meets first at the top
 ORDER = (
     "accuracy",
+    "accuracy_sparse",
     "scale",
     "pipeline",
     "retrieval",

@@ -306,6 +306,20 @@ MUTANTS = [
         ("tests/unit/test_itemitem.py", "-k", "sparse_form"),
     ),
     Mutant(
+        "the content neighbourhood counts each item as its own nearest neighbour",
+        "src/fusionrec/itemitem.py",
+        'sims[rows, rows + s] = float("-inf")  # never its own neighbour',
+        "pass",
+        ("tests/unit/test_itemitem.py", "-k", "content_neighbour"),
+    ),
+    Mutant(
+        "the content term leaves out the neighbourhood it chose",
+        "src/fusionrec/model/modeling.py",
+        "out += _neighbour_sum(h, m, self.cn_index, self.cn_value, n) * wn",
+        "pass",
+        ("tests/unit/test_itemitem.py", "-k", "content_neighbour"),
+    ),
+    Mutant(
         "the co-occurrence slices leave each item paired with itself",
         "src/fusionrec/itemitem.py",
         "other = C.col != start + C.row",

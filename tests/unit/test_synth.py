@@ -94,5 +94,13 @@ def test_the_long_tail_shop_has_product_families_rare_items_and_article_numbers(
     per_item = inter["item_id"].value_counts().reindex(items["item_id"], fill_value=0)
     assert ((per_item >= 1) & (per_item <= 2)).sum() > 0.5 * (per_item >= 1).sum()
     assert items["item_id"].str.fullmatch(r"0\d{9}").all()
+    # about half of a shopper's purchases are another colour of a family they bought, their colour first
+    bought = inter.merge(truth, on="item_id").merge(
+        pd.read_parquet(r.folder / "truth" / "users.parquet"), on="user_id", suffixes=("", "_liked")
+    )
+    repeat = bought.groupby(["user_id", "family"])["item_id"].transform("size") > 1
+    families_bought = bought.groupby("user_id")["family"].nunique().sum() / len(bought)  # 1 without siblings
+    assert 0.45 < families_bought < 0.65, families_bought
+    assert (bought["colour"] == bought["colour_liked"])[repeat].mean() > 0.3  # 1 in 6 colours by chance
     ds = normalise(read_raw(load_contract(r.contract_path)))
     assert ds.items["item_id"].tolist() == items["item_id"].tolist()  # "0000670001" stays "0000670001"
