@@ -86,7 +86,8 @@ def item_item_term(sd: dict[str, np.ndarray], history: np.ndarray) -> np.ndarray
 def content_term(sd: dict[str, np.ndarray], modalities: list[str], history: np.ndarray) -> np.ndarray:
     """The content term of every item for one user [n_items]: weight * cos(the sum of the history items'
     content vectors, each item's), an item's content vector its modalities' features each scaled to unit
-    length (zero where masked), concatenated and scaled to unit length."""
+    length (zero where masked), concatenated and scaled to unit length; plus the content neighbourhood's
+    weight times the sum of the history items' neighbourhood rows (``cn_index``, ``cn_value``)."""
 
     def unit(x: np.ndarray) -> np.ndarray:
         n = np.linalg.norm(x, axis=-1, keepdims=True)
@@ -97,4 +98,12 @@ def content_term(sd: dict[str, np.ndarray], modalities: list[str], history: np.n
             [unit(np.asarray(sd[f"feat_{m}"], dtype=np.float64)) * sd[f"mask_{m}"][:, None] for m in modalities], 1
         )
     )
-    return float(sd["cc_weight"]) * c @ unit(c[np.asarray(history, dtype=np.int64)].sum(0))
+    history = np.asarray(history, dtype=np.int64)
+    out = float(sd["cc_weight"]) * c @ unit(c[history].sum(0))
+    index, value = sd.get("cn_index"), sd.get("cn_value")
+    if index is not None and index.shape[1] and float(sd.get("cn_weight", 0.0)):
+        rows = np.zeros(len(c))
+        for h in history:
+            np.add.at(rows, index[h], value[h])
+        out = out + float(sd["cn_weight"]) * rows
+    return out
