@@ -12,10 +12,10 @@ model searches its item-item ridge and weight on validation; nothing is chosen o
 
 - warm (random 8:1:1 split): our Recall@20 and NDCG@20 beside the peers' (Cornac BPR, Cornac VBPR fed
   our image embeddings, our ID-only BPR-MF, EASE, the content nearest-neighbour over the same encoder
-  vectors) and MostPop; bar: ours >= 1.03 x the best peer on both;
+  vectors) and MostPop; bar (issue 25): ours >= 1.05 x the best peer on both (1.03 before);
 - cold (10% of items never trained on, ranked among themselves): our Recall@20 beside the peers that
-  can score a cold item at all, a random ranking and the content nearest-neighbour; bar: >= 2.5 x random
-  and above the content peer;
+  can score a cold item at all, a random ranking and the content nearest-neighbour; bar (issue 25):
+  >= 4 x random and >= 1.10 x the content peer (2.5 x random and above it before);
 - the sampled softmax (what training takes above 5,000 items) on the same warm splits; bar: within 1%
   of the full softmax on both metrics.
 
@@ -48,6 +48,7 @@ PEERS = ("cornac_bpr", "cornac_vbpr", "bpr_mf", "ease", "content_knn")
 COLD_PEERS = ("content_knn",)  # the peers that can score an item never trained on
 DIM = TrainSpec().dim  # every model's size: the training request's default
 DEVELOPMENT = (0, 1, 2)  # the seeds design choices were made on
+WARM_BAR = 1.05  # ours against the best peer, warm split (issue 25; 1.03 before)
 REPORTING = (10, 11, 12, 13, 14)  # the seeds the figures are reported on: no choice has seen them
 
 
@@ -150,7 +151,9 @@ def main() -> None:
     best = {k: max((mean(warm[p], k), p) for p in PEERS if p in warm) for k in ("recall@20", "ndcg@20")}
     for k, (value, peer) in best.items():
         ratio = mean(warm["fusion"], k) / value
-        print(f"ours / best peer ({peer}), {k}: {ratio:.3f} (bar 1.03: {'met' if ratio >= 1.03 else 'NOT met'})")
+        print(
+            f"ours / best peer ({peer}), {k}: {ratio:.3f} (bar {WARM_BAR}: {'met' if ratio >= WARM_BAR else 'NOT met'})"
+        )
     for k in ("recall@20", "ndcg@20"):
         ratio = mean(warm["fusion_sampled"], k) / mean(warm["fusion"], k)
         print(f"sampled / full softmax, {k}: {ratio:.4f} (bar: within 1%: {'met' if ratio >= 0.99 else 'NOT met'})")
@@ -168,9 +171,9 @@ def main() -> None:
         )
     r_ours, r_rand, r_knn = (mean(cold[m], "recall@20") for m in ("fusion", "random", "content_knn"))
     print(
-        f"ours / random ranking of the cold items: {r_ours / max(r_rand, 1e-12):.2f} (bar 2.5: "
-        f"{'met' if r_ours >= 2.5 * r_rand else 'NOT met'}); above the content peer ({r_knn:.4f}): "
-        f"{'met' if r_ours > r_knn else 'NOT met'}"
+        f"ours / random ranking of the cold items: {r_ours / max(r_rand, 1e-12):.2f} (bar 4: "
+        f"{'met' if r_ours >= 4 * r_rand else 'NOT met'}); 1.10x the content peer ({r_knn:.4f}): "
+        f"{'met' if r_ours >= 1.10 * r_knn else 'NOT met'}"
     )
     chosen = {name: [r.get("chosen") for r in runs] for name, runs in warm.items() if runs[0].get("chosen")}
     for name, settings in chosen.items():
@@ -346,8 +349,8 @@ def _record(args, warm, cold, best, chosen, mean, std) -> None:
                 f"{mean(warm['fusion'], 'recall@20'):.4f}, NDCG@20 {mean(warm['fusion'], 'ndcg@20'):.4f} "
                 f"({ratio['recall@20']:.3f}x, {ratio['ndcg@20']:.3f}x the best tuned peer, {peer})",
                 ratio["ndcg@20"],
-                ">= 1.03x the best peer on both",
-                min(ratio.values()) >= 1.03,
+                f">= {WARM_BAR}x the best peer on both",
+                min(ratio.values()) >= WARM_BAR,
             ),
             f(
                 "cold",
@@ -359,8 +362,8 @@ def _record(args, warm, cold, best, chosen, mean, std) -> None:
                 f"content peer "
                 f"{mean(cold['content_knn'], 'recall@20'):.4f})",
                 cold_ratio,
-                ">= 2.5x random and above the content peer",
-                cold_ratio >= 2.5 and mean(cold["fusion"], "recall@20") > mean(cold["content_knn"], "recall@20"),
+                ">= 4x random and >= 1.10x the content peer",
+                cold_ratio >= 4 and mean(cold["fusion"], "recall@20") >= 1.10 * mean(cold["content_knn"], "recall@20"),
             ),
             f(
                 "sampled",
