@@ -49,6 +49,7 @@ COLD_PEERS = ("content_knn",)  # the peers that can score an item never trained 
 DIM = TrainSpec().dim  # every model's size: the training request's default
 DEVELOPMENT = (0, 1, 2)  # the seeds design choices were made on
 WARM_BAR = 1.05  # ours against the best peer, warm split (issue 25; 1.03 before)
+COLD_BARS = (4.0, 1.10)  # ours on the cold split against a random ranking and the content peer (issue 25)
 REPORTING = (10, 11, 12, 13, 14)  # the seeds the figures are reported on: no choice has seen them
 
 
@@ -60,7 +61,7 @@ def main() -> None:
         nargs="+",
         default=None,
         help=f"default: the reporting seeds {list(REPORTING)}; with --regime sparse the first three (each "
-        "of its splits costs about 7 minutes on 2 cores)",
+        "long-tail split costs about 5 minutes on 2 cores)",
     )
     ap.add_argument("--variants", action="store_true")
     ap.add_argument(
@@ -171,9 +172,9 @@ def main() -> None:
         )
     r_ours, r_rand, r_knn = (mean(cold[m], "recall@20") for m in ("fusion", "random", "content_knn"))
     print(
-        f"ours / random ranking of the cold items: {r_ours / max(r_rand, 1e-12):.2f} (bar 4: "
-        f"{'met' if r_ours >= 4 * r_rand else 'NOT met'}); 1.10x the content peer ({r_knn:.4f}): "
-        f"{'met' if r_ours >= 1.10 * r_knn else 'NOT met'}"
+        f"ours / random ranking of the cold items: {r_ours / max(r_rand, 1e-12):.2f} (bar {COLD_BARS[0]}: "
+        f"{'met' if r_ours >= COLD_BARS[0] * r_rand else 'NOT met'}); {COLD_BARS[1]}x the content peer "
+        f"({r_knn:.4f}): {'met' if r_ours >= COLD_BARS[1] * r_knn else 'NOT met'}"
     )
     chosen = {name: [r.get("chosen") for r in runs] for name, runs in warm.items() if runs[0].get("chosen")}
     for name, settings in chosen.items():
@@ -362,8 +363,9 @@ def _record(args, warm, cold, best, chosen, mean, std) -> None:
                 f"content peer "
                 f"{mean(cold['content_knn'], 'recall@20'):.4f})",
                 cold_ratio,
-                ">= 4x random and >= 1.10x the content peer",
-                cold_ratio >= 4 and mean(cold["fusion"], "recall@20") >= 1.10 * mean(cold["content_knn"], "recall@20"),
+                f">= {COLD_BARS[0]:g}x random and >= {COLD_BARS[1]:g}x the content peer",
+                cold_ratio >= COLD_BARS[0]
+                and mean(cold["fusion"], "recall@20") >= COLD_BARS[1] * mean(cold["content_knn"], "recall@20"),
             ),
             f(
                 "sampled",

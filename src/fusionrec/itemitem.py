@@ -273,6 +273,12 @@ def content_neighbours(c: torch.Tensor, k: int, chunk: int = 2048) -> tuple[torc
     return index, cosine
 
 
+def _sharpened(cosine: torch.Tensor, power: float) -> torch.Tensor:
+    """The neighbourhood's values: cos^p, scaled so that an item's nearest neighbour weighs 1 on average."""
+    values = cosine**power
+    return values / max(float(values[:, 0].mean()), 1e-12)
+
+
 def fit_content_term(
     model, split, hist: torch.Tensor, hmask: torch.Tensor, scores, *, seed: int = 0, device: str = "cpu"
 ):
@@ -299,8 +305,7 @@ def fit_content_term(
         model.cn_index.copy_(index.to(device))
         w0 = max(combined, key=combined.get)[0]
         for power in NEIGHBOUR_POWERS:  # coordinate ascent: the neighbourhood's weight, then the mean's again
-            values = cosine**power
-            model.cn_value.copy_((values / max(float(values[:, 0].mean()), 1e-12)).to(device))
+            model.cn_value.copy_(_sharpened(cosine, power).to(device))
             with torch.inference_mode():
                 nb = model.content_term(h, m, weight=0.0, neighbour_weight=1.0).float().cpu().numpy()
             tried = {wn: _ndcg(base + w0 * content + wn * nb, users, split) for wn in NEIGHBOUR_WEIGHTS[1:]}
@@ -311,8 +316,7 @@ def fit_content_term(
             )
     weight, wn, power = max(combined, key=combined.get)  # the first tried of equally good settings
     if kc and wn:
-        values = cosine**power
-        model.cn_value.copy_((values / max(float(values[:, 0].mean()), 1e-12)).to(device))
+        model.cn_value.copy_(_sharpened(cosine, power).to(device))
     out = {
         "weight": float(weight),
         "neighbour_weight": float(wn),

@@ -162,17 +162,16 @@ def _describe(rng: np.random.Generator, genre: str) -> str:
 
 def _with_siblings(
     rng: np.random.Generator,
-    chosen: np.ndarray,
     ranked: np.ndarray,
+    n: int,
     family: np.ndarray,
     starts: np.ndarray,
     liked_colour: np.ndarray,
 ) -> np.ndarray:
-    """A long-tail shopper's ``len(chosen)`` purchases: the first by taste (``ranked``, best first), the
-    rest (a share LONGTAIL["siblings"]) other colours of the families already bought, the shopper's own
-    colour first (then at random); taste fills in where the families have run out."""
-    n = len(chosen)
-    anchors = chosen[: max(1, n - int(n * LONGTAIL["siblings"]))]
+    """A long-tail shopper's ``n`` purchases: the first by taste (``ranked``, best first), the rest (a
+    share LONGTAIL["siblings"]) other colours of the families already bought, the shopper's own colour
+    first (then at random); taste fills in where the families have run out."""
+    anchors = ranked[: max(1, n - int(n * LONGTAIL["siblings"]))]
     members = np.concatenate([np.arange(starts[f], starts[f + 1]) for f in family[anchors]])
     members = np.setdiff1d(members, anchors)
     key = liked_colour[members] * 2.0 + rng.random(len(members))
@@ -304,9 +303,10 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
             # replacement by taste), not any per_user[u] of the chunk's top k_max
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
             for row, u in enumerate(chunk):
-                chosen = top[row, : per_user[u]]
                 if longtail:
-                    chosen = _with_siblings(rng, chosen, top[row], family, starts, item_colour == c)
+                    chosen = _with_siblings(rng, top[row], per_user[u], family, starts, item_colour == c)
+                else:
+                    chosen = top[row, : per_user[u]]
                 rows_u.append(np.full(len(chosen), u))
                 rows_i.append(chosen)
                 rows_s.append(score[chosen] - popularity_weight * popularity[chosen])
