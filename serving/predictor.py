@@ -1,10 +1,11 @@
 """The KServe predictor: :class:`fusionrec.recommender.Recommender` behind v1 and v2 (open inference
-protocol) endpoints.
+protocol) endpoints, and the loader the collocated server shares with it.
 
 At load it reads the model artifact from the storage URI (a registry folder, whose champion it serves;
 one version folder; or ``/mnt/models``, which KServe's storage initializer fills in a cluster) and the
 text and image encoders the artifact was trained with (for query by example). Each request is parsed,
-scored as one batch by the recommender, and encoded back on the protocol it came in.
+scored by the recommender together with the requests that arrived beside it (micro-batching,
+:mod:`fusionrec.api.batching`), and encoded back on the protocol it came in.
 
 Run: ``python -m serving.predictor --model_name fusionrec --http_port 8081 [--storage_uri URI]``.
 """
@@ -12,19 +13,52 @@ Run: ``python -m serving.predictor --model_name fusionrec --http_port 8081 [--st
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import kserve
 from kserve import InferRequest
 
+from fusionrec.api.batching import MicroBatcher
 from fusionrec.api.schemas import parse_v1, parse_v2, result_to_dict, results_to_v2, v2_metadata, wants_monitor
 from fusionrec.config import Settings
 from fusionrec.errors import Unavailable
 
 log = logging.getLogger(__name__)
+
+
+def load_recommender(settings: Settings, storage_uri: str):
+    """The :class:`Recommender` over the artifact at ``storage_uri`` (a registry's champion, a version folder
+    or ``/mnt/models``) with the encoders it was trained with, for query by example."""
+    from fusionrec.artifact import load_artifact
+    from fusionrec.encoders.pipeline import build_encoders
+    from fusionrec.recommender import Recommender, encoder_modalities
+    from fusionrec.registry import resolve_version
+
+    path = resolve_version(storage_uri, settings.paths.cache)
+    art = load_artifact(path)
+    encoders = build_encoders(settings, encoder_modalities(art))
+    rec = Recommender(art, encoders, search_pool=settings.serving.search_pool, blend=settings.serving.blend)
+    log.info(
+        "serving %s (%s): %d items, %d users, modalities %s",
+        path,
+        art.version,
+        rec.n_items,
+        len(rec.user_index),
+        rec.modalities,
+    )
+    return rec
+
+
+def batcher(settings: Settings, recommender) -> MicroBatcher:
+    """The recommender's micro-batcher, sized by the serving settings."""
+    s = settings.serving
+    return MicroBatcher(
+        recommender.run,
+        max_wait_s=s.batch_wait_ms / 1000,
+        max_rows=s.batch_max_rows,
+        max_queue=s.batch_queue,
+        queue_timeout_s=s.queue_timeout_s,
+    )
 
 
 class FusionPredictor(kserve.Model):
@@ -35,40 +69,17 @@ class FusionPredictor(kserve.Model):
         self.settings = settings
         self.storage_uri = storage_uri or settings.serving.storage_uri
         self.recommender = None  # a fusionrec.recommender.Recommender once loaded
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")  # one scorer; the loop stays free
+        self.batcher = None  # its micro-batcher: one scoring thread, so the event loop stays free
 
     def load(self) -> bool:
-        from fusionrec.artifact import load_artifact
-        from fusionrec.encoders.pipeline import build_encoders
-        from fusionrec.recommender import Recommender, encoder_modalities
-        from fusionrec.registry import resolve_version
-
-        path = resolve_version(self.storage_uri, self.settings.paths.cache)
-        art = load_artifact(path)
-        encoders = build_encoders(self.settings, encoder_modalities(art))
-        self.recommender = Recommender(
-            art, encoders, search_pool=self.settings.serving.search_pool, blend=self.settings.serving.blend
-        )
-        log.info(
-            "serving %s (%s): %d items, %d users, modalities %s",
-            path,
-            art.version,
-            self.recommender.n_items,
-            len(self.recommender.user_index),
-            self.recommender.modalities,
-        )
+        self.recommender = load_recommender(self.settings, self.storage_uri)
+        self.batcher = batcher(self.settings, self.recommender)
         self.ready = True
         return self.ready
 
     async def healthy(self) -> bool:
         """Ready to answer: the model is loaded (every readiness route asks this)."""
         return self.ready and self.recommender is not None
-
-    def _score(self, rows, queued_at: float):
-        # a request that waited past the queue timeout is dropped: its caller has given up by then
-        if time.monotonic() - queued_at > self.settings.serving.queue_timeout_s:
-            raise Unavailable("the predictor is overloaded: the request waited too long for scoring; retry shortly")
-        return self.recommender.run(rows)
 
     def get_input_types(self) -> list[dict]:
         rec = self.recommender
@@ -91,7 +102,7 @@ class FusionPredictor(kserve.Model):
         v2 = isinstance(payload, InferRequest)
         rows = parse_v2(payload, limits) if v2 else parse_v1(payload, limits)
         monitor = wants_monitor(payload)  # the transformer's inference log asks for the vectors it keeps
-        results = await asyncio.get_running_loop().run_in_executor(self._pool, self._score, rows, time.monotonic())
+        results = await self.batcher.submit(rows)
         if v2:
             return results_to_v2(results, rec.terms, rec.version, self.name, monitor)
         return {"predictions": [result_to_dict(r, rec.terms, rec.version, monitor) for r in results]}

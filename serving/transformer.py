@@ -36,7 +36,7 @@ from kserve import InferRequest, InferResponse
 from fusionrec.api.http import error_message
 from fusionrec.api.schemas import Row, parse_v1, results_from_v2, to_v1, to_v2
 from fusionrec.config import Settings, monitoring_dir
-from fusionrec.errors import BadRequest, Unavailable, UpstreamError
+from fusionrec.errors import BadRequest, FusionRecError, Unavailable, UpstreamError
 from fusionrec.monitoring.log import records, summarise
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ class FusionTransformer(kserve.Model):
     ):
         try:
             return await self._call_predictor(payload, headers, response_headers)
-        except UpstreamError as e:
+        except FusionRecError as e:  # the predictor's answer (UpstreamError) or, collocated, the scorer's
             state = _STATE.get()
             # an end user is not told whether the id they sent exists: an unknown user is served
             # as an anonymous one (their history, or popular items) instead of a 404
@@ -286,17 +286,15 @@ class FusionTransformer(kserve.Model):
             _dropped_counter().labels(reason="record_failed").inc(len(predictions))
 
 
-def main(argv: list[str] | None = None) -> None:
-    from kserve import model_server
-
+def serve_transformer(args, make_model) -> None:
+    """Start a model server with the transformer's parts: the settings, the Feast store (unless
+    ``args.no_feast``) warmed up, the PII filter and the inference log writer, handed to
+    ``make_model(settings, store=..., pii=..., log_writer=...)``; the model is loaded, then served."""
     from fusionrec.api.http import run_model_server
     from fusionrec.config import load_settings
     from fusionrec.features.store import feature_store
     from fusionrec.privacy import PiiFilter
 
-    parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__.splitlines()[0])
-    parser.add_argument("--no_feast", action="store_true", help="Serve without online user features.")
-    args, _ = parser.parse_known_args(argv)
     settings = load_settings()
     logging.basicConfig(level=logging.INFO)
     if not args.no_feast:
@@ -307,14 +305,22 @@ def main(argv: list[str] | None = None) -> None:
     if store is not None:
         warm_up(store)
     writer = inference_log(settings)
-    model = FusionTransformer(
-        args.model_name, settings, store=store, pii=PiiFilter(settings.privacy), log_writer=writer
-    )
+    model = make_model(settings, store=store, pii=PiiFilter(settings.privacy), log_writer=writer)
+    model.load()
     try:
         run_model_server(model, settings, args.http_port)
     finally:
         if writer is not None:
             writer.close()  # what is queued reaches the disk on a clean stop
+
+
+def main(argv: list[str] | None = None) -> None:
+    from kserve import model_server
+
+    parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__.splitlines()[0])
+    parser.add_argument("--no_feast", action="store_true", help="Serve without online user features.")
+    args, _ = parser.parse_known_args(argv)
+    serve_transformer(args, lambda settings, **parts: FusionTransformer(args.model_name, settings, **parts))
 
 
 if __name__ == "__main__":

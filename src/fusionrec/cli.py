@@ -387,13 +387,21 @@ def serve_cmd(
     transformer_port: Annotated[Optional[int], typer.Option(help="Default: serving.transformer_port.")] = None,
     protocol: Annotated[str, typer.Option(help="Transformer -> predictor protocol: v2 (default) or v1.")] = "v2",
     feast: Annotated[bool, typer.Option(help="Look up user histories in Feast's online store.")] = True,
+    layout: Annotated[
+        Optional[str],
+        typer.Option(
+            help="collocated (one model server runs the transformer's hooks and the scoring) or two_hops "
+            "(the transformer and the predictor apart). Default: serving.layout."
+        ),
+    ] = None,
     detach: Annotated[
         bool,
-        typer.Option(help="Return once both are ready and leave them running ('fusionrec serve --stop' stops them)."),
+        typer.Option(help="Return once ready and leave the servers running ('fusionrec serve --stop' stops them)."),
     ] = False,
     stop: Annotated[bool, typer.Option(help="Stop servers started with --detach.")] = False,
 ) -> None:
-    """Start the predictor and the transformer as two KServe model servers on loopback (real HTTP)."""
+    """Start the model servers on loopback (real HTTP): one collocated server, or the transformer and the
+    predictor as two KServe model servers (--layout two_hops)."""
     from fusionrec.platform.local import serve, serve_detached, stop_from_pids
 
     settings = state.settings()
@@ -413,6 +421,7 @@ def serve_cmd(
             transformer_port=transformer_port,
             protocol=protocol,
             feast=feast,
+            layout=layout,
         )
     else:
         stop_from_pids(pids)  # a detached pair would hold the ports
@@ -423,17 +432,23 @@ def serve_cmd(
             transformer_port=transformer_port,
             protocol=protocol,
             feast=feast,
+            layout=layout,
             log_dir=run_dir,
         )
     m = settings.serving.model_name
+    front = "service    " if servers.predictor is None else "transformer"
     typer.echo(
-        f"predictor   {servers.predictor_url}/v1/models/{m}:predict  (v2: /v2/models/{m}/infer)\n"
-        f"transformer {servers.transformer_url}/v1/models/{m}:predict  metrics: {servers.transformer_url}/metrics\n"
+        (
+            f"predictor   {servers.predictor_url}/v1/models/{m}:predict  (v2: /v2/models/{m}/infer)\n"
+            if servers.predictor
+            else ""
+        )
+        + f"{front} {servers.transformer_url}/v1/models/{m}:predict  metrics: {servers.transformer_url}/metrics\n"
         f"logs: {run_dir}/"
     )
     if detach:
         return
-    typer.echo("serving; Ctrl-C stops both")
+    typer.echo("serving; Ctrl-C stops it")
     try:
         servers.transformer.wait()
     except KeyboardInterrupt:

@@ -175,6 +175,16 @@ class ServingSettings(_Strict):
     # the transformer, has given up by then): a 503, and the thread moves on to callers still waiting.
     max_inflight: int = Field(64, ge=1)
     queue_timeout_s: float = Field(5.0, gt=0.0)
+    # Micro-batching (fusionrec.api.batching): the requests queued while the scorer is busy, and those
+    # that come within `batch_wait_ms`, are scored as one batch of at most `batch_max_rows` rows; at most
+    # `batch_queue` requests wait (more: a 429).
+    batch_wait_ms: float = Field(2.0, ge=0.0, le=100.0)
+    batch_max_rows: int = Field(256, ge=1)
+    batch_queue: int = Field(1024, ge=1)
+    # How `fusionrec serve` runs the model: one model server that runs the transformer's hooks itself
+    # ("collocated": one hop), or the transformer and the predictor as two servers ("two_hops"), to scale
+    # them apart (the encoders on a GPU, the lookups on CPUs).
+    layout: Literal["collocated", "two_hops"] = "collocated"
     auth: AuthSettings = AuthSettings()
     # Torch threads in the predictor. Scoring one request is a small matrix product; spare threads would
     # spin against the transformer and the HTTP stack for the same cores.

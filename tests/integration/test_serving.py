@@ -1,5 +1,6 @@
-"""KServe serving over real HTTP: the predictor and the transformer as two model server processes, a
-real Feast store (SQLite) behind the transformer, a model trained on the synthetic dataset."""
+"""KServe serving over real HTTP on both layouts: one collocated model server, and the predictor and the
+transformer as two model server processes; a real Feast store (SQLite) behind the hooks, a model trained on
+the synthetic dataset. Every test runs on both layouts, but those that talk to the predictor itself."""
 
 import base64
 import json
@@ -36,9 +37,9 @@ def _callers() -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, synth_validated, synth_embeddings, free_port):
-    """A trained champion, a materialised Feast store, and both servers running on free ports."""
+@pytest.fixture(scope="module", params=["collocated", "two_hops"])
+def stack(request, tmp_path_factory, synth_validated, synth_embeddings, free_port):
+    """A trained champion, a materialised Feast store, and the layout's servers running on free ports."""
     root = tmp_path_factory.mktemp("serving")
     ds, emb = synth_validated, synth_embeddings
     models = root / "models"
@@ -66,7 +67,7 @@ def stack(tmp_path_factory, synth_validated, synth_embeddings, free_port):
     store = fs.feature_store(settings.features, features)
     fs.apply(store, features)
     fs.materialize(store)
-    servers = local.serve(settings, log_dir=root / "logs", env=env)
+    servers = local.serve(settings, log_dir=root / "logs", env=env, layout=request.param)
     yield {
         "servers": servers,
         "settings": settings,
@@ -86,6 +87,19 @@ def _post(url, body, headers=None, **kw):
     return httpx.post(
         url, content=data, headers={"content-type": "application/json", **AUTH, **(headers or {})}, timeout=30, **kw
     )
+
+
+def _predictor(stack) -> str:
+    """The predictor's own URL; a test that talks to it skips on the collocated layout, which has none."""
+    if stack["servers"].predictor_url is None:
+        pytest.skip("the collocated layout has no predictor of its own")
+    return stack["servers"].predictor_url
+
+
+def _urls(stack) -> list[str]:
+    """Every server of the layout: the one callers reach first."""
+    s = stack["servers"]
+    return [u for u in (s.transformer_url, s.predictor_url) if u is not None]
 
 
 def _recommend(stack, *instances):
@@ -152,16 +166,20 @@ def test_known_user_gets_k_unseen_items_explained_and_versioned(stack):
     # the served model has an item-item term that moves this user's scores (else leaving it out would go unseen)
     assert np.abs(expected[:, TERMS.index("history")]).max() > 1e-3
     assert np.abs(expected[:, TERMS.index("content")]).max() > 1e-3  # and a content term
-    direct = _post(
-        f"{stack['servers'].predictor_url}/v1/models/{MODEL}:predict",
-        {"instances": [{"user_id": str(user["user_id"]), "k": 7}]},
-    )
-    for item in direct.json()["predictions"][0]["items"]:
-        row = expected[int(_index(stack)[item["item_id"]])]
-        assert item["explanation"] == {t: pytest.approx(v, abs=2e-4) for t, v in zip(TERMS, row)}
+    for item in pred["items"]:  # what the caller gets: terms that add up to the score, the driver the largest
         assert sum(item["explanation"].values()) == pytest.approx(item["score"], abs=5e-4)
-        assert item["driver"] == TERMS[int(np.argmax(row))]
+        assert item["driver"] == max(item["explanation"], key=item["explanation"].get)
         assert item["title"] and item["image"]
+    if stack["servers"].predictor_url is not None:  # the scorer alone (the same code in both layouts)
+        direct = _post(
+            f"{stack['servers'].predictor_url}/v1/models/{MODEL}:predict",
+            {"instances": [{"user_id": str(user["user_id"]), "k": 7}]},
+        )
+        for item in direct.json()["predictions"][0]["items"]:
+            row = expected[int(_index(stack)[item["item_id"]])]
+            assert item["explanation"] == {t: pytest.approx(v, abs=2e-4) for t, v in zip(TERMS, row)}
+            assert sum(item["explanation"].values()) == pytest.approx(item["score"], abs=5e-4)
+            assert item["driver"] == TERMS[int(np.argmax(row))]
     splits = {tuple(np.round(list(i["explanation"].values()), 3)) for i in pred["items"]}
     assert len(splits) == len(pred["items"])  # the terms are the item's own, not one split for all
 
@@ -324,7 +342,7 @@ def test_feast_push_is_seen_by_the_next_request(stack):
 
 
 def test_predictor_speaks_v1_and_v2(stack):
-    url = stack["servers"].predictor_url
+    url = _predictor(stack)
     user = str(stack["ds"].users.iloc[3]["user_id"])
     v1 = _post(f"{url}/v1/models/{MODEL}:predict", {"instances": [{"user_id": user, "k": 4}]})
     assert v1.status_code == 200, v1.text
@@ -353,15 +371,15 @@ def test_health_and_metrics(stack):
     t = stack["servers"].transformer_url
     assert httpx.get(f"{t}/").json()["status"] == "alive"
     assert httpx.get(f"{t}/v2/health/ready").status_code == 200
-    before = {url: _request_counts(url) for url in (t, stack["servers"].predictor_url)}
+    before = {url: _request_counts(url) for url in _urls(stack)}
     _recommend(stack, {"k": 1})
     after = {url: _request_counts(url) for url in before}
-    # one request: one more observation in the transformer's preprocess and predict histograms, and in the
-    # predictor's predict histogram
+    # one request: one more observation in the front server's preprocess and predict histograms, and in the
+    # predictor's predict histogram where there is one
     assert after[t]["request_preprocess_seconds"] - before[t]["request_preprocess_seconds"] == 1
     assert after[t]["request_predict_seconds"] - before[t]["request_predict_seconds"] == 1
-    p = stack["servers"].predictor_url
-    assert after[p]["request_predict_seconds"] - before[p]["request_predict_seconds"] == 1
+    if (p := stack["servers"].predictor_url) is not None:
+        assert after[p]["request_predict_seconds"] - before[p]["request_predict_seconds"] == 1
 
 
 def _request_counts(url: str) -> dict[str, float]:
@@ -424,7 +442,7 @@ def test_v2_request_to_the_transformer_is_a_400_naming_v1(stack):
 
 
 def test_v2_request_to_the_predictor_with_a_bad_tensor_is_a_400(stack):
-    url = f"{stack['servers'].predictor_url}/v2/models/{MODEL}/infer"
+    url = f"{_predictor(stack)}/v2/models/{MODEL}/infer"
     wrong_shape = {"inputs": [{"name": "k", "shape": [3], "datatype": "INT32", "data": [1, 2]}]}
     unknown = {
         "inputs": [
@@ -440,6 +458,7 @@ def test_v2_request_to_the_predictor_with_a_bad_tensor_is_a_400(stack):
 def test_predictor_down_is_a_503_within_the_timeout_and_recovers(stack):
     import socket
 
+    _predictor(stack)
     servers, settings, env = stack["servers"], stack["settings"], stack["env"]
     url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
     timeout = settings.serving.predictor_timeout_s
@@ -498,8 +517,9 @@ def test_recommend_cli_prints_the_top_items(stack):
 
 
 def test_serve_detach_on_redis_with_a_v1_hop_and_every_recommend_kind(stack, tmp_path, free_port, redis_server):
-    """The production profile as a user starts it from the command line: Feast on a real Redis, the
-    transformer speaking v1 to the predictor; then `recommend` for a user, a history, a text and an image."""
+    """The production profile as a user starts it from the command line: Feast on a real Redis, in the
+    stack's layout (two hops: the transformer speaking v1 to the predictor); then `recommend` for a user,
+    a history, a text and an image."""
     import os
     import shutil
     import subprocess
@@ -530,7 +550,7 @@ def test_serve_detach_on_redis_with_a_v1_hop_and_every_recommend_kind(stack, tmp
         assert r.returncode == 0, (args, r.stderr[-2000:])
         return r.stdout
 
-    run("serve", "--detach", "--protocol", "v1")
+    run("serve", "--detach", "--layout", stack["servers"].layout, "--protocol", "v1")
     try:
         assert (tmp_path / "serving" / "servers.json").exists()
         user = str(stack["ds"].users.iloc[3]["user_id"])
@@ -584,6 +604,19 @@ def test_serve_detach_on_redis_with_a_v1_hop_and_every_recommend_kind(stack, tmp
         pytest.fail("the transformer still answers after 'fusionrec serve --stop'")
 
 
+def _own_answer(stack, body: dict) -> dict:
+    """The answer from the model's own histories alone: the predictor's, or (collocated) the recommender's
+    over the served artifact in this process."""
+    if stack["servers"].predictor_url is not None:
+        return _post(f"{stack['servers'].predictor_url}/v1/models/{MODEL}:predict", body).json()["predictions"][0]
+    from fusionrec.api.schemas import parse_v1
+    from fusionrec.artifact import load_artifact
+    from fusionrec.recommender import Recommender
+
+    result = Recommender(load_artifact(stack["model_dir"]), {}).run(parse_v1(body, stack["settings"].serving))[0]
+    return {"items": [{"item_id": i} for i in result.item_ids]}
+
+
 def _fallbacks(url: str) -> dict[str, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -626,7 +659,10 @@ def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
     }
     settings = load_settings(env=env)
     log = tmp_path / "transformer.log"
-    proc = local.start_process(local.transformer_command(settings, port, settings.serving.predictor_port), log, env)
+    if stack["servers"].predictor is None:  # collocated: the service itself, on the Redis store
+        proc = local.start_process(local.service_command(settings, port), log, env)
+    else:
+        proc = local.start_process(local.transformer_command(settings, port, settings.serving.predictor_port), log, env)
     url = f"http://127.0.0.1:{port}"
     try:
         local.wait_ready(url, MODEL, proc, 120, log)
@@ -649,7 +685,7 @@ def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
         assert _post(f"{url}/v1/models/{MODEL}:predict", body).json()["predictions"][0]["online_features"] == "used"
         before = _fallbacks(url)
         redis.stop()
-        own = _post(f"{stack['servers'].predictor_url}/v1/models/{MODEL}:predict", body).json()["predictions"][0]
+        own = _own_answer(stack, body)
         for _ in range(5):
             t = time.monotonic()
             r = _post(f"{url}/v1/models/{MODEL}:predict", body)
@@ -689,8 +725,7 @@ def test_serving_survives_its_feature_store(stack, tmp_path, free_port):
 
 def test_the_model_repository_routes_and_docs_are_closed_on_both_servers(stack):
     """One anonymous POST to /v2/repository/.../unload used to take serving down while health said 200."""
-    s = stack["servers"]
-    for url in (s.predictor_url, s.transformer_url):
+    for url in _urls(stack):
         for method, path in [
             ("POST", f"/v2/repository/models/{MODEL}/unload"),
             ("POST", f"/v2/repository/models/{MODEL}/load"),
@@ -719,7 +754,7 @@ def _listening(port: int) -> set[str]:
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net/tcp")
 def test_servers_listen_on_loopback_only(stack):
-    for url in (stack["servers"].predictor_url, stack["servers"].transformer_url):
+    for url in _urls(stack):
         assert _listening(int(url.rsplit(":", 1)[1])) == {"127.0.0.1"}, url
 
 
@@ -784,7 +819,8 @@ def test_a_client_cannot_plant_the_transformers_request_state(stack):
 
 @pytest.mark.parametrize("server", ["predictor_url", "transformer_url"])
 def test_a_body_over_the_limit_is_a_413_before_it_is_read(stack, server):
-    url = f"{stack['servers'].__dict__[server]}/v1/models/{MODEL}:predict"
+    base = _predictor(stack) if server == "predictor_url" else stack["servers"].transformer_url
+    url = f"{base}/v1/models/{MODEL}:predict"
     limit = stack["settings"].serving.max_body_bytes
     big = b'{"instances": [{"user_id": "' + b"x" * (limit + 10) + b'"}]}'
     r = _post(url, big)
@@ -836,7 +872,7 @@ HOSTILE = [
 
 @pytest.mark.parametrize("body,status,words", [b[1:] for b in HOSTILE], ids=[b[0] for b in HOSTILE])
 def test_hostile_input_is_a_4xx_with_a_fixed_message(stack, body, status, words):
-    for url in (stack["servers"].transformer_url, stack["servers"].predictor_url):
+    for url in _urls(stack):
         r = _post(f"{url}/v1/models/{MODEL}:predict", body)
         assert r.status_code == status, (url, r.text)
         assert words.lower() in r.json()["error"].lower() and not re.search("0x[0-9a-f]{6,}", r.text)
@@ -859,7 +895,7 @@ V2_BAD = [
 
 @pytest.mark.parametrize("inputs,words", [b[1:] for b in V2_BAD], ids=[b[0] for b in V2_BAD])
 def test_malformed_v2_tensors_are_a_400(stack, inputs, words):
-    r = _post(f"{stack['servers'].predictor_url}/v2/models/{MODEL}/infer", {"inputs": inputs})
+    r = _post(f"{_predictor(stack)}/v2/models/{MODEL}/infer", {"inputs": inputs})
     assert r.status_code == 400, r.text
     assert words in r.json()["error"] and not re.search("0x[0-9a-f]{6,}", r.text) and "127.0.0.1" not in r.text
 
@@ -878,7 +914,7 @@ def test_invalid_utf8_in_a_v2_binary_tensor_is_a_400(stack):
         }
     ).encode()
     r = httpx.post(
-        f"{stack['servers'].predictor_url}/v2/models/{MODEL}/infer",
+        f"{_predictor(stack)}/v2/models/{MODEL}/infer",
         content=header + raw,
         timeout=30,
         headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))},
@@ -936,9 +972,8 @@ def test_no_input_from_the_openapi_fuzzer_answers_5xx_on_either_server(stack):
     every answer is a 2xx/4xx (503 only for a load that exceeds the admission limit) with a fixed message."""
     from fusionrec.api.openapi import serving_openapi
 
-    s = stack["servers"]
     total, bad = 0, []
-    for url in (s.transformer_url, s.predictor_url):
+    for url in _urls(stack):
         n, found = fuzz(serving_openapi(MODEL), url, AUTH, examples=75, path_parameters={"model_name": MODEL})
         total, bad = total + n, bad + found
     print(f"schemathesis: {total} cases over both servers, {len(bad)} answered 5xx or leaked")

@@ -1,5 +1,7 @@
-"""The cluster's two containers as two local processes: the predictor and the transformer, each a KServe
-model server, talking real HTTP on loopback exactly as they do behind an InferenceService."""
+"""The InferenceService's model servers as local processes: one collocated server (the transformer's
+hooks and the scoring in one process; ``serving.layout: collocated``, the default), or the predictor and
+the transformer as two KServe model servers talking real HTTP on loopback exactly as they do behind an
+InferenceService with a transformer (``two_hops``)."""
 
 from __future__ import annotations
 
@@ -22,19 +24,25 @@ from fusionrec.errors import ConfigError, FusionRecError, Unavailable, UpstreamE
 
 @dataclass
 class Servers:
-    """Two running model servers."""
+    """The running model servers: ``transformer`` is the one callers reach (collocated: the only one, and
+    ``predictor`` is None)."""
 
-    predictor: subprocess.Popen
+    predictor: subprocess.Popen | None
     transformer: subprocess.Popen
-    predictor_url: str
+    predictor_url: str | None
     transformer_url: str
     model_name: str
 
+    @property
+    def layout(self) -> str:
+        return "collocated" if self.predictor is None else "two_hops"
+
     def stop(self, timeout: float = 10.0) -> None:
-        for p in (self.transformer, self.predictor):
+        procs = [p for p in (self.transformer, self.predictor) if p is not None]
+        for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in (self.transformer, self.predictor):
+        for p in procs:
             try:
                 p.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -63,6 +71,12 @@ def transformer_command(
         "--predictor_request_timeout_seconds",
         str(settings.serving.predictor_timeout_s),
     ]
+    return cmd + ([] if feast else ["--no_feast"])
+
+
+def service_command(settings: Settings, port: int, storage_uri: str | None = None, feast: bool = True) -> list[str]:
+    """The collocated model server's command line (``serving.service``)."""
+    cmd = _server_command("serving.service", settings, port) + (["--storage_uri", storage_uri] if storage_uri else [])
     return cmd + ([] if feast else ["--no_feast"])
 
 
@@ -114,12 +128,17 @@ def serve(
     transformer_port: int | None = None,
     protocol: str = "v2",
     feast: bool = True,
+    layout: str | None = None,
     log_dir: Path,
     timeout: float = 180.0,
     env: dict[str, str] | None = None,
 ) -> Servers:
-    """Start the predictor, wait until it is ready, then the transformer; return both."""
+    """Start the model servers of ``layout`` (default ``serving.layout``) and wait until they are ready:
+    collocated, one server on the transformer's port; two hops, the predictor, then the transformer."""
     s = settings.serving
+    layout = layout or s.layout
+    if layout not in ("collocated", "two_hops"):
+        raise ConfigError(f"unknown serving layout {layout!r}; choose collocated or two_hops")
     pp, tp = predictor_port or s.predictor_port, transformer_port or s.transformer_port
     if feast and not (Path(settings.features.data_dir) / "registry.db").exists():
         raise ConfigError(
@@ -134,8 +153,16 @@ def serve(
         key = ensure_key_file(settings)
         env = {"FUSIONREC__SERVING__AUTH__KEY_FILE": str(key.resolve()), **(env or {})}
     plog, tlog = log_dir / "predictor.log", log_dir / "transformer.log"
-    pred = start_process(predictor_command(settings, pp, storage_uri), plog, env)
     purl, turl = f"http://{s.host}:{pp}", f"http://{s.host}:{tp}"
+    if layout == "collocated":
+        proc = start_process(service_command(settings, tp, storage_uri, feast), tlog, env)
+        try:
+            wait_ready(turl, s.model_name, proc, timeout, tlog)
+        except BaseException:
+            proc.kill()
+            raise
+        return Servers(None, proc, None, turl, s.model_name)
+    pred = start_process(predictor_command(settings, pp, storage_uri), plog, env)
     try:
         wait_ready(purl, s.model_name, pred, timeout, plog)
         trans = start_process(transformer_command(settings, tp, pp, protocol, feast), tlog, env)
@@ -169,7 +196,7 @@ def write_pids(servers: Servers, path: Path) -> None:
     path.write_text(
         json.dumps(
             {
-                "predictor": servers.predictor.pid,
+                "predictor": servers.predictor.pid if servers.predictor is not None else None,
                 "transformer": servers.transformer.pid,
                 "predictor_url": servers.predictor_url,
                 "transformer_url": servers.transformer_url,
@@ -186,6 +213,8 @@ def stop_from_pids(path: Path, timeout_s: float = 30.0) -> list[int]:
     pids = json.loads(path.read_text())
     stopped = []
     for key in ("transformer", "predictor"):
+        if not isinstance(pids.get(key), int):  # collocated: no predictor
+            continue
         try:
             os.killpg(pids[key], signal.SIGTERM)
             stopped.append(pids[key])
