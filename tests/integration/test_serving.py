@@ -588,7 +588,7 @@ def test_serve_detach_on_redis_with_a_v1_hop_and_every_recommend_kind(stack, tmp
         assert bad.returncode == 2 and "no such file" in bad.stderr
     finally:
         down = subprocess.run([*cli, "serve", "--stop"], env=env, capture_output=True, text=True, timeout=60)
-    assert "stopped 2" in down.stdout
+    assert f"stopped {len(_urls(stack))} server processes" in down.stdout
     # the transformer spoke v1 to the predictor
     hops = [line for line in (tmp_path / "serving" / "predictor.log").read_text().splitlines() if '"POST ' in line]
     assert hops and all(f"POST /v1/models/{MODEL}" in line and "predict" in line for line in hops), hops[:3]
@@ -976,6 +976,6 @@ def test_no_input_from_the_openapi_fuzzer_answers_5xx_on_either_server(stack):
     for url in _urls(stack):
         n, found = fuzz(serving_openapi(MODEL), url, AUTH, examples=75, path_parameters={"model_name": MODEL})
         total, bad = total + n, bad + found
-    print(f"schemathesis: {total} cases over both servers, {len(bad)} answered 5xx or leaked")
-    assert total > 400 and bad == [], (total, bad[:10])
+    print(f"schemathesis: {total} cases over the layout's servers, {len(bad)} answered 5xx or leaked")
+    assert total > 200 * len(_urls(stack)) and bad == [], (total, bad[:10])
     assert _recommend(stack, {"k": 1})[0]["items"]  # and both still serve
