@@ -50,7 +50,7 @@ $(OUT)/synthetic/dataset.yaml: | install
 run: install $(CONTRACT)
 	$(BIN)/fusionrec pipeline run --local --contract $(CONTRACT) --registry $(OUT)/$(NAME)/models --root $(OUT)/pipeline
 	$(BIN)/fusionrec recommend --user $(ASK) --k 10
-	@echo "both servers are still up (transformer: http://127.0.0.1:8080); 'make stop' stops them"
+	@echo "the model server is still up (http://127.0.0.1:8080; serving.layout: collocated); 'make stop' stops it"
 
 # The benchmarks: prepares what they need (reusing make run's caches), runs each, writes build/bench/<name>.json
 # and build/bench/summary.md; 'python benchmarks/summary.py --publish' then regenerates the README's table.
