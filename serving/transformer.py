@@ -33,6 +33,7 @@ import httpx
 import kserve
 from kserve import InferRequest, InferResponse
 
+from fusionrec.api.batching import Coalescer
 from fusionrec.api.http import error_message
 from fusionrec.api.schemas import Row, parse_v1, results_from_v2, to_v1, to_v2
 from fusionrec.config import Settings, monitoring_dir
@@ -78,14 +79,25 @@ def _fallback_counter():
     )
 
 
-async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float = 0.3) -> str:
-    """Fill in each user's online history (Feast ``serving`` features) as the rows' ``recent`` items.
+def history_lookups(store) -> Coalescer:
+    """The users' online histories by user id, the concurrent requests' lookups merged into one call."""
+    from fusionrec.features.store import online_user_features_async
+
+    async def fetch(ids: list[str]) -> dict:
+        feats = await online_user_features_async(store, ids)
+        return dict(zip(feats.user_ids, feats.history))
+
+    return Coalescer(fetch)
+
+
+async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float = 0.3, lookups=None) -> str:
+    """Fill in each user's online history (Feast ``serving`` features) as the rows' ``recent`` items;
+    ``lookups`` (:func:`history_lookups`) merges the lookups of concurrent requests.
 
     Returns what happened: ``used``, ``not needed`` (no row names a user), ``off`` (no store) or
     ``unavailable`` (the store failed, timed out or its breaker is open; the rows are left as they were).
     """
     from fusionrec.api.resilience import CircuitBreaker, CircuitOpen
-    from fusionrec.features.store import online_user_features_async
 
     ids = sorted({r.user_id for r in rows if r.user_id is not None})
     if not ids:
@@ -93,8 +105,9 @@ async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float 
     if store is None:
         return "off"
     breaker = breaker or CircuitBreaker()
+    lookups = lookups or history_lookups(store)
     try:
-        feats = await breaker.call(lambda: online_user_features_async(store, ids), timeout_s)
+        history = await breaker.call(lambda: lookups.get(ids), timeout_s)
     except Exception as e:  # never the store's error text in a response: it names internal addresses
         reason = "circuit_open" if isinstance(e, CircuitOpen) else "timeout" if isinstance(e, TimeoutError) else "error"
         _fallback_counter().labels(reason=reason).inc()
@@ -105,10 +118,9 @@ async def user_histories(store, rows: list[Row], breaker=None, timeout_s: float 
             str(e)[:200],
         )
         return "unavailable"
-    history = dict(zip(feats.user_ids, feats.history))
     for r in rows:
         if r.user_id is not None:
-            r.recent = [str(i) for i in history.get(r.user_id, [])] + r.recent
+            r.recent = [str(i) for i in history.get(r.user_id) or []] + r.recent
     return "used"
 
 
@@ -188,6 +200,7 @@ class FusionTransformer(kserve.Model):
         self.auth = Authenticator(settings)
         self.limiter = RateLimiter(settings.serving.auth)
         self.breaker = CircuitBreaker(settings.serving.breaker_failures, settings.serving.breaker_reset_s)
+        self.lookups = history_lookups(store) if store is not None else None
         # the PII filter is CPU work: off the event loop, on threads of its own
         self._pii_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pii")
         _fallback_counter()  # declared at start, so that /metrics shows it before the first failure
@@ -229,7 +242,9 @@ class FusionTransformer(kserve.Model):
         authorise(state.caller, rows)
         if any(r.text is not None for r in rows):
             await asyncio.get_running_loop().run_in_executor(self._pii_pool, self._redact, rows)
-        state.online = await user_histories(self.store, rows, self.breaker, self.settings.serving.feature_timeout_s)
+        state.online = await user_histories(
+            self.store, rows, self.breaker, self.settings.serving.feature_timeout_s, self.lookups
+        )
         state.rows = rows
         if self.log_writer is not None:  # what the log keeps of the request, for postprocess
             state.summaries = summarise(rows, self.log_key)

@@ -99,3 +99,48 @@ def test_a_full_queue_is_a_429_and_a_request_that_waited_too_long_a_503():
     batcher.close()
     assert first == [2]
     assert all(isinstance(e, Unavailable) and "waited too long" in str(e) for e in late)
+
+
+def test_lookups_that_come_while_one_is_in_flight_go_together_in_the_next():
+    from fusionrec.api.batching import Coalescer
+
+    asked: list[list[str]] = []
+
+    async def fetch(keys):
+        asked.append(list(keys))
+        await asyncio.sleep(0.05)
+        return {k: k.upper() for k in keys if k != "absent"}
+
+    async def main():
+        lookups = Coalescer(fetch)
+        first = asyncio.ensure_future(lookups.get(["a"]))
+        await asyncio.sleep(0.01)  # the first fetch is in flight: these three wait for the next one
+        rest = await asyncio.gather(lookups.get(["b", "c"]), lookups.get(["c"]), lookups.get(["absent"]))
+        return await first, rest, lookups
+
+    first, rest, lookups = _run(main())
+    assert first == {"a": "A"} and rest == [{"b": "B", "c": "C"}, {"c": "C"}, {"absent": None}]
+    assert asked == [["a"], ["absent", "b", "c"]]  # two fetches for four calls, each key once
+    assert lookups.fetches == 2 and lookups.calls == 4
+
+
+def test_a_failed_lookup_fails_its_callers_and_a_caller_that_gives_up_leaves_it_to_the_others():
+    from fusionrec.api.batching import Coalescer
+
+    async def fetch(keys):
+        await asyncio.sleep(0.1)
+        if "bad" in keys:
+            raise ConnectionError("store down")
+        return {k: 1 for k in keys}
+
+    async def main():
+        lookups = Coalescer(fetch)
+        patient = asyncio.ensure_future(lookups.get(["x"]))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(lookups.get(["x"]), 0.01)  # gives up; the fetch goes on
+        assert await patient == {"x": 1}
+        with pytest.raises(ConnectionError):
+            await lookups.get(["bad"])
+        return await lookups.get(["y"])  # and the next lookup is made afresh
+
+    assert _run(main()) == {"y": 1}

@@ -8,6 +8,9 @@ request that waited longer than ``queue_timeout_s`` is answered 503 without bein
 given up by then). A batch that fails is scored again one request at a time, so that one request's bad
 input (an unknown id, an image that cannot be decoded) is that request's 4xx, with its own row numbers,
 and never its neighbours'.
+
+:class:`Coalescer` does the same for an asynchronous lookup: the feature store is asked once for the
+users of every request that came while the last lookup was in flight.
 """
 
 from __future__ import annotations
@@ -158,3 +161,52 @@ def _unexpected(e: Exception) -> Exception:
     message and logs it); logged here with the batch's context."""
     log.exception("scoring failed: %s", type(e).__name__)
     return e
+
+
+class Coalescer:
+    """Concurrent ``await get(keys)`` calls merged into one ``await fetch(keys)`` (the feature store lookup):
+    while one fetch is in flight, the keys asked for meanwhile wait and go together in the next, at most
+    ``max_keys`` a fetch. ``fetch`` returns a dict by key; a fetch that fails fails the calls it served.
+    A caller that gives up (a timeout cancels its wait) leaves the fetch running for the others."""
+
+    def __init__(self, fetch: Callable[[list[Any]], Any], max_keys: int = 256) -> None:
+        self.fetch, self.max_keys = fetch, max_keys
+        self.fetches = 0  # fetches made, and the calls they answered (for the tests)
+        self.calls = 0
+        self._waiting: list[tuple[list[Any], asyncio.Future]] = []
+        self._running = False
+        self._task: asyncio.Future | None = None
+
+    async def get(self, keys: Sequence[Any]) -> dict:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((list(keys), future))
+        if not self._running:
+            self._running = True
+            self._task = asyncio.ensure_future(self._drain())  # held: a task nobody holds may be collected
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch, keys = [], set()
+                while self._waiting and (not batch or len(keys) + len(self._waiting[0][0]) <= self.max_keys):
+                    ks, future = self._waiting.pop(0)
+                    if not future.done():  # a caller that gave up is not looked up for
+                        batch.append((ks, future))
+                        keys.update(ks)
+                if not batch:
+                    continue
+                self.fetches += 1
+                self.calls += len(batch)
+                try:
+                    got = await self.fetch(sorted(keys, key=str))
+                except Exception as e:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(e)
+                    continue
+                for ks, future in batch:
+                    if not future.done():
+                        future.set_result({k: got.get(k) for k in ks})
+        finally:
+            self._running = False
