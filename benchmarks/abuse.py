@@ -423,7 +423,7 @@ def main() -> None:
     if "auth" not in ServingSettings.model_fields:  # a build from before callers existed (a comparison run)
         env = {k: v for k, v in env.items() if "__AUTH__" not in k}
     settings = load_settings(env=env)
-    servers = local.serve(settings, feast=False, log_dir=work / "logs", env=env)
+    servers = local.serve(settings, feast=False, log_dir=work / "logs", env=env, layout="two_hops")
     auth, shopper = {"authorization": f"Bearer {KEY}"}, {"x-api-key": SHOPPER}
     results = []
     width = 36
@@ -443,7 +443,7 @@ def main() -> None:
         record("model repository routes", lambda: attack_repository(servers, auth), "404 on both; serving goes on")
         if not results[-1][2]:  # the attack took serving down (an older build): start it again for the rest
             servers.stop()
-            servers = local.serve(settings, feast=False, log_dir=work / "logs", env=env)
+            servers = local.serve(settings, feast=False, log_dir=work / "logs", env=env, layout="two_hops")
         record(
             "seen-items oracle, 20 users",
             lambda: attack_oracle(servers, histories, catalogue, auth, shopper),

@@ -413,7 +413,7 @@ def send_all(settings, env, traffic, work: Path, logs: Path, plan, args):
     from fusionrec.api.access import client_headers
     from fusionrec.platform import local
 
-    servers = local.serve(settings, feast=False, log_dir=work / "servers", env=env)
+    servers = local.serve(settings, feast=False, log_dir=work / "servers", env=env, layout="two_hops")
     client = httpx.Client(timeout=120, headers=client_headers(settings))
     url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
     t_send = time.perf_counter()

@@ -169,7 +169,7 @@ def main() -> int:
         old[m] = [ids[r].tolist() for r in torch.topk(tower @ item_vectors.T, 10).indices.numpy()]
 
     log_dir = Path(tempfile.mkdtemp(prefix="retrieval-"))
-    servers = local.serve(settings, feast=False, log_dir=log_dir, env=env)
+    servers = local.serve(settings, feast=False, log_dir=log_dir, env=env, layout="two_hops")
     try:
         url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
         from fusionrec.api.access import client_headers

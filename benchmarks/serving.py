@@ -290,8 +290,8 @@ def main() -> None:
                     else ""
                 ),
                 beside=beside,
-                readme=f"serving {name}, {args.concurrency} clients ({generator}): {np.median(qps):.2f}x the throughput, "
-                f"{np.median(p99):.2f}x the p99 of two empty KServe hops ({args.pairs} rounds)",
+                readme=f"serving {name}, {args.concurrency} clients ({generator}): {np.median(qps):.2f}x the "
+                f"throughput, {np.median(p99):.2f}x the p99 of two empty KServe hops ({args.pairs} rounds)",
                 value=float(np.median(qps)),
                 bar=f"throughput >= {lo}x the floor's, p99 <= {hi}x (medians)",
                 met=met[name],

@@ -67,7 +67,7 @@ def loop(tmp_path_factory, synth_clean, synth_validated, synth_embeddings, free_
     store = fs.feature_store(settings.features, features)
     fs.apply(store, features)
     fs.materialize(store)
-    servers = local.serve(settings, feast=False, log_dir=root / "logs", env=env)
+    servers = local.serve(settings, feast=False, log_dir=root / "logs", env=env, layout="two_hops")
     yield {
         "servers": servers,
         "settings": settings,
