@@ -38,6 +38,7 @@ ACCESS, GUARD, REGISTRY = "tests/unit/test_access.py", "tests/unit/test_http_gua
 SINK, SECURITY, CONFIG = "tests/integration/test_sink.py", "tests/unit/test_security.py", "tests/unit/test_config.py"
 REFERENCE = "tests/integration/test_drift_reference.py"
 REQUEST = "tests/unit/test_train_request.py"
+BATCHING = "tests/unit/test_batching.py"
 
 
 @dataclass(frozen=True)
@@ -627,6 +628,27 @@ MUTANTS = [
         "object.spec.all(k, k == 'predictor' || (k in oldObject.spec && object.spec[k] == oldObject.spec[k]))",
         "object.spec.all(k, true)",
         (SECURITY, "-k", "deployer"),
+    ),
+    Mutant(
+        "a failed micro-batch fails every request in it",
+        "src/fusionrec/api/batching.py",
+        "            if len(batch) > 1:  # one request's bad input",
+        "            if False:  # one request's bad input",
+        (BATCHING, "-k", "bad_input"),
+    ),
+    Mutant(
+        "the micro-batcher scores one request at a time",
+        "src/fusionrec/api/batching.py",
+        "        while rows < self.max_rows:",
+        "        while False:",
+        (BATCHING, "-k", "one_batch"),
+    ),
+    Mutant(
+        "the feature store lookups are never merged",
+        "src/fusionrec/api/batching.py",
+        "                while self._waiting and (not batch or",
+        "                while self._waiting and (not batch and",
+        (BATCHING, "-k", "in_flight"),
     ),
 ]
 

@@ -28,8 +28,13 @@ class Scorer:
         return [2 * r for r in rows]
 
 
-def _run(coro):
-    return asyncio.run(coro)
+def _run(coro, timeout: float = 10.0):
+    """Run ``coro``; a request that is never answered fails the test instead of hanging it."""
+
+    async def bounded():
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
 
 
 def test_concurrent_requests_are_scored_in_one_batch_and_each_gets_its_own_rows():
