@@ -146,11 +146,15 @@ def test_the_predictor_drops_work_that_waited_past_the_queue_timeout():
     """One scoring thread: a request that waited longer than queue_timeout_s (its caller has given up) is a
     503 without being scored, so the thread moves on to callers still waiting."""
     pytest.importorskip("kserve")
-    from serving.predictor import FusionPredictor
+    from serving.predictor import FusionPredictor, batcher
 
-    settings = load_settings(env={"FUSIONREC__SERVING__QUEUE_TIMEOUT_S": "0.2"})
+    # one request a batch: the three are scored one after another, as under a load larger than a batch
+    settings = load_settings(
+        env={"FUSIONREC__SERVING__QUEUE_TIMEOUT_S": "0.2", "FUSIONREC__SERVING__BATCH_MAX_ROWS": "1"}
+    )
     predictor = FusionPredictor("fusionrec", settings)
     predictor.recommender = SlowRecommender(0.3)
+    predictor.batcher = batcher(settings, predictor.recommender)
 
     async def go():
         body = {"instances": [{"k": 1}]}
@@ -160,6 +164,27 @@ def test_the_predictor_drops_work_that_waited_past_the_queue_timeout():
     assert isinstance(answers[0], dict) and answers[0]["predictions"][0]["items"][0]["item_id"] == "a"
     assert all(isinstance(a, Unavailable) and "waited too long" in str(a) for a in answers[1:])
     assert predictor.recommender.batches == 1
+
+
+def test_the_predictor_scores_requests_that_wait_together_in_one_batch():
+    """Micro-batching: requests queued behind a busy scorer are scored together, each answered with its own."""
+    pytest.importorskip("kserve")
+    from serving.predictor import FusionPredictor, batcher
+
+    settings = load_settings(env={"FUSIONREC__SERVING__QUEUE_TIMEOUT_S": "5"})
+    predictor = FusionPredictor("fusionrec", settings)
+    predictor.recommender = SlowRecommender(0.2)
+    predictor.batcher = batcher(settings, predictor.recommender)
+
+    async def go():
+        first = asyncio.ensure_future(predictor.predict({"instances": [{"k": 1}]}))
+        await asyncio.sleep(0.05)  # the scorer is busy with the first: eight more queue behind it
+        rest = [predictor.predict({"instances": [{"k": 1}, {"k": 1}]}) for _ in range(8)]
+        return await asyncio.gather(first, *rest)
+
+    answers = asyncio.run(go())
+    assert [len(a["predictions"]) for a in answers] == [1] + [2] * 8
+    assert predictor.recommender.batches == 2  # the first alone, then the eight together
 
 
 def test_the_predictor_is_not_ready_until_its_model_is_loaded():
