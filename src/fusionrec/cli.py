@@ -413,6 +413,8 @@ def serve_cmd(
         return
     if protocol not in ("v1", "v2"):
         raise ConfigError(f"--protocol {protocol!r} is unknown; use v1 or v2")
+    if layout not in (None, "collocated", "two_hops"):  # before any running server is stopped
+        raise ConfigError(f"--layout {layout!r} is unknown; use collocated or two_hops")
     if detach:
         servers = serve_detached(
             settings,
