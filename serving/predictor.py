@@ -61,17 +61,19 @@ def batcher(settings: Settings, recommender) -> MicroBatcher:
     )
 
 
-class FusionPredictor(kserve.Model):
-    """``kserve.Model`` around :class:`Recommender`; v1 and v2 requests, errors as 4xx with a message."""
+class Scoring:
+    """What a model server that scores has (the predictor, and the collocated server): the recommender
+    over ``storage_uri`` and its micro-batcher, loaded by ``load``; ready once both are there."""
 
-    def __init__(self, name: str, settings: Settings, storage_uri: str | None = None) -> None:
-        super().__init__(name)
-        self.settings = settings
-        self.storage_uri = storage_uri or settings.serving.storage_uri
-        self.recommender = None  # a fusionrec.recommender.Recommender once loaded
-        self.batcher = None  # its micro-batcher: one scoring thread, so the event loop stays free
+    settings: Settings
+    storage_uri: str
+    recommender = None  # a fusionrec.recommender.Recommender once loaded
+    batcher = None  # its micro-batcher: one scoring thread, so the event loop stays free
 
     def load(self) -> bool:
+        import torch
+
+        torch.set_num_threads(self.settings.serving.torch_threads)
         self.recommender = load_recommender(self.settings, self.storage_uri)
         self.batcher = batcher(self.settings, self.recommender)
         self.ready = True
@@ -80,6 +82,15 @@ class FusionPredictor(kserve.Model):
     async def healthy(self) -> bool:
         """Ready to answer: the model is loaded (every readiness route asks this)."""
         return self.ready and self.recommender is not None
+
+
+class FusionPredictor(Scoring, kserve.Model):
+    """``kserve.Model`` around :class:`Recommender`; v1 and v2 requests, errors as 4xx with a message."""
+
+    def __init__(self, name: str, settings: Settings, storage_uri: str | None = None) -> None:
+        super().__init__(name)
+        self.settings = settings
+        self.storage_uri = storage_uri or settings.serving.storage_uri
 
     def get_input_types(self) -> list[dict]:
         rec = self.recommender
@@ -109,7 +120,6 @@ class FusionPredictor(kserve.Model):
 
 
 def main(argv: list[str] | None = None) -> None:
-    import torch
     from kserve import model_server
 
     from fusionrec.api.http import run_model_server
@@ -120,7 +130,6 @@ def main(argv: list[str] | None = None) -> None:
     args, _ = parser.parse_known_args(argv)
     settings = load_settings()
     logging.basicConfig(level=logging.INFO)
-    torch.set_num_threads(settings.serving.torch_threads)
     model = FusionPredictor(args.model_name, settings, args.storage_uri)
     model.load()
     run_model_server(model, settings, args.http_port)

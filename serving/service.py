@@ -22,33 +22,19 @@ from typing import Any
 from fusionrec.api.schemas import Row, result_to_dict
 from fusionrec.config import Settings
 from fusionrec.errors import Unavailable
-from serving.predictor import batcher, load_recommender
+from serving.predictor import Scoring
 from serving.transformer import FusionTransformer, serve_transformer
 
 log = logging.getLogger(__name__)
 
 
-class FusionService(FusionTransformer):
+class FusionService(Scoring, FusionTransformer):
     """The transformer's ``preprocess`` and ``postprocess`` around the predictor's scoring, in one process."""
 
     def __init__(self, name: str, settings: Settings, storage_uri: str | None = None, **transformer: Any) -> None:
         super().__init__(name, settings, **transformer)
         self.storage_uri = storage_uri or settings.serving.storage_uri
-        self.recommender = None
-        self.batcher = None
         self.ready = False  # until the model is loaded
-
-    def load(self) -> bool:
-        import torch
-
-        torch.set_num_threads(self.settings.serving.torch_threads)
-        self.recommender = load_recommender(self.settings, self.storage_uri)
-        self.batcher = batcher(self.settings, self.recommender)
-        self.ready = True
-        return self.ready
-
-    async def healthy(self) -> bool:
-        return self.ready and self.recommender is not None
 
     def _request(self, rows: list[Row], anonymous: bool = False) -> list[Row]:
         """The rows themselves: nothing is packed for a hop that is not there."""
