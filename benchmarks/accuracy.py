@@ -53,6 +53,20 @@ COLD_BARS = (4.0, 1.10)  # ours on the cold split against a random ranking and t
 REPORTING = (10, 11, 12, 13, 14)  # the seeds the figures are reported on: no choice has seen them
 
 
+def mean(runs: list[dict], key: str) -> float:
+    """The mean of one metric over the seeds' runs."""
+    return float(np.mean([r[key] for r in runs]))
+
+
+def std(runs: list[dict], key: str) -> float:
+    return float(np.std([r[key] for r in runs]))
+
+
+def ms(runs: list[dict], key: str) -> str:
+    """One metric over the seeds' runs, as mean (std)."""
+    return f"{mean(runs, key):.4f} ({std(runs, key):.4f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -124,12 +138,6 @@ def main() -> None:
             cold.setdefault(k, []).append(v)
         print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    def mean(runs, key):
-        return float(np.mean([r[key] for r in runs]))
-
-    def std(runs, key):
-        return float(np.std([r[key] for r in runs]))
-
     means = {
         name: {k: mean(runs, k) for k in runs[0] if isinstance(runs[0][k], (int, float))} for name, runs in warm.items()
     }
@@ -184,7 +192,7 @@ def main() -> None:
             {"random": means, "cold_item": cold_means, "seeds": args.seeds, "chosen": chosen}, indent=2, default=float
         )
     )
-    _record(args, warm, cold, best, chosen, mean, std)
+    _record(args, warm, cold, best, chosen)
 
 
 SPARSE_PEERS = ("cornac_bpr", "bpr_mf", "ease", "content_knn")
@@ -258,15 +266,6 @@ def sparse(args, movielens, movielens_emb) -> None:
                     runs.setdefault((label, protocol), {}).setdefault(k, []).append(v)
                 print(f"  {protocol} split, seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    def mean(rs, key):
-        return float(np.mean([r[key] for r in rs]))
-
-    def std(rs, key):
-        return float(np.std([r[key] for r in rs]))
-
-    def ms(rs, k):
-        return f"{mean(rs, k):.4f} ({std(rs, k):.4f})"
-
     figures = []
     for (label, protocol), by_model in runs.items():
         print(f"\n{label}, {protocol} split, mean (std) over seeds {args.seeds}; all models on the same splits")
@@ -323,11 +322,8 @@ def sparse(args, movielens, movielens_emb) -> None:
     )
 
 
-def _record(args, warm, cold, best, chosen, mean, std) -> None:
+def _record(args, warm, cold, best, chosen) -> None:
     seeds = f"seeds {', '.join(map(str, args.seeds))}"
-
-    def ms(runs, k):
-        return f"{mean(runs, k):.4f} ({std(runs, k):.4f})"
 
     ratio = {k: mean(warm["fusion"], k) / v for k, (v, _) in best.items()}
     peer = best["ndcg@20"][1]

@@ -83,6 +83,17 @@ class Scoring:
         """Ready to answer: the model is loaded (every readiness route asks this)."""
         return self.ready and self.recommender is not None
 
+    def loaded(self):
+        """The recommender, or a 503 while it is not loaded yet."""
+        if self.recommender is None:
+            raise Unavailable("the model is not loaded yet; retry shortly")
+        return self.recommender
+
+    def v1_answer(self, results, monitor: bool) -> dict:
+        """Results as a v1 answer (``monitor``: with the vectors the inference log keeps)."""
+        rec = self.recommender
+        return {"predictions": [result_to_dict(r, rec.terms, rec.version, monitor) for r in results]}
+
 
 class FusionPredictor(Scoring, kserve.Model):
     """``kserve.Model`` around :class:`Recommender`; v1 and v2 requests, errors as 4xx with a message."""
@@ -106,9 +117,7 @@ class FusionPredictor(Scoring, kserve.Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ):
-        rec = self.recommender
-        if rec is None:
-            raise Unavailable("the model is not loaded yet; retry shortly")
+        rec = self.loaded()
         limits = self.settings.serving
         v2 = isinstance(payload, InferRequest)
         rows = parse_v2(payload, limits) if v2 else parse_v1(payload, limits)
@@ -116,7 +125,7 @@ class FusionPredictor(Scoring, kserve.Model):
         results = await self.batcher.submit(rows)
         if v2:
             return results_to_v2(results, rec.terms, rec.version, self.name, monitor)
-        return {"predictions": [result_to_dict(r, rec.terms, rec.version, monitor) for r in results]}
+        return self.v1_answer(results, monitor)
 
 
 def main(argv: list[str] | None = None) -> None:

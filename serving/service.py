@@ -19,9 +19,8 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from fusionrec.api.schemas import Row, result_to_dict
+from fusionrec.api.schemas import Row
 from fusionrec.config import Settings
-from fusionrec.errors import Unavailable
 from serving.predictor import Scoring
 from serving.transformer import FusionTransformer, serve_transformer
 
@@ -41,11 +40,8 @@ class FusionService(Scoring, FusionTransformer):
         return [replace(r, user_id=None) for r in rows] if anonymous else rows
 
     async def _call_predictor(self, payload: list[Row], headers, response_headers) -> dict:
-        rec = self.recommender
-        if rec is None:
-            raise Unavailable("the model is not loaded yet; retry shortly")
-        results = await self.batcher.submit(payload)
-        return {"predictions": [result_to_dict(r, rec.terms, rec.version, self.monitor) for r in results]}
+        self.loaded()
+        return self.v1_answer(await self.batcher.submit(payload), self.monitor)
 
 
 def main(argv: list[str] | None = None) -> None:

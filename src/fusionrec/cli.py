@@ -402,7 +402,7 @@ def serve_cmd(
 ) -> None:
     """Start the model servers on loopback (real HTTP): one collocated server, or the transformer and the
     predictor as two KServe model servers (--layout two_hops)."""
-    from fusionrec.platform.local import serve, serve_detached, stop_from_pids
+    from fusionrec.platform.local import serve, serve_detached, serving_layout, stop_from_pids
 
     settings = state.settings()
     run_dir = Path(settings.paths.artifacts) / "serving"
@@ -413,8 +413,7 @@ def serve_cmd(
         return
     if protocol not in ("v1", "v2"):
         raise ConfigError(f"--protocol {protocol!r} is unknown; use v1 or v2")
-    if layout not in (None, "collocated", "two_hops"):  # before any running server is stopped
-        raise ConfigError(f"--layout {layout!r} is unknown; use collocated or two_hops")
+    layout = serving_layout(settings, layout)  # refused before any running server is stopped
     if detach:
         servers = serve_detached(
             settings,

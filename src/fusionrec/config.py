@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -145,6 +145,10 @@ class AuthSettings(_Strict):
     user_burst: int = Field(20, ge=1)
 
 
+Layout = Literal["collocated", "two_hops"]  # how the model servers run (ServingSettings.layout)
+LAYOUTS: tuple[str, ...] = get_args(Layout)
+
+
 class ServingSettings(_Strict):
     """The KServe predictor and transformer: where the model comes from, ports, limits on requests."""
 
@@ -184,7 +188,7 @@ class ServingSettings(_Strict):
     # How `fusionrec serve` runs the model: one model server that runs the transformer's hooks itself
     # ("collocated": one hop), or the transformer and the predictor as two servers ("two_hops"), to scale
     # them apart (the encoders on a GPU, the lookups on CPUs).
-    layout: Literal["collocated", "two_hops"] = "collocated"
+    layout: Layout = "collocated"
     auth: AuthSettings = AuthSettings()
     # Torch threads in the predictor. Scoring one request is a small matrix product; spare threads would
     # spin against the transformer and the HTTP stack for the same cores.

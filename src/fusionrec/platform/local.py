@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from fusionrec.api.http import error_message
-from fusionrec.config import Settings
+from fusionrec.config import LAYOUTS, Settings
 from fusionrec.errors import ConfigError, FusionRecError, Unavailable, UpstreamError
 
 
@@ -120,6 +120,13 @@ def start_process(cmd: list[str], log: Path, env: dict[str, str] | None = None) 
         )
 
 
+def serving_layout(settings: Settings, layout: str | None = None) -> str:
+    """``layout``, or ``serving.layout`` when None; an unknown one is a ConfigError."""
+    if layout is not None and layout not in LAYOUTS:
+        raise ConfigError(f"--layout {layout!r} is unknown; use {' or '.join(LAYOUTS)}")
+    return layout or settings.serving.layout
+
+
 def serve(
     settings: Settings,
     *,
@@ -136,9 +143,7 @@ def serve(
     """Start the model servers of ``layout`` (default ``serving.layout``) and wait until they are ready:
     collocated, one server on the transformer's port; two hops, the predictor, then the transformer."""
     s = settings.serving
-    layout = layout or s.layout
-    if layout not in ("collocated", "two_hops"):
-        raise ConfigError(f"unknown serving layout {layout!r}; choose collocated or two_hops")
+    layout = serving_layout(settings, layout)
     pp, tp = predictor_port or s.predictor_port, transformer_port or s.transformer_port
     if feast and not (Path(settings.features.data_dir) / "registry.db").exists():
         raise ConfigError(
