@@ -37,12 +37,22 @@ def load_recommender(settings: Settings, storage_uri: str):
     path = resolve_version(storage_uri, settings.paths.cache)
     art = load_artifact(path)
     encoders = build_encoders(settings, encoder_modalities(art))
-    rec = Recommender(art, encoders, search_pool=settings.serving.search_pool, blend=settings.serving.blend)
+    s = settings.serving
+    rec = Recommender(
+        art,
+        encoders,
+        search_pool=s.search_pool,
+        blend=s.blend,
+        ann_above=s.ann_above,
+        ann_probe=s.ann_probe,
+        ann_pool=s.ann_pool,
+    )
     log.info(
-        "serving %s (%s): %d items, %d users, modalities %s",
+        "serving %s (%s): %d items (top-K %s), %d users, modalities %s",
         path,
         art.version,
         rec.n_items,
+        "approximate" if rec.topk is not None else "exact",
         len(rec.user_index),
         rec.modalities,
     )

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from fusionrec import metrics as metrics_file
+from fusionrec import topk
 from fusionrec.errors import DatasetError
 from fusionrec.io import atomic_dir, sha256_file
 from fusionrec.model import FusionConfig, FusionRecModel
@@ -143,6 +144,8 @@ def write_artifact(
         if curves is not None and curves.exists():
             (tmp / "curves.png").write_bytes(curves.read_bytes())
         ItemSearch.from_model(model).save(tmp / INDEX_DIR)
+        if model.config.n_items > topk.SHIP_ABOVE:
+            topk.save_index(model, *topk.catalogue(model), tmp / INDEX_DIR)
         write_checksums(tmp)
     return target
 

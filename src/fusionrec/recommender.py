@@ -14,6 +14,7 @@ The serving adapters (the KServe predictor) parse requests into :class:`Row` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from fusionrec.artifact import Artifact
 from fusionrec.errors import BadRequest, ConfigError, NotFound
 from fusionrec.model.modeling import ItemOutput, explain
 from fusionrec.search import INDEX_DIR, ItemSearch
+from fusionrec.topk import CatalogueTopK, catalogue
 
 PRECOMPUTED = "precomputed/"
 
@@ -79,12 +81,35 @@ class Result:
     query: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass
+class Users:
+    """A batch's users as the model sees them."""
+
+    vectors: torch.Tensor  # [B, d] user vectors
+    index: torch.Tensor  # [B] user indices (-1: no ID embedding)
+    hist: torch.Tensor  # [B, H] history item indices, right-aligned
+    mask: torch.Tensor  # [B, H] True where the history entry is real
+    excluded: list[list[int]]  # per row, the items it excludes
+    cold: list[bool]  # per row, a user served from a given history only
+
+
 class Recommender:
     """The serving logic over one loaded artifact, independent of KServe (batched, thread-safe for reads)."""
 
     def __init__(
-        self, artifact: Artifact, encoders: dict[str, Any] | None = None, *, search_pool: int = 100, blend: float = 0.1
+        self,
+        artifact: Artifact,
+        encoders: dict[str, Any] | None = None,
+        *,
+        search_pool: int = 100,
+        blend: float = 0.1,
+        ann_above: int | None = None,
+        ann_probe: int = 32,
+        ann_pool: int = 200,
     ) -> None:
+        """``ann_above``: catalogues above this many items take their top-K from an approximate shortlist
+        (:mod:`fusionrec.topk`, ``ann_probe`` inverted lists searched, ``ann_pool`` items shortlisted);
+        None: exact at every size."""
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.version = artifact.version
@@ -113,8 +138,7 @@ class Recommender:
         with torch.inference_mode():
             parts = self.model.item_parts()
         self.item_parts, self.item_part_bias = parts.parts, parts.bias  # [n, M + 2, d], [n, M + 2]
-        self.item_vectors = torch.nn.functional.normalize(parts.parts.sum(1), dim=-1)  # [n, d] unit vectors, built once
-        self.item_bias = parts.bias.sum(1) if self.model.config.item_bias else None
+        self.item_vectors, self.item_bias = catalogue(self.model, parts)  # [n, d] unit vectors, [n]: built once
         self.search = ItemSearch.load(Path(artifact.path) / INDEX_DIR, self.model)
         items = artifact.items.sort_values("item_idx")
         self.item_ids = items["item_id"].astype(str).to_numpy()
@@ -133,6 +157,19 @@ class Recommender:
         self.popularity = torch.from_numpy(artifact.popularity.astype(np.float32))
         self.n_items = len(self.item_ids)
         self.history_length = artifact.history.shape[1]
+        self.topk = (
+            CatalogueTopK.load(
+                Path(artifact.path) / INDEX_DIR,
+                self.model,
+                self.item_vectors,
+                self.item_bias,
+                self.history_terms,
+                probe=ann_probe,
+                pool=ann_pool,
+            )
+            if ann_above is not None and self.n_items > ann_above
+            else None
+        )
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -151,17 +188,17 @@ class Recommender:
             np.asarray(terms, dtype=np.float32),
         )
 
-    def _explain(self, user: torch.Tensor, idx: np.ndarray, by_history: torch.Tensor) -> np.ndarray:
+    def _explain(self, user: torch.Tensor, idx: np.ndarray, history_terms: np.ndarray) -> np.ndarray:
         """The model's score terms [len(idx), len(self.terms)] of catalogue items ``idx`` for one user vector
-        and that user's history terms over the catalogue (``by_history``, [n, len(self.history_terms)]: the
-        item-item and the content term)."""
+        and that user's history terms at those items (``history_terms``, [len(idx), len(self.history_terms)]:
+        the item-item and the content term)."""
         t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         with torch.inference_mode():
             terms = explain(
                 user[None], self.item_parts[t][None], self.item_part_bias[t][None], self.model.config.temperature
             )[0].numpy()
         if self.history_terms:
-            terms = np.concatenate([terms[:, :-1], by_history[t].numpy(), terms[:, -1:]], axis=1)
+            terms = np.concatenate([terms[:, :-1], np.asarray(history_terms, dtype=np.float32), terms[:, -1:]], axis=1)
         return terms
 
     def _allowed(self, row: Row, excluded: list[int]) -> torch.Tensor:
@@ -174,11 +211,8 @@ class Recommender:
             allowed[excluded] = False
         return allowed
 
-    def _user_vectors(
-        self, rows: list[Row]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[list[int]], list[bool]]:
-        """User vectors [B, d] from IDs and histories, the user indices (-1: none), the history masks, the
-        item-item term [B, n]; per row the excluded items, and whether it is cold.
+    def _user_vectors(self, rows: list[Row]) -> Users:
+        """User vectors from IDs and histories, with what scoring them needs (:class:`Users`).
 
         Raises:
             NotFound: an unknown user without a history, or unknown item ids in a history or exclude list.
@@ -216,13 +250,27 @@ class Recommender:
             excluded.append(ex)
         with torch.inference_mode():
             uv = self.model.users(users, hist, mask, self.item_vectors)
+        cold = [bool(users[n] < 0 and mask[n].any()) for n in range(len(rows))]
+        return Users(uv, users, hist, mask, excluded, cold)
+
+    def _by_history(self, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The history terms over the whole catalogue [B, n, len(self.history_terms)] (the exact path)."""
+        with torch.inference_mode():
             parts = [
                 *([self.model.item_item(hist, mask)] if self.model.has_item_item else []),
                 *([self.model.content_term(hist, mask)] if self.model.has_content_term else []),
             ]
-            by_history = torch.stack(parts, -1) if parts else torch.zeros(len(rows), self.n_items, 0)
-        cold = [bool(users[n] < 0 and mask[n].any()) for n in range(len(rows))]
-        return uv, users, mask, by_history, excluded, cold
+        return torch.stack(parts, -1) if parts else torch.zeros(len(hist), self.n_items, 0)
+
+    def _history_at(self, users: Users) -> list[Callable[[np.ndarray], np.ndarray]]:
+        """Per row, its history terms at given items ([len(items), len(self.history_terms)])."""
+        if self.topk is None:
+            dense = self._by_history(users.hist, users.mask)
+            return [
+                lambda items, d=dense[n]: d[torch.as_tensor(items, dtype=torch.long)].numpy() for n in range(len(dense))
+            ]
+        rows = [self.topk.row_terms(users.hist[n : n + 1], users.mask[n : n + 1]) for n in range(len(users.hist))]
+        return [lambda items, r=r: self.topk.terms_at(r, items) for r in rows]
 
     # -- the two requests ------------------------------------------------------------------------
 
@@ -243,26 +291,58 @@ class Recommender:
         """Top-K for users: known users by ID and history, cold users by the given history, anonymous
         requests (no user, no history) by popularity with ``fallback`` set (its score is the item's
         interaction count, credited to the bias term)."""
-        uv, users, mask, by_history, excluded, cold = self._user_vectors(rows)
-        with torch.inference_mode():
-            scores = self.model.logits(uv, self.item_vectors, self.item_bias) + by_history.sum(-1)
+        users = self._user_vectors(rows)
+        uv = users.vectors
+        if self.topk is None:
+            by_history = self._by_history(users.hist, users.mask)
+            with torch.inference_mode():
+                scores = self.model.logits(uv, self.item_vectors, self.item_bias) + by_history.sum(-1)
         results = []
         for n, row in enumerate(rows):
-            fallback = bool(users[n] < 0 and not mask[n].any())
-            s = self.popularity if fallback else scores[n]
-            allowed = self._allowed(row, excluded[n])
-            k = min(row.k, int(allowed.sum()))
-            idx = torch.topk(s.masked_fill(~allowed, float("-inf")), k).indices.numpy()
+            fallback = bool(users.index[n] < 0 and not users.mask[n].any())
             if fallback:
-                terms = np.zeros((k, len(self.terms)), dtype=np.float32)
-                terms[:, -1] = s[idx].numpy()
+                idx, s = self._top(self.popularity, row, users.excluded[n])
+                terms = np.zeros((len(idx), len(self.terms)), dtype=np.float32)
+                terms[:, -1] = s
+            elif self.topk is None:
+                idx, s = self._top(scores[n], row, users.excluded[n])
+                terms = self._explain(uv[n], idx, by_history[n][torch.from_numpy(idx)].numpy())
             else:
-                terms = self._explain(uv[n], idx, by_history[n])
-            res = self._result(idx, s[idx].numpy(), terms)
-            res.fallback, res.cold = fallback, cold[n]
+                idx, s, at = self._approximate(
+                    uv[n], users.hist[n : n + 1], users.mask[n : n + 1], row, users.excluded[n]
+                )
+                terms = self._explain(uv[n], idx, at)
+            res = self._result(idx, s, terms)
+            res.fallback, res.cold = fallback, users.cold[n]
             res.user_vector = None if fallback else uv[n].numpy()
             results.append(res)
         return results
+
+    def _top(self, scores: torch.Tensor, row: Row, excluded: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The row's top-K of scores over the whole catalogue: its candidates only, its exclusions out."""
+        allowed = self._allowed(row, excluded)
+        k = min(row.k, int(allowed.sum()))
+        idx = torch.topk(scores.masked_fill(~allowed, float("-inf")), k).indices.numpy()
+        return idx, scores[idx].numpy()
+
+    def _approximate(
+        self, user: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor, row: Row, excluded: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-K from the catalogue index's shortlist, scored exactly (:mod:`fusionrec.topk`): the items,
+        their scores and their history terms. A candidate list is scored whole; a shortlist that exclusions
+        left shorter than K falls back to scoring every item."""
+        terms = self.topk.row_terms(hist, mask)
+        out = set(excluded)
+        if row.candidates is not None:
+            pool = np.array(sorted(set(self._items(row.candidates, "candidates")) - out), dtype=np.int64)
+        else:
+            pool = self.topk.shortlist(user, terms, len(out))
+            pool = pool[~np.isin(pool, np.fromiter(out, dtype=np.int64, count=len(out)))]
+            if len(pool) < row.k:
+                pool = np.setdiff1d(np.arange(self.n_items), np.fromiter(out, dtype=np.int64, count=len(out)))
+        s = self.topk.scores(user, terms, pool)
+        top = np.argsort(-s, kind="stable")[: row.k]
+        return pool[top], s[top], self.topk.terms_at(terms, pool[top])
 
     def encode(self, rows: list[Row]) -> list[dict[str, np.ndarray]]:
         """Each query row's vectors in its modalities' encoder spaces: the encoders' for text and image,
@@ -305,10 +385,11 @@ class Recommender:
         the user's taste when the row names a user or a history; with the query's item-tower vector."""
         queries = self.encode(rows)
         personal = [i for i, r in enumerate(rows) if r.personal]
-        taste: dict[int, tuple[torch.Tensor, list[int], bool, torch.Tensor]] = {}
+        taste: dict[int, tuple[torch.Tensor, list[int], bool, Callable[[np.ndarray], np.ndarray]]] = {}
         if personal:
-            uv, _, _, by_history, excluded, cold = self._user_vectors([rows[i] for i in personal])
-            taste = {i: (uv[j], excluded[j], cold[j], by_history[j]) for j, i in enumerate(personal)}
+            users = self._user_vectors([rows[i] for i in personal])
+            at = self._history_at(users)
+            taste = {i: (users.vectors[j], users.excluded[j], users.cold[j], at[j]) for j, i in enumerate(personal)}
         with torch.inference_mode():
             vectors = self.tower(queries).vectors
         hits = self.search.search(queries, max(self.search_pool, max(r.k for r in rows)))
@@ -325,7 +406,7 @@ class Recommender:
             terms[:, : len(self.modalities)] = h.terms[keep]
             if n in taste:
                 blend = self.blend if row.blend is None else row.blend
-                terms = (1 - blend) * terms + blend * T * self._explain(taste[n][0], items, taste[n][3])
+                terms = (1 - blend) * terms + blend * T * self._explain(taste[n][0], items, taste[n][3](items))
             scores = terms.sum(1)
             top = np.argsort(-scores, kind="stable")[: row.k]
             res = self._result(items[top], scores[top], terms[top])

@@ -1,0 +1,75 @@
+"""Catalogue-scale top-K (fusionrec.topk): the approximate path answers what the exact one answers where
+its index is searched whole, keeps the request's exclusions and candidates whatever the index returns,
+and ships with the model version above the size where it is used."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from fusionrec import topk
+from fusionrec.artifact import load_artifact
+from fusionrec.recommender import Recommender, Row
+from tests.champion import trained_champion
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory, synth_validated, synth_embeddings):
+    split, path = trained_champion(tmp_path_factory.mktemp("topk") / "models", synth_validated, synth_embeddings)
+    return split, load_artifact(path)
+
+
+def _rows(art, n_users=30, k=10, **kw):
+    users = art.users["user_id"].astype(str).tolist()[:n_users]
+    return [Row("recommend", k, user_id=u, **kw) for u in users]
+
+
+def test_the_approximate_top_k_equals_the_exact_one_when_every_list_is_searched(champion):
+    _, art = champion
+    exact = Recommender(art, {})
+    whole = Recommender(art, {}, ann_above=0, ann_probe=10_000)
+    assert exact.topk is None and whole.topk is not None
+    items = art.items["item_id"].astype(str).tolist()
+    rows = [*_rows(art), Row("recommend", 10, history=items[:5]), Row("recommend", 10, user_id="x", history=items[3:6])]
+    for a, b in zip(exact.run(rows), whole.run(rows)):
+        assert a.item_ids == b.item_ids
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(a.terms, b.terms, rtol=1e-4, atol=1e-4)  # the same explanation, term by term
+        assert a.cold == b.cold
+
+
+def test_the_approximate_top_k_keeps_exclusions_and_candidates(champion):
+    _, art = champion
+    # one list of the index searched, a small shortlist: whatever it misses, no excluded item comes back
+    rec = Recommender(art, {}, ann_above=0, ann_probe=1, ann_pool=5)
+    exact = Recommender(art, {})
+    items = art.items["item_id"].astype(str).tolist()
+    for row, res in zip(_rows(art, k=20), rec.run(_rows(art, k=20))):
+        seen = set(np.asarray(exact.item_ids)[art.seen(exact.user_index[row.user_id])])
+        assert len(res.item_ids) == 20 and not seen & set(res.item_ids)
+    asked = [
+        Row("recommend", 5, user_id=art.users["user_id"].astype(str)[0], candidates=items[10:20], exclude=items[10:12])
+    ]
+    (res,) = rec.run(asked)
+    assert set(res.item_ids) <= set(items[12:20])
+    (want,) = exact.run(asked)  # a candidate list is scored whole: exactly the exact path's answer
+    assert res.item_ids == want.item_ids
+
+
+def test_a_version_above_the_size_ships_its_index_and_serving_reads_it(
+    tmp_path, synth_validated, synth_embeddings, monkeypatch, caplog
+):
+    monkeypatch.setattr(topk, "SHIP_ABOVE", 10)
+    _, path = trained_champion(tmp_path / "models", synth_validated, synth_embeddings)
+    assert (path / "index" / topk.INDEX_FILE).exists()
+    with caplog.at_level(logging.WARNING, logger="fusionrec.topk"):
+        rec = Recommender(load_artifact(path), {}, ann_above=0)
+    assert rec.topk is not None and "building it now" not in caplog.text
+    monkeypatch.setattr(topk, "SHIP_ABOVE", 10**9)
+    _, other = trained_champion(tmp_path / "others", synth_validated, synth_embeddings)
+    assert not (other / "index" / topk.INDEX_FILE).exists()
+    with caplog.at_level(logging.WARNING, logger="fusionrec.topk"):
+        Recommender(load_artifact(other), {}, ann_above=0)
+    assert "building it now" in caplog.text  # a version without one still serves: built at load
