@@ -44,7 +44,7 @@ def load_recommender(settings: Settings, storage_uri: str):
         search_pool=s.search_pool,
         blend=s.blend,
         ann_above=s.ann_above,
-        ann_probe=s.ann_probe,
+        ann_ef=s.ann_ef,
         ann_pool=s.ann_pool,
     )
     log.info(

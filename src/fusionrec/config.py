@@ -200,11 +200,11 @@ class ServingSettings(_Strict):
     search_pool: int = Field(100, ge=1)
     blend: float = Field(0.1, ge=0.0, le=1.0)
     # Catalogue-scale top-K (fusionrec.topk): above `ann_above` items a recommendation's top-K comes from an
-    # inverted-file index's shortlist (`ann_probe` of its lists searched, `ann_pool` items shortlisted, the
-    # history terms' best added), scored exactly; exact search below. Chosen by benchmarks/topk.py
+    # HNSW index's shortlist (`ann_ef` candidates kept while searching the graph, `ann_pool` items
+    # shortlisted, the history terms' best added), scored exactly; exact search below. Chosen by benchmarks/topk.py
     # (docs/serving.md has the table).
     ann_above: int = Field(100_000, ge=0)
-    ann_probe: int = Field(32, ge=1)
+    ann_ef: int = Field(128, ge=1)
     ann_pool: int = Field(200, ge=1)
     # The feature store lookup in the transformer: a lookup slower than this is abandoned and the request
     # is served from the model's own histories; after `breaker_failures` failures in a row the store is

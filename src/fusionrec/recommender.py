@@ -104,11 +104,12 @@ class Recommender:
         search_pool: int = 100,
         blend: float = 0.1,
         ann_above: int | None = None,
-        ann_probe: int = 32,
+        ann_ef: int = 128,
         ann_pool: int = 200,
     ) -> None:
         """``ann_above``: catalogues above this many items take their top-K from an approximate shortlist
-        (:mod:`fusionrec.topk`, ``ann_probe`` inverted lists searched, ``ann_pool`` items shortlisted);
+        (:mod:`fusionrec.topk`: ``ann_ef`` candidates kept while searching its graph, ``ann_pool`` items
+        shortlisted);
         None: exact at every size."""
         self.artifact = artifact
         self.model = artifact.model.eval()
@@ -164,7 +165,7 @@ class Recommender:
                 self.item_vectors,
                 self.item_bias,
                 self.history_terms,
-                probe=ann_probe,
+                ef=ann_ef,
                 pool=ann_pool,
             )
             if ann_above is not None and self.n_items > ann_above

@@ -29,7 +29,7 @@ def _rows(art, n_users=30, k=10, **kw):
 def test_the_approximate_top_k_equals_the_exact_one_when_every_list_is_searched(champion):
     _, art = champion
     exact = Recommender(art, {})
-    whole = Recommender(art, {}, ann_above=0, ann_probe=10_000)
+    whole = Recommender(art, {}, ann_above=0, ann_ef=10_000)
     assert exact.topk is None and whole.topk is not None
     items = art.items["item_id"].astype(str).tolist()
     rows = [*_rows(art), Row("recommend", 10, history=items[:5]), Row("recommend", 10, user_id="x", history=items[3:6])]
@@ -43,7 +43,7 @@ def test_the_approximate_top_k_equals_the_exact_one_when_every_list_is_searched(
 def test_the_approximate_top_k_keeps_exclusions_and_candidates(champion):
     _, art = champion
     # one list of the index searched, a small shortlist: whatever it misses, no excluded item comes back
-    rec = Recommender(art, {}, ann_above=0, ann_probe=1, ann_pool=5)
+    rec = Recommender(art, {}, ann_above=0, ann_ef=1, ann_pool=5)
     exact = Recommender(art, {})
     items = art.items["item_id"].astype(str).tolist()
     for row, res in zip(_rows(art, k=20), rec.run(_rows(art, k=20))):

@@ -272,10 +272,16 @@ class FusionRecModel(nn.Module):
         query = uid + self.history_query
         if h.shape[1] == 0:  # history_length 0: the ID alone
             return F.normalize(self.user_mix(torch.cat([uid, torch.zeros_like(uid)], dim=-1)), dim=-1)
-        # attention = softmax over the history of key(item) . query: each item's key is computed once (not
-        # once per history entry), and the pooling is a weighted bag of item vectors, with no [B, H, d]
-        # product tensor (at 10^6 interactions those and their backward were most of a step)
-        att = torch.bmm(self.history_key(item_vectors)[h], query.unsqueeze(-1)).squeeze(-1) / d**0.5
+        # attention = softmax over the history of key(item) . query: in a training step each item's key is
+        # computed once (not once per history entry), and the pooling is a weighted bag of item vectors,
+        # with no [B, H, d] product tensor (at 10^6 interactions those and their backward were most of a
+        # step); where the batch's histories are fewer than the catalogue (serving: one request's), the keys
+        # of those items only (at 10^6 items the whole catalogue's keys were most of a request)
+        if B * h.shape[1] < item_vectors.shape[0]:
+            keys = self.history_key(item_vectors[h])
+        else:
+            keys = self.history_key(item_vectors)[h]
+        att = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) / d**0.5
         att = att.masked_fill(~history_mask, float("-inf"))
         w = torch.nan_to_num(torch.softmax(att, dim=-1), nan=0.0)
         pooled = F.embedding_bag(h, item_vectors, per_sample_weights=w.to(item_vectors.dtype), mode="sum")
