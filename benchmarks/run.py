@@ -39,6 +39,7 @@ BENCHES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "privacy_filter": ([], ()),
     "item_item": ([], ()),
     "item_item_scale": ([], ()),
+    "topk": ([], ()),
     "online_lookup": ([], ("redis",)),
     "encoders": (["--repeats", "3"], ()),
     "accuracy": ([], ("data",)),

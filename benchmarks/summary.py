@@ -31,6 +31,7 @@ ORDER = (
     "pipeline",
     "retrieval",
     "serving",
+    "topk",
     "online_lookup",
     "drift",
     "abuse",

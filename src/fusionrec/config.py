@@ -203,8 +203,8 @@ class ServingSettings(_Strict):
     # HNSW index's shortlist (`ann_ef` candidates kept while searching the graph, `ann_pool` items
     # shortlisted, the history terms' best added), scored exactly; exact search below. Chosen by benchmarks/topk.py
     # (docs/serving.md has the table).
-    ann_above: int = Field(100_000, ge=0)
-    ann_ef: int = Field(128, ge=1)
+    ann_above: int = Field(50_000, ge=0)
+    ann_ef: int = Field(400, ge=1)
     ann_pool: int = Field(200, ge=1)
     # The feature store lookup in the transformer: a lookup slower than this is abandoned and the request
     # is served from the model's own histories; after `breaker_failures` failures in a row the store is

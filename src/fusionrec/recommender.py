@@ -104,7 +104,7 @@ class Recommender:
         search_pool: int = 100,
         blend: float = 0.1,
         ann_above: int | None = None,
-        ann_ef: int = 128,
+        ann_ef: int = 400,
         ann_pool: int = 200,
     ) -> None:
         """``ann_above``: catalogues above this many items take their top-K from an approximate shortlist

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-SHIP_ABOVE = 50_000  # model versions above this many items carry their top-K index
+SHIP_ABOVE = 50_000  # model versions above this many items carry their top-K index (serving.ann_above's default)
 INDEX_FILE = "topk.faiss"
 META_FILE = "topk.json"
 LINKS = 32  # HNSW links per item
@@ -113,7 +113,7 @@ class CatalogueTopK:
         history_terms: list[str],
         index,
         *,
-        ef: int = 128,
+        ef: int = 400,
         pool: int = 200,
     ) -> None:
         self.model, self.item_vectors, self.item_bias = model, item_vectors, item_bias
@@ -134,7 +134,7 @@ class CatalogueTopK:
         item_bias: torch.Tensor | None,
         history_terms: list[str],
         *,
-        ef: int = 128,
+        ef: int = 400,
         pool: int = 200,
     ) -> CatalogueTopK:
         """The index shipped in a version's ``index/`` folder; built here (with a warning) where there is
