@@ -412,6 +412,7 @@ def main() -> None:
         "FUSIONREC__MONITORING__FOLDER": str(work / "monitoring"),
         "FUSIONREC__MONITORING__LOG_KEY": LOG_KEY,
         "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()),
+        "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(_port()),
         "FUSIONREC__SERVING__TRANSFORMER_PORT": str(_port()),
         "FUSIONREC__SERVING__AUTH__KEY_FILE": str(work / "api.key"),
         "FUSIONREC__SERVING__AUTH__CALLERS": (

@@ -496,6 +496,7 @@ def main() -> int:
     env = {
         "FUSIONREC__SERVING__STORAGE_URI": args.storage_uri,
         "FUSIONREC__SERVING__PREDICTOR_PORT": str(_port()),
+        "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(_port()),
         "FUSIONREC__SERVING__TRANSFORMER_PORT": str(_port()),
         "FUSIONREC__ENCODERS__DEVICE": "cpu",
         "FUSIONREC__MONITORING__FOLDER": str(work / "monitoring"),

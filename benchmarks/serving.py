@@ -1,12 +1,13 @@
-"""Usage: python benchmarks/serving.py [--concurrency 32] [--seconds 15] [--pairs 5] [--protocol v2|v1]
+"""Usage: python benchmarks/serving.py [--concurrency 32] [--seconds 15] [--pairs 5] [--protocol grpc-v2|v2|v1]
 
 Closed-loop load on loopback, top-K over the whole catalogue, a different known user of movielens-100k-mm
 per request (trained and served by `make run`), through both serving layouts (Feast on SQLite behind the
 transformer's hooks, micro-batching in the scorer): collocated (one model server) and two hops (the
-transformer and the predictor, two KServe model server processes, real HTTP).
+transformer and the predictor, two KServe model server processes, the hop on ``--protocol``: gRPC with
+the open inference protocol by default, as ``fusionrec serve`` runs it).
 
-Beside them, in the same run: the floor, two model server processes with no-op models on the same
-transformer -> predictor protocol (two empty hops); and the collocated server with the inference log off,
+Beside them, in the same run: the floor, two model server processes with no-op models, transformer ->
+predictor on REST v2 (two empty KServe hops as a KServe user has them; ``--floor-protocol``); and the collocated server with the inference log off,
 to show what logging every request costs. All stay up; the load alternates between them (floor, then each
 of ours; then again), ``--pairs`` rounds, each after a warm-up. Reported: each round's ratio of ours to
 the floor, their median and spread.
@@ -168,7 +169,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5, help="Seconds of unmeasured load per arm, first.")
     ap.add_argument("--pairs", type=int, default=5, help="Rounds of the floor and each of ours.")
     ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--protocol", default="v2", choices=["v1", "v2"], help="transformer -> predictor protocol")
+    ap.add_argument("--protocol", default="grpc-v2", choices=["grpc-v2", "v2", "v1"], help="our two hops' protocol")
+    ap.add_argument("--floor-protocol", default="v2", choices=["v1", "v2"], help="the empty hops' protocol")
     ap.add_argument("--generator", default="auto", choices=["auto", "wrk", "python"])
     ap.add_argument("--data", type=Path, default=ROOT / "artifacts" / "movielens-100k-mm")
     args = ap.parse_args()
@@ -199,7 +201,7 @@ def main() -> None:
     arms: dict[str, tuple[str, dict]] = {}
     stops = []
     try:
-        url, procs = floor_servers(logs, args.protocol)
+        url, procs = floor_servers(logs, args.floor_protocol)
         stops.append(lambda procs=procs: [(p.terminate(), p.wait(20)) for p in procs])
         arms["floor"] = (url, {})
         for name, layout, log in ARMS:
@@ -207,6 +209,7 @@ def main() -> None:
                 "FUSIONREC__FEATURES__DATA_DIR": str(args.data / "features"),
                 "FUSIONREC__MONITORING__INFERENCE_LOG": log,
                 "FUSIONREC__MONITORING__FOLDER": str(logs / "monitoring"),
+                "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(_port()),
             }
             settings = load_settings(env={**os.environ, **env})
             servers = local.serve(
@@ -246,7 +249,7 @@ def main() -> None:
     print(
         f"\n{generator}, {args.concurrency} concurrent clients, {args.seconds:g} s per arm and round, {args.pairs} "
         f"rounds, top-{args.k} of {len(users)} users' recommendations over the whole catalogue, two hops on "
-        f"{args.protocol}, loopback, this machine ({os.cpu_count()} cores)"
+        f"{args.protocol} (the floor on {args.floor_protocol}), loopback, this machine ({os.cpu_count()} cores)"
     )
     print(f"{'':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}   (medians over the rounds)")
     for name in arms:
@@ -271,7 +274,7 @@ def main() -> None:
     print(f"the inference log's cost: throughput {spread(log_qps)} of the same server with the log off")
     floor = {m: float(np.median([r["floor"][m] for r in rounds])) for m in ("rps", "p99")}
     beside = (
-        f"floor, two KServe servers with no-op models on {args.protocol} (transformer -> predictor): "
+        f"floor, two KServe servers with no-op models on {args.floor_protocol} (transformer -> predictor): "
         f"{floor['rps']:.0f} req/s, p99 {floor['p99']:.0f} ms (medians)"
     )
     figures = []

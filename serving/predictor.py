@@ -7,7 +7,9 @@ text and image encoders the artifact was trained with (for query by example). Ea
 scored by the recommender together with the requests that arrived beside it (micro-batching,
 :mod:`fusionrec.api.batching`), and encoded back on the protocol it came in.
 
-Run: ``python -m serving.predictor --model_name fusionrec --http_port 8081 [--storage_uri URI]``.
+Run: ``python -m serving.predictor --model_name fusionrec --http_port 8081 [--enable_grpc true --grpc_port 8082]
+[--storage_uri URI]``: REST, and with ``--enable_grpc`` the open inference protocol over gRPC
+(:mod:`fusionrec.api.rpc`), the transformer's hop.
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
     model = FusionPredictor(args.model_name, settings, args.storage_uri)
     model.load()
-    run_model_server(model, settings, args.http_port)
+    run_model_server(model, settings, args.http_port, grpc_port=args.grpc_port if args.enable_grpc else None)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,14 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import grpc
 import httpx
 import kserve
 from kserve import InferRequest, InferResponse
 
 from fusionrec.api.batching import Coalescer
 from fusionrec.api.http import error_message
+from fusionrec.api.rpc import http_status
 from fusionrec.api.schemas import Row, parse_v1, results_from_v2, to_v1, to_v2
 from fusionrec.config import Settings, monitoring_dir
 from fusionrec.errors import BadRequest, FusionRecError, Unavailable, UpstreamError
@@ -225,8 +227,8 @@ class FusionTransformer(kserve.Model):
     def _request(self, rows: list[Row], anonymous: bool = False):
         if anonymous:
             rows = [replace(r, user_id=None) for r in rows]
-        if self.predictor_config is not None and self.predictor_config.protocol == "v2":
-            return to_v2(rows, self.name, self.monitor)
+        if self.predictor_config is not None and self.predictor_config.protocol in ("v2", "grpc-v2"):
+            return to_v2(rows, self.name, self.monitor)  # typed tensors, carried as JSON or as protobuf
         return to_v1(rows, self.monitor)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None):
@@ -262,6 +264,13 @@ class FusionTransformer(kserve.Model):
         except httpx.TransportError as e:  # refused, reset, timed out
             log.warning("the predictor is unavailable (%s)", type(e).__name__)
             why = " (it did not answer in time)" if isinstance(e, httpx.TimeoutException) else ""
+            raise Unavailable(f"the predictor is unavailable{why}; retry shortly") from None
+        except grpc.RpcError as e:  # the gRPC hop: the predictor's status code, or the channel's
+            status = http_status(e.code())
+            if status < 500:
+                raise UpstreamError(str(e.details() or "")[:500], status) from None
+            log.warning("the predictor is unavailable over gRPC (%s)", e.code().name)
+            why = " (it did not answer in time)" if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED else ""
             raise Unavailable(f"the predictor is unavailable{why}; retry shortly") from None
 
     async def predict(

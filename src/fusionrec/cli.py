@@ -385,7 +385,10 @@ def serve_cmd(
     ] = None,
     predictor_port: Annotated[Optional[int], typer.Option(help="Default: serving.predictor_port.")] = None,
     transformer_port: Annotated[Optional[int], typer.Option(help="Default: serving.transformer_port.")] = None,
-    protocol: Annotated[str, typer.Option(help="Transformer -> predictor protocol: v2 (default) or v1.")] = "v2",
+    protocol: Annotated[
+        Optional[str],
+        typer.Option(help="Two hops: transformer -> predictor protocol, grpc-v2, v2 or v1. Default: serving.protocol."),
+    ] = None,
     feast: Annotated[bool, typer.Option(help="Look up user histories in Feast's online store.")] = True,
     layout: Annotated[
         Optional[str],
@@ -402,6 +405,7 @@ def serve_cmd(
 ) -> None:
     """Start the model servers on loopback (real HTTP): one collocated server, or the transformer and the
     predictor as two KServe model servers (--layout two_hops)."""
+    from fusionrec.config import PROTOCOLS
     from fusionrec.platform.local import serve, serve_detached, serving_layout, stop_from_pids
 
     settings = state.settings()
@@ -411,8 +415,8 @@ def serve_cmd(
         stopped = stop_from_pids(pids)
         typer.echo(f"stopped {len(stopped)} server processes" if stopped else "no detached servers recorded")
         return
-    if protocol not in ("v1", "v2"):
-        raise ConfigError(f"--protocol {protocol!r} is unknown; use v1 or v2")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r} is unknown; use {', '.join(PROTOCOLS)}")
     layout = serving_layout(settings, layout)  # refused before any running server is stopped
     if detach:
         servers = serve_detached(

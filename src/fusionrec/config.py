@@ -147,6 +147,8 @@ class AuthSettings(_Strict):
 
 Layout = Literal["collocated", "two_hops"]  # how the model servers run (ServingSettings.layout)
 LAYOUTS: tuple[str, ...] = get_args(Layout)
+Protocol = Literal["grpc-v2", "v2", "v1"]  # the transformer -> predictor hop (ServingSettings.protocol)
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
 
 class ServingSettings(_Strict):
@@ -158,6 +160,7 @@ class ServingSettings(_Strict):
     host: str = "127.0.0.1"  # where local clients reach the servers
     bind: str = "127.0.0.1"  # where the servers listen: loopback locally, every address in a pod (cluster profile)
     predictor_port: int = Field(8081, ge=1, le=65535)
+    predictor_grpc_port: int = Field(8082, ge=1, le=65535)  # the predictor's gRPC (protocol "grpc-v2")
     transformer_port: int = Field(8080, ge=1, le=65535)
     predictor_timeout_s: int = Field(5, ge=1)  # the transformer answers 503 after this when the predictor is down
     max_k: int = Field(100, ge=1)
@@ -189,6 +192,9 @@ class ServingSettings(_Strict):
     # ("collocated": one hop), or the transformer and the predictor as two servers ("two_hops"), to scale
     # them apart (the encoders on a GPU, the lookups on CPUs).
     layout: Layout = "collocated"
+    # Two hops: how the transformer calls the predictor. "grpc-v2": the open inference protocol over gRPC
+    # (typed tensors, protobuf); "v2" or "v1": over REST (JSON).
+    protocol: Protocol = "grpc-v2"
     auth: AuthSettings = AuthSettings()
     # Torch threads in the predictor. Scoring one request is a small matrix product; spare threads would
     # spin against the transformer and the HTTP stack for the same cores.

@@ -50,6 +50,7 @@ def test_a_precomputed_dataset_without_timestamps_trains_builds_features_and_ser
         "FUSIONREC__ENCODERS__DEVICE": "cpu",
         "FUSIONREC__SERVING__STORAGE_URI": str(tmp_path / "models"),
         "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
+        "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(free_port()),
         "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
     }
 

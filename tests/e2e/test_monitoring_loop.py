@@ -57,6 +57,7 @@ def loop(tmp_path_factory, synth_clean, synth_validated, synth_embeddings, free_
         "FUSIONREC__PATHS__CACHE": str(root / "cache"),
         "FUSIONREC__ENCODERS__DEVICE": "cpu",
         "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
+        "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(free_port()),
         "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
         "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
         "FUSIONREC__MONITORING__LOG_FLUSH_S": "0.3",

@@ -44,6 +44,7 @@ def shop(tmp_path_factory, text_encoder, image_encoder, settings, free_port):
         "FUSIONREC__ENCODERS__DEVICE": "cpu",
         "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
         "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
+        "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(free_port()),
         "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
         "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "3",
     }

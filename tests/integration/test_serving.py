@@ -57,6 +57,7 @@ def stack(request, tmp_path_factory, synth_validated, synth_embeddings, free_por
         "FUSIONREC__ENCODERS__DEVICE": "cpu",
         "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
         "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
+        "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(free_port()),
         "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
         "FUSIONREC__SERVING__PREDICTOR_TIMEOUT_S": "3",
         "FUSIONREC__SERVING__MAX_IMAGE_BYTES": "200000",
@@ -455,6 +456,24 @@ def test_v2_request_to_the_predictor_with_a_bad_tensor_is_a_400(stack):
         assert r.status_code == 400 and words in r.json()["error"], r.text
 
 
+def _stuck_grpc_server(host: str, port: int):
+    """A gRPC server on ``port`` whose inference method never answers (stopped with ``.stop(0)``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    def never(request, context):
+        time.sleep(60)
+
+    handler = grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(never)}
+    )
+    server = grpc.server(ThreadPoolExecutor(4), handlers=[handler])
+    server.add_insecure_port(f"{host}:{port}")
+    server.start()
+    return server
+
+
 def test_predictor_down_is_a_503_within_the_timeout_and_recovers(stack):
     import socket
 
@@ -470,21 +489,39 @@ def test_predictor_down_is_a_503_within_the_timeout_and_recovers(stack):
     assert r.status_code == 503 and "unavailable" in r.json()["error"], r.text
     assert time.monotonic() - t < timeout + 2
     # a predictor that accepts the connection and never answers: the transformer gives up at its timeout
-    port = settings.serving.predictor_port
-    hung = socket.socket()
-    hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    hung.bind((settings.serving.host, port))
-    hung.listen(64)  # the kernel completes the handshake; nobody reads or writes
-    try:
-        t = time.monotonic()
-        r = _post(url, {"instances": [{"k": 2}]})
-        elapsed = time.monotonic() - t
-    finally:
-        hung.close()
+    s = settings.serving
+    if s.protocol == "grpc-v2":
+        # gRPC: a server that takes the call and never answers it (a bare socket is never a channel: gRPC
+        # fails fast, a 503 at once, until the handshake completes); the transformer's channel reconnects
+        # after its backoff, answering 503s at once meanwhile
+        stuck = _stuck_grpc_server(s.host, s.predictor_grpc_port)
+        try:
+            for _ in range(30):
+                t = time.monotonic()
+                r = _post(url, {"instances": [{"k": 2}]})
+                elapsed = time.monotonic() - t
+                assert r.status_code == 503 and elapsed < timeout + 2, (r.text, elapsed)
+                if "in time" in r.json()["error"]:
+                    break
+                time.sleep(0.5)
+        finally:
+            stuck.stop(0)
+    else:
+        hung = socket.socket()
+        hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hung.bind((s.host, s.predictor_port))
+        hung.listen(64)  # the kernel completes the handshake; nobody reads or writes
+        try:
+            t = time.monotonic()
+            r = _post(url, {"instances": [{"k": 2}]})
+            elapsed = time.monotonic() - t
+        finally:
+            hung.close()
     assert r.status_code == 503 and "unavailable" in r.json()["error"] and "in time" in r.json()["error"], r.text
     assert timeout - 0.5 <= elapsed < timeout + 2, elapsed
+    grpc_port = s.predictor_grpc_port if s.protocol == "grpc-v2" else None
     servers.predictor = local.start_process(
-        local.predictor_command(settings, port), stack["logs"] / "predictor.log", env
+        local.predictor_command(settings, s.predictor_port, grpc_port=grpc_port), stack["logs"] / "predictor.log", env
     )
     local.wait_ready(servers.predictor_url, MODEL, servers.predictor, 180)
     assert _recommend(stack, {"k": 2})[0]["fallback"]  # the transformer recovered by itself
@@ -541,6 +578,7 @@ def test_serve_detach_on_redis_with_a_v1_hop_and_every_recommend_kind(stack, tmp
         "FUSIONREC__FEATURES__ONLINE_STORE": "redis",
         "FUSIONREC__FEATURES__REDIS_CONNECTION": redis_server,
         "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
+        "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(free_port()),
         "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
     }
     cli = [sys.executable, "-m", "fusionrec.cli"]

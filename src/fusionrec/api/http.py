@@ -186,9 +186,10 @@ def install_error_handlers(app=None) -> None:
         app.add_exception_handler(kind, unexpected)
 
 
-def run_model_server(model, settings, http_port: int, allowed=ROUTES) -> None:
+def run_model_server(model, settings, http_port: int, allowed=ROUTES, grpc_port: int | None = None) -> None:
     """Serve ``model`` the way ``kserve.ModelServer(...).start([model])`` does, with the platform's surface
-    (the module docstring): its routes only, readiness from the model, ``serving.bind``, the guards."""
+    (the module docstring): its routes only, readiness from the model, ``serving.bind``, the guards; and,
+    with ``grpc_port``, the open inference protocol over gRPC beside it (:mod:`fusionrec.api.rpc`)."""
     import asyncio
 
     import kserve
@@ -215,6 +216,11 @@ def run_model_server(model, settings, http_port: int, allowed=ROUTES) -> None:
     )
     server._rest_server = rest
     server.servers.append(rest._server.serve())
+    if grpc_port is not None:
+        from fusionrec.api.rpc import GrpcServer
+
+        server._grpc_server = GrpcServer(server, settings, grpc_port)  # stopped by the model server's stop
+        server.servers.append(server._grpc_server.start())
     server.setup_event_loop()
     server.register_signal_handler()
     asyncio.run(server._serve())

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from fusionrec.api.http import error_message
-from fusionrec.config import LAYOUTS, Settings
+from fusionrec.config import LAYOUTS, PROTOCOLS, Settings
 from fusionrec.errors import ConfigError, FusionRecError, Unavailable, UpstreamError
 
 
@@ -55,14 +55,21 @@ def _server_command(module: str, settings: Settings, port: int) -> list[str]:
             "--enable_grpc", "false"]  # fmt: skip
 
 
-def predictor_command(settings: Settings, port: int, storage_uri: str | None = None) -> list[str]:
+def predictor_command(
+    settings: Settings, port: int, storage_uri: str | None = None, grpc_port: int | None = None
+) -> list[str]:
+    """The predictor's command line; with ``grpc_port``, its gRPC endpoint too (the transformer's hop)."""
     cmd = _server_command("serving.predictor", settings, port)
+    if grpc_port is not None:
+        cmd[cmd.index("--enable_grpc") + 1] = "true"
+        cmd += ["--grpc_port", str(grpc_port)]
     return cmd + (["--storage_uri", storage_uri] if storage_uri else [])
 
 
 def transformer_command(
     settings: Settings, port: int, predictor_port: int, protocol: str = "v2", feast: bool = True
 ) -> list[str]:
+    """The transformer's command line: the predictor at ``predictor_port`` (its gRPC port for "grpc-v2")."""
     cmd = _server_command("serving.transformer", settings, port) + [
         "--predictor_host",
         f"{settings.serving.host}:{predictor_port}",
@@ -133,7 +140,7 @@ def serve(
     storage_uri: str | None = None,
     predictor_port: int | None = None,
     transformer_port: int | None = None,
-    protocol: str = "v2",
+    protocol: str | None = None,
     feast: bool = True,
     layout: str | None = None,
     log_dir: Path,
@@ -141,9 +148,14 @@ def serve(
     env: dict[str, str] | None = None,
 ) -> Servers:
     """Start the model servers of ``layout`` (default ``serving.layout``) and wait until they are ready:
-    collocated, one server on the transformer's port; two hops, the predictor, then the transformer."""
+    collocated, one server on the transformer's port; two hops, the predictor, then the transformer, which
+    calls it on ``protocol`` (default ``serving.protocol``; "grpc-v2" on ``serving.predictor_grpc_port``)."""
     s = settings.serving
     layout = serving_layout(settings, layout)
+    protocol = protocol or s.protocol
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r} is unknown; use {', '.join(PROTOCOLS)}")
+    grpc_port = s.predictor_grpc_port if protocol == "grpc-v2" else None
     pp, tp = predictor_port or s.predictor_port, transformer_port or s.transformer_port
     if feast and not (Path(settings.features.data_dir) / "registry.db").exists():
         raise ConfigError(
@@ -167,10 +179,11 @@ def serve(
             proc.kill()
             raise
         return Servers(None, proc, None, turl, s.model_name)
-    pred = start_process(predictor_command(settings, pp, storage_uri), plog, env)
+    pred = start_process(predictor_command(settings, pp, storage_uri, grpc_port), plog, env)
     try:
         wait_ready(purl, s.model_name, pred, timeout, plog)
-        trans = start_process(transformer_command(settings, tp, pp, protocol, feast), tlog, env)
+        hop = grpc_port if grpc_port is not None else pp
+        trans = start_process(transformer_command(settings, tp, hop, protocol, feast), tlog, env)
         try:
             wait_ready(turl, s.model_name, trans, timeout, tlog)
         except BaseException:
