@@ -21,7 +21,7 @@ from fusionrec.platform.bundle import Deploy, default_crds, kustomize, render_bu
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "collocated")
 DIGEST = "@sha256:" + "e" * 64
 CHECKOV = Path(sys.prefix) / "tools" / "checkov" / "bin" / "checkov"  # make install puts it beside this venv
 # what the platform is made of, written out here rather than read from the manifests
@@ -63,7 +63,8 @@ def _pod_specs(doc):
         yield kind, spec["template"]["spec"], spec["template"]["spec"]["containers"]
     elif kind == "InferenceService":
         yield "predictor", spec["predictor"], [spec["predictor"]["model"]]
-        yield "transformer", spec["transformer"], spec["transformer"]["containers"]
+        if "transformer" in spec:  # the collocated overlay has none
+            yield "transformer", spec["transformer"], spec["transformer"]["containers"]
 
 
 # -- kustomize and the schemas -------------------------------------------------------------------------
@@ -93,7 +94,7 @@ def test_every_kserve_and_trainer_object_passes_its_crd(built, overlay):
         pytest.skip(f"the CRDs are absent: {default_crds()} (../shared/schemas/crds)")
     docs = built[overlay]
     custom = [d for d in docs if d["apiVersion"].startswith(("serving.kserve.io", "trainer.kubeflow.org"))]
-    assert sorted(d["kind"] for d in custom) == ["InferenceService", "ServingRuntime"]
+    assert sorted({d["kind"] for d in custom}) == ["InferenceService", "ServingRuntime"]
     assert validate_bundle(docs) == []  # the TrainJob template (a ConfigMap's data) is checked as a TrainJob too
 
 
@@ -179,7 +180,8 @@ def test_every_container_is_non_root_read_only_limited_and_probed(built, overlay
                 assert {"cpu", "memory"} <= set(c["resources"]["limits"]) and c["resources"]["requests"], where
                 assert "readinessProbe" in c and "livenessProbe" in c, where
                 checked += 1
-    assert checked == 6  # redis, sink, UI, setup Job, predictor, transformer
+    # redis, sink, UI, setup Job, predictor, transformer (collocated: no transformer)
+    assert checked == (5 if overlay == "collocated" else 6)
 
 
 def test_secrets_are_referenced_by_name_only(built):
@@ -225,7 +227,60 @@ def test_the_model_storage_is_a_uri_the_storage_initializer_reads(built):
     assert _by(built["dev"], "PersistentVolumeClaim", "fusionrec-models")["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
+def test_the_collocated_overlay_serves_one_hop_with_the_transformers_rights_and_its_own_inference_log(built):
+    from fusionrec.config import load_settings
+
+    docs = built["collocated"]
+    isvc = _by(docs, "InferenceService", "fusionrec")["spec"]
+    assert "transformer" not in isvc and "logger" not in isvc["predictor"]  # no logger sees unfiltered requests
+    runtime = _by(docs, "ServingRuntime", isvc["predictor"]["model"]["runtime"])["spec"]["containers"][0]
+    assert runtime["command"] == ["python", "-m", "serving.service"]
+    env = {e["name"]: e for e in runtime["env"]}
+    assert env["FUSIONREC__MONITORING__INFERENCE_LOG"]["value"] == "parquet"
+    assert env["FUSIONREC__FEATURES__REDIS_CONNECTION"]["valueFrom"]["secretKeyRef"]["key"] == "reader-connection"
+    mounts = {m["mountPath"]: m["name"] for m in isvc["predictor"]["model"]["volumeMounts"]}
+    cluster = load_settings(profile="cluster", env={})
+    assert mounts[cluster.monitoring.folder] == "monitoring" and mounts["/mnt/artifacts"] == "artifacts"
+    assert Path(env["FUSIONREC__MONITORING__LOG_KEY_FILE"]["value"]).parent.as_posix() in mounts
+    # the network: callers from the gateways in, Redis out (nothing else); Redis admits the pods
+    labels = {
+        "serving.kserve.io/inferenceservice": "fusionrec",
+        "component": "predictor",
+        **isvc["predictor"]["labels"],
+    }
+    policy = _by(docs, "NetworkPolicy", "fusionrec-predictor")["spec"]
+    gateways = [f for f in policy["ingress"][0]["from"] if "matchExpressions" in f.get("podSelector", {})]
+    assert gateways and "ingressgateway" in gateways[0]["podSelector"]["matchExpressions"][0]["values"]
+    assert [t["podSelector"]["matchLabels"] for e in policy["egress"] for t in e["to"]] == [
+        {"app.kubernetes.io/name": "redis"}
+    ]
+    redis_from = [
+        f["podSelector"]["matchLabels"] for f in _by(docs, "NetworkPolicy", "redis")["spec"]["ingress"][0]["from"]
+    ]
+    assert any(m.items() <= labels.items() for m in redis_from)
+    # the mesh: the gateways may call it, and Redis takes its service account
+    principals = _by(docs, "AuthorizationPolicy", "fusionrec-predictor")["spec"]["rules"][0]["from"][0]["source"]
+    assert "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account" in principals["principals"]
+    redis_principals = _by(docs, "AuthorizationPolicy", "redis")["spec"]["rules"][0]["from"][0]["source"]["principals"]
+    assert f"cluster.local/ns/fusionrec/sa/{isvc['predictor']['serviceAccountName']}" in redis_principals
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("NetworkPolicy", "fusionrec-transformer") not in kinds  # no policy left for pods that do not exist
+
+
 # -- fusionrec deploy render ---------------------------------------------------------------------------
+
+
+def test_render_collocated_in_another_namespace_with_a_gpu():
+    docs = render_bundle("collocated", Deploy(model_version="v0012", namespace="recs", gpu=1))
+    isvc = _by(docs, "InferenceService", "fusionrec")
+    pred = isvc["spec"]["predictor"]
+    assert isvc["metadata"]["namespace"] == "recs" and "transformer" not in isvc["spec"]
+    assert (
+        pred["model"]["storageUri"].endswith("/versions/v0012")
+        and pred["model"]["resources"]["limits"]["nvidia.com/gpu"]
+    )
+    principals = _by(docs, "AuthorizationPolicy", "redis")["spec"]["rules"][0]["from"][0]["source"]["principals"]
+    assert f"cluster.local/ns/recs/sa/{pred['serviceAccountName']}" in principals
 
 
 def test_render_prod_pins_every_image_by_digest_and_serves_the_runs_model_version():
@@ -323,7 +378,9 @@ def test_render_from_the_command_line_writes_a_bundle_kubectl_can_apply(tmp_path
         text=True,
         cwd=tmp_path,
     )
-    assert bad.returncode != 0 and "overlay 'staging' is unknown; use one of ['dev', 'prod']" in bad.stderr
+    assert (
+        bad.returncode != 0 and "overlay 'staging' is unknown; use one of ['collocated', 'dev', 'prod']" in bad.stderr
+    )
 
 
 # -- policy scan and lint ------------------------------------------------------------------------------

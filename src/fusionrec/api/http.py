@@ -19,6 +19,7 @@ import json
 import logging
 import re
 
+from fusionrec.api import workers
 from fusionrec.errors import FusionRecError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,9 @@ def run_model_server(model, settings, http_port: int, allowed=ROUTES, grpc_port:
         Guard, models=[model], max_body_bytes=s.max_body_bytes, max_inflight=s.max_inflight, allowed=allowed
     )
     server._rest_server = rest
-    server.servers.append(rest._server.serve())
+    # more than one worker: every worker listens on the port with SO_REUSEPORT (fusionrec.api.workers)
+    sockets = [workers.shared_socket(s.bind, http_port)] if s.workers > 1 else None
+    server.servers.append(rest._server.serve(sockets=sockets))
     if grpc_port is not None:
         from fusionrec.api.rpc import GrpcServer
 
@@ -223,7 +226,11 @@ def run_model_server(model, settings, http_port: int, allowed=ROUTES, grpc_port:
         server.servers.append(server._grpc_server.start())
     server.setup_event_loop()
     server.register_signal_handler()
-    asyncio.run(server._serve())
+    copies = workers.start_copies(s.workers)  # this one's model is loaded; the copies load their own
+    try:
+        asyncio.run(server._serve())
+    finally:
+        workers.stop_copies(copies)
 
 
 def error_message(response) -> str:

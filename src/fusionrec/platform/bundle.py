@@ -93,13 +93,17 @@ class Deploy:
 
 def _addresses(doc: dict[str, Any], namespace: str, registry_uri: str) -> dict[str, Any]:
     """Where a doc names the namespace or the registry inside a string kustomize does not touch: the
-    Namespace itself, the mesh principals (``cluster.local/ns/<ns>/sa/...``), the admission policy's
+    Namespace itself, the request logger's sink, the mesh principals (``cluster.local/ns/<ns>/sa/...``), the admission policy's
     ServiceAccount user name and registry prefix, and the cluster-scoped objects' names."""
     import json
 
     kind = doc.get("kind")
     if kind == "Namespace":
         doc["metadata"]["name"] = namespace
+        return doc
+    logger = (doc.get("spec") or {}).get("predictor", {}).get("logger") if kind == "InferenceService" else None
+    if logger:  # the request logger's sink (the collocated overlay has no logger)
+        logger["url"] = f"http://monitoring-sink.{namespace}.svc.cluster.local/events"
         return doc
     if kind not in ("AuthorizationPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
         return doc
@@ -192,21 +196,6 @@ def render_bundle(
             )
         if deploy.namespace:
             wrap["namespace"] = deploy.namespace
-            # the one cross-object address that names the namespace: the request logger's sink
-            patches.append(
-                {
-                    "target": {"kind": "InferenceService", "name": "fusionrec"},
-                    "patch": yaml.safe_dump(
-                        [
-                            {
-                                "op": "replace",
-                                "path": "/spec/predictor/logger/url",
-                                "value": f"http://monitoring-sink.{deploy.namespace}.svc.cluster.local/events",
-                            }
-                        ]
-                    ),
-                }
-            )
         if patches:
             wrap["patches"] = patches
         (work / "kustomization.yaml").write_text(yaml.safe_dump(wrap, sort_keys=False))

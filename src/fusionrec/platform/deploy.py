@@ -148,10 +148,10 @@ def render(
     ``gpu``: GPUs per predictor replica (``nvidia.com/gpu`` limits; the encoders then run on CUDA).
     """
     isvc = copy.deepcopy(base)
-    pred, trans = isvc["spec"]["predictor"], isvc["spec"]["transformer"]
+    pred, trans = isvc["spec"]["predictor"], isvc["spec"].get("transformer")  # collocated: no transformer
     if storage_uri:
         pred["model"]["storageUri"] = storage_uri
-    if image:
+    if image and trans is not None:
         for c in trans["containers"]:
             c["image"] = image
     if namespace:
