@@ -237,6 +237,10 @@ def test_the_collocated_overlay_serves_one_hop_with_the_transformers_rights_and_
     assert runtime["command"] == ["python", "-m", "serving.service"]
     env = {e["name"]: e for e in runtime["env"]}
     assert env["FUSIONREC__MONITORING__INFERENCE_LOG"]["value"] == "parquet"
+    workers = load_settings(
+        profile="cluster", env={"FUSIONREC__SERVING__WORKERS": env["FUSIONREC__SERVING__WORKERS"]["value"]}
+    )
+    assert 1 < workers.serving.workers <= int(isvc["predictor"]["model"]["resources"]["limits"]["cpu"])  # a core each
     assert env["FUSIONREC__FEATURES__REDIS_CONNECTION"]["valueFrom"]["secretKeyRef"]["key"] == "reader-connection"
     mounts = {m["mountPath"]: m["name"] for m in isvc["predictor"]["model"]["volumeMounts"]}
     cluster = load_settings(profile="cluster", env={})

@@ -4,6 +4,7 @@ the synthetic dataset. Every test runs on both layouts, but those that talk to t
 
 import base64
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -525,6 +526,41 @@ def test_predictor_down_is_a_503_within_the_timeout_and_recovers(stack):
     )
     local.wait_ready(servers.predictor_url, MODEL, servers.predictor, 180)
     assert _recommend(stack, {"k": 2})[0]["fallback"]  # the transformer recovered by itself
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_two_workers_share_the_port_and_the_load_and_stop_with_the_server(stack, free_port):
+    """serving.workers: 2 gives two processes on one port, both scoring; stopping the server stops both."""
+    if stack["servers"].layout != "collocated":
+        pytest.skip("the workers are tested on the collocated server")
+    port = free_port()
+    env = {**stack["env"], "FUSIONREC__SERVING__WORKERS": "2", "FUSIONREC__SERVING__TRANSFORMER_PORT": str(port)}
+    servers = local.serve(load_settings(env=env), log_dir=stack["logs"] / "workers", env=env, layout="collocated")
+    try:
+        parent = servers.transformer.pid
+        children = [int(c) for c in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+        assert len(children) == 1
+        users = stack["ds"].users["user_id"].astype(str).tolist()
+        url = f"{servers.transformer_url}/v1/models/{MODEL}:predict"
+        deadline = time.monotonic() + 120  # the copy loads its own model after the first is ready
+        while True:
+            before = {p: _cpu_ticks(p) for p in (parent, *children)}
+            for u in users[:60]:
+                r = _post(url, {"instances": [{"user_id": u, "k": 5}]})  # a new connection each
+                assert r.status_code == 200, r.text
+            grew = {p: _cpu_ticks(p) - t for p, t in before.items()}
+            if all(g >= 3 for g in grew.values()) or time.monotonic() > deadline:
+                break
+        assert all(g >= 3 for g in grew.values()), grew  # both processes took requests
+    finally:
+        servers.stop()
+    for child in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)
 
 
 def test_smoke_check_passes_on_the_running_service_and_fails_otherwise(stack, free_port):
