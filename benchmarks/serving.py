@@ -7,10 +7,12 @@ transformer and the predictor, two KServe model server processes, the hop on ``-
 the open inference protocol by default, as ``fusionrec serve`` runs it).
 
 Beside them, in the same run: the floor, two model server processes with no-op models, transformer ->
-predictor on REST v2 (two empty KServe hops as a KServe user has them; ``--floor-protocol``); and the collocated server with the inference log off,
-to show what logging every request costs. All stay up; the load alternates between them (floor, then each
-of ours; then again), ``--pairs`` rounds, each after a warm-up. Reported: each round's ratio of ours to
-the floor, their median and spread.
+predictor on REST v2 (two empty KServe hops as a KServe user has them; ``--floor-protocol``); the
+collocated server with the inference log off, to show what logging every request costs; and the
+collocated server with two worker processes (``serving.workers``), to show what a second process brings
+on the same cores. All stay up; the load alternates between them (floor, then each of ours; then again),
+``--pairs`` rounds, each after a warm-up. Reported: each round's ratio of ours to the floor, their
+median and spread.
 
 The load generator is wrk (a compiled one, `apt-get install wrk`) where it is installed, else a Python
 closed loop on the same cores (which takes CPU from the servers: the ratios read better than they are).
@@ -122,11 +124,12 @@ async def closed_loop(url: str, bodies: list[str], concurrency: int, seconds: fl
     }
 
 
-# ours, beside the floor: (name, serving layout, inference log)
+# ours, beside the floor: (name, serving layout, inference log, worker processes)
 ARMS = (
-    ("collocated", "collocated", "parquet"),
-    ("two hops", "two_hops", "parquet"),
-    ("collocated, log off", "collocated", "none"),
+    ("collocated", "collocated", "parquet", 1),
+    ("two hops", "two_hops", "parquet", 1),
+    ("collocated, log off", "collocated", "none", 1),
+    ("collocated, 2 workers", "collocated", "parquet", 2),
 )
 BARS = {"collocated": (1.0, 1.0), "two hops": (0.8, 1.25)}  # issue 26: throughput >= x, p99 <= y the floor's
 
@@ -204,8 +207,9 @@ def main() -> None:
         url, procs = floor_servers(logs, args.floor_protocol)
         stops.append(lambda procs=procs: [(p.terminate(), p.wait(20)) for p in procs])
         arms["floor"] = (url, {})
-        for name, layout, log in ARMS:
+        for name, layout, log, workers in ARMS:
             env = {
+                "FUSIONREC__SERVING__WORKERS": str(workers),
                 "FUSIONREC__FEATURES__DATA_DIR": str(args.data / "features"),
                 "FUSIONREC__MONITORING__INFERENCE_LOG": log,
                 "FUSIONREC__MONITORING__FOLDER": str(logs / "monitoring"),
@@ -219,7 +223,7 @@ def main() -> None:
                 transformer_port=_port(),
                 protocol=args.protocol,
                 layout=layout,
-                log_dir=logs / f"{layout}-{log}",
+                log_dir=logs / f"{layout}-{log}-{workers}",
                 env=env,
             )
             stops.append(servers.stop)
@@ -270,6 +274,8 @@ def main() -> None:
         print(f"{name}: throughput / floor per round {', '.join(f'{x:.2f}' for x in qps)}: median {spread(qps)}")
         print(f"{name}: p99 / floor per round {', '.join(f'{x:.2f}' for x in p99)}: median {spread(p99)}")
         print(f"{name}: bar (throughput >= {lo}x, p99 <= {hi}x, medians): {'met' if met[name] else 'NOT met'}")
+    workers_qps = [r["collocated, 2 workers"]["rps"] / r["collocated"]["rps"] for r in rounds]
+    print(f"two worker processes: throughput {spread(workers_qps)} of the same server with one")
     log_qps = [r["collocated"]["rps"] / r["collocated, log off"]["rps"] for r in rounds]
     print(f"the inference log's cost: throughput {spread(log_qps)} of the same server with the log off")
     floor = {m: float(np.median([r["floor"][m] for r in rounds])) for m in ("rps", "p99")}
@@ -288,7 +294,8 @@ def main() -> None:
                 f"top-{args.k} for a known user, {args.pairs} interleaved rounds: throughput {spread(qps)} of the "
                 f"floor, p99 {spread(p99)}"
                 + (
-                    f"; the inference log costs {1 - float(np.median(log_qps)):.0%} of throughput"
+                    f"; the inference log costs {1 - float(np.median(log_qps)):.0%} of throughput; two worker "
+                    f"processes give {spread(workers_qps)} the throughput of one"
                     if name == "collocated"
                     else ""
                 ),
