@@ -87,7 +87,7 @@ def wrk(url: str, bodies: Path, headers: dict, concurrency: int, seconds: float)
     return {
         "p50": out["p50"],
         "p99": out["p99"],
-        "rps": out["requests"] / (out["duration_us"] / 1e6),
+        "rps": (out["requests"] - out["errors"]) / (out["duration_us"] / 1e6),  # answered requests only
         "n": out["requests"],
         "errors": out["errors"],
     }
@@ -210,6 +210,10 @@ def main() -> None:
         for name, layout, log, workers in ARMS:
             env = {
                 "FUSIONREC__SERVING__WORKERS": str(workers),
+                # the load is one service caller: its rate limit (500/s by default) above what is offered, so
+                # the servers' speed is measured, not the limit (the limiter still runs on every request)
+                "FUSIONREC__SERVING__AUTH__SERVICE_RATE_PER_S": "100000",
+                "FUSIONREC__SERVING__AUTH__SERVICE_BURST": "100000",
                 "FUSIONREC__FEATURES__DATA_DIR": str(args.data / "features"),
                 "FUSIONREC__MONITORING__INFERENCE_LOG": log,
                 "FUSIONREC__MONITORING__FOLDER": str(logs / "monitoring"),
@@ -255,11 +259,11 @@ def main() -> None:
         f"rounds, top-{args.k} of {len(users)} users' recommendations over the whole catalogue, two hops on "
         f"{args.protocol} (the floor on {args.floor_protocol}), loopback, this machine ({os.cpu_count()} cores)"
     )
-    print(f"{'':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}   (medians over the rounds)")
+    print(f"{'':<24}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}   (medians over the rounds)")
     for name in arms:
         med = {m: float(np.median([r[name][m] for r in rounds])) for m in ("p50", "p99", "rps")}
         errors = sum(r[name]["errors"] for r in rounds)
-        print(f"{name:<16}{med['p50']:>9.1f}{med['p99']:>9.1f}{med['rps']:>9.0f}{errors:>8}")
+        print(f"{name:<24}{med['p50']:>9.1f}{med['p99']:>9.1f}{med['rps']:>9.0f}{errors:>8}")
     ratios = {
         name: (
             [r[name]["rps"] / r["floor"]["rps"] for r in rounds],
@@ -270,7 +274,8 @@ def main() -> None:
     met = {}
     for name, (qps, p99) in ratios.items():
         lo, hi = BARS[name]
-        met[name] = float(np.median(qps)) >= lo and float(np.median(p99)) <= hi
+        failed = sum(r[name]["errors"] for r in rounds)  # a refused or failed request is never met
+        met[name] = float(np.median(qps)) >= lo and float(np.median(p99)) <= hi and failed == 0
         print(f"{name}: throughput / floor per round {', '.join(f'{x:.2f}' for x in qps)}: median {spread(qps)}")
         print(f"{name}: p99 / floor per round {', '.join(f'{x:.2f}' for x in p99)}: median {spread(p99)}")
         print(f"{name}: bar (throughput >= {lo}x, p99 <= {hi}x, medians): {'met' if met[name] else 'NOT met'}")
