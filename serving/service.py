@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no_feast", action="store_true", help="Serve without online user features.")
     args, _ = parser.parse_known_args(argv)
     serve_transformer(
-        args, lambda settings, **parts: FusionService(args.model_name, settings, args.storage_uri, **parts)
+        args,
+        lambda settings, **parts: FusionService(args.model_name, settings, args.storage_uri, **parts),
+        collocated=True,
     )
 
 

@@ -310,7 +310,7 @@ class FusionTransformer(kserve.Model):
             _dropped_counter().labels(reason="record_failed").inc(len(predictions))
 
 
-def serve_transformer(args, make_model) -> None:
+def serve_transformer(args, make_model, collocated: bool = False) -> None:
     """Start a model server with the transformer's parts: the settings, the Feast store (unless
     ``args.no_feast``) warmed up, the PII filter and the inference log writer, handed to
     ``make_model(settings, store=..., pii=..., log_writer=...)``; the model is loaded, then served."""
@@ -332,7 +332,7 @@ def serve_transformer(args, make_model) -> None:
     model = make_model(settings, store=store, pii=PiiFilter(settings.privacy), log_writer=writer)
     model.load()
     try:
-        run_model_server(model, settings, args.http_port)
+        run_model_server(model, settings, args.http_port, collocated=collocated)
     finally:
         if writer is not None:
             writer.close()  # what is queued reaches the disk on a clean stop

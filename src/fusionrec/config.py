@@ -201,8 +201,9 @@ class ServingSettings(_Strict):
     torch_threads: int = Field(1, ge=1)
     # Model server processes per server, each with its own model, on the same ports (fusionrec.api.workers):
     # one request is scored on one core, so more than one uses more cores (each worker takes its own
-    # memory for the model).
-    workers: int = Field(1, ge=1, le=32)
+    # memory for the model). 0 (auto): the collocated server runs one per core it may use (at most 4), each
+    # of the two hops' servers one (the two already share the cores); chosen by benchmarks/serving.py.
+    workers: int = Field(0, ge=0, le=32)
     # Query by example: how many nearest items each modality's index proposes before the exact rescoring
     # and the user re-rank, and the default weight of the user's taste in that re-rank (0: similarity
     # only, 1: taste only among the similar items), chosen by benchmarks/retrieval.py (docs/serving.md has

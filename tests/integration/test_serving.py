@@ -64,6 +64,8 @@ def stack(request, tmp_path_factory, synth_validated, synth_embeddings, free_por
         "FUSIONREC__SERVING__MAX_IMAGE_BYTES": "200000",
         # generous: a loaded CI machine must not send a request to the fallback (tested on its own below)
         "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "3",
+        # one worker: the tests read the server's /metrics, which are per worker (two: tested on their own)
+        "FUSIONREC__SERVING__WORKERS": "1",
     }
     settings = load_settings(env={**env})
     store = fs.feature_store(settings.features, features)

@@ -100,3 +100,18 @@ def test_set_options_are_read_like_the_environment():
             set_overrides([bad])
     with pytest.raises(ConfigError, match="not valid YAML"):
         set_overrides(["validation.max_text_chars=[1, 2"])
+
+
+def test_workers_default_to_one_per_core_on_the_collocated_server_and_one_on_each_hop(monkeypatch):
+    import os
+
+    from fusionrec.api import workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    auto = load_settings(env={})
+    assert auto.serving.workers == 0
+    assert workers.count(auto, collocated=True) == 3 and workers.count(auto, collocated=False) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert workers.count(auto, collocated=True) == workers.AUTO_MAX
+    pinned = load_settings(env={"FUSIONREC__SERVING__WORKERS": "2"})
+    assert workers.count(pinned, collocated=True) == 2 and workers.count(pinned, collocated=False) == 2

@@ -187,10 +187,13 @@ def install_error_handlers(app=None) -> None:
         app.add_exception_handler(kind, unexpected)
 
 
-def run_model_server(model, settings, http_port: int, allowed=ROUTES, grpc_port: int | None = None) -> None:
+def run_model_server(
+    model, settings, http_port: int, allowed=ROUTES, grpc_port: int | None = None, collocated: bool = False
+) -> None:
     """Serve ``model`` the way ``kserve.ModelServer(...).start([model])`` does, with the platform's surface
     (the module docstring): its routes only, readiness from the model, ``serving.bind``, the guards; and,
-    with ``grpc_port``, the open inference protocol over gRPC beside it (:mod:`fusionrec.api.rpc`)."""
+    with ``grpc_port``, the open inference protocol over gRPC beside it (:mod:`fusionrec.api.rpc`); in
+    :func:`fusionrec.api.workers.count` processes (``collocated``: the one-hop server's default)."""
     import asyncio
 
     import kserve
@@ -217,7 +220,8 @@ def run_model_server(model, settings, http_port: int, allowed=ROUTES, grpc_port:
     )
     server._rest_server = rest
     # more than one worker: every worker listens on the port with SO_REUSEPORT (fusionrec.api.workers)
-    sockets = [workers.shared_socket(s.bind, http_port)] if s.workers > 1 else None
+    n = workers.count(settings, collocated)
+    sockets = [workers.shared_socket(s.bind, http_port)] if n > 1 else None
     server.servers.append(rest._server.serve(sockets=sockets))
     if grpc_port is not None:
         from fusionrec.api.rpc import GrpcServer
@@ -226,7 +230,7 @@ def run_model_server(model, settings, http_port: int, allowed=ROUTES, grpc_port:
         server.servers.append(server._grpc_server.start())
     server.setup_event_loop()
     server.register_signal_handler()
-    copies = workers.start_copies(s.workers)  # this one's model is loaded; the copies load their own
+    copies = workers.start_copies(n)  # this one's model is loaded; the copies load their own
     try:
         asyncio.run(server._serve())
     finally:

@@ -27,6 +27,21 @@ log = logging.getLogger(__name__)
 WORKER_ENV = "FUSIONREC_WORKER"  # set in the copies: their number (1, 2, ...)
 
 
+AUTO_MAX = 4  # workers "auto" starts at most this many
+
+
+def count(settings, collocated: bool) -> int:
+    """The worker processes of one server: ``serving.workers``, or for 0 (auto) one per core this process
+    may use (at most :data:`AUTO_MAX`) on the collocated server and one on each of two hops."""
+    n = settings.serving.workers
+    if n:
+        return n
+    if not collocated:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(AUTO_MAX, cores))
+
+
 def is_copy() -> bool:
     """True in a copy started by :func:`start_copies` (which starts none of its own)."""
     return bool(os.environ.get(WORKER_ENV))

@@ -93,8 +93,9 @@ class Deploy:
 
 def _addresses(doc: dict[str, Any], namespace: str, registry_uri: str) -> dict[str, Any]:
     """Where a doc names the namespace or the registry inside a string kustomize does not touch: the
-    Namespace itself, the request logger's sink, the mesh principals (``cluster.local/ns/<ns>/sa/...``), the admission policy's
-    ServiceAccount user name and registry prefix, and the cluster-scoped objects' names."""
+    Namespace itself, the request logger's sink, the mesh principals (``cluster.local/ns/<ns>/sa/...``),
+    the admission policy's ServiceAccount user name and registry prefix, and the cluster-scoped objects'
+    names."""
     import json
 
     kind = doc.get("kind")
