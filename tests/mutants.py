@@ -183,8 +183,8 @@ MUTANTS = [
     Mutant(
         "the feature store lookup has no timeout",
         "serving/transformer.py",
-        "feats = await breaker.call(lambda: online_user_features_async(store, ids), timeout_s)",
-        "feats = await breaker.call(lambda: online_user_features_async(store, ids), 60)",
+        "history = await breaker.call(lambda: lookups.get(ids), timeout_s)",
+        "history = await breaker.call(lambda: lookups.get(ids), 60)",
         (SERVING, "-k", "survives"),
     ),
     Mutant(
@@ -267,15 +267,15 @@ MUTANTS = [
     Mutant(
         "the content term ignores its weight",
         "src/fusionrec/model/modeling.py",
-        "return F.normalize(pooled, dim=-1) @ c.T * w",
-        "return F.normalize(pooled, dim=-1) @ c.T",
+        "out += F.normalize(pooled, dim=-1) @ c.T * w",
+        "out += F.normalize(pooled, dim=-1) @ c.T",
         ("tests/unit/test_itemitem.py", "-k", "content_term_is_the_cosine"),
     ),
     Mutant(
         "the content weight taken from the grid's start, not the validation",
         "src/fusionrec/itemitem.py",
-        "weight = max(combined, key=combined.get)",
-        "weight = CONTENT_WEIGHTS[1]",
+        "weight, wn, power = max(combined, key=combined.get)",
+        "weight, wn, power = (CONTENT_WEIGHTS[1], *max(combined, key=combined.get)[1:])",
         ("tests/unit/test_itemitem.py", "-k", "content_weight_is_chosen"),
     ),
     Mutant(
@@ -337,8 +337,8 @@ MUTANTS = [
     Mutant(
         "the item-item term's dense product counts a repeated history item once",
         "src/fusionrec/model/modeling.py",
-        "torch.zeros(B, n, device=h.device).scatter_add_(1, h, history_mask.float())",
-        "torch.zeros(B, n, device=h.device).scatter_(1, h, history_mask.float())",
+        "torch.zeros(B, n, device=h.device).scatter_add_(1, h, history_mask.to(dense.dtype))",
+        "torch.zeros(B, n, device=h.device).scatter_(1, h, history_mask.to(dense.dtype))",
         ("tests/unit/test_itemitem.py", "-k", "long_histories"),
     ),
     Mutant(
@@ -464,9 +464,9 @@ MUTANTS = [
     ),
     Mutant(
         "the predictor scores work whose caller has gone",
-        "serving/predictor.py",
-        "        if time.monotonic() - queued_at > self.settings.serving.queue_timeout_s:",
-        "        if False:",
+        "src/fusionrec/api/batching.py",
+        "if now - item.queued_at > self.queue_timeout_s:",
+        "if False:",
         (GUARD, "-k", "queue_timeout"),
     ),
     Mutant(

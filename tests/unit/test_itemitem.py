@@ -479,3 +479,22 @@ def test_the_content_neighbourhood_is_chosen_where_a_shopper_buys_another_colour
     assert kept > 0.55  # the twin among the five twins of the history on top (about 0.59 at random among them)
     best_mean_only = max(score(w, 0.0) for w in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0))
     assert kept > best_mean_only + 0.2, best_mean_only
+
+
+def test_the_dense_term_of_a_short_history_counts_repeats_and_follows_rows_changed_in_place():
+    """One short history (the bag path of the cached dense matrix): an item twice counts twice, and new
+    neighbour weights written into the buffers (as a fit or a load does) are used, not the cached ones."""
+    from tests.reference import item_item_term
+
+    rng = np.random.default_rng(3)
+    n, k = 60, 8
+    model = FusionRecModel(FusionConfig(n_users=1, n_items=n, dim=4, item_item=k))
+    model.ii_index.copy_(torch.from_numpy(np.stack([rng.choice(n, k, replace=False) for _ in range(n)])))
+    model.ii_weight.fill_(2.0)
+    history = torch.tensor([[0, 3, 3, 5]])
+    mask = torch.tensor([[False, True, True, True]])
+    for _ in range(2):
+        model.ii_value.copy_(torch.from_numpy(rng.normal(size=(n, k)).astype(np.float32)))
+        sd = {k_: v.numpy() for k_, v in model.state_dict().items() if k_.startswith("ii_")}
+        got = model.item_item(history, mask)[0].numpy()
+        assert got == pytest.approx(item_item_term(sd, np.array([3, 3, 5])), rel=1e-5, abs=1e-5)

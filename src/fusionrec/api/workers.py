@@ -1,7 +1,8 @@
 """Worker processes: ``serving.workers`` copies of a model server on one port.
 
 Python scores a request on one core (the scoring thread holds the GIL), so one model server process
-uses one core for its model however many the pod has. With ``serving.workers`` above 1 the process that
+uses one core for its model however many the pod has. With more than one worker
+(:func:`count`: ``serving.workers``, by default one per core on the collocated server) the process that
 was started (worker 0) starts ``workers - 1`` copies of its own command line once its model is loaded;
 each copy loads its own model and listens on the same ports with ``SO_REUSEPORT``, and the kernel spreads
 new connections over the processes that listen. A copy that has not loaded yet does not listen, so it

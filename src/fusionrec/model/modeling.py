@@ -165,6 +165,7 @@ class FusionRecModel(nn.Module):
         self.register_buffer("cn_value", torch.zeros(config.n_items, kc))
         self.register_buffer("cn_weight", torch.zeros(()))
         self._content: torch.Tensor | None = None  # the content vectors, made from the features when first used
+        self._dense_ii: tuple | None = None  # (the sparse rows' identity, the dense item-item matrix) once used
         for m in self.modality_names:
             self.register_buffer(f"feat_{m}", torch.zeros(config.n_items, config.modalities[m]))
             self.register_buffer(f"mask_{m}", torch.zeros(config.n_items, dtype=torch.bool))
@@ -301,13 +302,27 @@ class FusionRecModel(nn.Module):
             return torch.zeros(B, n, device=history.device)
         start += int(used[0])
         h, history_mask = history[:, start:].clamp(min=0), history_mask[:, start:]
-        if n * n <= DENSE_ITEM_ITEM and B * h.shape[1] * k > n * n:
-            # many long histories on a small catalogue: history counts times the dense matrix (one matrix
-            # product) costs less than gathering every history item's neighbours (benchmarks/item_item.py)
-            counts = torch.zeros(B, n, device=h.device).scatter_add_(1, h, history_mask.float())
-            dense = torch.zeros(n, n, device=h.device).scatter_(1, self.ii_index, self.ii_value)
-            return counts @ dense * self.ii_weight
-        return _neighbour_sum(h, history_mask, self.ii_index, self.ii_value, n) * self.ii_weight
+        if n * n <= DENSE_ITEM_ITEM:
+            # a small catalogue: the dense matrix, made once (at most 64 MiB), its rows summed over the history
+            # (one bag per user) or, for many long histories, history counts times it (one matrix product);
+            # either costs a fraction of gathering every history item's neighbours (benchmarks/item_item.py)
+            dense = self._dense_item_item()
+            if B * h.shape[1] < n:
+                out = F.embedding_bag(h, dense, per_sample_weights=history_mask.to(dense.dtype), mode="sum")
+            else:
+                out = torch.zeros(B, n, device=h.device).scatter_add_(1, h, history_mask.to(dense.dtype)) @ dense
+        else:
+            out = _neighbour_sum(h, history_mask, self.ii_index, self.ii_value, n)
+        return out * self.ii_weight
+
+    def _dense_item_item(self) -> torch.Tensor:
+        """The item-item matrix [n, n] from its sparse rows, kept until the rows change (in place or not)."""
+        key = (self.ii_index.data_ptr(), self.ii_index._version, self.ii_value.data_ptr(), self.ii_value._version)
+        if self._dense_ii is None or self._dense_ii[0] != key:
+            n = self.config.n_items
+            dense = torch.zeros(n, n, device=self.ii_value.device).scatter_(1, self.ii_index, self.ii_value)
+            self._dense_ii = (key, dense)
+        return self._dense_ii[1]
 
     @property
     def has_content_term(self) -> bool:
