@@ -2,9 +2,11 @@
 
 The item-item term's cost in serving and scoring: a batch of users with histories of a given length,
 on the same inputs in the same run: always gathering every history item's neighbours (in slices of the
-history; the peer) beside the model's own choice, which on catalogues up to 4,096 items takes the users'
-history counts times the dense n x n matrix when the gather would touch more values than the matrix
-holds. Prints milliseconds per call (median of 30) for each batch and history length, and the path taken.
+history; the peer) beside the model's own choice, which on catalogues up to 4,096 items keeps the dense
+n x n matrix (made on the first call, kept until the neighbour rows change) and sums its rows over each
+user's history (one bag per user) or, for more history entries than items, multiplies the history counts
+by it. Prints milliseconds per call (median of 30, the first call's build left out) for each batch and
+history length, and the path taken.
 """
 
 from __future__ import annotations
@@ -56,9 +58,11 @@ def main() -> None:
     for batch, length in ((1, 106), (1, 590), (64, 106), (64, 590)):
         gather = timed(batch, length, 0)
         chosen = timed(batch, length, default)
-        dense = args.items**2 <= default and batch * length * k > args.items**2
+        dense = (
+            "gather" if args.items**2 > default else "dense bags" if batch * length < args.items else "dense product"
+        )
         rows.append((batch, length, gather, chosen, dense))
-        print(f"{batch:>6}{length:>9}{gather:>10.2f}{chosen:>10.2f}  {'dense product' if dense else 'gather'}")
+        print(f"{batch:>6}{length:>9}{gather:>10.2f}{chosen:>10.2f}  {dense}")
     modeling.DENSE_ITEM_ITEM = default
     record.write(
         "item_item",
@@ -66,8 +70,7 @@ def main() -> None:
         [
             record.Figure(
                 f"u{b}_h{n}",
-                f"item-item term, {args.items:,} items, {b} user(s), history {n}: {c:.2f} ms a call "
-                f"({'dense product' if d else 'gather'})",
+                f"item-item term, {args.items:,} items, {b} user(s), history {n}: {c:.2f} ms a call ({d})",
                 f"always gathering: {g:.2f} ms",
                 readme=(
                     f"item-item term, {b} users with {n}-item histories: {c:.2f} ms a call (always gathering "
