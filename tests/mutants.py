@@ -650,6 +650,48 @@ MUTANTS = [
         "                while self._waiting and (not batch and",
         (BATCHING, "-k", "in_flight"),
     ),
+    Mutant(
+        "the gRPC hop turns the predictor's 404 into a 503",
+        "src/fusionrec/api/rpc.py",
+        "        StatusCode.NOT_FOUND: 404,\n",
+        "        StatusCode.NOT_FOUND: 503,\n",
+        ("tests/unit/test_rpc.py", "-k", "map_back"),
+    ),
+    Mutant(
+        "the predictor's gRPC server listens on every address",
+        "src/fusionrec/api/rpc.py",
+        'host = f"[{s.bind}]" if ":" in s.bind else s.bind',
+        'host = "0.0.0.0"',
+        ("tests/unit/test_rpc.py", "-k", "bind_address"),
+    ),
+    Mutant(
+        "the gRPC endpoint has no in-flight limit",
+        "src/fusionrec/api/rpc.py",
+        "            if self.inflight >= max_inflight:",
+        "            if False:",
+        ("tests/unit/test_rpc.py", "-k", "in_flight"),
+    ),
+    Mutant(
+        "the approximate top-K keeps the excluded items",
+        "src/fusionrec/topk.py",
+        "        return np.setdiff1d(found, excluded)",
+        "        return np.unique(found)",
+        ("tests/integration/test_topk.py", "-k", "exclusions"),
+    ),
+    Mutant(
+        "the approximate top-K leaves the history terms' best out of its shortlist",
+        "src/fusionrec/topk.py",
+        "            found = np.concatenate([found, support[top].numpy()])",
+        "            found = found",
+        ("tests/integration/test_topk.py", "-k", "short_shortlist"),
+    ),
+    Mutant(
+        "two hops' servers run a worker per core too",
+        "src/fusionrec/api/workers.py",
+        "    if not collocated:\n        return 1\n",
+        "",
+        ("tests/unit/test_config.py", "-k", "workers"),
+    ),
 ]
 
 # The mutants CI runs on every submission (``--ci``): those whose tests took least time in a full run

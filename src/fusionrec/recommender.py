@@ -333,14 +333,13 @@ class Recommender:
         their scores and their history terms. A candidate list is scored whole; a shortlist that exclusions
         left shorter than K falls back to scoring every item."""
         terms = self.topk.row_terms(hist, mask)
-        out = set(excluded)
+        out = np.unique(np.asarray(excluded, dtype=np.int64))
         if row.candidates is not None:
-            pool = np.array(sorted(set(self._items(row.candidates, "candidates")) - out), dtype=np.int64)
+            pool = np.setdiff1d(np.asarray(self._items(row.candidates, "candidates"), dtype=np.int64), out)
         else:
-            pool = self.topk.shortlist(user, terms, len(out))
-            pool = pool[~np.isin(pool, np.fromiter(out, dtype=np.int64, count=len(out)))]
+            pool = self.topk.shortlist(user, terms, out)
             if len(pool) < row.k:
-                pool = np.setdiff1d(np.arange(self.n_items), np.fromiter(out, dtype=np.int64, count=len(out)))
+                pool = np.setdiff1d(np.arange(self.n_items), out)
         s = self.topk.scores(user, terms, pool)
         top = np.argsort(-s, kind="stable")[: row.k]
         return pool[top], s[top], self.topk.terms_at(terms, pool[top])

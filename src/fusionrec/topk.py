@@ -196,18 +196,21 @@ class CatalogueTopK:
                 s = s + self.item_bias[t]
         return s.numpy() + self.terms_at(row, items).sum(1)
 
-    def shortlist(self, user: torch.Tensor, row: RowTerms, extra: int) -> np.ndarray:
-        """Item indices worth scoring exactly: the index's ``pool + extra`` best by the towers' score and the
-        dense content term, and the ``pool`` best of the sparse history terms among the history's neighbours."""
+    def shortlist(self, user: torch.Tensor, row: RowTerms, excluded: np.ndarray) -> np.ndarray:
+        """Item indices worth scoring exactly, none of them ``excluded``: the index's ``pool`` best by the
+        towers' score and the dense content term (it is asked for as many more as are excluded), and the
+        ``pool`` best of the sparse history terms among the history's neighbours (a history's own items,
+        excluded as seen, are often its strongest neighbours: they are left out before the best are taken)."""
         q = [user, torch.ones(1)]
         if self.dense_content:
             p = row.pooled if row.pooled is not None else torch.zeros(self.content.shape[1])
             q.append(p * self.T * float(self.model.cc_weight))
         query = np.ascontiguousarray(torch.cat(q).float().numpy()[None])
-        _, found = self.index.search(query, min(self.n, self.pool + extra))
+        _, found = self.index.search(query, min(self.n, self.pool + len(excluded)))
         found = found[0][found[0] >= 0]
-        if len(row.support):
-            s = row.sparse[row.support].sum(1)
+        support = row.support[torch.from_numpy(~np.isin(row.support.numpy(), excluded))]
+        if len(support):
+            s = row.sparse[support].sum(1)
             top = torch.topk(s, min(self.pool, len(s))).indices
-            found = np.concatenate([found, row.support[top].numpy()])
-        return np.unique(found)
+            found = np.concatenate([found, support[top].numpy()])
+        return np.setdiff1d(found, excluded)

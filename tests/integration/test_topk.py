@@ -40,6 +40,17 @@ def test_the_approximate_top_k_equals_the_exact_one_when_every_list_is_searched(
         assert a.cold == b.cold
 
 
+def test_a_short_shortlist_still_holds_what_the_history_terms_rank_first(champion):
+    """Ten items from the graph (searched whole) and ten from the item-item and content neighbourhoods,
+    the user's own items left out of both: the exact top-10 is in them (the graph's ten alone miss half)."""
+    _, art = champion
+    rows = _rows(art, n_users=120, k=10)
+    exact = Recommender(art, {}).run(rows)
+    approx = Recommender(art, {}, ann_above=0, ann_ef=10_000, ann_pool=10).run(rows)
+    recall = np.mean([len(set(a.item_ids) & set(e.item_ids)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.95, recall
+
+
 def test_the_approximate_top_k_keeps_exclusions_and_candidates(champion):
     _, art = champion
     # one list of the index searched, a small shortlist: whatever it misses, no excluded item comes back

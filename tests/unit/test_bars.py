@@ -18,8 +18,6 @@ KNOWN_GAPS = {
     ("accuracy", "sampled"): "the sampled-softmax loss is not within 1% of the full softmax (NDCG@20)",
     ("drift", "policy"): "on fresh windows off-topic text queries are caught at a share of 0.2, not at the 0.1 where "
     "Recall@20 is already down 10% (met on the development windows)",
-    ("serving", "serving_two_hops"): "two hops over REST v2: 0.54x the throughput of two empty KServe hops (bar "
-    "0.8x) and p99 1.21x (bar 1.25x: met); issue 26's binary (gRPC) hop is not built yet",
     ("mutants", "caught"): "the published full run missed one mutant (since given a deterministic test)",
     ("accuracy_sparse", "thinned_random"): "movielens-100k-mm thinned to 3 per item, random split: 0.88x and 0.98x "
     "the content peer (bar 1.10x); the towers add nothing to the content term there",

@@ -295,7 +295,7 @@ class FusionRecModel(nn.Module):
     def item_item(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         """The item-item term [B, n_items]: ``ii_weight * sum_h B[h, :]`` over each user's history (zeros
         without the term). ``B`` is kept sparse: each history item's strongest neighbours."""
-        B, n, k = history.shape[0], self.config.n_items, self.ii_index.shape[1]
+        B, n = history.shape[0], self.config.n_items
         start = max(0, history.shape[1] - self.config.item_item_history)
         used = torch.nonzero(history_mask[:, start:].any(0)).flatten()  # columns padding for every row are skipped
         if not self.has_item_item or len(used) == 0:
