@@ -234,7 +234,7 @@ def run_model_server(
     try:
         asyncio.run(server._serve())
     finally:
-        workers.stop_copies(copies)
+        workers.stop_processes(copies)
 
 
 def error_message(response) -> str:

@@ -67,7 +67,8 @@ def start_copies(workers: int) -> list[subprocess.Popen]:
     return procs
 
 
-def stop_copies(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
+    """SIGTERM to each process still running, then wait for each; kill one that outlives ``timeout``."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)

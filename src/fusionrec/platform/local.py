@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from fusionrec.api.http import error_message
+from fusionrec.api.workers import stop_processes
 from fusionrec.config import LAYOUTS, PROTOCOLS, Settings
 from fusionrec.errors import ConfigError, FusionRecError, Unavailable, UpstreamError
 
@@ -38,15 +39,7 @@ class Servers:
         return "collocated" if self.predictor is None else "two_hops"
 
     def stop(self, timeout: float = 10.0) -> None:
-        procs = [p for p in (self.transformer, self.predictor) if p is not None]
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes([p for p in (self.transformer, self.predictor) if p is not None], timeout)
 
 
 def _server_command(module: str, settings: Settings, port: int) -> list[str]:
