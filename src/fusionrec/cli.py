@@ -440,11 +440,16 @@ def serve_cmd(
             layout=layout,
             log_dir=run_dir,
         )
-    m = settings.serving.model_name
+    m, s = settings.serving.model_name, settings.serving
     front = "service    " if servers.predictor is None else "transformer"
+    grpc = (
+        f"; gRPC, the transformer's hop: {s.host}:{s.predictor_grpc_port}"
+        if (protocol or s.protocol) == "grpc-v2"
+        else ""
+    )
     typer.echo(
         (
-            f"predictor   {servers.predictor_url}/v1/models/{m}:predict  (v2: /v2/models/{m}/infer)\n"
+            f"predictor   {servers.predictor_url}/v1/models/{m}:predict  (v2: /v2/models/{m}/infer{grpc})\n"
             if servers.predictor
             else ""
         )
