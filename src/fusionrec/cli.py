@@ -405,8 +405,7 @@ def serve_cmd(
 ) -> None:
     """Start the model servers on loopback (real HTTP): one collocated server, or the transformer and the
     predictor as two KServe model servers (--layout two_hops)."""
-    from fusionrec.config import PROTOCOLS
-    from fusionrec.platform.local import serve, serve_detached, serving_layout, stop_from_pids
+    from fusionrec.platform.local import serve, serve_detached, serving_layout, serving_protocol, stop_from_pids
 
     settings = state.settings()
     run_dir = Path(settings.paths.artifacts) / "serving"
@@ -415,9 +414,8 @@ def serve_cmd(
         stopped = stop_from_pids(pids)
         typer.echo(f"stopped {len(stopped)} server processes" if stopped else "no detached servers recorded")
         return
-    if protocol is not None and protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol {protocol!r} is unknown; use {', '.join(PROTOCOLS)}")
-    layout = serving_layout(settings, layout)  # refused before any running server is stopped
+    protocol = serving_protocol(settings, protocol)  # both refused before any running server is stopped
+    layout = serving_layout(settings, layout)
     if detach:
         servers = serve_detached(
             settings,
@@ -442,11 +440,7 @@ def serve_cmd(
         )
     m, s = settings.serving.model_name, settings.serving
     front = "service    " if servers.predictor is None else "transformer"
-    grpc = (
-        f"; gRPC, the transformer's hop: {s.host}:{s.predictor_grpc_port}"
-        if (protocol or s.protocol) == "grpc-v2"
-        else ""
-    )
+    grpc = f"; gRPC, the transformer's hop: {s.host}:{s.predictor_grpc_port}" if protocol == "grpc-v2" else ""
     typer.echo(
         (
             f"predictor   {servers.predictor_url}/v1/models/{m}:predict  (v2: /v2/models/{m}/infer{grpc})\n"

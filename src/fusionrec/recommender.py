@@ -109,8 +109,7 @@ class Recommender:
     ) -> None:
         """``ann_above``: catalogues above this many items take their top-K from an approximate shortlist
         (:mod:`fusionrec.topk`: ``ann_ef`` candidates kept while searching its graph, ``ann_pool`` items
-        shortlisted);
-        None: exact at every size."""
+        shortlisted); None: exact at every size."""
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.version = artifact.version

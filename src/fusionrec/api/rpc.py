@@ -9,7 +9,7 @@ what :mod:`fusionrec.api.http` gives its REST side:
 - the model repository's load and unload methods refused (UNIMPLEMENTED), as REST does not route them;
 - a byte limit on messages (``serving.max_body_bytes``) and at most ``serving.max_inflight`` inferences
   at once (more: RESOURCE_EXHAUSTED at once, as REST's 429);
-- the project's errors as gRPC status codes with their own message (:data:`STATUS`), and any other
+- the project's errors as gRPC status codes with their own message (:func:`status_code`), and any other
   error as INTERNAL with one fixed message (no type names, no addresses).
 
 The transformer maps the codes back to HTTP statuses (:func:`http_status`), so a caller meets the same

@@ -127,6 +127,13 @@ def serving_layout(settings: Settings, layout: str | None = None) -> str:
     return layout or settings.serving.layout
 
 
+def serving_protocol(settings: Settings, protocol: str | None = None) -> str:
+    """``protocol``, or ``serving.protocol`` when None; an unknown one is a ConfigError."""
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r} is unknown; use {', '.join(PROTOCOLS)}")
+    return protocol or settings.serving.protocol
+
+
 def serve(
     settings: Settings,
     *,
@@ -145,9 +152,7 @@ def serve(
     calls it on ``protocol`` (default ``serving.protocol``; "grpc-v2" on ``serving.predictor_grpc_port``)."""
     s = settings.serving
     layout = serving_layout(settings, layout)
-    protocol = protocol or s.protocol
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol {protocol!r} is unknown; use {', '.join(PROTOCOLS)}")
+    protocol = serving_protocol(settings, protocol)
     grpc_port = s.predictor_grpc_port if protocol == "grpc-v2" else None
     pp, tp = predictor_port or s.predictor_port, transformer_port or s.transformer_port
     if feast and not (Path(settings.features.data_dir) / "registry.db").exists():
