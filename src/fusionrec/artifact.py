@@ -92,6 +92,11 @@ class Artifact:
         return self.path.name
 
 
+def identities(encoders: dict[str, Any]) -> dict[str, str]:
+    """Each modality's encoder identity, from an artifact's ``encoders.json`` content."""
+    return {m: str(e.get("identity", "")) for m, e in encoders.items()}
+
+
 def write_artifact(
     target: str | Path,
     model: FusionRecModel,
@@ -143,7 +148,7 @@ def write_artifact(
         (tmp / "model_card.md").write_text(card.replace("{version}", version), encoding="utf-8")
         if curves is not None and curves.exists():
             (tmp / "curves.png").write_bytes(curves.read_bytes())
-        ItemSearch.from_model(model).save(tmp / INDEX_DIR)
+        ItemSearch.from_model(model, identities(encoders)).save(tmp / INDEX_DIR)
         if model.config.n_items > topk.SHIP_ABOVE:
             topk.save_index(model, *topk.catalogue(model), tmp / INDEX_DIR)
         write_checksums(tmp)

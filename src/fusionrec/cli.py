@@ -478,6 +478,13 @@ def recommend_cmd(
             help="With a query and a user or history: the weight of taste against similarity (default: the server's).",
         ),
     ] = None,
+    space: Annotated[
+        Optional[str],
+        typer.Option(
+            help="With a query: where it searches: both (its own space, and the other through the bridge between "
+            "text and images), text or image (default: both).",
+        ),
+    ] = None,
     k: Annotated[int, typer.Option(help="How many items.")] = 10,
     url: Annotated[Optional[str], typer.Option(help="Transformer URL (default: the local one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
@@ -495,7 +502,11 @@ def recommend_cmd(
         if not image.is_file():
             raise ConfigError(f"--image {image}: no such file")
         instance["image"] = base64.b64encode(image.read_bytes()).decode("ascii")
-    for name, value in (("text", text), ("like", like), ("user_id", user), ("blend", blend)):
+    from fusionrec.search import SPACES
+
+    if space is not None and space not in SPACES:
+        raise ConfigError(f"--space must be one of {', '.join(SPACES)}, got {space!r}")
+    for name, value in (("text", text), ("like", like), ("user_id", user), ("blend", blend), ("space", space)):
         if value is not None:
             instance[name] = value
     if history:
@@ -525,12 +536,17 @@ def recommend_cmd(
         )
         if f
     )
+    bridged = "; ".join(
+        f"{t} space reached from the {s} through the bridge" for t, s in pred.get("bridged", {}).items()
+    )
+    flags = "; ".join(f for f in (flags, bridged) if f)
     typer.echo(f"top {len(pred['items'])} for {what} (model {pred['model_version']}{'; ' + flags if flags else ''}):")
     for n, item in enumerate(pred["items"], 1):
         terms = " ".join(f"{t} {v:+.2f}" for t, v in item["explanation"].items())
+        found = f"; found in {'+'.join(item['found_in'])}" if item.get("found_in") else ""
         typer.echo(
             f"{n:>3}. {item['item_id']:<10} {item['title'] or '':<45.45} {item['score']:8.3f}  "
-            f"[{item['driver']}; {terms}]"
+            f"[{item['driver']}; {terms}{found}]"
         )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fusionrec.artifact import Artifact
+from fusionrec.artifact import Artifact, identities
 from fusionrec.errors import BadRequest, ConfigError, NotFound
 from fusionrec.model.modeling import ItemOutput, explain
 from fusionrec.search import INDEX_DIR, ItemSearch
@@ -57,6 +57,7 @@ class Row:
     image: bytes | None = None
     like: str | None = None  # more like this catalogue item
     blend: float | None = None  # the weight of the user's taste in a query's re-rank (None: the default)
+    space: str = "both"  # where a query by example searches (fusionrec.search.SPACES)
 
     @property
     def personal(self) -> bool:
@@ -79,6 +80,10 @@ class Result:
     # a query's vectors in its encoders' spaces
     user_vector: np.ndarray | None = None
     query: dict[str, np.ndarray] = field(default_factory=dict)
+    # a query by example: per item, the spaces whose search proposed it; and the spaces the query reached
+    # through the bridge, with the query modality it was carried from (fusionrec.bridge)
+    found: list[list[str]] | None = None
+    bridged: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -139,7 +144,7 @@ class Recommender:
             parts = self.model.item_parts()
         self.item_parts, self.item_part_bias = parts.parts, parts.bias  # [n, M + 2, d], [n, M + 2]
         self.item_vectors, self.item_bias = catalogue(self.model, parts)  # [n, d] unit vectors, [n]: built once
-        self.search = ItemSearch.load(Path(artifact.path) / INDEX_DIR, self.model)
+        self.search = ItemSearch.load(Path(artifact.path) / INDEX_DIR, self.model, identities(artifact.encoders))
         items = artifact.items.sort_values("item_idx")
         self.item_ids = items["item_id"].astype(str).to_numpy()
         self.item_index = {i: n for n, i in enumerate(self.item_ids)}
@@ -391,7 +396,14 @@ class Recommender:
             taste = {i: (users.vectors[j], users.excluded[j], users.cold[j], at[j]) for j, i in enumerate(personal)}
         with torch.inference_mode():
             vectors = self.tower(queries).vectors
-        hits = self.search.search(queries, max(self.search_pool, max(r.k for r in rows)))
+        spaced = [self.search.in_spaces(q, r.space) for q, r in zip(queries, rows)]
+        free = [n for n, r in enumerate(rows) if r.candidates is None]
+        hits = dict(
+            zip(free, self.search.search([spaced[n][0] for n in free], max(self.search_pool, max(r.k for r in rows))))
+        )
+        for n, row in enumerate(rows):  # a search within the row's own candidates: scored exactly
+            if row.candidates is not None:
+                hits[n] = self.search.score(spaced[n][0], np.unique(self._items(row.candidates, "candidates")))
         T = self.model.config.temperature
         results = []
         for n, row in enumerate(rows):
@@ -409,6 +421,9 @@ class Recommender:
             scores = terms.sum(1)
             top = np.argsort(-scores, kind="stable")[: row.k]
             res = self._result(items[top], scores[top], terms[top])
+            found = h.found[keep][top]
+            res.found = [[m for m, f in zip(self.search.modalities, row_found) if f] for row_found in found]
+            res.bridged = spaced[n][1]
             res.cold = n in taste and taste[n][2]
             res.embedding = vectors[n].numpy()
             res.user_vector = taste[n][0].numpy() if n in taste else None

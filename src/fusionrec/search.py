@@ -13,6 +13,11 @@ modality scores 0 there), so each modality's term is its cosine divided by the n
 
 Index kind: exact (``IndexFlatIP``) up to :data:`HNSW_ABOVE` items, HNSW (``IndexHNSWFlat``, M=32,
 efSearch 128) above, where an exact scan per query would cost more than the model's own scoring.
+
+A text query can also search the image space, and a photo the text space, through the bridge learned
+from the catalogue's own text-photo pairs (:mod:`fusionrec.bridge`): :meth:`ItemSearch.in_spaces` puts
+the query's vector into the space it lacks, and the search goes on as above. Each hit says which
+spaces' pools proposed it (``found``).
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionrec.bridge import PAIR, Bridge, train_bridge
+
 log = logging.getLogger(__name__)
 
 HNSW_ABOVE = 200_000
 INDEX_DIR = "index"
+SPACES = ("both", "text", "image")  # where a query by example searches: both spaces, or one of them
 
 
 def _normalised(values: np.ndarray) -> np.ndarray:
@@ -60,6 +68,7 @@ class SearchHits:
 
     items: np.ndarray  # [P] item indices
     terms: np.ndarray  # [P, n_modalities] (columns in ItemSearch.modalities order; 0 for modalities not queried)
+    found: np.ndarray | None = None  # [P, n_modalities] bool: the spaces whose pool proposed each item
 
     @property
     def scores(self) -> np.ndarray:
@@ -70,8 +79,13 @@ class ItemSearch:
     """Per-modality FAISS indexes over a catalogue's encoder embeddings (see the module docstring)."""
 
     def __init__(
-        self, vectors: dict[str, np.ndarray], masks: dict[str, np.ndarray], indexes: dict | None = None
+        self,
+        vectors: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        indexes: dict | None = None,
+        bridge: Bridge | None = None,
     ) -> None:
+        self.bridge = bridge
         self.modalities = sorted(vectors)
         self.vectors = {m: _normalised(v) * masks[m][:, None] for m, v in vectors.items()}  # zeros where absent
         self.masks = {m: np.asarray(masks[m], dtype=bool) for m in self.modalities}
@@ -86,9 +100,13 @@ class ItemSearch:
         return index
 
     @classmethod
-    def from_model(cls, model) -> ItemSearch:
-        """The indexes over a fusion model's frozen item features (its ``feat_<m>`` / ``mask_<m>`` buffers)."""
-        return cls(*_features(model))
+    def from_model(cls, model, identities: dict[str, str] | None = None) -> ItemSearch:
+        """The indexes over a fusion model's frozen item features (its ``feat_<m>`` / ``mask_<m>`` buffers),
+        and the bridge between its text and image spaces trained on them (``identities``: each modality's
+        encoder identity, which the bridge keeps; None: no bridge)."""
+        vectors, masks = _features(model)
+        bridge = train_bridge(vectors, masks, identities) if identities is not None else None
+        return cls(vectors, masks, bridge=bridge)
 
     def save(self, folder: str | Path) -> None:
         """Write ``<m>.faiss`` per modality and ``index.json`` (kind, size, dimension) into ``folder``."""
@@ -105,15 +123,27 @@ class ItemSearch:
                 "dim": int(self.vectors[m].shape[1]),
             }
         (folder / "index.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if self.bridge is not None:
+            self.bridge.save(folder)
 
     @classmethod
-    def load(cls, folder: str | Path, model) -> ItemSearch:
+    def load(cls, folder: str | Path, model, identities: dict[str, str] | None = None) -> ItemSearch:
         """The indexes shipped in an artifact's ``index/`` folder; built here (with a warning) for versions
-        written before they were shipped, or when they do not match the model's features."""
+        written before they were shipped, or when they do not match the model's features. Likewise the
+        bridge, where ``identities`` (each modality's encoder identity) are given and the model has a
+        text and an image modality."""
         import faiss
 
         folder = Path(folder)
         vectors, masks = _features(model)
+        bridge = None
+        if identities is not None and all(s in vectors for s in PAIR):
+            bridge = Bridge.load(folder, identities, {m: v.shape[1] for m, v in vectors.items()})
+            if bridge is None:
+                log.warning(
+                    "%s: no bridge between the text and image spaces for these encoders; training it now", folder
+                )
+                bridge = train_bridge(vectors, masks, identities)
         meta = (
             json.loads((folder / "index.json").read_text(encoding="utf-8")) if (folder / "index.json").exists() else {}
         )
@@ -122,8 +152,43 @@ class ItemSearch:
         )
         if not fits:
             log.warning("%s: no search index for this model's modalities; building it now", folder)
-            return cls(vectors, masks)
-        return cls(vectors, masks, {m: faiss.read_index(str(folder / f"{m}.faiss")) for m in vectors})
+            return cls(vectors, masks, bridge=bridge)
+        return cls(vectors, masks, {m: faiss.read_index(str(folder / f"{m}.faiss")) for m in vectors}, bridge)
+
+    def in_spaces(self, query: dict[str, np.ndarray], space: str = "both") -> tuple[dict[str, np.ndarray], dict]:
+        """A query's vectors in the spaces ``space`` names (see :data:`SPACES`), the bridge carrying it into
+        a space it has no vector of: (space -> vector, space -> the query modality bridged from, for the
+        spaces reached through the bridge). Without a bridge a query stays in its own spaces.
+
+        Raises:
+            BadRequest: the query has no vector in (and no bridge into) the space asked for.
+        """
+        from fusionrec.errors import BadRequest
+
+        wanted = self.modalities if space == "both" else [space]
+        out = {m: v for m, v in query.items() if m in wanted}
+        via: dict[str, str] = {}
+        if self.bridge is not None:
+            for source, target in (PAIR, PAIR[::-1]):
+                if target in wanted and target not in query and source in query:
+                    out[target] = self.bridge.project(source, target, query[source][None])[0]
+                    via[target] = source
+        if not out:
+            have = " and ".join(sorted(query)) or "nothing"
+            raise BadRequest(
+                f"this query has {have} and cannot search the {space} space"
+                + ("" if self.bridge is not None else " (this model has no bridge between its text and image spaces)")
+            )
+        return out, via
+
+    def score(self, query: dict[str, np.ndarray], items: np.ndarray) -> SearchHits:
+        """One query's terms at the given items, exactly (no index): a search within a candidate list."""
+        items = np.asarray(items, dtype=np.int64)
+        terms = np.zeros((len(items), len(self.modalities)), dtype=np.float32)
+        for col, m in enumerate(self.modalities):
+            if m in query:
+                terms[:, col] = self.vectors[m][items] @ _normalised(query[m][None])[0] / len(query)
+        return SearchHits(items, terms, terms != 0)
 
     def item_queries(self, items: list[int]) -> list[dict[str, np.ndarray]]:
         """ "More like this item": each item's own normalised embedding in every modality it has."""
@@ -132,9 +197,9 @@ class ItemSearch:
     def search(self, queries: list[dict[str, np.ndarray]], pool: int) -> list[SearchHits]:
         """For each query (modality -> vector in that encoder's space), the union of each modality's
         ``pool`` nearest items, rescored exactly (see the module docstring)."""
-        proposals: list[list[np.ndarray]] = [[] for _ in queries]
+        proposals: list[list[tuple[np.ndarray, int]]] = [[] for _ in queries]
         normed: list[dict[str, np.ndarray]] = [{} for _ in queries]
-        for m in self.modalities:
+        for col, m in enumerate(self.modalities):
             asked = [n for n, q in enumerate(queries) if m in q]
             if not asked or not len(self.rows[m]):
                 continue
@@ -142,13 +207,16 @@ class ItemSearch:
             _, found = self.indexes[m].search(np.ascontiguousarray(block), min(pool, len(self.rows[m])))
             for j, n in enumerate(asked):
                 normed[n][m] = block[j]
-                proposals[n].append(self.rows[m][found[j][found[j] >= 0]])
+                proposals[n].append((self.rows[m][found[j][found[j] >= 0]], col))
         hits = []
         for n, q in enumerate(normed):
-            items = np.unique(np.concatenate(proposals[n])) if proposals[n] else np.zeros(0, dtype=np.int64)
+            items = np.unique(np.concatenate([p for p, _ in proposals[n]])) if proposals[n] else np.zeros(0, np.int64)
             terms = np.zeros((len(items), len(self.modalities)), dtype=np.float32)
+            found = np.zeros((len(items), len(self.modalities)), dtype=bool)
             for col, m in enumerate(self.modalities):
                 if m in q:
                     terms[:, col] = self.vectors[m][items] @ q[m] / len(q)
-            hits.append(SearchHits(items, terms))
+            for proposed, col in proposals[n]:
+                found[:, col] = np.isin(items, proposed)
+            hits.append(SearchHits(items, terms, found))
         return hits

@@ -231,7 +231,7 @@ def test_query_by_image_searches_the_image_encoders_space(stack):
     row = stack["ds"].items.dropna(subset=["image"]).iloc[0]
     with open(row["image"], "rb") as f:
         img = base64.b64encode(f.read()).decode()
-    by_image = _recommend(stack, {"image": img, "k": 5})[0]
+    by_image = _recommend(stack, {"image": img, "k": 5, "space": "image"})[0]
     # the nearest posters by cosine in the image encoder's space, against the offline embedding of the same poster
     emb = stack["emb"]["image"]
     top, sims = _cosine_top(emb.values, emb.mask, emb.values[int(row["item_idx"])], 5)
@@ -247,6 +247,62 @@ def test_query_by_image_searches_the_image_encoders_space(stack):
     with torch.inference_mode():
         q = model.items(content={"image": (feat, torch.ones(1, dtype=torch.bool))}).vectors[0]
     np.testing.assert_allclose(by_image["embedding"], q.numpy(), atol=1e-4)
+
+
+def _bridge(stack) -> dict[str, np.ndarray]:
+    """The bridge shipped in the served version, read from its file."""
+    with np.load(Path(stack["model_dir"]) / "index" / "bridge.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True).clip(1e-12)
+
+
+def test_a_text_query_finds_pictures_through_the_shipped_bridge(stack, text_encoder):
+    """space "image": the text is carried into the image encoder's space by the version's own bridge and
+    searched there alone: the items are the nearest photos to the bridged text (numpy over the offline
+    embeddings), every score is the image term, found in the image space, and the answer says so."""
+    emb, items = stack["emb"], stack["ds"].items
+    n = int(items.loc[emb["text"].mask & emb["image"].mask, "item_idx"].iloc[4])
+    text = items.set_index("item_idx").loc[n, "description"]
+    pred = _recommend(stack, {"text": text, "k": 5, "space": "image"})[0]
+    own = np.asarray(text_encoder.encode([text]).values[0], dtype=np.float32)  # the query's text vector
+    query = _unit(_unit(own) @ _bridge(stack)["text_to_image"])
+    top, sims = _cosine_top(emb["image"].values, emb["image"].mask, query, 5)
+    ids = items.set_index("item_idx")["item_id"].astype(str)
+    assert [x["item_id"] for x in pred["items"]] == ids[top].tolist()
+    np.testing.assert_allclose([x["score"] for x in pred["items"]], sims, atol=1e-3)
+    assert pred["bridged"] == {"image": "text"}
+    for x in pred["items"]:
+        assert x["found_in"] == ["image"] and x["explanation"]["text"] == 0 and x["driver"] == "image"
+
+
+def test_a_text_query_searches_both_spaces_by_default_and_within_candidates(stack, text_encoder):
+    """The default: the text's own space and the image space through the bridge, each term half the
+    cosine there; with candidates, only those items, every one scored."""
+    emb, items = stack["emb"], stack["ds"].items
+    n = int(items.loc[emb["text"].mask & emb["image"].mask, "item_idx"].iloc[6])
+    text = items.set_index("item_idx").loc[n, "description"]
+    own = np.asarray(text_encoder.encode([text]).values[0], dtype=np.float32)  # the query's text vector
+    bridged = _unit(_unit(own) @ _bridge(stack)["text_to_image"])
+    cos = {
+        "text": np.where(emb["text"].mask, _unit(emb["text"].values) @ _unit(own), 0.0),
+        "image": np.where(emb["image"].mask, _unit(emb["image"].values) @ bridged, 0.0),
+    }
+    pred = _recommend(stack, {"text": text, "k": 8})[0]
+    assert pred["bridged"] == {"image": "text"}
+    for x in pred["items"]:
+        i = int(_index(stack)[x["item_id"]])
+        assert x["explanation"]["text"] == pytest.approx(cos["text"][i] / 2, abs=1e-3)
+        assert x["explanation"]["image"] == pytest.approx(cos["image"][i] / 2, abs=1e-3)
+        assert set(x["found_in"]) <= {"text", "image"} and x["found_in"]
+    pool = items["item_id"].astype(str).iloc[20:32].tolist()
+    within = _recommend(stack, {"text": text, "k": 12, "candidates": pool})[0]
+    got = [x["item_id"] for x in within["items"]]
+    assert sorted(got) == sorted(pool)  # every candidate, and nothing else
+    mean = (cos["text"] + cos["image"]) / 2
+    assert got == sorted(pool, key=lambda i: -mean[int(_index(stack)[i])])
 
 
 def test_more_like_this_item_combines_its_modalities_and_leaves_it_out(stack):
@@ -311,10 +367,11 @@ def test_explanations_differ_per_user_and_a_text_query_credits_text(stack):
     a, b = _recommend(stack, *({"user_id": u, "candidates": pool, "k": 12, "exclude_seen": False} for u in users))
     first = {x["item_id"]: x["explanation"] for x in a["items"]}
     assert all(first[x["item_id"]] != x["explanation"] for x in b["items"])
-    text = _recommend(stack, {"text": items["description"].iloc[0], "k": 5})[0]
+    text = _recommend(stack, {"text": items["description"].iloc[0], "k": 5, "space": "text"})[0]
     assert all(
         x["driver"] == "text" and x["explanation"]["text"] > 0 and x["explanation"]["image"] == 0 for x in text["items"]
     )
+    assert all(x["found_in"] == ["text"] for x in text["items"]) and "bridged" not in text
 
 
 def test_a_known_item_is_found_by_its_own_description(stack):
@@ -419,12 +476,8 @@ BAD = [
     ("corrupt image", {"instances": [{"image": base64.b64encode(b"GIF89a not really").decode()}]}, 400, "decode"),
     ("oversize image", {"instances": [{"image": base64.b64encode(b"\xff" * 300_000).decode()}]}, 413, "bytes"),
     ("text over limit", {"instances": [{"text": "word " * 1000}]}, 413, "characters"),
-    (
-        "query with candidates",
-        {"instances": [{"text": "x", "candidates": ["item-000001"]}]},
-        400,
-        "takes no candidates",
-    ),
+    ("unknown space", {"instances": [{"text": "x", "space": "audio"}]}, 400, "space must be one of"),
+    ("query among unknown candidates", {"instances": [{"text": "x", "candidates": ["nope"]}]}, 404, "unknown item"),
     ("blend out of range", {"instances": [{"like": "item-000001", "blend": 2}]}, 400, "between 0 and 1"),
     ("like an unknown item", {"instances": [{"like": "no-such-item"}]}, 404, "unknown item ids in like"),
     ("too many instances", {"instances": [{"k": 1}] * 100}, 413, "at most"),

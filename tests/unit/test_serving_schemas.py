@@ -102,7 +102,8 @@ def test_v2_results_round_trip_to_the_v1_answer():
         ({"instances": [], "extra": 1}, BadRequest, "extra"),
         ({"instances": [{"like": "a", "blend": 1.5}]}, BadRequest, "between 0 and 1"),
         ({"instances": [{"user_id": "u", "blend": 0.5}]}, BadRequest, "no query"),
-        ({"instances": [{"text": "red", "candidates": ["a"]}]}, BadRequest, "takes no candidates"),
+        ({"instances": [{"text": "red", "space": "colour"}]}, BadRequest, "space must be one of"),
+        ({"instances": [{"user_id": "u", "space": "text"}]}, BadRequest, "no query"),
         ({"instances": [{"like": ["a"]}]}, BadRequest, "like"),
     ],
 )

@@ -24,6 +24,7 @@ from fusionrec.config import ServingSettings
 from fusionrec.errors import BadRequest, PayloadTooLarge
 from fusionrec.monitoring.log import QUERY_MODALITIES
 from fusionrec.recommender import Result, Row
+from fusionrec.search import SPACES
 
 LIST_FIELDS = ("history", "recent", "exclude", "candidates")
 
@@ -47,6 +48,8 @@ class Instance(BaseModel):
     image: str | None = None  # query by example: base64 of the image file's bytes
     like: str | int | None = None  # query by example: more like this catalogue item
     blend: float | int | None = None  # a query's re-rank: the weight of the user's taste, 0 to 1
+    # a query's spaces: "both" (default: its own, and the other through the bridge), "text" or "image"
+    space: str | None = None
 
 
 def _message(e: ValidationError) -> str:
@@ -118,9 +121,9 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
     exclude = [str(i) for i in inst.exclude or []]
     if inst.blend is not None and not 0.0 <= inst.blend <= 1.0:
         raise BadRequest(f"{where}: blend must be between 0 and 1, got {inst.blend}")
+    if inst.space is not None and inst.space not in SPACES:
+        raise BadRequest(f"{where}: space must be one of {list(SPACES)}, got {inst.space[:32]!r}")
     if inst.text is not None or inst.image is not None or inst.like is not None:
-        if inst.candidates is not None:
-            raise BadRequest(f"{where}: a query by example (text/image/like) takes no candidates")
         if inst.text is not None and not inst.text.strip() and inst.image is None and inst.like is None:
             raise BadRequest(f"{where}: text is empty")
         if inst.text is not None and len(inst.text) > limits.max_text_chars:
@@ -149,6 +152,12 @@ def parse_instance(obj: Any, limits: ServingSettings, where: str = "instance") -
             image=image,
             like=None if inst.like is None else str(inst.like),
             blend=None if inst.blend is None else float(inst.blend),
+            space=inst.space or "both",
+            candidates=None if inst.candidates is None else [str(i) for i in inst.candidates],
+        )
+    if inst.space is not None:
+        raise BadRequest(
+            f"{where}: space says where a query by example (text/image/like) searches; this instance has no query"
         )
     if inst.blend is not None:
         raise BadRequest(
@@ -212,6 +221,8 @@ def row_to_instance(row: Row) -> dict[str, Any]:
     for name in ("text", "like", "blend"):
         if getattr(row, name) is not None:
             out[name] = getattr(row, name)
+    if row.kind == "query" and row.space != "both":
+        out["space"] = row.space
     if row.image is not None:
         out["image"] = base64.b64encode(row.image).decode("ascii")
     if row.exclude:
@@ -255,6 +266,7 @@ _V2_SCALARS = {
     "image": "BYTES",
     "like": "BYTES",
     "blend": "FP32",
+    "space": "BYTES",
 }
 
 
@@ -293,6 +305,11 @@ def to_v2(rows: list[Row], model_name: str, monitor: bool = False):
         tensors["like"] = ("BYTES", np.array([r.like or "" for r in rows], dtype=object))
     if any(r.blend is not None for r in rows):  # NaN: the default blend
         tensors["blend"] = ("FP32", np.array([np.nan if r.blend is None else r.blend for r in rows], dtype=np.float32))
+    if any(r.kind == "query" and r.space != "both" for r in rows):  # "": the default
+        tensors["space"] = (
+            "BYTES",
+            np.array([r.space if r.kind == "query" and r.space != "both" else "" for r in rows], dtype=object),
+        )
     inputs = []
     for name, (dtype, arr) in tensors.items():
         data = arr.flatten().tolist()
@@ -312,6 +329,7 @@ def v2_metadata(terms: list[str], dim: int) -> tuple[list[dict], list[dict]]:
         {"name": "image", "datatype": "BYTES", "shape": [-1]},
         {"name": "like", "datatype": "BYTES", "shape": [-1]},
         {"name": "blend", "datatype": "FP32", "shape": [-1]},
+        {"name": "space", "datatype": "BYTES", "shape": [-1]},
     ]
     outputs = [
         {"name": "item_id", "datatype": "BYTES", "shape": [-1, -1]},
@@ -323,6 +341,10 @@ def v2_metadata(terms: list[str], dim: int) -> tuple[list[dict], list[dict]]:
         {"name": "fallback", "datatype": "BOOL", "shape": [-1]},
         {"name": "cold", "datatype": "BOOL", "shape": [-1]},
         {"name": "embedding", "datatype": "FP32", "shape": [-1, dim]},
+        # a query by example's: per item, the spaces that found it ("text,image"); per row, the spaces
+        # reached through the bridge ("image<-text")
+        {"name": "found_in", "datatype": "BYTES", "shape": [-1, -1]},
+        {"name": "bridged", "datatype": "BYTES", "shape": [-1]},
         # with the request parameter monitor=true: the inference log's vectors (a row without one: zeros,
         # and false in the *_present tensor)
         {"name": "user_vector", "datatype": "FP32", "shape": [-1, dim]},
@@ -381,7 +403,7 @@ def parse_v2(request, limits: ServingSettings) -> list[Row]:
         obj: dict[str, Any] = {"k": int(arrays["k"][i])}
         if "exclude_seen" in arrays:
             obj["exclude_seen"] = bool(arrays["exclude_seen"][i])
-        for name in ("user_id", "text", "image", "like"):
+        for name in ("user_id", "text", "image", "like", "space"):
             if name in arrays and _as_text(arrays[name][i]):
                 obj[name] = _as_text(arrays[name][i])
         if "blend" in arrays and np.isfinite(arrays["blend"][i]):
@@ -418,6 +440,7 @@ def result_to_dict(r: Result, terms: list[str], version: str, monitor: bool = Fa
                 "image": r.images[j],
                 "score": float(r.scores[j]),
                 **_explanation(terms, r.terms[j]),
+                **({"found_in": r.found[j]} if r.found is not None else {}),
             }
             for j in range(len(r.item_ids))
         ],
@@ -425,6 +448,8 @@ def result_to_dict(r: Result, terms: list[str], version: str, monitor: bool = Fa
         "cold": r.cold,
         "model_version": version,
     }
+    if r.bridged:
+        out["bridged"] = r.bridged
     if r.embedding is not None:
         out["embedding"] = [float(x) for x in r.embedding]
     if monitor:
@@ -473,6 +498,12 @@ def results_to_v2(results: list[Result], terms: list[str], version: str, model_n
     ]
     if all(r.embedding is not None for r in results):
         tensors.append(("embedding", "FP32", np.stack([r.embedding for r in results]).astype(np.float32)))
+    if any(r.found is not None for r in results):
+        found = np.full((n, k), "", dtype=object)
+        for i, r in enumerate(results):
+            found[i, : len(r.found or [])] = [",".join(f) for f in r.found or []]
+        bridged = [",".join(f"{t}<-{s}" for t, s in sorted(r.bridged.items())) for r in results]
+        tensors += [("found_in", "BYTES", found), ("bridged", "BYTES", np.array(bridged, dtype=object))]
     if monitor:
         for name, vectors in [
             ("user_vector", [r.user_vector for r in results]),
@@ -506,6 +537,11 @@ def results_from_v2(response) -> list[dict[str, Any]]:
                 "image": _as_text(out["image"][i, j]),
                 "score": float(out["score"][i, j]),
                 **_explanation(terms, out["score_terms"][i, j]),
+                **(
+                    {"found_in": [f for f in _as_text(out["found_in"][i, j]).split(",") if f]}
+                    if "found_in" in out
+                    else {}
+                ),
             }
             for j in range(int(count))
         ]
@@ -515,6 +551,9 @@ def results_from_v2(response) -> list[dict[str, Any]]:
             "cold": bool(out["cold"][i]),
             "model_version": version,
         }
+        bridged = _as_text(out["bridged"][i]) if "bridged" in out else ""
+        if bridged:
+            row["bridged"] = dict(pair.split("<-", 1) for pair in bridged.split(",") if "<-" in pair)
         if "embedding" in out:
             row["embedding"] = [float(x) for x in out["embedding"][i]]
         if "user_vector_present" in out or any(f"query_{m}_present" in out for m in QUERY_MODALITIES):

@@ -1,0 +1,156 @@
+"""A bridge between the text and the image encoders' spaces, learned from the catalogue itself.
+
+The encoders were trained apart: a sentence and a photo of the same item land in two spaces that share
+nothing, so a text query finds items by their text only. Every catalogue item with both a text and a
+photo is a pair that says where its text should land among the photos. The bridge is two linear maps,
+``text -> image`` and ``image -> text`` (``W`` [d_src, d_dst], no bias; a query is ``normalise(q W)``),
+each trained contrastively (a symmetric InfoNCE over batches of pairs, temperature :data:`TEMPERATURE`):
+a text's image must be nearer its bridged text than the other images of the batch, and the other way
+round. A seeded :data:`HELD_OUT` share of the pairs is never trained on: it picks the step to keep (its
+text-to-image top-10 among themselves) and reports how far the maps carry to items they have not seen.
+
+It is built when the artifact is written (``index/bridge.npz`` and ``index/bridge.json``), beside the
+FAISS indexes, with the identities of the two encoders it was trained between; a version without one,
+or with one for other encoders, gets one built at load (with a warning), as the indexes do. No CLIP-style
+checkpoint is needed, nor assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PAIR = ("text", "image")  # the two spaces bridged
+HELD_OUT = 0.1  # the pairs' share never trained on (at most MAX_HELD_OUT of them)
+MAX_HELD_OUT = 2000
+MIN_PAIRS = 50  # fewer pairs than this: no bridge
+TEMPERATURE = 0.1
+STEPS, CHECK_EVERY, PATIENCE, BATCH = 2000, 10, 10, 512  # steps at most; a check every 10; stop after 10 worse
+LEARNING_RATE, WEIGHT_DECAY = 3e-3, 1e-4
+FILES = ("bridge.npz", "bridge.json")
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float32)
+    return values / np.maximum(np.linalg.norm(values, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass
+class Bridge:
+    """The two maps, what they were trained between, and how well they carry to held-out pairs."""
+
+    maps: dict[tuple[str, str], np.ndarray]  # (source space, target space) -> W [d_source, d_target]
+    identities: dict[str, str]  # space -> the encoder identity it was trained on
+    held_out: np.ndarray  # the item indices of the pairs never trained on
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def project(self, source: str, target: str, vectors: np.ndarray) -> np.ndarray:
+        """Vectors [B, d_source] in ``source``'s space -> unit vectors [B, d_target] in ``target``'s."""
+        return _unit(_unit(vectors) @ self.maps[(source, target)])
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / FILES[0], **{f"{s}_to_{t}": w for (s, t), w in self.maps.items()}, held_out=self.held_out)
+        meta = {
+            "spaces": list(PAIR),
+            "identities": self.identities,
+            "dims": {s: int(w.shape[0]) for (s, _), w in self.maps.items()},
+            "held_out": int(len(self.held_out)),
+            "figures": self.figures,
+        }
+        (folder / FILES[1]).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, identities: dict[str, str], dims: dict[str, int]) -> Bridge | None:
+        """The bridge shipped in ``folder``, or None when there is none or it was trained between other
+        encoders (other identities or dimensions) than ``identities`` / ``dims``."""
+        folder = Path(folder)
+        if not all((folder / f).exists() for f in FILES):
+            return None
+        meta = json.loads((folder / FILES[1]).read_text(encoding="utf-8"))
+        if meta.get("identities") != {s: identities.get(s) for s in PAIR} or meta.get("dims") != {
+            s: dims.get(s) for s in PAIR
+        }:
+            return None
+        with np.load(folder / FILES[0], allow_pickle=False) as z:
+            maps = {(s, t): z[f"{s}_to_{t}"].astype(np.float32) for s, t in (PAIR, PAIR[::-1])}
+            held_out = z["held_out"].astype(np.int64)
+        return cls(maps, dict(meta["identities"]), held_out, dict(meta.get("figures", {})))
+
+
+def _top10(q: np.ndarray, targets: np.ndarray) -> float:
+    """The share of rows of ``q`` whose own row of ``targets`` is among their 10 nearest (cosine)."""
+    s = q @ targets.T
+    own = np.diag(s)
+    return float(((s > own[:, None]).sum(1) < 10).mean())
+
+
+def _fit(source: np.ndarray, target: np.ndarray, train: np.ndarray, held: np.ndarray, seed: int):
+    """One map ``source -> target``: (W, its held-out top-10, the step kept)."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.from_numpy(source), torch.from_numpy(target)
+    w = torch.nn.Parameter(torch.randn(x.shape[1], y.shape[1], generator=g) / x.shape[1] ** 0.5)
+    opt = torch.optim.AdamW([w], lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    rng = np.random.default_rng(seed)
+    best, kept, step_kept = -1.0, w.detach().clone(), 0
+    for step in range(1, STEPS + 1):
+        b = torch.from_numpy(rng.choice(train, min(BATCH, len(train)), replace=False))
+        logits = F.normalize(x[b] @ w, dim=1) @ y[b].T / TEMPERATURE
+        labels = torch.arange(len(b))
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % CHECK_EVERY == 0:
+            with torch.no_grad():
+                score = _top10(_unit((x[held] @ w).numpy()), target[held])
+            if score > best:
+                best, kept, step_kept = score, w.detach().clone(), step
+            elif step - step_kept >= PATIENCE * CHECK_EVERY:
+                break
+    return kept.numpy().astype(np.float32), best, step_kept
+
+
+def train_bridge(
+    vectors: dict[str, np.ndarray], masks: dict[str, np.ndarray], identities: dict[str, str], seed: int = 0
+) -> Bridge | None:
+    """The bridge between the text and the image spaces of a catalogue (each item's encoder vectors and
+    masks per modality), or None when the catalogue lacks one of them or has fewer than
+    :data:`MIN_PAIRS` items with both."""
+    import torch
+
+    if not all(s in vectors for s in PAIR):
+        return None
+    pairs = np.flatnonzero(np.asarray(masks[PAIR[0]], bool) & np.asarray(masks[PAIR[1]], bool))
+    if len(pairs) < MIN_PAIRS:
+        return None
+    order = np.random.default_rng(seed).permutation(pairs)
+    n_held = min(MAX_HELD_OUT, max(10, int(round(HELD_OUT * len(pairs)))))
+    held_out, trained = np.sort(order[:n_held]), order[n_held:]
+    text, image = _unit(vectors[PAIR[0]]), _unit(vectors[PAIR[1]])
+    # positions in the pairs' own arrays
+    position = np.full(len(text), -1, np.int64)
+    position[pairs] = np.arange(len(pairs))
+    src, dst = text[pairs], image[pairs]
+    with torch.random.fork_rng():
+        t2i, t2i_top10, t2i_step = _fit(src, dst, position[trained], position[held_out], seed)
+        i2t, i2t_top10, i2t_step = _fit(dst, src, position[trained], position[held_out], seed + 1)
+    figures = {
+        "pairs": int(len(pairs)),
+        "held_out_text_to_image_top10": round(t2i_top10, 4),
+        "held_out_image_to_text_top10": round(i2t_top10, 4),
+        "random_top10": round(min(1.0, 10 / n_held), 4),
+        "steps": [int(t2i_step), int(i2t_step)],
+    }
+    log.info("bridge text <-> image: %s", figures)
+    return Bridge({PAIR: t2i, PAIR[::-1]: i2t}, {s: identities.get(s, "") for s in PAIR}, held_out, figures)
