@@ -45,6 +45,7 @@ def load_recommender(settings: Settings, storage_uri: str):
         encoders,
         search_pool=s.search_pool,
         blend=s.blend,
+        bridge_weight=s.bridge_weight,
         ann_above=s.ann_above,
         ann_ef=s.ann_ef,
         ann_pool=s.ann_pool,

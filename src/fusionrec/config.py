@@ -210,6 +210,10 @@ class ServingSettings(_Strict):
     # the table).
     search_pool: int = Field(100, ge=1)
     blend: float = Field(0.1, ge=0.0, le=1.0)
+    # A query searching both spaces: the weight of the space it reaches through the bridge between text and
+    # images (fusionrec.bridge) against 1 for its own; chosen by benchmarks/retrieval.py on a development
+    # seed (docs/serving.md has the table).
+    bridge_weight: float = Field(0.2, ge=0.0, le=10.0)
     # Catalogue-scale top-K (fusionrec.topk): above `ann_above` items a recommendation's top-K comes from an
     # HNSW index's shortlist (`ann_ef` candidates kept while searching the graph, `ann_pool` items
     # shortlisted, the history terms' best added), scored exactly; exact search below. Chosen by benchmarks/topk.py

@@ -108,6 +108,7 @@ class Recommender:
         *,
         search_pool: int = 100,
         blend: float = 0.1,
+        bridge_weight: float = 1.0,
         ann_above: int | None = None,
         ann_ef: int = 400,
         ann_pool: int = 200,
@@ -128,7 +129,7 @@ class Recommender:
             *(["content"] if self.model.has_content_term else []),
         ]
         self.terms = [*self.modalities, "id", *self.history_terms, "bias"]
-        self.search_pool, self.blend = search_pool, blend
+        self.search_pool, self.blend, self.bridge_weight = search_pool, blend, bridge_weight
         self.encoders = {}
         for m, enc in (encoders or {}).items():
             want = artifact.encoders.get(m, {}).get("identity")
@@ -397,13 +398,14 @@ class Recommender:
         with torch.inference_mode():
             vectors = self.tower(queries).vectors
         spaced = [self.search.in_spaces(q, r.space) for q, r in zip(queries, rows)]
+        weights = [{m: self.bridge_weight for m in via} for _, via in spaced]  # the query's own spaces weigh 1
         free = [n for n, r in enumerate(rows) if r.candidates is None]
-        hits = dict(
-            zip(free, self.search.search([spaced[n][0] for n in free], max(self.search_pool, max(r.k for r in rows))))
-        )
+        pool = max(self.search_pool, max(r.k for r in rows))
+        hits = dict(zip(free, self.search.search([spaced[n][0] for n in free], pool, [weights[n] for n in free])))
         for n, row in enumerate(rows):  # a search within the row's own candidates: scored exactly
             if row.candidates is not None:
-                hits[n] = self.search.score(spaced[n][0], np.unique(self._items(row.candidates, "candidates")))
+                items = np.unique(self._items(row.candidates, "candidates"))
+                hits[n] = self.search.score(spaced[n][0], items, weights[n])
         T = self.model.config.temperature
         results = []
         for n, row in enumerate(rows):

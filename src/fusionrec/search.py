@@ -16,8 +16,9 @@ efSearch 128) above, where an exact scan per query would cost more than the mode
 
 A text query can also search the image space, and a photo the text space, through the bridge learned
 from the catalogue's own text-photo pairs (:mod:`fusionrec.bridge`): :meth:`ItemSearch.in_spaces` puts
-the query's vector into the space it lacks, and the search goes on as above. Each hit says which
-spaces' pools proposed it (``found``).
+the query's vector into the space it lacks, and the search goes on as above, a bridged space weighing
+``serving.bridge_weight`` against 1 for each of the query's own (its share of the score is its weight over
+the weights' sum). Each hit says which spaces' pools proposed it (``found``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ def _features(model) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         {m: getattr(model, f"feat_{m}").detach().cpu().numpy() for m in model.modality_names},
         {m: getattr(model, f"mask_{m}").detach().cpu().numpy() for m in model.modality_names},
     )
+
+
+def _shares(query: dict[str, np.ndarray], weights: dict[str, float] | None) -> dict[str, float]:
+    """Each queried space's share of the score: its weight (1 unless given) over the weights' sum."""
+    w = {m: (weights or {}).get(m, 1.0) for m in query}
+    total = sum(w.values()) or 1.0
+    return {m: v / total for m, v in w.items()}
 
 
 @dataclass
@@ -181,20 +189,25 @@ class ItemSearch:
             )
         return out, via
 
-    def score(self, query: dict[str, np.ndarray], items: np.ndarray) -> SearchHits:
+    def score(
+        self, query: dict[str, np.ndarray], items: np.ndarray, weights: dict[str, float] | None = None
+    ) -> SearchHits:
         """One query's terms at the given items, exactly (no index): a search within a candidate list."""
         items = np.asarray(items, dtype=np.int64)
         terms = np.zeros((len(items), len(self.modalities)), dtype=np.float32)
+        share = _shares(query, weights)
         for col, m in enumerate(self.modalities):
             if m in query:
-                terms[:, col] = self.vectors[m][items] @ _normalised(query[m][None])[0] / len(query)
+                terms[:, col] = self.vectors[m][items] @ _normalised(query[m][None])[0] * share[m]
         return SearchHits(items, terms, terms != 0)
 
     def item_queries(self, items: list[int]) -> list[dict[str, np.ndarray]]:
         """ "More like this item": each item's own normalised embedding in every modality it has."""
         return [{m: self.vectors[m][i] for m in self.modalities if self.masks[m][i]} for i in items]
 
-    def search(self, queries: list[dict[str, np.ndarray]], pool: int) -> list[SearchHits]:
+    def search(
+        self, queries: list[dict[str, np.ndarray]], pool: int, weights: list[dict[str, float]] | None = None
+    ) -> list[SearchHits]:
         """For each query (modality -> vector in that encoder's space), the union of each modality's
         ``pool`` nearest items, rescored exactly (see the module docstring)."""
         proposals: list[list[tuple[np.ndarray, int]]] = [[] for _ in queries]
@@ -213,9 +226,10 @@ class ItemSearch:
             items = np.unique(np.concatenate([p for p, _ in proposals[n]])) if proposals[n] else np.zeros(0, np.int64)
             terms = np.zeros((len(items), len(self.modalities)), dtype=np.float32)
             found = np.zeros((len(items), len(self.modalities)), dtype=bool)
+            share = _shares(q, weights[n] if weights else None)
             for col, m in enumerate(self.modalities):
                 if m in q:
-                    terms[:, col] = self.vectors[m][items] @ q[m] / len(q)
+                    terms[:, col] = self.vectors[m][items] @ q[m] * share[m]
             for proposed, col in proposals[n]:
                 found[:, col] = np.isin(items, proposed)
             hits.append(SearchHits(items, terms, found))

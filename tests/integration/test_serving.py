@@ -279,8 +279,9 @@ def test_a_text_query_finds_pictures_through_the_shipped_bridge(stack, text_enco
 
 
 def test_a_text_query_searches_both_spaces_by_default_and_within_candidates(stack, text_encoder):
-    """The default: the text's own space and the image space through the bridge, each term half the
-    cosine there; with candidates, only those items, every one scored."""
+    """The default: the text's own space and the image space through the bridge, each term its cosine
+    there times its share (the bridged space weighs serving.bridge_weight against 1); with candidates,
+    only those items, every one scored."""
     emb, items = stack["emb"], stack["ds"].items
     n = int(items.loc[emb["text"].mask & emb["image"].mask, "item_idx"].iloc[6])
     text = items.set_index("item_idx").loc[n, "description"]
@@ -290,18 +291,20 @@ def test_a_text_query_searches_both_spaces_by_default_and_within_candidates(stac
         "text": np.where(emb["text"].mask, _unit(emb["text"].values) @ _unit(own), 0.0),
         "image": np.where(emb["image"].mask, _unit(emb["image"].values) @ bridged, 0.0),
     }
+    w = stack["settings"].serving.bridge_weight
+    assert w > 0
     pred = _recommend(stack, {"text": text, "k": 8})[0]
     assert pred["bridged"] == {"image": "text"}
     for x in pred["items"]:
         i = int(_index(stack)[x["item_id"]])
-        assert x["explanation"]["text"] == pytest.approx(cos["text"][i] / 2, abs=1e-3)
-        assert x["explanation"]["image"] == pytest.approx(cos["image"][i] / 2, abs=1e-3)
+        assert x["explanation"]["text"] == pytest.approx(cos["text"][i] / (1 + w), abs=1e-3)
+        assert x["explanation"]["image"] == pytest.approx(cos["image"][i] * w / (1 + w), abs=1e-3)
         assert set(x["found_in"]) <= {"text", "image"} and x["found_in"]
     pool = items["item_id"].astype(str).iloc[20:32].tolist()
     within = _recommend(stack, {"text": text, "k": 12, "candidates": pool})[0]
     got = [x["item_id"] for x in within["items"]]
     assert sorted(got) == sorted(pool)  # every candidate, and nothing else
-    mean = (cos["text"] + cos["image"]) / 2
+    mean = (cos["text"] + w * cos["image"]) / (1 + w)
     assert got == sorted(pool, key=lambda i: -mean[int(_index(stack)[i])])
 
 

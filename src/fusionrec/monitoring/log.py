@@ -1,7 +1,8 @@
 """The inference log: one record per answered instance, privacy-filtered, appended to hourly Parquet files.
 
 What a record holds (:data:`SCHEMA`): the time, the model version, the request kind (``user``,
-``history``, ``fallback``, or the query's modalities: ``text``, ``image``, ``like``, ``text+image``...),
+``history``, ``fallback``, or the query's modalities: ``text``, ``image``, ``like``, ``text+image``...,
+followed by ``>image`` or ``>text`` for a query that searched that space only),
 the user pseudonymised by a keyed hash (HMAC-SHA256 with a key from a secret), the request's history
 length and k, whether the user was cold, the returned item ids and scores, the user's vector in the
 model's space, the query's vectors in the encoders' spaces (text and image queries), and the latency.
@@ -132,6 +133,8 @@ def summarise(rows, key: bytes) -> list[RequestSummary]:
     for r in rows:
         if r.kind == "query":
             kind = "+".join(m for m in ("text", "image", "like") if getattr(r, m) is not None)
+            if r.space != "both":  # a query that searched one space only: "text>image", "image>text", ...
+                kind += f">{r.space}"
         else:
             kind = "user" if r.user_id is not None else "history"
         out.append(RequestSummary(kind, pseudonymise(r.user_id, key), len(r.history) + len(r.recent), r.k))
