@@ -340,9 +340,8 @@ def main() -> int:
                 f"space only: a matching poster in the top 10 for {hit:.3f} of the genres, {precision:.3f} of the top "
                 f"10 matching; overview sentences top-10 {t_both:.3f} searching both spaces, {t_text:.3f} text alone",
                 f"a random list of the same items: {random_hit:.3f} with a match, {random_precision:.3f} matching",
-                f"words that find posters ({len(genres)} genres, items the bridge never saw): {precision:.3f} of the "
-                f"top 10 match (random {random_precision:.3f}); sentences {t_both:.3f} with the bridge, "
-                f"{t_text:.3f} without",
+                f"a genre in words finds posters the bridge never saw: {precision:.2f} of the top 10 match "
+                f"(random {random_precision:.2f})",
                 precision / max(random_precision, 1e-12),
                 ">= 3x a random list, and sentences within 0.01 of the text space alone",
                 bool(cross_met and t_both >= t_text - 0.01),

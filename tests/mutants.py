@@ -672,6 +672,13 @@ MUTANTS = [
         ("tests/unit/test_rpc.py", "-k", "in_flight"),
     ),
     Mutant(
+        "a bridged space weighs as much as the query's own",
+        "src/fusionrec/recommender.py",
+        "        weights = [{m: self.bridge_weight for m in via} for _, via in spaced]",
+        "        weights = [{m: 1.0 for m in via} for _, via in spaced]",
+        ("tests/integration/test_serving.py", "-k", "both_spaces_by_default and collocated"),
+    ),
+    Mutant(
         "the approximate top-K keeps the excluded items",
         "src/fusionrec/topk.py",
         "        return np.setdiff1d(found, excluded)",

@@ -218,6 +218,9 @@ class ItemSearch:
                 continue
             block = _normalised(np.stack([queries[n][m] for n in asked]))
             _, found = self.indexes[m].search(np.ascontiguousarray(block), min(pool, len(self.rows[m])))
+            if weights:  # a space weighing less than 1 proposes its share of the pool (at least 10)
+                cut = [max(10, round(pool * min(1.0, weights[n].get(m, 1.0)))) for n in asked]
+                found = [f[:c] for f, c in zip(found, cut)]
             for j, n in enumerate(asked):
                 normed[n][m] = block[j]
                 proposals[n].append((self.rows[m][found[j][found[j] >= 0]], col))
