@@ -153,7 +153,7 @@ def main() -> int:
                 f"{r['genre_share']:.3f} of the top 10 of that genre through the bridge "
                 f"(random {r['genre_random']:.3f})",
                 others,
-                f"image encoder by measurement (Lite0/1/2): {chosen}, photo top-10 {r['self_top10']:.3f}",
+                None,
                 r["self_top10"],
             )
         ],

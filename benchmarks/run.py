@@ -46,13 +46,18 @@ BENCHES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "accuracy_sparse": (["--regime", "sparse"], ("data",)),
     "pipeline": ([], ("data",)),
     "retrieval": ([], ("data", "model")),
+    "retrieval_shop": (["--catalogue", "shop"], ()),
+    "image_encoders": ([], ("data",)),
     "serving": ([], ("data", "model")),
     "drift": ([], ("data", "model")),
     "abuse": ([], ()),
     "scale": ([], ()),
 }
 
-SCRIPTS = {"accuracy_sparse": "accuracy"}  # a benchmark whose script is another's, with its own options
+SCRIPTS = {
+    "accuracy_sparse": "accuracy",
+    "retrieval_shop": "retrieval",
+}  # a benchmark whose script is another's, with its own options
 
 
 def missing(needs: tuple[str, ...]) -> str | None:

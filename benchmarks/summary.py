@@ -30,6 +30,8 @@ ORDER = (
     "scale",
     "pipeline",
     "retrieval",
+    "retrieval_shop",
+    "image_encoders",
     "serving",
     "topk",
     "online_lookup",

@@ -149,7 +149,8 @@ def data_synth(
     shop_titles: Annotated[
         bool,
         typer.Option(
-            help="Titles as a shop writes them (shape, colour, the pattern for half the families) instead of names."
+            help="A shop's catalogue: titles that name shape, colour (and the pattern for half the families), "
+            "and each family's own print on its photos."
         ),
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,

@@ -104,3 +104,37 @@ def test_the_long_tail_shop_has_product_families_rare_items_and_article_numbers(
     assert (bought["colour"] == bought["colour_liked"])[repeat].mean() > 0.3  # 1 in 6 colours by chance
     ds = normalise(read_raw(load_contract(r.contract_path)))
     assert ds.items["item_id"].tolist() == items["item_id"].tolist()  # "0000670001" stays "0000670001"
+
+
+def test_shop_titles_name_what_the_photo_shows_and_change_nothing_else(tmp_path):
+    """titles="shop": each title names its item's shape and colour (the pattern for about half the families),
+    every colour of a product carries its family's print, and the interactions are those of the same seed
+    without them."""
+    import pandas as pd
+    from PIL import Image
+
+    from fusionrec.data.synth import PATTERN_WORDS
+
+    base = dict(users=200, items=600, seed=3, workers=1, image_size=64, catalogue="longtail")
+    plain = generate(SynthConfig(**base), tmp_path / "names", progress=False)
+    shop = generate(SynthConfig(**base, titles="shop"), tmp_path / "shop", progress=False)
+    a = pd.read_parquet(plain.folder / "interactions.parquet")
+    b = pd.read_parquet(shop.folder / "interactions.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    items = pd.read_csv(shop.folder / "items.csv", dtype={"item_id": str})
+    truth = pd.read_parquet(shop.folder / "truth" / "items.parquet")
+    titles = items["title"].str.lower()
+    assert all(s in t and c in t for t, s, c in zip(titles, truth["shape"], truth["colour"]))
+    named = [PATTERN_WORDS[x] in t for t, x in zip(titles, truth["texture"])]
+    by_family = pd.Series(named).groupby(truth["family"]).all()
+    assert 0.3 < by_family.mean() < 0.7
+
+    def ink(path):  # the print's dark pixels (the colours and backgrounds are all lighter)
+        return (np.asarray(Image.open(path).convert("L")) < 50).mean()
+
+    first = truth.groupby("family").head(2).groupby("family").filter(lambda f: len(f) == 2).iloc[:20]
+    pairs = first["item_id"].to_numpy().reshape(-1, 2)
+    assert all(ink(shop.folder / "images" / f"{x}.jpg") > 0.01 for x, _ in pairs)
+    assert all(ink(plain.folder / "images" / f"{x}.jpg") < 0.005 for x, _ in pairs)
+    same = [abs(ink(shop.folder / "images" / f"{x}.jpg") - ink(shop.folder / "images" / f"{y}.jpg")) for x, y in pairs]
+    assert np.median(same) < 0.02

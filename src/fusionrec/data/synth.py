@@ -91,9 +91,11 @@ class SynthConfig(BaseModel):
     # leading zero as ids, a flat popularity, 8 interactions per user by default: most items are bought
     # once or twice, and a user's taste shows in the content of what they bought.
     catalogue: Literal["dense", "longtail"] = "dense"
-    # "names": a title of its own per item that tells nothing ("The Quiet Harbor 12"). "shop": a shop's title,
-    # naming the product's shape and colour, and its pattern for half the families ("Striped star tee, red",
-    # "Star tee, blue"): what a text can teach of a photo (fusionrec.bridge). The rest of the data is the same.
+    # "names": a title of its own per item that tells nothing ("The Quiet Harbor 12"). "shop": a shop's
+    # catalogue: titles that name the product's shape and colour, and its pattern for half the families
+    # ("Striped star tee, red", "Star tee, blue"), what a text can teach of a photo (fusionrec.bridge); and
+    # photos that carry their family's own print, the same on every colour, as one product's photos do.
+    # The interactions are the same.
     titles: Literal["names", "shop"] = "names"
 
 
@@ -116,11 +118,12 @@ class SynthResult:
         }
 
 
-def _render(args: tuple[str, str, str, str, int, int]) -> None:
-    """Draw one item's picture: its colour and shape over a neutral textured background."""
+def _render(args: tuple[str, str, str, str, int, int, int | None]) -> None:
+    """Draw one item's picture: its colour and shape over a neutral textured background, and its family's
+    print over the shape where it has one (``motif``: the print's seed)."""
     from PIL import Image, ImageDraw
 
-    path, colour, shape, texture, size, seed = args
+    path, colour, shape, texture, size, seed, motif = args
     rng = np.random.default_rng(seed)
     bg = tuple(int(v) for v in rng.integers(200, 250, 3))
     img = Image.new("RGB", (size, size), bg)
@@ -152,6 +155,19 @@ def _render(args: tuple[str, str, str, str, int, int]) -> None:
             a = np.pi / 2 + k * np.pi / 5
             pts.append((c + r * np.cos(a), c - r * np.sin(a)))
         d.polygon(pts, fill=fill)
+    if motif is not None:  # the family's print: the same few dark marks on every colour of the product
+        r = np.random.default_rng(motif)
+        for _ in range(8):
+            ink = (25, 25, 25) if r.random() < 0.6 else (245, 245, 245)
+            x, y = r.uniform(0.3, 0.7, 2) * size
+            w = size * r.uniform(0.06, 0.16)
+            kind = int(r.integers(0, 3))
+            if kind == 0:
+                d.ellipse([x - w, y - w, x + w, y + w], fill=ink)
+            elif kind == 1:
+                d.rectangle([x - w, y - w / 2, x + w, y + w / 2], fill=ink)
+            else:
+                d.line([(x - w, y - w), (x + w, y + w)], fill=ink, width=max(1, size // 24))
     img.save(path, format="JPEG", quality=90)
 
 
@@ -379,6 +395,7 @@ def generate(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> Syn
                 TEXTURES[item_texture[k]],
                 cfg.image_size,
                 cfg.seed * 1_000_003 + k,
+                cfg.seed * 1_000_003 + 7919 * int(family[k]) + 1 if cfg.titles == "shop" else None,
             )
             for k in range(n_i)
         ]
