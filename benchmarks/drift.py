@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retrieval import DATA, MODEL, ROOT, _port, phone_photo, sentences  # noqa: E402
+from retrieval import DATA, GENRES, MODEL, ROOT, _port, phone_photo, sentences  # noqa: E402
 
 # fixed thresholds on the score; for the *_bootstrap methods the threshold is the quantile of the no-drift score
 METHODS = {
@@ -131,31 +131,7 @@ class Traffic:
         self.histories = {u: g["item_idx"].to_numpy() for u, g in inter.groupby("user_idx") if len(g) >= 15}
         # cohorts: users whose genre profile is furthest from the average (another taste), and users of the
         # least popular items (a popularity shift); 15 % of the users each
-        genres = [
-            c
-            for c in ds.items.columns
-            if c
-            in (
-                "Action",
-                "Adventure",
-                "Animation",
-                "Children",
-                "Comedy",
-                "Crime",
-                "Documentary",
-                "Drama",
-                "Fantasy",
-                "FilmNoir",
-                "Horror",
-                "Musical",
-                "Mystery",
-                "Romance",
-                "SciFi",
-                "Thriller",
-                "War",
-                "Western",
-            )
-        ]
+        genres = [c for c in ds.items.columns if c in GENRES]
         g = ds.items.set_index("item_idx")[genres].fillna(0).to_numpy(float)
         users = np.array(sorted(self.histories))
         profile = np.stack([g[self.histories[u]].mean(0) for u in users])
