@@ -153,7 +153,7 @@ def main() -> int:
                 f"{r['genre_share']:.3f} of the top 10 of that genre through the bridge "
                 f"(random {r['genre_random']:.3f})",
                 others,
-                None,
+                f"image encoder by measurement: {chosen.replace('efficientnet_lite', 'Lite')} (Lite1, Lite2 no better)",
                 r["self_top10"],
             )
         ],
