@@ -31,14 +31,11 @@ import pandas as pd
 import record
 from retrieval import DATA, GENRE_WORDS, GENRES, phone_photo
 
+from fusionrec.encoders.base import unit_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 DEVELOPMENT = 1
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32)
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
 def measure(kind: str, ds, text, genre_table, queries_text, seeds: list[int], n: int) -> dict:
@@ -50,7 +47,7 @@ def measure(kind: str, ds, text, genre_table, queries_text, seeds: list[int], n:
     t = time.perf_counter()
     got = enc.encode([p if isinstance(p, str) else None for p in paths])
     seconds = time.perf_counter() - t
-    images, mask = _unit(got.values) * np.asarray(got.mask)[:, None], np.asarray(got.mask, bool)
+    images, mask = unit_rows(got.values) * np.asarray(got.mask)[:, None], np.asarray(got.mask, bool)
     ids = ds.items.sort_values("item_idx")["item_id"].astype(str).to_numpy()
     out = {"items_per_second": len(paths) / seconds, "dim": enc.dim, "size": enc.size}
     for seed in seeds:
@@ -58,7 +55,7 @@ def measure(kind: str, ds, text, genre_table, queries_text, seeds: list[int], n:
         usable = np.flatnonzero(mask)
         sample = np.sort(rng.choice(usable, min(n, len(usable)), replace=False))
         photos = [phone_photo(paths[i], rng) for i in sample]
-        q = _unit(enc.encode(photos).values)
+        q = unit_rows(enc.encode(photos).values)
         sims = q @ images.T
         sims[:, ~mask] = -np.inf
         own = sims[np.arange(len(sample)), sample]

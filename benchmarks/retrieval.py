@@ -463,13 +463,7 @@ def shop(args) -> int:
     rng = np.random.default_rng(args.seed)
     sizes = pd.Series(family).value_counts()
     sample = np.sort(rng.choice(np.flatnonzero(sizes.loc[family].to_numpy() >= 2), args.items, replace=False))
-    photos = [
-        phone_photo(
-            str(raw / items.at[i, "image"]) if not str(items.at[i, "image"]).startswith("/") else items.at[i, "image"],
-            rng,
-        )
-        for i in sample
-    ]
+    photos = [phone_photo(items.at[i, "image"], rng) for i in sample]  # validated paths are absolute
     # the plain alternative: cosine search over the image encoder's embeddings of the catalogue
     settings = load_settings()
     encoder = build_encoders(settings, {"image"})["image"]

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionrec.encoders.base import unit_rows
+
 log = logging.getLogger(__name__)
 
 PAIR = ("text", "image")  # the two spaces bridged
@@ -34,11 +36,6 @@ TEMPERATURE = 0.1
 STEPS, CHECK_EVERY, PATIENCE, BATCH = 2000, 10, 10, 512  # steps at most; a check every 10; stop after 10 worse
 LEARNING_RATE, WEIGHT_DECAY = 3e-3, 1e-4
 FILES = ("bridge.npz", "bridge.json")
-
-
-def _unit(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float32)
-    return values / np.maximum(np.linalg.norm(values, axis=-1, keepdims=True), 1e-12)
 
 
 @dataclass
@@ -52,7 +49,7 @@ class Bridge:
 
     def project(self, source: str, target: str, vectors: np.ndarray) -> np.ndarray:
         """Vectors [B, d_source] in ``source``'s space -> unit vectors [B, d_target] in ``target``'s."""
-        return _unit(_unit(vectors) @ self.maps[(source, target)])
+        return unit_rows(unit_rows(vectors) @ self.maps[(source, target)])
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -113,7 +110,7 @@ def _fit(source: np.ndarray, target: np.ndarray, train: np.ndarray, held: np.nda
         opt.step()
         if step % CHECK_EVERY == 0:
             with torch.no_grad():
-                score = _top10(_unit((x[held] @ w).numpy()), target[held])
+                score = _top10(unit_rows((x[held] @ w).numpy()), target[held])
             if score > best:
                 best, kept, step_kept = score, w.detach().clone(), step
             elif step - step_kept >= PATIENCE * CHECK_EVERY:
@@ -137,7 +134,7 @@ def train_bridge(
     order = np.random.default_rng(seed).permutation(pairs)
     n_held = min(MAX_HELD_OUT, max(10, int(round(HELD_OUT * len(pairs)))))
     held_out, trained = np.sort(order[:n_held]), order[n_held:]
-    text, image = _unit(vectors[PAIR[0]]), _unit(vectors[PAIR[1]])
+    text, image = unit_rows(vectors[PAIR[0]]), unit_rows(vectors[PAIR[1]])
     # positions in the pairs' own arrays
     position = np.full(len(text), -1, np.int64)
     position[pairs] = np.arange(len(pairs))

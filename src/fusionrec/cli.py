@@ -515,10 +515,6 @@ def recommend_cmd(
         if not image.is_file():
             raise ConfigError(f"--image {image}: no such file")
         instance["image"] = base64.b64encode(image.read_bytes()).decode("ascii")
-    from fusionrec.search import SPACES
-
-    if space is not None and space not in SPACES:
-        raise ConfigError(f"--space must be one of {', '.join(SPACES)}, got {space!r}")
     for name, value in (("text", text), ("like", like), ("user_id", user), ("blend", blend), ("space", space)):
         if value is not None:
             instance[name] = value

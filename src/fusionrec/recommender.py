@@ -108,7 +108,7 @@ class Recommender:
         *,
         search_pool: int = 100,
         blend: float = 0.1,
-        bridge_weight: float = 1.0,
+        bridge_weight: float = 0.2,
         ann_above: int | None = None,
         ann_ef: int = 400,
         ann_pool: int = 200,

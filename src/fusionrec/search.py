@@ -31,18 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from fusionrec.bridge import PAIR, Bridge, train_bridge
+from fusionrec.encoders.base import unit_rows
 
 log = logging.getLogger(__name__)
 
 HNSW_ABOVE = 200_000
 INDEX_DIR = "index"
 SPACES = ("both", "text", "image")  # where a query by example searches: both spaces, or one of them
-
-
-def _normalised(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float32)
-    norm = np.linalg.norm(values, axis=1, keepdims=True)
-    return values / np.maximum(norm, 1e-12)
 
 
 def _new_index(dim: int, n: int):
@@ -95,7 +90,7 @@ class ItemSearch:
     ) -> None:
         self.bridge = bridge
         self.modalities = sorted(vectors)
-        self.vectors = {m: _normalised(v) * masks[m][:, None] for m, v in vectors.items()}  # zeros where absent
+        self.vectors = {m: unit_rows(v) * masks[m][:, None] for m, v in vectors.items()}  # zeros where absent
         self.masks = {m: np.asarray(masks[m], dtype=bool) for m in self.modalities}
         self.rows = {m: np.flatnonzero(self.masks[m]) for m in self.modalities}  # index row -> item index
         self.indexes = indexes if indexes is not None else {m: self._build(m) for m in self.modalities}
@@ -198,7 +193,7 @@ class ItemSearch:
         share = _shares(query, weights)
         for col, m in enumerate(self.modalities):
             if m in query:
-                terms[:, col] = self.vectors[m][items] @ _normalised(query[m][None])[0] * share[m]
+                terms[:, col] = self.vectors[m][items] @ unit_rows(query[m][None])[0] * share[m]
         return SearchHits(items, terms, terms != 0)
 
     def item_queries(self, items: list[int]) -> list[dict[str, np.ndarray]]:
@@ -216,7 +211,7 @@ class ItemSearch:
             asked = [n for n, q in enumerate(queries) if m in q]
             if not asked or not len(self.rows[m]):
                 continue
-            block = _normalised(np.stack([queries[n][m] for n in asked]))
+            block = unit_rows(np.stack([queries[n][m] for n in asked]))
             _, found = self.indexes[m].search(np.ascontiguousarray(block), min(pool, len(self.rows[m])))
             if weights:  # a space weighing less than 1 proposes its share of the pool (at least 10)
                 cut = [max(10, round(pool * min(1.0, weights[n].get(m, 1.0)))) for n in asked]

@@ -75,6 +75,12 @@ def hash_files(paths: list[Path], chunk: int = 1 << 20) -> str:
     return h.hexdigest()[:16]
 
 
+def unit_rows(values) -> np.ndarray:
+    """Row-wise unit length (numpy, float32; a zero row stays zero)."""
+    values = np.asarray(values, dtype=np.float32)
+    return values / np.maximum(np.linalg.norm(values, axis=-1, keepdims=True), 1e-12)
+
+
 def l2_normalise(x):
     """Row-wise unit length (torch tensor in, tensor out)."""
     import torch
