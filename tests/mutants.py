@@ -679,6 +679,13 @@ MUTANTS = [
         ("tests/integration/test_serving.py", "-k", "both_spaces_by_default and collocated"),
     ),
     Mutant(
+        "a CLIP checkpoint's joint space is ignored for text queries",
+        "src/fusionrec/recommender.py",
+        '        if image is None or getattr(image, "joint", None) is None or "text" not in self.encoders:',
+        "        if True:",
+        ("tests/integration/test_clip.py", "-k", "joint_space"),
+    ),
+    Mutant(
         "the approximate top-K keeps the excluded items",
         "src/fusionrec/topk.py",
         "        return np.setdiff1d(found, excluded)",

@@ -374,6 +374,24 @@ class Recommender:
                 queries[i] = {**q, **queries[i]}
         return queries
 
+    def _joint(self, rows: list[Row], queries: list[dict[str, np.ndarray]]) -> dict[int, dict[str, np.ndarray]]:
+        """For the text queries that search the image space without a vector of their own there, the text in
+        the image encoder's joint space where it has one (a CLIP checkpoint with its text tower), redacted
+        as the text encoder redacts: row -> {"image": vector}. Empty otherwise (the bridge carries them)."""
+        image = self.encoders.get("image")
+        if image is None or getattr(image, "joint", None) is None or "text" not in self.encoders:
+            return {}
+        asked = [
+            n
+            for n, (r, q) in enumerate(zip(rows, queries))
+            if r.text is not None and "image" not in q and r.space in ("both", "image")
+        ]
+        if not asked:
+            return {}
+        texts, _ = self.encoders["text"].prepare([rows[n].text for n in asked])
+        vectors = image.encode_joint_text(texts)
+        return {n: {"image": vectors[j]} for j, n in enumerate(asked)}
+
     def _no_encoder(self, m: str) -> str:
         identity = str(self.artifact.encoders.get(m, {}).get("identity", ""))
         can = sorted(self.encoders)
@@ -397,7 +415,8 @@ class Recommender:
             taste = {i: (users.vectors[j], users.excluded[j], users.cold[j], at[j]) for j, i in enumerate(personal)}
         with torch.inference_mode():
             vectors = self.tower(queries).vectors
-        spaced = [self.search.in_spaces(q, r.space) for q, r in zip(queries, rows)]
+        joint = self._joint(rows, queries)
+        spaced = [self.search.in_spaces(q, r.space, joint.get(n)) for n, (q, r) in enumerate(zip(queries, rows))]
         weights = [{m: self.bridge_weight for m in via} for _, via in spaced]  # the query's own spaces weigh 1
         free = [n for n, r in enumerate(rows) if r.candidates is None]
         pool = max(self.search_pool, max(r.k for r in rows))

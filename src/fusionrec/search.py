@@ -18,7 +18,9 @@ A text query can also search the image space, and a photo the text space, throug
 from the catalogue's own text-photo pairs (:mod:`fusionrec.bridge`): :meth:`ItemSearch.in_spaces` puts
 the query's vector into the space it lacks, and the search goes on as above, a bridged space weighing
 ``serving.bridge_weight`` against 1 for each of the query's own (its share of the score is its weight over
-the weights' sum). Each hit says which spaces' pools proposed it (``found``).
+the weights' sum). Each hit says which spaces' pools proposed it (``found``). Where the image encoder is a
+CLIP checkpoint with its text tower, a text query reaches the image space through CLIP's own joint space
+instead (``joint`` in :meth:`ItemSearch.in_spaces`); a photo still reaches the text space by the bridge.
 """
 
 from __future__ import annotations
@@ -158,24 +160,32 @@ class ItemSearch:
             return cls(vectors, masks, bridge=bridge)
         return cls(vectors, masks, {m: faiss.read_index(str(folder / f"{m}.faiss")) for m in vectors}, bridge)
 
-    def in_spaces(self, query: dict[str, np.ndarray], space: str = "both") -> tuple[dict[str, np.ndarray], dict]:
+    def in_spaces(
+        self, query: dict[str, np.ndarray], space: str = "both", joint: dict[str, np.ndarray] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict]:
         """A query's vectors in the spaces ``space`` names (see :data:`SPACES`), the bridge carrying it into
-        a space it has no vector of: (space -> vector, space -> the query modality bridged from, for the
-        spaces reached through the bridge). Without a bridge a query stays in its own spaces.
+        a space it has no vector of: (space -> vector, space -> the query modality carried from, for the
+        spaces reached that way). ``joint``: the query's vectors already in such a space by a joint encoder
+        (a CLIP checkpoint's text tower puts a text where its images are), used there in place of the
+        bridge. Without either a query stays in its own spaces.
 
         Raises:
-            BadRequest: the query has no vector in (and no bridge into) the space asked for.
+            BadRequest: the query has no vector in (and no way into) the space asked for.
         """
         from fusionrec.errors import BadRequest
 
         wanted = self.modalities if space == "both" else [space]
         out = {m: v for m, v in query.items() if m in wanted}
         via: dict[str, str] = {}
-        if self.bridge is not None:
-            for source, target in (PAIR, PAIR[::-1]):
-                if target in wanted and target not in query and source in query:
+        for source, target in (PAIR, PAIR[::-1]):
+            if target in wanted and target not in query and source in query:
+                if joint and target in joint:
+                    out[target] = joint[target]
+                elif self.bridge is not None:
                     out[target] = self.bridge.project(source, target, query[source][None])[0]
-                    via[target] = source
+                else:
+                    continue
+                via[target] = source
         if not out:
             have = " and ".join(sorted(query)) or "nothing"
             raise BadRequest(

