@@ -686,6 +686,20 @@ MUTANTS = [
         ("tests/integration/test_clip.py", "-k", "joint_space"),
     ),
     Mutant(
+        "a query's top similarity is compared across the spaces searched",
+        "src/fusionrec/monitoring/drift.py",
+        "    _same_kind_scores(frame, reference, cur, ref)\n",
+        "",
+        (MONITORING, "-k", "one_space"),
+    ),
+    Mutant(
+        "a one-space query has no reference in the queries it was made from",
+        "src/fusionrec/monitoring/reference.py",
+        '    made = kind.split(">", 1)[0]',
+        "    made = kind",
+        (MONITORING, "-k", "one_space"),
+    ),
+    Mutant(
         "the approximate top-K keeps the excluded items",
         "src/fusionrec/topk.py",
         "        return np.setdiff1d(found, excluded)",

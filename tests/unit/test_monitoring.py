@@ -192,6 +192,37 @@ def test_a_signal_with_too_few_rows_in_a_full_window_is_not_judged():
     assert by_name["user_vector"].drifted is False  # judged, and the same population
 
 
+def _bridged(recs: list[dict], every: int) -> list[dict]:
+    """Every ``every``-th text query made a one-space query into the image space (``text>image``): the same
+    text vector, its top similarity in the other space (lower: here 3 below)."""
+    for n, r in enumerate(x for x in recs if x["kind"] == "text"):
+        if n % every == 0:
+            r["kind"], r["scores"] = "text>image", [s - 3.0 for s in r["scores"]]
+    return recs
+
+
+def test_one_space_queries_are_compared_by_their_vectors_and_by_their_score_with_their_own_kind_only():
+    """A reference of plain text queries stands in for ``text>image`` ones by their text vectors, never by
+    their top similarity, which lies in the image space: a window of both kinds from the same population is
+    quiet, its score signal over the ``text`` rows alone; a window of moved ``text>image`` queries drifts
+    by its vectors, its score not judged (nothing of its kind to compare with)."""
+    mix = (0.3, 0.1, 0.5, 0.1)
+    ref = _frame(traffic(800, T0, seed=10, p=mix))
+    window = _bridged(traffic(800, T0, seed=11, p=mix), every=2)
+    kinds = pd.Series([r["kind"] for r in window]).value_counts()
+    assert min(kinds["text"], kinds["text>image"]) >= SETTINGS.min_records
+    result = drift.evaluate(_frame(window), ref, SETTINGS)
+    by = {s.name: s for s in result.signals}
+    assert by["query_text"].rows == kinds["text"] + kinds["text>image"] and by["query_text"].drifted is False
+    assert by["query_score"].rows == kinds["text"] and by["query_score"].drifted is False
+    assert result.drifted == [], [(s.name, s.score) for s in result.signals]
+
+    moved = drift.evaluate(_frame(_bridged(traffic(800, T0, seed=12, p=mix, text_shift=1.5), every=1)), ref, SETTINGS)
+    by = {s.name: s for s in moved.signals}
+    assert [s.name for s in moved.drifted] == ["query_text"] and by["query_text"].rows > SETTINGS.min_records
+    assert by["query_score"].drifted is None and by["query_score"].rows == 0
+
+
 def _result(drifted: list[str], evaluated: int = 6, enough: bool = True) -> drift.DriftResult:
     names = list(drift.VALUE_SIGNALS) + list(drift.EMBEDDING_SIGNALS)
     r = drift.DriftResult(records=500 if enough else 10, enough=enough)

@@ -8,8 +8,9 @@ Evidently and a verdict against its threshold:
 
 - what the model answers, by PSI: the top score of a recommendation (``top_score``: the model's logit), the
   top similarity of a query by example (``query_score``: how well the best item matches a photo or a
-  text; it falls when queries stop looking like the catalogue), and the popularity of what is returned
-  (``popularity``: the mean log1p training-interaction count of the returned items);
+  text; it falls when queries stop looking like the catalogue; compared between queries of the same kind
+  only, since each kind's similarity lies in the space it searched), and the popularity of what is
+  returned (``popularity``: the mean log1p training-interaction count of the returned items);
 - embeddings (``EmbeddingsDrift``): the user vectors and the query vectors of text and image queries,
   each over the rows that carry one, by the method and threshold in the settings (chosen by
   ``benchmarks/drift.py``).
@@ -106,6 +107,19 @@ def scalar_features(frame: pd.DataFrame, popularity: dict[str, float] | None = N
     return out
 
 
+def _same_kind_scores(frame: pd.DataFrame, reference: pd.DataFrame, cur: pd.DataFrame, ref: pd.DataFrame) -> None:
+    """Keep ``query_score`` where both sides have queries of the same kind only (in place): a query's top
+    similarity lies in the space it searched (a text query's own, the image space through the bridge for
+    ``text>image``, a mean of two for ``text+image``), so a pinned ``text`` row standing in for a
+    ``text>image`` one compares its vectors, never its score."""
+    if "stands_for" in reference:
+        stands = reference["stands_for"]
+        other = (stands.notna() & (stands.astype(str) != reference["kind"].astype(str))).to_numpy()
+        ref.loc[other, "query_score"] = np.nan
+    kinds = set(reference.loc[ref["query_score"].notna().to_numpy(), "kind"].astype(str))
+    cur.loc[~frame["kind"].astype(str).isin(kinds).to_numpy(), "query_score"] = np.nan
+
+
 def _vectors(frame: pd.DataFrame, column: str) -> np.ndarray:
     rows = [v for v in frame[column] if v is not None and len(v)]
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
@@ -187,6 +201,7 @@ def evaluate(
     frame = _sample(frame, settings.drift_sample, seed)
     reference = reference.draw(frame, seed + 1) if hasattr(reference, "draw") else matched(reference, frame, seed + 1)
     cur, ref = scalar_features(frame, popularity), scalar_features(reference, popularity)
+    _same_kind_scores(frame, reference, cur, ref)
     definition = DataDefinition(numerical_columns=list(NUMERIC), categorical_columns=["kind"])
     metrics = [
         RowCount(),

@@ -191,21 +191,28 @@ def pinned_callers(folder: str | Path, identities: dict[str, str], version: str)
     return (frame[keep].reset_index(drop=True) if keep.any() else None), why
 
 
+def _group(kind: str, kinds: set[str]) -> str | None:
+    """A kind's group among the reference's ``kinds``: the kind itself, or the query it was made from (a
+    one-space query ``text>image`` -> ``text``: the same vectors, searched elsewhere), or a composite
+    query's first part (``text+image`` -> ``text``), or None when the reference has none."""
+    if kind in kinds:
+        return kind
+    made = kind.split(">", 1)[0]
+    if made in kinds:
+        return made
+    return next((p for p in made.split("+") if p in kinds), None)
+
+
 def _groups(frame: pd.DataFrame, kinds: set[str]) -> pd.Series:
-    """Each row's group: its kind, or a composite query's first part the reference has (``text+image`` ->
-    ``text``), or None when the reference has none."""
-    return (
-        frame["kind"]
-        .astype(str)
-        .map(lambda kind: kind if kind in kinds else next((p for p in kind.split("+") if p in kinds), None))
-    )
+    """Each row's group (:func:`_group`)."""
+    return frame["kind"].astype(str).map(lambda kind: _group(kind, kinds))
 
 
 def matched(reference: pd.DataFrame, window: pd.DataFrame, seed: int = 0, times: float | None = None) -> pd.DataFrame:
     """Rows of ``reference`` (logged records) in the window's mix of kinds: ``times`` per window row of a kind
     the reference has (default: as many as every kind allows, at most :data:`DRAWS`; never a row twice), each
-    given the ``k`` and latency of a window row of its kind and its answer cut to that ``k``. Kinds the
-    reference has nothing for are left out."""
+    given the ``k`` and latency of a window row of its group (:func:`_group`), the kind of that row
+    (``stands_for``) and its answer cut to that ``k``. Kinds the reference has nothing for are left out."""
     rng = np.random.default_rng(seed)
     kinds = set(reference["kind"].astype(str))
     groups, ref_groups = _groups(window, kinds), _groups(reference, kinds)
@@ -220,6 +227,7 @@ def matched(reference: pd.DataFrame, window: pd.DataFrame, seed: int = 0, times:
         shape = shape.iloc[rng.choice(len(shape), len(ref), replace=True)]
         for col in SHAPE[1:]:
             ref[col] = shape[col].to_numpy()
+        ref["stands_for"] = shape["kind"].astype(str).to_numpy()  # the window kind a pinned row stands in for
         ks = ref["k"].astype(int).to_numpy()
         ref["items"] = [list(items)[:q] for items, q in zip(ref["items"], ks)]
         ref["scores"] = [list(scores)[:q] for scores, q in zip(ref["scores"], ks)]
