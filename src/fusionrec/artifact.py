@@ -111,12 +111,15 @@ def write_artifact(
     card: str,
     curves: Path | None = None,
     seen: pd.DataFrame | None = None,
+    views: np.ndarray | None = None,
 ) -> Path:
     """Write a model artifact into the folder ``target`` (replaced atomically), labelled ``version``.
 
     A candidate that is not yet in a registry is written with its own label (e.g. ``candidate``) and
     numbered when :func:`fusionrec.registry.register` copies it in.
     ``seen``: the (user_idx, item_idx) rows serving excludes as already seen; default: the items of ``history``.
+    ``views``: the embedded camera-like views of each item's photo ([n_items, V, d]), which train the photo
+    head shipped in ``index/`` (:mod:`fusionrec.photohead`); None: no head.
     """
     from safetensors.torch import save_file
 
@@ -148,7 +151,7 @@ def write_artifact(
         (tmp / "model_card.md").write_text(card.replace("{version}", version), encoding="utf-8")
         if curves is not None and curves.exists():
             (tmp / "curves.png").write_bytes(curves.read_bytes())
-        ItemSearch.from_model(model, identities(encoders)).save(tmp / INDEX_DIR)
+        ItemSearch.from_model(model, identities(encoders), views).save(tmp / INDEX_DIR)
         if model.config.n_items > topk.SHIP_ABOVE:
             topk.save_index(model, *topk.catalogue(model), tmp / INDEX_DIR)
         write_checksums(tmp)

@@ -80,6 +80,9 @@ class ImageEncoderSettings(_Strict):
     kind: Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "hf"] = "efficientnet_lite0"
     checkpoint: str | None = None
     batch_size: int = Field(32, ge=1)
+    # camera-like views per catalogue photo embedded by the embed step, which train the photo head of query
+    # by example (fusionrec.photohead); 0: none, photos are searched in the encoder's space as it is
+    views: int = Field(2, ge=0, le=8)
 
 
 class EncoderSettings(_Strict):

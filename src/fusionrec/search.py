@@ -21,6 +21,10 @@ the query's vector into the space it lacks, and the search goes on as above, a b
 the weights' sum). Each hit says which spaces' pools proposed it (``found``). Where the image encoder is a
 CLIP checkpoint with its text tower, a text query reaches the image space through CLIP's own joint space
 instead (``joint`` in :meth:`ItemSearch.in_spaces`); a photo still reaches the text space by the bridge.
+
+Where the version has a photo head (:mod:`fusionrec.photohead`, trained on camera-like views of the
+catalogue's own photos), the image space searched is the encoder's vectors and the head's side by side
+(:meth:`fusionrec.photohead.PhotoHead.extend`): a photo query, a bridged text and an item's own photo alike.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 
 from fusionrec.bridge import PAIR, Bridge, train_bridge
 from fusionrec.encoders.base import unit_rows
+from fusionrec.photohead import PhotoHead, train_photo_head
 
 log = logging.getLogger(__name__)
 
@@ -89,29 +94,41 @@ class ItemSearch:
         masks: dict[str, np.ndarray],
         indexes: dict | None = None,
         bridge: Bridge | None = None,
+        head: PhotoHead | None = None,
     ) -> None:
         self.bridge = bridge
+        self.head = head if "image" in vectors else None
         self.modalities = sorted(vectors)
         self.vectors = {m: unit_rows(v) * masks[m][:, None] for m, v in vectors.items()}  # zeros where absent
+        # what is indexed and scored: the encoder's vectors, the image space with the photo head beside them
+        self.spaces = {m: self._space(m, v) for m, v in self.vectors.items()}
         self.masks = {m: np.asarray(masks[m], dtype=bool) for m in self.modalities}
         self.rows = {m: np.flatnonzero(self.masks[m]) for m in self.modalities}  # index row -> item index
         self.indexes = indexes if indexes is not None else {m: self._build(m) for m in self.modalities}
 
+    def _space(self, m: str, unit: np.ndarray) -> np.ndarray:
+        """Unit vectors [B, d] of modality ``m``'s encoder -> the space searched (unit, zero rows stay zero)."""
+        return self.head.extend(unit) if m == "image" and self.head is not None else unit
+
     def _build(self, m: str):
         rows = self.rows[m]
-        index = _new_index(self.vectors[m].shape[1], len(rows))
+        index = _new_index(self.spaces[m].shape[1], len(rows))
         if len(rows):
-            index.add(np.ascontiguousarray(self.vectors[m][rows]))
+            index.add(np.ascontiguousarray(self.spaces[m][rows]))
         return index
 
     @classmethod
-    def from_model(cls, model, identities: dict[str, str] | None = None) -> ItemSearch:
+    def from_model(cls, model, identities: dict[str, str] | None = None, views: np.ndarray | None = None) -> ItemSearch:
         """The indexes over a fusion model's frozen item features (its ``feat_<m>`` / ``mask_<m>`` buffers),
         and the bridge between its text and image spaces trained on them (``identities``: each modality's
-        encoder identity, which the bridge keeps; None: no bridge)."""
+        encoder identity, which the bridge keeps; None: no bridge); with ``views`` (the embedded camera-like
+        views of each item's photo, [n_items, V, d]), the photo head trained on them."""
         vectors, masks = _features(model)
         bridge = train_bridge(vectors, masks, identities) if identities is not None else None
-        return cls(vectors, masks, bridge=bridge)
+        head = None
+        if views is not None and "image" in vectors:
+            head = train_photo_head(vectors["image"], masks["image"], views, (identities or {}).get("image", ""))
+        return cls(vectors, masks, bridge=bridge, head=head)
 
     def save(self, folder: str | Path) -> None:
         """Write ``<m>.faiss`` per modality and ``index.json`` (kind, size, dimension) into ``folder``."""
@@ -125,11 +142,13 @@ class ItemSearch:
             meta[m] = {
                 "kind": type(self.indexes[m]).__name__,
                 "items": int(len(self.rows[m])),
-                "dim": int(self.vectors[m].shape[1]),
+                "dim": int(self.spaces[m].shape[1]),
             }
         (folder / "index.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if self.bridge is not None:
             self.bridge.save(folder)
+        if self.head is not None:
+            self.head.save(folder)
 
     @classmethod
     def load(cls, folder: str | Path, model, identities: dict[str, str] | None = None) -> ItemSearch:
@@ -141,6 +160,15 @@ class ItemSearch:
 
         folder = Path(folder)
         vectors, masks = _features(model)
+        head = (
+            PhotoHead.load(folder, (identities or {}).get("image"), vectors["image"].shape[1])
+            if "image" in vectors
+            else None
+        )
+        dims = {
+            m: v.shape[1] + (head.weights.shape[1] if m == "image" and head is not None else 0)
+            for m, v in vectors.items()
+        }
         bridge = None
         if identities is not None and all(s in vectors for s in PAIR):
             bridge = Bridge.load(folder, identities, {m: v.shape[1] for m, v in vectors.items()})
@@ -153,12 +181,13 @@ class ItemSearch:
             json.loads((folder / "index.json").read_text(encoding="utf-8")) if (folder / "index.json").exists() else {}
         )
         fits = set(meta) == set(vectors) and all(
-            meta[m]["items"] == int(masks[m].sum()) and meta[m]["dim"] == vectors[m].shape[1] for m in vectors
+            meta[m]["items"] == int(masks[m].sum()) and meta[m]["dim"] == dims[m] for m in vectors
         )
         if not fits:
             log.warning("%s: no search index for this model's modalities; building it now", folder)
-            return cls(vectors, masks, bridge=bridge)
-        return cls(vectors, masks, {m: faiss.read_index(str(folder / f"{m}.faiss")) for m in vectors}, bridge)
+            return cls(vectors, masks, bridge=bridge, head=head)
+        indexes = {m: faiss.read_index(str(folder / f"{m}.faiss")) for m in vectors}
+        return cls(vectors, masks, indexes, bridge, head)
 
     def in_spaces(
         self, query: dict[str, np.ndarray], space: str = "both", joint: dict[str, np.ndarray] | None = None
@@ -203,7 +232,7 @@ class ItemSearch:
         share = _shares(query, weights)
         for col, m in enumerate(self.modalities):
             if m in query:
-                terms[:, col] = self.vectors[m][items] @ unit_rows(query[m][None])[0] * share[m]
+                terms[:, col] = self.spaces[m][items] @ self._space(m, unit_rows(query[m][None]))[0] * share[m]
         return SearchHits(items, terms, terms != 0)
 
     def item_queries(self, items: list[int]) -> list[dict[str, np.ndarray]]:
@@ -221,7 +250,7 @@ class ItemSearch:
             asked = [n for n, q in enumerate(queries) if m in q]
             if not asked or not len(self.rows[m]):
                 continue
-            block = unit_rows(np.stack([queries[n][m] for n in asked]))
+            block = self._space(m, unit_rows(np.stack([queries[n][m] for n in asked])))
             _, found = self.indexes[m].search(np.ascontiguousarray(block), min(pool, len(self.rows[m])))
             if weights:  # a space weighing less than 1 proposes its share of the pool (at least 10)
                 cut = [max(10, round(pool * min(1.0, weights[n].get(m, 1.0)))) for n in asked]
@@ -237,7 +266,7 @@ class ItemSearch:
             share = _shares(q, weights[n] if weights else None)
             for col, m in enumerate(self.modalities):
                 if m in q:
-                    terms[:, col] = self.vectors[m][items] @ q[m] * share[m]
+                    terms[:, col] = self.spaces[m][items] @ q[m] * share[m]
             for proposed, col in proposals[n]:
                 found[:, col] = np.isin(items, proposed)
             hits.append(SearchHits(items, terms, found))

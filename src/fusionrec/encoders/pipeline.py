@@ -30,6 +30,7 @@ class ModalityEmbeddings:
     reasons: list[str | None]
     identity: str
     stats: dict[str, Any] = field(default_factory=dict)
+    views: np.ndarray | None = None  # [n_items, V, dim]: camera-like views of each photo (fusionrec.photohead)
 
     @property
     def dim(self) -> int:
@@ -144,6 +145,7 @@ def encode_dataset(
     encoders: dict[str, Any] | None = None,
     progress: bool = True,
     modalities: set[str] | None = None,
+    views: int = 0,
 ) -> dict[str, ModalityEmbeddings]:
     """Embed every modality of a dataset (or those in ``modalities``): text and images with pretrained
     encoders, precomputed vectors as given.
@@ -153,6 +155,8 @@ def encode_dataset(
         settings: the run's settings (encoders, privacy, cache path).
         encoders: ready encoders by modality (default: built from the settings).
         modalities: embed only these (one pipeline task per modality).
+        views: camera-like views of each photo to embed as well (:func:`fusionrec.photohead.view`), kept
+            as the image embeddings' ``views``.
 
     Raises:
         ConfigError: a modality the dataset does not have.
@@ -181,6 +185,8 @@ def encode_dataset(
             enc, stats = run_encoder(encoder, inputs[name](), cache, progress=progress)
             out[name] = ModalityEmbeddings(name, enc.values, enc.mask, enc.reasons, encoder.identity, stats)
             log.info("%s: %s", name, stats)
+            if name == "image" and views > 0:
+                out[name].views = _views(encoder, inputs[name](), views, cache, progress)
     finally:
         cache.close()
     if TABULAR in wanted and TABULAR not in dataset.modalities:
@@ -197,6 +203,26 @@ def encode_dataset(
             f"precomputed/{name}/{m.dim}",
             {"items": len(m.mask), "cached": 0, "computed": 0, "masked": int((~m.mask).sum()), "seconds": 0.0},
         )
+    return out
+
+
+def _views(encoder, images: list, n: int, cache, progress: bool) -> np.ndarray:
+    """[len(images), n, dim]: each photo's ``n`` camera-like views embedded (zero where a photo is missing
+    or does not decode), through the cache like the photos themselves."""
+    from fusionrec.photohead import view
+
+    prepared, _ = encoder.prepare(images)
+    out = np.zeros((len(images), n, encoder.dim), dtype=np.float32)
+    for k in range(n):
+        shots = []
+        for data in prepared:
+            try:
+                shots.append(view(data, k) if data is not None else None)
+            except ValueError:
+                shots.append(None)
+        enc, stats = run_encoder(encoder, shots, cache, progress=progress)
+        out[enc.mask, k] = enc.values[enc.mask]
+        log.info("image view %d: %s", k, stats)
     return out
 
 
@@ -227,6 +253,8 @@ def save_embeddings(embeddings: dict[str, ModalityEmbeddings], item_ids: np.ndar
     for name, m in embeddings.items():
         np.save(folder / f"{name}.npy", m.values)
         np.save(folder / f"{name}.mask.npy", m.mask)
+        if m.views is not None:
+            np.save(folder / f"{name}.views.npy", m.views.astype(np.float16))
         for i in np.flatnonzero(~m.mask):
             rows.append({"item_id": item_ids[i], "modality": name, "reason": m.reasons[i]})
         meta[name] = {
@@ -235,6 +263,7 @@ def save_embeddings(embeddings: dict[str, ModalityEmbeddings], item_ids: np.ndar
             "present": int(m.mask.sum()),
             **m.stats,
             "reasons": dict(Counter(r for r in m.reasons if r)),
+            **({"views": int(m.views.shape[1])} if m.views is not None else {}),
         }
     pd.DataFrame(rows, columns=["item_id", "modality", "reason"]).to_csv(folder / "masked.csv", index=False)
     (folder / "embeddings.json").write_text(json.dumps({"modalities": meta}, indent=2), encoding="utf-8")
@@ -253,6 +282,7 @@ def load_embeddings(folder: str | Path) -> dict[str, ModalityEmbeddings]:
     for name, m in meta.items():
         values = np.load(folder / f"{name}.npy")
         mask = np.load(folder / f"{name}.mask.npy")
+        views = folder / f"{name}.views.npy"
         out[name] = ModalityEmbeddings(
             name,
             values,
@@ -260,6 +290,7 @@ def load_embeddings(folder: str | Path) -> dict[str, ModalityEmbeddings]:
             [None] * len(mask),
             m["identity"],
             {k: m[k] for k in ("items", "cached", "computed", "masked", "seconds") if k in m},
+            np.load(views).astype(np.float32) if m.get("views") and views.exists() else None,
         )
     return out
 
@@ -272,7 +303,9 @@ def embed_to_folder(
     from fusionrec.io import atomic_dir
 
     ds = Dataset.load(dataset_dir)
-    embeddings = encode_dataset(ds, settings, progress=progress, modalities=modalities)
+    embeddings = encode_dataset(
+        ds, settings, progress=progress, modalities=modalities, views=settings.encoders.image.views
+    )
     with atomic_dir(Path(out)) as tmp:
         save_embeddings(embeddings, ds.items["item_id"].to_numpy(), tmp)
     return embeddings
@@ -302,7 +335,7 @@ def merge_embeddings(folders: list[str | Path], out: str | Path) -> list[str]:
                     raise DatasetError(f"{folder}: {name} covers {rows} items, another modality {n_items}")
                 n_items = rows
                 meta[name] = m
-                for suffix in (".npy", ".mask.npy"):
+                for suffix in (".npy", ".mask.npy", *((".views.npy",) if m.get("views") else ())):
                     shutil.copyfile(folder / f"{name}{suffix}", tmp / f"{name}{suffix}")
             masked.append(pd.read_csv(folder / "masked.csv", dtype=str))
         frame = (

@@ -103,6 +103,7 @@ def train_candidate(
         ranking_head=spec.ranking_head,
     )
     emb = {m: e for m, e in emb.items() if m in cfg.modalities}
+    views = emb["image"].views if "image" in emb else None  # the photo head's (the Feast rows carry none)
     train_cfg = TrainConfig(epochs=spec.epochs, seed=spec.seed, device=device, softmax=spec.softmax)
     split = make_split(ds, spec.protocol, seed=spec.seed)
     run_id = spec.run_id(ds.name, list(cfg.modalities))
@@ -162,6 +163,7 @@ def train_candidate(
             card=model_card(ds.name, split, cfg, result, test, encoders),
             curves=curves,
             seen=pd.concat([split.train, split.valid, split.test]),
+            views=views,
         )  # what serving excludes as seen
     if ckpt is not None:
         shutil.rmtree(ckpt, ignore_errors=True)  # the run finished: its checkpoints are no longer needed
