@@ -700,6 +700,13 @@ MUTANTS = [
         (MONITORING, "-k", "one_space"),
     ),
     Mutant(
+        "the photo head is left out of the image space searched",
+        "src/fusionrec/search.py",
+        '        return self.head.extend(unit) if m == "image" and self.head is not None else unit',
+        "        return unit",
+        ("tests/integration/test_photo_head.py", "-k", "side_by_side"),
+    ),
+    Mutant(
         "the approximate top-K keeps the excluded items",
         "src/fusionrec/topk.py",
         "        return np.setdiff1d(found, excluded)",

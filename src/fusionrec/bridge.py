@@ -94,28 +94,24 @@ def _fit(source: np.ndarray, target: np.ndarray, train: np.ndarray, held: np.nda
     import torch
     import torch.nn.functional as F
 
+    from fusionrec.contrastive import Schedule, fit_map
+
     g = torch.Generator().manual_seed(seed)
     x, y = torch.from_numpy(source), torch.from_numpy(target)
     w = torch.nn.Parameter(torch.randn(x.shape[1], y.shape[1], generator=g) / x.shape[1] ** 0.5)
-    opt = torch.optim.AdamW([w], lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     rng = np.random.default_rng(seed)
-    best, kept, step_kept = -1.0, w.detach().clone(), 0
-    for step in range(1, STEPS + 1):
+
+    def pairs():
         b = torch.from_numpy(rng.choice(train, min(BATCH, len(train)), replace=False))
-        logits = F.normalize(x[b] @ w, dim=1) @ y[b].T / TEMPERATURE
-        labels = torch.arange(len(b))
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % CHECK_EVERY == 0:
-            with torch.no_grad():
-                score = _top10(unit_rows((x[held] @ w).numpy()), target[held])
-            if score > best:
-                best, kept, step_kept = score, w.detach().clone(), step
-            elif step - step_kept >= PATIENCE * CHECK_EVERY:
-                break
-    return kept.numpy().astype(np.float32), best, step_kept
+        return F.normalize(x[b] @ w, dim=1), y[b]
+
+    kept, best, step = fit_map(
+        w,
+        pairs,
+        lambda: _top10(unit_rows((x[held] @ w).numpy()), target[held]),
+        Schedule(TEMPERATURE, LEARNING_RATE, WEIGHT_DECAY, STEPS, CHECK_EVERY, PATIENCE),
+    )
+    return kept.numpy().astype(np.float32), best, step
 
 
 def train_bridge(

@@ -144,6 +144,8 @@ def train_photo_head(
     import torch
     import torch.nn.functional as F
 
+    from fusionrec.contrastive import Schedule, fit_map
+
     views = np.asarray(views, dtype=np.float32)
     have = np.flatnonzero(np.asarray(mask, bool) & (np.abs(views).sum((1, 2)) > 0))
     if len(have) < MIN_ITEMS or views.shape[:1] != vectors.shape[:1]:
@@ -158,31 +160,25 @@ def train_photo_head(
         g = torch.Generator().manual_seed(seed)
         x, y = torch.from_numpy(base), torch.from_numpy(flat)
         w = torch.nn.Parameter(torch.randn(x.shape[1], DIM, generator=g) / x.shape[1] ** 0.5)
-        opt = torch.optim.AdamW([w], lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
         rng = np.random.default_rng(seed)
-        held_q, held_own = flat[held, 0], held  # each held-out item's first view
-        catalogue_rows = np.flatnonzero(np.asarray(mask, bool))
-        before = _top1(held_q, base[catalogue_rows], np.searchsorted(catalogue_rows, held_own))
-        best, kept, step_kept = -1.0, w.detach().clone(), 0
-        for step in range(1, STEPS + 1):
+        rows = np.flatnonzero(np.asarray(mask, bool))  # the catalogue searched: the items with a photo
+        own = np.searchsorted(rows, held)  # each held-out item's row there; its first view is the query
+        before = _top1(flat[held, 0], base[rows], own)
+
+        def pairs():
             b = torch.from_numpy(rng.choice(trained, min(BATCH, len(trained)), replace=False))
             k = torch.from_numpy(rng.integers(0, n_views, len(b)))
-            a_, v_ = F.normalize(x[b] @ w, dim=1), F.normalize(y[b, k] @ w, dim=1)
-            logits = v_ @ a_.T / TEMPERATURE
-            labels = torch.arange(len(b))
-            loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if step % CHECK_EVERY == 0:
-                with torch.no_grad():
-                    cat = F.normalize(x[catalogue_rows] @ w, dim=1).numpy()
-                    q = F.normalize(y[held, 0] @ w, dim=1).numpy()
-                score = _top1(q, cat, np.searchsorted(catalogue_rows, held_own))
-                if score > best:
-                    best, kept, step_kept = score, w.detach().clone(), step
-                elif step - step_kept >= PATIENCE * CHECK_EVERY:
-                    break
+            return F.normalize(y[b, k] @ w, dim=1), F.normalize(x[b] @ w, dim=1)
+
+        def check() -> float:
+            return _top1(F.normalize(y[held, 0] @ w, dim=1).numpy(), F.normalize(x[rows] @ w, dim=1).numpy(), own)
+
+        kept, best, step_kept = fit_map(
+            w,
+            pairs,
+            check,
+            Schedule(TEMPERATURE, LEARNING_RATE, WEIGHT_DECAY, STEPS, CHECK_EVERY, PATIENCE),
+        )
     figures = {
         "items": int(len(have)),
         "views": int(n_views),

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fusionrec.config import PathsSettings, Settings, load_settings
+from fusionrec.config import PathsSettings, Settings
 from fusionrec.encoders.image import ImageEncoder
 from fusionrec.encoders.pipeline import encode_dataset
-from fusionrec.features import store as fs
 from fusionrec.features.tables import build_feature_tables
-from fusionrec.platform import local
 from tests.champion import trained_champion
-from tests.integration.test_serving import AUTH, KEY, MODEL, _post, _unit
+from tests.integration.test_serving import MODEL, _post, _unit
+from tests.stack import serve
 from tests.tiny_clip import tiny_clip
 
 pytestmark = pytest.mark.integration
@@ -34,32 +33,19 @@ def clip_stack(tmp_path_factory, synth_validated, text_encoder, free_port):
     _, path = trained_champion(models, synth_validated, emb)
     features.mkdir()
     build_feature_tables(synth_validated, emb, features, 20)
-    (root / "api.key").write_text(KEY)
-    env = {
-        "FUSIONREC__SERVING__AUTH__KEY_FILE": str(root / "api.key"),
-        "FUSIONREC__SERVING__STORAGE_URI": str(models),
-        "FUSIONREC__FEATURES__DATA_DIR": str(features),
-        "FUSIONREC__PATHS__CACHE": str(root / "cache"),
-        "FUSIONREC__ENCODERS__DEVICE": "cpu",
-        "FUSIONREC__ENCODERS__IMAGE__KIND": "hf",
-        "FUSIONREC__ENCODERS__IMAGE__CHECKPOINT": str(folder),
-        "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
-        "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
-        "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(free_port()),
-        "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
-        "FUSIONREC__SERVING__WORKERS": "1",
-    }
-    served = load_settings(env={**env})
-    store = fs.feature_store(served.features, features)
-    fs.apply(store, features)
-    fs.materialize(store)
-    servers = local.serve(served, log_dir=root / "logs", env=env, layout="collocated")
+    servers = serve(
+        root,
+        models,
+        features,
+        free_port,
+        {"FUSIONREC__ENCODERS__IMAGE__KIND": "hf", "FUSIONREC__ENCODERS__IMAGE__CHECKPOINT": str(folder)},
+    )
     yield {"servers": servers, "emb": emb, "ds": synth_validated, "folder": folder, "model_dir": path}
     servers.stop()
 
 
 def _ask(stack, body: dict) -> dict:
-    r = _post(f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict", {"instances": [body]}, AUTH)
+    r = _post(f"{stack['servers'].transformer_url}/v1/models/{MODEL}:predict", {"instances": [body]})
     assert r.status_code == 200, r.text
     return r.json()["predictions"][0]
 

@@ -6,16 +6,12 @@ import re
 import httpx
 import pytest
 
-from fusionrec.config import load_settings
 from fusionrec.data.synth import SynthConfig, generate
-from fusionrec.features import store as fs
 from fusionrec.features.tables import build_feature_tables
-from fusionrec.platform import local
 from tests.champion import trained_champion
+from tests.stack import AUTH, serve
 
 pytestmark = pytest.mark.integration
-KEY = "test-service-key-0123456789abcdefghijklmnop"
-AUTH = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -35,24 +31,7 @@ def shop(tmp_path_factory, text_encoder, image_encoder, settings, free_port):
     trained_champion(root / "models", ds, emb)
     (root / "features").mkdir()
     build_feature_tables(ds, emb, root / "features", 20)
-    (root / "api.key").write_text(KEY)
-    env = {
-        "FUSIONREC__SERVING__AUTH__KEY_FILE": str(root / "api.key"),
-        "FUSIONREC__SERVING__STORAGE_URI": str(root / "models"),
-        "FUSIONREC__FEATURES__DATA_DIR": str(root / "features"),
-        "FUSIONREC__PATHS__CACHE": str(root / "cache"),
-        "FUSIONREC__ENCODERS__DEVICE": "cpu",
-        "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
-        "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
-        "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(free_port()),
-        "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
-        "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "3",
-    }
-    served = load_settings(env={**env})
-    store = fs.feature_store(served.features, root / "features")
-    fs.apply(store, root / "features")
-    fs.materialize(store)
-    servers = local.serve(served, log_dir=root / "logs", env=env)
+    servers = serve(root, root / "models", root / "features", free_port)
     yield {"ds": ds, "url": servers.transformer_url}
     servers.stop()
 

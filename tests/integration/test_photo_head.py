@@ -11,13 +11,12 @@ import pytest
 
 from fusionrec.config import load_settings
 from fusionrec.encoders.pipeline import embed_to_folder, load_embeddings
-from fusionrec.features import store as fs
 from fusionrec.features.tables import build_feature_tables
-from fusionrec.platform import local
 from fusionrec.registry import gate, register
 from fusionrec.train.request import TrainSpec
 from fusionrec.train.run import train_candidate
-from tests.integration.test_serving import AUTH, KEY, MODEL, _post, _unit
+from tests.integration.test_serving import MODEL, _post, _unit
+from tests.stack import serve
 
 pytestmark = pytest.mark.integration
 
@@ -47,22 +46,7 @@ def head_stack(tmp_path_factory, synth_validated_dir, synth_validated, free_port
     features = root / "features"
     features.mkdir()
     build_feature_tables(synth_validated, emb, features, 20)
-    (root / "api.key").write_text(KEY)
-    env |= {
-        "FUSIONREC__SERVING__AUTH__KEY_FILE": str(root / "api.key"),
-        "FUSIONREC__SERVING__STORAGE_URI": str(models),
-        "FUSIONREC__FEATURES__DATA_DIR": str(features),
-        "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
-        "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
-        "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(free_port()),
-        "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
-        "FUSIONREC__SERVING__WORKERS": "1",
-    }
-    served = load_settings(env={**env})
-    store = fs.feature_store(served.features, features)
-    fs.apply(store, features)
-    fs.materialize(store)
-    servers = local.serve(served, log_dir=root / "logs", env=env, layout="collocated")
+    servers = serve(root, models, features, free_port, env)
     yield {"servers": servers, "emb": emb, "ds": synth_validated, "path": Path(path), "root": root}
     servers.stop()
 
@@ -91,7 +75,6 @@ def test_a_photo_query_searches_the_encoders_space_and_the_shipped_heads_side_by
     pred = _post(
         f"{head_stack['servers'].transformer_url}/v1/models/{MODEL}:predict",
         {"instances": [{"image": base64.b64encode(photo).decode(), "k": 6, "space": "image"}]},
-        AUTH,
     ).json()["predictions"][0]
     q = _unit(emb.values[int(row["item_idx"])])  # the photo's own embedding, offline
     v = _unit(emb.values)

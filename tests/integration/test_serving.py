@@ -19,10 +19,10 @@ from fusionrec.features import store as fs
 from fusionrec.features.tables import build_feature_tables
 from fusionrec.platform import local
 from tests.champion import trained_champion
+from tests.stack import KEY, serving_env
 
 pytestmark = pytest.mark.integration
 MODEL = "fusionrec"
-KEY = "test-service-key-0123456789abcdefghijklmnop"  # the stack's service key (its key file holds it)
 AUTH = {"authorization": f"Bearer {KEY}"}
 # end users known by API key: a shopper who is user-0000003, and one whose id the model does not know
 SHOPPER, STRANGER = "shopper-key-0123456789abcdefghijklmnopqrs", "stranger-key-0123456789abcdefghijklmnopq"
@@ -48,25 +48,19 @@ def stack(request, tmp_path_factory, synth_validated, synth_embeddings, free_por
     features = root / "features"
     features.mkdir()
     build_feature_tables(ds, emb, features, 20)
-    (root / "api.key").write_text(KEY)
-    env = {
-        "FUSIONREC__SERVING__AUTH__KEY_FILE": str(root / "api.key"),
-        "FUSIONREC__SERVING__AUTH__CALLERS": _callers(),
-        "FUSIONREC__SERVING__STORAGE_URI": str(models),
-        "FUSIONREC__FEATURES__DATA_DIR": str(features),
-        "FUSIONREC__PATHS__CACHE": str(root / "cache"),
-        "FUSIONREC__ENCODERS__DEVICE": "cpu",
-        "FUSIONREC__MONITORING__FOLDER": str(root / "monitoring"),
-        "FUSIONREC__SERVING__PREDICTOR_PORT": str(free_port()),
-        "FUSIONREC__SERVING__PREDICTOR_GRPC_PORT": str(free_port()),
-        "FUSIONREC__SERVING__TRANSFORMER_PORT": str(free_port()),
-        "FUSIONREC__SERVING__PREDICTOR_TIMEOUT_S": "3",
-        "FUSIONREC__SERVING__MAX_IMAGE_BYTES": "200000",
-        # generous: a loaded CI machine must not send a request to the fallback (tested on its own below)
-        "FUSIONREC__SERVING__FEATURE_TIMEOUT_S": "3",
-        # one worker: the tests read the server's /metrics, which are per worker (two: tested on their own)
-        "FUSIONREC__SERVING__WORKERS": "1",
-    }
+    env = serving_env(
+        root,
+        models,
+        features,
+        free_port,
+        {
+            "FUSIONREC__SERVING__AUTH__CALLERS": _callers(),
+            "FUSIONREC__SERVING__PREDICTOR_TIMEOUT_S": "3",
+            "FUSIONREC__SERVING__MAX_IMAGE_BYTES": "200000",
+        },
+    )
+    # FEATURE_TIMEOUT_S 3 (stack.py): generous, so a loaded CI machine does not send a request to the fallback
+    # (tested on its own below); one worker: the tests read the server's /metrics, which are per worker
     settings = load_settings(env={**env})
     store = fs.feature_store(settings.features, features)
     fs.apply(store, features)
