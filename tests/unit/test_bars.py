@@ -23,9 +23,6 @@ KNOWN_GAPS = {
     "the content peer (bar 1.10x); the towers add nothing to the content term there",
     ("retrieval", "cross_modal"): "a genre named in words finds posters through the bridge at 2.3x a random "
     "list of the same held-out items (bar 3x)",
-    ("retrieval_shop", "families"): "a phone photo of a shop article finds another colour of it in the top 10 for "
-    "0.88 searching both spaces (0.91 in the image space alone; bar 0.9 and plain search's 0.90), and the article "
-    "itself for 0.96 (bar 0.98)",
     ("accuracy_sparse", "thinned_temporal"): "movielens-100k-mm thinned to 3 per item, temporal split: 1.00x and "
     "0.92x the content peer (bar 1.10x)",
 }
