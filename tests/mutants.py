@@ -176,8 +176,8 @@ MUTANTS = [
     Mutant(
         "query by example ranks by the first modality only",
         "src/fusionrec/search.py",
-        "                    terms[:, col] = self.vectors[m][items] @ q[m] * share[m]",
-        "                    terms[:, col] = self.vectors[m][items] @ q[m] * share[m] * (col == 0)",
+        "                    terms[:, col] = self.spaces[m][items] @ q[m] * share[m]",
+        "                    terms[:, col] = self.spaces[m][items] @ q[m] * share[m] * (col == 0)",
         (SERVING, "-k", "more_like"),
     ),
     Mutant(
