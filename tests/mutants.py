@@ -176,8 +176,8 @@ MUTANTS = [
     Mutant(
         "query by example ranks by the first modality only",
         "src/fusionrec/search.py",
-        "                    terms[:, col] = self.spaces[m][items] @ q[m] * share[m]",
-        "                    terms[:, col] = self.spaces[m][items] @ q[m] * share[m] * (col == 0)",
+        "                    terms[:, col] = self._cosines(m, items, q[m]) * share[m]",
+        "                    terms[:, col] = self._cosines(m, items, q[m]) * share[m] * (col == 0)",
         (SERVING, "-k", "more_like"),
     ),
     Mutant(
@@ -705,6 +705,13 @@ MUTANTS = [
         '        return self.head.extend(unit) if m == "image" and self.head is not None else unit',
         "        return unit",
         ("tests/integration/test_photo_head.py", "-k", "side_by_side"),
+    ),
+    Mutant(
+        "the titles are shipped but never counted",
+        "src/fusionrec/search.py",
+        "            s = np.maximum(s, self.titles[items] @ q)",
+        "            s = s",
+        ("tests/integration/test_photo_head.py", "-k", "title_query"),
     ),
     Mutant(
         "the approximate top-K keeps the excluded items",

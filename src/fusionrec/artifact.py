@@ -111,15 +111,16 @@ def write_artifact(
     card: str,
     curves: Path | None = None,
     seen: pd.DataFrame | None = None,
-    views: np.ndarray | None = None,
+    views: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a model artifact into the folder ``target`` (replaced atomically), labelled ``version``.
 
     A candidate that is not yet in a registry is written with its own label (e.g. ``candidate``) and
     numbered when :func:`fusionrec.registry.register` copies it in.
     ``seen``: the (user_idx, item_idx) rows serving excludes as already seen; default: the items of ``history``.
-    ``views``: the embedded camera-like views of each item's photo ([n_items, V, d]), which train the photo
-    head shipped in ``index/`` (:mod:`fusionrec.photohead`); None: no head.
+    ``views``: per modality, the embedded other renderings of each item ([n_items, V, d]): the photos'
+    camera-like views, which train the photo head shipped in ``index/`` (:mod:`fusionrec.photohead`), and
+    the texts' titles, shipped there to be searched beside the whole texts; None: neither.
     """
     from safetensors.torch import save_file
 

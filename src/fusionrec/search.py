@@ -25,6 +25,9 @@ instead (``joint`` in :meth:`ItemSearch.in_spaces`); a photo still reaches the t
 Where the version has a photo head (:mod:`fusionrec.photohead`, trained on camera-like views of the
 catalogue's own photos), the image space searched is the encoder's vectors and the head's side by side
 (:meth:`fusionrec.photohead.PhotoHead.extend`): a photo query, a bridged text and an item's own photo alike.
+Where it has its items' titles alone (a text of two fields or more: ``index/text.titles.npy``), the text
+index holds them after the whole texts, and an item's text similarity is the better of the two: a title
+typed as a query is near the title, further from a title diluted by a long description.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 HNSW_ABOVE = 200_000
 INDEX_DIR = "index"
+TITLES_FILE = "text.titles.npy"  # the items' titles alone in the text space, searched beside the whole texts
 SPACES = ("both", "text", "image")  # where a query by example searches: both spaces, or one of them
 
 
@@ -95,7 +99,10 @@ class ItemSearch:
         indexes: dict | None = None,
         bridge: Bridge | None = None,
         head: PhotoHead | None = None,
+        titles: np.ndarray | None = None,
     ) -> None:
+        """``titles``: each item's title alone in the text space [n, d] (zero rows where it has none), searched
+        beside its whole text: an item's text similarity is the better of the two."""
         self.bridge = bridge
         self.head = head if "image" in vectors else None
         self.modalities = sorted(vectors)
@@ -103,32 +110,56 @@ class ItemSearch:
         # what is indexed and scored: the encoder's vectors, the image space with the photo head beside them
         self.spaces = {m: self._space(m, v) for m, v in self.vectors.items()}
         self.masks = {m: np.asarray(masks[m], dtype=bool) for m in self.modalities}
+        self.titles = unit_rows(titles) if titles is not None and "text" in vectors else None
         self.rows = {m: np.flatnonzero(self.masks[m]) for m in self.modalities}  # index row -> item index
+        if self.titles is not None:  # the text index holds the titles after the texts
+            self.rows["text"] = np.concatenate([self.rows["text"], np.flatnonzero(np.abs(self.titles).sum(1) > 0)])
         self.indexes = indexes if indexes is not None else {m: self._build(m) for m in self.modalities}
 
     def _space(self, m: str, unit: np.ndarray) -> np.ndarray:
         """Unit vectors [B, d] of modality ``m``'s encoder -> the space searched (unit, zero rows stay zero)."""
         return self.head.extend(unit) if m == "image" and self.head is not None else unit
 
+    def _rows(self, m: str) -> np.ndarray:
+        """The vectors modality ``m``'s index holds, in its row order (:attr:`rows`)."""
+        own = self.spaces[m][self.masks[m]]
+        if m == "text" and self.titles is not None:
+            return np.concatenate([own, self.titles[self.rows[m][len(own) :]]])
+        return own
+
     def _build(self, m: str):
-        rows = self.rows[m]
-        index = _new_index(self.spaces[m].shape[1], len(rows))
-        if len(rows):
-            index.add(np.ascontiguousarray(self.spaces[m][rows]))
+        index = _new_index(self.spaces[m].shape[1], len(self.rows[m]))
+        if len(self.rows[m]):
+            index.add(np.ascontiguousarray(self._rows(m)))
         return index
 
+    def _cosines(self, m: str, items: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Items' similarity to a query vector ``q`` in modality ``m``'s space searched (the better of the
+        whole text and the title alone, where the version has titles)."""
+        s = self.spaces[m][items] @ q
+        if m == "text" and self.titles is not None:
+            s = np.maximum(s, self.titles[items] @ q)
+        return s
+
     @classmethod
-    def from_model(cls, model, identities: dict[str, str] | None = None, views: np.ndarray | None = None) -> ItemSearch:
+    def from_model(
+        cls, model, identities: dict[str, str] | None = None, views: dict[str, np.ndarray] | None = None
+    ) -> ItemSearch:
         """The indexes over a fusion model's frozen item features (its ``feat_<m>`` / ``mask_<m>`` buffers),
         and the bridge between its text and image spaces trained on them (``identities``: each modality's
-        encoder identity, which the bridge keeps; None: no bridge); with ``views`` (the embedded camera-like
-        views of each item's photo, [n_items, V, d]), the photo head trained on them."""
+        encoder identity, which the bridge keeps; None: no bridge). ``views`` (per modality, the embedded
+        other renderings of each item, [n_items, V, d]): the photos' camera-like views train the photo head,
+        the texts' first view (the title alone) is searched beside the whole text."""
         vectors, masks = _features(model)
+        views = views or {}
         bridge = train_bridge(vectors, masks, identities) if identities is not None else None
         head = None
-        if views is not None and "image" in vectors:
-            head = train_photo_head(vectors["image"], masks["image"], views, (identities or {}).get("image", ""))
-        return cls(vectors, masks, bridge=bridge, head=head)
+        if views.get("image") is not None and "image" in vectors:
+            head = train_photo_head(
+                vectors["image"], masks["image"], views["image"], (identities or {}).get("image", "")
+            )
+        titles = views["text"][:, 0] if views.get("text") is not None and "text" in vectors else None
+        return cls(vectors, masks, bridge=bridge, head=head, titles=titles)
 
     def save(self, folder: str | Path) -> None:
         """Write ``<m>.faiss`` per modality and ``index.json`` (kind, size, dimension) into ``folder``."""
@@ -149,6 +180,8 @@ class ItemSearch:
             self.bridge.save(folder)
         if self.head is not None:
             self.head.save(folder)
+        if self.titles is not None:
+            np.save(folder / TITLES_FILE, self.titles.astype(np.float32))
 
     @classmethod
     def load(cls, folder: str | Path, model, identities: dict[str, str] | None = None) -> ItemSearch:
@@ -169,6 +202,10 @@ class ItemSearch:
             m: v.shape[1] + (head.weights.shape[1] if m == "image" and head is not None else 0)
             for m, v in vectors.items()
         }
+        titles = np.load(folder / TITLES_FILE) if (folder / TITLES_FILE).exists() and "text" in vectors else None
+        if titles is not None and titles.shape != vectors["text"].shape:
+            titles = None  # titles of another catalogue or encoder: the whole texts alone
+        extra = {"text": int((np.abs(titles).sum(1) > 0).sum())} if titles is not None else {}
         bridge = None
         if identities is not None and all(s in vectors for s in PAIR):
             bridge = Bridge.load(folder, identities, {m: v.shape[1] for m, v in vectors.items()})
@@ -181,13 +218,13 @@ class ItemSearch:
             json.loads((folder / "index.json").read_text(encoding="utf-8")) if (folder / "index.json").exists() else {}
         )
         fits = set(meta) == set(vectors) and all(
-            meta[m]["items"] == int(masks[m].sum()) and meta[m]["dim"] == dims[m] for m in vectors
+            meta[m]["items"] == int(masks[m].sum()) + extra.get(m, 0) and meta[m]["dim"] == dims[m] for m in vectors
         )
         if not fits:
             log.warning("%s: no search index for this model's modalities; building it now", folder)
-            return cls(vectors, masks, bridge=bridge, head=head)
+            return cls(vectors, masks, bridge=bridge, head=head, titles=titles)
         indexes = {m: faiss.read_index(str(folder / f"{m}.faiss")) for m in vectors}
-        return cls(vectors, masks, indexes, bridge, head)
+        return cls(vectors, masks, indexes, bridge, head, titles)
 
     def in_spaces(
         self, query: dict[str, np.ndarray], space: str = "both", joint: dict[str, np.ndarray] | None = None
@@ -232,7 +269,7 @@ class ItemSearch:
         share = _shares(query, weights)
         for col, m in enumerate(self.modalities):
             if m in query:
-                terms[:, col] = self.spaces[m][items] @ self._space(m, unit_rows(query[m][None]))[0] * share[m]
+                terms[:, col] = self._cosines(m, items, self._space(m, unit_rows(query[m][None]))[0]) * share[m]
         return SearchHits(items, terms, terms != 0)
 
     def item_queries(self, items: list[int]) -> list[dict[str, np.ndarray]]:
@@ -266,7 +303,7 @@ class ItemSearch:
             share = _shares(q, weights[n] if weights else None)
             for col, m in enumerate(self.modalities):
                 if m in q:
-                    terms[:, col] = self.spaces[m][items] @ q[m] * share[m]
+                    terms[:, col] = self._cosines(m, items, q[m]) * share[m]
             for proposed, col in proposals[n]:
                 found[:, col] = np.isin(items, proposed)
             hits.append(SearchHits(items, terms, found))

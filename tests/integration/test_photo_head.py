@@ -1,6 +1,8 @@
-"""The photo head through the real steps and a running server: the embed step embeds camera-like views of
-each photo, the train step ships the head it trains on them, and a photo query's image term is the
-blended cosine of the encoder's space and the head's (numpy over the shipped files)."""
+"""The items' other renderings through the real steps and a running server: the embed step embeds
+camera-like views of each photo and each title alone, the train step ships the photo head it trains on
+the views and the titles; a photo query's image term is the blended cosine of the encoder's space and the
+head's, a title query's text term the better of the whole text's cosine and the title's (numpy over the
+shipped files)."""
 
 import base64
 import json
@@ -85,3 +87,22 @@ def test_a_photo_query_searches_the_encoders_space_and_the_shipped_heads_side_by
     np.testing.assert_allclose([x["score"] for x in pred["items"]], blended[top], atol=1e-3)
     plain = np.where(emb.mask, v @ q, -np.inf)
     assert not np.allclose(plain[top], blended[top], atol=1e-3)  # the head moved the scores
+
+
+def test_a_title_query_finds_its_item_by_the_title_shipped_beside_the_whole_text(head_stack, text_encoder):
+    text = head_stack["emb"]["text"]
+    assert text.views.shape == (len(text.mask), 1, text.dim)
+    titles = np.load(head_stack["path"] / "index" / "text.titles.npy")
+    items = head_stack["ds"].items.set_index("item_idx")
+    n = int(np.flatnonzero(text.mask)[5])
+    title = str(items.loc[n, "title"])
+    pred = _post(
+        f"{head_stack['servers'].transformer_url}/v1/models/{MODEL}:predict",
+        {"instances": [{"text": title, "k": 5, "space": "text"}]},
+    ).json()["predictions"][0]
+    q = _unit(np.asarray(text_encoder.encode([title]).values[0], dtype=np.float32))
+    cos = np.where(text.mask, np.maximum(_unit(text.values) @ q, _unit(titles) @ q), -np.inf)
+    top = np.argsort(-cos, kind="stable")[:5]
+    assert [x["item_id"] for x in pred["items"]] == items["item_id"].astype(str)[top].tolist()
+    np.testing.assert_allclose([x["score"] for x in pred["items"]], cos[top], atol=1e-3)
+    assert pred["items"][0]["item_id"] == str(items.loc[n, "item_id"])

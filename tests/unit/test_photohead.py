@@ -91,3 +91,27 @@ def test_a_view_is_a_camera_like_function_of_the_photo_and_its_number():
     assert shot.format == "JPEG" and 16 <= shot.width <= 120 and 16 <= shot.height <= 90
     with pytest.raises(ValueError, match="does not decode"):
         view(b"not an image", 0)
+
+
+def test_a_title_is_searched_beside_the_whole_text_and_the_better_one_counts(tmp_path):
+    """An item whose whole text lies far from a query but whose title alone is the query: found first, its
+    text term the title's cosine; the titles travel with the index and are dropped when they do not fit."""
+    rng = np.random.default_rng(3)
+    texts = rng.standard_normal((200, 24)).astype(np.float32)
+    titles = rng.standard_normal((200, 24)).astype(np.float32)
+    titles[:10] = 0  # items without a title of their own
+    mask = np.ones(200, bool)
+    plain = ItemSearch({"text": texts}, {"text": mask})
+    search = ItemSearch({"text": texts}, {"text": mask}, titles=titles)
+    q = titles[42] / np.linalg.norm(titles[42])
+    hit = search.search([{"text": q}], 5)[0]
+    assert hit.items[np.argmax(hit.scores)] == 42 and hit.scores.max() == pytest.approx(1.0, abs=1e-5)
+    assert 42 not in plain.search([{"text": q}], 5)[0].items
+    unit = texts / np.linalg.norm(texts, axis=1, keepdims=True)
+    cand = np.array([3, 42, 7])
+    scored = search.score({"text": q}, cand).scores
+    want = np.maximum(unit[cand] @ q, np.where(np.abs(titles[cand]).sum(1) > 0, search.titles[cand] @ q, 0))
+    np.testing.assert_allclose(scored, want, atol=1e-5)
+    assert len(search.rows["text"]) == 200 + 190
+    search.save(tmp_path)
+    assert np.array_equal(np.load(tmp_path / "text.titles.npy"), search.titles)

@@ -30,7 +30,9 @@ class ModalityEmbeddings:
     reasons: list[str | None]
     identity: str
     stats: dict[str, Any] = field(default_factory=dict)
-    views: np.ndarray | None = None  # [n_items, V, dim]: camera-like views of each photo (fusionrec.photohead)
+    # other renderings of each item in this space, [n_items, V, dim] (zero where it has none): an image's
+    # camera-like views (which train fusionrec.photohead), a text's first field alone (its title)
+    views: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -156,7 +158,9 @@ def encode_dataset(
         encoders: ready encoders by modality (default: built from the settings).
         modalities: embed only these (one pipeline task per modality).
         views: camera-like views of each photo to embed as well (:func:`fusionrec.photohead.view`), kept
-            as the image embeddings' ``views``.
+            as the image embeddings' ``views``; with any, a text of two fields or more also keeps its first
+            field alone (a title) as the text embeddings' ``views`` [n, 1, dim], which query by example
+            searches beside the whole text.
 
     Raises:
         ConfigError: a modality the dataset does not have.
@@ -187,6 +191,11 @@ def encode_dataset(
             log.info("%s: %s", name, stats)
             if name == "image" and views > 0:
                 out[name].views = _views(encoder, inputs[name](), views, cache, progress)
+            if name == "text" and views > 0 and len(dataset.text_fields) > 1:
+                first, _ = run_encoder(
+                    encoder, item_texts(dataset.items, dataset.text_fields[:1]), cache, progress=progress
+                )
+                out[name].views = (first.values * first.mask[:, None])[:, None].astype(np.float32)
     finally:
         cache.close()
     if TABULAR in wanted and TABULAR not in dataset.modalities:

@@ -103,7 +103,7 @@ def train_candidate(
         ranking_head=spec.ranking_head,
     )
     emb = {m: e for m, e in emb.items() if m in cfg.modalities}
-    views = emb["image"].views if "image" in emb else None  # the photo head's (the Feast rows carry none)
+    views = {m: e.views for m, e in emb.items() if e.views is not None}  # the search's (Feast's rows carry none)
     train_cfg = TrainConfig(epochs=spec.epochs, seed=spec.seed, device=device, softmax=spec.softmax)
     split = make_split(ds, spec.protocol, seed=spec.seed)
     run_id = spec.run_id(ds.name, list(cfg.modalities))
