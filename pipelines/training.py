@@ -335,6 +335,23 @@ class LocalRun:
     serving_url: str | None = None
 
 
+def code_digest() -> str:
+    """A digest of the code the pipeline's steps run: the ``fusionrec`` package, the components and the
+    pipelines (every ``.py`` file's path and bytes)."""
+    import hashlib
+
+    import components
+    import fusionrec
+
+    h = hashlib.sha256()
+    for package in (fusionrec, components, __import__("pipelines")):
+        base = Path(package.__file__).resolve().parent
+        for path in sorted(base.rglob("*.py")):
+            h.update(f"{package.__name__}/{path.relative_to(base)}".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def run_local(
     run: TrainingRun | None = None,
     *,
@@ -403,7 +420,10 @@ def run_local(
         )
     else:
         raise ConfigError(f"runner {runner!r} is unknown; use subprocess or docker")
-    local.init(runner=kfp_runner, pipeline_root=str(root), enable_caching=cache, cache_root=str(root / ".kfp_cache"))
+    # one step cache per version of the code the steps run: KFP keys a step by its component and inputs, and
+    # neither changes when the library under it does (a cluster's pinned image digest plays this part)
+    cache_root = root / ".kfp_cache" / code_digest()
+    local.init(runner=kfp_runner, pipeline_root=str(root), enable_caching=cache, cache_root=str(cache_root))
     pipeline = build_pipeline(Target(image=image, cluster=False))
     start = time.perf_counter()
     try:

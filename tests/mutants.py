@@ -714,6 +714,13 @@ MUTANTS = [
         ("tests/integration/test_photo_head.py", "-k", "title_query"),
     ),
     Mutant(
+        "the local step cache is shared by every version of the code",
+        "pipelines/training.py",
+        '    cache_root = root / ".kfp_cache" / code_digest()',
+        '    cache_root = root / ".kfp_cache"',
+        ("tests/e2e/test_pipeline.py", "-k", "rerun_reuses"),
+    ),
+    Mutant(
         "the approximate top-K keeps the excluded items",
         "src/fusionrec/topk.py",
         "        return np.setdiff1d(found, excluded)",

@@ -125,6 +125,9 @@ def test_a_rerun_reuses_the_cached_steps_and_a_refusing_gate_changes_nothing(run
     summary = _summary(again)
     hits = set(re.findall(r"Task (\w+) cache hit", again.stderr + again.stdout))
     assert hits == {"validate", "embed", "collect", "features", "train", "evaluate"}
+    from pipelines.training import code_digest
+
+    assert [p.name for p in (work / "root" / ".kfp_cache").iterdir()] == [code_digest()]  # the cache of this code
     # the same model is not 1% better than itself: no new version, the champion file untouched
     assert summary["promoted"] is False and "does not beat it by the 1% margin" in summary["gate"]
     assert [p.name for p in (work / "models" / "versions").iterdir()] == ["v0001"]

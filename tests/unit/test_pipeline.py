@@ -345,3 +345,23 @@ def test_an_api_that_refuses_the_call_is_unavailable_with_its_status():
     with pytest.raises(KeyError):  # any other error is not taken for the API's answer
         with kfp_api("http://kfp.example", Refusing()):
             raise KeyError("x")
+
+
+def test_the_step_cache_is_keyed_by_the_code_the_steps_run(tmp_path, monkeypatch):
+    """KFP keys a cached step by its component and inputs; an edited library under an unchanged component
+    must not be answered from the cache of the code before (the local run's cache folder is per digest)."""
+    import fusionrec
+    from pipelines.training import code_digest
+
+    fake = tmp_path / "fusionrec"
+    (fake / "encoders").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "encoders" / "image.py").write_text("SIZE = 224\n")
+    monkeypatch.setattr(fusionrec, "__file__", str(fake / "__init__.py"))
+    before = code_digest()
+    assert code_digest() == before  # the same code, the same cache
+    (fake / "encoders" / "image.py").write_text("SIZE = 240\n")
+    assert code_digest() != before
+    (fake / "encoders" / "image.py").write_text("SIZE = 224\n")
+    (fake / "notes.txt").write_text("not code")
+    assert code_digest() == before  # only the code counts
