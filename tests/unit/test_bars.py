@@ -23,8 +23,6 @@ KNOWN_GAPS = {
     "the content peer (bar 1.10x); the towers add nothing to the content term there",
     ("retrieval", "cross_modal"): "a genre named in words finds posters through the bridge at 2.3x a random "
     "list of the same held-out items (bar 3x)",
-    ("retrieval", "titles"): "a movielens title without its year finds its film first for 0.92 through the servers, as "
-    "plain cosine search over the same text embeddings does (0.92; bar 0.95)",
     ("accuracy_sparse", "thinned_temporal"): "movielens-100k-mm thinned to 3 per item, temporal split: 1.00x and "
     "0.92x the content peer (bar 1.10x)",
 }
