@@ -33,9 +33,15 @@ def serving_env(root: Path, models: Path, features: Path, free_port, env: dict |
     }
 
 
-def serve(root: Path, models: Path, features: Path, free_port, env: dict | None = None, layout: str = "collocated"):
-    """Serve that stack (:func:`serving_env`) on a materialised Feast store; returns the running servers
-    (``.stop()`` them)."""
+def serve(root: Path, models: Path, ds, emb, free_port, env: dict | None = None, layout: str = "collocated"):
+    """Serve that stack (:func:`serving_env`) on a Feast store of the dataset ``ds`` and its embeddings
+    ``emb``, written under ``root/features`` and materialised; returns the running servers (``.stop()``
+    them)."""
+    from fusionrec.features.tables import build_feature_tables
+
+    features = root / "features"
+    features.mkdir()
+    build_feature_tables(ds, emb, features, 20)
     env = serving_env(root, models, features, free_port, env)
     settings = load_settings(env={**env})
     store = fs.feature_store(settings.features, features)

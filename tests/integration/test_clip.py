@@ -11,7 +11,6 @@ from PIL import Image
 from fusionrec.config import PathsSettings, Settings
 from fusionrec.encoders.image import ImageEncoder
 from fusionrec.encoders.pipeline import encode_dataset
-from fusionrec.features.tables import build_feature_tables
 from tests.champion import trained_champion
 from tests.integration.test_serving import MODEL, _post, _unit
 from tests.stack import serve
@@ -29,14 +28,13 @@ def clip_stack(tmp_path_factory, synth_validated, text_encoder, free_port):
     image = ImageEncoder(folder, kind="hf", device="cpu")
     settings = Settings(paths=PathsSettings(artifacts=str(root), cache=str(root / "cache")))
     emb = encode_dataset(synth_validated, settings, encoders={"text": text_encoder, "image": image}, progress=False)
-    models, features = root / "models", root / "features"
+    models = root / "models"
     _, path = trained_champion(models, synth_validated, emb)
-    features.mkdir()
-    build_feature_tables(synth_validated, emb, features, 20)
     servers = serve(
         root,
         models,
-        features,
+        synth_validated,
+        emb,
         free_port,
         {"FUSIONREC__ENCODERS__IMAGE__KIND": "hf", "FUSIONREC__ENCODERS__IMAGE__CHECKPOINT": str(folder)},
     )

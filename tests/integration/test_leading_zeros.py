@@ -7,7 +7,6 @@ import httpx
 import pytest
 
 from fusionrec.data.synth import SynthConfig, generate
-from fusionrec.features.tables import build_feature_tables
 from tests.champion import trained_champion
 from tests.stack import AUTH, serve
 
@@ -29,9 +28,7 @@ def shop(tmp_path_factory, text_encoder, image_encoder, settings, free_port):
     cache = Settings(paths=PathsSettings(artifacts=str(root / "cache"), cache=str(root / "cache")))
     emb = encode_dataset(ds, cache, encoders={"text": text_encoder, "image": image_encoder}, progress=False)
     trained_champion(root / "models", ds, emb)
-    (root / "features").mkdir()
-    build_feature_tables(ds, emb, root / "features", 20)
-    servers = serve(root, root / "models", root / "features", free_port)
+    servers = serve(root, root / "models", ds, emb, free_port)
     yield {"ds": ds, "url": servers.transformer_url}
     servers.stop()
 

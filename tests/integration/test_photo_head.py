@@ -13,7 +13,6 @@ import pytest
 
 from fusionrec.config import load_settings
 from fusionrec.encoders.pipeline import embed_to_folder, load_embeddings
-from fusionrec.features.tables import build_feature_tables
 from fusionrec.registry import gate, register
 from fusionrec.train.request import TrainSpec
 from fusionrec.train.run import train_candidate
@@ -45,10 +44,7 @@ def head_stack(tmp_path_factory, synth_validated_dir, synth_validated, free_port
     path = register(models, candidate.path)
     gate(models, path)
     emb = load_embeddings(root / "embeddings")
-    features = root / "features"
-    features.mkdir()
-    build_feature_tables(synth_validated, emb, features, 20)
-    servers = serve(root, models, features, free_port, env)
+    servers = serve(root, models, synth_validated, emb, free_port, env)
     yield {"servers": servers, "emb": emb, "ds": synth_validated, "path": Path(path), "root": root}
     servers.stop()
 
