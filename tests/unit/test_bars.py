@@ -18,7 +18,6 @@ KNOWN_GAPS = {
     ("accuracy", "sampled"): "the sampled-softmax loss is not within 1% of the full softmax (NDCG@20)",
     ("drift", "policy"): "on fresh windows off-topic text queries are caught at a share of 0.2, not at the 0.1 where "
     "Recall@20 is already down 10% (met on the development windows)",
-    ("mutants", "caught"): "the published full run missed one mutant (since given a deterministic test)",
     ("retrieval", "cross_modal"): "a genre named in words finds posters through the bridge at 2.3x a random "
     "list of the same held-out items (bar 3x)",
     ("accuracy_sparse", "thinned_temporal"): "movielens-100k-mm thinned to 3 training positives per item, "
