@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import record
 
 from fusionrec.train.request import TrainSpec
@@ -261,19 +260,19 @@ def sparse(args, movielens, movielens_emb) -> None:
     runs: dict[tuple[str, str], dict[str, list[dict]]] = {}
     t0 = time.perf_counter()
     for label, (ds, emb, thin) in sets.items():
-        first = thin(make_split(ds, "random", seed=args.seeds[0]))
-        pos = pd.concat([first.train, first.valid, first.test])
-        per_item = first.train.groupby("item_idx").size().reindex(range(ds.n_items), fill_value=0)
-        print(
-            f"{label}: {ds.n_users:,} users, {ds.n_items:,} items, {len(pos):,} positives (random split, seed "
-            f"{args.seeds[0]}); items with 1-2 training positives: {((per_item >= 1) & (per_item <= 2)).mean():.0%}, "
-            f"with none: {(per_item == 0).mean():.0%}",
-            flush=True,
-        )
         for protocol in SPLITS:
             for seed in args.seeds:
                 cfg = TrainConfig(epochs=args.epochs, seed=seed)
                 split = thin(make_split(ds, protocol, seed=seed))
+                if (protocol, seed) == (SPLITS[0], args.seeds[0]):  # what the set is like, on its first split
+                    per_item = split.train.groupby("item_idx").size().reindex(range(ds.n_items), fill_value=0)
+                    print(
+                        f"{label}: {ds.n_users:,} users, {ds.n_items:,} items, "
+                        f"{len(split.train) + len(split.valid) + len(split.test):,} positives ({protocol} split, "
+                        f"seed {seed}); items with 1-2 training positives: "
+                        f"{((per_item >= 1) & (per_item <= 2)).mean():.0%}, with none: {(per_item == 0).mean():.0%}",
+                        flush=True,
+                    )
                 res = compare(ds, emb, split, models=models, train_cfg=cfg, dim=DIM)
                 for k, v in res.items():
                     runs.setdefault((label, protocol), {}).setdefault(k, []).append(v)
