@@ -13,12 +13,14 @@ import json
 import platform
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "bench"
+STARTED = time.monotonic()  # a benchmark imports this module first: its run time counts from here
 
 
 @dataclass(frozen=True)
@@ -48,14 +50,15 @@ def commit() -> str:
 
 
 def write(name: str, command: str, figures: list[Figure], out: Path = OUT, **details) -> Path:
-    """Write ``<out>/<name>.json``: the command that printed the figures, when and where it ran, and
-    the figures; ``details`` are kept beside them (settings chosen, per-seed values)."""
+    """Write ``<out>/<name>.json``: the command that printed the figures, when and where it ran, how long
+    it took, and the figures; ``details`` are kept beside them (settings chosen, per-seed values)."""
     record = {
         "benchmark": name,
         "command": command,
         "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit(),
         "machine": f"{platform.machine()}, {_cores()} cores, Python {sys.version.split()[0]}",
+        "seconds": round(time.monotonic() - STARTED),  # how long the command ran, for whoever plans a re-run
         "figures": [asdict(f) for f in figures],
         "details": details,
     }

@@ -78,7 +78,8 @@ def summary(recs: list[dict]) -> str:
         out += [
             f"## {r['benchmark']}",
             "",
-            f"`{r['command']}` at {r['commit']}, {r['measured']} ({r['machine']})",
+            f"`{r['command']}` at {r['commit']}, {r['measured']} ({r['machine']}"
+            + (f"; ran {r['seconds'] / 60:.1f} min)" if "seconds" in r else ")"),
             "",
             "| figure | beside it | bar |",
             "|---|---|---|",

@@ -4,6 +4,7 @@ generate (benchmarks/summary.py), each figure with a command that exists."""
 import importlib.util
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,18 @@ def test_every_kept_figure_names_a_command_that_exists_and_a_readme_line_is_in_i
 
 def test_the_readme_is_a_door():
     assert len((ROOT / "README.md").read_bytes()) < 12_000
+
+
+def test_a_record_says_how_long_its_benchmark_ran_and_the_summary_shows_it(tmp_path):
+    import time
+
+    spec = importlib.util.spec_from_file_location("bench_record", ROOT / "benchmarks" / "record.py")
+    record = importlib.util.module_from_spec(spec)
+    sys.modules["bench_record"] = record  # its dataclass looks its module up there
+    spec.loader.exec_module(record)
+    record.STARTED = time.monotonic() - 125  # a benchmark that started two minutes ago
+    path = record.write("demo", "python benchmarks/demo.py", [record.Figure("k", "a figure")], out=tmp_path)
+    written = json.loads(path.read_text(encoding="utf-8"))
+    assert 125 <= written["seconds"] <= 135
+    text = _summary().summary([written])
+    assert "ran 2.1 min" in text or "ran 2.2 min" in text, text
