@@ -49,6 +49,9 @@ def commit() -> str:
     return (head.stdout.strip() or "unknown") + ("+changes" if dirty.stdout.strip() else "")
 
 
+COMMIT = commit()  # the code the run started with, whatever is committed while it runs
+
+
 def write(name: str, command: str, figures: list[Figure], out: Path = OUT, **details) -> Path:
     """Write ``<out>/<name>.json``: the command that printed the figures, when and where it ran, how long
     it took, and the figures; ``details`` are kept beside them (settings chosen, per-seed values)."""
@@ -56,7 +59,7 @@ def write(name: str, command: str, figures: list[Figure], out: Path = OUT, **det
         "benchmark": name,
         "command": command,
         "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit(),
+        "commit": COMMIT,
         "machine": f"{platform.machine()}, {_cores()} cores, Python {sys.version.split()[0]}",
         "seconds": round(time.monotonic() - STARTED),  # how long the command ran, for whoever plans a re-run
         "figures": [asdict(f) for f in figures],
