@@ -260,6 +260,7 @@ def sparse(args, movielens, movielens_emb) -> None:
     }
     models = ("fusion", *(("no_content",) if args.variants else ()), "mostpop", *SPARSE_PEERS)
     runs: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    chosen_by_set: dict[str, dict] = {}  # the tuned peers' settings, by set and split
     t0 = time.perf_counter()
     for label, (ds, emb, thin) in sets.items():
         for protocol in SPLITS:
@@ -297,6 +298,7 @@ def sparse(args, movielens, movielens_emb) -> None:
         chosen = {n: [r.get("chosen") for r in rs] for n, rs in by_model.items() if rs[0].get("chosen")}
         for name, settings in chosen.items():
             print(f"{name} settings chosen on validation, by seed: {settings}")
+        chosen_by_set[f"{label}, {protocol}"] = chosen
         fu = by_model["fusion"]
         without = (
             f"; without the content term {ms(by_model['no_content'], 'recall@20')} / "
@@ -327,6 +329,7 @@ def sparse(args, movielens, movielens_emb) -> None:
         figures,
         seeds=args.seeds,
         development_seeds=list(DEVELOPMENT),
+        chosen=chosen_by_set,
         per_seed={
             f"{label}, {protocol}": {
                 n: [{k: r[k] for k in ("recall@20", "ndcg@20")} for r in rs] for n, rs in m.items()
