@@ -44,6 +44,7 @@ BENCHES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "encoders": (["--repeats", "3"], ()),
     "accuracy": ([], ("data",)),
     "accuracy_sparse": (["--regime", "sparse"], ("data",)),
+    "accuracy_synthetic": (["--regime", "synthetic"], ()),
     "pipeline": ([], ("data",)),
     "retrieval": ([], ("data", "model")),
     "retrieval_shop": (["--catalogue", "shop"], ()),
@@ -56,6 +57,7 @@ BENCHES: dict[str, tuple[list[str], tuple[str, ...]]] = {
 
 SCRIPTS = {
     "accuracy_sparse": "accuracy",
+    "accuracy_synthetic": "accuracy",
     "retrieval_shop": "retrieval",
 }  # a benchmark whose script is another's, with its own options
 

@@ -80,3 +80,36 @@ def test_a_peer_reports_the_setting_its_search_chose(synth_validated):
     assert chosen["tried"] == len(GRIDS["bpr_mf"]["lr"]) * len(GRIDS["bpr_mf"]["reg"])
     assert chosen["lr"] in GRIDS["bpr_mf"]["lr"] and 0.0 <= chosen["valid_ndcg@20"] <= 1.0
     assert model.score(np.array([0, 1])).shape == (2, synth_validated.n_items)
+
+
+def test_ease_reports_the_ridge_validation_chose_and_scores_with_it(synth_validated):
+    from fusionrec.data.splits import make_split
+    from fusionrec.itemitem import LAMBDAS
+
+    split = make_split(synth_validated, "random", seed=0)
+    seen = []
+
+    def valid(score):  # prefers the second ridge of the grid whatever the scores
+        seen.append(score.chosen["lambda"])
+        return 1.0 if score.chosen["lambda"] == LAMBDAS[1] else 0.0
+
+    score = peers.ease(split, valid_fn=valid)
+    assert seen == list(LAMBDAS) and score.chosen == {"lambda": LAMBDAS[1]}
+    want = peers.ease(split, lam=LAMBDAS[1])(np.array([0, 1]))
+    np.testing.assert_allclose(score(np.array([0, 1])), want, rtol=1e-6)
+
+
+def test_a_choice_at_the_top_of_its_grid_or_a_nonzero_bottom_is_an_edge():
+    from fusionrec.train.models import at_edge, fusion_chosen, fusion_grids
+
+    grids = fusion_grids()
+    top, low = max(grids["ii_weight"]), min(grids["ii_lambda"])
+    assert at_edge({"ii_weight": top, "ii_lambda": 500.0}, grids) == [f"ii_weight={top:g}"]
+    assert at_edge({"ii_weight": 0.0, "ii_lambda": low}, grids) == [f"ii_lambda={low:g}"]  # weight 0 is "off"
+    assert at_edge({"lr": 0.01}, GRIDS["cornac_bpr"]) == [] and at_edge({"lr": 0.05}, GRIDS["cornac_bpr"])
+    # the item-item weight re-chosen beside the content term wins; a ridge with weight 0 is not reported
+    chosen = fusion_chosen(
+        {"lambda": 250.0, "weight": 4.0},
+        {"weight": 2.0, "neighbour_weight": 0.0, "neighbour_power": 4.0, "item_item_weight": 0.0},
+    )
+    assert chosen == {"ii_weight": 0.0, "cc_weight": 2.0, "cn_weight": 0.0}

@@ -96,6 +96,9 @@ class FusionVariant:
         r = train(split, ctx.embeddings, cfg, train_cfg, progress=ctx.progress)
         self._score = score_function(r.model, r.user_history, r.user_history_mask)
         self._extra = {"samples_per_second": r.samples_per_second}
+        chosen = fusion_chosen(r.item_item, r.content)
+        if chosen:  # what it chose on validation, as a tuned peer's settings are reported
+            self._extra["chosen"] = chosen
         if cfg.ranking_head:  # AUC and log loss of the ranking head against sampled unseen items
             self._extra.update(
                 ranking_head_metrics(r.model, r.user_history, r.user_history_mask, split, seed=train_cfg.seed)
@@ -107,6 +110,46 @@ class FusionVariant:
 
     def extra(self) -> dict[str, float]:
         return dict(self._extra)
+
+
+def fusion_chosen(item_item: dict, content: dict) -> dict[str, float]:
+    """The settings the fusion model chose on validation (the item-item ridge and weight, the content
+    term's weights and sharpness), keyed as in :func:`fusion_grids`; a ridge or a sharpness whose weight is 0
+    is left out (nothing depends on it)."""
+    out = {}
+    if item_item:
+        out["ii_weight"] = content.get("item_item_weight", item_item["weight"])
+        if out["ii_weight"]:
+            out["ii_lambda"] = item_item["lambda"]
+    if content:
+        out.update(cc_weight=content["weight"], cn_weight=content["neighbour_weight"])
+        if content["neighbour_weight"]:
+            out["cn_power"] = content["neighbour_power"]
+    return out
+
+
+def fusion_grids() -> dict[str, tuple]:
+    """The grids the fusion model's validation choices are made over (:mod:`fusionrec.itemitem`)."""
+    from fusionrec.itemitem import CONTENT_WEIGHTS, LAMBDAS, NEIGHBOUR_POWERS, NEIGHBOUR_WEIGHTS, WEIGHTS
+
+    return {
+        "ii_lambda": LAMBDAS,
+        "ii_weight": WEIGHTS,
+        "cc_weight": CONTENT_WEIGHTS,
+        "cn_weight": NEIGHBOUR_WEIGHTS,
+        "cn_power": NEIGHBOUR_POWERS,
+    }
+
+
+def at_edge(chosen: dict, grids: dict[str, tuple]) -> list[str]:
+    """The settings in ``chosen`` that took the top of their grid (or its bottom where it is not 0 or the
+    grid's only value): the search may have stopped short of the best."""
+    edge = []
+    for k, v in chosen.items():
+        grid = grids.get(k)
+        if grid and len(grid) > 1 and (v == max(grid) or (v == min(grid) and min(grid) != 0)):
+            edge.append(f"{k}={v:g}")
+    return edge
 
 
 def _variant(modalities: Callable[[dict], list[str] | None], overrides=None, training=None):
