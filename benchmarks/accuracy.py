@@ -252,7 +252,7 @@ def sparse(args, movielens, movielens_emb) -> None:
         ),
     }
     models = ("fusion", *(("no_content",) if args.variants else ()), "mostpop", *SPARSE_PEERS)
-    regime(args, sets, SPLITS, models, SPARSE_PEERS, SPARSE_BAR, "accuracy_sparse", "--regime sparse")
+    regime(args, sets, SPLITS, models, SPARSE_PEERS, SPARSE_BAR, "accuracy_sparse", "--regime sparse", "sparse, ")
 
 
 def synthetic(args) -> None:
@@ -294,7 +294,7 @@ def _prepared(work: Path, synth: list[str]):
     return Dataset.load(work / "validated"), load_embeddings(work / "embeddings")
 
 
-def regime(args, sets: dict, splits, models, peer_names, bar: float, name: str, option: str) -> None:
+def regime(args, sets: dict, splits, models, peer_names, bar: float, name: str, option: str, prefix="") -> None:
     """Every model in ``models`` on each set of ``sets`` (label -> dataset, embeddings, what is done to each
     split, the figures' key) and each split protocol of ``splits``, on every seed; the figures against the
     best of ``peer_names`` (bar ``bar`` on both metrics) into the record ``name``."""
@@ -368,7 +368,7 @@ def regime(args, sets: dict, splits, models, peer_names, bar: float, name: str, 
                 "peers, each tuned on validation: "
                 + "; ".join(f"{p} {ms(by_model[p], 'recall@20')} / {ms(by_model[p], 'ndcg@20')}" for p in present)
                 + f"; MostPop {ms(by_model['mostpop'], 'recall@20')}",
-                f"{name.removeprefix('accuracy_')}, {label}, {protocol} split: Recall@20 {mean(fu, 'recall@20'):.4f}, "
+                f"{prefix}{label}, {protocol} split: Recall@20 {mean(fu, 'recall@20'):.4f}, "
                 f"NDCG@20 {mean(fu, 'ndcg@20'):.4f} ({ratio['recall@20']:.2f}x, {ratio['ndcg@20']:.2f}x the best tuned "
                 f"peer, {best['ndcg@20'][1]})",
                 min(ratio.values()),

@@ -27,6 +27,7 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 ORDER = (
     "accuracy",
     "accuracy_sparse",
+    "accuracy_synthetic",
     "scale",
     "pipeline",
     "retrieval",
