@@ -22,8 +22,8 @@ KNOWN_GAPS = {
     ("retrieval", "cross_modal"): "a genre named in words finds posters through the bridge at 2.3x a random "
     "list of the same held-out items (bar 3x)",
     ("accuracy_synthetic", "synthetic10k_random"): "the generator's movie-like catalogue at 10,000 items: 1.057x and "
-    "1.039x Cornac BPR on 5 reporting seeds (bar 1.05x on both; NDCG@20 short); with Cornac BPR's wider grid, on seed 10 "
-    "it is 0.92x / 0.91x that peer",
+    "1.039x Cornac BPR on 5 reporting seeds (bar 1.05x on both; NDCG@20 short); with Cornac BPR's wider grid, on "
+    "seed 10 it is 0.92x / 0.91x that peer",
     ("accuracy_sparse", "thinned_temporal"): "movielens-100k-mm thinned to 3 training positives per item, "
     "temporal split: 1.05x and 0.96x the content peer on 5 reporting seeds (bar 1.10x)",
 }
