@@ -193,9 +193,7 @@ def main() -> None:
         f"{'met' if r_ours >= COLD_BARS[0] * r_rand else 'NOT met'}); {COLD_BARS[1]}x the content peer "
         f"({r_knn:.4f}): {'met' if r_ours >= COLD_BARS[1] * r_knn else 'NOT met'}"
     )
-    chosen = {name: [r.get("chosen") for r in runs] for name, runs in warm.items() if runs[0].get("chosen")}
-    for name, settings in chosen.items():
-        print(f"{name} settings chosen on validation, by seed: {settings}")
+    chosen, _ = chosen_settings(warm)
     (args.out / "summary.json").write_text(
         json.dumps(
             {"random": means, "cold_item": cold_means, "seeds": args.seeds, "chosen": chosen}, indent=2, default=float
@@ -294,6 +292,20 @@ def _prepared(work: Path, synth: list[str]):
     return Dataset.load(work / "validated"), load_embeddings(work / "embeddings")
 
 
+def chosen_settings(by_model: dict[str, list[dict]]) -> tuple[dict, dict]:
+    """The settings each model chose on validation, by seed, and those at an edge of their grid, printed:
+    (settings by model, edges by model)."""
+    from fusionrec.train.models import at_edge, choice_grids
+
+    grids = choice_grids()
+    chosen = {n: [r.get("chosen") for r in rs] for n, rs in by_model.items() if rs[0].get("chosen")}
+    edges = {n: sorted({e for c in settings for e in at_edge(c, grids.get(n, {}))}) for n, settings in chosen.items()}
+    for n, settings in chosen.items():
+        at = f"; at a grid's edge: {edges[n]}" if edges[n] else ""
+        print(f"{n} settings chosen on validation, by seed: {settings}{at}")
+    return chosen, edges
+
+
 def regime(args, sets: dict, splits, models, peer_names, bar: float, name: str, option: str, prefix="") -> None:
     """Every model in ``models`` on each set of ``sets`` (label -> dataset, embeddings, what is done to each
     split, the figures' key) and each split protocol of ``splits``, on every seed; the figures against the
@@ -301,9 +313,7 @@ def regime(args, sets: dict, splits, models, peer_names, bar: float, name: str, 
     from fusionrec.data.splits import make_split
     from fusionrec.train.compare import compare
     from fusionrec.train.loop import TrainConfig
-    from fusionrec.train.models import GRIDS, at_edge, fusion_grids
 
-    grids = {**GRIDS, "fusion": fusion_grids(), "ease": {"lambda": fusion_grids()["ii_lambda"]}}
     runs: dict[tuple[str, str], dict[str, list[dict]]] = {}
     chosen_by_set: dict[str, dict] = {}  # the tuned models' settings, by set and split
     t0 = time.perf_counter()
@@ -341,15 +351,7 @@ def regime(args, sets: dict, splits, models, peer_names, bar: float, name: str, 
             print(
                 f"ours / best peer ({peer}), {k}: {ratio[k]:.3f} (bar {bar}: {'met' if ratio[k] >= bar else 'NOT met'})"
             )
-        chosen = {n: [r.get("chosen") for r in rs] for n, rs in by_model.items() if rs[0].get("chosen")}
-        edges = {}
-        for n, settings in chosen.items():
-            edge = sorted({e for c in settings for e in at_edge(c, grids.get(n, {}))})
-            edges[n] = edge
-            print(
-                f"{n} settings chosen on validation, by seed: {settings}"
-                + (f"; at a grid's edge: {edge}" if edge else "")
-            )
+        chosen, edges = chosen_settings(by_model)
         chosen_by_set[f"{label}, {protocol}"] = chosen
         fu = by_model["fusion"]
         without = (

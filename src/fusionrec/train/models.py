@@ -141,6 +141,13 @@ def fusion_grids() -> dict[str, tuple]:
     }
 
 
+def choice_grids() -> dict[str, dict[str, tuple]]:
+    """Every model's validation grid by model name: the tuned peers' (:data:`GRIDS`), ours
+    (:func:`fusion_grids`) and EASE's ridge (the item-item term's)."""
+    ours = fusion_grids()
+    return {**GRIDS, "fusion": ours, "ease": {"lambda": ours["ii_lambda"]}}
+
+
 def at_edge(chosen: dict, grids: dict[str, tuple]) -> list[str]:
     """The settings in ``chosen`` that took the top of their grid (or its bottom where it is not 0 or the
     grid's only value): the search may have stopped short of the best."""
