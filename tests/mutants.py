@@ -176,8 +176,8 @@ MUTANTS = [
     Mutant(
         "query by example ranks by the first modality only",
         "src/fusionrec/search.py",
-        "                    terms[:, col] = self._cosines(m, items, q[m]) * share[m]",
-        "                    terms[:, col] = self._cosines(m, items, q[m]) * share[m] * (col == 0)",
+        "                terms[:, col] = self._cosines(m, items, q[m]) * share[m]",
+        "                terms[:, col] = self._cosines(m, items, q[m]) * share[m] * (col == 0)",
         (SERVING, "-k", "more_like"),
     ),
     Mutant(
@@ -705,6 +705,20 @@ MUTANTS = [
         '        return self.head.extend(unit) if m == "image" and self.head is not None else unit',
         "        return unit",
         ("tests/integration/test_photo_head.py", "-k", "side_by_side"),
+    ),
+    Mutant(
+        "the photos are set in the text space by a least-squares fit without its ridge",
+        "src/fusionrec/bridge.py",
+        "    gram = x.T @ x + RIDGE * len(x) * np.eye(x.shape[1])",
+        "    gram = x.T @ x + 1e-6 * np.eye(x.shape[1])",
+        ("tests/unit/test_bridge.py", "-k", "ridge_regression"),
+    ),
+    Mutant(
+        "a text query searching the image space is left in the text space's own index",
+        "src/fusionrec/search.py",
+        "                    out[PHOTOS_BY_TEXT] = query[source]  # the text meets the photos in its own space",
+        "                    out[target] = query[source]",
+        ("tests/unit/test_bridge.py", "-k", "carries_a_query"),
     ),
     Mutant(
         "the titles are shipped but never counted",

@@ -2,17 +2,30 @@
 
 The encoders were trained apart: a sentence and a photo of the same item land in two spaces that share
 nothing, so a text query finds items by their text only. Every catalogue item with both a text and a
-photo is a pair that says where its text should land among the photos. The bridge is two linear maps,
-``text -> image`` and ``image -> text`` (``W`` [d_src, d_dst], no bias; a query is ``normalise(q W)``),
-each trained contrastively (a symmetric InfoNCE over batches of pairs, temperature :data:`TEMPERATURE`):
-a text's image must be nearer its bridged text than the other images of the batch, and the other way
-round. A seeded :data:`HELD_OUT` share of the pairs is never trained on: it picks the step to keep (its
-text-to-image top-10 among themselves) and reports how far the maps carry to items they have not seen.
+photo is a pair that says where its text should land among the photos. The bridge is two linear maps
+from the image space into the text space (no bias), one for each way a query crosses:
+
+- **a text query meets the photos in the text space**: ``P`` [d_image, d_text], the ridge regression of
+  each pair's text vector on its photo's (``(X'X + lambda I)^-1 X'T`` over unit rows, ``lambda`` =
+  :data:`RIDGE` times the pairs trained on). The catalogue's photos are set in the text space once
+  (``normalise(x P)``, :meth:`Bridge.photos_in_text`) and a text query is compared with them there;
+  searching where the query was encoded, against each photo's own prediction of its text, kept the
+  query's words whole. On movielens-100k-mm's posters (bridge splits 1-3, never the reported split 0),
+  a genre named in words found 2.32x a random list's share of that genre among the held-out posters,
+  where a contrastive map of the text into the image space (what the bridge was until 2026-12-07)
+  found 1.87x, and the same ridge the other way round 1.2x;
+- **a photo query is carried into the text space**: ``W`` [d_image, d_text], trained contrastively (a
+  symmetric InfoNCE over batches of pairs, temperature :data:`TEMPERATURE`); the query is
+  ``normalise(q W)``.
+
+A seeded :data:`HELD_OUT` share of the pairs is never trained on: it picks the contrastive map's step
+to keep (its image-to-text top-10 among themselves) and reports how far both maps carry to items they
+have not seen.
 
 It is built when the artifact is written (``index/bridge.npz`` and ``index/bridge.json``), beside the
 FAISS indexes, with the identities of the two encoders it was trained between; a version without one,
-or with one for other encoders, gets one built at load (with a warning), as the indexes do. No CLIP-style
-checkpoint is needed, nor assumed.
+or with one for other encoders (or an older bridge without the photos' map), gets one built at load
+(with a warning), as the indexes do. No CLIP-style checkpoint is needed, nor assumed.
 """
 
 from __future__ import annotations
@@ -33,6 +46,9 @@ HELD_OUT = 0.1  # the pairs' share never trained on (at most MAX_HELD_OUT of the
 MAX_HELD_OUT = 2000
 MIN_PAIRS = 50  # fewer pairs than this: no bridge
 TEMPERATURE = 0.1
+# the photos' ridge into the text space, per pair trained on: 0.02 to 0.07 were alike on the development
+# splits (2.32x and 2.34x a random list at 30 and 100 of about 1,500 pairs), 0.007 and below lower (2.26x)
+RIDGE = 0.04
 STEPS, CHECK_EVERY, PATIENCE, BATCH = 2000, 10, 10, 512  # steps at most; a check every 10; stop after 10 worse
 LEARNING_RATE, WEIGHT_DECAY = 3e-3, 1e-4
 FILES = ("bridge.npz", "bridge.json")
@@ -46,19 +62,32 @@ class Bridge:
     identities: dict[str, str]  # space -> the encoder identity it was trained on
     held_out: np.ndarray  # the item indices of the pairs never trained on
     figures: dict[str, float] = field(default_factory=dict)
+    photos: np.ndarray | None = None  # P [d_image, d_text]: where a photo stands in the text space
 
     def project(self, source: str, target: str, vectors: np.ndarray) -> np.ndarray:
-        """Vectors [B, d_source] in ``source``'s space -> unit vectors [B, d_target] in ``target``'s."""
+        """Query vectors [B, d_source] in ``source``'s space -> unit vectors [B, d_target] in ``target``'s
+        (a photo into the text space; a text meets the photos by :meth:`photos_in_text` instead)."""
         return unit_rows(unit_rows(vectors) @ self.maps[(source, target)])
+
+    def photos_in_text(self, vectors: np.ndarray) -> np.ndarray:
+        """The catalogue's photo vectors [B, d_image] -> unit vectors [B, d_text] in the text space, where a
+        text query is compared with them (zero rows stay zero)."""
+        return unit_rows(unit_rows(vectors) @ self.photos)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / FILES[0], **{f"{s}_to_{t}": w for (s, t), w in self.maps.items()}, held_out=self.held_out)
+        np.savez(
+            folder / FILES[0],
+            **{f"{s}_to_{t}": w for (s, t), w in self.maps.items()},
+            photos_to_text=self.photos,
+            held_out=self.held_out,
+        )
         meta = {
             "spaces": list(PAIR),
+            "ridge": RIDGE,
             "identities": self.identities,
-            "dims": {s: int(w.shape[0]) for (s, _), w in self.maps.items()},
+            "dims": {"text": int(self.photos.shape[1]), "image": int(self.photos.shape[0])},
             "held_out": int(len(self.held_out)),
             "figures": self.figures,
         }
@@ -66,8 +95,9 @@ class Bridge:
 
     @classmethod
     def load(cls, folder: str | Path, identities: dict[str, str], dims: dict[str, int]) -> Bridge | None:
-        """The bridge shipped in ``folder``, or None when there is none or it was trained between other
-        encoders (other identities or dimensions) than ``identities`` / ``dims``."""
+        """The bridge shipped in ``folder``, or None when there is none, it was trained between other
+        encoders (other identities or dimensions) than ``identities`` / ``dims``, or it predates the photos'
+        map into the text space (before 2026-12-07)."""
         folder = Path(folder)
         if not all((folder / f).exists() for f in FILES):
             return None
@@ -77,9 +107,12 @@ class Bridge:
         }:
             return None
         with np.load(folder / FILES[0], allow_pickle=False) as z:
-            maps = {(s, t): z[f"{s}_to_{t}"].astype(np.float32) for s, t in (PAIR, PAIR[::-1])}
+            if not {"image_to_text", "photos_to_text", "held_out"} <= set(z.files):
+                return None
+            maps = {PAIR[::-1]: z["image_to_text"].astype(np.float32)}
+            photos = z["photos_to_text"].astype(np.float32)
             held_out = z["held_out"].astype(np.int64)
-        return cls(maps, dict(meta["identities"]), held_out, dict(meta.get("figures", {})))
+        return cls(maps, dict(meta["identities"]), held_out, dict(meta.get("figures", {})), photos)
 
 
 def _top10(q: np.ndarray, targets: np.ndarray) -> float:
@@ -114,6 +147,14 @@ def _fit(source: np.ndarray, target: np.ndarray, train: np.ndarray, held: np.nda
     return kept.numpy().astype(np.float32), best, step
 
 
+def _ridge(image: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """P [d_image, d_text]: the ridge regression of the pairs' text vectors on their photos' (unit rows),
+    lambda = RIDGE times the pairs."""
+    x, t = image.astype(np.float64), text.astype(np.float64)
+    gram = x.T @ x + RIDGE * len(x) * np.eye(x.shape[1])
+    return np.linalg.solve(gram, x.T @ t).astype(np.float32)
+
+
 def train_bridge(
     vectors: dict[str, np.ndarray], masks: dict[str, np.ndarray], identities: dict[str, str], seed: int = 0
 ) -> Bridge | None:
@@ -136,14 +177,15 @@ def train_bridge(
     position[pairs] = np.arange(len(pairs))
     src, dst = text[pairs], image[pairs]
     with torch.random.fork_rng():
-        t2i, t2i_top10, t2i_step = _fit(src, dst, position[trained], position[held_out], seed)
         i2t, i2t_top10, i2t_step = _fit(dst, src, position[trained], position[held_out], seed + 1)
+    photos = _ridge(dst[position[trained]], src[position[trained]])
+    held_photos = unit_rows(dst[position[held_out]] @ photos)
     figures = {
         "pairs": int(len(pairs)),
-        "held_out_text_to_image_top10": round(t2i_top10, 4),
+        "held_out_text_to_image_top10": round(_top10(src[position[held_out]], held_photos), 4),
         "held_out_image_to_text_top10": round(i2t_top10, 4),
         "random_top10": round(min(1.0, 10 / n_held), 4),
-        "steps": [int(t2i_step), int(i2t_step)],
+        "steps": int(i2t_step),
     }
     log.info("bridge text <-> image: %s", figures)
-    return Bridge({PAIR: t2i, PAIR[::-1]: i2t}, {s: identities.get(s, "") for s in PAIR}, held_out, figures)
+    return Bridge({PAIR[::-1]: i2t}, {s: identities.get(s, "") for s in PAIR}, held_out, figures, photos)

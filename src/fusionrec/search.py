@@ -16,9 +16,13 @@ efSearch 128) above, where an exact scan per query would cost more than the mode
 
 A text query can also search the image space, and a photo the text space, through the bridge learned
 from the catalogue's own text-photo pairs (:mod:`fusionrec.bridge`): :meth:`ItemSearch.in_spaces` puts
-the query's vector into the space it lacks, and the search goes on as above, a bridged space weighing
+the query where the space it lacks can be searched, and the search goes on as above, a bridged space weighing
 ``serving.bridge_weight`` against 1 for each of the query's own (its share of the score is its weight over
-the weights' sum). Each hit says which spaces' pools proposed it (``found``). Where the image encoder is a
+the weights' sum). A photo is carried into the text space (the bridge's map of a photo query); a text
+meets the photos in its own space, where the bridge has set each catalogue photo (the index
+:data:`PHOTOS_BY_TEXT`, built with the version beside the others): the image space's term of a text
+query is its cosine to each photo's place there. Each hit says which spaces' pools proposed it
+(``found``: a photo found by the text counts as found in the image space). Where the image encoder is a
 CLIP checkpoint with its text tower, a text query reaches the image space through CLIP's own joint space
 instead (``joint`` in :meth:`ItemSearch.in_spaces`); a photo still reaches the text space by the bridge.
 
@@ -49,6 +53,12 @@ HNSW_ABOVE = 200_000
 INDEX_DIR = "index"
 TITLES_FILE = "text.titles.npy"  # the items' titles alone in the text space, searched beside the whole texts
 SPACES = ("both", "text", "image")  # where a query by example searches: both spaces, or one of them
+PHOTOS_BY_TEXT = "image@text"  # the catalogue's photos set in the text space by the bridge: a text query's image space
+
+
+def column(key: str) -> str:
+    """The modality a searched space's term counts for: ``image@text`` is the image space's."""
+    return key.partition("@")[0]
 
 
 def _new_index(dim: int, n: int):
@@ -69,9 +79,15 @@ def _features(model) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     )
 
 
+def _weight(weights: dict[str, float], key: str) -> float:
+    """A searched space's weight: given by the space, or by the modality it counts for; 1 otherwise."""
+    return weights.get(key, weights.get(column(key), 1.0))
+
+
 def _shares(query: dict[str, np.ndarray], weights: dict[str, float] | None) -> dict[str, float]:
-    """Each queried space's share of the score: its weight (1 unless given) over the weights' sum."""
-    w = {m: (weights or {}).get(m, 1.0) for m in query}
+    """Each queried space's share of the score: its weight (1 unless given, by the space or by the modality
+    it counts for) over the weights' sum."""
+    w = {m: _weight(weights or {}, m) for m in query}
     total = sum(w.values()) or 1.0
     return {m: v / total for m, v in w.items()}
 
@@ -110,11 +126,17 @@ class ItemSearch:
         # what is indexed and scored: the encoder's vectors, the image space with the photo head beside them
         self.spaces = {m: self._space(m, v) for m, v in self.vectors.items()}
         self.masks = {m: np.asarray(masks[m], dtype=bool) for m in self.modalities}
+        self.keys = list(self.modalities)  # the spaces searched, each with its index
+        if bridge is not None and bridge.photos is not None and all(m in vectors for m in PAIR):
+            self.keys.append(PHOTOS_BY_TEXT)
+            self.spaces[PHOTOS_BY_TEXT] = bridge.photos_in_text(self.vectors["image"]) * self.masks["image"][:, None]
+            self.masks[PHOTOS_BY_TEXT] = self.masks["image"]
         self.titles = unit_rows(titles) if titles is not None and "text" in vectors else None
-        self.rows = {m: np.flatnonzero(self.masks[m]) for m in self.modalities}  # index row -> item index
+        self.rows = {m: np.flatnonzero(self.masks[m]) for m in self.keys}  # index row -> item index
         if self.titles is not None:  # the text index holds the titles after the texts
             self.rows["text"] = np.concatenate([self.rows["text"], np.flatnonzero(np.abs(self.titles).sum(1) > 0)])
-        self.indexes = indexes if indexes is not None else {m: self._build(m) for m in self.modalities}
+        indexes = dict(indexes or {})
+        self.indexes = {m: indexes[m] if m in indexes else self._build(m) for m in self.keys}
 
     def _space(self, m: str, unit: np.ndarray) -> np.ndarray:
         """Unit vectors [B, d] of modality ``m``'s encoder -> the space searched (unit, zero rows stay zero)."""
@@ -168,7 +190,7 @@ class ItemSearch:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {}
-        for m in self.modalities:
+        for m in self.keys:
             faiss.write_index(self.indexes[m], str(folder / f"{m}.faiss"))
             meta[m] = {
                 "kind": type(self.indexes[m]).__name__,
@@ -206,9 +228,10 @@ class ItemSearch:
         if titles is not None and titles.shape != vectors["text"].shape:
             titles = None  # titles of another catalogue or encoder: the whole texts alone
         extra = {"text": int((np.abs(titles).sum(1) > 0).sum())} if titles is not None else {}
-        bridge = None
+        bridge, shipped = None, False
         if identities is not None and all(s in vectors for s in PAIR):
             bridge = Bridge.load(folder, identities, {m: v.shape[1] for m, v in vectors.items()})
+            shipped = bridge is not None
             if bridge is None:
                 log.warning(
                     "%s: no bridge between the text and image spaces for these encoders; training it now", folder
@@ -217,13 +240,17 @@ class ItemSearch:
         meta = (
             json.loads((folder / "index.json").read_text(encoding="utf-8")) if (folder / "index.json").exists() else {}
         )
-        fits = set(meta) == set(vectors) and all(
+        fits = set(vectors) <= set(meta) and all(
             meta[m]["items"] == int(masks[m].sum()) + extra.get(m, 0) and meta[m]["dim"] == dims[m] for m in vectors
         )
         if not fits:
             log.warning("%s: no search index for this model's modalities; building it now", folder)
             return cls(vectors, masks, bridge=bridge, head=head, titles=titles)
         indexes = {m: faiss.read_index(str(folder / f"{m}.faiss")) for m in vectors}
+        # the photos' index in the text space, where the shipped bridge built it (otherwise built anew)
+        by_text = meta.get(PHOTOS_BY_TEXT, {})
+        if shipped and by_text.get("items") == int(masks["image"].sum()) and by_text.get("dim") == dims["text"]:
+            indexes[PHOTOS_BY_TEXT] = faiss.read_index(str(folder / f"{PHOTOS_BY_TEXT}.faiss"))
         return cls(vectors, masks, indexes, bridge, head, titles)
 
     def in_spaces(
@@ -247,7 +274,9 @@ class ItemSearch:
             if target in wanted and target not in query and source in query:
                 if joint and target in joint:
                     out[target] = joint[target]
-                elif self.bridge is not None:
+                elif (source, target) == PAIR and PHOTOS_BY_TEXT in self.keys:
+                    out[PHOTOS_BY_TEXT] = query[source]  # the text meets the photos in its own space
+                elif (source, target) == PAIR[::-1] and self.bridge is not None:
                     out[target] = self.bridge.project(source, target, query[source][None])[0]
                 else:
                     continue
@@ -267,8 +296,9 @@ class ItemSearch:
         items = np.asarray(items, dtype=np.int64)
         terms = np.zeros((len(items), len(self.modalities)), dtype=np.float32)
         share = _shares(query, weights)
-        for col, m in enumerate(self.modalities):
+        for m in self.keys:
             if m in query:
+                col = self.modalities.index(column(m))
                 terms[:, col] = self._cosines(m, items, self._space(m, unit_rows(query[m][None]))[0]) * share[m]
         return SearchHits(items, terms, terms != 0)
 
@@ -283,14 +313,15 @@ class ItemSearch:
         ``pool`` nearest items, rescored exactly (see the module docstring)."""
         proposals: list[list[tuple[np.ndarray, int]]] = [[] for _ in queries]
         normed: list[dict[str, np.ndarray]] = [{} for _ in queries]
-        for col, m in enumerate(self.modalities):
+        for m in self.keys:
             asked = [n for n, q in enumerate(queries) if m in q]
             if not asked or not len(self.rows[m]):
                 continue
+            col = self.modalities.index(column(m))
             block = self._space(m, unit_rows(np.stack([queries[n][m] for n in asked])))
             _, found = self.indexes[m].search(np.ascontiguousarray(block), min(pool, len(self.rows[m])))
             if weights:  # a space weighing less than 1 proposes its share of the pool (at least 10)
-                cut = [max(10, round(pool * min(1.0, weights[n].get(m, 1.0)))) for n in asked]
+                cut = [max(10, round(pool * min(1.0, _weight(weights[n], m)))) for n in asked]
                 found = [f[:c] for f, c in zip(found, cut)]
             for j, n in enumerate(asked):
                 normed[n][m] = block[j]
@@ -301,9 +332,9 @@ class ItemSearch:
             terms = np.zeros((len(items), len(self.modalities)), dtype=np.float32)
             found = np.zeros((len(items), len(self.modalities)), dtype=bool)
             share = _shares(q, weights[n] if weights else None)
-            for col, m in enumerate(self.modalities):
-                if m in q:
-                    terms[:, col] = self._cosines(m, items, q[m]) * share[m]
+            for m in q:
+                col = self.modalities.index(column(m))
+                terms[:, col] = self._cosines(m, items, q[m]) * share[m]
             for proposed, col in proposals[n]:
                 found[:, col] = np.isin(items, proposed)
             hits.append(SearchHits(items, terms, found))

@@ -253,17 +253,21 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True).clip(1e-12)
 
 
+def _photos_in_text(stack) -> np.ndarray:
+    """Where the served version's bridge sets each catalogue photo in the text space (from its file)."""
+    return _unit(_unit(stack["emb"]["image"].values) @ _bridge(stack)["photos_to_text"])
+
+
 def test_a_text_query_finds_pictures_through_the_shipped_bridge(stack, text_encoder):
-    """space "image": the text is carried into the image encoder's space by the version's own bridge and
-    searched there alone: the items are the nearest photos to the bridged text (numpy over the offline
-    embeddings), every score is the image term, found in the image space, and the answer says so."""
+    """space "image": the text meets the photos where the version's own bridge set them in the text space,
+    searched there alone: the items are the photos nearest the text (numpy over the offline embeddings and
+    the shipped map), every score is the image term, found in the image space, and the answer says so."""
     emb, items = stack["emb"], stack["ds"].items
     n = int(items.loc[emb["text"].mask & emb["image"].mask, "item_idx"].iloc[4])
     text = items.set_index("item_idx").loc[n, "description"]
     pred = _recommend(stack, {"text": text, "k": 5, "space": "image"})[0]
     own = np.asarray(text_encoder.encode([text]).values[0], dtype=np.float32)  # the query's text vector
-    query = _unit(_unit(own) @ _bridge(stack)["text_to_image"])
-    top, sims = _cosine_top(emb["image"].values, emb["image"].mask, query, 5)
+    top, sims = _cosine_top(_photos_in_text(stack), emb["image"].mask, _unit(own), 5)
     ids = items.set_index("item_idx")["item_id"].astype(str)
     assert [x["item_id"] for x in pred["items"]] == ids[top].tolist()
     np.testing.assert_allclose([x["score"] for x in pred["items"]], sims, atol=1e-3)
@@ -280,10 +284,9 @@ def test_a_text_query_searches_both_spaces_by_default_and_within_candidates(stac
     n = int(items.loc[emb["text"].mask & emb["image"].mask, "item_idx"].iloc[6])
     text = items.set_index("item_idx").loc[n, "description"]
     own = np.asarray(text_encoder.encode([text]).values[0], dtype=np.float32)  # the query's text vector
-    bridged = _unit(_unit(own) @ _bridge(stack)["text_to_image"])
     cos = {
         "text": np.where(emb["text"].mask, _unit(emb["text"].values) @ _unit(own), 0.0),
-        "image": np.where(emb["image"].mask, _unit(emb["image"].values) @ bridged, 0.0),
+        "image": np.where(emb["image"].mask, _photos_in_text(stack) @ _unit(own), 0.0),
     }
     w = stack["settings"].serving.bridge_weight
     assert w > 0

@@ -9,7 +9,7 @@ import pytest
 
 from fusionrec.bridge import Bridge, train_bridge
 from fusionrec.errors import BadRequest
-from fusionrec.search import ItemSearch
+from fusionrec.search import PHOTOS_BY_TEXT, ItemSearch
 
 IDS = {"text": "text-encoder@1", "image": "image-encoder@1"}
 
@@ -26,10 +26,13 @@ def _catalogue(n: int = 1000, seed: int = 0):
     return {"text": text.astype(np.float32), "image": image.astype(np.float32)}, masks
 
 
-def _top10(bridge: Bridge, vectors, source: str, target: str, items: np.ndarray) -> float:
-    q = bridge.project(source, target, vectors[source][items])
-    t = vectors[target][items] / np.linalg.norm(vectors[target][items], axis=1, keepdims=True)
-    s = q @ t.T
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _top10(queries: np.ndarray, targets: np.ndarray) -> float:
+    """The share of query rows whose own row of ``targets`` is among their 10 nearest (cosine)."""
+    s = _unit(queries) @ _unit(targets).T
     return float(((s > np.diag(s)[:, None]).sum(1) < 10).mean())
 
 
@@ -39,11 +42,27 @@ def test_the_bridge_carries_held_out_texts_to_their_own_photos_and_back():
     held = bridge.held_out
     assert len(held) == 95 and not set(held.tolist()) & set(range(50))  # 10% of the 950 pairs
     random = 10 / len(held)
-    assert _top10(bridge, vectors, "text", "image", held) > 5 * random
-    assert _top10(bridge, vectors, "image", "text", held) > 5 * random
-    q = bridge.project("text", "image", vectors["text"][:3])
-    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
+    # a held-out text finds its own photo where the bridge set the photos in the text space
+    assert _top10(vectors["text"][held], bridge.photos_in_text(vectors["image"][held])) > 5 * random
+    # a held-out photo, carried into the text space, finds its own text
+    assert _top10(bridge.project("image", "text", vectors["image"][held]), vectors["text"][held]) > 5 * random
+    for out in (bridge.project("image", "text", vectors["image"][:3]), bridge.photos_in_text(vectors["image"][:3])):
+        assert out.shape == (3, 24)
+        np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert bridge.figures["pairs"] == 950 and bridge.figures["held_out_text_to_image_top10"] > 5 * random
+
+
+def test_the_photos_map_is_the_ridge_regression_of_the_trained_pairs_texts_on_their_photos():
+    """The closed form, by hand: ``(X'X + lambda I)^-1 X'T`` over the unit rows of the pairs trained on
+    (not the held-out ones), ``lambda`` = RIDGE times their number."""
+    from fusionrec.bridge import RIDGE
+
+    vectors, masks = _catalogue(n=300)
+    bridge = train_bridge(vectors, masks, IDS)
+    trained = np.setdiff1d(np.flatnonzero(masks["image"]), bridge.held_out)
+    x, t = _unit(vectors["image"][trained]).astype(np.float64), _unit(vectors["text"][trained]).astype(np.float64)
+    p = np.linalg.inv(x.T @ x + RIDGE * len(trained) * np.eye(40)) @ x.T @ t
+    np.testing.assert_allclose(bridge.photos, p, rtol=1e-3, atol=1e-5)
 
 
 def test_no_bridge_without_both_spaces_or_enough_pairs():
@@ -60,12 +79,17 @@ def test_a_shipped_bridge_loads_only_for_the_encoders_it_was_trained_between(tmp
     dims = {"text": 24, "image": 40}
     again = Bridge.load(tmp_path, IDS, dims)
     np.testing.assert_allclose(
-        again.project("text", "image", vectors["text"][:5]), bridge.project("text", "image", vectors["text"][:5])
+        again.project("image", "text", vectors["image"][:5]), bridge.project("image", "text", vectors["image"][:5])
     )
+    np.testing.assert_allclose(again.photos_in_text(vectors["image"][:5]), bridge.photos_in_text(vectors["image"][:5]))
     np.testing.assert_array_equal(again.held_out, bridge.held_out)
     assert Bridge.load(tmp_path, {**IDS, "image": "another-encoder"}, dims) is None
     assert Bridge.load(tmp_path, IDS, {**dims, "text": 32}) is None
     assert Bridge.load(tmp_path / "nothing-here", IDS, dims) is None
+    # a bridge from before the photos' map (a text map into the image space instead): none, so built anew
+    with np.load(tmp_path / "bridge.npz") as z:
+        np.savez(tmp_path / "bridge.npz", text_to_image=z["image_to_text"].T, image_to_text=z["image_to_text"])
+    assert Bridge.load(tmp_path, IDS, dims) is None
 
 
 def test_the_search_carries_a_query_into_the_space_it_lacks(caplog):
@@ -73,17 +97,24 @@ def test_the_search_carries_a_query_into_the_space_it_lacks(caplog):
     search = ItemSearch(vectors, masks, bridge=train_bridge(vectors, masks, IDS))
     text = {"text": vectors["text"][7]}
     both, via = search.in_spaces(text, "both")
-    assert set(both) == {"text", "image"} and via == {"image": "text"}
+    assert set(both) == {"text", PHOTOS_BY_TEXT} and via == {"image": "text"}
     only, via = search.in_spaces(text, "image")
-    assert set(only) == {"image"} and via == {"image": "text"}
+    assert set(only) == {PHOTOS_BY_TEXT} and via == {"image": "text"}
+    np.testing.assert_array_equal(only[PHOTOS_BY_TEXT], text["text"])  # the text itself, met in its own space
     assert search.in_spaces(text, "text") == ({"text": text["text"]}, {})
     photo, via = search.in_spaces({"image": vectors["image"][7]}, "text")
     assert set(photo) == {"text"} and via == {"text": "image"}
     hits = search.search([only], pool=10)[0]
-    assert (
-        hits.found[:, search.modalities.index("image")].all()
-        and not hits.terms[:, 1 - search.modalities.index("image")].any()
-    )
+    col = search.modalities.index("image")
+    assert hits.found[:, col].all() and not hits.terms[:, 1 - col].any()
+    # the photos nearest the text where the bridge set them in the text space, scored by that cosine
+    placed = search.bridge.photos_in_text(vectors["image"]) * masks["image"][:, None]
+    cos = placed @ _unit(text["text"][None])[0]
+    np.testing.assert_array_equal(np.sort(hits.items), np.sort(np.argsort(-cos, kind="stable")[:10]))
+    np.testing.assert_allclose(hits.terms[:, col], cos[hits.items], atol=1e-5)
+    # within candidates the same cosine, weighed by its share beside the text's own space
+    within = search.score(both, np.arange(20), {"image": 0.25})
+    np.testing.assert_allclose(within.terms[:, col], cos[:20] * 0.25 / 1.25, atol=1e-5)
     plain = ItemSearch(vectors, masks)  # no bridge: a query stays in its own space
     with pytest.raises(BadRequest, match="cannot search the image space"):
         plain.in_spaces(text, "image")
