@@ -79,6 +79,15 @@ def _features(model) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     )
 
 
+def _searched_photos(vectors: dict, masks: dict, head: PhotoHead | None) -> np.ndarray | None:
+    """Every item's photo as the image space is searched (the head's side by side with the encoder's,
+    zero rows where there is none), what the bridge sets in the text space; None without photos."""
+    if "image" not in vectors:
+        return None
+    unit = unit_rows(vectors["image"]) * np.asarray(masks["image"], bool)[:, None]
+    return head.extend(unit) if head is not None else unit
+
+
 def _weight(weights: dict[str, float], key: str) -> float:
     """A searched space's weight: given by the space, or by the modality it counts for; 1 otherwise."""
     return weights.get(key, weights.get(column(key), 1.0))
@@ -127,9 +136,14 @@ class ItemSearch:
         self.spaces = {m: self._space(m, v) for m, v in self.vectors.items()}
         self.masks = {m: np.asarray(masks[m], dtype=bool) for m in self.modalities}
         self.keys = list(self.modalities)  # the spaces searched, each with its index
-        if bridge is not None and bridge.photos is not None and all(m in vectors for m in PAIR):
+        if (  # the photos set in the text space, where the bridge's map was fitted on this image space
+            bridge is not None
+            and bridge.photos is not None
+            and all(m in vectors for m in PAIR)
+            and bridge.photos.shape[0] == self.spaces["image"].shape[1]
+        ):
             self.keys.append(PHOTOS_BY_TEXT)
-            self.spaces[PHOTOS_BY_TEXT] = bridge.photos_in_text(self.vectors["image"]) * self.masks["image"][:, None]
+            self.spaces[PHOTOS_BY_TEXT] = bridge.photos_in_text(self.spaces["image"]) * self.masks["image"][:, None]
             self.masks[PHOTOS_BY_TEXT] = self.masks["image"]
         self.titles = unit_rows(titles) if titles is not None and "text" in vectors else None
         self.rows = {m: np.flatnonzero(self.masks[m]) for m in self.keys}  # index row -> item index
@@ -174,12 +188,16 @@ class ItemSearch:
         the texts' first view (the title alone) is searched beside the whole text."""
         vectors, masks = _features(model)
         views = views or {}
-        bridge = train_bridge(vectors, masks, identities) if identities is not None else None
         head = None
         if views.get("image") is not None and "image" in vectors:
             head = train_photo_head(
                 vectors["image"], masks["image"], views["image"], (identities or {}).get("image", "")
             )
+        bridge = (
+            train_bridge(vectors, masks, identities, photos=_searched_photos(vectors, masks, head))
+            if identities is not None
+            else None
+        )
         titles = views["text"][:, 0] if views.get("text") is not None and "text" in vectors else None
         return cls(vectors, masks, bridge=bridge, head=head, titles=titles)
 
@@ -230,13 +248,13 @@ class ItemSearch:
         extra = {"text": int((np.abs(titles).sum(1) > 0).sum())} if titles is not None else {}
         bridge, shipped = None, False
         if identities is not None and all(s in vectors for s in PAIR):
-            bridge = Bridge.load(folder, identities, {m: v.shape[1] for m, v in vectors.items()})
+            bridge = Bridge.load(folder, identities, {m: v.shape[1] for m, v in vectors.items()}, dims["image"])
             shipped = bridge is not None
             if bridge is None:
                 log.warning(
                     "%s: no bridge between the text and image spaces for these encoders; training it now", folder
                 )
-                bridge = train_bridge(vectors, masks, identities)
+                bridge = train_bridge(vectors, masks, identities, photos=_searched_photos(vectors, masks, head))
         meta = (
             json.loads((folder / "index.json").read_text(encoding="utf-8")) if (folder / "index.json").exists() else {}
         )

@@ -153,3 +153,28 @@ def test_the_inference_log_tells_a_one_space_query_from_a_both_spaces_one():
         Row("query", 5, image=b"x", space="text"),
     ]
     assert [s.kind for s in summarise(rows, b"k" * 32)] == ["text", "text>image", "image>text"]
+
+
+def test_the_photos_map_is_fitted_on_the_image_space_as_searched_and_used_only_there(tmp_path):
+    """With a photo head, the photos are searched with the head's side beside the encoder's: the bridge's
+    photos map is fitted on those rows, the search sets them in the text space with it, and a map fitted
+    on another image space (without the head) is neither loaded nor used."""
+    from fusionrec.photohead import train_photo_head
+
+    vectors, masks = _catalogue(n=300)
+    rng = np.random.default_rng(1)
+    views = vectors["image"][:, None] + 0.3 * rng.standard_normal((300, 2, 40)).astype(np.float32)
+    head = train_photo_head(vectors["image"], masks["image"], views, IDS["image"])
+    searched = head.extend(_unit(vectors["image"]) * masks["image"][:, None])
+    bridge = train_bridge(vectors, masks, IDS, photos=searched)
+    wide = 40 + head.weights.shape[1]
+    assert bridge.photos.shape == (wide, 24)
+    search = ItemSearch(vectors, masks, bridge=bridge, head=head)
+    np.testing.assert_allclose(
+        search.spaces[PHOTOS_BY_TEXT][masks["image"]], bridge.photos_in_text(searched)[masks["image"]], atol=1e-6
+    )
+    assert PHOTOS_BY_TEXT not in ItemSearch(vectors, masks, bridge=bridge).keys  # no head: another space
+    bridge.save(tmp_path)
+    dims = {"text": 24, "image": 40}
+    assert Bridge.load(tmp_path, IDS, dims, wide) is not None
+    assert Bridge.load(tmp_path, IDS, dims, 40) is None and Bridge.load(tmp_path, IDS, dims) is None
