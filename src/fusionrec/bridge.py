@@ -62,8 +62,8 @@ class Bridge:
     maps: dict[tuple[str, str], np.ndarray]  # (source space, target space) -> W [d_source, d_target]
     identities: dict[str, str]  # space -> the encoder identity it was trained on
     held_out: np.ndarray  # the item indices of the pairs never trained on
+    photos: np.ndarray  # P [d_photos, d_text]: where a photo, as searched, stands in the text space
     figures: dict[str, float] = field(default_factory=dict)
-    photos: np.ndarray | None = None  # P [d_photos, d_text]: where a photo, as searched, stands in the text space
 
     def project(self, source: str, target: str, vectors: np.ndarray) -> np.ndarray:
         """Query vectors [B, d_source] in ``source``'s space -> unit vectors [B, d_target] in ``target``'s
@@ -120,7 +120,7 @@ class Bridge:
             held_out = z["held_out"].astype(np.int64)
         if photos.shape != (photos_dim or dims.get("image"), dims.get("text")):
             return None
-        return cls(maps, dict(meta["identities"]), held_out, dict(meta.get("figures", {})), photos)
+        return cls(maps, dict(meta["identities"]), held_out, photos, dict(meta.get("figures", {})))
 
 
 def _top10(q: np.ndarray, targets: np.ndarray) -> float:
@@ -193,14 +193,19 @@ def train_bridge(
     with torch.random.fork_rng():
         i2t, i2t_top10, i2t_step = _fit(dst, src, position[trained], position[held_out], seed + 1)
     searched = dst if photos is None else np.asarray(photos, np.float32)[pairs]
-    fitted = _ridge(searched[position[trained]], src[position[trained]])
-    held_photos = unit_rows(searched[position[held_out]] @ fitted)
-    figures = {
+    bridge = Bridge(
+        {PAIR[::-1]: i2t},
+        {s: identities.get(s, "") for s in PAIR},
+        held_out,
+        _ridge(searched[position[trained]], src[position[trained]]),
+    )
+    held_photos = bridge.photos_in_text(searched[position[held_out]])
+    bridge.figures = {
         "pairs": int(len(pairs)),
         "held_out_text_to_image_top10": round(_top10(src[position[held_out]], held_photos), 4),
         "held_out_image_to_text_top10": round(i2t_top10, 4),
         "random_top10": round(min(1.0, 10 / n_held), 4),
         "steps": int(i2t_step),
     }
-    log.info("bridge text <-> image: %s", figures)
-    return Bridge({PAIR[::-1]: i2t}, {s: identities.get(s, "") for s in PAIR}, held_out, figures, fitted)
+    log.info("bridge text <-> image: %s", bridge.figures)
+    return bridge

@@ -138,7 +138,6 @@ class ItemSearch:
         self.keys = list(self.modalities)  # the spaces searched, each with its index
         if (  # the photos set in the text space, where the bridge's map was fitted on this image space
             bridge is not None
-            and bridge.photos is not None
             and all(m in vectors for m in PAIR)
             and bridge.photos.shape[0] == self.spaces["image"].shape[1]
         ):
