@@ -104,10 +104,13 @@ def one(n_items: int, form: str, neighbours: int, rank: int) -> dict:
     except OSError:
         pass
     start = time.perf_counter()
+    expansion, last = None, None
     if form == "dense":
         index, value = prune(ease(tu, ti, n_users, n_items, LAMBDA), neighbours)
     else:
-        index, value = SparseEase(interactions(tu, ti, n_users, n_items), neighbours, rank).weights(LAMBDA, neighbours)
+        sparse = SparseEase(interactions(tu, ti, n_users, n_items), neighbours, rank)
+        index, value = sparse.weights(LAMBDA, neighbours)
+        expansion, last = sparse.form(LAMBDA), float(sparse.eigenvalues[-1])
     seconds = time.perf_counter() - start
     peak = peak_mib()
     recall, ndcg = accuracy(index, value, users, items, keep, n_items)
@@ -116,6 +119,8 @@ def one(n_items: int, form: str, neighbours: int, rank: int) -> dict:
         "form": form,
         "interactions": int(keep.sum()),
         "neighbours": neighbours,
+        "expansion": expansion,  # the sparse form's expansion of the remainder (SparseEase.form)
+        "last_eigenvalue": last,  # the top `rank` eigenvalues' smallest (those left out are below it)
         "seconds": seconds,
         "peak_mib": peak,
         "recall@20": recall,
