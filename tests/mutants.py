@@ -307,6 +307,20 @@ MUTANTS = [
         ("tests/unit/test_itemitem.py", "-k", "sparse_form"),
     ),
     Mutant(
+        "the sparse item-item form keeps the first-order expansion where the remainder reaches the ridge",
+        "src/fusionrec/itemitem.py",
+        'return "jacobi" if self.eigenvalues[-1] > self.JACOBI * lam else "first-order"',
+        'return "first-order"',
+        ("tests/unit/test_itemitem.py", "-k", "diagonal"),
+    ),
+    Mutant(
+        "the diagonal-expanded item-item form not projected off the eigenvectors",
+        "src/fusionrec/itemitem.py",
+        'p_ij += np.einsum("nr,nr->n", V[ia], U[ja]) - np.einsum("nr,nr->n", Z[ia], V[ja])',
+        'p_ij += np.einsum("nr,nr->n", V[ia] * (1.0 / (s + lam) - 1.0 / lam).astype(np.float32), V[ja])',
+        ("tests/unit/test_itemitem.py", "-k", "diagonal"),
+    ),
+    Mutant(
         "the content neighbourhood counts each item as its own nearest neighbour",
         "src/fusionrec/itemitem.py",
         'sims[rows, rows + s] = float("-inf")  # never its own neighbour',

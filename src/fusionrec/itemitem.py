@@ -18,8 +18,9 @@ matrix's top ``r`` eigenpairs (a randomized SVD of ``X``) exactly and its remain
 order, ``P ~ I/lambda - G/lambda^2 + V diag(1/(s+lambda) - 1/lambda + s/lambda^2) V'``, evaluated only
 where two items were bought together (each item's ``k`` most co-occurring items): memory linear in the
 items and interactions, never ``n^2``. The remainder it leaves out is of order ``(s_r/lambda)^2`` for
-the eigenvalues ``s_r`` below the top ``r``. ``benchmarks/item_item_scale.py`` measures it against the
-dense form (time, peak memory, Recall@20) and alone up to 10^6 items.
+the eigenvalues ``s_r`` below the top ``r``; where ``s_r`` nears the ridge the remainder is expanded
+around its own diagonal instead (`SparseEase` says when and why). ``benchmarks/item_item_scale.py``
+measures it against the dense form (time, peak memory, Recall@20) and alone up to 10^6 items.
 """
 
 from __future__ import annotations
@@ -174,18 +175,20 @@ class SparseEase:
     """EASE's weights where the dense inverse does not fit (the module docstring has the form). Built once
     per training matrix; ``weights(lambda, k)`` is cheap, so every ridge of the grid is tried.
 
-    Where the smallest eigenvalue kept, ``s_r`` (a bound on those left out), reaches half the ridge
+    Where the smallest eigenvalue kept, ``s_r`` (a bound on those left out), reaches 0.4 of the ridge
     (``JACOBI``), the first-order remainder ``(s_r / lambda)^2`` is no longer small (a catalogue of 10^6,
     whose popular items' counts grow with the users), and the remainder is expanded around its own diagonal
     instead of ``lambda I``: with ``R = G - V S V'`` and ``L = lambda I + diag(R)``, ``P ~ Q (L^-1 - L^-1
     R_off L^-1) Q + V diag(1/(s + lambda)) V'``, ``Q = I - V V'`` (exact in ``V``'s span, first order in
-    ``R``'s off-diagonal part elsewhere). On the item-item benchmark's shop at 10^5 items with 51
-    eigenpairs (``s_r`` 537 against a ridge of 500, about what 512 leave at 10^6), Recall@20 0.518
-    against 0.286 for the first-order form; with 512 (``s_r`` 80) the first-order form ranked better
-    (0.554 against 0.551), and below the threshold it is kept: every catalogue of the accuracy benchmarks
-    stays there (``s_r`` at most 34 against ridges of 100 and more)."""
+    ``R``'s off-diagonal part elsewhere). It costs about 2.5 times the first-order form per ridge (two
+    gathers more a pair). On the item-item benchmark's development shop (seed 0), Recall@20 of the two
+    forms at a ridge of 500: 10^6 items, ``s_r`` 205 (0.41 of the ridge), 0.337 against 0.263; 10^5 items
+    with 51 eigenpairs (``s_r`` 537), 0.518 against 0.286; 10^5 with 512 (``s_r`` 80, 0.16), 0.551 against
+    0.554, the first-order form ahead. The threshold lies between, above the 0.34 that every catalogue of
+    the accuracy benchmarks reaches at its smallest ridge (``s_r`` at most 34 against 100), whose weights
+    are the first-order form's."""
 
-    JACOBI = 0.5  # s_r / lambda from which the remainder is expanded around its diagonal
+    JACOBI = 0.4  # s_r / lambda from which the remainder is expanded around its diagonal
 
     def __init__(self, X: sp.csr_matrix, width: int, rank: int, seed: int = 0) -> None:
         self.n = X.shape[1]

@@ -35,8 +35,9 @@ class FusionConfig(BaseModel):
     # neighbours; 0 turns the term off. 512 rather than 128 neighbours, with the whole history below: what
     # each brought is in docs/model.md ('What moved the figures'; benchmarks/accuracy.py measures it).
     # Up to `item_item_dense_up_to` items B is the exact n x n inverse; above, the sparse form (the Gram
-    # matrix's top `item_item_rank` eigenpairs exactly, the rest to first order, only where two items
-    # were bought together; fusionrec.itemitem.SparseEase), so the term never switches off
+    # matrix's top `item_item_rank` eigenpairs exactly, the rest to first order around the ridge or, where
+    # the eigenvalues left out near it, around the remainder's diagonal, only where two items were bought
+    # together; fusionrec.itemitem.SparseEase), so the term never switches off
     # (benchmarks/item_item_scale.py measures both).
     item_item: int = Field(512, ge=0)
     item_item_dense_up_to: int = Field(4000, ge=0)
