@@ -151,7 +151,9 @@ def main() -> int:
     rows = []
     for n, form in tqdm(runs, desc="fits", unit="fit"):
         cmd = [sys.executable, __file__, "--one", str(n), form, "--neighbours", str(args.neighbours)]
-        done = subprocess.run([*cmd, "--rank", str(args.rank), "--seed", str(args.seed)], capture_output=True, text=True)
+        done = subprocess.run(
+            [*cmd, "--rank", str(args.rank), "--seed", str(args.seed)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             tqdm.write(f"{n:,} items, {form}: failed ({done.stderr.strip().splitlines()[-1:]})")
             rows.append({"items": n, "form": form, "failed": True})

@@ -212,7 +212,8 @@ class SparseEase:
         GW = np.asarray(self.X.T @ np.asarray(self.X @ Z), dtype=np.float32)
         SVW = (s[:, None] * _inner(V, Z)).astype(np.float32)
         for a in range(0, self.n, ROWS):  # R_off W = G W - V S V'W - diag(R) W; Y V = W - L^-1 R_off W
-            part = GW[a : a + ROWS] - V[a : a + ROWS] @ SVW - rest[a : a + ROWS, None].astype(np.float32) * Z[a : a + ROWS]
+            part = GW[a : a + ROWS] - V[a : a + ROWS] @ SVW
+            part -= rest[a : a + ROWS, None].astype(np.float32) * Z[a : a + ROWS]
             Z[a : a + ROWS] -= part / L[a : a + ROWS, None].astype(np.float32)
         del GW
         M = (_inner(V, Z) + np.diag(1.0 / (lam + s))).astype(np.float32)
