@@ -110,7 +110,7 @@ def cooccurring(X: sp.csr_matrix, width: int, budget: int = 20_000_000) -> sp.cs
         (np.concatenate(counts), (np.concatenate(heads), np.concatenate(tails))), shape=(n, n), dtype=np.float32
     )
     del heads, tails, counts
-    both = kept.maximum(kept.T.tocsr()).tocsr()
+    both = kept.maximum(kept.T.tocsr())  # CSR, like its operands
     both.sort_indices()
     return both
 
@@ -238,7 +238,7 @@ class SparseEase:
         S = self.pairs
         index = np.repeat(np.arange(self.n, dtype=np.int64)[:, None], k, axis=1)  # B[h, h] = 0
         value = np.zeros((self.n, k), np.float32)
-        chunk = max(1, 2**24 // V.shape[1])  # pairs a product: two gathers of 64 MiB
+        chunk = max(1, 2**24 // V.shape[1])  # pairs a product: gathers of 64 MiB (two, or four in the diagonal form)
         lo = 0
         while lo < self.n:  # a slice of rows at a time: rank each row's pairs by |B|, keep its k strongest
             hi = min(self.n, max(lo + 1, int(np.searchsorted(S.indptr, S.indptr[lo] + PAIRS, side="right")) - 1))
