@@ -314,6 +314,13 @@ MUTANTS = [
         ("tests/unit/test_itemitem.py", "-k", "diagonal"),
     ),
     Mutant(
+        "the most bought items added to the sparse item-item rows only where they co-occur",
+        "src/fusionrec/itemitem.py",
+        "(with_top.ravel()[own] + 1.0, (rows[own], cols[own]))",
+        "(with_top.ravel()[own], (rows[own], cols[own]))",
+        ("tests/unit/test_itemitem.py", "-k", "popular"),
+    ),
+    Mutant(
         "the diagonal-expanded item-item form not projected off the eigenvectors",
         "src/fusionrec/itemitem.py",
         'p_ij += np.einsum("nr,nr->n", V[ia], U[ja]) - np.einsum("nr,nr->n", Z[ia], V[ja])',

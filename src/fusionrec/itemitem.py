@@ -115,6 +115,31 @@ def cooccurring(X: sp.csr_matrix, width: int, budget: int = 20_000_000) -> sp.cs
     return both
 
 
+def with_popular(pairs: sp.csr_matrix, X: sp.csr_matrix, count: np.ndarray, most: int) -> sp.csr_matrix:
+    """``pairs`` with the catalogue's ``most`` most bought items added to every row (an item's own row
+    excepted), with their co-occurrence counts (0 where never bought together): [n, n] float32 CSR, sorted.
+
+    EASE weighs a popular item from every history, co-occurring or not (the top eigenpairs' part of ``P``),
+    and that weight ranks: restricted to co-occurring pairs, the exact weights lose Recall@20 on the item-item
+    benchmark's shop (2,000 items, seed 1: 0.5428 against 0.5468 for all pairs)."""
+    n = pairs.shape[0]
+    top = np.argsort(-count, kind="stable")[: max(0, min(most, n))]
+    if len(top) == 0:
+        return pairs
+    with_top = np.asarray((X.T @ X[:, top]).todense(), dtype=np.float32)  # [n, most]: G[:, top]
+    rows = np.repeat(np.arange(n), len(top))
+    cols = np.tile(top, n)
+    own = rows != cols
+    # every value is shifted by one so that a count of 0 stays an entry through the union, then shifted back
+    added = sp.csr_matrix((with_top.ravel()[own] + 1.0, (rows[own], cols[own])), shape=(n, n), dtype=np.float32)
+    shifted = pairs.copy()
+    shifted.data = shifted.data + 1.0
+    union = shifted.maximum(added)
+    union.sort_indices()
+    union.data -= 1.0
+    return union
+
+
 def _orthonormal(Y: np.ndarray) -> np.ndarray:
     """An orthonormal basis of ``Y``'s columns (reduced QR). Above 2^27 values in float32 (torch), where
     numpy's QR would hold float64 copies of a matrix of gigabytes (the 10^6-item catalogue's peak)."""
@@ -190,11 +215,13 @@ class SparseEase:
 
     JACOBI = 0.4  # s_r / lambda from which the remainder is expanded around its diagonal
 
-    def __init__(self, X: sp.csr_matrix, width: int, rank: int, seed: int = 0) -> None:
+    def __init__(self, X: sp.csr_matrix, width: int, rank: int, seed: int = 0, popular: int = 0) -> None:
         self.n = X.shape[1]
         self.X = X
-        self.pairs = cooccurring(X, width)  # the co-occurring pairs and their counts (CSR, symmetric)
         self.count = np.asarray(X.sum(0), dtype=np.float64).ravel()  # the Gram matrix's diagonal
+        self.pairs = cooccurring(X, width)  # the co-occurring pairs and their counts (CSR, symmetric)
+        if popular:  # and the most bought items in every row (`with_popular`)
+            self.pairs = with_popular(self.pairs, X, self.count, popular)
         self.eigenvalues, self.vectors = top_eigen(X, rank, seed)
 
     def form(self, lam: float) -> str:
@@ -304,7 +331,8 @@ def fit_item_item(
         weights = lambda lam: prune(ease(tu, ti, split.n_users, split.n_items, lam), k)  # noqa: E731
     else:
         form = "sparse"
-        sparse = SparseEase(interactions(tu, ti, split.n_users, split.n_items), k, cfg.item_item_rank, seed)
+        X = interactions(tu, ti, split.n_users, split.n_items)
+        sparse = SparseEase(X, k, cfg.item_item_rank, seed, popular=cfg.item_item_popular)
         weights = lambda lam: sparse.weights(lam, k)  # noqa: E731
     for lam in LAMBDAS:  # the ridge and the weight together, by the combined validation NDCG@20
         index, value = weights(lam)

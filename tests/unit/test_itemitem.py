@@ -67,11 +67,12 @@ def _ndcg20(scores: np.ndarray, train: set, valid: dict) -> float:
     return total / len(valid)
 
 
-@pytest.mark.parametrize("form", ["dense", "sparse"])
+@pytest.mark.parametrize("form", ["dense", "sparse", "popular"])
 def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation_ndcg(form):
     """fit_item_item keeps the (ridge, weight) pair whose towers-plus-term validation NDCG@20 is the best
     of the whole grid, each pair scored here by hand from EASE's closed form (for the sparse form, at full
-    rank, the closed form where two items were bought together), every ridge tried in both forms."""
+    rank, the closed form where two items were bought together, and with ``item_item_popular``, also from
+    every item to the most bought ones), every ridge tried in both forms."""
     import pandas as pd
 
     from fusionrec.data.splits import Split
@@ -98,9 +99,10 @@ def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation
     split = Split("random", frame("train"), frame("valid"), frame("valid").iloc[:0], n_users, n_items)
     base = 0.01 * rng.normal(size=(n_users, n_items)).astype(np.float32)  # weak towers: a mid-grid ridge wins
     dense_up_to = n_items if form == "dense" else 0
+    popular = 6 if form == "popular" else 0
     config = FusionConfig(
         n_users=n_users, n_items=n_items, dim=4, item_item=n_items, item_item_dense_up_to=dense_up_to,
-        item_item_rank=n_items,
+        item_item_rank=n_items, item_item_popular=popular,
     )  # fmt: skip
     model = FusionRecModel(config)
     hist = torch.zeros(n_users, 20, dtype=torch.long)
@@ -119,7 +121,9 @@ def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation
     X = np.zeros((n_users, n_items))
     for u, i in train:
         X[u, i] = 1.0
-    support = (X.T @ X > 0) if form == "sparse" else np.ones((n_items, n_items), dtype=bool)
+    support = (X.T @ X > 0) if form != "dense" else np.ones((n_items, n_items), dtype=bool)
+    most_bought = np.argsort(-X.sum(0), kind="stable")[:popular]
+    support[:, most_bought] = True  # every row reaches the most bought items (none when popular is 0)
 
     def closed_form(lam):
         P = np.linalg.inv(X.T @ X + lam * np.eye(n_items))
@@ -133,9 +137,40 @@ def test_the_ridge_and_the_weight_are_chosen_together_by_the_combined_validation
     assert chosen["valid_ndcg@20_with_item_item"] == pytest.approx(max(grid.values()), abs=1e-6)
     assert chosen["valid_ndcg@20_network"] == pytest.approx(_ndcg20(base, train, valid), abs=1e-6)
     assert chosen["weight"] > 0  # on block-structured tastes the term beats random tower scores
-    assert chosen["sparse"] == float(form == "sparse")
-    if form == "sparse":  # pairs never bought together exist, and the sparse form leaves them out
+    assert chosen["sparse"] == float(form != "dense")
+    if form != "dense":  # pairs never bought together exist, and the sparse form leaves them out
         assert not support.all()
+    if form == "popular":  # some rows reach a most bought item only through the added pairs
+        assert (X.T @ X == 0)[:, most_bought].any()
+
+
+def test_with_popular_adds_the_most_bought_items_to_every_row_with_their_counts():
+    """Every row gets the most bought items (its own row excepted) with its co-occurrence count with each,
+    0 where the two were never bought together; the co-occurring pairs stay as they were."""
+    import scipy.sparse as sp
+
+    from fusionrec.itemitem import cooccurring, interactions, with_popular
+
+    rng = np.random.default_rng(5)
+    users = rng.integers(0, 30, 120)
+    items = np.minimum(rng.zipf(1.5, 120) - 1, 24)
+    X = interactions(users, items, 30, 25)
+    G = (X.T @ X).toarray()
+    count = np.asarray(X.sum(0)).ravel()
+    pairs = cooccurring(X, 3)
+    got = with_popular(pairs, X, count, 4)
+    top = np.argsort(-count, kind="stable")[:4]
+    assert isinstance(got, sp.csr_matrix) and got.has_sorted_indices
+    dense = got.toarray()
+    present = np.zeros((25, 25), dtype=bool)
+    present[np.repeat(np.arange(25), np.diff(got.indptr)), got.indices] = True
+    expected = pairs.toarray() > 0
+    expected[:, top] = True
+    np.fill_diagonal(expected, False)
+    assert (present == expected).all()
+    assert np.array_equal(dense[present], G[present])  # the counts, zeros included
+    assert (G[:, top][~np.eye(25, dtype=bool)[:, top]] == 0).any()  # some pairs were never bought together
+    assert with_popular(pairs, X, count, 0) is pairs
 
 
 def _blocks(n_users: int, n_items: int, seed: int) -> np.ndarray:
