@@ -16,7 +16,9 @@ rest of the user's purchases (their own excluded). The ridge is 500 for both for
 searches it on validation in both forms). Each size is fitted on the shops of ``--seeds`` (1, 2 and 3,
 the reporting seeds: mean and spread), 10^6 items on the first of them only (a fit there takes nine
 minutes); the sparse form's design (its rank, where it expands the remainder around its diagonal) was
-chosen on seed 0, the development shop.
+chosen on seed 0, the development shop. Beside the model's sparse form, the "popular" form: the same with
+the ``POPULAR`` most bought items added to every row's pairs (``FusionConfig.item_item_popular``; 64 chosen
+on the development shop among 16, 64 and 256).
 
 Bar (issue 25): at 10^5 items within 4 GiB and 10 minutes on 2 cores; where the dense form runs, the
 sparse one no slower (at most 1.02x) and no less accurate (Recall@20 at least the dense form's), each on
@@ -202,9 +204,10 @@ def main() -> int:
         forms = sorted({EXPANDED[r["expansion"]] for r in fits["sparse"]})
 
         def cell(v: dict) -> str:
+            spread = (lambda k: f" ({v[k][1]:.4f})") if len(seeds) > 1 else (lambda k: "")  # of one seed: none
             return (
-                f"{v['seconds'][0]:.1f} s, {v['peak_mib'][0]:,.0f} MiB, R@20 {v['recall@20'][0]:.4f} "
-                f"({v['recall@20'][1]:.4f}), NDCG@20 {v['ndcg@20'][0]:.4f} ({v['ndcg@20'][1]:.4f})"
+                f"{v['seconds'][0]:.1f} s, {v['peak_mib'][0]:,.0f} MiB, R@20 {v['recall@20'][0]:.4f}"
+                f"{spread('recall@20')}, NDCG@20 {v['ndcg@20'][0]:.4f}{spread('ndcg@20')}"
             )
 
         beside = (

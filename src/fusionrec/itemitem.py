@@ -16,11 +16,13 @@ Above ``FusionConfig.item_item_dense_up_to`` items the ``n x n`` inverse costs t
 ``8 n^2`` bytes, time ``n^3``), and the term is the sparse form (`SparseEase`): ``P`` from the Gram
 matrix's top ``r`` eigenpairs (a randomized SVD of ``X``) exactly and its remaining spectrum to first
 order, ``P ~ I/lambda - G/lambda^2 + V diag(1/(s+lambda) - 1/lambda + s/lambda^2) V'``, evaluated only
-where two items were bought together (each item's ``k`` most co-occurring items): memory linear in the
-items and interactions, never ``n^2``. The remainder it leaves out is of order ``(s_r/lambda)^2`` for
-the eigenvalues ``s_r`` below the top ``r``; where ``s_r`` nears the ridge the remainder is expanded
-around its own diagonal instead (`SparseEase` says when and why). ``benchmarks/item_item_scale.py``
-measures it against the dense form (time, peak memory, Recall@20) and alone up to 10^6 items.
+where two items were bought together (each item's ``k`` most co-occurring items) and, with
+``FusionConfig.item_item_popular``, from every item to the catalogue's most bought ones (`with_popular`):
+memory linear in the items and interactions, never ``n^2``. The remainder it leaves out is of order
+``(s_r/lambda)^2`` for the eigenvalues ``s_r`` below the top ``r``; where ``s_r`` nears the ridge the
+remainder is expanded around its own diagonal instead (`SparseEase` says when and why).
+``benchmarks/item_item_scale.py`` measures it against the dense form (time, peak memory, Recall@20) and
+alone up to 10^6 items.
 """
 
 from __future__ import annotations

@@ -24,9 +24,6 @@ KNOWN_GAPS = {
     ("accuracy_synthetic", "synthetic10k_random"): "the generator's movie-like catalogue at 10,000 items: 1.057x and "
     "1.039x Cornac BPR on 5 reporting seeds (bar 1.05x on both; NDCG@20 short); with Cornac BPR's wider grid, on "
     "seed 10 it is 0.92x / 0.91x that peer",
-    ("item_item_scale", "items_20000"): "on the reporting shop (seed 1) the sparse form's Recall@20 is 0.5463 against "
-    "the dense form's 0.5467, one held-out purchase of 3,000 (NDCG@20 0.2456 against 0.2431; on the development "
-    "shop 0.547 against 0.545); its time 8.5 s against 417.5 s",
     ("accuracy_sparse", "thinned_temporal"): "movielens-100k-mm thinned to 3 training positives per item, "
     "temporal split: 1.05x and 0.96x the content peer on 5 reporting seeds (bar 1.10x)",
 }
