@@ -44,7 +44,8 @@ class FusionConfig(BaseModel):
     item_item_rank: int = Field(512, ge=1)
     # The sparse form's pairs: besides each item's co-occurring items, the catalogue's `item_item_popular` most
     # bought items in every row (fusionrec.itemitem.with_popular), whose EASE weights rank though never bought
-    # together. 0 (the default until the accuracy benchmarks are measured with it): co-occurring pairs only.
+    # together. 0, the default (co-occurring pairs only): on development seeds the whole model gained nothing
+    # from it (docs/model.md); the term alone did.
     item_item_popular: int = Field(0, ge=0)
     # The user's latest items the item-item term sums over (EASE's own score sums over the whole row); longer
     # than the tower's window (docs/model.md has what it brought), and 1,000 covers every user's whole
