@@ -46,7 +46,7 @@ class FusionConfig(BaseModel):
     # bought items in every row (fusionrec.itemitem.with_popular), whose EASE weights rank though never bought
     # together. 0, the default (co-occurring pairs only): on development seeds the whole model gained nothing
     # from it (docs/model.md); the term alone did.
-    item_item_popular: int = Field(0, ge=0)
+    item_item_popular: int = Field(0, ge=0, le=4096)  # n x 4,096 pairs at most
     # The user's latest items the item-item term sums over (EASE's own score sums over the whole row); longer
     # than the tower's window (docs/model.md has what it brought), and 1,000 covers every user's whole
     # training history on movielens-100k-mm. No cost in training, where the term is not used.
