@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import record
+from record import mean, std
 
 from fusionrec.train.request import TrainSpec
 
@@ -58,15 +59,6 @@ DEVELOPMENT = (0, 1, 2)  # the seeds design choices were made on
 WARM_BAR = 1.05  # ours against the best peer, warm split (issue 25; 1.03 before)
 COLD_BARS = (4.0, 1.10)  # ours on the cold split against a random ranking and the content peer (issue 25)
 REPORTING = (10, 11, 12, 13, 14)  # the seeds the figures are reported on: no choice has seen them
-
-
-def mean(runs: list[dict], key: str) -> float:
-    """The mean of one metric over the seeds' runs."""
-    return float(np.mean([r[key] for r in runs]))
-
-
-def std(runs: list[dict], key: str) -> float:
-    return float(np.std([r[key] for r in runs]))
 
 
 def ms(runs: list[dict], key: str) -> str:

@@ -102,7 +102,8 @@ def one(n_items: int, form: str, neighbours: int, rank: int, seed: int) -> dict:
     from fusionrec.itemitem import SparseEase, ease, interactions, prune
     from fusionrec.model import FusionConfig
 
-    neighbours = FusionConfig(n_users=1, n_items=n_items, item_item=neighbours).item_item_neighbours  # the model's
+    config = FusionConfig(n_users=1, n_items=n_items, item_item=neighbours)  # the model's neighbours and pairs
+    neighbours = config.item_item_neighbours
     users, items = shop(n_items, seed)
     keep = held_out(users, seed + 1)
     tu, ti = users[keep], items[keep]
@@ -116,7 +117,7 @@ def one(n_items: int, form: str, neighbours: int, rank: int, seed: int) -> dict:
     if form == "dense":
         index, value = prune(ease(tu, ti, n_users, n_items, LAMBDA), neighbours)
     else:
-        popular = POPULAR if form == "popular" else FusionConfig(n_users=1, n_items=n_items).item_item_popular
+        popular = POPULAR if form == "popular" else config.item_item_popular
         sparse = SparseEase(interactions(tu, ti, n_users, n_items), neighbours, rank, popular=popular)
         index, value = sparse.weights(LAMBDA, neighbours)
         expansion, last = sparse.form(LAMBDA), float(sparse.eigenvalues[-1])
@@ -139,11 +140,6 @@ def one(n_items: int, form: str, neighbours: int, rank: int, seed: int) -> dict:
 
 
 ONE_SEED_ABOVE = 100_000  # larger shops are fitted on the first seed only (nine minutes a fit at 10^6)
-
-
-def mean_std(rows: list[dict], key: str) -> tuple[float, float]:
-    values = np.array([r[key] for r in rows], dtype=float)
-    return float(values.mean()), float(values.std())
 
 
 def main() -> int:
@@ -193,7 +189,7 @@ def main() -> int:
             )
             continue
         m = {
-            f: {k: mean_std(rs, k) for k in ("seconds", "peak_mib", "recall@20", "ndcg@20")}
+            f: {k: (record.mean(rs, k), record.std(rs, k)) for k in ("seconds", "peak_mib", "recall@20", "ndcg@20")}
             for f, rs in fits.items()
             if rs and not any(r.get("failed") for r in rs)
         }

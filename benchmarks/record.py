@@ -40,6 +40,17 @@ class Figure:
     met: bool | None = None
 
 
+def mean(runs: list[dict], key: str) -> float:
+    """The mean of one metric over the seeds' runs."""
+    return float(sum(r[key] for r in runs) / len(runs))
+
+
+def std(runs: list[dict], key: str) -> float:
+    """Its spread over the seeds' runs (the population standard deviation, as numpy's default)."""
+    m = mean(runs, key)
+    return float((sum((r[key] - m) ** 2 for r in runs) / len(runs)) ** 0.5)
+
+
 def commit() -> str:
     """The checkout's commit, marked when the working tree has uncommitted changes."""
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
