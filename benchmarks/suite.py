@@ -7,6 +7,7 @@ build/bench/suite.json. Exits with pytest's status.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ BIN = Path(sys.executable).parent
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     for step in (["format", "--check", "."], ["check", "."]):
         if subprocess.run([str(BIN / "ruff"), *step], cwd=ROOT).returncode:
             return 1
