@@ -467,3 +467,70 @@ def test_compare_looks_peers_up_by_name_and_skips_one_the_data_cannot_feed(synth
     assert got["mostpop"]["ndcg@20"] > got["random"]["ndcg@20"]
     with pytest.raises(ConfigError, match="unknown model 'bprr'.*'cornac_bpr'"):
         compare(synth_validated, emb, split, models=("mostpop", "bprr"), train_cfg=TrainConfig(epochs=1), dim=16)
+
+
+def test_the_averaged_weights_are_the_bias_corrected_moving_average_of_the_steps_weights(synth_validated, monkeypatch):
+    """Training with ``average_weights`` on returns the exponential moving average of the weights after each step
+    (computed here by hand from the weights a run without it takes, step by step: the average never changes
+    the live training path), and validation scores that average."""
+    split = make_split(synth_validated, "random", seed=0)
+    emb = fake_embeddings(synth_validated.n_items)
+    mods = {m: emb[m].values.shape[1] for m in ("text", "image")}
+    cfg = FusionConfig(
+        n_users=synth_validated.n_users,
+        n_items=synth_validated.n_items,
+        modalities=mods,
+        dim=16,
+        item_item=0,
+        content_term=False,
+    )
+    snapshots = []
+    step = torch.optim.AdamW.step
+
+    def recording(self, *a, **kw):
+        out = step(self, *a, **kw)
+        snapshots.append([p.detach().clone() for g in self.param_groups for p in g["params"]])
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    plain = TrainConfig(epochs=1, batch_size=256, seed=3, device="cpu")
+    live = train(split, emb, cfg, plain, progress=False)
+    steps = list(snapshots)
+    snapshots.clear()
+    decay = 0.9
+    on = {"average_weights": "on", "average_decay": decay}
+    averaged = train(split, emb, cfg, plain.model_copy(update=on), progress=False)
+    for a, b in zip(steps[-1], snapshots[-1]):  # the same live path
+        assert torch.equal(a, b)
+    T = len(steps)
+    by_hand = [
+        sum((1 - decay) * decay ** (T - 1 - t) * steps[t][j] for t in range(T)) / (1 - decay**T)
+        for j in range(len(steps[0]))
+    ]
+    got = list(averaged.model.parameters())
+    assert len(got) == len(by_hand)
+    for g, want in zip(got, by_hand):
+        assert torch.allclose(g, want, atol=1e-5), (g - want).abs().max()
+    assert not all(torch.equal(g, w) for g, w in zip(got, live.model.parameters()))  # it is not the last step
+    assert averaged.history[0]["valid_ndcg@20"] != live.history[0]["valid_ndcg@20"]
+
+
+def test_chosen_averaging_keeps_whichever_of_the_live_and_averaged_weights_validates_better(synth_validated):
+    """With ``average_weights: chosen`` every check scores both; its validation figure is the better of the
+    two runs that score one each (the live path is the same in all three)."""
+    split = make_split(synth_validated, "random", seed=0)
+    emb = fake_embeddings(synth_validated.n_items)
+    mods = {m: emb[m].values.shape[1] for m in ("text", "image")}
+    cfg = FusionConfig(
+        n_users=synth_validated.n_users, n_items=synth_validated.n_items, modalities=mods, dim=16, item_item=0
+    )
+    base = TrainConfig(epochs=3, batch_size=256, seed=5, device="cpu", average_decay=0.8)
+    runs = {
+        mode: train(split, emb, cfg, base.model_copy(update={"average_weights": mode}), progress=False)
+        for mode in ("off", "on", "chosen")
+    }
+    for off, on, chosen in zip(*(runs[m].history for m in ("off", "on", "chosen"))):
+        assert chosen["valid_ndcg@20"] == max(off["valid_ndcg@20"], on["valid_ndcg@20"])
+        assert chosen["averaged"] == (on["valid_ndcg@20"] > off["valid_ndcg@20"])
+    assert "averaged" not in runs["off"].history[0] and runs["on"].history[0]["averaged"] is True
+    assert runs["chosen"].best_valid["valid_ndcg@20"] == max(h["valid_ndcg@20"] for h in runs["chosen"].history)

@@ -54,6 +54,11 @@ class TrainConfig(BaseModel):
     sampled_batch_size: int = Field(4096, ge=1)
     min_steps_per_epoch: int = Field(100, ge=1)
     valid_users: int = Field(5000, ge=1)  # early stopping's validation users at most (a fixed random sample)
+    # An exponential moving average of the weights, `average_decay` per step (docs/model.md, "The weight
+    # average"): "on", validation scores it and training returns it; "chosen", validation scores both the
+    # live and the averaged weights at every check and the better is kept; "off", the live weights alone.
+    average_weights: Literal["off", "on", "chosen"] = "off"
+    average_decay: float = Field(0.97, gt=0, lt=1)
 
 
 @dataclass
@@ -193,6 +198,43 @@ class NegativeSampler:
         return candidates.to(device), torch.log(expected).float().to(device)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters, ``decay`` per step, bias-corrected as Adam's
+    moments are (``sum / (1 - decay^t)``), so that it starts from the trained weights and not from zero."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay, self.steps = decay, 0
+        self.sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        for n, p in model.named_parameters():
+            self.sums[n].mul_(self.decay).add_(p.detach().float(), alpha=1 - self.decay)
+
+    @torch.no_grad()
+    def swap_in(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The averaged weights into ``model``; returns the live ones, for :meth:`swap_out`."""
+        live, scale = {}, 1.0 / (1.0 - self.decay**self.steps) if self.steps else 0.0
+        for n, p in model.named_parameters():
+            live[n] = p.detach().clone()
+            if self.steps:
+                p.copy_(self.sums[n] * scale)
+        return live
+
+    @torch.no_grad()
+    def swap_out(self, model: torch.nn.Module, live: dict[str, torch.Tensor]) -> None:
+        for n, p in model.named_parameters():
+            p.copy_(live[n])
+
+
+def _validate(model, hist, hmask, device, valid, split, model_cfg):
+    """Early stopping's validation metrics (NDCG@20 and Recall@20) of the model's weights as they are."""
+    return evaluate_ranking(
+        score_function(model, hist, hmask, device), valid, [split.train], model_cfg.n_users, model_cfg.n_items, ks=(20,)
+    )
+
+
 def train(
     split: Split,
     embeddings: dict,
@@ -254,6 +296,7 @@ def train(
         valid = valid[valid["user_idx"].isin(keep)]
     sampler = NegativeSampler(items, model_cfg.n_items, cfg) if uses_sampled_softmax(cfg, model_cfg.n_items) else None
     start_epoch, best, best_epoch, best_state, history, bad = 0, -1.0, -1, None, [], 0
+    average = WeightAverage(model, cfg.average_decay) if cfg.average_weights != "off" else None
     ckpt = checkpoint_dir / "last.pt" if checkpoint_dir else None
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)  # tensors and plain values only: no code
@@ -267,6 +310,8 @@ def train(
             state["bad"],
         )
         best_state = state["best_state"]
+        if average is not None and state.get("average"):
+            average.steps, average.sums = state["average"]["steps"], state["average"]["sums"]
         torch.set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
 
@@ -302,6 +347,8 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if average is not None:
+                average.update(model)
             total += loss.item() * len(b)
             rows_done += len(b)
             seen_samples += len(b) * world
@@ -316,14 +363,14 @@ def train(
                 on_epoch_end(epoch + 1, model)
             if rank == 0:  # validate: at the epoch's end, and within long epochs (a fractional epoch)
                 at = epoch + 1 if last else round(epoch + (step + 1) / len(mine), 2)
-                metrics = evaluate_ranking(
-                    score_function(model, hist, hmask, device),
-                    valid,
-                    [split.train],
-                    model_cfg.n_users,
-                    model_cfg.n_items,
-                    ks=(20,),
-                )
+                scored = []  # (validation metrics, whether the averaged weights), the live weights first
+                if cfg.average_weights != "on":
+                    scored.append((_validate(model, hist, hmask, device, valid, split, model_cfg), False))
+                if average is not None:
+                    live = average.swap_in(model)
+                    scored.append((_validate(model, hist, hmask, device, valid, split, model_cfg), True))
+                    average.swap_out(model, live)
+                metrics, averaged = max(scored, key=lambda s: s[0].ndcg[20])  # the live weights on a tie
                 val = metrics.ndcg[20]
                 history.append(
                     {
@@ -332,13 +379,18 @@ def train(
                         "valid_ndcg@20": val,
                         "valid_recall@20": metrics.recall[20],
                         "seconds": time.perf_counter() - t0,
+                        **({"averaged": averaged} if average is not None else {}),
                     }
                 )
                 log.info("epoch %s: loss %.4f valid NDCG@20 %.4f", at, history[-1]["loss"], val)
                 total, rows_done = 0.0, 0
                 if val > best:
                     best, best_epoch, bad = val, at, 0
+                    if averaged:
+                        live = average.swap_in(model)
                     best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+                    if averaged:
+                        average.swap_out(model, live)
                 else:
                     bad += 1
                 if bad >= cfg.patience:
@@ -356,6 +408,7 @@ def train(
                             "history": _plain(history),
                             "bad": int(bad),
                             "best_state": best_state,
+                            "average": {"steps": average.steps, "sums": average.sums} if average else None,
                             "rng": torch.get_rng_state(),
                         },
                         ckpt.with_suffix(".tmp"),
