@@ -133,9 +133,10 @@ def test_unknown_modality_is_reported_before_any_computation(synth_validated, sy
     assert str(err.value) == "model config: fusion: Input should be 'gated' or 'concat' (got 'sum')"
 
 
-def test_interrupted_run_resumes_bit_for_bit(tmp_path, synth_validated, synth_embeddings):
+@pytest.mark.parametrize("average", ["off", "on"])
+def test_interrupted_run_resumes_bit_for_bit(tmp_path, synth_validated, synth_embeddings, average):
     """Two epochs, stop, resume to three: the weights, optimiser state and losses equal an uninterrupted
-    three-epoch run's, bit for bit."""
+    three-epoch run's, bit for bit (with the weight average, its running sums too)."""
     from fusionrec.train.loop import train
 
     split = make_split(synth_validated, "random", seed=0)
@@ -146,7 +147,7 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path, synth_validated, synth_em
             split,
             synth_embeddings,
             cfg,
-            TrainConfig(epochs=epochs, batch_size=256, device="cpu", patience=10),
+            TrainConfig(epochs=epochs, batch_size=256, device="cpu", patience=10, average_weights=average),
             progress=False,
             checkpoint_dir=tmp_path / folder,
         )
