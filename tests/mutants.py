@@ -321,6 +321,20 @@ MUTANTS = [
         ("tests/unit/test_itemitem.py", "-k", "popular"),
     ),
     Mutant(
+        "the weight average without its bias correction (pulled towards zero early in training)",
+        "src/fusionrec/train/loop.py",
+        "live, scale = {}, 1.0 / (1.0 - self.decay**self.steps) if self.steps else 0.0",
+        "live, scale = {}, 1.0",
+        (MODEL, "-k", "averaged_weights"),
+    ),
+    Mutant(
+        "a resumed run restarting the weight average instead of restoring it",
+        "src/fusionrec/train/loop.py",
+        'average.steps, average.sums = state["average"]["steps"], state["average"]["sums"]',
+        "pass",
+        (PIPELINE, "-k", "resumes"),
+    ),
+    Mutant(
         "the diagonal-expanded item-item form not projected off the eigenvectors",
         "src/fusionrec/itemitem.py",
         'p_ij += np.einsum("nr,nr->n", V[ia], U[ja]) - np.einsum("nr,nr->n", Z[ia], V[ja])',
