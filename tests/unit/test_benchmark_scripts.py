@@ -3,7 +3,6 @@ parse), and so does every command a published figure names, with its own options
 themselves take minutes to hours and run by hand (``make bench``); this catches the script that no
 longer starts before a stranger finds it."""
 
-import importlib.util
 import shlex
 import subprocess
 import sys
@@ -11,24 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench import benchmark_module
+
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "benchmarks"
-
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
 
 
 def _scripts() -> list[str]:
-    run = _module("run")
+    run = benchmark_module("run")
     named = {run.SCRIPTS.get(n, n) for n in run.BENCHES}
     return sorted(named | {"run", "suite", "summary"})
 
@@ -47,7 +36,7 @@ def test_a_benchmark_script_answers_help_without_running(name):
 
 
 def test_every_published_command_parses_its_options():
-    summary = _module("summary")
+    summary = benchmark_module("summary")
     commands = sorted({r["command"] for r in summary.records(summary.KEPT)})
     assert commands
     for command in commands:

@@ -1,23 +1,20 @@
 """The README is the user's door: short, and its table of figures is the one the benchmarks' records
 generate (benchmarks/summary.py), each figure with a command that exists."""
 
-import importlib.util
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.bench import benchmark_module
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _summary():
-    spec = importlib.util.spec_from_file_location("bench_summary", ROOT / "benchmarks" / "summary.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("summary")
 
 
 def test_the_readme_table_is_the_one_the_kept_records_generate():
@@ -48,10 +45,7 @@ def test_the_readme_is_a_door():
 def test_a_record_says_how_long_its_benchmark_ran_and_the_summary_shows_it(tmp_path):
     import time
 
-    spec = importlib.util.spec_from_file_location("bench_record", ROOT / "benchmarks" / "record.py")
-    record = importlib.util.module_from_spec(spec)
-    sys.modules["bench_record"] = record  # its dataclass looks its module up there
-    spec.loader.exec_module(record)
+    record = benchmark_module("record")
     record.STARTED = time.monotonic() - 125  # a benchmark that started two minutes ago
     path = record.write("demo", "python benchmarks/demo.py", [record.Figure("k", "a figure")], out=tmp_path)
     written = json.loads(path.read_text(encoding="utf-8"))

@@ -9,16 +9,12 @@ import pandas as pd
 import pytest
 
 from fusionrec.data.splits import Split
+from tests.bench import benchmark_module
 
 
 @pytest.fixture()
-def accuracy(monkeypatch):
-    from pathlib import Path
-
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import accuracy
-
-    return accuracy
+def accuracy():
+    return benchmark_module("accuracy")
 
 
 def _split(seed: int = 4) -> Split:
