@@ -87,7 +87,8 @@ def content_term(sd: dict[str, np.ndarray], modalities: list[str], history: np.n
     """The content term of every item for one user [n_items]: weight * cos(the sum of the history items'
     content vectors, each item's), an item's content vector its modalities' features each scaled to unit
     length (zero where masked), concatenated and scaled to unit length; plus the content neighbourhood's
-    weight times the sum of the history items' neighbourhood rows (``cn_index``, ``cn_value``)."""
+    weight times the sum of the history items' neighbourhood rows (``cn_index``, ``cn_value``); plus the taste
+    term (:func:`taste_term`)."""
 
     def unit(x: np.ndarray) -> np.ndarray:
         n = np.linalg.norm(x, axis=-1, keepdims=True)
@@ -106,4 +107,16 @@ def content_term(sd: dict[str, np.ndarray], modalities: list[str], history: np.n
         for h in history:
             np.add.at(rows, index[h], value[h])
         out = out + float(sd["cn_weight"]) * rows
-    return out
+    return out + taste_term(sd, history)
+
+
+def taste_term(sd: dict[str, np.ndarray], history: np.ndarray) -> np.ndarray:
+    """The taste term of every item for one user [n_items]: weight * (log((n_c + 1) / (n + K)) + log K) at each
+    item's cluster c (``tc_label``) of the K (``tc_clusters``), n_c the history's items in c and n its length."""
+    K, w = int(sd.get("tc_clusters", 0)), float(sd.get("tc_weight", 0.0))
+    label = np.asarray(sd.get("tc_label", np.zeros(0)), dtype=np.int64)
+    if K == 0 or w == 0.0:
+        return np.zeros(len(label))
+    history = np.asarray(history, dtype=np.int64)
+    counts = np.array([np.sum(label[history] == c) for c in range(K)], dtype=np.float64)
+    return w * (np.log((counts[label] + 1) / (len(history) + K)) + np.log(K))

@@ -182,6 +182,7 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
     raw.setdefault("item_item", 0)  # and before the item-item term
     raw.setdefault("content_term", False)  # and before the content term
     raw.setdefault("content_neighbours", 0)  # and before its neighbourhood
+    raw.setdefault("taste_clusters", False)  # and before its taste term
     above, n = raw.pop("item_item_max_items", None), raw.get("n_items")
     if isinstance(above, int) and isinstance(n, int) and n > above:
         raw["item_item"] = 0  # versions before the sparse form had no item-item term above that size
@@ -191,8 +192,9 @@ def load_artifact(path: str | Path, device: str = "cpu") -> Artifact:
     if config.item_item == 0:  # versions written before the item-item term have none of its (empty) buffers
         for name in ("ii_index", "ii_value", "ii_weight"):
             state.setdefault(name, model.state_dict()[name])
-    for name in ("cc_weight", "cn_index", "cn_value", "cn_weight"):  # versions before the content term (or its
-        state.setdefault(name, model.state_dict()[name])  # neighbourhood): weight 0, no neighbours
+    for name in ("cc_weight", "cn_index", "cn_value", "cn_weight", "tc_label", "tc_clusters", "tc_weight"):
+        state.setdefault(name, model.state_dict()[name])  # versions before the content term (its neighbourhood,
+        # its taste term): weight 0, no neighbours, no clusters
     model.load_state_dict(state)
     model.to(device).eval()
     h = np.load(path / "user_history.npz")

@@ -43,6 +43,9 @@ CONTENT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0
 # the content neighbourhood's weight and sharpness p (its values are cos^p), chosen with the weight above
 NEIGHBOUR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 NEIGHBOUR_POWERS = (1.0, 4.0, 16.0)
+# the taste term's cluster counts and weights (its values are log shares, about -2 to +2: fit_taste_term)
+TASTE_CLUSTERS = (4, 8, 16, 32, 64, 128)
+TASTE_WEIGHTS = (0.0, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_LAMBDA = 500.0
 VALID_USERS = 4000  # validation users the choices are made on (a random sample beyond that)
 
@@ -454,4 +457,68 @@ def fit_content_term(
             best = again[x]
     out["valid_ndcg@20_with_content"] = best
     log.info("content term: %s", out)
+    return out
+
+
+def kmeans(x: torch.Tensor, k: int, *, seed: int = 0, iterations: int = 30, sample: int = 100_000) -> torch.Tensor:
+    """Each row's cluster [n] among ``k`` by k-means (k-means++ seeding, Lloyd's iterations on at most ``sample``
+    rows drawn with ``seed``, then every row to its nearest centre): deterministic for a seed."""
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    fit = x[torch.randperm(n, generator=g)[:sample]] if n > sample else x
+    centres = fit[torch.randint(len(fit), (1,), generator=g)]
+    nearest = torch.cdist(fit, centres).squeeze(1) ** 2
+    for _ in range(1, k):  # k-means++: the next centre drawn in proportion to its squared distance
+        nxt = fit[torch.multinomial(nearest / nearest.sum().clamp(min=1e-12) + 1e-12, 1, generator=g)]
+        centres = torch.cat([centres, nxt])
+        nearest = torch.minimum(nearest, torch.cdist(fit, nxt).squeeze(1) ** 2)
+    for _ in range(iterations):
+        label = torch.cdist(fit, centres).argmin(1)
+        sums = torch.zeros_like(centres).index_add_(0, label, fit)
+        sizes = torch.bincount(label, minlength=k).unsqueeze(1)
+        centres = torch.where(sizes > 0, sums / sizes.clamp(min=1), centres)  # an empty cluster keeps its centre
+    return torch.cat([torch.cdist(x[s : s + 65536], centres).argmin(1) for s in range(0, n, 65536)])
+
+
+def taste_vectors(model) -> torch.Tensor:
+    """The item tower's content part [n_items, dim], unit rows: every catalogue item through the tower without
+    its ID (what the taste clusters are made from; a cold item has one like any other)."""
+    feats = {m: (getattr(model, f"feat_{m}"), getattr(model, f"mask_{m}")) for m in model.modality_names}
+    with torch.inference_mode():
+        return model.items(content=feats).vectors.float().cpu()
+
+
+def fit_taste_term(model, split, hist: torch.Tensor, hmask: torch.Tensor, scores, *, seed: int = 0, device: str = "cpu"):
+    """Choose the taste term in place (``tc_label``, ``tc_clusters``, ``tc_weight``), on ``split.valid`` NDCG@20
+    added to ``scores(users)`` (the model as fitted so far): the catalogue clustered by k-means on the item
+    tower's content vectors (:func:`taste_vectors`) into each of ``TASTE_CLUSTERS`` counts, and the weight from
+    ``TASTE_WEIGHTS`` (0 when no setting helps). Returns what was chosen ({} without the term)."""
+    if not (model.config.content_term and model.config.taste_clusters and model.modality_names) or len(split.valid) == 0:
+        return {}
+    users = valid_users(split, seed)
+    u = torch.from_numpy(users)
+    h, m = hist[u].to(device), hmask[u].to(device)
+    base = np.asarray(scores(users), dtype=np.float32)
+    before = _ndcg(base, users, split)
+    vectors = taste_vectors(model)
+    best, labels = (before, 0, 0.0), {}
+    for k in TASTE_CLUSTERS:
+        if k >= model.config.n_items:
+            break
+        labels[k] = kmeans(vectors, k, seed=seed).to(device)
+        model.tc_label.copy_(labels[k])
+        model.tc_clusters.fill_(k)
+        with torch.inference_mode():
+            term = model.taste_term(h, m, weight=1.0).float().cpu().numpy()
+        tried = {w: _ndcg(base + w * term, users, split) for w in TASTE_WEIGHTS[1:]}
+        w = max(tried, key=tried.get)
+        log.info("taste term: %d clusters, valid NDCG@20 %.4f at weight %g (%.4f before)", k, tried[w], w, before)
+        if tried[w] > best[0]:
+            best = (tried[w], k, w)
+    ndcg, k, w = best
+    model.tc_clusters.fill_(k)
+    model.tc_weight.fill_(w)
+    model.tc_label.copy_(labels[k] if k else torch.zeros_like(model.tc_label))
+    out = {"taste_clusters": float(k), "taste_weight": float(w), "valid_ndcg@20_with_taste": ndcg}
+    log.info("taste term: %s", out)
     return out

@@ -14,7 +14,9 @@ history content vectors, ``w`` the content weight and ``T`` the temperature::
     T * score_i = u . v_i + T b_i + T w cos(p, c_i) = [u, 1, T w p] . [v_i, T b_i, c_i]
 
 so the index holds ``x_i = [v_i, T b_i, c_i]`` (the ``c`` block only where the model has the dense
-content term) and a request asks with ``q = [u, 1, T w p]``. The sparse history terms (the item-item
+content term) and a request asks with ``q = [u, 1, T w p]``. The taste term is one too: with ``k_i`` item
+i's taste cluster as a one-hot vector, ``a`` the history's taste shares and ``w_t`` its weight, it adds
+``T w_t a . k_i``, so ``k_i`` joins ``x_i`` and ``T w_t a`` joins ``q`` where the model has it. The sparse history terms (the item-item
 term and the content neighbourhood: each history item's neighbour lists) are not in the index: the
 ``pool`` items they score highest, among the history's neighbours, join the shortlist. Every shortlisted
 item is scored with the same terms as the exact path, so what the shortlist holds is ranked exactly;
@@ -63,12 +65,19 @@ def index_vectors(model, item_vectors: torch.Tensor, item_bias: torch.Tensor | N
     parts.append((item_bias if item_bias is not None else torch.zeros(len(item_vectors)))[:, None] * T)
     if _dense_content(model):
         parts.append(model.content_vectors())
+    if _taste(model):
+        parts.append(F.one_hot(model.tc_label, _taste(model)).float())
     with torch.inference_mode():
         return np.ascontiguousarray(torch.cat(parts, dim=1).float().numpy())
 
 
 def _dense_content(model) -> bool:
     return bool(model.has_content_term and float(model.cc_weight) != 0.0)
+
+
+def _taste(model) -> int:
+    """The taste clusters the index holds one-hot (0: the model has no taste term)."""
+    return int(model.tc_clusters) if model.has_content_term and model.has_taste_term else 0
 
 
 def build_index(x: np.ndarray):
@@ -89,6 +98,8 @@ def save_index(model, item_vectors: torch.Tensor, item_bias: torch.Tensor | None
     x = index_vectors(model, item_vectors, item_bias)
     faiss.write_index(build_index(x), str(folder / INDEX_FILE))
     meta = {"items": int(x.shape[0]), "dim": int(x.shape[1]), "content": _dense_content(model)}
+    if _taste(model):
+        meta["taste"] = _taste(model)
     (folder / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
@@ -100,6 +111,7 @@ class RowTerms:
     sparse: torch.Tensor  # [n, len(history_terms)]
     support: torch.Tensor  # item indices where ``sparse`` can be non-zero (the history's neighbours)
     pooled: torch.Tensor | None  # [D] the unit mean of the history's content vectors (None: no dense term)
+    taste: torch.Tensor | None = None  # [K] the history's taste shares (None: no taste term)
 
 
 class CatalogueTopK:
@@ -122,6 +134,7 @@ class CatalogueTopK:
         self.index.hnsw.efSearch = ef
         self.dense_content = _dense_content(model)
         self.content = model.content_vectors() if self.dense_content else None
+        self.taste = _taste(model)
         self.T = model.config.temperature
         self.n = len(item_vectors)
 
@@ -146,8 +159,12 @@ class CatalogueTopK:
         meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
         want = {
             "items": len(item_vectors),
-            "dim": item_vectors.shape[1] + 1 + (model.content_vectors().shape[1] if _dense_content(model) else 0),
+            "dim": item_vectors.shape[1]
+            + 1
+            + (model.content_vectors().shape[1] if _dense_content(model) else 0)
+            + _taste(model),
             "content": _dense_content(model),
+            **({"taste": _taste(model)} if _taste(model) else {}),
         }
         if meta == want and (folder / INDEX_FILE).exists():
             index = faiss.read_index(str(folder / INDEX_FILE))
@@ -173,9 +190,10 @@ class CatalogueTopK:
             pooled = None
             if self.dense_content and len(h):
                 pooled = F.normalize(self.content[h].sum(0), dim=-1)
+            taste = m.taste_shares(history, mask)[0] if self.taste else None
         sparse = torch.stack(parts, -1) if parts else torch.zeros(self.n, 0)
         support_items = torch.unique(torch.cat(support)) if support else torch.zeros(0, dtype=torch.long)
-        return RowTerms(sparse, support_items, pooled)
+        return RowTerms(sparse, support_items, pooled, taste)
 
     def terms_at(self, row: RowTerms, items: np.ndarray) -> np.ndarray:
         """The history terms [len(items), len(history_terms)] at ``items``, the dense content part added to
@@ -205,6 +223,8 @@ class CatalogueTopK:
         if self.dense_content:
             p = row.pooled if row.pooled is not None else torch.zeros(self.content.shape[1])
             q.append(p * self.T * float(self.model.cc_weight))
+        if self.taste:
+            q.append(row.taste * self.T * float(self.model.tc_weight))
         query = np.ascontiguousarray(torch.cat(q).float().numpy()[None])
         _, found = self.index.search(query, min(self.n, self.pool + len(excluded)))
         found = found[0][found[0] >= 0]

@@ -46,9 +46,9 @@ def test_a_short_shortlist_still_holds_what_the_history_terms_rank_first(champio
     _, art = champion
     rows = _rows(art, n_users=120, k=10)
     exact = Recommender(art, {}).run(rows)
-    approx = Recommender(art, {}, ann_above=0, ann_ef=10_000, ann_pool=10).run(rows)
+    approx = Recommender(art, {}, ann_above=0, ann_ef=10_000, ann_pool=5).run(rows)
     recall = np.mean([len(set(a.item_ids) & set(e.item_ids)) / 10 for a, e in zip(approx, exact)])
-    assert recall >= 0.95, recall
+    assert recall >= 0.85, recall
 
 
 def test_the_approximate_top_k_keeps_exclusions_and_candidates(champion):
@@ -84,3 +84,37 @@ def test_a_version_above_the_size_ships_its_index_and_serving_reads_it(
     with caplog.at_level(logging.WARNING, logger="fusionrec.topk"):
         Recommender(load_artifact(other), {}, ann_above=0)
     assert "building it now" in caplog.text  # a version without one still serves: built at load
+
+
+def test_the_taste_term_is_in_the_index_so_a_short_shortlist_holds_what_it_ranks_first(champion):
+    """A taste term that rules the lists, set on the champion (16 clusters of its content vectors, weight 30):
+    the index holds each item's cluster one-hot and the request its taste shares, so the whole-index answer is
+    the exact one, term by term, and five items from the graph and five from the neighbourhoods hold most of
+    the exact top-10 (0.91; 0.70 with the taste shares left out of the request)."""
+    import copy
+
+    from fusionrec.itemitem import kmeans, taste_vectors
+
+    _, art = champion
+    art = copy.copy(art)
+    art.model = copy.deepcopy(art.model)
+    m = art.model
+    m.tc_label.copy_(kmeans(taste_vectors(m), 16, seed=0))
+    m.tc_clusters.fill_(16)
+    m.tc_weight.fill_(30.0)
+    assert m.has_taste_term and topk._taste(m) == 16
+    rows = _rows(art, n_users=120, k=10)
+    exact = Recommender(art, {}).run(rows)
+    plain = copy.deepcopy(m)  # the term moves these lists: leaving it out of the index would show
+    plain.tc_weight.fill_(0.0)
+    art_plain = copy.copy(art)
+    art_plain.model = plain
+    moved = np.mean([a.item_ids != b.item_ids for a, b in zip(exact, Recommender(art_plain, {}).run(rows))])
+    assert moved > 0.5, moved
+    whole = Recommender(art, {}, ann_above=0, ann_ef=10_000).run(rows[:30])
+    for a, b in zip(exact[:30], whole):
+        assert a.item_ids == b.item_ids
+        np.testing.assert_allclose(a.terms, b.terms, rtol=1e-4, atol=1e-4)
+    approx = Recommender(art, {}, ann_above=0, ann_ef=10_000, ann_pool=5).run(rows)
+    recall = np.mean([len(set(a.item_ids) & set(e.item_ids)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.85, recall

@@ -64,6 +64,12 @@ class FusionConfig(BaseModel):
     # (fit_content_term). Built up to `content_neighbours_up_to` items (brute force, n^2 products).
     content_neighbours: int = Field(32, ge=0)
     content_neighbours_up_to: int = Field(100_000, ge=0)
+    # And the taste term: score += w_t * log of the history's smoothed share of the item's taste cluster against
+    # an even share, the clusters made by k-means on the item tower's content vectors once it is trained (what
+    # behaviour taught the tower about content: a genre, a colour), so a user whose history leans to a kind of
+    # item sees more of it, warm or cold. The cluster count and w_t are chosen on validation NDCG@20 after the
+    # content term (fusionrec.itemitem.fit_taste_term; w_t 0 when no setting helps). Part of the content term.
+    taste_clusters: bool = True
 
     @property
     def history_window(self) -> int:

@@ -16,6 +16,7 @@ head scores (user, item) pairs and is trained with log loss.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -164,6 +165,10 @@ class FusionRecModel(nn.Module):
         self.register_buffer("cn_index", torch.zeros(config.n_items, kc, dtype=torch.long))
         self.register_buffer("cn_value", torch.zeros(config.n_items, kc))
         self.register_buffer("cn_weight", torch.zeros(()))
+        # and its taste clusters (fit_taste_term): each item's cluster of the content tower, their count, the weight
+        self.register_buffer("tc_label", torch.zeros(config.n_items, dtype=torch.long))
+        self.register_buffer("tc_clusters", torch.zeros((), dtype=torch.long))
+        self.register_buffer("tc_weight", torch.zeros(()))
         self._content: torch.Tensor | None = None  # the content vectors, made from the features when first used
         self._dense_ii: tuple | None = None  # (the sparse rows' identity, the dense item-item matrix) once used
         for m in self.modality_names:
@@ -326,8 +331,30 @@ class FusionRecModel(nn.Module):
 
     @property
     def has_content_term(self) -> bool:
-        weights = float(self.cc_weight) != 0.0 or float(self.cn_weight) != 0.0
+        weights = float(self.cc_weight) != 0.0 or float(self.cn_weight) != 0.0 or self.has_taste_term
         return bool(self.config.content_term and self.modality_names and weights)
+
+    @property
+    def has_taste_term(self) -> bool:
+        return bool(self.modality_names and int(self.tc_clusters) > 0 and float(self.tc_weight) != 0.0)
+
+    def taste_shares(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """[B, K]: ``log((n_c + 1) / (n + K)) + log K`` for each of the ``K`` taste clusters ``c``, ``n_c`` the
+        user's last ``item_item_history`` items in it and ``n`` their count: the log of the history's smoothed
+        share of the cluster against an even share (0 everywhere for an empty history)."""
+        K = int(self.tc_clusters)
+        start = max(0, history.shape[1] - self.config.item_item_history)
+        h, m = history[:, start:].clamp(min=0), history_mask[:, start:].float()
+        counts = torch.zeros(history.shape[0], K, device=history.device).scatter_add_(1, self.tc_label[h], m)
+        return torch.log((counts + 1.0) / (m.sum(1, keepdim=True) + K)) + math.log(K)
+
+    def taste_term(self, history: torch.Tensor, history_mask: torch.Tensor, weight: float | None = None) -> torch.Tensor:
+        """The taste term [B, n_items]: ``weight`` (default ``tc_weight``) times :meth:`taste_shares` at each
+        item's cluster (``tc_label``)."""
+        w = float(self.tc_weight) if weight is None else weight
+        if int(self.tc_clusters) == 0 or w == 0.0:
+            return torch.zeros(history.shape[0], self.config.n_items, device=history.device)
+        return self.taste_shares(history, history_mask)[:, self.tc_label] * w
 
     def content_vectors(self) -> torch.Tensor:
         """The catalogue's content vectors [n_items, D], unit rows (zeros for an item with no content): each
@@ -351,11 +378,13 @@ class FusionRecModel(nn.Module):
         history_mask: torch.Tensor,
         weight: float | None = None,
         neighbour_weight: float | None = None,
+        taste_weight: float | None = None,
     ):
         """The content term [B, n_items] over each user's last ``item_item_history`` items: ``weight``
         (default ``cc_weight``) times the cosine between the mean of their content vectors and each item's,
         plus ``neighbour_weight`` (default ``cn_weight``) times the sum over them of their content
-        neighbourhood (``cn_value``: cos^p to each of an item's nearest items by content)."""
+        neighbourhood (``cn_value``: cos^p to each of an item's nearest items by content), plus the taste
+        term at ``taste_weight`` (default ``tc_weight``; :meth:`taste_term`)."""
         w = float(self.cc_weight) if weight is None else weight
         wn = float(self.cn_weight) if neighbour_weight is None else neighbour_weight
         B, n = history.shape[0], self.config.n_items
@@ -370,6 +399,8 @@ class FusionRecModel(nn.Module):
             out += F.normalize(pooled, dim=-1) @ c.T * w
         if wn != 0.0 and self.cn_index.shape[1] > 0:
             out += _neighbour_sum(h, m, self.cn_index, self.cn_value, n) * wn
+        if (float(self.tc_weight) if taste_weight is None else taste_weight) != 0.0:
+            out += self.taste_term(history, history_mask, weight=taste_weight)
         return out
 
     def logits(self, users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

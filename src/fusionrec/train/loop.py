@@ -439,10 +439,15 @@ def train(
         )
     content = {}
     if rank == 0 and model.config.content_term and model.modality_names:  # then the content term beside it
-        from fusionrec.itemitem import fit_content_term
+        from fusionrec.itemitem import fit_content_term, fit_taste_term
 
         content = fit_content_term(
             model, split, hist, hmask, score_function(model, hist, hmask, device), seed=cfg.seed, device=device
+        )
+        content.update(  # and its taste term beside both
+            fit_taste_term(
+                model, split, hist, hmask, score_function(model, hist, hmask, device), seed=cfg.seed, device=device
+            )
         )
     if distributed:  # rank 0's best weights everywhere
         for t in model.state_dict().values():

@@ -114,8 +114,8 @@ class FusionVariant:
 
 def fusion_chosen(item_item: dict, content: dict) -> dict[str, float]:
     """The settings the fusion model chose on validation (the item-item ridge and weight, the content
-    term's weights and sharpness), keyed as in :func:`fusion_grids`; a ridge or a sharpness whose weight is 0
-    is left out (nothing depends on it)."""
+    term's weights and sharpness, its taste clusters and weight), keyed as in :func:`fusion_grids`; a
+    ridge, a sharpness or a cluster count whose weight is 0 is left out (nothing depends on it)."""
     out = {}
     if item_item:
         out["ii_weight"] = content.get("item_item_weight", item_item["weight"])
@@ -125,12 +125,24 @@ def fusion_chosen(item_item: dict, content: dict) -> dict[str, float]:
         out.update(cc_weight=content["weight"], cn_weight=content["neighbour_weight"])
         if content["neighbour_weight"]:
             out["cn_power"] = content["neighbour_power"]
+        if "taste_weight" in content:
+            out["tc_weight"] = content["taste_weight"]
+            if content["taste_weight"]:
+                out["tc_clusters"] = content["taste_clusters"]
     return out
 
 
 def fusion_grids() -> dict[str, tuple]:
     """The grids the fusion model's validation choices are made over (:mod:`fusionrec.itemitem`)."""
-    from fusionrec.itemitem import CONTENT_WEIGHTS, LAMBDAS, NEIGHBOUR_POWERS, NEIGHBOUR_WEIGHTS, WEIGHTS
+    from fusionrec.itemitem import (
+        CONTENT_WEIGHTS,
+        LAMBDAS,
+        NEIGHBOUR_POWERS,
+        NEIGHBOUR_WEIGHTS,
+        TASTE_CLUSTERS,
+        TASTE_WEIGHTS,
+        WEIGHTS,
+    )
 
     return {
         "ii_lambda": LAMBDAS,
@@ -138,6 +150,8 @@ def fusion_grids() -> dict[str, tuple]:
         "cc_weight": CONTENT_WEIGHTS,
         "cn_weight": NEIGHBOUR_WEIGHTS,
         "cn_power": NEIGHBOUR_POWERS,
+        "tc_weight": TASTE_WEIGHTS,
+        "tc_clusters": TASTE_CLUSTERS,
     }
 
 
