@@ -272,6 +272,27 @@ MUTANTS = [
         ("tests/unit/test_itemitem.py", "-k", "content_term_is_the_cosine"),
     ),
     Mutant(
+        "the taste term without its smoothing",
+        "src/fusionrec/model/modeling.py",
+        "torch.log((counts + 1.0) / (m.sum(1, keepdim=True) + K))",
+        "torch.log((counts + 1e-6) / (m.sum(1, keepdim=True) + 1e-6 * K))",
+        ("tests/unit/test_itemitem.py", "-k", "taste_term_is_the_log_share"),
+    ),
+    Mutant(
+        "the top-K index's request without the taste shares",
+        "src/fusionrec/topk.py",
+        "            q.append(row.taste * self.T * float(self.model.tc_weight))",
+        "            q.append(row.taste * 0.0)",
+        ("tests/integration/test_topk.py", "-k", "taste"),
+    ),
+    Mutant(
+        "the taste clusters left at the grid's first count, not the validation's",
+        "src/fusionrec/itemitem.py",
+        "        if tried[w] > best[0]:",
+        "        if best[1] == 0:",
+        ("tests/unit/test_itemitem.py", "-k", "taste_term_is_chosen"),
+    ),
+    Mutant(
         "the content weight taken from the grid's start, not the validation",
         "src/fusionrec/itemitem.py",
         "weight, wn, power = max(combined, key=combined.get)",

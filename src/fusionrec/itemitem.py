@@ -44,7 +44,7 @@ CONTENT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0
 NEIGHBOUR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 NEIGHBOUR_POWERS = (1.0, 4.0, 16.0)
 # the taste term's cluster counts and weights (its values are log shares, about -2 to +2: fit_taste_term)
-TASTE_CLUSTERS = (4, 8, 16, 32, 64, 128)
+TASTE_CLUSTERS = (2, 4, 8, 16, 32, 64, 128)
 TASTE_WEIGHTS = (0.0, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_LAMBDA = 500.0
 VALID_USERS = 4000  # validation users the choices are made on (a random sample beyond that)
