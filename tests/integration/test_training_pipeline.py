@@ -1,5 +1,6 @@
 """Training end to end: the artifact, the champion/challenger gate, resume, and DDP on two CPU processes."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -94,6 +95,40 @@ def test_a_version_saved_before_the_item_item_term_still_loads(tmp_path, synth_v
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+def test_a_version_saved_before_the_taste_term_loads_without_one(tmp_path, trained, synth_validated, synth_embeddings):
+    """A version written before the taste term has neither its config key nor its buffers: it loads with no
+    taste term and scores as the model does with the term's weight at 0; the round trip keeps the term."""
+    import copy
+
+    from safetensors.torch import load_file, save_file
+
+    split, cfg, result, test = trained
+    model = copy.deepcopy(result.model)
+    model.tc_label.copy_(torch.arange(cfg.n_items) % 3)  # a taste term that moves the scores
+    model.tc_clusters.fill_(3)
+    model.tc_weight.fill_(1.0)
+    kept = dataclasses.replace(result, model=model)
+    path = _save(tmp_path / "now", synth_validated, synth_embeddings, split, cfg, kept, test)
+    users = np.arange(8)
+    with_term = score_function(model, result.user_history, result.user_history_mask)(users)
+    art = load_artifact(path)
+    assert art.model.has_taste_term and int(art.model.tc_clusters) == 3
+    np.testing.assert_allclose(score_function(art.model, art.history, art.history_mask)(users), with_term, atol=1e-5)
+    old = _save(tmp_path / "old", synth_validated, synth_embeddings, split, cfg, kept, test)
+    state = {k: v for k, v in load_file(str(old / "model.safetensors")).items() if not k.startswith("tc_")}
+    save_file(state, str(old / "model.safetensors"))
+    raw = json.loads((old / "config.json").read_text())
+    raw.pop("taste_clusters")
+    (old / "config.json").write_text(json.dumps(raw))
+    (old / "checksums.json").unlink()  # written before checksums too: read as it is
+    art = load_artifact(old)
+    assert not art.model.has_taste_term and not art.config.taste_clusters
+    model.tc_weight.fill_(0.0)
+    without = score_function(model, result.user_history, result.user_history_mask)(users)
+    assert np.abs(with_term - without).max() > 1e-3
+    np.testing.assert_allclose(score_function(art.model, art.history, art.history_mask)(users), without, atol=1e-5)
 
 
 def test_gate_promotes_only_by_the_margin(tmp_path, trained, synth_validated, synth_embeddings):

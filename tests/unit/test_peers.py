@@ -113,3 +113,9 @@ def test_a_choice_at_the_top_of_its_grid_or_a_nonzero_bottom_is_an_edge():
         {"weight": 2.0, "neighbour_weight": 0.0, "neighbour_power": 4.0, "item_item_weight": 0.0},
     )
     assert chosen == {"ii_weight": 0.0, "cc_weight": 2.0, "cn_weight": 0.0}
+    # the taste term's clusters are reported with a non-zero weight, and its smallest count is an edge
+    taste = {"weight": 0.0, "neighbour_weight": 0.0, "taste_clusters": 32.0, "taste_weight": 0.5}
+    assert fusion_chosen({}, taste) == {"cc_weight": 0.0, "cn_weight": 0.0, "tc_weight": 0.5, "tc_clusters": 32.0}
+    off = {**taste, "taste_weight": 0.0}
+    assert fusion_chosen({}, off) == {"cc_weight": 0.0, "cn_weight": 0.0, "tc_weight": 0.0}
+    assert at_edge({"tc_clusters": min(grids["tc_clusters"])}, grids) and not at_edge({"tc_clusters": 32.0}, grids)

@@ -167,6 +167,11 @@ def _contributions(cfg: FusionConfig, result: TrainResult) -> list[str]:
             f"NDCG@20 {c['valid_ndcg@20_before']:.4f} without it, {c['valid_ndcg@20_with_content']:.4f} with it, "
             f"{c['valid_ndcg@20_alone']:.4f} on its own"
         )
+    if c.get("taste_weight"):
+        lines.append(
+            f"- taste term ({c['taste_clusters']:g} clusters of the item tower's content vectors, weight "
+            f"{c['taste_weight']:g}): validation NDCG@20 {c['valid_ndcg@20_with_taste']:.4f} with it"
+        )
     lines.append(
         "- what each change brought on movielens-100k-mm (mean of 3 seeds): docs/model.md, 'What moved the figures'"
     )
