@@ -488,12 +488,17 @@ def taste_vectors(model) -> torch.Tensor:
         return model.items(content=feats).vectors.float().cpu()
 
 
-def fit_taste_term(model, split, hist: torch.Tensor, hmask: torch.Tensor, scores, *, seed: int = 0, device: str = "cpu"):
+def fit_taste_term(
+    model, split, hist: torch.Tensor, hmask: torch.Tensor, scores, *, seed: int = 0, device: str = "cpu"
+):
     """Choose the taste term in place (``tc_label``, ``tc_clusters``, ``tc_weight``), on ``split.valid`` NDCG@20
     added to ``scores(users)`` (the model as fitted so far): the catalogue clustered by k-means on the item
     tower's content vectors (:func:`taste_vectors`) into each of ``TASTE_CLUSTERS`` counts, and the weight from
     ``TASTE_WEIGHTS`` (0 when no setting helps). Returns what was chosen ({} without the term)."""
-    if not (model.config.content_term and model.config.taste_clusters and model.modality_names) or len(split.valid) == 0:
+    if (
+        not (model.config.content_term and model.config.taste_clusters and model.modality_names)
+        or len(split.valid) == 0
+    ):
         return {}
     users = valid_users(split, seed)
     u = torch.from_numpy(users)

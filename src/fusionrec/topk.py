@@ -14,14 +14,15 @@ history content vectors, ``w`` the content weight and ``T`` the temperature::
     T * score_i = u . v_i + T b_i + T w cos(p, c_i) = [u, 1, T w p] . [v_i, T b_i, c_i]
 
 so the index holds ``x_i = [v_i, T b_i, c_i]`` (the ``c`` block only where the model has the dense
-content term) and a request asks with ``q = [u, 1, T w p]``. The taste term is one too: with ``k_i`` item
-i's taste cluster as a one-hot vector, ``a`` the history's taste shares and ``w_t`` its weight, it adds
-``T w_t a . k_i``, so ``k_i`` joins ``x_i`` and ``T w_t a`` joins ``q`` where the model has it. The sparse history terms (the item-item
-term and the content neighbourhood: each history item's neighbour lists) are not in the index: the
-``pool`` items they score highest, among the history's neighbours, join the shortlist. Every shortlisted
-item is scored with the same terms as the exact path, so what the shortlist holds is ranked exactly;
-exclusions are removed from it (it is asked for ``pool`` items plus the excluded count), and a request
-with a candidate list scores its candidates exactly, without the index.
+content term) and a request asks with ``q = [u, 1, T w p]``. The taste term is one too: with ``k_i``
+item i's taste cluster as a one-hot vector, ``a`` the history's taste shares and ``w_t`` its weight, it
+adds ``T w_t a . k_i``, so ``k_i`` joins ``x_i`` and ``T w_t a`` joins ``q`` where the model has it.
+The sparse history terms (the item-item term and the content neighbourhood: each history item's
+neighbour lists) are not in the index: the ``pool`` items they score highest, among the history's
+neighbours, join the shortlist. Every shortlisted item is scored with the same terms as the exact path,
+so what the shortlist holds is ranked exactly; exclusions are removed from it (it is asked for ``pool``
+items plus the excluded count), and a request with a candidate list scores its candidates exactly,
+without the index.
 
 The index is built with the model version (``index/topk.faiss``, for catalogues above
 :data:`SHIP_ABOVE` items) and checked against the model at load; a version without one (or with one

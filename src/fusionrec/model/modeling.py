@@ -348,7 +348,9 @@ class FusionRecModel(nn.Module):
         counts = torch.zeros(history.shape[0], K, device=history.device).scatter_add_(1, self.tc_label[h], m)
         return torch.log((counts + 1.0) / (m.sum(1, keepdim=True) + K)) + math.log(K)
 
-    def taste_term(self, history: torch.Tensor, history_mask: torch.Tensor, weight: float | None = None) -> torch.Tensor:
+    def taste_term(
+        self, history: torch.Tensor, history_mask: torch.Tensor, weight: float | None = None
+    ) -> torch.Tensor:
         """The taste term [B, n_items]: ``weight`` (default ``tc_weight``) times :meth:`taste_shares` at each
         item's cluster (``tc_label``)."""
         w = float(self.tc_weight) if weight is None else weight
