@@ -208,6 +208,7 @@ VARIANTS: dict[str, Callable[[Context], Compared | None]] = {
     "no_tabular": _variant(_content),
     "no_item_item": _variant(sorted, {"item_item": 0}),
     "no_content": _variant(sorted, {"content_term": False}),
+    "no_taste": _variant(sorted, {"taste_clusters": False}),
     # the sparse item-item form with the 64 most bought items in every row (FusionConfig.item_item_popular)
     "ii_popular": _variant(sorted, {"item_item_popular": 64}),
     "fusion_sampled": _variant(sorted, training={"softmax": "sampled"}),
