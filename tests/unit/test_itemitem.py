@@ -383,23 +383,40 @@ def test_the_content_term_ranks_as_the_content_peer_does():
     assert ours == pytest.approx(peer, abs=1e-5)
 
 
-def test_the_content_weight_is_chosen_on_validation_and_zero_when_content_says_nothing():
-    """On tastes that only content shows (each user's items share a direction in content space) the
-    chosen weight is positive and lifts validation NDCG@20; on content unrelated to the tastes it stays 0
-    (or lifts nothing)."""
+def _text_model(n_users: int, content: np.ndarray, dim: int) -> FusionRecModel:
+    """A model over one text modality holding ``content`` [n_items, d], every item seen, no item-item term and
+    no content neighbourhood."""
+    n_items, d = content.shape
+    model = FusionRecModel(
+        FusionConfig(
+            n_users=n_users, n_items=n_items, dim=dim, modalities={"text": d}, item_item=0, content_neighbours=0
+        )
+    )
+    model.set_item_features(
+        {"text": (torch.tensor(content, dtype=torch.float32), torch.ones(n_items, dtype=torch.bool))},
+        torch.ones(n_items, dtype=torch.bool),
+    )
+    return model
+
+
+def _kinds(rng, n_users: int, n_items: int, kinds: int, per_user: int, every: int):
+    """Items of ``kinds`` kinds, each user buying ``per_user`` items of one kind, every ``every``-th row held out
+    for validation; towers as strong as noise. Returns (each item's kind, the split, the histories and their
+    mask, the towers' scores, the training pairs, the validation items by user)."""
     import pandas as pd
 
     from fusionrec.data.splits import Split
-    from fusionrec.itemitem import CONTENT_WEIGHTS, fit_content_term
 
-    rng = np.random.default_rng(4)
-    n_users, n_items, groups = 80, 60, 6
-    group = rng.integers(0, groups, n_items)
-    taste = rng.integers(0, groups, n_users)
+    kind = rng.integers(0, kinds, n_items)
+    taste = rng.integers(0, kinds, n_users)
     rows = sorted(
-        {(u, int(i)) for u in range(n_users) for i in rng.choice(np.flatnonzero(group == taste[u]), 4, replace=False)}
+        {
+            (u, int(i))
+            for u in range(n_users)
+            for i in rng.choice(np.flatnonzero(kind == taste[u]), per_user, replace=False)
+        }
     )
-    valid_rows = {r for k, r in enumerate(rows) if k % 4 == 0}
+    valid_rows = {r for k, r in enumerate(rows) if k % every == 0}
     frame = lambda rs: pd.DataFrame([(u, i, 0) for u, i in rs], columns=["user_idx", "item_idx", "timestamp"])  # noqa: E731
     train_rows = [r for r in rows if r not in valid_rows]
     split = Split("random", frame(train_rows), frame(sorted(valid_rows)), frame([]), n_users, n_items)
@@ -409,25 +426,29 @@ def test_the_content_weight_is_chosen_on_validation_and_zero_when_content_says_n
         items = [i for v, i in train_rows if v == u]
         hist[u, 8 - len(items) :] = torch.tensor(items)
         hmask[u, 8 - len(items) :] = True
-    base = rng.normal(size=(n_users, n_items)).astype(np.float32)  # towers as strong as noise: small weights lose
-    train = set(train_rows)
+    base = rng.normal(size=(n_users, n_items)).astype(np.float32)  # small weights lose to it
     valid = {}
     for u, i in valid_rows:
         valid.setdefault(u, set()).add(i)
+    return kind, split, hist, hmask, base, set(train_rows), valid
+
+
+def test_the_content_weight_is_chosen_on_validation_and_zero_when_content_says_nothing():
+    """On tastes that only content shows (each user's items share a direction in content space) the
+    chosen weight is positive and lifts validation NDCG@20; on content unrelated to the tastes it stays 0
+    (or lifts nothing)."""
+
+    from fusionrec.itemitem import CONTENT_WEIGHTS, fit_content_term
+
+    rng = np.random.default_rng(4)
+    n_users, n_items, groups = 80, 60, 6
+    group, split, hist, hmask, base, train, valid = _kinds(rng, n_users, n_items, groups, 4, 4)
     centres = rng.normal(size=(groups, 16))
     for content, positive in (
         (centres[group] + 0.3 * rng.normal(size=(n_items, 16)), True),
         (rng.normal(size=(n_items, 16)), False),
     ):
-        model = FusionRecModel(
-            FusionConfig(
-                n_users=n_users, n_items=n_items, dim=4, modalities={"text": 16}, item_item=0, content_neighbours=0
-            )
-        )
-        model.set_item_features(
-            {"text": (torch.tensor(content, dtype=torch.float32), torch.ones(n_items, dtype=torch.bool))},
-            torch.ones(n_items, dtype=torch.bool),
-        )
+        model = _text_model(n_users, content, dim=4)
         chosen = fit_content_term(model, split, hist, hmask, lambda us: base[us])
         assert float(model.cc_weight) == chosen["weight"]
         # every weight of the grid scored here by hand (the term's own values: the test above checks them)
@@ -615,48 +636,19 @@ def test_the_taste_term_is_chosen_where_tastes_follow_kinds_of_content_and_not_o
     """Items of six kinds told apart by their content, each user buying within one kind: fit_taste_term keeps
     clusters and a weight, and the validation NDCG@20 it reports is the kept setting's, scored here by hand,
     well above the towers' noise; on content unrelated to the kinds it lifts little."""
-    import pandas as pd
 
-    from fusionrec.data.splits import Split
     from fusionrec.itemitem import TASTE_CLUSTERS, fit_taste_term
 
     rng = np.random.default_rng(12)
     n_users, n_items, kinds = 90, 120, 6
-    kind = rng.integers(0, kinds, n_items)
-    taste = rng.integers(0, kinds, n_users)
-    rows = sorted(
-        {(u, int(i)) for u in range(n_users) for i in rng.choice(np.flatnonzero(kind == taste[u]), 6, replace=False)}
-    )
-    valid_rows = {r for k, r in enumerate(rows) if k % 3 == 0}
-    frame = lambda rs: pd.DataFrame([(u, i, 0) for u, i in rs], columns=["user_idx", "item_idx", "timestamp"])  # noqa: E731
-    train_rows = [r for r in rows if r not in valid_rows]
-    split = Split("random", frame(train_rows), frame(sorted(valid_rows)), frame([]), n_users, n_items)
-    hist = torch.zeros(n_users, 8, dtype=torch.long)
-    hmask = torch.zeros(n_users, 8, dtype=torch.bool)
-    for u in range(n_users):
-        items = [i for v, i in train_rows if v == u]
-        hist[u, 8 - len(items) :] = torch.tensor(items)
-        hmask[u, 8 - len(items) :] = True
-    base = rng.normal(size=(n_users, n_items)).astype(np.float32)  # towers as strong as noise
-    train = set(train_rows)
-    valid = {}
-    for u, i in valid_rows:
-        valid.setdefault(u, set()).add(i)
+    kind, split, hist, hmask, base, train, valid = _kinds(rng, n_users, n_items, kinds, 6, 3)
     centres = rng.normal(size=(kinds, 16)) * 3
     for content, positive in (
         (centres[kind] + 0.3 * rng.normal(size=(n_items, 16)), True),
         (rng.normal(size=(n_items, 16)), False),
     ):
         torch.manual_seed(0)
-        model = FusionRecModel(
-            FusionConfig(
-                n_users=n_users, n_items=n_items, dim=8, modalities={"text": 16}, item_item=0, content_neighbours=0
-            )
-        )
-        model.set_item_features(
-            {"text": (torch.tensor(content, dtype=torch.float32), torch.ones(n_items, dtype=torch.bool))},
-            torch.ones(n_items, dtype=torch.bool),
-        )
+        model = _text_model(n_users, content, dim=8)
         model.eval()
         chosen = fit_taste_term(model, split, hist, hmask, lambda us: base[us])
         assert float(model.tc_weight) == chosen["taste_weight"] and int(model.tc_clusters) == chosen["taste_clusters"]
