@@ -506,12 +506,12 @@ def fit_taste_term(
     base = np.asarray(scores(users), dtype=np.float32)
     before = _ndcg(base, users, split)
     vectors = taste_vectors(model)
-    best, labels = (before, 0, 0.0), {}
+    best = (before, 0, 0.0, torch.zeros_like(model.tc_label))  # (NDCG, clusters, weight, labels)
     for k in TASTE_CLUSTERS:
         if k >= model.config.n_items:
             break
-        labels[k] = kmeans(vectors, k, seed=seed).to(device)
-        model.tc_label.copy_(labels[k])
+        labels = kmeans(vectors, k, seed=seed).to(device)
+        model.tc_label.copy_(labels)
         model.tc_clusters.fill_(k)
         with torch.inference_mode():
             term = model.taste_term(h, m, weight=1.0).float().cpu().numpy()
@@ -519,11 +519,11 @@ def fit_taste_term(
         w = max(tried, key=tried.get)
         log.info("taste term: %d clusters, valid NDCG@20 %.4f at weight %g (%.4f before)", k, tried[w], w, before)
         if tried[w] > best[0]:
-            best = (tried[w], k, w)
-    ndcg, k, w = best
+            best = (tried[w], k, w, labels)
+    ndcg, k, w, labels = best
     model.tc_clusters.fill_(k)
     model.tc_weight.fill_(w)
-    model.tc_label.copy_(labels[k] if k else torch.zeros_like(model.tc_label))
+    model.tc_label.copy_(labels)
     out = {"taste_clusters": float(k), "taste_weight": float(w), "valid_ndcg@20_with_taste": ndcg}
     log.info("taste term: %s", out)
     return out

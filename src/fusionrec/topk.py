@@ -66,8 +66,8 @@ def index_vectors(model, item_vectors: torch.Tensor, item_bias: torch.Tensor | N
     parts.append((item_bias if item_bias is not None else torch.zeros(len(item_vectors)))[:, None] * T)
     if _dense_content(model):
         parts.append(model.content_vectors())
-    if _taste(model):
-        parts.append(F.one_hot(model.tc_label, _taste(model)).float())
+    if taste := _taste(model):
+        parts.append(F.one_hot(model.tc_label, taste).float())
     with torch.inference_mode():
         return np.ascontiguousarray(torch.cat(parts, dim=1).float().numpy())
 
@@ -99,8 +99,8 @@ def save_index(model, item_vectors: torch.Tensor, item_bias: torch.Tensor | None
     x = index_vectors(model, item_vectors, item_bias)
     faiss.write_index(build_index(x), str(folder / INDEX_FILE))
     meta = {"items": int(x.shape[0]), "dim": int(x.shape[1]), "content": _dense_content(model)}
-    if _taste(model):
-        meta["taste"] = _taste(model)
+    if taste := _taste(model):
+        meta["taste"] = taste
     (folder / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
@@ -158,14 +158,15 @@ class CatalogueTopK:
         folder = Path(folder)
         meta_file = folder / META_FILE
         meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
+        taste = _taste(model)
         want = {
             "items": len(item_vectors),
             "dim": item_vectors.shape[1]
             + 1
             + (model.content_vectors().shape[1] if _dense_content(model) else 0)
-            + _taste(model),
+            + taste,
             "content": _dense_content(model),
-            **({"taste": _taste(model)} if _taste(model) else {}),
+            **({"taste": taste} if taste else {}),
         }
         if meta == want and (folder / INDEX_FILE).exists():
             index = faiss.read_index(str(folder / INDEX_FILE))
@@ -177,8 +178,8 @@ class CatalogueTopK:
     def row_terms(self, history: torch.Tensor, mask: torch.Tensor) -> RowTerms:
         """The history terms of one request (``history``, ``mask``: [1, H], as the model takes them)."""
         m = self.model
-        start = max(0, history.shape[1] - m.config.item_item_history)
-        h = history[0, start:][mask[0, start:]]
+        window, used = m.history_window(history, mask)
+        h = window[0][used[0]]
         parts, support = [], []
         with torch.inference_mode():
             if m.has_item_item:

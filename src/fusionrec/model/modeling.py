@@ -334,6 +334,12 @@ class FusionRecModel(nn.Module):
         weights = float(self.cc_weight) != 0.0 or float(self.cn_weight) != 0.0 or self.has_taste_term
         return bool(self.config.content_term and self.modality_names and weights)
 
+    def history_window(self, history: torch.Tensor, history_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last ``item_item_history`` columns of the histories, padding clamped to a valid index, and their
+        mask: what the content and taste terms sum over."""
+        start = max(0, history.shape[1] - self.config.item_item_history)
+        return history[:, start:].clamp(min=0), history_mask[:, start:]
+
     @property
     def has_taste_term(self) -> bool:
         return bool(self.modality_names and int(self.tc_clusters) > 0 and float(self.tc_weight) != 0.0)
@@ -343,8 +349,8 @@ class FusionRecModel(nn.Module):
         user's last ``item_item_history`` items in it and ``n`` their count: the log of the history's smoothed
         share of the cluster against an even share (0 everywhere for an empty history)."""
         K = int(self.tc_clusters)
-        start = max(0, history.shape[1] - self.config.item_item_history)
-        h, m = history[:, start:].clamp(min=0), history_mask[:, start:].float()
+        h, m = self.history_window(history, history_mask)
+        m = m.float()
         counts = torch.zeros(history.shape[0], K, device=history.device).scatter_add_(1, self.tc_label[h], m)
         return torch.log((counts + 1.0) / (m.sum(1, keepdim=True) + K)) + math.log(K)
 
@@ -389,20 +395,20 @@ class FusionRecModel(nn.Module):
         term at ``taste_weight`` (default ``tc_weight``; :meth:`taste_term`)."""
         w = float(self.cc_weight) if weight is None else weight
         wn = float(self.cn_weight) if neighbour_weight is None else neighbour_weight
+        wt = float(self.tc_weight) if taste_weight is None else taste_weight
         B, n = history.shape[0], self.config.n_items
         out = torch.zeros(B, n, device=history.device)
         if not self.modality_names:
             return out
-        start = max(0, history.shape[1] - self.config.item_item_history)
-        h, m = history[:, start:].clamp(min=0), history_mask[:, start:]
+        h, m = self.history_window(history, history_mask)
         if w != 0.0:
             c = self.content_vectors()
             pooled = F.embedding_bag(h, c, per_sample_weights=m.to(c.dtype), mode="sum")
             out += F.normalize(pooled, dim=-1) @ c.T * w
         if wn != 0.0 and self.cn_index.shape[1] > 0:
             out += _neighbour_sum(h, m, self.cn_index, self.cn_value, n) * wn
-        if (float(self.tc_weight) if taste_weight is None else taste_weight) != 0.0:
-            out += self.taste_term(history, history_mask, weight=taste_weight)
+        if wt != 0.0:
+            out += self.taste_term(history, history_mask, weight=wt)
         return out
 
     def logits(self, users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
